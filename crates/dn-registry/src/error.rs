@@ -1,0 +1,47 @@
+use dn_types::ArtifactKind;
+
+/// The one error type of `dn-registry`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{kind} {reference} not found")]
+    NotFound {
+        kind: ArtifactKind,
+        reference: String,
+    },
+    #[error("file '{path}' not found in {kind} {reference}")]
+    FileNotFound {
+        kind: ArtifactKind,
+        reference: String,
+        path: String,
+    },
+    /// The version exists with different content: versions are immutable.
+    #[error(
+        "{kind} {reference} already exists with different content ({existing}); versions are immutable: \
+         push a new version"
+    )]
+    Conflict {
+        kind: ArtifactKind,
+        reference: String,
+        existing: String,
+    },
+    /// The upload is malformed; `file` names the file (or field) at fault.
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+    #[error("upload too large: {size} bytes exceeds the limit of {limit} bytes (max_upload_bytes)")]
+    TooLarge { size: u64, limit: u64 },
+    #[error("storage configuration: {0}")]
+    Config(String),
+    #[error("storage error: {0}")]
+    Storage(#[from] object_store::Error),
+}
+
+impl Error {
+    pub fn invalid(file: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Invalid {
+            file: file.into(),
+            message: message.into(),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

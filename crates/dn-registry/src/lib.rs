@@ -1,0 +1,20 @@
+//! Registries of datasets and capabilities, addressed as `org/NAME@VERSION`, over `object_store` (a local
+//! directory by default, S3-compatible storage by configuration).
+//!
+//! Layout: file contents are stored once under `blobs/sha256/<hex>`; each pushed version is one manifest
+//! object (`datasets/<org>/<name>/<version>.json`, `capabilities/...`) written last and only if absent, so a
+//! version exists exactly when its manifest does, and never changes afterwards.
+
+mod capability;
+mod dataset;
+mod error;
+mod frontmatter;
+mod storage;
+mod upload;
+
+pub use capability::parse_capability;
+pub use dataset::parse_dataset;
+pub use error::{Error, Result};
+pub use frontmatter::strip_front_matter;
+pub use storage::{Registry, StorageConfig};
+pub use upload::{Upload, UploadFile, validate_relative_path};

@@ -1,0 +1,323 @@
+//! [`Registry`]: push, fetch and list manifests and files over an `object_store`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dn_types::{ArtifactKind, CapabilityManifest, DatasetManifest, FileEntry, PushResult};
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::upload::Upload;
+
+/// Where the registry keeps its objects.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StorageConfig {
+    /// A local directory (the embedded default: `<data-dir>/storage`).
+    Local { root: PathBuf },
+    /// An S3-compatible bucket. Credentials come from the usual `AWS_*` environment variables.
+    S3 {
+        bucket: String,
+        endpoint: Option<String>,
+        region: Option<String>,
+        allow_http: bool,
+    },
+}
+
+/// The dataset and capability registries over one object store.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    store: Arc<dyn ObjectStore>,
+    max_upload_bytes: u64,
+}
+
+/// What the registry needs to know of a manifest type.
+trait Manifest: Serialize + DeserializeOwned {
+    const KIND: ArtifactKind;
+    fn digest(&self) -> &str;
+    fn files(&self) -> &[FileEntry];
+    fn name_version(&self) -> (&str, &str);
+}
+
+impl Manifest for DatasetManifest {
+    const KIND: ArtifactKind = ArtifactKind::Dataset;
+    fn digest(&self) -> &str {
+        &self.digest
+    }
+    fn files(&self) -> &[FileEntry] {
+        &self.files
+    }
+    fn name_version(&self) -> (&str, &str) {
+        (&self.name, &self.version)
+    }
+}
+
+impl Manifest for CapabilityManifest {
+    const KIND: ArtifactKind = ArtifactKind::Capability;
+    fn digest(&self) -> &str {
+        &self.digest
+    }
+    fn files(&self) -> &[FileEntry] {
+        &self.files
+    }
+    fn name_version(&self) -> (&str, &str) {
+        (&self.name, &self.version)
+    }
+}
+
+fn kind_prefix(kind: ArtifactKind) -> &'static str {
+    match kind {
+        ArtifactKind::Dataset => "datasets",
+        ArtifactKind::Capability => "capabilities",
+    }
+}
+
+/// Callers validate names first (`dn_types::validate_name`); keys only ever hold `[a-z0-9-.+]`.
+fn manifest_key(kind: ArtifactKind, org: &str, name: &str, version: &str) -> StorePath {
+    StorePath::from(format!("{}/{org}/{name}/{version}.json", kind_prefix(kind)))
+}
+
+fn blob_key(sha256_id: &str) -> StorePath {
+    let hex = sha256_id.trim_start_matches("sha256:");
+    StorePath::from(format!("blobs/sha256/{hex}"))
+}
+
+fn display_ref(org: &str, name: &str, version: &str) -> String {
+    format!("{org}/{name}@{version}")
+}
+
+impl Registry {
+    pub fn new(config: &StorageConfig, max_upload_bytes: u64) -> Result<Self> {
+        let store: Arc<dyn ObjectStore> = match config {
+            StorageConfig::Local { root } => {
+                std::fs::create_dir_all(root).map_err(|e| {
+                    Error::Config(format!("cannot create storage dir {}: {e}", root.display()))
+                })?;
+                Arc::new(LocalFileSystem::new_with_prefix(root)?)
+            }
+            StorageConfig::S3 {
+                bucket,
+                endpoint,
+                region,
+                allow_http,
+            } => {
+                let mut builder = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_allow_http(*allow_http);
+                if let Some(endpoint) = endpoint {
+                    builder = builder.with_endpoint(endpoint);
+                }
+                if let Some(region) = region {
+                    builder = builder.with_region(region);
+                }
+                Arc::new(builder.build()?)
+            }
+        };
+        Ok(Registry {
+            store,
+            max_upload_bytes,
+        })
+    }
+
+    pub fn max_upload_bytes(&self) -> u64 {
+        self.max_upload_bytes
+    }
+
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
+    }
+
+    pub async fn push_dataset(
+        &self,
+        org: &str,
+        upload: &Upload,
+    ) -> Result<PushResult<DatasetManifest>> {
+        let manifest = crate::dataset::parse_dataset(upload, org)?;
+        self.push(org, upload, manifest).await
+    }
+
+    pub async fn push_capability(
+        &self,
+        org: &str,
+        upload: &Upload,
+    ) -> Result<PushResult<CapabilityManifest>> {
+        let manifest = crate::capability::parse_capability(upload, org)?;
+        self.push(org, upload, manifest).await
+    }
+
+    pub async fn dataset(&self, org: &str, name: &str, version: &str) -> Result<DatasetManifest> {
+        self.manifest(org, name, version).await
+    }
+
+    pub async fn capability(
+        &self,
+        org: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<CapabilityManifest> {
+        self.manifest(org, name, version).await
+    }
+
+    pub async fn list_datasets(&self, org: &str) -> Result<Vec<DatasetManifest>> {
+        self.list(org).await
+    }
+
+    pub async fn list_capabilities(&self, org: &str) -> Result<Vec<CapabilityManifest>> {
+        self.list(org).await
+    }
+
+    /// The bytes of one file of a pushed version.
+    pub async fn file(
+        &self,
+        kind: ArtifactKind,
+        org: &str,
+        name: &str,
+        version: &str,
+        path: &str,
+    ) -> Result<Bytes> {
+        let files = match kind {
+            ArtifactKind::Dataset => self.dataset(org, name, version).await?.files,
+            ArtifactKind::Capability => self.capability(org, name, version).await?.files,
+        };
+        let entry = files
+            .iter()
+            .find(|f| f.path == path)
+            .ok_or_else(|| Error::FileNotFound {
+                kind,
+                reference: display_ref(org, name, version),
+                path: path.to_owned(),
+            })?;
+        Ok(self
+            .store
+            .get(&blob_key(&entry.sha256))
+            .await?
+            .bytes()
+            .await?)
+    }
+
+    async fn manifest<M: Manifest>(&self, org: &str, name: &str, version: &str) -> Result<M> {
+        let key = manifest_key(M::KIND, org, name, version);
+        let bytes = match self.store.get(&key).await {
+            Ok(found) => found.bytes().await?,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(Error::NotFound {
+                    kind: M::KIND,
+                    reference: display_ref(org, name, version),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::invalid(key.to_string(), format!("corrupt manifest: {e}")))
+    }
+
+    async fn list<M: Manifest>(&self, org: &str) -> Result<Vec<M>> {
+        let prefix = StorePath::from(format!("{}/{org}", kind_prefix(M::KIND)));
+        let metas: Vec<_> = self.store.list(Some(&prefix)).try_collect().await?;
+        let mut items = Vec::new();
+        for meta in metas
+            .iter()
+            .filter(|m| m.location.as_ref().ends_with(".json"))
+        {
+            let bytes = self.store.get(&meta.location).await?.bytes().await?;
+            let manifest: M = serde_json::from_slice(&bytes).map_err(|e| {
+                Error::invalid(meta.location.to_string(), format!("corrupt manifest: {e}"))
+            })?;
+            items.push(manifest);
+        }
+        items.sort_by(|a: &M, b: &M| {
+            let (an, av) = a.name_version();
+            let (bn, bv) = b.name_version();
+            let parse = |v: &str| semver::Version::parse(v).ok();
+            an.cmp(bn).then_with(|| parse(av).cmp(&parse(bv)))
+        });
+        Ok(items)
+    }
+
+    async fn push<M: Manifest>(
+        &self,
+        org: &str,
+        upload: &Upload,
+        manifest: M,
+    ) -> Result<PushResult<M>> {
+        let (name, version) = manifest.name_version();
+        let reference = display_ref(org, name, version);
+        if let Some(existing) = self
+            .existing::<M>(org, name, version, &manifest, &reference)
+            .await?
+        {
+            return Ok(existing);
+        }
+        for (file, entry) in upload.files().iter().zip(manifest.files()) {
+            let key = blob_key(&entry.sha256);
+            match self.store.head(&key).await {
+                Ok(_) => continue,
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+            self.store
+                .put(&key, PutPayload::from(file.bytes.clone()))
+                .await?;
+        }
+        let key = manifest_key(M::KIND, org, name, version);
+        let body = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&key, PutPayload::from(body.clone()), create)
+            .await
+        {
+            Ok(_) => Ok(PushResult {
+                created: true,
+                manifest,
+            }),
+            // Another push won the race: same content is fine, different content is a conflict.
+            Err(object_store::Error::AlreadyExists { .. }) => self
+                .existing::<M>(org, name, version, &manifest, &reference)
+                .await?
+                .ok_or_else(|| Error::Config(format!("manifest of {reference} vanished"))),
+            // Stores without conditional writes: the existence check above is the guard.
+            Err(object_store::Error::NotImplemented) => {
+                self.store.put(&key, PutPayload::from(body)).await?;
+                Ok(PushResult {
+                    created: true,
+                    manifest,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `Some(result)` if the version exists with the same content, `Conflict` if with different content.
+    async fn existing<M: Manifest>(
+        &self,
+        org: &str,
+        name: &str,
+        version: &str,
+        new: &M,
+        reference: &str,
+    ) -> Result<Option<PushResult<M>>> {
+        match self.manifest::<M>(org, name, version).await {
+            Ok(existing) if existing.digest() == new.digest() => Ok(Some(PushResult {
+                created: false,
+                manifest: existing,
+            })),
+            Ok(existing) => Err(Error::Conflict {
+                kind: M::KIND,
+                reference: reference.to_owned(),
+                existing: existing.digest().to_owned(),
+            }),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}

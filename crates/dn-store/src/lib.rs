@@ -1,0 +1,165 @@
+//! The job store: jobs, their events (logs), attempts and API keys, behind the [`JobStore`] trait.
+//!
+//! One implementation, [`SqlStore`], serves both databases through sqlx's `Any` driver: the SQL is written
+//! once with `$N` placeholders (which SQLite accepts too); the dialects differ only in their migrations, in
+//! how a claim locks (`FOR UPDATE SKIP LOCKED` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite) and in pool
+//! setup. Every state transition is a guarded `UPDATE` (status and attempt in its `WHERE`), so two writers
+//! can never both win; the attempt number is the fencing token of a lease.
+
+mod error;
+mod jobs;
+mod keys;
+mod queue;
+mod rows;
+mod sql;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dn_types::{JobStatus, LogLevel, TrainingJob, TrainingJobLogEntry};
+use serde_json::{Map, Value};
+
+pub use error::{Error, Result};
+pub use sql::{Dialect, SqlStore};
+
+/// A job to create, already validated by the server.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub organization_id: String,
+    pub workspace_id: String,
+    pub name: Option<String>,
+    pub model: String,
+    pub project_ref: Option<String>,
+    pub run_ref: Option<String>,
+    pub dataset_ref: Option<dn_types::DatasetRef>,
+    pub trajectory_dataset_refs: Vec<dn_types::DatasetRef>,
+    pub capability: dn_types::CapabilitySnapshot,
+    pub config: Map<String, Value>,
+    pub tags: Vec<String>,
+}
+
+/// Filters and page of a job listing, always scoped to one organization and workspace.
+#[derive(Debug, Clone)]
+pub struct JobFilter {
+    pub organization_id: String,
+    pub workspace_id: String,
+    pub status: Option<JobStatus>,
+    pub backend: Option<String>,
+    pub trainer_type: Option<String>,
+    pub project_ref: Option<String>,
+    /// 1-based.
+    pub page: u32,
+    pub page_size: u32,
+}
+
+/// Who may write to a running job: the worker that claimed it, for that attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub job_id: String,
+    pub attempt: i64,
+    pub worker_id: String,
+}
+
+/// A job a worker claimed, with the lease that fences its writes.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub job: TrainingJob,
+    pub lease: Lease,
+}
+
+/// A log entry (progress event or message) to append to a running job.
+#[derive(Debug, Clone)]
+pub struct NewLogEntry {
+    pub level: LogLevel,
+    pub message: String,
+    pub data: Map<String, Value>,
+}
+
+/// A stored log entry with its position, for resuming a listing.
+#[derive(Debug, Clone)]
+pub struct StoredLogEntry {
+    pub seq: i64,
+    pub attempt: i64,
+    pub entry: TrainingJobLogEntry,
+}
+
+/// How a worker ends its attempt.
+#[derive(Debug, Clone)]
+pub enum JobOutcome {
+    Completed {
+        metrics: Map<String, Value>,
+        artifacts: Map<String, Value>,
+    },
+    Failed {
+        error: String,
+        metrics: Map<String, Value>,
+        artifacts: Map<String, Value>,
+    },
+    /// Stopped at a safe point after a cancel request.
+    Cancelled {
+        metrics: Map<String, Value>,
+        artifacts: Map<String, Value>,
+    },
+}
+
+/// Answer of a heartbeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub cancel_requested: bool,
+}
+
+/// Jobs whose lease expired, handled by [`JobStore::requeue_expired`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Requeued {
+    /// Back in `queued` for another attempt.
+    pub requeued: Vec<String>,
+    /// Cancel had been requested: now `cancelled`.
+    pub cancelled: Vec<String>,
+}
+
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    async fn create_job(&self, job: NewJob) -> Result<TrainingJob>;
+    /// A job of this organization and workspace; `NotFound` for any other.
+    async fn get_job(&self, org: &str, workspace: &str, id: &str) -> Result<TrainingJob>;
+    /// A job by id alone, for workers (which are trusted and org-agnostic).
+    async fn get_job_by_id(&self, id: &str) -> Result<TrainingJob>;
+    /// The page of jobs (newest first) and the total that match.
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<(Vec<TrainingJob>, i64)>;
+
+    /// Claims the oldest queued job: status `running`, attempt + 1, leased to `worker_id` for `lease`.
+    async fn claim_job(&self, worker_id: &str, lease: Duration) -> Result<Option<ClaimedJob>>;
+    /// Extends the lease; `LeaseLost` when this attempt no longer owns the job.
+    async fn heartbeat(&self, lease: &Lease, duration: Duration) -> Result<Heartbeat>;
+    /// Appends log entries and, if given, replaces the job's metrics; fenced by the lease.
+    async fn append_progress(
+        &self,
+        lease: &Lease,
+        entries: &[NewLogEntry],
+        metrics: Option<&Map<String, Value>>,
+    ) -> Result<()>;
+    /// Ends the attempt; fenced by the lease.
+    async fn finish_job(&self, lease: &Lease, outcome: JobOutcome) -> Result<TrainingJob>;
+    /// Requeues running jobs whose lease expired (or cancels them if cancel was requested).
+    async fn requeue_expired(&self) -> Result<Requeued>;
+
+    /// Queued: `cancelled` at once. Running: `cancel_requested_at` set. Cancelled: unchanged.
+    /// Completed or failed: `Conflict`.
+    async fn cancel_job(&self, org: &str, workspace: &str, id: &str) -> Result<TrainingJob>;
+    /// Failed or cancelled: back to `queued` for a new attempt (history kept). Otherwise `Conflict`.
+    async fn retry_job(&self, org: &str, workspace: &str, id: &str) -> Result<TrainingJob>;
+    /// Log entries of a job after position `after_seq` (0 for all), oldest first.
+    async fn list_logs(
+        &self,
+        org: &str,
+        workspace: &str,
+        id: &str,
+        after_seq: i64,
+    ) -> Result<Vec<StoredLogEntry>>;
+
+    /// Creates an API key for `org` and returns it in clear (stored hashed).
+    async fn create_api_key(&self, org: &str) -> Result<String>;
+    /// The organization of a key, if the key exists.
+    async fn organization_for_key(&self, key: &str) -> Result<Option<String>>;
+    async fn count_api_keys(&self) -> Result<i64>;
+}

@@ -1,0 +1,289 @@
+//! The worker side of the store: claim, heartbeat, progress, finish, and the reaper. Every write is fenced
+//! by `(id, attempt, status = 'running')`.
+
+use std::time::Duration;
+
+use dn_types::LogLevel;
+use serde_json::{Map, Value};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
+
+use crate::error::{Error, Result};
+use crate::rows::{JOB_COLUMNS, job_from_row, now_micros, to_json};
+use crate::sql::{Dialect, SqlStore};
+use crate::{ClaimedJob, Heartbeat, JobOutcome, Lease, NewLogEntry, Requeued};
+
+pub(crate) async fn insert_event(
+    tx: &mut Transaction<'static, Any>,
+    job_id: &str,
+    attempt: i64,
+    level: LogLevel,
+    message: &str,
+    data: &Map<String, Value>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO job_events (job_id, attempt, timestamp, level, message, data) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(job_id)
+    .bind(attempt)
+    .bind(now_micros())
+    .bind(level.as_str())
+    .bind(message)
+    .bind(to_json(data))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+fn lease_lost(lease: &Lease) -> Error {
+    Error::LeaseLost {
+        job_id: lease.job_id.clone(),
+        attempt: lease.attempt,
+    }
+}
+
+impl SqlStore {
+    pub(crate) async fn claim(
+        &self,
+        worker_id: &str,
+        lease: Duration,
+    ) -> Result<Option<ClaimedJob>> {
+        let lock = match self.dialect {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = $1, \
+             lease_expires_at = $2, started_at = $3, updated_at = $3 \
+             WHERE status = 'queued' AND id = (SELECT id FROM jobs WHERE status = 'queued' \
+             ORDER BY created_at, id LIMIT 1{lock}) RETURNING {JOB_COLUMNS}"
+        );
+        let now = now_micros();
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(&sql)
+            .bind(worker_id)
+            .bind(now.saturating_add(micros(lease)))
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Ok(None);
+        };
+        let job = job_from_row(&row)?;
+        sqlx::query(
+            "INSERT INTO job_attempts (job_id, attempt, worker_id, started_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&job.id)
+        .bind(job.attempt)
+        .bind(worker_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let mut data = Map::new();
+        data.insert("worker_id".into(), worker_id.into());
+        data.insert("attempt".into(), job.attempt.into());
+        let message = format!("claimed by worker {worker_id} (attempt {})", job.attempt);
+        insert_event(
+            &mut tx,
+            &job.id,
+            job.attempt,
+            LogLevel::Info,
+            &message,
+            &data,
+        )
+        .await?;
+        tx.commit().await?;
+        let lease = Lease {
+            job_id: job.id.clone(),
+            attempt: job.attempt,
+            worker_id: worker_id.to_owned(),
+        };
+        Ok(Some(ClaimedJob { job, lease }))
+    }
+
+    pub(crate) async fn beat(&self, lease: &Lease, duration: Duration) -> Result<Heartbeat> {
+        let now = now_micros();
+        let row = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = $1, updated_at = $2 \
+             WHERE id = $3 AND attempt = $4 AND status = 'running' RETURNING cancel_requested_at",
+        )
+        .bind(now.saturating_add(micros(duration)))
+        .bind(now)
+        .bind(&lease.job_id)
+        .bind(lease.attempt)
+        .fetch_optional(&self.pool)
+        .await?;
+        let row = row.ok_or_else(|| lease_lost(lease))?;
+        let cancel: Option<i64> = row.try_get("cancel_requested_at")?;
+        Ok(Heartbeat {
+            cancel_requested: cancel.is_some(),
+        })
+    }
+
+    pub(crate) async fn progress(
+        &self,
+        lease: &Lease,
+        entries: &[NewLogEntry],
+        metrics: Option<&Map<String, Value>>,
+    ) -> Result<()> {
+        let mut tx = self.begin_write().await?;
+        let now = now_micros();
+        // The fence first: on PostgreSQL it also locks the row until commit, so the reaper cannot requeue
+        // the job between this check and the inserts.
+        let fenced = match metrics {
+            Some(metrics) => sqlx::query(
+                "UPDATE jobs SET metrics = $1, updated_at = $2 \
+                 WHERE id = $3 AND attempt = $4 AND status = 'running'",
+            )
+            .bind(to_json(metrics)),
+            None => sqlx::query(
+                "UPDATE jobs SET updated_at = $1 WHERE id = $2 AND attempt = $3 AND status = 'running'",
+            ),
+        };
+        let result = fenced
+            .bind(now)
+            .bind(&lease.job_id)
+            .bind(lease.attempt)
+            .execute(&mut *tx)
+            .await?;
+        if result.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Err(lease_lost(lease));
+        }
+        for entry in entries {
+            insert_event(
+                &mut tx,
+                &lease.job_id,
+                lease.attempt,
+                entry.level,
+                &entry.message,
+                &entry.data,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn finish(
+        &self,
+        lease: &Lease,
+        outcome: JobOutcome,
+    ) -> Result<dn_types::TrainingJob> {
+        let (status, error, metrics, artifacts) = match outcome {
+            JobOutcome::Completed { metrics, artifacts } => ("completed", None, metrics, artifacts),
+            JobOutcome::Failed {
+                error,
+                metrics,
+                artifacts,
+            } => ("failed", Some(error), metrics, artifacts),
+            JobOutcome::Cancelled { metrics, artifacts } => ("cancelled", None, metrics, artifacts),
+        };
+        let now = now_micros();
+        let mut tx = self.begin_write().await?;
+        let row: Option<AnyRow> = sqlx::query(&format!(
+            "UPDATE jobs SET status = $1, error = $2, metrics = $3, artifacts = $4, completed_at = $5, \
+             updated_at = $5, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $6 AND attempt = $7 AND status = 'running' RETURNING {JOB_COLUMNS}"
+        ))
+        .bind(status)
+        .bind(error.clone())
+        .bind(to_json(&metrics))
+        .bind(to_json(&artifacts))
+        .bind(now)
+        .bind(&lease.job_id)
+        .bind(lease.attempt)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Err(lease_lost(lease));
+        };
+        let job = job_from_row(&row)?;
+        close_attempt(&mut tx, &job.id, job.attempt, status, error.as_deref(), now).await?;
+        let (level, message) = match &error {
+            Some(error) => (LogLevel::Error, format!("job failed: {error}")),
+            None => (LogLevel::Info, format!("job {status}")),
+        };
+        let mut data = Map::new();
+        data.insert("status".into(), status.into());
+        insert_event(&mut tx, &job.id, job.attempt, level, &message, &data).await?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    pub(crate) async fn reap(&self) -> Result<Requeued> {
+        let now = now_micros();
+        let mut tx = self.begin_write().await?;
+        let cancelled = sqlx::query(
+            "UPDATE jobs SET status = 'cancelled', completed_at = $1, updated_at = $1, lease_owner = NULL, \
+             lease_expires_at = NULL WHERE status = 'running' AND lease_expires_at < $1 \
+             AND cancel_requested_at IS NOT NULL RETURNING id, attempt",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let requeued = sqlx::query(
+            "UPDATE jobs SET status = 'queued', updated_at = $1, lease_owner = NULL, \
+             lease_expires_at = NULL WHERE status = 'running' AND lease_expires_at < $1 RETURNING id, attempt",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut outcome = Requeued::default();
+        for (rows, status, message, ids) in [
+            (
+                &cancelled,
+                "cancelled",
+                "lease expired after a cancel request: job cancelled",
+                &mut outcome.cancelled,
+            ),
+            (
+                &requeued,
+                "queued",
+                "lease expired (worker lost): job requeued",
+                &mut outcome.requeued,
+            ),
+        ] {
+            for row in rows {
+                let id: String = row.try_get("id")?;
+                let attempt: i64 = row.try_get("attempt")?;
+                close_attempt(&mut tx, &id, attempt, "lease_expired", None, now).await?;
+                let mut data = Map::new();
+                data.insert("status".into(), status.into());
+                insert_event(&mut tx, &id, attempt, LogLevel::Warning, message, &data).await?;
+                ids.push(id);
+            }
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+}
+
+async fn close_attempt(
+    tx: &mut Transaction<'static, Any>,
+    job_id: &str,
+    attempt: i64,
+    outcome: &str,
+    error: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE job_attempts SET ended_at = $1, outcome = $2, error = $3 \
+         WHERE job_id = $4 AND attempt = $5",
+    )
+    .bind(now)
+    .bind(outcome)
+    .bind(error.map(str::to_owned))
+    .bind(job_id)
+    .bind(attempt)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! Connecting, pool setup and migrations for both dialects.
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Executor};
+
+use crate::error::{Error, Result};
+
+/// Which database a [`SqlStore`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// The [`crate::JobStore`] over SQLite or PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct SqlStore {
+    pub(crate) pool: AnyPool,
+    pub(crate) dialect: Dialect,
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+impl SqlStore {
+    /// Opens (creating if needed) the embedded SQLite database `dn.db` in `data_dir`.
+    pub async fn open_data_dir(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            Error::Database(sqlx::Error::Configuration(
+                format!("cannot create data dir {}: {e}", data_dir.display()).into(),
+            ))
+        })?;
+        let path = data_dir.join("dn.db");
+        Self::connect(&format!("sqlite://{}?mode=rwc", path.display())).await
+    }
+
+    /// Connects to `sqlite://PATH[?mode=rwc]` or `postgres://...` and runs pending migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        install_default_drivers();
+        let dialect = if url.starts_with("sqlite:") {
+            Dialect::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Dialect::Postgres
+        } else {
+            return Err(Error::UnsupportedUrl(redact(url)));
+        };
+        let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        let pool = match dialect {
+            Dialect::Sqlite => {
+                options
+                    .max_connections(8)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 30000; \
+                                 PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(url)
+                    .await?
+            }
+            Dialect::Postgres => options.max_connections(16).connect(url).await?,
+        };
+        match dialect {
+            Dialect::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
+            Dialect::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
+        }
+        Ok(SqlStore { pool, dialect })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// Starts a write transaction. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`), so
+    /// concurrent writers queue on the busy timeout instead of failing on a stale read snapshot.
+    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The url without its password, for error messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            format!("{}://***{}", &url[..scheme_end], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::JobStore for SqlStore {
+    async fn create_job(&self, job: crate::NewJob) -> Result<dn_types::TrainingJob> {
+        self.insert_job(job).await
+    }
+    async fn get_job(&self, org: &str, workspace: &str, id: &str) -> Result<dn_types::TrainingJob> {
+        self.fetch_scoped_job(org, workspace, id).await
+    }
+    async fn get_job_by_id(&self, id: &str) -> Result<dn_types::TrainingJob> {
+        self.fetch_job(id).await
+    }
+    async fn list_jobs(
+        &self,
+        filter: &crate::JobFilter,
+    ) -> Result<(Vec<dn_types::TrainingJob>, i64)> {
+        self.query_jobs(filter).await
+    }
+    async fn claim_job(
+        &self,
+        worker_id: &str,
+        lease: Duration,
+    ) -> Result<Option<crate::ClaimedJob>> {
+        self.claim(worker_id, lease).await
+    }
+    async fn heartbeat(
+        &self,
+        lease: &crate::Lease,
+        duration: Duration,
+    ) -> Result<crate::Heartbeat> {
+        self.beat(lease, duration).await
+    }
+    async fn append_progress(
+        &self,
+        lease: &crate::Lease,
+        entries: &[crate::NewLogEntry],
+        metrics: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> Result<()> {
+        self.progress(lease, entries, metrics).await
+    }
+    async fn finish_job(
+        &self,
+        lease: &crate::Lease,
+        outcome: crate::JobOutcome,
+    ) -> Result<dn_types::TrainingJob> {
+        self.finish(lease, outcome).await
+    }
+    async fn requeue_expired(&self) -> Result<crate::Requeued> {
+        self.reap().await
+    }
+    async fn cancel_job(
+        &self,
+        org: &str,
+        workspace: &str,
+        id: &str,
+    ) -> Result<dn_types::TrainingJob> {
+        self.cancel(org, workspace, id).await
+    }
+    async fn retry_job(
+        &self,
+        org: &str,
+        workspace: &str,
+        id: &str,
+    ) -> Result<dn_types::TrainingJob> {
+        self.retry(org, workspace, id).await
+    }
+    async fn list_logs(
+        &self,
+        org: &str,
+        workspace: &str,
+        id: &str,
+        after_seq: i64,
+    ) -> Result<Vec<crate::StoredLogEntry>> {
+        self.logs(org, workspace, id, after_seq).await
+    }
+    async fn create_api_key(&self, org: &str) -> Result<String> {
+        self.new_key(org).await
+    }
+    async fn organization_for_key(&self, key: &str) -> Result<Option<String>> {
+        self.key_org(key).await
+    }
+    async fn count_api_keys(&self) -> Result<i64> {
+        self.key_count().await
+    }
+}

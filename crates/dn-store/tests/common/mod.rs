@@ -1,0 +1,77 @@
+//! Test backends: a fresh SQLite file, or a fresh database on the PostgreSQL server named by
+//! `DN_TEST_DATABASE_URL` (started by scripts/test.sh). Without that variable the PostgreSQL half is
+//! skipped, unless `DN_REQUIRE_POSTGRES=1` (set by the test script) makes that an error.
+
+use dn_store::SqlStore;
+
+pub struct Backend {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Backend {
+    pub async fn sqlite() -> Backend {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("dn.db").display());
+        Backend {
+            url,
+            _dir: Some(dir),
+        }
+    }
+
+    pub async fn postgres() -> Option<Backend> {
+        let Ok(admin_url) = std::env::var("DN_TEST_DATABASE_URL") else {
+            assert!(
+                std::env::var("DN_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "DN_REQUIRE_POSTGRES=1 but DN_TEST_DATABASE_URL is not set"
+            );
+            eprintln!(
+                "skipping PostgreSQL: DN_TEST_DATABASE_URL is not set (scripts/test.sh sets it)"
+            );
+            return None;
+        };
+        use sqlx::{Connection, Executor};
+        sqlx::any::install_default_drivers();
+        let name = format!("dn_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = sqlx::AnyConnection::connect(&admin_url).await.unwrap();
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .unwrap();
+        admin.close().await.unwrap();
+        let (base, _) = admin_url.rsplit_once('/').expect("url ends in /DBNAME");
+        Some(Backend {
+            url: format!("{base}/{name}"),
+            _dir: None,
+        })
+    }
+
+    pub async fn store(&self) -> SqlStore {
+        SqlStore::connect(&self.url).await.unwrap()
+    }
+}
+
+/// Runs each named async test function against SQLite and PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let backend = $crate::common::Backend::sqlite().await;
+                    super::$name(&backend).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let Some(backend) = $crate::common::Backend::postgres().await else { return };
+                    super::$name(&backend).await;
+                }
+            )*
+        }
+    };
+}
