@@ -1,1 +1,301 @@
+//! A typed client of the `dn` HTTP API (the CLI uses it; any Rust program can).
 
+use std::time::Duration;
+
+use dn_types::{
+    CapabilityList, CapabilityManifest, CapabilityPushResult, CreateTinkerSftJobRequest,
+    DatasetList, DatasetManifest, DatasetPushResult, ErrorBody, HealthResponse,
+    TrainingCatalogResponse, TrainingJob, TrainingJobArtifacts, TrainingJobList,
+    TrainingJobLogList,
+};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+
+/// The one error type of `dn-client`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server answered with an error status; `detail` is its message.
+    #[error("{detail} (HTTP {status})")]
+    Api {
+        status: StatusCode,
+        code: String,
+        detail: String,
+    },
+    #[error("cannot reach the dn server at {url}: {source}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("unexpected response from {url}: {message}")]
+    Decode { url: String, message: String },
+    #[error("invalid server url '{0}'")]
+    BadUrl(String),
+}
+
+impl Error {
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Error::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Query of `GET .../training/jobs`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ListJobsQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project_ref: Option<String>,
+}
+
+/// Query of `GET /training/catalog`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CatalogQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+}
+
+/// One file of a push: its path relative to the dataset or capability root, and its bytes.
+#[derive(Debug, Clone)]
+pub struct PushFile {
+    pub path: String,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    api_key: Option<String>,
+}
+
+impl Client {
+    /// `server` is the server's address; `/api/v1` is appended unless it already ends with it (as the
+    /// reference SDK does).
+    pub fn new(server: &str, api_key: Option<&str>) -> Result<Self> {
+        let trimmed = server.trim_end_matches('/');
+        if !(trimmed.starts_with("http://") || trimmed.starts_with("https://")) {
+            return Err(Error::BadUrl(server.to_owned()));
+        }
+        let base = if trimmed.ends_with("/api/v1") {
+            trimmed.to_owned()
+        } else {
+            format!("{trimmed}/api/v1")
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(600))
+            .build()
+            .map_err(|source| Error::Transport {
+                url: base.clone(),
+                source,
+            })?;
+        Ok(Client {
+            http,
+            base,
+            api_key: api_key.map(str::to_owned),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let builder = self.http.request(method, format!("{}{path}", self.base));
+        match &self.api_key {
+            Some(key) => builder.header("X-API-Key", key),
+            None => builder,
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(&self, builder: RequestBuilder) -> Result<T> {
+        let request = builder.build().map_err(|source| Error::Transport {
+            url: self.base.clone(),
+            source,
+        })?;
+        let url = request.url().to_string();
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .map_err(|source| Error::Transport {
+                url: url.clone(),
+                source,
+            })?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|source| Error::Transport {
+            url: url.clone(),
+            source,
+        })?;
+        if !status.is_success() {
+            let (code, detail) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(body) => (body.code, body.detail),
+                Err(_) => (
+                    "unknown".into(),
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                ),
+            };
+            return Err(Error::Api {
+                status,
+                code,
+                detail,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
+            url,
+            message: e.to_string(),
+        })
+    }
+
+    fn jobs_path(org: &str, ws: &str) -> String {
+        format!("/org/{org}/ws/{ws}/training/jobs")
+    }
+
+    pub async fn health(&self) -> Result<HealthResponse> {
+        self.send(self.request(Method::GET, "/health")).await
+    }
+
+    pub async fn create_job(
+        &self,
+        org: &str,
+        ws: &str,
+        request: &CreateTinkerSftJobRequest,
+    ) -> Result<TrainingJob> {
+        self.send(
+            self.request(Method::POST, &Self::jobs_path(org, ws))
+                .json(request),
+        )
+        .await
+    }
+
+    pub async fn list_jobs(
+        &self,
+        org: &str,
+        ws: &str,
+        query: &ListJobsQuery,
+    ) -> Result<TrainingJobList> {
+        self.send(
+            self.request(Method::GET, &Self::jobs_path(org, ws))
+                .query(query),
+        )
+        .await
+    }
+
+    pub async fn get_job(&self, org: &str, ws: &str, id: &str) -> Result<TrainingJob> {
+        let path = format!("{}/{id}", Self::jobs_path(org, ws));
+        self.send(self.request(Method::GET, &path)).await
+    }
+
+    pub async fn cancel_job(&self, org: &str, ws: &str, id: &str) -> Result<TrainingJob> {
+        let path = format!("{}/{id}/cancel", Self::jobs_path(org, ws));
+        self.send(self.request(Method::POST, &path)).await
+    }
+
+    pub async fn retry_job(&self, org: &str, ws: &str, id: &str) -> Result<TrainingJob> {
+        let path = format!("{}/{id}/retry", Self::jobs_path(org, ws));
+        self.send(self.request(Method::POST, &path)).await
+    }
+
+    /// Log entries after position `after` (0 for all).
+    pub async fn job_logs(
+        &self,
+        org: &str,
+        ws: &str,
+        id: &str,
+        after: i64,
+    ) -> Result<TrainingJobLogList> {
+        let path = format!("{}/{id}/logs", Self::jobs_path(org, ws));
+        self.send(self.request(Method::GET, &path).query(&[("after", after)]))
+            .await
+    }
+
+    pub async fn job_artifacts(
+        &self,
+        org: &str,
+        ws: &str,
+        id: &str,
+    ) -> Result<TrainingJobArtifacts> {
+        let path = format!("{}/{id}/artifacts", Self::jobs_path(org, ws));
+        self.send(self.request(Method::GET, &path)).await
+    }
+
+    pub async fn catalog(&self, query: &CatalogQuery) -> Result<TrainingCatalogResponse> {
+        self.send(self.request(Method::GET, "/training/catalog").query(query))
+            .await
+    }
+
+    fn multipart(files: Vec<PushFile>) -> reqwest::multipart::Form {
+        files
+            .into_iter()
+            .fold(reqwest::multipart::Form::new(), |form, file| {
+                let part = reqwest::multipart::Part::bytes(file.bytes).file_name(file.path);
+                form.part("file", part)
+            })
+    }
+
+    pub async fn push_dataset(&self, org: &str, files: Vec<PushFile>) -> Result<DatasetPushResult> {
+        let path = format!("/org/{org}/datasets");
+        self.send(
+            self.request(Method::POST, &path)
+                .multipart(Self::multipart(files)),
+        )
+        .await
+    }
+
+    pub async fn list_datasets(&self, org: &str) -> Result<DatasetList> {
+        self.send(self.request(Method::GET, &format!("/org/{org}/datasets")))
+            .await
+    }
+
+    pub async fn get_dataset(
+        &self,
+        org: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<DatasetManifest> {
+        let path = format!("/org/{org}/datasets/{name}/{version}");
+        self.send(self.request(Method::GET, &path)).await
+    }
+
+    pub async fn push_capability(
+        &self,
+        org: &str,
+        files: Vec<PushFile>,
+    ) -> Result<CapabilityPushResult> {
+        let path = format!("/org/{org}/capabilities");
+        self.send(
+            self.request(Method::POST, &path)
+                .multipart(Self::multipart(files)),
+        )
+        .await
+    }
+
+    pub async fn list_capabilities(&self, org: &str) -> Result<CapabilityList> {
+        self.send(self.request(Method::GET, &format!("/org/{org}/capabilities")))
+            .await
+    }
+
+    pub async fn get_capability(
+        &self,
+        org: &str,
+        name: &str,
+        version: &str,
+    ) -> Result<CapabilityManifest> {
+        let path = format!("/org/{org}/capabilities/{name}/{version}");
+        self.send(self.request(Method::GET, &path)).await
+    }
+}

@@ -1,1 +1,102 @@
+//! The `dn` control plane: the reference platform's training-job routes (under `/api/v1`, and at the root),
+//! registries of datasets and capabilities, API-key auth per organization, the catalog, health and OpenAPI.
+//!
+//! `router(state)` builds the app; `serve(listener, state, shutdown)` runs it, so tests start servers
+//! in-process on `127.0.0.1:0`.
 
+mod catalog;
+mod error;
+mod extract;
+mod routes;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use dn_registry::Registry;
+use dn_store::JobStore;
+use dn_types::SftDefaults;
+use tokio::net::TcpListener;
+
+pub use catalog::Catalog;
+pub use error::ApiError;
+pub use routes::meta::ApiDoc;
+
+/// Everything a request handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn JobStore>,
+    pub registry: Registry,
+    pub catalog: Arc<Catalog>,
+    pub defaults: SftDefaults,
+}
+
+/// The routes, served under `/api/v1` (where the reference SDK looks) and at the root.
+pub fn router(state: AppState) -> Router {
+    use routes::{jobs, meta, registry};
+    // Multipart framing adds a little to the files themselves; the registry enforces the exact limit.
+    let upload_limit = usize::try_from(state.registry.max_upload_bytes())
+        .unwrap_or(usize::MAX)
+        .saturating_add(1 << 20);
+    let jobs_path = "/org/{org}/ws/{ws}/training/jobs";
+    let api = Router::new()
+        .route("/health", get(meta::health))
+        .route("/openapi.json", get(meta::openapi_json))
+        .route("/training/catalog", get(meta::catalog))
+        .route(jobs_path, post(jobs::create_job).get(jobs::list_jobs))
+        .route(&format!("{jobs_path}/{{id}}"), get(jobs::get_job))
+        .route(
+            &format!("{jobs_path}/{{id}}/cancel"),
+            post(jobs::cancel_job),
+        )
+        .route(&format!("{jobs_path}/{{id}}/retry"), post(jobs::retry_job))
+        .route(&format!("{jobs_path}/{{id}}/logs"), get(jobs::job_logs))
+        .route(
+            &format!("{jobs_path}/{{id}}/artifacts"),
+            get(jobs::job_artifacts),
+        )
+        .route(
+            "/org/{org}/datasets",
+            post(registry::push_dataset)
+                .layer(DefaultBodyLimit::max(upload_limit))
+                .get(registry::list_datasets),
+        )
+        .route(
+            "/org/{org}/datasets/{name}/{version}",
+            get(registry::get_dataset),
+        )
+        .route(
+            "/org/{org}/datasets/{name}/{version}/files/{*path}",
+            get(registry::dataset_file),
+        )
+        .route(
+            "/org/{org}/capabilities",
+            post(registry::push_capability)
+                .layer(DefaultBodyLimit::max(upload_limit))
+                .get(registry::list_capabilities),
+        )
+        .route(
+            "/org/{org}/capabilities/{name}/{version}",
+            get(registry::get_capability),
+        )
+        .route(
+            "/org/{org}/capabilities/{name}/{version}/files/{*path}",
+            get(registry::capability_file),
+        )
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .with_state(state);
+    Router::new().nest("/api/v1", api.clone()).merge(api)
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

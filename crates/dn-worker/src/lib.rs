@@ -1,1 +1,9 @@
+//! The worker daemon: claims queued jobs from the store, keeps their lease alive with heartbeats, hands each
+//! job to a [`JobRunner`], and records how it ended. Several workers (in one process or many) may share a
+//! store; the store's guarded updates make every claim exclusive.
 
+mod runner;
+mod worker;
+
+pub use runner::{JobRunner, Progress, RunContext, RunError, RunOutput, UnavailableTrainer};
+pub use worker::{Worker, WorkerConfig};

@@ -1,0 +1,213 @@
+//! The models this deployment can train, from configuration: each a local model directory (HF layout), a
+//! GGUF file, or a Hugging Face hub id already in the local hub cache. Family, size and context length are
+//! read from the model's `config.json`.
+
+use std::path::{Path, PathBuf};
+
+use dn_types::TrainingModel;
+use serde::Deserialize;
+
+/// The deployment's catalog, fixed at startup.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    models: Vec<TrainingModel>,
+}
+
+#[derive(Debug, Deserialize)]
+struct HfConfig {
+    #[serde(default)]
+    model_type: Option<String>,
+    hidden_size: u64,
+    intermediate_size: u64,
+    num_hidden_layers: u64,
+    num_attention_heads: u64,
+    #[serde(default)]
+    num_key_value_heads: Option<u64>,
+    #[serde(default)]
+    head_dim: Option<u64>,
+    vocab_size: u64,
+    #[serde(default)]
+    max_position_embeddings: Option<i64>,
+    #[serde(default)]
+    tie_word_embeddings: Option<bool>,
+    #[serde(default)]
+    num_local_experts: Option<u64>,
+}
+
+impl HfConfig {
+    /// Parameter count of a Llama-style decoder (attention, SwiGLU MLP, norms, embeddings).
+    fn parameters(&self) -> u64 {
+        let h = self.hidden_size;
+        let head_dim = self.head_dim.unwrap_or(h / self.num_attention_heads.max(1));
+        let kv = self.num_key_value_heads.unwrap_or(self.num_attention_heads) * head_dim;
+        let q = self.num_attention_heads * head_dim;
+        let experts = self.num_local_experts.unwrap_or(1).max(1);
+        let per_layer =
+            h * q + 2 * h * kv + q * h + experts * 3 * h * self.intermediate_size + 2 * h;
+        let embeddings = self.vocab_size * h;
+        let head = if self.tie_word_embeddings.unwrap_or(false) {
+            0
+        } else {
+            embeddings
+        };
+        self.num_hidden_layers * per_layer + embeddings + head + h
+    }
+}
+
+impl Catalog {
+    /// Loads every entry; an entry that cannot be read is an error naming it.
+    pub fn load(entries: &[String]) -> Result<Catalog, String> {
+        let models = entries
+            .iter()
+            .map(|entry| describe(entry).map_err(|e| format!("catalog model '{entry}': {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Catalog { models })
+    }
+
+    pub fn models(&self) -> &[TrainingModel] {
+        &self.models
+    }
+
+    /// `Ok` if jobs may use `model`: a catalog id, or a local model directory / GGUF file.
+    pub fn check_model(&self, model: &str) -> Result<(), String> {
+        if self.models.iter().any(|m| m.tinker_id == model) || is_local_model(Path::new(model)) {
+            return Ok(());
+        }
+        let known: Vec<&str> = self.models.iter().map(|m| m.tinker_id.as_str()).collect();
+        Err(format!(
+            "model '{model}' is not in this deployment's catalog ({}) and is not a local model directory \
+             (with config.json) or .gguf file",
+            if known.is_empty() {
+                "empty".to_owned()
+            } else {
+                known.join(", ")
+            }
+        ))
+    }
+}
+
+fn is_local_model(path: &Path) -> bool {
+    path.join("config.json").is_file()
+        || (path.is_file() && path.extension().is_some_and(|e| e == "gguf"))
+}
+
+fn describe(entry: &str) -> Result<TrainingModel, String> {
+    let path = Path::new(entry);
+    let config_path = if path.join("config.json").is_file() {
+        path.join("config.json")
+    } else if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
+        return Err(
+            "GGUF catalog entries need the model pipeline (not available yet); \
+                    import the model to a directory with config.json"
+                .into(),
+        );
+    } else {
+        hub_cache_config(entry).ok_or_else(|| {
+            format!(
+                "not a local model directory with config.json, and not found in the Hugging Face hub cache ({})",
+                hub_cache_dir().display()
+            )
+        })?
+    };
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
+    let config: HfConfig = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{}: not a supported model config: {e}",
+            config_path.display()
+        )
+    })?;
+    let display_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|_| path.is_dir())
+        .unwrap_or_else(|| entry.rsplit('/').next().unwrap_or(entry).to_owned());
+    Ok(TrainingModel {
+        tinker_id: entry.to_owned(),
+        display_name,
+        family: config
+            .model_type
+            .clone()
+            .unwrap_or_else(|| "unknown".into()),
+        model_type: if config.num_local_experts.unwrap_or(0) > 1 {
+            "moe"
+        } else {
+            "dense"
+        }
+        .into(),
+        size_b: (config.parameters() as f64 / 1e9 * 1000.0).round() / 1000.0,
+        context_length: config.max_position_embeddings.unwrap_or(0),
+        extended_context: false,
+        supported_algorithms: vec!["sft".into()],
+    })
+}
+
+fn hub_cache_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("HF_HUB_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if let Ok(home) = std::env::var("HF_HOME") {
+        return PathBuf::from(home).join("hub");
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+    PathBuf::from(home).join(".cache/huggingface/hub")
+}
+
+/// `config.json` of a hub id in the local cache: the snapshot `refs/main` points at, else any snapshot.
+fn hub_cache_config(model_id: &str) -> Option<PathBuf> {
+    let (org, name) = model_id.split_once('/')?;
+    if name.contains('/') || org.contains("..") || name.contains("..") {
+        return None;
+    }
+    let repo = hub_cache_dir().join(format!("models--{org}--{name}"));
+    let snapshots = repo.join("snapshots");
+    if let Ok(main) = std::fs::read_to_string(repo.join("refs/main")) {
+        let candidate = snapshots.join(main.trim()).join("config.json");
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+    }
+    std::fs::read_dir(&snapshots)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("config.json"))
+        .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_model_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        // SmolLM2-135M's config: 134.5M parameters with tied embeddings.
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"model_type":"llama","hidden_size":576,"intermediate_size":1536,"num_hidden_layers":30,
+               "num_attention_heads":9,"num_key_value_heads":3,"vocab_size":49152,
+               "max_position_embeddings":8192,"tie_word_embeddings":true}"#,
+        )
+        .unwrap();
+        let entry = dir.path().to_string_lossy().into_owned();
+        let catalog = Catalog::load(std::slice::from_ref(&entry)).unwrap();
+        let model = &catalog.models()[0];
+        assert_eq!(
+            (model.family.as_str(), model.context_length),
+            ("llama", 8192)
+        );
+        assert_eq!(model.size_b, 0.135);
+        catalog.check_model(&entry).unwrap();
+        assert!(
+            catalog
+                .check_model("nope/missing")
+                .unwrap_err()
+                .contains("not in this deployment's catalog")
+        );
+        assert!(
+            Catalog::load(&["no/such-model".into()])
+                .unwrap_err()
+                .contains("no/such-model")
+        );
+    }
+}

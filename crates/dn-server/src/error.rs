@@ -1,0 +1,93 @@
+//! The single mapping from every library error to an HTTP status, a stable code and a `detail` message
+//! (the field the reference SDK reads).
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use dn_types::ErrorBody;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    pub fn validation(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_error", detail)
+    }
+
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+
+    fn internal(what: &str, error: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %error, "{what}");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            format!("{what}: {error}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            detail: self.detail,
+            code: self.code.to_owned(),
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<dn_types::Error> for ApiError {
+    fn from(e: dn_types::Error) -> Self {
+        ApiError::validation(e.to_string())
+    }
+}
+
+impl From<dn_store::Error> for ApiError {
+    fn from(e: dn_store::Error) -> Self {
+        use dn_store::Error as E;
+        match e {
+            E::NotFound(_) => ApiError::not_found(e.to_string()),
+            E::Conflict(_) | E::LeaseLost { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
+            }
+            other => ApiError::internal("job store error", other),
+        }
+    }
+}
+
+impl From<dn_registry::Error> for ApiError {
+    fn from(e: dn_registry::Error) -> Self {
+        use dn_registry::Error as E;
+        match e {
+            E::NotFound { .. } | E::FileNotFound { .. } => ApiError::not_found(e.to_string()),
+            E::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
+            E::Invalid { .. } => ApiError::validation(e.to_string()),
+            E::TooLarge { .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                e.to_string(),
+            ),
+            other => ApiError::internal("storage error", other),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,91 @@
+//! Extractors whose rejections are [`ApiError`]s: JSON bodies that name the offending field, query strings,
+//! and the caller's organization from the API key.
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// A JSON body; unknown or mistyped fields are a 422 naming the field's path.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::validation(format!("request body: {}", e.body_text())))?;
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(&mut de)
+            .map(ApiJson)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                if path == "." {
+                    ApiError::validation(format!("request body: {}", e.inner()))
+                } else {
+                    ApiError::validation(format!("{path}: {}", e.inner()))
+                }
+            })
+    }
+}
+
+/// A query string; bad parameters are a 422.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::try_from_uri(&parts.uri)
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e| ApiError::validation(format!("query: {}", e.body_text())))
+    }
+}
+
+/// The organization of the caller's API key (`X-API-Key: KEY` or `Authorization: Bearer KEY`).
+pub struct Caller {
+    pub org: String,
+}
+
+impl Caller {
+    /// Requests for another organization's resources read as "not found", whether they exist or not.
+    pub fn require_org(&self, org: &str) -> Result<(), ApiError> {
+        if self.org == org {
+            Ok(())
+        } else {
+            Err(ApiError::not_found(format!("organization {org} not found")))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        let key = header("x-api-key")
+            .map(str::trim)
+            .or_else(|| {
+                header("authorization")
+                    .and_then(|v| {
+                        v.strip_prefix("Bearer ")
+                            .or_else(|| v.strip_prefix("bearer "))
+                    })
+                    .map(str::trim)
+            })
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                ApiError::unauthorized(
+                    "missing API key: send X-API-Key: <key> or Authorization: Bearer <key>",
+                )
+            })?;
+        match state.store.organization_for_key(key).await? {
+            Some(org) => Ok(Caller { org }),
+            None => Err(ApiError::unauthorized("invalid API key")),
+        }
+    }
+}

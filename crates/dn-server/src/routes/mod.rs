@@ -1,0 +1,3 @@
+pub mod jobs;
+pub mod meta;
+pub mod registry;

@@ -1,0 +1,125 @@
+//! The runner interface between the worker loop and whatever executes a job (the trainer, in the next
+//! issues), and the progress handle a runner reports through.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use async_trait::async_trait;
+use dn_store::{JobStore, Lease, NewLogEntry};
+use dn_types::{LogLevel, TrainingJob};
+use serde_json::{Map, Value};
+
+/// What a runner hands back when a job completed.
+#[derive(Debug, Clone, Default)]
+pub struct RunOutput {
+    pub metrics: Map<String, Value>,
+    pub artifacts: Map<String, Value>,
+}
+
+/// Why a run did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Stopped at a safe point because cancel was requested.
+    #[error("cancelled")]
+    Cancelled { partial: RunOutput },
+    /// The job cannot succeed: the message becomes the job's `error`.
+    #[error("{message}")]
+    Failed { message: String, partial: RunOutput },
+    /// This worker lost the job's lease; nothing more may be written.
+    #[error("lease lost")]
+    LeaseLost,
+}
+
+impl RunError {
+    pub fn failed(message: impl Into<String>) -> Self {
+        RunError::Failed {
+            message: message.into(),
+            partial: RunOutput::default(),
+        }
+    }
+}
+
+/// Runs one claimed job. Implementations do CPU/GPU work on their own threads, never on the async runtime,
+/// and check [`RunContext::cancel_requested`] between steps.
+#[async_trait]
+pub trait JobRunner: Send + Sync + 'static {
+    async fn run(&self, job: &TrainingJob, ctx: &RunContext) -> Result<RunOutput, RunError>;
+}
+
+/// The runner of a worker with no trainer: every job fails with a clear error, never a fake success.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct UnavailableTrainer;
+
+#[async_trait]
+impl JobRunner for UnavailableTrainer {
+    async fn run(&self, _job: &TrainingJob, _ctx: &RunContext) -> Result<RunOutput, RunError> {
+        Err(RunError::failed("trainer not available"))
+    }
+}
+
+/// What a runner may touch while it runs: the progress handle and the cancel flag.
+#[derive(Clone)]
+pub struct RunContext {
+    pub(crate) progress: Progress,
+    pub(crate) cancel: Arc<AtomicBool>,
+    pub(crate) lease_lost: Arc<AtomicBool>,
+}
+
+impl RunContext {
+    pub fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    /// Set by the heartbeat when someone asked to cancel this job.
+    pub fn cancel_requested(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
+    }
+
+    /// Set by the heartbeat when this worker no longer owns the job.
+    pub fn lease_lost(&self) -> bool {
+        self.lease_lost.load(Ordering::SeqCst)
+    }
+}
+
+/// Appends log entries and metrics to the running job, fenced by its lease.
+#[derive(Clone)]
+pub struct Progress {
+    pub(crate) store: Arc<dyn JobStore>,
+    pub(crate) lease: Lease,
+}
+
+impl Progress {
+    pub async fn log(
+        &self,
+        level: LogLevel,
+        message: impl Into<String>,
+        data: Map<String, Value>,
+    ) -> Result<(), RunError> {
+        self.report(
+            &[NewLogEntry {
+                level,
+                message: message.into(),
+                data,
+            }],
+            None,
+        )
+        .await
+    }
+
+    /// Appends entries and, if given, replaces the job's metrics.
+    pub async fn report(
+        &self,
+        entries: &[NewLogEntry],
+        metrics: Option<&Map<String, Value>>,
+    ) -> Result<(), RunError> {
+        match self
+            .store
+            .append_progress(&self.lease, entries, metrics)
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(dn_store::Error::LeaseLost { .. }) => Err(RunError::LeaseLost),
+            Err(e) => Err(RunError::failed(format!("cannot record progress: {e}"))),
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The claim loop: reap expired leases, claim, heartbeat while the runner works, record the outcome.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use dn_store::{ClaimedJob, JobOutcome, JobStore, Lease};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::runner::{JobRunner, Progress, RunContext, RunError, RunOutput};
+
+/// Timing of one worker.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Unique per worker; shows in the job's logs.
+    pub worker_id: String,
+    /// How long a claim stays valid without a heartbeat.
+    pub lease: Duration,
+    /// How often a running job's lease is extended (and cancel requests are picked up).
+    pub heartbeat: Duration,
+    /// How long an idle worker waits before looking for work again.
+    pub poll_interval: Duration,
+}
+
+impl WorkerConfig {
+    pub fn new(worker_id: impl Into<String>) -> Self {
+        WorkerConfig {
+            worker_id: worker_id.into(),
+            lease: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One worker: a store, a runner and its timing.
+pub struct Worker {
+    store: Arc<dyn JobStore>,
+    runner: Arc<dyn JobRunner>,
+    config: WorkerConfig,
+}
+
+impl Worker {
+    pub fn new(store: Arc<dyn JobStore>, runner: Arc<dyn JobRunner>, config: WorkerConfig) -> Self {
+        Worker {
+            store,
+            runner,
+            config,
+        }
+    }
+
+    /// Works until `shutdown` turns true. A job in progress is finished first.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        info!(worker = %self.config.worker_id, "worker started");
+        let mut failures: u32 = 0;
+        while !*shutdown.borrow() {
+            let wait = match self.reap_and_run_once().await {
+                Ok(true) => {
+                    failures = 0;
+                    continue;
+                }
+                Ok(false) => {
+                    failures = 0;
+                    self.config.poll_interval
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let backoff = self.config.poll_interval * 2u32.saturating_pow(failures.min(5));
+                    warn!(worker = %self.config.worker_id, error = %e, "store unavailable; retrying in {backoff:?}");
+                    backoff
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        info!(worker = %self.config.worker_id, "worker stopped");
+    }
+
+    /// Requeues expired leases, then claims and runs at most one job. `Ok(true)` if a job ran.
+    pub async fn reap_and_run_once(&self) -> dn_store::Result<bool> {
+        let reaped = self.store.requeue_expired().await?;
+        for id in &reaped.requeued {
+            warn!(job = %id, "lease expired: job requeued");
+        }
+        match self
+            .store
+            .claim_job(&self.config.worker_id, self.config.lease)
+            .await?
+        {
+            Some(claimed) => {
+                self.run_claimed(claimed).await;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    async fn run_claimed(&self, claimed: ClaimedJob) {
+        let ClaimedJob { job, lease } = claimed;
+        info!(job = %job.id, attempt = lease.attempt, worker = %lease.worker_id, "job claimed");
+        let cancel = Arc::new(AtomicBool::new(job.cancel_requested_at.is_some()));
+        let lease_lost = Arc::new(AtomicBool::new(false));
+        let heartbeat = tokio::spawn(heartbeat_loop(
+            self.store.clone(),
+            lease.clone(),
+            self.config.clone(),
+            cancel.clone(),
+            lease_lost.clone(),
+        ));
+        let ctx = RunContext {
+            progress: Progress {
+                store: self.store.clone(),
+                lease: lease.clone(),
+            },
+            cancel,
+            lease_lost,
+        };
+        let runner = self.runner.clone();
+        let run_job = job.clone();
+        // Its own task, so a panicking runner fails the job instead of leaving it running.
+        let result = tokio::spawn(async move { runner.run(&run_job, &ctx).await })
+            .await
+            .unwrap_or_else(|e| {
+                Err(RunError::failed(format!(
+                    "worker crashed while running the job: {e}"
+                )))
+            });
+        heartbeat.abort();
+
+        let outcome = match result {
+            Ok(RunOutput { metrics, artifacts }) => JobOutcome::Completed { metrics, artifacts },
+            Err(RunError::Cancelled { partial }) => JobOutcome::Cancelled {
+                metrics: partial.metrics,
+                artifacts: partial.artifacts,
+            },
+            Err(RunError::Failed { message, partial }) => JobOutcome::Failed {
+                error: message,
+                metrics: partial.metrics,
+                artifacts: partial.artifacts,
+            },
+            Err(RunError::LeaseLost) => {
+                warn!(job = %job.id, attempt = lease.attempt, "lease lost: leaving the job to its new owner");
+                return;
+            }
+        };
+        self.finish(&lease, outcome).await;
+    }
+
+    /// Records the outcome, retrying while the store is unreachable (bounded).
+    async fn finish(&self, lease: &Lease, outcome: JobOutcome) {
+        for attempt in 0..8u32 {
+            match self.store.finish_job(lease, outcome.clone()).await {
+                Ok(job) => {
+                    info!(job = %job.id, status = %job.status, "job finished");
+                    return;
+                }
+                Err(dn_store::Error::LeaseLost { .. }) => {
+                    warn!(job = %lease.job_id, "lease lost before the outcome was recorded");
+                    return;
+                }
+                Err(e) => {
+                    warn!(job = %lease.job_id, error = %e, "cannot record the outcome; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
+                }
+            }
+        }
+        warn!(job = %lease.job_id, "giving up on recording the outcome: the reaper will requeue the job");
+    }
+}
+
+async fn heartbeat_loop(
+    store: Arc<dyn JobStore>,
+    lease: Lease,
+    config: WorkerConfig,
+    cancel: Arc<AtomicBool>,
+    lease_lost: Arc<AtomicBool>,
+) {
+    loop {
+        tokio::time::sleep(config.heartbeat).await;
+        match store.heartbeat(&lease, config.lease).await {
+            Ok(beat) => {
+                if beat.cancel_requested {
+                    cancel.store(true, Ordering::SeqCst);
+                }
+            }
+            Err(dn_store::Error::LeaseLost { .. }) => {
+                lease_lost.store(true, Ordering::SeqCst);
+                return;
+            }
+            Err(e) => warn!(job = %lease.job_id, error = %e, "heartbeat failed; retrying"),
+        }
+    }
+}
