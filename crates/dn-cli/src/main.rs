@@ -1,1 +1,62 @@
-fn main() {}
+//! `dn`: submit and manage fine-tuning jobs, push datasets and capabilities, and run the server and workers.
+
+mod cli;
+mod commands;
+mod config;
+mod connection;
+mod output;
+
+use clap::Parser;
+use dn_types::ArtifactKind;
+
+use cli::{Cli, Command};
+use connection::Connection;
+
+fn init_logging(filter: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(output::stderr_is_terminal())
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Serve(args) => commands::daemon::serve(args).await.map(|_| 0),
+        Command::Worker(args) => commands::daemon::worker(args).await.map(|_| 0),
+        Command::Keys(command) => commands::daemon::keys(command).await.map(|_| 0),
+        Command::Train(command) => {
+            let conn = Connection::resolve(&cli.connection)?;
+            commands::train::run(command, &conn, cli.json).await
+        }
+        Command::Dataset(command) => {
+            let conn = Connection::resolve(&cli.connection)?;
+            commands::registry::run(ArtifactKind::Dataset, command, &conn, cli.json).await
+        }
+        Command::Capability(command) => {
+            let conn = Connection::resolve(&cli.connection)?;
+            commands::registry::run(ArtifactKind::Capability, command, &conn, cli.json).await
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let daemon = matches!(cli.command, Command::Serve(_) | Command::Worker(_));
+    init_logging(if daemon { &cli.log } else { "warn" }, cli.log_json);
+    let code = match run(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}

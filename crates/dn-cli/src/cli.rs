@@ -1,0 +1,286 @@
+//! The command line, as clap types. Flags of `dn train ...` follow the reference CLI.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "dn",
+    version,
+    about = "Self-hosted supervised fine-tuning (LoRA) of open LLMs"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+    /// Print indented JSON instead of summaries.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log filter (tracing syntax), e.g. `info` or `dn_worker=debug`.
+    #[arg(long, global = true, env = "DN_LOG", default_value = "info")]
+    pub log: String,
+    /// Log as JSON lines (for `serve` and `worker`).
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the API is and who we are. Each falls back to `DN_*`, then `DREADNODE_*`, then the profile.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Connection")]
+pub struct ConnectionArgs {
+    /// Server URL (env DN_SERVER or DREADNODE_SERVER; default http://127.0.0.1:8080).
+    #[arg(long, global = true)]
+    pub server: Option<String>,
+    /// API key (env DN_API_KEY or DREADNODE_API_KEY).
+    #[arg(long, global = true)]
+    pub api_key: Option<String>,
+    /// Organization (env DN_ORGANIZATION or DREADNODE_ORGANIZATION; default `default`).
+    #[arg(long, global = true)]
+    pub organization: Option<String>,
+    /// Workspace (env DN_WORKSPACE or DREADNODE_WORKSPACE; default `default`).
+    #[arg(long, global = true)]
+    pub workspace: Option<String>,
+    /// Project, used as the default --project-ref (env DN_PROJECT or DREADNODE_PROJECT).
+    #[arg(long, global = true)]
+    pub project: Option<String>,
+    /// Profile in ~/.config/dn/profiles.toml (env DN_PROFILE; default: the file's `default`).
+    #[arg(long, global = true)]
+    pub profile: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fine-tuning jobs.
+    #[command(subcommand)]
+    Train(TrainCommand),
+    /// The dataset registry.
+    #[command(subcommand)]
+    Dataset(RegistryCommand),
+    /// The capability registry.
+    #[command(subcommand)]
+    Capability(RegistryCommand),
+    /// Run the control plane (HTTP API), with in-process workers by default.
+    Serve(ServeArgs),
+    /// Run a worker against the store directly (one per GPU node).
+    Worker(WorkerArgs),
+    /// API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrainCommand {
+    /// Submit a supervised fine-tuning job.
+    Sft(Box<SftArgs>),
+    /// List jobs.
+    List(ListArgs),
+    /// Show a job.
+    Get { job_id: String },
+    /// Wait for a job to finish; exits non-zero unless it completed.
+    Wait {
+        job_id: String,
+        #[command(flatten)]
+        wait: WaitArgs,
+    },
+    /// Show a job's log entries and progress events.
+    Logs { job_id: String },
+    /// Show a job's artifacts.
+    Artifacts { job_id: String },
+    /// Cancel a job (asks for confirmation; without a terminal, pass --yes).
+    Cancel {
+        job_id: String,
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Send a failed or cancelled job back to the queue.
+    Retry { job_id: String },
+    /// Models this deployment can train.
+    Catalog {
+        #[arg(long)]
+        query: Option<String>,
+        #[arg(long)]
+        family: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SftArgs {
+    /// Base model: a catalog id, a local model directory or a .gguf file.
+    #[arg(long)]
+    pub model: String,
+    /// NAME@VERSION of the capability whose system prompt scaffolds the data.
+    #[arg(long)]
+    pub capability: String,
+    /// NAME@VERSION of the training dataset.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// NAME@VERSION of a trajectory dataset (repeatable).
+    #[arg(long = "trajectory-dataset")]
+    pub trajectory_datasets: Vec<String>,
+    /// NAME@VERSION of the eval dataset.
+    #[arg(long)]
+    pub eval_dataset: Option<String>,
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub project_ref: Option<String>,
+    #[arg(long)]
+    pub run_ref: Option<String>,
+    /// Tag (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    #[arg(long)]
+    pub max_sequence_length: Option<i64>,
+    #[arg(long)]
+    pub batch_size: Option<i64>,
+    #[arg(long)]
+    pub gradient_accumulation_steps: Option<i64>,
+    #[arg(long)]
+    pub steps: Option<i64>,
+    #[arg(long)]
+    pub epochs: Option<i64>,
+    #[arg(long)]
+    pub lora_rank: Option<i64>,
+    /// LoRA alpha (scale alpha/rank); default 2 x rank.
+    #[arg(long)]
+    pub lora_alpha: Option<i64>,
+    #[arg(long)]
+    pub checkpoint_interval: Option<i64>,
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    /// Wait for the job to finish; exits non-zero unless it completed.
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub wait_args: WaitArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    #[arg(long, default_value_t = 5.0)]
+    pub poll_interval_sec: f64,
+    /// Give up after this many seconds (exit code 2).
+    #[arg(long)]
+    pub timeout_sec: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(long, default_value_t = 1)]
+    pub page: u32,
+    #[arg(long, default_value_t = 20)]
+    pub page_size: u32,
+    #[arg(long)]
+    pub status: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Push a directory (or, for datasets, a single file with --name and --version).
+    Push {
+        path: PathBuf,
+        /// Dataset name, for a single data file.
+        #[arg(long)]
+        name: Option<String>,
+        /// Dataset version, for a single data file.
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// List pushed versions.
+    List,
+    /// Show one NAME@VERSION.
+    Show { reference: String },
+}
+
+/// Where jobs live: `--database-url`, else SQLite in `--data-dir`.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Directory of the embedded SQLite database and local storage.
+    #[arg(long, env = "DN_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// postgres://... (shared queue) or sqlite://...; overrides --data-dir for the job store.
+    #[arg(long, env = "DN_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// server.toml / worker.toml with the same settings (flags and env win).
+    #[arg(long, env = "DN_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Where datasets, capabilities and checkpoints live: a directory (default `<data-dir>/storage`) or S3.
+#[derive(Debug, Clone, Args)]
+pub struct StorageArgs {
+    #[arg(long, env = "DN_STORAGE_DIR")]
+    pub storage_dir: Option<PathBuf>,
+    /// S3-compatible bucket (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "DN_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    #[arg(long, env = "DN_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "DN_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Allow plain-HTTP S3 endpoints (e.g. a server on loopback).
+    #[arg(long, env = "DN_S3_ALLOW_HTTP")]
+    pub s3_allow_http: Option<bool>,
+    /// Largest accepted upload in bytes (default 1 GiB).
+    #[arg(long, env = "DN_MAX_UPLOAD_BYTES")]
+    pub max_upload_bytes: Option<u64>,
+}
+
+/// Lease timing shared by `serve` (in-process workers) and `worker`.
+#[derive(Debug, Clone, Args)]
+pub struct LeaseArgs {
+    /// A claimed job is requeued if its worker is silent this long.
+    #[arg(long, env = "DN_LEASE_SECONDS")]
+    pub lease_seconds: Option<u64>,
+    #[arg(long, env = "DN_HEARTBEAT_SECONDS")]
+    pub heartbeat_seconds: Option<u64>,
+    /// How often an idle worker looks for work, in milliseconds.
+    #[arg(long, env = "DN_POLL_INTERVAL_MS")]
+    pub poll_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[arg(long, env = "DN_LISTEN")]
+    pub listen: Option<String>,
+    /// In-process workers (default 1; 0 = API only).
+    #[arg(long, env = "DN_WORKERS")]
+    pub workers: Option<usize>,
+    /// A model the deployment trains (repeatable): a local model directory or a cached hub id.
+    #[arg(long = "model")]
+    pub models: Vec<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Unique worker name (default: hostname-pid).
+    #[arg(long, env = "DN_WORKER_ID")]
+    pub worker_id: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub storage: StorageArgs,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key for an organization and print it (alone, on stdout).
+    Create {
+        #[arg(long)]
+        org: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}

@@ -1,0 +1,147 @@
+//! `dn serve`, `dn worker`, `dn keys create`.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use dn_server::{AppState, Catalog};
+use dn_store::{JobStore, SqlStore};
+use dn_types::SftDefaults;
+use dn_worker::{UnavailableTrainer, Worker};
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::cli::{KeysCommand, ServeArgs, WorkerArgs};
+use crate::config::{self, FileConfig};
+
+/// Resolves when SIGINT or SIGTERM arrives.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+fn spawn_workers(
+    store: &Arc<SqlStore>,
+    count: usize,
+    base_id: &str,
+    config: &dn_worker::WorkerConfig,
+    shutdown: &watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..count)
+        .map(|i| {
+            let mut worker_config = config.clone();
+            worker_config.worker_id = if count == 1 {
+                base_id.to_owned()
+            } else {
+                format!("{base_id}-{i}")
+            };
+            let worker = Worker::new(store.clone(), Arc::new(UnavailableTrainer), worker_config);
+            tokio::spawn(worker.run(shutdown.clone()))
+        })
+        .collect()
+}
+
+pub async fn serve(args: ServeArgs) -> Result<()> {
+    let file = FileConfig::load(args.store.config.as_deref())?;
+    let store = config::open_store(&args.store, &file).await?;
+    let registry = config::open_registry(&args.storage, &args.store, &file)?;
+    let models = if args.models.is_empty() {
+        file.models.clone()
+    } else {
+        args.models.clone()
+    };
+    let catalog = Catalog::load(&models).map_err(anyhow::Error::msg)?;
+    if store.count_api_keys().await? == 0 {
+        let key = store.create_api_key("default").await?;
+        println!(
+            "created an API key for organization 'default' (shown once, store it now):\n{key}"
+        );
+    }
+    let listen = args
+        .listen
+        .clone()
+        .or(file.listen.clone())
+        .unwrap_or_else(|| config::DEFAULT_LISTEN.into());
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let (stop, stopped) = watch::channel(false);
+    let workers = args.workers.or(file.workers).unwrap_or(1);
+    let worker_config = config::worker_config(config::default_worker_id(), &args.lease, &file);
+    let handles = spawn_workers(
+        &store,
+        workers,
+        &worker_config.worker_id,
+        &worker_config,
+        &stopped,
+    );
+    let state = AppState {
+        store: store.clone(),
+        registry,
+        catalog: Arc::new(catalog),
+        defaults: SftDefaults::default(),
+    };
+    info!(%listen, workers, "dn serve: listening on http://{}", listener.local_addr()?);
+    dn_server::serve(listener, state, async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    })
+    .await?;
+    for handle in handles {
+        let _ = handle.await;
+    }
+    store.close().await;
+    Ok(())
+}
+
+pub async fn worker(args: WorkerArgs) -> Result<()> {
+    let file = FileConfig::load(args.store.config.as_deref())?;
+    let store = config::open_store(&args.store, &file).await?;
+    // Checked now so a misconfigured node fails at start, not on its first job.
+    config::open_registry(&args.storage, &args.store, &file)?;
+    let worker_id = args
+        .worker_id
+        .clone()
+        .or(file.worker_id.clone())
+        .unwrap_or_else(config::default_worker_id);
+    let worker_config = config::worker_config(worker_id.clone(), &args.lease, &file);
+    let (stop, stopped) = watch::channel(false);
+    let handles = spawn_workers(&store, 1, &worker_id, &worker_config, &stopped);
+    shutdown_signal().await;
+    info!("shutting down: finishing the job in progress");
+    let _ = stop.send(true);
+    for handle in handles {
+        let _ = handle.await;
+    }
+    store.close().await;
+    Ok(())
+}
+
+pub async fn keys(command: KeysCommand) -> Result<()> {
+    match command {
+        KeysCommand::Create { org, store } => {
+            dn_types::validate_name(&org).map_err(|m| anyhow::anyhow!("--org '{org}': {m}"))?;
+            let file = FileConfig::load(store.config.as_deref())?;
+            let store = config::open_store(&store, &file).await?;
+            let key = store.create_api_key(&org).await?;
+            println!("{key}");
+            store.close().await;
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! `dn train ...`: submit, inspect, wait for, cancel and retry jobs.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use dn_client::{CatalogQuery, ListJobsQuery};
+use dn_types::{
+    ArtifactRef, Backend, CreateTinkerSftJobRequest, DatasetRef, JobStatus, TinkerSftJobConfig,
+    TrainerType,
+};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::{SftArgs, TrainCommand, WaitArgs};
+use crate::connection::Connection;
+use crate::output::{self, print_job, print_json, summary};
+
+/// Exit code of `wait` when the job ended other than `completed`.
+pub const EXIT_NOT_COMPLETED: i32 = 1;
+/// Exit code of `wait` on --timeout-sec.
+pub const EXIT_TIMEOUT: i32 = 2;
+
+fn wire_ref(text: &str, flag: &str) -> Result<DatasetRef> {
+    let parsed = ArtifactRef::parse(text, flag)?;
+    Ok(DatasetRef {
+        name: parsed.wire_name(),
+        version: parsed.version,
+    })
+}
+
+pub fn sft_request(args: &SftArgs, project: Option<&str>) -> Result<CreateTinkerSftJobRequest> {
+    Ok(CreateTinkerSftJobRequest {
+        name: args.name.clone(),
+        model: args.model.clone(),
+        project_ref: args.project_ref.clone().or(project.map(str::to_owned)),
+        run_ref: args.run_ref.clone(),
+        capability_ref: wire_ref(&args.capability, "--capability")?,
+        tags: args.tags.clone(),
+        backend: Backend::Tinker,
+        trainer_type: TrainerType::Sft,
+        config: TinkerSftJobConfig {
+            dataset_ref: args
+                .dataset
+                .as_deref()
+                .map(|d| wire_ref(d, "--dataset"))
+                .transpose()?,
+            trajectory_dataset_refs: args
+                .trajectory_datasets
+                .iter()
+                .map(|d| wire_ref(d, "--trajectory-dataset"))
+                .collect::<Result<_>>()?,
+            eval_dataset_ref: args
+                .eval_dataset
+                .as_deref()
+                .map(|d| wire_ref(d, "--eval-dataset"))
+                .transpose()?,
+            max_sequence_length: args.max_sequence_length,
+            batch_size: args.batch_size,
+            gradient_accumulation_steps: args.gradient_accumulation_steps,
+            learning_rate: args.learning_rate,
+            steps: args.steps,
+            epochs: args.epochs,
+            lora_rank: args.lora_rank,
+            lora_alpha: args.lora_alpha,
+            checkpoint_interval: args.checkpoint_interval,
+        },
+    })
+}
+
+/// Runs a `dn train` command; returns the process exit code.
+pub async fn run(command: TrainCommand, conn: &Connection, json: bool) -> Result<i32> {
+    let client = conn.client()?;
+    let (org, ws) = (conn.organization.as_str(), conn.workspace.as_str());
+    match command {
+        TrainCommand::Sft(args) => {
+            if args.dataset.is_none() && args.trajectory_datasets.is_empty() {
+                bail!(
+                    "Tinker SFT jobs require dataset_ref or at least one trajectory_dataset_ref: pass --dataset or --trajectory-dataset"
+                );
+            }
+            let request = sft_request(&args, conn.project.as_deref())?;
+            let job = client.create_job(org, ws, &request).await?;
+            if args.wait {
+                if !json {
+                    eprintln!("submitted {}", summary(&job));
+                }
+                return wait(&client, conn, &job.id, &args.wait_args, json).await;
+            }
+            print_job(&job, json)?;
+        }
+        TrainCommand::List(args) => {
+            let list = client
+                .list_jobs(
+                    org,
+                    ws,
+                    &ListJobsQuery {
+                        page: Some(args.page),
+                        page_size: Some(args.page_size),
+                        status: args.status,
+                        project_ref: None,
+                    },
+                )
+                .await?;
+            if json {
+                print_json(&list)?;
+            } else {
+                for job in &list.items {
+                    println!("{}", summary(job));
+                }
+                eprintln!("page {} of {} job(s) in total", list.page, list.total);
+            }
+        }
+        TrainCommand::Get { job_id } => {
+            let job = client.get_job(org, ws, &job_id).await?;
+            if json {
+                print_json(&job)?;
+            } else {
+                println!("{}", summary(&job));
+                println!("  model: {}", job.model);
+                println!(
+                    "  capability: {}@{}",
+                    job.capability.name, job.capability.version
+                );
+                if let Some(d) = &job.dataset_ref {
+                    println!("  dataset: {}@{}", d.name, d.version);
+                }
+                println!("  progress: {}", output::progress(&job));
+                if let Some(error) = &job.error {
+                    println!("  error: {error}");
+                }
+            }
+        }
+        TrainCommand::Wait { job_id, wait: args } => {
+            return wait(&client, conn, &job_id, &args, json).await;
+        }
+        TrainCommand::Logs { job_id } => {
+            let logs = client.job_logs(org, ws, &job_id, 0).await?;
+            if json {
+                print_json(&logs)?;
+            } else {
+                for entry in &logs.items {
+                    println!(
+                        "{} {:<7} {}",
+                        entry
+                            .timestamp
+                            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        entry.level.as_str(),
+                        entry.message
+                    );
+                }
+            }
+        }
+        TrainCommand::Artifacts { job_id } => {
+            let artifacts = client.job_artifacts(org, ws, &job_id).await?;
+            print_json(&artifacts)?;
+        }
+        TrainCommand::Cancel { job_id, yes } => {
+            if !yes && !confirm(&format!("Cancel training job {job_id}?"))? {
+                eprintln!("not cancelled");
+                return Ok(EXIT_NOT_COMPLETED);
+            }
+            print_job(&client.cancel_job(org, ws, &job_id).await?, json)?;
+        }
+        TrainCommand::Retry { job_id } => {
+            print_job(&client.retry_job(org, ws, &job_id).await?, json)?;
+        }
+        TrainCommand::Catalog {
+            query,
+            family,
+            limit,
+        } => {
+            let catalog = client
+                .catalog(&CatalogQuery {
+                    limit: Some(limit),
+                    query,
+                    family,
+                })
+                .await?;
+            if json {
+                print_json(&catalog)?;
+            } else {
+                for m in &catalog.models {
+                    println!(
+                        "{} {} {} {:.3}B ctx {}",
+                        m.tinker_id, m.family, m.model_type, m.size_b, m.context_length
+                    );
+                }
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn confirm(question: &str) -> Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        bail!("refusing to cancel without confirmation: no terminal to ask on; pass --yes");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
+}
+
+/// Polls until the job is terminal, showing a live progress line; exit code 0 only if it completed.
+async fn wait(
+    client: &dn_client::Client,
+    conn: &Connection,
+    job_id: &str,
+    args: &WaitArgs,
+    json: bool,
+) -> Result<i32> {
+    let started = Instant::now();
+    let interval = Duration::from_secs_f64(args.poll_interval_sec.max(0.05));
+    let bar = output::stderr_is_terminal().then(|| {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed} {msg}").expect("valid template"),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    });
+    let mut last_line = String::new();
+    loop {
+        let job = client
+            .get_job(&conn.organization, &conn.workspace, job_id)
+            .await?;
+        let line = output::progress(&job);
+        match &bar {
+            Some(bar) => bar.set_message(format!("{job_id} {line}")),
+            None if line != last_line && !json => eprintln!("{job_id} {line}"),
+            None => {}
+        }
+        last_line = line;
+        if job.status.is_terminal() {
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            print_job(&job, json)?;
+            if let Some(error) = &job.error {
+                eprintln!("error: {error}");
+            }
+            return Ok(if job.status == JobStatus::Completed {
+                0
+            } else {
+                EXIT_NOT_COMPLETED
+            });
+        }
+        if let Some(limit) = args.timeout_sec
+            && started.elapsed().as_secs_f64() >= limit
+        {
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            eprintln!(
+                "timed out after {limit}s waiting for {job_id} ({})",
+                job.status
+            );
+            return Ok(EXIT_TIMEOUT);
+        }
+        tokio::time::sleep(interval).await;
+    }
+}

@@ -1,0 +1,149 @@
+//! Settings of `dn serve`, `dn worker` and `dn keys`: a TOML file (configs/server.toml documents every
+//! key), overridden by env, overridden by flags.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use dn_registry::{Registry, StorageConfig};
+use dn_store::SqlStore;
+use dn_worker::WorkerConfig;
+use serde::Deserialize;
+
+use crate::cli::{LeaseArgs, StorageArgs, StoreArgs};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_MAX_UPLOAD: u64 = 1 << 30;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub workers: Option<usize>,
+    #[serde(default)]
+    pub models: Vec<String>,
+    pub max_upload_bytes: Option<u64>,
+    pub lease_seconds: Option<u64>,
+    pub heartbeat_seconds: Option<u64>,
+    pub poll_interval_ms: Option<u64>,
+    pub worker_id: Option<String>,
+    #[serde(default)]
+    pub storage: FileStorage,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStorage {
+    pub dir: Option<PathBuf>,
+    pub s3_bucket: Option<String>,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_allow_http: Option<bool>,
+}
+
+impl FileConfig {
+    pub fn load(path: Option<&Path>) -> Result<FileConfig> {
+        let Some(path) = path else {
+            return Ok(FileConfig::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+/// `$XDG_DATA_HOME/dn`, else `~/.local/share/dn`.
+fn default_data_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("XDG_DATA_HOME") {
+        return PathBuf::from(dir).join("dn");
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
+    PathBuf::from(home).join(".local/share/dn")
+}
+
+pub fn data_dir(args: &StoreArgs, file: &FileConfig) -> PathBuf {
+    args.data_dir
+        .clone()
+        .or_else(|| file.data_dir.clone())
+        .unwrap_or_else(default_data_dir)
+}
+
+pub async fn open_store(args: &StoreArgs, file: &FileConfig) -> Result<Arc<SqlStore>> {
+    let store = match args
+        .database_url
+        .clone()
+        .or_else(|| file.database_url.clone())
+    {
+        Some(url) => SqlStore::connect(&url).await?,
+        None => {
+            let dir = data_dir(args, file);
+            SqlStore::open_data_dir(&dir)
+                .await
+                .with_context(|| format!("cannot open the job store in {}", dir.display()))?
+        }
+    };
+    Ok(Arc::new(store))
+}
+
+pub fn open_registry(args: &StorageArgs, store: &StoreArgs, file: &FileConfig) -> Result<Registry> {
+    let bucket = args
+        .s3_bucket
+        .clone()
+        .or_else(|| file.storage.s3_bucket.clone());
+    let config = match bucket {
+        Some(bucket) => StorageConfig::S3 {
+            bucket,
+            endpoint: args
+                .s3_endpoint
+                .clone()
+                .or_else(|| file.storage.s3_endpoint.clone()),
+            region: args
+                .s3_region
+                .clone()
+                .or_else(|| file.storage.s3_region.clone()),
+            allow_http: args
+                .s3_allow_http
+                .or(file.storage.s3_allow_http)
+                .unwrap_or(false),
+        },
+        None => StorageConfig::Local {
+            root: args
+                .storage_dir
+                .clone()
+                .or_else(|| file.storage.dir.clone())
+                .unwrap_or_else(|| data_dir(store, file).join("storage")),
+        },
+    };
+    let limit = args
+        .max_upload_bytes
+        .or(file.max_upload_bytes)
+        .unwrap_or(DEFAULT_MAX_UPLOAD);
+    Ok(Registry::new(&config, limit)?)
+}
+
+pub fn worker_config(worker_id: String, args: &LeaseArgs, file: &FileConfig) -> WorkerConfig {
+    let mut config = WorkerConfig::new(worker_id);
+    if let Some(s) = args.lease_seconds.or(file.lease_seconds) {
+        config.lease = Duration::from_secs(s.max(1));
+    }
+    if let Some(s) = args.heartbeat_seconds.or(file.heartbeat_seconds) {
+        config.heartbeat = Duration::from_secs(s.max(1));
+    }
+    if let Some(ms) = args.poll_interval_ms.or(file.poll_interval_ms) {
+        config.poll_interval = Duration::from_millis(ms.max(10));
+    }
+    config
+}
+
+/// `hostname-pid`: unique per worker process on a node.
+pub fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
