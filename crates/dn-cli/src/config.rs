@@ -147,3 +147,22 @@ pub fn default_worker_id() -> String {
         .unwrap_or_else(|| "worker".into());
     format!("{host}-{}", std::process::id())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The commented example configs stay in step with the code.
+    #[test]
+    fn example_configs_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        for name in ["server.toml", "worker.toml"] {
+            let config = FileConfig::load(Some(&root.join(name))).unwrap();
+            assert_eq!(config.lease_seconds, Some(60), "{name}");
+        }
+        let server = FileConfig::load(Some(&root.join("server.toml"))).unwrap();
+        assert_eq!(server.listen.as_deref(), Some(DEFAULT_LISTEN));
+        let worker = FileConfig::load(Some(&root.join("worker.toml"))).unwrap();
+        assert_eq!(worker.storage.s3_bucket.as_deref(), Some("dn-artifacts"));
+    }
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command: everything the tests need is installed or started here, on loopback only.
+#  - a throwaway PostgreSQL 15 cluster (the store suite runs against it and SQLite), removed at the end;
+#  - the Rust tests of every crate;
+#  - the architecture invariants (tests/architecture.sh);
+#  - the reference Python SDK against a real `dn serve` (scripts/reference/run_sdk_check.sh).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+source scripts/lib/postgres.sh
+trap pg_stop EXIT
+pg_start "/tmp/dn-test-pg-$$"
+export DN_REQUIRE_POSTGRES=1
+
+cargo build --workspace --all-targets
+cargo test --workspace
+bash tests/architecture.sh
+bash scripts/reference/run_sdk_check.sh "$root/target/debug/dn"

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Invariants of ARCHITECTURE.md that the dependency graph can prove: each "must not depend on" holds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+failures=0
+checks=0
+forbid() { # crate, forbidden dependency
+  checks=$((checks + 1))
+  if cargo tree -p "$1" -e normal --prefix none 2>/dev/null | awk '{print $1}' | grep -qx "$2"; then
+    echo "FAILED: $1 depends on $2"
+    failures=$((failures + 1))
+  else
+    echo "ok: $1 does not depend on $2"
+  fi
+}
+for dep in tokio sqlx axum candle-core object_store reqwest; do forbid dn-types "$dep"; done
+for dep in axum candle-core; do forbid dn-store "$dep"; forbid dn-registry "$dep"; done
+forbid dn-worker axum
+forbid dn-server candle-core
+forbid dn-client candle-core
+forbid dn-client sqlx
+echo "$((checks - failures)) passed, $failures failed"
+[ "$failures" -eq 0 ]
