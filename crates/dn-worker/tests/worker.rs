@@ -6,12 +6,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dn_store::{JobStore, NewJob, SqlStore};
 use dn_types::{CapabilitySnapshot, DatasetRef, JobStatus, LogLevel, TrainingJob};
-use dn_worker::{JobRunner, RunContext, RunError, RunOutput, UnavailableTrainer, Worker, WorkerConfig};
+use dn_worker::{
+    JobRunner, RunContext, RunError, RunOutput, UnavailableTrainer, Worker, WorkerConfig,
+};
 use serde_json::{Map, json};
 
 async fn store() -> (Arc<SqlStore>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    (Arc::new(SqlStore::open_data_dir(dir.path()).await.unwrap()), dir)
+    (
+        Arc::new(SqlStore::open_data_dir(dir.path()).await.unwrap()),
+        dir,
+    )
 }
 
 async fn submit(store: &SqlStore) -> String {
@@ -22,7 +27,10 @@ async fn submit(store: &SqlStore) -> String {
         model: "m".into(),
         project_ref: None,
         run_ref: None,
-        dataset_ref: Some(DatasetRef { name: "d".into(), version: "1.0.0".into() }),
+        dataset_ref: Some(DatasetRef {
+            name: "d".into(),
+            version: "1.0.0".into(),
+        }),
         trajectory_dataset_refs: vec![],
         capability: CapabilitySnapshot {
             artifact_id: None,
@@ -47,10 +55,17 @@ fn config(lease_ms: u64, heartbeat_ms: u64) -> WorkerConfig {
     config
 }
 
-async fn run_one(store: &Arc<SqlStore>, runner: Arc<dyn JobRunner>, config: WorkerConfig) -> TrainingJob {
+async fn run_one(
+    store: &Arc<SqlStore>,
+    runner: Arc<dyn JobRunner>,
+    config: WorkerConfig,
+) -> TrainingJob {
     let id = submit(store).await;
     let worker = Worker::new(store.clone(), runner, config);
-    assert!(worker.reap_and_run_once().await.unwrap(), "a job was claimed");
+    assert!(
+        worker.reap_and_run_once().await.unwrap(),
+        "a job was claimed"
+    );
     store.get_job_by_id(&id).await.unwrap()
 }
 
@@ -58,7 +73,10 @@ async fn run_one(store: &Arc<SqlStore>, runner: Arc<dyn JobRunner>, config: Work
 async fn without_a_trainer_jobs_fail_clearly() {
     let (store, _dir) = store().await;
     let job = run_one(&store, Arc::new(UnavailableTrainer), config(60_000, 10_000)).await;
-    assert_eq!((job.status, job.error.as_deref()), (JobStatus::Failed, Some("trainer not available")));
+    assert_eq!(
+        (job.status, job.error.as_deref()),
+        (JobStatus::Failed, Some("trainer not available"))
+    );
 }
 
 struct Reporting;
@@ -68,10 +86,18 @@ impl JobRunner for Reporting {
     async fn run(&self, _job: &TrainingJob, ctx: &RunContext) -> Result<RunOutput, RunError> {
         let mut metrics = Map::new();
         metrics.insert("train/steps".into(), json!(1));
-        let data = json!({"event": "step_complete", "train/loss": 1.5}).as_object().unwrap().clone();
-        ctx.progress().log(LogLevel::Info, "step 1 complete", data).await?;
+        let data = json!({"event": "step_complete", "train/loss": 1.5})
+            .as_object()
+            .unwrap()
+            .clone();
+        ctx.progress()
+            .log(LogLevel::Info, "step 1 complete", data)
+            .await?;
         ctx.progress().report(&[], Some(&metrics)).await?;
-        Ok(RunOutput { metrics, artifacts: json!({"final": "x"}).as_object().unwrap().clone() })
+        Ok(RunOutput {
+            metrics,
+            artifacts: json!({"final": "x"}).as_object().unwrap().clone(),
+        })
     }
 }
 
@@ -80,9 +106,18 @@ async fn progress_and_outcome_are_recorded() {
     let (store, _dir) = store().await;
     let job = run_one(&store, Arc::new(Reporting), config(60_000, 10_000)).await;
     assert_eq!(job.status, JobStatus::Completed);
-    assert_eq!((job.metrics["train/steps"].as_i64(), job.artifacts["final"].as_str()), (Some(1), Some("x")));
+    assert_eq!(
+        (
+            job.metrics["train/steps"].as_i64(),
+            job.artifacts["final"].as_str()
+        ),
+        (Some(1), Some("x"))
+    );
     let logs = store.list_logs("acme", "main", &job.id, 0).await.unwrap();
-    assert!(logs.iter().any(|l| l.entry.message == "step 1 complete" && l.entry.data["train/loss"] == 1.5));
+    assert!(
+        logs.iter()
+            .any(|l| l.entry.message == "step 1 complete" && l.entry.data["train/loss"] == 1.5)
+    );
 }
 
 struct Panicking;
@@ -110,7 +145,9 @@ impl JobRunner for Cancellable {
     async fn run(&self, _job: &TrainingJob, ctx: &RunContext) -> Result<RunOutput, RunError> {
         for _ in 0..1000 {
             if ctx.cancel_requested() {
-                return Err(RunError::Cancelled { partial: RunOutput::default() });
+                return Err(RunError::Cancelled {
+                    partial: RunOutput::default(),
+                });
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -135,7 +172,11 @@ async fn cancel_reaches_a_running_job_through_the_heartbeat() {
     run.await.unwrap().unwrap();
     let job = store.get_job_by_id(&id).await.unwrap();
     assert_eq!(job.status, JobStatus::Cancelled);
-    assert!(started.elapsed() < Duration::from_secs(5), "cancelled within {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cancelled within {:?}",
+        started.elapsed()
+    );
 }
 
 /// Sleeps past its lease (no heartbeat in time), then tries to report.
@@ -145,7 +186,9 @@ struct Slow;
 impl JobRunner for Slow {
     async fn run(&self, _job: &TrainingJob, ctx: &RunContext) -> Result<RunOutput, RunError> {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        ctx.progress().log(LogLevel::Info, "late", Map::new()).await?;
+        ctx.progress()
+            .log(LogLevel::Info, "late", Map::new())
+            .await?;
         Ok(RunOutput::default())
     }
 }
@@ -157,10 +200,17 @@ async fn a_worker_that_lost_its_lease_writes_nothing() {
     let worker = Worker::new(store.clone(), Arc::new(Slow), config(50, 10_000));
     let run = tokio::spawn(async move { worker.reap_and_run_once().await });
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(store.requeue_expired().await.unwrap().requeued, vec![id.clone()]);
+    assert_eq!(
+        store.requeue_expired().await.unwrap().requeued,
+        vec![id.clone()]
+    );
     run.await.unwrap().unwrap();
     let job = store.get_job_by_id(&id).await.unwrap();
-    assert_eq!(job.status, JobStatus::Queued, "the stale worker did not complete it");
+    assert_eq!(
+        job.status,
+        JobStatus::Queued,
+        "the stale worker did not complete it"
+    );
     let logs = store.list_logs("acme", "main", &id, 0).await.unwrap();
     assert!(logs.iter().all(|l| l.entry.message != "late"));
 }
@@ -169,7 +219,11 @@ async fn a_worker_that_lost_its_lease_writes_nothing() {
 async fn run_stops_on_shutdown() {
     let (store, _dir) = store().await;
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let worker = Worker::new(store.clone(), Arc::new(UnavailableTrainer), config(60_000, 10_000));
+    let worker = Worker::new(
+        store.clone(),
+        Arc::new(UnavailableTrainer),
+        config(60_000, 10_000),
+    );
     let handle = tokio::spawn(worker.run(stopped));
     let id = submit(&store).await;
     for _ in 0..200 {
@@ -178,7 +232,13 @@ async fn run_stops_on_shutdown() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(store.get_job_by_id(&id).await.unwrap().status, JobStatus::Failed);
+    assert_eq!(
+        store.get_job_by_id(&id).await.unwrap().status,
+        JobStatus::Failed
+    );
     stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), handle).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), handle)
+        .await
+        .unwrap()
+        .unwrap();
 }
