@@ -1,8 +1,17 @@
-//! Chat conversations: the shape every dataset row and agent trajectory is normalized into, and the
-//! capability system-prompt scaffolding applied to them. Pure: no I/O beyond what callers hand in.
+//! Dataset rows and agent trajectories -> chat conversations, and the capability system-prompt scaffolding
+//! applied to them. Pure: callers hand in bytes.
 
+mod error;
+mod load;
 mod message;
+mod normalize;
+mod reader;
 mod scaffold;
+mod trajectory;
 
+pub use error::{Error, Result};
+pub use load::{Loaded, load_conversations};
 pub use message::{ChatMessage, Conversation, FunctionCall, Role, ToolCall};
+pub use normalize::{COMPLETION_KEYS, PROMPT_KEYS, normalize_row};
+pub use reader::{Format, MAX_ROW_BYTES, Row, read_rows};
 pub use scaffold::apply_system_prompt;

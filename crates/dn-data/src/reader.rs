@@ -1,0 +1,145 @@
+//! Dataset files -> rows (JSON objects) with their row numbers: JSONL (one object per line), JSON (an
+//! array of objects, or one object), CSV (a header row; cells holding JSON arrays or objects are parsed).
+//! A bad row is an error for that row; the others are still read.
+
+use std::path::Path;
+
+use serde_json::{Map, Value};
+
+use crate::error::Error;
+
+/// Rows larger than this are refused (and skipped) rather than parsed.
+pub const MAX_ROW_BYTES: usize = 64 << 20;
+
+/// The file formats rows are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Jsonl,
+    Json,
+    Csv,
+}
+
+impl Format {
+    /// `jsonl | json | csv` (the dataset.yaml `format`); parquet and arrow are not readable yet.
+    pub fn parse(name: &str, file: &str) -> Result<Format, Error> {
+        match name {
+            "jsonl" => Ok(Format::Jsonl),
+            "json" => Ok(Format::Json),
+            "csv" => Ok(Format::Csv),
+            other => Err(Error::File {
+                file: file.to_owned(),
+                message: format!("format '{other}' cannot be read yet (jsonl, json and csv can)"),
+            }),
+        }
+    }
+
+    /// From a file name's extension.
+    pub fn from_path(path: &Path) -> Result<Format, Error> {
+        let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        Format::parse(extension, &path.display().to_string())
+    }
+}
+
+/// A row with its 1-based number (line for JSONL, element for JSON, record for CSV).
+pub type Row = (usize, Result<Value, Error>);
+
+/// Reads every row of `bytes` (the content of `file`).
+pub fn read_rows(bytes: &[u8], format: Format, file: &str) -> Result<Vec<Row>, Error> {
+    let file_error = |message: String| Error::File {
+        file: file.to_owned(),
+        message,
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(file_error("the file is empty".into()));
+    }
+    let row_error = |row: usize, message: String| Error::Row {
+        file: file.to_owned(),
+        row,
+        message,
+    };
+    match format {
+        Format::Jsonl => Ok(bytes
+            .split(|b| *b == b'\n')
+            .enumerate()
+            .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+            .map(|(i, line)| {
+                let row = i + 1;
+                if line.len() > MAX_ROW_BYTES {
+                    return (
+                        row,
+                        Err(row_error(
+                            row,
+                            format!("row is {} bytes (limit {MAX_ROW_BYTES})", line.len()),
+                        )),
+                    );
+                }
+                let parsed = std::str::from_utf8(line)
+                    .map_err(|e| row_error(row, format!("invalid UTF-8: {e}")))
+                    .and_then(|text| {
+                        serde_json::from_str(text)
+                            .map_err(|e| row_error(row, format!("invalid JSON: {e}")))
+                    });
+                (row, parsed)
+            })
+            .collect()),
+        Format::Json => {
+            let text = std::str::from_utf8(bytes)
+                .map_err(|e| file_error(format!("invalid UTF-8: {e}")))?;
+            let value: Value =
+                serde_json::from_str(text).map_err(|e| file_error(format!("invalid JSON: {e}")))?;
+            Ok(match value {
+                Value::Array(items) => items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| (i + 1, Ok(v)))
+                    .collect(),
+                object @ Value::Object(_) => vec![(1, Ok(object))],
+                other => {
+                    return Err(file_error(format!(
+                        "expected an array of rows, found {}",
+                        crate::normalize::kind(&other)
+                    )));
+                }
+            })
+        }
+        Format::Csv => {
+            let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(bytes);
+            let headers = reader
+                .headers()
+                .map_err(|e| file_error(format!("cannot read the CSV header: {e}")))?
+                .clone();
+            Ok(reader
+                .records()
+                .enumerate()
+                .map(|(i, record)| {
+                    let row = i + 1;
+                    let record = match record {
+                        Ok(record) => record,
+                        Err(e) => return (row, Err(row_error(row, format!("invalid CSV: {e}")))),
+                    };
+                    let object: Map<String, Value> = headers
+                        .iter()
+                        .zip(record.iter())
+                        .map(|(key, cell)| (key.to_owned(), csv_cell(cell)))
+                        .collect();
+                    (row, Ok(Value::Object(object)))
+                })
+                .collect())
+        }
+    }
+}
+
+/// A CSV cell: empty is absent (null), JSON arrays and objects (e.g. a `messages` column) are parsed,
+/// everything else is text.
+fn csv_cell(cell: &str) -> Value {
+    if cell.is_empty() {
+        return Value::Null;
+    }
+    let trimmed = cell.trim_start();
+    if (trimmed.starts_with('[') || trimmed.starts_with('{'))
+        && let Ok(parsed) = serde_json::from_str::<Value>(cell)
+    {
+        return parsed;
+    }
+    Value::String(cell.to_owned())
+}
