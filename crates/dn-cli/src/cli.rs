@@ -61,6 +61,9 @@ pub enum Command {
     /// The capability registry.
     #[command(subcommand)]
     Capability(RegistryCommand),
+    /// Inspect what training sees.
+    #[command(subcommand)]
+    Data(DataCommand),
     /// Run the control plane (HTTP API), with in-process workers by default.
     Serve(ServeArgs),
     /// Run a worker against the store directly (one per GPU node).
@@ -157,6 +160,41 @@ pub struct SftArgs {
     pub wait: bool,
     #[command(flatten)]
     pub wait_args: WaitArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DataCommand {
+    /// Render examples with the model's chat template and show which tokens carry loss.
+    Preview(Box<PreviewArgs>),
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["file", "dataset", "trajectory_dataset"])))]
+#[command(group(clap::ArgGroup::new("prompt").args(["capability", "system_prompt_file"])))]
+pub struct PreviewArgs {
+    /// A .gguf file or a model directory (tokenizer.json, tokenizer_config.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// A local data file (.jsonl, .json, .csv); needs no server.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// NAME@VERSION of a pushed dataset.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// NAME@VERSION of a pushed trajectory dataset.
+    #[arg(long)]
+    pub trajectory_dataset: Option<String>,
+    /// NAME@VERSION of a pushed capability whose system prompt scaffolds the data.
+    #[arg(long)]
+    pub capability: Option<String>,
+    /// A file holding the system prompt.
+    #[arg(long)]
+    pub system_prompt_file: Option<PathBuf>,
+    #[arg(long, default_value_t = 2048)]
+    pub max_sequence_length: usize,
+    /// Show at most this many examples.
+    #[arg(long, default_value_t = 5)]
+    pub limit: usize,
 }
 
 #[derive(Debug, Clone, Args)]

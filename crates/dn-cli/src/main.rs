@@ -35,6 +35,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             let conn = Connection::resolve(&cli.connection)?;
             commands::train::run(command, &conn, cli.json).await
         }
+        Command::Data(cli::DataCommand::Preview(args)) => {
+            commands::data::preview(*args, &cli.connection, cli.json).await
+        }
         Command::Dataset(command) => {
             let conn = Connection::resolve(&cli.connection)?;
             commands::registry::run(ArtifactKind::Dataset, command, &conn, cli.json).await

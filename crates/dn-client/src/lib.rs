@@ -271,6 +271,44 @@ impl Client {
         self.send(self.request(Method::GET, &path)).await
     }
 
+    /// The bytes of one file of a pushed dataset version.
+    pub async fn dataset_file(
+        &self,
+        org: &str,
+        name: &str,
+        version: &str,
+        path: &str,
+    ) -> Result<Vec<u8>> {
+        let url = format!(
+            "{}/org/{org}/datasets/{name}/{version}/files/{path}",
+            self.base
+        );
+        let mut request = self.http.get(&url);
+        if let Some(key) = &self.api_key {
+            request = request.header("X-API-Key", key);
+        }
+        let response = request.send().await.map_err(|source| Error::Transport {
+            url: url.clone(),
+            source,
+        })?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|source| Error::Transport {
+            url: url.clone(),
+            source,
+        })?;
+        if !status.is_success() {
+            let body: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
+            return Err(Error::Api {
+                status,
+                code: body.as_ref().map(|b| b.code.clone()).unwrap_or_default(),
+                detail: body
+                    .map(|b| b.detail)
+                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned()),
+            });
+        }
+        Ok(bytes.to_vec())
+    }
+
     pub async fn push_capability(
         &self,
         org: &str,

@@ -23,58 +23,100 @@ impl Example {
     }
 }
 
-/// Byte ranges of the rendered text that carry loss.
-pub fn supervised_spans(
-    artifacts: &ModelArtifacts,
-    conversation: &Conversation,
-) -> Result<(String, Vec<(usize, usize)>)> {
-    let template = &artifacts.template;
-    let messages = &conversation.messages;
-    let tools = &conversation.tools;
-    let full = template.render(messages, tools, false)?;
-    let mut spans = Vec::new();
-    for (i, message) in messages.iter().enumerate() {
-        if message.role != Role::Assistant {
-            continue;
-        }
-        let before = template.render(&messages[..i], tools, true)?;
-        let through = template.render(&messages[..=i], tools, false)?;
-        if !full.starts_with(&before)
-            || !through.starts_with(&before)
-            || !full.starts_with(&through)
-        {
-            return Err(Error::NotPrefixStable(format!(
-                "rendering the first {i} message(s) with a generation prompt is not a prefix of the whole \
-                 conversation (assistant message {i})"
-            )));
-        }
-        let segment = &through[before.len()..];
-        let end = match segment.rfind(artifacts.end_of_turn.as_str()) {
-            Some(at) => before.len() + at + artifacts.end_of_turn.len(),
-            None => before.len() + segment.trim_end().len(),
-        };
-        spans.push((before.len(), end));
-    }
-    Ok((full, spans))
+/// A rendered conversation and the byte ranges of it that carry loss.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub text: String,
+    pub spans: Vec<(usize, usize)>,
 }
 
-/// Renders, tokenizes (no special tokens added: the template has them) and masks one conversation;
-/// keeps the last `max_sequence_length` tokens.
-pub fn encode(
+/// The supervised span of assistant message `i`: from the end of the prefix rendered with a generation
+/// prompt to the end of the template's last end-of-turn token in that message's rendering. `None` when
+/// the template is not prefix-stable at this message.
+fn assistant_span(
     artifacts: &ModelArtifacts,
     conversation: &Conversation,
+    i: usize,
+    full: &str,
+) -> Result<Option<(usize, usize)>> {
+    let (messages, tools) = (&conversation.messages, &conversation.tools);
+    let before = artifacts.template.render(&messages[..i], tools, true)?;
+    let through = artifacts.template.render(&messages[..=i], tools, false)?;
+    if !through.starts_with(&before) || !full.starts_with(&through) {
+        return Ok(None);
+    }
+    let segment = &through[before.len()..];
+    let end = match segment.rfind(artifacts.end_of_turn.as_str()) {
+        Some(at) => before.len() + at + artifacts.end_of_turn.len(),
+        None => before.len() + segment.trim_end().len(),
+    };
+    Ok(Some((before.len(), end)))
+}
+
+/// Renders a conversation with its supervised spans. A template that is not prefix-stable (one that, say,
+/// drops the reasoning of earlier turns) gets one rendering per assistant turn, each supervising only its
+/// last turn; if even that fails, the conversation is refused: never a silently wrong mask.
+pub fn render_supervised(
+    artifacts: &ModelArtifacts,
+    conversation: &Conversation,
+) -> Result<Vec<Rendered>> {
+    let messages = &conversation.messages;
+    let assistants: Vec<usize> = (0..messages.len())
+        .filter(|i| messages[*i].role == Role::Assistant)
+        .collect();
+    let full = artifacts
+        .template
+        .render(messages, &conversation.tools, false)?;
+    let mut spans = Vec::new();
+    for &i in &assistants {
+        match assistant_span(artifacts, conversation, i, &full)? {
+            Some(span) => spans.push(span),
+            None => return render_per_turn(artifacts, conversation, &assistants),
+        }
+    }
+    Ok(vec![Rendered { text: full, spans }])
+}
+
+fn render_per_turn(
+    artifacts: &ModelArtifacts,
+    conversation: &Conversation,
+    assistants: &[usize],
+) -> Result<Vec<Rendered>> {
+    assistants
+        .iter()
+        .map(|&i| {
+            let prefix = Conversation {
+                messages: conversation.messages[..=i].to_vec(),
+                tools: conversation.tools.clone(),
+            };
+            let text = artifacts.template.render(&prefix.messages, &prefix.tools, false)?;
+            let span = assistant_span(artifacts, &prefix, i, &text)?.ok_or_else(|| {
+                Error::NotPrefixStable(format!(
+                    "rendering the first {i} message(s) with a generation prompt is not a prefix of the \
+                     conversation through assistant message {i}; this model's template cannot be masked exactly"
+                ))
+            })?;
+            Ok(Rendered { text, spans: vec![span] })
+        })
+        .collect()
+}
+
+/// Tokenizes a rendering (no special tokens added: the template has them), marks tokens that start inside
+/// a supervised span, and keeps the last `max_sequence_length` tokens.
+pub fn tokenize(
+    artifacts: &ModelArtifacts,
+    rendered: &Rendered,
     max_sequence_length: usize,
 ) -> Result<Example> {
-    let (text, spans) = supervised_spans(artifacts, conversation)?;
     let encoding = artifacts
         .tokenizer
-        .encode(text.as_str(), false)
+        .encode(rendered.text.as_str(), false)
         .map_err(|e| Error::Tokenizer(e.to_string()))?;
     let mut input_ids = encoding.get_ids().to_vec();
     let mut loss_mask: Vec<u8> = encoding
         .get_offsets()
         .iter()
-        .map(|(start, _)| u8::from(spans.iter().any(|(s, e)| s <= start && start < e)))
+        .map(|(start, _)| u8::from(rendered.spans.iter().any(|(s, e)| s <= start && start < e)))
         .collect();
     let truncated = input_ids.len() > max_sequence_length;
     if truncated {
@@ -87,4 +129,17 @@ pub fn encode(
         loss_mask,
         truncated,
     })
+}
+
+/// A conversation's training examples: one, or one per assistant turn for a template that is not
+/// prefix-stable.
+pub fn encode(
+    artifacts: &ModelArtifacts,
+    conversation: &Conversation,
+    max_sequence_length: usize,
+) -> Result<Vec<Example>> {
+    render_supervised(artifacts, conversation)?
+        .iter()
+        .map(|rendered| tokenize(artifacts, rendered, max_sequence_length))
+        .collect()
 }

@@ -6,11 +6,13 @@ mod artifacts;
 mod encode;
 mod error;
 pub mod gguf;
+mod prepare;
 mod template;
 mod tokenizer;
 
 pub use artifacts::ModelArtifacts;
-pub use encode::{Example, encode, supervised_spans};
+pub use encode::{Example, Rendered, encode, render_supervised, tokenize};
 pub use error::{Error, Result};
+pub use prepare::{PrepareOptions, PrepareStats, Prepared, prepare};
 pub use template::ChatTemplate;
 pub use tokenizer::tokenizer_from_gguf;

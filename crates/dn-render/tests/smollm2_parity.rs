@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use dn_data::{ChatMessage, Conversation, Role, apply_system_prompt};
-use dn_render::{ModelArtifacts, encode};
+use dn_render::{Example, ModelArtifacts, encode};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -46,6 +46,13 @@ fn model() -> Option<ModelArtifacts> {
     Some(ModelArtifacts::load(&path).unwrap())
 }
 
+/// SmolLM2's template is prefix-stable: one example per conversation.
+fn encode_one(model: &ModelArtifacts, conversation: &Conversation, max: usize) -> Example {
+    let mut examples = encode(model, conversation, max).unwrap();
+    assert_eq!(examples.len(), 1);
+    examples.pop().unwrap()
+}
+
 fn fixture() -> Fixture {
     let path =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2_chat_parity.json");
@@ -75,7 +82,7 @@ fn token_ids_and_masks_match_transformers() {
             .render(&conversation.messages, &[], false)
             .unwrap();
         assert_eq!(text, case.text, "{}: rendered text", case.name);
-        let example = encode(&model, &conversation, 1 << 20).unwrap();
+        let example = encode_one(&model, &conversation, 1 << 20);
         assert_eq!(
             example.input_ids, case.input_ids,
             "{}: token ids",
@@ -99,7 +106,7 @@ fn supervised_spans_are_assistant_content_plus_end_of_turn() {
     let Some(model) = model() else { return };
     for case in &fixture().cases {
         let conversation = conversation(case);
-        let example = encode(&model, &conversation, 1 << 20).unwrap();
+        let example = encode_one(&model, &conversation, 1 << 20);
         // Contiguous runs of supervised tokens, decoded.
         let mut runs: Vec<Vec<u32>> = Vec::new();
         let mut previous = 0u8;
@@ -173,9 +180,9 @@ fn truncation_keeps_the_end() {
         .into_iter()
         .find(|c| c.name == "multi_turn")
         .unwrap();
-    let full = encode(&model, &conversation(&case), 1 << 20).unwrap();
+    let full = encode_one(&model, &conversation(&case), 1 << 20);
     for limit in [1, 7, 30, full.input_ids.len() - 1] {
-        let cut = encode(&model, &conversation(&case), limit).unwrap();
+        let cut = encode_one(&model, &conversation(&case), limit);
         assert!(cut.truncated);
         assert_eq!(cut.input_ids.len(), limit);
         assert_eq!(
@@ -187,7 +194,61 @@ fn truncation_keeps_the_end() {
             full.loss_mask[full.loss_mask.len() - limit..]
         );
     }
-    let exact = encode(&model, &conversation(&case), full.input_ids.len()).unwrap();
+    let exact = encode_one(&model, &conversation(&case), full.input_ids.len());
     assert!(!exact.truncated);
     assert_eq!(exact, full);
+}
+
+/// A template that drops the reasoning of earlier assistant turns (as Qwen3's does) is not prefix-stable:
+/// each assistant turn becomes its own example, supervising only that turn.
+#[test]
+fn templates_that_drop_past_reasoning_split_per_turn() {
+    let Some(mut model) = model() else { return };
+    let source = "{% for m in messages %}<|im_start|>{{ m.role }}\n\
+        {% if m.role == 'assistant' and not loop.last %}{{ m.content.split('</think>')[-1].lstrip('\\n') }}\
+        {% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}\
+        {% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+    model.template = dn_render::ChatTemplate::new(source, "", "<|im_end|>").unwrap();
+    let message = |role, content: &str| ChatMessage::new(role, content);
+    let conversation = Conversation {
+        messages: vec![
+            message(Role::User, "2+2?"),
+            message(Role::Assistant, "<think>add</think>\n4"),
+            message(Role::User, "3+3?"),
+            message(Role::Assistant, "<think>add again</think>\n6"),
+        ],
+        tools: vec![],
+    };
+    let examples = encode(&model, &conversation, 1 << 20).unwrap();
+    assert_eq!(examples.len(), 2);
+    let supervised = |e: &Example| {
+        let ids: Vec<u32> = e
+            .input_ids
+            .iter()
+            .zip(&e.loss_mask)
+            .filter(|(_, m)| **m == 1)
+            .map(|(i, _)| *i)
+            .collect();
+        model.tokenizer.decode(&ids, false).unwrap()
+    };
+    assert_eq!(supervised(&examples[0]), "<think>add</think>\n4<|im_end|>");
+    assert_eq!(
+        supervised(&examples[1]),
+        "<think>add again</think>\n6<|im_end|>"
+    );
+    let second = model
+        .tokenizer
+        .decode(&examples[1].input_ids, false)
+        .unwrap();
+    assert!(
+        second.contains("assistant\n4<|im_end|>"),
+        "earlier reasoning dropped, unsupervised: {second:?}"
+    );
+
+    // A generation prompt that is not how assistant turns start cannot be masked: refused, not guessed.
+    let broken = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}\
+        {% if add_generation_prompt %}<|im_start|>bot\n{% endif %}";
+    model.template = dn_render::ChatTemplate::new(broken, "", "<|im_end|>").unwrap();
+    let err = encode(&model, &conversation, 1 << 20).unwrap_err();
+    assert!(err.to_string().contains("not prefix-stable"), "{err}");
 }

@@ -1,3 +1,4 @@
 pub mod daemon;
+pub mod data;
 pub mod registry;
 pub mod train;
