@@ -172,9 +172,10 @@ pub enum DataCommand {
 #[command(group(clap::ArgGroup::new("source").required(true).args(["file", "dataset", "trajectory_dataset"])))]
 #[command(group(clap::ArgGroup::new("prompt").args(["capability", "system_prompt_file"])))]
 pub struct PreviewArgs {
-    /// A .gguf file or a model directory (tokenizer.json, tokenizer_config.json).
+    /// A .gguf file, a model directory (tokenizer.json, tokenizer_config.json) or a hub id (org/name)
+    /// in the Hugging Face cache.
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: String,
     /// A local data file (.jsonl, .json, .csv); needs no server.
     #[arg(long)]
     pub file: Option<PathBuf>,

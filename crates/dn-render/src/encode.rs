@@ -53,20 +53,102 @@ fn assistant_span(
     Ok(Some((before.len(), end)))
 }
 
-/// Renders a conversation with its supervised spans. A template that is not prefix-stable (one that, say,
-/// drops the reasoning of earlier turns) gets one rendering per assistant turn, each supervising only its
-/// last turn; if even that fails, the conversation is refused: never a silently wrong mask.
+/// Private-use characters wrapped around assistant contents for the one-render fast path.
+const OPEN: char = '\u{E000}';
+const CLOSE: char = '\u{E001}';
+
+/// The fast path: render once with each assistant content wrapped in markers, and read the spans off the
+/// markers (content start to the end of the first end-of-turn token after the content). Used only when the
+/// template copies contents verbatim (with the markers removed, the text must equal the plain render and
+/// each marked range its message's content) and each content directly follows the template's generation
+/// prompt, which is what the prefix renders would establish. `None` sends the caller to the prefix renders.
+fn marked_spans(
+    artifacts: &ModelArtifacts,
+    conversation: &Conversation,
+    full: &str,
+) -> Result<Option<Vec<(usize, usize)>>> {
+    let messages = &conversation.messages;
+    let Some(generation_prompt) = artifacts.template.generation_prompt() else {
+        return Ok(None);
+    };
+    if messages.iter().any(|m| m.content.contains([OPEN, CLOSE])) {
+        return Ok(None);
+    }
+    let marked: Vec<_> = messages
+        .iter()
+        .map(|m| {
+            let mut m = m.clone();
+            if m.role == Role::Assistant {
+                m.content = format!("{OPEN}{}{CLOSE}", m.content);
+            }
+            m
+        })
+        .collect();
+    let text = artifacts
+        .template
+        .render(&marked, &conversation.tools, false)?;
+    let mut plain = String::with_capacity(full.len());
+    let mut contents = Vec::new();
+    let mut open_at = None;
+    for ch in text.chars() {
+        match ch {
+            OPEN if open_at.is_none() => open_at = Some(plain.len()),
+            CLOSE if open_at.is_some() => {
+                contents.push((open_at.take().unwrap_or_default(), plain.len()))
+            }
+            OPEN | CLOSE => return Ok(None),
+            c => plain.push(c),
+        }
+    }
+    let assistants: Vec<_> = messages
+        .iter()
+        .filter(|m| m.role == Role::Assistant)
+        .collect();
+    if plain != full || open_at.is_some() || contents.len() != assistants.len() {
+        return Ok(None);
+    }
+    let eos = artifacts.end_of_turn.as_str();
+    let mut spans = Vec::with_capacity(contents.len());
+    for (i, ((start, end), message)) in contents.iter().zip(assistants).enumerate() {
+        let next_start = contents.get(i + 1).map_or(full.len(), |c| c.0);
+        let Some(at) = full[*end..next_start].find(eos) else {
+            return Ok(None);
+        };
+        if full[*start..*end] != message.content || !full[..*start].ends_with(generation_prompt) {
+            return Ok(None);
+        }
+        spans.push((*start, end + at + eos.len()));
+    }
+    Ok(Some(spans))
+}
+
+/// Renders a conversation with its supervised spans: one render with markers when the template copies
+/// contents verbatim, else the prefix renders. A template that is not prefix-stable (one that, say, drops
+/// the reasoning of earlier turns) gets one rendering per assistant turn, each supervising only its last
+/// turn; if even that fails, the conversation is refused: never a silently wrong mask.
 pub fn render_supervised(
     artifacts: &ModelArtifacts,
     conversation: &Conversation,
+) -> Result<Vec<Rendered>> {
+    let full = artifacts
+        .template
+        .render(&conversation.messages, &conversation.tools, false)?;
+    if let Some(spans) = marked_spans(artifacts, conversation, &full)? {
+        return Ok(vec![Rendered { text: full, spans }]);
+    }
+    render_by_prefixes(artifacts, conversation, full)
+}
+
+/// The general path: spans from rendering the prefixes before and through each assistant message.
+pub fn render_by_prefixes(
+    artifacts: &ModelArtifacts,
+    conversation: &Conversation,
+    full: String,
 ) -> Result<Vec<Rendered>> {
     let messages = &conversation.messages;
     let assistants: Vec<usize> = (0..messages.len())
         .filter(|i| messages[*i].role == Role::Assistant)
         .collect();
-    let full = artifacts
-        .template
-        .render(messages, &conversation.tools, false)?;
     let mut spans = Vec::new();
     for &i in &assistants {
         match assistant_span(artifacts, conversation, i, &full)? {

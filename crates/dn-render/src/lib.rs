@@ -7,12 +7,14 @@ mod encode;
 mod error;
 pub mod gguf;
 mod prepare;
+mod resolve;
 mod template;
 mod tokenizer;
 
 pub use artifacts::ModelArtifacts;
-pub use encode::{Example, Rendered, encode, render_supervised, tokenize};
+pub use encode::{Example, Rendered, encode, render_by_prefixes, render_supervised, tokenize};
 pub use error::{Error, Result};
 pub use prepare::{PrepareOptions, PrepareStats, Prepared, prepare};
+pub use resolve::resolve_model_path;
 pub use template::ChatTemplate;
 pub use tokenizer::tokenizer_from_gguf;

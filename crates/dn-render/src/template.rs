@@ -15,6 +15,7 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
     eos_token: String,
+    generation_prompt: Option<String>,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -44,11 +45,30 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_template_owned(TEMPLATE_NAME, source.to_owned())
             .map_err(|e| Error::Template(format!("does not compile: {e:#}")))?;
-        Ok(ChatTemplate {
+        let mut template = ChatTemplate {
             env,
             bos_token: bos_token.to_owned(),
             eos_token: eos_token.to_owned(),
-        })
+            generation_prompt: None,
+        };
+        template.generation_prompt = template.probe_generation_prompt();
+        Ok(template)
+    }
+
+    /// What `add_generation_prompt` appends after a user turn (e.g. `<|im_start|>assistant\n`), if the
+    /// template renders a one-message conversation and appends rather than rewrites.
+    fn probe_generation_prompt(&self) -> Option<String> {
+        let probe = [ChatMessage::new(dn_data::Role::User, "x")];
+        let without = self.render(&probe, &[], false).ok()?;
+        let with = self.render(&probe, &[], true).ok()?;
+        with.strip_prefix(&without)
+            .filter(|g| !g.is_empty())
+            .map(str::to_owned)
+    }
+
+    /// See [`Self::probe_generation_prompt`].
+    pub fn generation_prompt(&self) -> Option<&str> {
+        self.generation_prompt.as_deref()
     }
 
     pub fn eos_token(&self) -> &str {

@@ -75,6 +75,11 @@ fn token_ids_and_masks_match_transformers() {
     let Some(model) = model() else { return };
     let fixture = fixture();
     assert!(fixture.cases.len() >= 20);
+    // The one-render fast path applies to this template.
+    assert_eq!(
+        model.template.generation_prompt(),
+        Some("<|im_start|>assistant\n")
+    );
     for case in &fixture.cases {
         let conversation = conversation(case);
         let text = model
@@ -94,6 +99,15 @@ fn token_ids_and_masks_match_transformers() {
             case.name
         );
         assert!(!example.truncated);
+        // The one-render fast path and the prefix renders agree.
+        let by_prefixes =
+            dn_render::render_by_prefixes(&model, &conversation, text.clone()).unwrap();
+        assert_eq!(
+            dn_render::render_supervised(&model, &conversation).unwrap(),
+            by_prefixes,
+            "{}",
+            case.name
+        );
     }
     eprintln!(
         "{} conversations token-exact with transformers",
