@@ -99,50 +99,21 @@ fn main() {
         max_sequence_length: 2048,
         system_prompt: "You are a helpful assistant.".into(),
     };
-    if std::env::var("DN_BENCH_BREAKDOWN").is_ok() {
-        let started = Instant::now();
-        let texts: Vec<String> = conversations
-            .iter()
-            .map(|c| artifacts.template.render(&c.messages, &[], false).unwrap())
-            .collect();
-        let render = started.elapsed().as_secs_f64();
-        let started = Instant::now();
-        let mut tokens = 0;
-        for text in &texts {
-            tokens += artifacts
-                .tokenizer
-                .encode(text.as_str(), false)
-                .unwrap()
-                .get_ids()
-                .len();
-        }
-        let tokenize = started.elapsed().as_secs_f64();
-        println!(
-            "one full render per conversation: {render:.2}s; tokenize: {tokenize:.2}s ({:.0} tokens/s)",
-            tokens as f64 / tokenize
-        );
-        let started = Instant::now();
-        for text in &texts {
-            tokens += artifacts
-                .tokenizer
-                .encode_fast(text.as_str(), false)
-                .unwrap()
-                .get_ids()
-                .len();
-        }
-        println!("encode_fast: {:.2}s", started.elapsed().as_secs_f64());
-        let started = Instant::now();
-        let rendered: Vec<_> = conversations
-            .iter()
-            .map(|c| dn_render::render_supervised(&artifacts, c).unwrap())
-            .collect();
-        println!("render_supervised: {:.2}s", started.elapsed().as_secs_f64());
-        let started = Instant::now();
-        for r in rendered.iter().flatten() {
-            dn_render::tokenize(&artifacts, r, 2048).unwrap();
-        }
-        println!("tokenize + mask: {:.2}s", started.elapsed().as_secs_f64());
+    // Where one thread's time goes: rendering (template, masks) versus tokenizing.
+    let started = Instant::now();
+    let rendered: Vec<_> = conversations
+        .iter()
+        .map(|c| dn_render::render_supervised(&artifacts, c).unwrap())
+        .collect();
+    let render = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for r in rendered.iter().flatten() {
+        dn_render::tokenize(&artifacts, r, 2048).unwrap();
     }
+    println!(
+        "breakdown, 1 thread: render + spans {render:.2}s, tokenize + mask {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
