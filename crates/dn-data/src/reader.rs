@@ -1,5 +1,6 @@
 //! Dataset files -> rows (JSON objects) with their row numbers: JSONL (one object per line), JSON (an
-//! array of objects, or one object), CSV (a header row; cells holding JSON arrays or objects are parsed).
+//! array of objects, or one object), CSV (a header row; cells holding JSON arrays or objects are parsed),
+//! Parquet (each record as a JSON object; lists and structs nested, nulls kept).
 //! A bad row is an error for that row; the others are still read.
 
 use std::path::Path;
@@ -17,18 +18,22 @@ pub enum Format {
     Jsonl,
     Json,
     Csv,
+    Parquet,
 }
 
 impl Format {
-    /// `jsonl | json | csv` (the dataset.yaml `format`); parquet and arrow are not readable yet.
+    /// `jsonl | json | csv | parquet` (the dataset.yaml `format`); arrow is not readable yet.
     pub fn parse(name: &str, file: &str) -> Result<Format, Error> {
         match name {
             "jsonl" => Ok(Format::Jsonl),
             "json" => Ok(Format::Json),
             "csv" => Ok(Format::Csv),
+            "parquet" => Ok(Format::Parquet),
             other => Err(Error::File {
                 file: file.to_owned(),
-                message: format!("format '{other}' cannot be read yet (jsonl, json and csv can)"),
+                message: format!(
+                    "format '{other}' cannot be read yet (jsonl, json, csv and parquet can)"
+                ),
             }),
         }
     }
@@ -102,6 +107,7 @@ pub fn read_rows(bytes: &[u8], format: Format, file: &str) -> Result<Vec<Row>, E
                 }
             })
         }
+        Format::Parquet => parquet_rows(bytes, file),
         Format::Csv => {
             let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(bytes);
             let headers = reader
@@ -142,4 +148,30 @@ fn csv_cell(cell: &str) -> Value {
         return parsed;
     }
     Value::String(cell.to_owned())
+}
+
+fn parquet_rows(bytes: &[u8], file: &str) -> Result<Vec<Row>, Error> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let reader = SerializedFileReader::new(bytes::Bytes::copy_from_slice(bytes)).map_err(|e| {
+        Error::File {
+            file: file.to_owned(),
+            message: format!("not a readable Parquet file: {e}"),
+        }
+    })?;
+    let rows = reader.get_row_iter(None).map_err(|e| Error::File {
+        file: file.to_owned(),
+        message: format!("cannot read Parquet rows: {e}"),
+    })?;
+    Ok(rows
+        .enumerate()
+        .map(|(i, row)| {
+            let row_number = i + 1;
+            let value = row.map(|r| r.to_json_value()).map_err(|e| Error::Row {
+                file: file.to_owned(),
+                row: row_number,
+                message: format!("cannot decode Parquet record: {e}"),
+            });
+            (row_number, value)
+        })
+        .collect())
 }
