@@ -689,14 +689,37 @@ async fn every_documented_shape_previews() {
     let Some(model) = test_model() else { return };
     let env = start(false).await;
     let shapes = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shapes");
-    let mut files: Vec<_> = std::fs::read_dir(&shapes).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&shapes)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     assert!(files.len() >= 6);
     for file in files {
-        let out = env.dn(&["data", "preview", "--model", &model, "--file", &file.to_string_lossy()], &[]).await;
+        let out = env
+            .dn(
+                &[
+                    "data",
+                    "preview",
+                    "--model",
+                    &model,
+                    "--file",
+                    &file.to_string_lossy(),
+                ],
+                &[],
+            )
+            .await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{}: {stderr}", file.display());
-        assert!(stderr.contains("1 example(s)") && stderr.contains("skipped 0"), "{}: {stderr}", file.display());
-        assert!(String::from_utf8_lossy(&out.stdout).contains("⟦"), "{}", file.display());
+        assert!(
+            stderr.contains("1 example(s)") && stderr.contains("skipped 0"),
+            "{}: {stderr}",
+            file.display()
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("⟦"),
+            "{}",
+            file.display()
+        );
     }
 }

@@ -2,8 +2,12 @@
 //! job to a [`JobRunner`], and records how it ended. Several workers (in one process or many) may share a
 //! store; the store's guarded updates make every claim exclusive.
 
+mod inputs;
 mod runner;
+mod sft;
 mod worker;
 
+pub use inputs::{PreparedInputs, prepare_inputs};
 pub use runner::{JobRunner, Progress, RunContext, RunError, RunOutput, UnavailableTrainer};
+pub use sft::SftRunner;
 pub use worker::{Worker, WorkerConfig};

@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use dn_server::{AppState, Catalog};
 use dn_store::{JobStore, SqlStore};
 use dn_types::SftDefaults;
-use dn_worker::{UnavailableTrainer, Worker};
+use dn_worker::{JobRunner, SftRunner, Worker};
 use tokio::sync::watch;
 use tracing::info;
 
@@ -37,6 +37,7 @@ async fn shutdown_signal() {
 
 fn spawn_workers(
     store: &Arc<SqlStore>,
+    runner: Arc<dyn JobRunner>,
     count: usize,
     base_id: &str,
     config: &dn_worker::WorkerConfig,
@@ -50,7 +51,7 @@ fn spawn_workers(
             } else {
                 format!("{base_id}-{i}")
             };
-            let worker = Worker::new(store.clone(), Arc::new(UnavailableTrainer), worker_config);
+            let worker = Worker::new(store.clone(), runner.clone(), worker_config);
             tokio::spawn(worker.run(shutdown.clone()))
         })
         .collect()
@@ -83,8 +84,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let (stop, stopped) = watch::channel(false);
     let workers = args.workers.or(file.workers).unwrap_or(1);
     let worker_config = config::worker_config(config::default_worker_id(), &args.lease, &file);
+    let runner = Arc::new(SftRunner::new(registry.clone()));
     let handles = spawn_workers(
         &store,
+        runner,
         workers,
         &worker_config.worker_id,
         &worker_config,
@@ -112,8 +115,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
 pub async fn worker(args: WorkerArgs) -> Result<()> {
     let file = FileConfig::load(args.store.config.as_deref())?;
     let store = config::open_store(&args.store, &file).await?;
-    // Checked now so a misconfigured node fails at start, not on its first job.
-    config::open_registry(&args.storage, &args.store, &file)?;
+    let registry = config::open_registry(&args.storage, &args.store, &file)?;
     let worker_id = args
         .worker_id
         .clone()
@@ -121,7 +123,8 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         .unwrap_or_else(config::default_worker_id);
     let worker_config = config::worker_config(worker_id.clone(), &args.lease, &file);
     let (stop, stopped) = watch::channel(false);
-    let handles = spawn_workers(&store, 1, &worker_id, &worker_config, &stopped);
+    let runner = Arc::new(SftRunner::new(registry));
+    let handles = spawn_workers(&store, runner, 1, &worker_id, &worker_config, &stopped);
     shutdown_signal().await;
     info!("shutting down: finishing the job in progress");
     let _ = stop.send(true);

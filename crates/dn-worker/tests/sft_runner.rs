@@ -1,0 +1,239 @@
+//! The SFT runner prepares a job's real inputs (test model, pushed capability and datasets), logs the
+//! counts, and fails clearly: "trainer not available" until the trainer lands, or what was wrong.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dn_registry::{Registry, StorageConfig, Upload, UploadFile};
+use dn_store::{JobStore, NewJob, SqlStore};
+use dn_types::{CapabilitySnapshot, DatasetRef, JobStatus, SftConfig, TrainingJob};
+use dn_worker::{SftRunner, Worker, WorkerConfig};
+
+fn test_model() -> Option<String> {
+    let path = std::env::var("DN_TEST_MODEL_GGUF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../.cache/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    if path.is_file() {
+        return Some(path.to_string_lossy().into_owned());
+    }
+    assert!(
+        std::env::var("DN_REQUIRE_TEST_MODEL").as_deref() != Ok("1"),
+        "{} missing",
+        path.display()
+    );
+    None
+}
+
+fn upload(files: &[(&str, &str)]) -> Upload {
+    let files = files
+        .iter()
+        .map(|(path, text)| UploadFile {
+            path: (*path).into(),
+            bytes: Bytes::from(text.to_string()),
+        })
+        .collect();
+    Upload::new(files, 1 << 20).unwrap()
+}
+
+struct Setup {
+    store: Arc<SqlStore>,
+    registry: Registry,
+    _dir: tempfile::TempDir,
+}
+
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqlStore::open_data_dir(dir.path()).await.unwrap());
+    let registry = Registry::new(
+        &StorageConfig::Local {
+            root: dir.path().join("storage"),
+        },
+        1 << 20,
+    )
+    .unwrap();
+    registry
+        .push_capability(
+            "acme",
+            &upload(&[
+                (
+                    "capability.yaml",
+                    "schema: 1\nname: agent\nversion: 1.0.0\ndescription: d\n",
+                ),
+                ("agents/a.md", "---\nname: a\n---\nYou are the agent.\n"),
+            ]),
+        )
+        .await
+        .unwrap();
+    let rows = "{\"prompt\":\"Hi\",\"completion\":\"Hello!\"}\n{\"nope\":1}\n{\"messages\":[{\"role\":\"user\",\"content\":\"2+2?\"},{\"role\":\"assistant\",\"content\":\"4\"}]}\n";
+    registry
+        .push_dataset(
+            "acme",
+            &upload(&[
+                (
+                    "dataset.yaml",
+                    "name: demos\nversion: 0.1.0\nformat: jsonl\n",
+                ),
+                ("train.jsonl", rows),
+            ]),
+        )
+        .await
+        .unwrap();
+    registry
+        .push_dataset(
+            "acme",
+            &upload(&[
+                (
+                    "dataset.yaml",
+                    "name: junk\nversion: 0.1.0\nformat: jsonl\n",
+                ),
+                ("train.jsonl", "{\"a\":1}\n{\"b\":2}\n"),
+            ]),
+        )
+        .await
+        .unwrap();
+    Setup {
+        store,
+        registry,
+        _dir: dir,
+    }
+}
+
+async fn run_job(setup: &Setup, model: &str, dataset: &str, trajectories: &[&str]) -> TrainingJob {
+    let system_prompt_digest = setup
+        .registry
+        .capability("acme", "agent", "1.0.0")
+        .await
+        .unwrap()
+        .system_prompt_digest;
+    let config = SftConfig {
+        dataset_ref: Some(DatasetRef {
+            name: dataset.into(),
+            version: "0.1.0".into(),
+        }),
+        trajectory_dataset_refs: trajectories
+            .iter()
+            .map(|name| DatasetRef {
+                name: (*name).into(),
+                version: "0.1.0".into(),
+            })
+            .collect(),
+        eval_dataset_ref: Some(DatasetRef {
+            name: "demos".into(),
+            version: "0.1.0".into(),
+        }),
+        max_sequence_length: 2048,
+        batch_size: 8,
+        gradient_accumulation_steps: 1,
+        learning_rate: 1e-4,
+        steps: Some(10),
+        epochs: None,
+        lora_rank: 16,
+        lora_alpha: 32,
+        checkpoint_interval: 10,
+    };
+    let job = setup
+        .store
+        .create_job(NewJob {
+            organization_id: "acme".into(),
+            workspace_id: "main".into(),
+            name: None,
+            model: model.into(),
+            project_ref: None,
+            run_ref: None,
+            dataset_ref: config.dataset_ref.clone(),
+            trajectory_dataset_refs: config.trajectory_dataset_refs.clone(),
+            capability: CapabilitySnapshot {
+                artifact_id: None,
+                name: "agent".into(),
+                version: "1.0.0".into(),
+                runtime_digest: None,
+                organization_id: Some("acme".into()),
+                content_digest: None,
+                system_prompt_digest: Some(system_prompt_digest),
+            },
+            config: config.to_map(),
+            tags: vec![],
+        })
+        .await
+        .unwrap();
+    let worker = Worker::new(
+        setup.store.clone(),
+        Arc::new(SftRunner::new(setup.registry.clone())),
+        WorkerConfig::new("w"),
+    );
+    assert!(worker.reap_and_run_once().await.unwrap());
+    setup.store.get_job_by_id(&job.id).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inputs_are_prepared_then_the_missing_trainer_fails_the_job() {
+    let Some(model) = test_model() else { return };
+    let setup = setup().await;
+    let job = run_job(&setup, &model, "demos", &["demos"]).await;
+    assert_eq!(
+        (job.status, job.error.as_deref()),
+        (JobStatus::Failed, Some("trainer not available"))
+    );
+    let logs = setup
+        .store
+        .list_logs("acme", "main", &job.id, 0)
+        .await
+        .unwrap();
+    let prepared = logs
+        .iter()
+        .find(|l| l.entry.data.get("event").and_then(|e| e.as_str()) == Some("data_prepared"))
+        .unwrap();
+    // demos twice (dataset + trajectory dataset): 2 usable rows each, 1 skipped each.
+    assert_eq!(prepared.entry.data["train"]["examples"], 4);
+    assert_eq!(prepared.entry.data["eval"]["examples"], 2);
+    assert!(
+        prepared
+            .entry
+            .message
+            .starts_with("prepared 4 training example(s)"),
+        "{}",
+        prepared.entry.message
+    );
+    assert!(logs.iter().any(|l| {
+        l.entry
+            .message
+            .contains("demos@0.1.0/train.jsonl: row 2: matches no row shape")
+    }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_fail_clearly_on_unusable_inputs() {
+    let setup = setup().await;
+    let job = run_job(&setup, "/no/such/model.gguf", "demos", &["demos"]).await;
+    assert_eq!(job.status, JobStatus::Failed);
+    assert!(
+        job.error
+            .as_deref()
+            .unwrap()
+            .contains("/no/such/model.gguf"),
+        "{:?}",
+        job.error
+    );
+
+    let Some(model) = test_model() else { return };
+    // Only junk rows in the dataset, but the trajectory dataset is fine: still trains on those.
+    let job = run_job(&setup, &model, "junk", &["demos"]).await;
+    assert_eq!(job.error.as_deref(), Some("trainer not available"));
+    // Nothing usable at all: the reference's message, with the counts and the first errors.
+    let job = run_job(&setup, &model, "junk", &[]).await;
+    let error = job.error.unwrap();
+    assert!(
+        error.starts_with(
+            "Training inputs did not produce any usable conversations: 2 row(s) read, 2 skipped"
+        ),
+        "{error}"
+    );
+    assert!(
+        error.contains("junk@0.1.0/train.jsonl: row 1: matches no row shape"),
+        "{error}"
+    );
+}
