@@ -27,6 +27,11 @@ echo "dn serve on $DN_SERVER (data in $work/data, log $work/serve.log)"
 "$dn" capability push examples/capabilities/support-agent
 "$dn" dataset push examples/datasets/support-demos
 "$dn" dataset push examples/datasets/support-eval
-"$dn" train sft --model "$model" --capability support-agent@1.0.0 --dataset support-demos@0.1.0 \
-  --eval-dataset support-eval@0.1.0 --steps 100 --batch-size 8 --learning-rate 1e-4 --lora-rank 16 \
-  --wait --poll-interval-sec 1
+job=$("$dn" train sft --model "$model" --capability support-agent@1.0.0 --dataset support-demos@0.1.0 \
+  --eval-dataset support-eval@0.1.0 --steps 100 --batch-size 8 --learning-rate 1e-4 --lora-rank 16)
+echo "$job"
+id=${job%% *}
+status=0
+"$dn" train wait "$id" --poll-interval-sec 1 || status=$?
+"$dn" train logs "$id"
+exit "$status"
