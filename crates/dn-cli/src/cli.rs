@@ -64,6 +64,9 @@ pub enum Command {
     /// Inspect what training sees.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Model files.
+    #[command(subcommand)]
+    Model(ModelCommand),
     /// Run the control plane (HTTP API), with in-process workers by default.
     Serve(ServeArgs),
     /// Run a worker against the store directly (one per GPU node).
@@ -160,6 +163,17 @@ pub struct SftArgs {
     pub wait: bool,
     #[command(flatten)]
     pub wait_args: WaitArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Write a GGUF Llama model as a Hugging Face model directory (dequantized f32 safetensors, config,
+    /// tokenizer, chat template).
+    Import {
+        gguf: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

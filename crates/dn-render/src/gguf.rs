@@ -65,6 +65,26 @@ pub struct GgufMetadata {
     pub version: u32,
     pub tensor_count: u64,
     pub values: BTreeMap<String, GgufValue>,
+    pub tensors: Vec<TensorInfo>,
+    /// Byte offset in the file where tensor data starts (tensor offsets are relative to it).
+    pub data_offset: u64,
+}
+
+/// Where one tensor's data is, and how it is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    /// GGUF order: `dims[0]` varies fastest (the reverse of a PyTorch shape).
+    pub dims: Vec<u64>,
+    /// ggml type id (0 F32, 1 F16, 2 Q4_0, 3 Q4_1, 8 Q8_0, ...).
+    pub kind: u32,
+    pub offset: u64,
+}
+
+impl TensorInfo {
+    pub fn elements(&self) -> u64 {
+        self.dims.iter().product()
+    }
 }
 
 /// Sizes above these are corrupt files, not models: refuse them instead of allocating.
@@ -75,6 +95,7 @@ const MAX_KEYS: u64 = 1 << 16;
 struct Reader<R> {
     inner: R,
     file: String,
+    position: u64,
 }
 
 impl<R: Read> Reader<R> {
@@ -90,6 +111,7 @@ impl<R: Read> Reader<R> {
         self.inner
             .read_exact(&mut buf)
             .map_err(|e| self.bad(format!("truncated GGUF metadata: {e}")))?;
+        self.position += N as u64;
         Ok(buf)
     }
 
@@ -110,6 +132,7 @@ impl<R: Read> Reader<R> {
         self.inner
             .read_exact(&mut buf)
             .map_err(|e| self.bad(format!("truncated GGUF string: {e}")))?;
+        self.position += len;
         String::from_utf8(buf).map_err(|_| self.bad("GGUF string is not UTF-8"))
     }
 
@@ -163,6 +186,7 @@ impl GgufMetadata {
         let mut r = Reader {
             inner,
             file: name.to_owned(),
+            position: 0,
         };
         if &r.bytes::<4>()? != b"GGUF" {
             return Err(r.bad("not a GGUF file (bad magic)"));
@@ -183,10 +207,38 @@ impl GgufMetadata {
             let value = r.value(kind, 0)?;
             values.insert(key, value);
         }
+        if tensor_count > MAX_ARRAY {
+            return Err(r.bad(format!("{tensor_count} tensors")));
+        }
+        let mut tensors = Vec::with_capacity(tensor_count as usize);
+        for _ in 0..tensor_count {
+            let name = r.string()?;
+            let n_dims = r.u32()?;
+            if n_dims > 8 {
+                return Err(r.bad(format!("tensor {name} has {n_dims} dimensions")));
+            }
+            let dims = (0..n_dims).map(|_| r.u64()).collect::<Result<Vec<_>>>()?;
+            let kind = r.u32()?;
+            let offset = r.u64()?;
+            tensors.push(TensorInfo {
+                name,
+                dims,
+                kind,
+                offset,
+            });
+        }
+        let alignment = values
+            .get("general.alignment")
+            .and_then(GgufValue::as_u64)
+            .filter(|a| *a > 0)
+            .unwrap_or(32);
+        let data_offset = r.position.div_ceil(alignment) * alignment;
         Ok(GgufMetadata {
             version,
             tensor_count,
             values,
+            tensors,
+            data_offset,
         })
     }
 

@@ -6,14 +6,17 @@ mod artifacts;
 mod encode;
 mod error;
 pub mod gguf;
+mod import;
 mod prepare;
 mod resolve;
 mod template;
 mod tokenizer;
+pub mod weights;
 
 pub use artifacts::ModelArtifacts;
 pub use encode::{Example, Rendered, encode, render_by_prefixes, render_supervised, tokenize};
 pub use error::{Error, Result};
+pub use import::{ImportSummary, hf_config, import_gguf};
 pub use prepare::{PrepareOptions, PrepareStats, Prepared, prepare};
 pub use resolve::resolve_model_path;
 pub use template::ChatTemplate;

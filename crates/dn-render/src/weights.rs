@@ -1,0 +1,189 @@
+//! GGUF tensors -> f32 in Hugging Face layout: dequantization (F32, F16, Q4_0, Q4_1, Q8_0), the llama.cpp
+//! tensor names mapped to transformers' Llama names, and q/k rows un-permuted back from llama.cpp's rope
+//! layout (as transformers' `reverse_permute_weights` does).
+
+use half::f16;
+
+use crate::error::{Error, Result};
+use crate::gguf::{GgufMetadata, TensorInfo};
+
+const BLOCK: usize = 32;
+
+fn unsupported(name: &str, message: String) -> Error {
+    Error::Model {
+        path: name.to_owned(),
+        message,
+    }
+}
+
+/// Bytes of one tensor's data for its ggml type.
+pub fn tensor_bytes(info: &TensorInfo) -> Result<usize> {
+    let n = info.elements() as usize;
+    let per_block = |bytes: usize| {
+        if !n.is_multiple_of(BLOCK) {
+            Err(unsupported(
+                &info.name,
+                format!("{n} elements is not a multiple of {BLOCK}"),
+            ))
+        } else {
+            Ok(n / BLOCK * bytes)
+        }
+    };
+    match info.kind {
+        0 => Ok(n * 4),
+        1 => Ok(n * 2),
+        2 => per_block(18),
+        3 => per_block(20),
+        8 => per_block(34),
+        other => Err(unsupported(
+            &info.name,
+            format!("ggml type {other} cannot be imported yet (F32, F16, Q4_0, Q4_1 and Q8_0 can)"),
+        )),
+    }
+}
+
+fn half_at(bytes: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+}
+
+/// Dequantizes one tensor's bytes (exactly [`tensor_bytes`] long) to f32.
+pub fn dequantize(info: &TensorInfo, bytes: &[u8]) -> Result<Vec<f32>> {
+    let expected = tensor_bytes(info)?;
+    if bytes.len() != expected {
+        return Err(unsupported(
+            &info.name,
+            format!("{} bytes of data, expected {expected}", bytes.len()),
+        ));
+    }
+    let mut out = Vec::with_capacity(info.elements() as usize);
+    match info.kind {
+        0 => out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ),
+        1 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
+        2 => {
+            for block in bytes.chunks_exact(18) {
+                let d = half_at(block, 0);
+                let qs = &block[2..];
+                out.extend(qs.iter().map(|q| (f32::from(q & 0xF) - 8.0) * d));
+                out.extend(qs.iter().map(|q| (f32::from(q >> 4) - 8.0) * d));
+            }
+        }
+        3 => {
+            for block in bytes.chunks_exact(20) {
+                let (d, m) = (half_at(block, 0), half_at(block, 2));
+                let qs = &block[4..];
+                out.extend(qs.iter().map(|q| f32::from(q & 0xF) * d + m));
+                out.extend(qs.iter().map(|q| f32::from(q >> 4) * d + m));
+            }
+        }
+        8 => {
+            for block in bytes.chunks_exact(34) {
+                let d = half_at(block, 0);
+                out.extend(block[2..].iter().map(|q| f32::from(*q as i8) * d));
+            }
+        }
+        _ => unreachable!("tensor_bytes refused other types"),
+    }
+    Ok(out)
+}
+
+/// The transformers name of a llama.cpp tensor, if it is one of a Llama model's.
+pub fn hf_name(gguf_name: &str) -> Option<String> {
+    let fixed = match gguf_name {
+        "token_embd.weight" => Some("model.embed_tokens.weight"),
+        "output_norm.weight" => Some("model.norm.weight"),
+        "output.weight" => Some("lm_head.weight"),
+        _ => None,
+    };
+    if let Some(name) = fixed {
+        return Some(name.to_owned());
+    }
+    let rest = gguf_name.strip_prefix("blk.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let module = match part {
+        "attn_q.weight" => "self_attn.q_proj.weight",
+        "attn_k.weight" => "self_attn.k_proj.weight",
+        "attn_v.weight" => "self_attn.v_proj.weight",
+        "attn_output.weight" => "self_attn.o_proj.weight",
+        "ffn_gate.weight" => "mlp.gate_proj.weight",
+        "ffn_up.weight" => "mlp.up_proj.weight",
+        "ffn_down.weight" => "mlp.down_proj.weight",
+        "attn_norm.weight" => "input_layernorm.weight",
+        "ffn_norm.weight" => "post_attention_layernorm.weight",
+        _ => return None,
+    };
+    Some(format!("model.layers.{layer}.{module}"))
+}
+
+/// Undoes llama.cpp's q/k row permutation: row `h*hd + d*2 + a` goes back to `h*hd + a*(hd/2) + d`.
+pub fn unpermute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    let head_dim = rows / heads;
+    let half = head_dim / 2;
+    let mut out = vec![0.0; values.len()];
+    for h in 0..heads {
+        for d in 0..half {
+            for a in 0..2 {
+                let from = h * head_dim + d * 2 + a;
+                let to = h * head_dim + a * half + d;
+                out[to * cols..(to + 1) * cols]
+                    .copy_from_slice(&values[from * cols..(from + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// One tensor in HF layout: name, PyTorch shape, f32 values.
+pub struct HfTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+/// Every Llama tensor of a GGUF file (read from `data`, the whole file) in HF layout.
+pub fn hf_tensors(meta: &GgufMetadata, data: &[u8], file: &str) -> Result<Vec<HfTensor>> {
+    let heads = meta.arch_u64("attention.head_count").unwrap_or(1) as usize;
+    let kv_heads = meta
+        .arch_u64("attention.head_count_kv")
+        .map_or(heads, |v| v as usize);
+    let mut tensors = Vec::new();
+    for info in &meta.tensors {
+        let Some(name) = hf_name(&info.name) else {
+            return Err(unsupported(
+                file,
+                format!("tensor {} has no transformers Llama name", info.name),
+            ));
+        };
+        let start = (meta.data_offset + info.offset) as usize;
+        let end = start + tensor_bytes(info)?;
+        let bytes = data.get(start..end).ok_or_else(|| {
+            unsupported(
+                file,
+                format!("tensor {} lies past the end of the file", info.name),
+            )
+        })?;
+        let mut values = dequantize(info, bytes)?;
+        let shape: Vec<usize> = info.dims.iter().rev().map(|d| *d as usize).collect();
+        if shape.len() == 2 {
+            if info.name.ends_with("attn_q.weight") {
+                values = unpermute_rows(&values, shape[0], shape[1], heads);
+            } else if info.name.ends_with("attn_k.weight") {
+                values = unpermute_rows(&values, shape[0], shape[1], kv_heads);
+            }
+        }
+        tensors.push(HfTensor {
+            name,
+            shape,
+            values,
+        });
+    }
+    Ok(tensors)
+}
