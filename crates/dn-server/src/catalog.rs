@@ -1,6 +1,6 @@
 //! The models this deployment can train, from configuration: each a local model directory (HF layout), a
 //! GGUF file, or a Hugging Face hub id already in the local hub cache. Family, size and context length are
-//! read from the model's `config.json`.
+//! read from the model's `config.json`, or from a GGUF's metadata.
 
 use std::path::{Path, PathBuf};
 
@@ -96,11 +96,7 @@ fn describe(entry: &str) -> Result<TrainingModel, String> {
     let config_path = if path.join("config.json").is_file() {
         path.join("config.json")
     } else if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
-        return Err(
-            "GGUF catalog entries need the model pipeline (not available yet); \
-                    import the model to a directory with config.json"
-                .into(),
-        );
+        return describe_gguf(entry, path);
     } else {
         hub_cache_config(entry).ok_or_else(|| {
             format!(
@@ -137,6 +133,38 @@ fn describe(entry: &str) -> Result<TrainingModel, String> {
         .into(),
         size_b: (config.parameters() as f64 / 1e9 * 1000.0).round() / 1000.0,
         context_length: config.max_position_embeddings.unwrap_or(0),
+        extended_context: false,
+        supported_algorithms: vec!["sft".into()],
+    })
+}
+
+/// Family, size and context length from a GGUF file's metadata and tensor table.
+fn describe_gguf(entry: &str, path: &Path) -> Result<TrainingModel, String> {
+    let meta = dn_render::gguf::GgufMetadata::read(path).map_err(|e| e.to_string())?;
+    let parameters: u64 = meta.tensors.iter().map(|t| t.elements()).sum();
+    Ok(TrainingModel {
+        tinker_id: entry.to_owned(),
+        display_name: meta
+            .str("general.name")
+            .map(str::to_owned)
+            .unwrap_or_else(|| {
+                path.file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            }),
+        family: meta
+            .str("general.architecture")
+            .unwrap_or("unknown")
+            .to_owned(),
+        model_type: if meta.arch_u64("expert_count").unwrap_or(0) > 1 {
+            "moe"
+        } else {
+            "dense"
+        }
+        .into(),
+        size_b: (parameters as f64 / 1e9 * 1000.0).round() / 1000.0,
+        context_length: meta.arch_u64("context_length").map_or(0, |c| c as i64),
         extended_context: false,
         supported_algorithms: vec!["sft".into()],
     })
@@ -208,6 +236,38 @@ mod tests {
             Catalog::load(&["no/such-model".into()])
                 .unwrap_err()
                 .contains("no/such-model")
+        );
+    }
+
+    #[test]
+    fn reads_a_gguf_file() {
+        let path = std::env::var("DN_TEST_MODEL_GGUF").unwrap_or_else(|_| {
+            format!(
+                "{}/../../.cache/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+                env!("CARGO_MANIFEST_DIR")
+            )
+        });
+        if !Path::new(&path).is_file() {
+            assert!(
+                std::env::var("DN_REQUIRE_TEST_MODEL").as_deref() != Ok("1"),
+                "{path} missing"
+            );
+            return;
+        }
+        let catalog = Catalog::load(std::slice::from_ref(&path)).unwrap();
+        let model = &catalog.models()[0];
+        assert_eq!(
+            (model.family.as_str(), model.context_length, model.size_b),
+            ("llama", 8192, 0.135)
+        );
+        catalog.check_model(&path).unwrap();
+        let garbage = tempfile::NamedTempFile::with_suffix(".gguf").unwrap();
+        std::fs::write(garbage.path(), "not a model at all").unwrap();
+        let entry = garbage.path().to_string_lossy().into_owned();
+        assert!(
+            Catalog::load(&[entry])
+                .unwrap_err()
+                .contains("not a GGUF file")
         );
     }
 }
