@@ -1,0 +1,129 @@
+//! Shared by the CLI tests: an in-process server (127.0.0.1:0), optionally with an in-process worker that
+//! has no trainer, and the `dn` binary run against it.
+
+#![allow(dead_code)]
+use std::path::Path;
+use std::process::Output;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dn_registry::{Registry, StorageConfig};
+use dn_server::{AppState, Catalog};
+use dn_store::SqlStore;
+use dn_types::SftDefaults;
+use dn_worker::{UnavailableTrainer, Worker, WorkerConfig};
+use tokio::sync::watch;
+
+pub struct Env {
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub model: String,
+    _stop: watch::Sender<bool>,
+}
+
+pub async fn start(with_worker: bool) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let model_dir = dir.path().join("tiny");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    std::fs::write(
+        model_dir.join("config.json"),
+        r#"{"model_type":"llama","hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,
+            "num_attention_heads":4,"vocab_size":256,"max_position_embeddings":512}"#,
+    )
+    .unwrap();
+    let model = model_dir.to_string_lossy().into_owned();
+    let data = dir.path().join("data");
+    let store = Arc::new(SqlStore::open_data_dir(&data).await.unwrap());
+    let registry = Registry::new(
+        &StorageConfig::Local {
+            root: data.join("storage"),
+        },
+        1 << 20,
+    )
+    .unwrap();
+    let state = AppState {
+        store: store.clone(),
+        registry,
+        catalog: Arc::new(Catalog::load(std::slice::from_ref(&model)).unwrap()),
+        defaults: SftDefaults::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = watch::channel(false);
+    let mut server_stop = stopped.clone();
+    tokio::spawn(dn_server::serve(listener, state, async move {
+        let _ = server_stop.changed().await;
+    }));
+    if with_worker {
+        let mut config = WorkerConfig::new("test-worker");
+        config.poll_interval = Duration::from_millis(50);
+        tokio::spawn(Worker::new(store, Arc::new(UnavailableTrainer), config).run(stopped));
+    }
+    Env {
+        url,
+        dir,
+        model,
+        _stop: stop,
+    }
+}
+
+impl Env {
+    pub fn data_dir(&self) -> String {
+        self.dir.path().join("data").to_string_lossy().into_owned()
+    }
+
+    /// Runs `dn ARGS` with a clean environment plus `envs`.
+    pub async fn dn(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_dn"));
+        command
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", self.dir.path())
+            .env("DN_CONFIG_DIR", self.dir.path().join("config"))
+            .stdin(std::process::Stdio::null());
+        for (k, v) in envs {
+            command.env(k, v);
+        }
+        tokio::time::timeout(Duration::from_secs(60), command.output())
+            .await
+            .expect("dn finished within 60 s")
+            .unwrap()
+    }
+
+    pub async fn ok(&self, args: &[&str], envs: &[(&str, &str)]) -> String {
+        let out = self.dn(args, envs).await;
+        assert!(
+            out.status.success(),
+            "dn {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+pub fn write(root: &Path, path: &str, text: &str) {
+    let full = root.join(path);
+    std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+    std::fs::write(full, text).unwrap();
+}
+
+/// The test model (scripts/fetch-test-model.sh); `None` skips, unless the test script requires it.
+pub fn test_model() -> Option<String> {
+    let path = std::env::var("DN_TEST_MODEL_GGUF").unwrap_or_else(|_| {
+        format!(
+            "{}/../../.cache/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+            env!("CARGO_MANIFEST_DIR")
+        )
+    });
+    if Path::new(&path).is_file() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var("DN_REQUIRE_TEST_MODEL").as_deref() != Ok("1"),
+        "{path} is missing"
+    );
+    eprintln!("skipping: {path} not found");
+    None
+}
