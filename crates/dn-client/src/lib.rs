@@ -122,7 +122,8 @@ impl Client {
         }
     }
 
-    async fn send<T: DeserializeOwned>(&self, builder: RequestBuilder) -> Result<T> {
+    /// Sends a request; the body of a success, or the server's error as [`Error::Api`].
+    async fn send_raw(&self, builder: RequestBuilder) -> Result<(String, bytes::Bytes)> {
         let request = builder.build().map_err(|source| Error::Transport {
             url: self.base.clone(),
             source,
@@ -155,6 +156,11 @@ impl Client {
                 detail,
             });
         }
+        Ok((url, bytes))
+    }
+
+    async fn send<T: DeserializeOwned>(&self, builder: RequestBuilder) -> Result<T> {
+        let (url, bytes) = self.send_raw(builder).await?;
         serde_json::from_slice(&bytes).map_err(|e| Error::Decode {
             url,
             message: e.to_string(),
@@ -279,33 +285,8 @@ impl Client {
         version: &str,
         path: &str,
     ) -> Result<Vec<u8>> {
-        let url = format!(
-            "{}/org/{org}/datasets/{name}/{version}/files/{path}",
-            self.base
-        );
-        let mut request = self.http.get(&url);
-        if let Some(key) = &self.api_key {
-            request = request.header("X-API-Key", key);
-        }
-        let response = request.send().await.map_err(|source| Error::Transport {
-            url: url.clone(),
-            source,
-        })?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(|source| Error::Transport {
-            url: url.clone(),
-            source,
-        })?;
-        if !status.is_success() {
-            let body: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();
-            return Err(Error::Api {
-                status,
-                code: body.as_ref().map(|b| b.code.clone()).unwrap_or_default(),
-                detail: body
-                    .map(|b| b.detail)
-                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned()),
-            });
-        }
+        let route = format!("/org/{org}/datasets/{name}/{version}/files/{path}");
+        let (_, bytes) = self.send_raw(self.request(Method::GET, &route)).await?;
         Ok(bytes.to_vec())
     }
 

@@ -43,6 +43,7 @@ trait Manifest: Serialize + DeserializeOwned {
     fn digest(&self) -> &str;
     fn files(&self) -> &[FileEntry];
     fn name_version(&self) -> (&str, &str);
+    fn org(&self) -> &str;
 }
 
 impl Manifest for DatasetManifest {
@@ -56,6 +57,9 @@ impl Manifest for DatasetManifest {
     fn name_version(&self) -> (&str, &str) {
         (&self.name, &self.version)
     }
+    fn org(&self) -> &str {
+        &self.organization_id
+    }
 }
 
 impl Manifest for CapabilityManifest {
@@ -68,6 +72,9 @@ impl Manifest for CapabilityManifest {
     }
     fn name_version(&self) -> (&str, &str) {
         (&self.name, &self.version)
+    }
+    fn org(&self) -> &str {
+        &self.organization_id
     }
 }
 
@@ -181,17 +188,35 @@ impl Registry {
         version: &str,
         path: &str,
     ) -> Result<Bytes> {
-        let files = match kind {
-            ArtifactKind::Dataset => self.dataset(org, name, version).await?.files,
-            ArtifactKind::Capability => self.capability(org, name, version).await?.files,
-        };
-        let entry = files
+        match kind {
+            ArtifactKind::Dataset => {
+                let manifest = self.dataset(org, name, version).await?;
+                self.dataset_file(&manifest, path).await
+            }
+            ArtifactKind::Capability => {
+                let manifest: CapabilityManifest = self.manifest(org, name, version).await?;
+                self.blob(&manifest, path).await
+            }
+        }
+    }
+
+    /// The bytes of one file of a dataset whose manifest the caller already holds (no manifest re-read).
+    pub async fn dataset_file(&self, manifest: &DatasetManifest, path: &str) -> Result<Bytes> {
+        self.blob(manifest, path).await
+    }
+
+    async fn blob<M: Manifest>(&self, manifest: &M, path: &str) -> Result<Bytes> {
+        let entry = manifest
+            .files()
             .iter()
             .find(|f| f.path == path)
-            .ok_or_else(|| Error::FileNotFound {
-                kind,
-                reference: display_ref(org, name, version),
-                path: path.to_owned(),
+            .ok_or_else(|| {
+                let (name, version) = manifest.name_version();
+                Error::FileNotFound {
+                    kind: M::KIND,
+                    reference: display_ref(manifest.org(), name, version),
+                    path: path.to_owned(),
+                }
             })?;
         Ok(self
             .store

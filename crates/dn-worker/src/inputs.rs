@@ -7,7 +7,7 @@ use std::sync::Arc;
 use dn_data::{Conversation, Error as RowError, Format, load_conversations};
 use dn_registry::Registry;
 use dn_render::{Example, ModelArtifacts, PrepareOptions, PrepareStats, prepare};
-use dn_types::{ArtifactKind, ArtifactRef, DatasetRef, SftConfig, TrainingJob};
+use dn_types::{ArtifactRef, DatasetRef, SftConfig, TrainingJob};
 use serde_json::{Map, Value, json};
 
 use crate::runner::RunError;
@@ -62,13 +62,7 @@ async fn dataset_conversations(
     let (mut conversations, mut errors) = (Vec::new(), Vec::new());
     for file in &manifest.data_files {
         let bytes = registry
-            .file(
-                ArtifactKind::Dataset,
-                owner,
-                &reference.name,
-                &reference.version,
-                file,
-            )
+            .dataset_file(&manifest, file)
             .await
             .map_err(|e| failed(format!("dataset {reference}: {e}")))?;
         let label = format!("{reference}/{file}");
