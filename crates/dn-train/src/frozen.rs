@@ -1,0 +1,118 @@
+//! `x @ W^T` for a frozen weight `W` whose backward returns only the input gradient `g @ W`.
+//! candle's matmul backward always computes the weight gradient as well (a full extra matmul and a
+//! weight-sized buffer per use), which a LoRA trainer never needs for base weights.
+
+use candle_core::op::BackpropOp;
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
+
+use crate::error::Result;
+
+struct FrozenLinear {
+    /// `[in, out]`, i.e. `W^T`, so the forward is a plain matmul.
+    weight_t: Tensor,
+    weight: Tensor,
+}
+
+/// A plain, untracked tensor over a copy of `storage` viewed through `layout`.
+fn untracked(storage: Storage, layout: &Layout) -> candle_core::Result<Tensor> {
+    let elements = layout.start_offset() + layout.shape().elem_count();
+    let flat = Tensor::from_storage(storage, elements, BackpropOp::none(), false);
+    flat.narrow(0, layout.start_offset(), layout.shape().elem_count())?
+        .reshape(layout.shape())
+}
+
+fn plain_matmul(x: Tensor, w_t: &Tensor) -> candle_core::Result<(Storage, Shape)> {
+    let y = x.broadcast_matmul(w_t)?.contiguous()?;
+    let shape = y.shape().clone();
+    let (storage, layout) = y.storage_and_layout();
+    debug_assert!(layout.is_contiguous() && layout.start_offset() == 0);
+    let owned = match &*storage {
+        Storage::Cpu(s) => Storage::Cpu(s.clone()),
+        #[cfg(feature = "cuda")]
+        Storage::Cuda(s) => Storage::Cuda(s.try_clone(layout)?),
+        _ => candle_core::bail!("frozen linear: unsupported device"),
+    };
+    Ok((owned, shape))
+}
+
+impl CustomOp1 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        if !layout.is_contiguous() {
+            candle_core::bail!("frozen linear: input must be contiguous");
+        }
+        let x = untracked(Storage::Cpu(storage.clone()), layout)?;
+        match plain_matmul(x, &self.weight_t)? {
+            (Storage::Cpu(s), shape) => Ok((s, shape)),
+            _ => candle_core::bail!("frozen linear: result left the cpu"),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        if !layout.is_contiguous() {
+            candle_core::bail!("frozen linear: input must be contiguous");
+        }
+        let x = untracked(Storage::Cuda(storage.try_clone(layout)?), layout)?;
+        match plain_matmul(x, &self.weight_t)? {
+            (Storage::Cuda(s), shape) => Ok((s, shape)),
+            _ => candle_core::bail!("frozen linear: result left the gpu"),
+        }
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad.broadcast_matmul(&self.weight)?))
+    }
+}
+
+/// A frozen `[out, in]` weight applied as `x @ W^T`.
+#[derive(Clone)]
+pub struct Frozen {
+    weight: Tensor,
+    weight_t: Tensor,
+}
+
+impl Frozen {
+    pub fn new(weight: &Tensor) -> Result<Self> {
+        let weight = weight.detach();
+        // A transposed view: the matmul reads it in place, no second copy of the weight.
+        let weight_t = weight.t()?;
+        Ok(Frozen { weight, weight_t })
+    }
+
+    /// `x [.., in] -> [.., out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let x = x.contiguous()?;
+        if !x.track_op() {
+            return Ok(x.broadcast_matmul(&self.weight_t)?);
+        }
+        Ok(x.apply_op1(FrozenLinear {
+            weight_t: self.weight_t.clone(),
+            weight: self.weight.clone(),
+        })?)
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.weight.dims()[0]
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.weight.dims()[1]
+    }
+}

@@ -1,0 +1,34 @@
+//! LoRA supervised fine-tuning of Llama-family models with candle: the trainable model, the masked loss,
+//! AdamW, the schedule, checkpoints in PEFT's adapter layout, and the training loop. No async runtime,
+//! no store: the worker drives it on a dedicated thread.
+
+mod checkpoint;
+mod config;
+mod error;
+mod frozen;
+mod lora;
+mod loss;
+mod model;
+mod optim;
+mod schedule;
+mod trainer;
+mod weights;
+
+pub use checkpoint::{
+    ADAPTER_CONFIG_FILE, ADAPTER_FILE, Checkpoint, OPTIMIZER_FILE, STATE_FILE, StepRecord,
+    TrainerState, adapter_config,
+};
+pub use config::{Llama3RopeScaling, LlamaConfig};
+pub use error::{Error, Result};
+pub use frozen::Frozen;
+pub use lora::{ALL_TARGETS, LoraConfig, LoraPair, seeded_rng};
+pub use loss::{
+    BatchLoss, Sequence, count_targets, evaluate, forward_backward, logits_at, targets,
+};
+pub use model::{LlamaLora, Packed};
+pub use optim::{AdamW, AdamWConfig, Schedule, clip_grad_norm};
+pub use schedule::{epoch_order, passes, step_examples, steps_per_epoch, total_steps};
+pub use trainer::{Control, Event, TrainExample, TrainOptions, TrainSummary, Trainer};
+pub use weights::BaseModel;
+
+pub use candle_core::{DType, Device};

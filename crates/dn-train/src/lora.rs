@@ -1,0 +1,133 @@
+//! LoRA adapters: which modules, rank, alpha, PEFT's initialisation from our own seeded RNG, and the
+//! PEFT tensor names they are saved under.
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::Rng;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::frozen::Frozen;
+
+/// The seven projections of a Llama block, in PEFT's short names.
+pub const ALL_TARGETS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoraConfig {
+    pub rank: usize,
+    pub alpha: f64,
+    /// Short module names (`q_proj`, ...).
+    pub target_modules: Vec<String>,
+}
+
+impl LoraConfig {
+    /// Rank `rank`, alpha `alpha`, all seven projections.
+    pub fn new(rank: usize, alpha: f64) -> Self {
+        LoraConfig {
+            rank,
+            alpha,
+            target_modules: ALL_TARGETS.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    pub fn scale(&self) -> f64 {
+        self.alpha / self.rank as f64
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.rank == 0 {
+            return Err(Error::invalid("lora_rank", "must be at least 1"));
+        }
+        if self.alpha.is_nan() || self.alpha <= 0.0 {
+            return Err(Error::invalid("lora_alpha", "must be positive"));
+        }
+        if self.target_modules.is_empty() {
+            return Err(Error::invalid(
+                "lora_target_modules",
+                "must name at least one module",
+            ));
+        }
+        for m in &self.target_modules {
+            if !ALL_TARGETS.contains(&m.as_str()) {
+                return Err(Error::invalid(
+                    "lora_target_modules",
+                    format!("unknown module {m:?} (one of {})", ALL_TARGETS.join(", ")),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn targets(&self, module: &str) -> bool {
+        self.target_modules.iter().any(|m| m == module)
+    }
+}
+
+/// One LoRA pair on a frozen projection: `y = x W^T + scale * (x A^T) B^T`.
+pub struct LoraPair {
+    /// PEFT module path, e.g. `model.layers.0.self_attn.q_proj`.
+    pub module: String,
+    pub a: Var,
+    pub b: Var,
+    pub scale: f64,
+}
+
+impl LoraPair {
+    /// PEFT's default init: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming-uniform with a = sqrt(5)), B = 0.
+    pub fn init(
+        module: String,
+        base: &Frozen,
+        config: &LoraConfig,
+        rng: &mut ChaCha8Rng,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let (fan_in, fan_out) = (base.in_features(), base.out_features());
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let values: Vec<f64> = (0..config.rank * fan_in)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
+        let a = Tensor::from_vec(values, (config.rank, fan_in), device)?.to_dtype(dtype)?;
+        let b = Tensor::zeros((fan_out, config.rank), dtype, device)?;
+        Ok(LoraPair {
+            module,
+            a: Var::from_tensor(&a)?,
+            b: Var::from_tensor(&b)?,
+            scale: config.scale(),
+        })
+    }
+
+    /// `scale * (x A^T) B^T` for `x [n, in]`; `track` false builds no graph (evaluation).
+    pub fn delta(&self, x: &Tensor, track: bool) -> Result<Tensor> {
+        let (a, b) = if track {
+            (self.a.as_tensor().clone(), self.b.as_tensor().clone())
+        } else {
+            (self.a.as_tensor().detach(), self.b.as_tensor().detach())
+        };
+        let down = x.matmul(&a.t()?)?;
+        let up = down.matmul(&b.t()?)?;
+        Ok((up * self.scale)?)
+    }
+
+    pub fn peft_a_name(&self) -> String {
+        format!("base_model.model.{}.lora_A.weight", self.module)
+    }
+
+    pub fn peft_b_name(&self) -> String {
+        format!("base_model.model.{}.lora_B.weight", self.module)
+    }
+}
+
+/// The RNG LoRA init and data order draw from (ChaCha8: the same stream on every platform).
+pub fn seeded_rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}

@@ -1,0 +1,160 @@
+//! Masked next-token cross-entropy over supervised positions only. Logits are computed only for the
+//! positions that predict a supervised token, a chunk of rows at a time; in training each chunk's
+//! gradient is taken at once and the chunk's logits freed (two-phase backward), so the vocabulary-sized
+//! logits never exist for the whole batch.
+
+use candle_core::backprop::GradStore;
+use candle_core::{D, DType, Tensor, Var};
+
+use crate::error::Result;
+use crate::frozen::Frozen;
+use crate::model::{LlamaLora, Packed};
+
+/// Rows of logits computed at once.
+pub const LOGIT_CHUNK_ROWS: usize = 512;
+
+/// One example to train or evaluate on.
+pub struct Sequence<'a> {
+    pub input_ids: &'a [u32],
+    /// `loss_mask[i] == 1`: token `i` is a target.
+    pub loss_mask: &'a [u8],
+}
+
+/// The packed rows that predict a supervised token, and those tokens.
+pub struct Targets {
+    pub rows: Vec<u32>,
+    pub tokens: Vec<u32>,
+}
+
+/// Token `t` of an example is predicted from row `t - 1`; a supervised first token has no predictor.
+pub fn targets(sequences: &[Sequence<'_>]) -> Targets {
+    let (mut rows, mut tokens) = (Vec::new(), Vec::new());
+    let mut start = 0u32;
+    for s in sequences {
+        for t in 1..s.input_ids.len() {
+            if s.loss_mask[t] == 1 {
+                rows.push(start + t as u32 - 1);
+                tokens.push(s.input_ids[t]);
+            }
+        }
+        start += s.input_ids.len() as u32;
+    }
+    Targets { rows, tokens }
+}
+
+/// The number of supervised tokens that have a predictor (the loss normaliser's share of these).
+pub fn count_targets(sequences: &[Sequence<'_>]) -> usize {
+    sequences
+        .iter()
+        .map(|s| s.loss_mask.iter().skip(1).filter(|m| **m == 1).count())
+        .sum()
+}
+
+/// Negative log-likelihood of each row's target: `logsumexp(logits) - logits[target]`, in f32 or f64.
+fn chunk_nll(head: &Frozen, hidden: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let logits = head.forward(hidden)?;
+    let logits = if logits.dtype() == DType::F64 {
+        logits
+    } else {
+        logits.to_dtype(DType::F32)?
+    };
+    let max = logits.max_keepdim(D::Minus1)?.detach();
+    let shifted = logits.broadcast_sub(&max)?;
+    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    let picked = shifted.gather(&targets.unsqueeze(1)?, 1)?;
+    Ok((lse - picked)?.squeeze(1)?)
+}
+
+fn to_f64(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+/// What one forward(+backward) over a packed batch produced.
+pub struct BatchLoss {
+    /// Sum of the targets' negative log-likelihoods.
+    pub nll_sum: f64,
+    pub targets: usize,
+    pub tokens: usize,
+}
+
+fn pack<'a>(model: &LlamaLora, sequences: &[Sequence<'a>]) -> Result<(Packed, Targets)> {
+    let ids: Vec<&[u32]> = sequences.iter().map(|s| s.input_ids).collect();
+    Ok((Packed::new(&ids, model.device())?, targets(sequences)))
+}
+
+/// Forward and backward of `sum(nll) / normaliser` over `sequences`, packed. Returns the loss parts and
+/// the gradients of every LoRA tensor (add them up across the passes of one optimizer step).
+pub fn forward_backward(
+    model: &LlamaLora,
+    sequences: &[Sequence<'_>],
+    normaliser: usize,
+) -> Result<(BatchLoss, Option<GradStore>)> {
+    let (batch, targets) = pack(model, sequences)?;
+    let mut loss = BatchLoss {
+        nll_sum: 0.0,
+        targets: targets.rows.len(),
+        tokens: batch.len(),
+    };
+    if targets.rows.is_empty() {
+        return Ok((loss, None));
+    }
+    let device = model.device();
+    let hidden = model.hidden(&batch, true)?;
+    let rows = Tensor::new(targets.rows.as_slice(), device)?;
+    let selected = hidden.index_select(&rows, 0)?;
+    drop(hidden);
+    let scale = 1.0 / normaliser as f64;
+    let mut grads = Vec::new();
+    let mut start = 0;
+    while start < targets.rows.len() {
+        let len = LOGIT_CHUNK_ROWS.min(targets.rows.len() - start);
+        let leaf = Var::from_tensor(&selected.narrow(0, start, len)?.detach())?;
+        let tokens = Tensor::new(&targets.tokens[start..start + len], device)?;
+        let nll = chunk_nll(model.lm_head(), leaf.as_tensor(), &tokens)?.sum_all()?;
+        loss.nll_sum += to_f64(&nll)?;
+        let chunk_grads = (nll * scale)?.backward()?;
+        let grad = chunk_grads
+            .get(leaf.as_tensor())
+            .cloned()
+            .unwrap_or(leaf.as_tensor().zeros_like()?);
+        grads.push(grad.to_dtype(selected.dtype())?);
+        start += len;
+    }
+    let grad = Tensor::cat(&grads, 0)?.detach();
+    let surrogate = (selected * grad)?.sum_all()?;
+    Ok((loss, Some(surrogate.backward()?)))
+}
+
+/// The summed NLL of `sequences` with no graph recorded (evaluation).
+pub fn evaluate(model: &LlamaLora, sequences: &[Sequence<'_>]) -> Result<BatchLoss> {
+    let (batch, targets) = pack(model, sequences)?;
+    let mut loss = BatchLoss {
+        nll_sum: 0.0,
+        targets: targets.rows.len(),
+        tokens: batch.len(),
+    };
+    if targets.rows.is_empty() {
+        return Ok(loss);
+    }
+    let device = model.device();
+    let hidden = model.hidden(&batch, false)?;
+    let rows = Tensor::new(targets.rows.as_slice(), device)?;
+    let selected = hidden.index_select(&rows, 0)?;
+    let mut start = 0;
+    while start < targets.rows.len() {
+        let len = LOGIT_CHUNK_ROWS.min(targets.rows.len() - start);
+        let tokens = Tensor::new(&targets.tokens[start..start + len], device)?;
+        let nll = chunk_nll(model.lm_head(), &selected.narrow(0, start, len)?, &tokens)?;
+        loss.nll_sum += to_f64(&nll.sum_all()?)?;
+        start += len;
+    }
+    Ok(loss)
+}
+
+/// Logits `[rows, vocab]` of the given packed rows, with no graph (parity checks and inspection).
+pub fn logits_at(model: &LlamaLora, sequences: &[Sequence<'_>], rows: &[u32]) -> Result<Tensor> {
+    let (batch, _) = pack(model, sequences)?;
+    let hidden = model.hidden(&batch, false)?;
+    let rows = Tensor::new(rows, model.device())?;
+    model.lm_head().forward(&hidden.index_select(&rows, 0)?)
+}

@@ -1,0 +1,323 @@
+//! A trainable Llama (Llama 2/3.x, SmolLM2, Mistral-style GQA) with LoRA on its projections, built from
+//! candle primitives that all record a backward (no fused RMSNorm, rope or softmax: those cut the graph).
+//! Hidden states are 2-D `[tokens, hidden]`: a batch is several examples packed end to end, positions
+//! restart per example, and attention never crosses an example boundary.
+
+use std::collections::HashMap;
+
+use candle_core::{D, DType, Device, Tensor, Var};
+
+use crate::config::LlamaConfig;
+use crate::error::Result;
+use crate::frozen::Frozen;
+use crate::lora::{LoraConfig, LoraPair, seeded_rng};
+use crate::weights::BaseModel;
+
+/// A frozen projection with an optional LoRA pair.
+pub struct Linear {
+    base: Frozen,
+    pub lora: Option<LoraPair>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor, track: bool) -> Result<Tensor> {
+        let y = self.base.forward(x)?;
+        match &self.lora {
+            Some(lora) => Ok((y + lora.delta(x, track)?)?),
+            None => Ok(y),
+        }
+    }
+}
+
+struct Block {
+    input_norm: Tensor,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    post_norm: Tensor,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+}
+
+/// Several examples packed into one sequence.
+pub struct Packed {
+    /// `[tokens]` u32.
+    pub ids: Tensor,
+    /// Position of each token within its own example.
+    pub positions: Vec<u32>,
+    /// `(start, len)` of each example.
+    pub segments: Vec<(usize, usize)>,
+}
+
+impl Packed {
+    pub fn new(examples: &[&[u32]], device: &Device) -> Result<Self> {
+        let mut ids = Vec::new();
+        let mut positions = Vec::new();
+        let mut segments = Vec::new();
+        for tokens in examples {
+            segments.push((ids.len(), tokens.len()));
+            ids.extend_from_slice(tokens);
+            positions.extend(0..tokens.len() as u32);
+        }
+        let n = ids.len();
+        Ok(Packed {
+            ids: Tensor::from_vec(ids, n, device)?,
+            positions,
+            segments,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.positions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.positions.is_empty()
+    }
+}
+
+pub struct LlamaLora {
+    pub config: LlamaConfig,
+    pub lora: LoraConfig,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    lm_head: Frozen,
+    inv_freq: Vec<f32>,
+    dtype: DType,
+    device: Device,
+}
+
+/// RMSNorm from primitives, computed in the input dtype: `x / sqrt(mean(x^2) + eps) * w`.
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let mean_sq = x.sqr()?.mean_keepdim(D::Minus1)?;
+    let inv = (mean_sq + eps)?.sqrt()?.recip()?;
+    Ok(x.broadcast_mul(&inv)?.broadcast_mul(weight)?)
+}
+
+/// Softmax over the last dimension from primitives (the max is a constant shift: no gradient needed).
+fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let e = x.broadcast_sub(&max)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+}
+
+/// Rotates `x [n, heads, head_dim]` by per-token `cos`/`sin [n, 1, head_dim]` (transformers' rotate_half).
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let half = x.dim(D::Minus1)? / 2;
+    let x1 = x.narrow(D::Minus1, 0, half)?;
+    let x2 = x.narrow(D::Minus1, half, half)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    Ok((x.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?)
+}
+
+impl LlamaLora {
+    /// The base model with fresh LoRA pairs, initialised from `seed`.
+    pub fn new(base: &BaseModel, lora: &LoraConfig, seed: u64) -> Result<Self> {
+        lora.validate()?;
+        let config = base.config.clone();
+        let embed = base.get("model.embed_tokens.weight")?.detach();
+        let dtype = embed.dtype();
+        let device = embed.device().clone();
+        let mut rng = seeded_rng(seed);
+        let mut linear = |prefix: &str, short: &str| -> Result<Linear> {
+            let frozen = Frozen::new(base.get(&format!("{prefix}.{short}.weight"))?)?;
+            let pair = if lora.targets(short) {
+                Some(LoraPair::init(
+                    format!("{prefix}.{short}"),
+                    &frozen,
+                    lora,
+                    &mut rng,
+                    dtype,
+                    &device,
+                )?)
+            } else {
+                None
+            };
+            Ok(Linear {
+                base: frozen,
+                lora: pair,
+            })
+        };
+        let mut blocks = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let attn = format!("{p}.self_attn");
+            let mlp = format!("{p}.mlp");
+            blocks.push(Block {
+                input_norm: base.get(&format!("{p}.input_layernorm.weight"))?.detach(),
+                q: linear(&attn, "q_proj")?,
+                k: linear(&attn, "k_proj")?,
+                v: linear(&attn, "v_proj")?,
+                o: linear(&attn, "o_proj")?,
+                post_norm: base
+                    .get(&format!("{p}.post_attention_layernorm.weight"))?
+                    .detach(),
+                gate: linear(&mlp, "gate_proj")?,
+                up: linear(&mlp, "up_proj")?,
+                down: linear(&mlp, "down_proj")?,
+            });
+        }
+        Ok(LlamaLora {
+            inv_freq: config.inv_freq(),
+            norm: base.get("model.norm.weight")?.detach(),
+            lm_head: Frozen::new(base.lm_head()?)?,
+            embed,
+            blocks,
+            config,
+            lora: lora.clone(),
+            dtype,
+            device,
+        })
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn lm_head(&self) -> &Frozen {
+        &self.lm_head
+    }
+
+    /// Every LoRA pair, in layer order, then q, k, v, o, gate, up, down.
+    pub fn lora_pairs(&self) -> Vec<&LoraPair> {
+        self.blocks
+            .iter()
+            .flat_map(|b| [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down])
+            .filter_map(|l| l.lora.as_ref())
+            .collect()
+    }
+
+    /// The trainable tensors (A then B of every pair, in [`Self::lora_pairs`] order).
+    pub fn trainable(&self) -> Vec<&Var> {
+        self.lora_pairs()
+            .into_iter()
+            .flat_map(|p| [&p.a, &p.b])
+            .collect()
+    }
+
+    /// Cos and sin `[n, 1, head_dim]` of every token's position, with angles rounded to f32 as
+    /// transformers computes them.
+    fn rotary(&self, positions: &[u32]) -> Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let n = positions.len();
+        let mut cos = Vec::with_capacity(n * half * 2);
+        let mut sin = Vec::with_capacity(n * half * 2);
+        for &p in positions {
+            let angles: Vec<f64> = self
+                .inv_freq
+                .iter()
+                .map(|f| {
+                    if self.dtype == DType::F64 {
+                        p as f64 * *f as f64
+                    } else {
+                        (p as f32 * f) as f64
+                    }
+                })
+                .collect();
+            for _ in 0..2 {
+                cos.extend(angles.iter().map(|a| a.cos()));
+                sin.extend(angles.iter().map(|a| a.sin()));
+            }
+        }
+        let shape = (n, 1, half * 2);
+        let cos = Tensor::from_vec(cos, shape, &self.device)?.to_dtype(self.dtype)?;
+        let sin = Tensor::from_vec(sin, shape, &self.device)?.to_dtype(self.dtype)?;
+        Ok((cos, sin))
+    }
+
+    /// Final hidden states `[tokens, hidden]` (after the last norm) of a packed batch. With `track`
+    /// false no graph is recorded (evaluation: activations are freed layer by layer).
+    pub fn hidden(&self, batch: &Packed, track: bool) -> Result<Tensor> {
+        let (cos, sin) = self.rotary(&batch.positions)?;
+        let mut masks = HashMap::new();
+        for &(_, len) in &batch.segments {
+            if let std::collections::hash_map::Entry::Vacant(slot) = masks.entry(len) {
+                slot.insert(causal_mask(len, self.dtype, &self.device)?);
+            }
+        }
+        let mut x = self.embed.index_select(&batch.ids, 0)?;
+        for block in &self.blocks {
+            x = self.block(block, &x, &cos, &sin, batch, &masks, track)?;
+        }
+        rms_norm(&x, &self.norm, self.config.rms_norm_eps)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn block(
+        &self,
+        b: &Block,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        batch: &Packed,
+        masks: &HashMap<usize, Tensor>,
+        track: bool,
+    ) -> Result<Tensor> {
+        let eps = self.config.rms_norm_eps;
+        let h = rms_norm(x, &b.input_norm, eps)?;
+        let attn = self.attention(b, &h, cos, sin, batch, masks, track)?;
+        let x = (x + b.o.forward(&attn, track)?)?;
+        let h = rms_norm(&x, &b.post_norm, eps)?;
+        let act = (b.gate.forward(&h, track)?.silu()? * b.up.forward(&h, track)?)?;
+        Ok((x + b.down.forward(&act, track)?)?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        b: &Block,
+        h: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        batch: &Packed,
+        masks: &HashMap<usize, Tensor>,
+        track: bool,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (heads, kv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        let groups = heads / kv;
+        let n = h.dim(0)?;
+        let q = rope(&b.q.forward(h, track)?.reshape((n, heads, hd))?, cos, sin)?;
+        let k = rope(&b.k.forward(h, track)?.reshape((n, kv, hd))?, cos, sin)?;
+        let v = b.v.forward(h, track)?.reshape((n, kv, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let mut outputs = Vec::with_capacity(batch.segments.len());
+        for &(start, len) in &batch.segments {
+            // Query heads that share a key/value head sit next to each other (transformers' repeat_kv),
+            // so [heads, len, hd] regroups as [kv, groups * len, hd] without copying keys or values.
+            let qs = q
+                .narrow(0, start, len)?
+                .transpose(0, 1)?
+                .contiguous()?
+                .reshape((kv, groups * len, hd))?;
+            let ks = k.narrow(0, start, len)?.transpose(0, 1)?.contiguous()?;
+            let vs = v.narrow(0, start, len)?.transpose(0, 1)?.contiguous()?;
+            let scores = (qs.matmul(&ks.t()?)? * scale)?
+                .reshape((kv, groups, len, len))?
+                .broadcast_add(&masks[&len])?;
+            let probs = softmax_last(&scores)?.reshape((kv, groups * len, len))?;
+            let out = probs
+                .matmul(&vs)?
+                .reshape((heads, len, hd))?
+                .transpose(0, 1)?
+                .reshape((len, heads * hd))?;
+            outputs.push(out);
+        }
+        Ok(Tensor::cat(&outputs, 0)?)
+    }
+}
+
+/// `[len, len]`: 0 where a token may attend (itself and earlier), -inf elsewhere.
+fn causal_mask(len: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    let values: Vec<f32> = (0..len)
+        .flat_map(|i| (0..len).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
+    Ok(Tensor::from_vec(values, (len, len), device)?.to_dtype(dtype)?)
+}

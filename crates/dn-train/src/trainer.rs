@@ -1,0 +1,406 @@
+//! The training loop: steps over shuffled examples, gradient accumulation over micro-batches and
+//! token-budget passes, one loss normaliser per optimizer step, clipping, AdamW, the schedule,
+//! checkpoints, evaluation and progress events. Runs on the caller's thread (never an async runtime).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Tensor;
+
+use crate::checkpoint::{self, Checkpoint, StepRecord, TrainerState};
+use crate::error::{Error, Result};
+use crate::loss::{Sequence, count_targets, evaluate, forward_backward};
+use crate::model::LlamaLora;
+use crate::optim::{AdamW, AdamWConfig, Schedule, clip_grad_norm};
+use crate::schedule::{passes, step_examples, total_steps};
+
+/// A tokenized example: ids and the loss mask (1 = target).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrainExample {
+    pub input_ids: Vec<u32>,
+    pub loss_mask: Vec<u8>,
+}
+
+impl TrainExample {
+    fn sequence(&self) -> Sequence<'_> {
+        Sequence {
+            input_ids: &self.input_ids,
+            loss_mask: &self.loss_mask,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOptions {
+    pub learning_rate: f64,
+    pub batch_size: usize,
+    pub gradient_accumulation_steps: usize,
+    pub steps: Option<u64>,
+    pub epochs: Option<u64>,
+    /// Save a checkpoint every this many steps (0: only the final one).
+    pub checkpoint_interval: u64,
+    /// Evaluate every this many steps (0: only after training).
+    pub eval_interval: u64,
+    pub seed: u64,
+    pub adam: AdamWConfig,
+    /// Global gradient-norm clip (0: none).
+    pub max_grad_norm: f64,
+    pub schedule: Schedule,
+    pub warmup_steps: u64,
+    /// Most tokens packed into one forward/backward pass (a micro-batch is split to fit).
+    pub tokens_per_pass: usize,
+}
+
+impl Default for TrainOptions {
+    fn default() -> Self {
+        TrainOptions {
+            learning_rate: 1e-4,
+            batch_size: 16,
+            gradient_accumulation_steps: 1,
+            steps: None,
+            epochs: None,
+            checkpoint_interval: 10,
+            eval_interval: 0,
+            seed: 0,
+            adam: AdamWConfig::default(),
+            max_grad_norm: 1.0,
+            schedule: Schedule::Constant,
+            warmup_steps: 0,
+            tokens_per_pass: 4096,
+        }
+    }
+}
+
+/// Progress, in the order it happens.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    TrainingStart {
+        total_steps: u64,
+        start_step: u64,
+        examples: usize,
+        eval_examples: usize,
+        trainable_parameters: usize,
+    },
+    StepComplete(StepRecord),
+    CheckpointSaved {
+        step: u64,
+        name: String,
+        path: PathBuf,
+    },
+    EvalComplete {
+        step: u64,
+        loss: f64,
+        examples: usize,
+        tokens: usize,
+    },
+}
+
+/// Whether to keep going after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Continue,
+    /// Stop at this step boundary (cancel): the run ends with [`Error::Stopped`].
+    Stop,
+}
+
+/// What a finished run produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainSummary {
+    pub history: Vec<StepRecord>,
+    pub eval_history: Vec<(u64, f64)>,
+    /// Checkpoint names in order; the last is `final`.
+    pub checkpoints: Vec<(String, PathBuf)>,
+    pub final_eval: Option<(f64, usize)>,
+    pub epochs_completed: f64,
+}
+
+pub struct Trainer<'a> {
+    pub model: &'a LlamaLora,
+    pub options: TrainOptions,
+    /// Where checkpoints go (`<dir>/step-000010`, ..., `<dir>/final`).
+    pub checkpoint_dir: PathBuf,
+    /// Written into `adapter_config.json` as `base_model_name_or_path`.
+    pub base_model_name: String,
+}
+
+fn checkpoint_name(step: u64) -> String {
+    format!("step-{step:06}")
+}
+
+impl Trainer<'_> {
+    fn validate(&self, train: &[TrainExample]) -> Result<()> {
+        let o = &self.options;
+        if train.is_empty() {
+            return Err(Error::invalid("dataset", "no training examples"));
+        }
+        if o.batch_size == 0 {
+            return Err(Error::invalid("batch_size", "must be at least 1"));
+        }
+        if o.gradient_accumulation_steps == 0 {
+            return Err(Error::invalid(
+                "gradient_accumulation_steps",
+                "must be at least 1",
+            ));
+        }
+        if o.learning_rate.is_nan() || o.learning_rate <= 0.0 {
+            return Err(Error::invalid("learning_rate", "must be positive"));
+        }
+        if o.steps == Some(0) || o.epochs == Some(0) {
+            return Err(Error::invalid(
+                "steps",
+                "steps and epochs must be at least 1",
+            ));
+        }
+        for (i, e) in train.iter().enumerate() {
+            if e.input_ids.len() != e.loss_mask.len() {
+                return Err(Error::invalid(
+                    format!("example {i}"),
+                    "input_ids and loss_mask differ in length",
+                ));
+            }
+            if let Some(bad) = e
+                .input_ids
+                .iter()
+                .find(|t| **t as usize >= self.model.config.vocab_size)
+            {
+                return Err(Error::invalid(
+                    format!("example {i}"),
+                    format!(
+                        "token id {bad} is outside the model's vocabulary of {}",
+                        self.model.config.vocab_size
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Trains from scratch or from `resume`, reporting each event to `observe`.
+    pub fn run(
+        &self,
+        train: &[TrainExample],
+        eval: &[TrainExample],
+        resume: Option<&Path>,
+        observe: &mut dyn FnMut(&Event) -> Control,
+    ) -> Result<TrainSummary> {
+        self.validate(train)?;
+        let o = &self.options;
+        let per_step = o.batch_size * o.gradient_accumulation_steps;
+        let total = total_steps(train.len(), per_step, o.steps, o.epochs);
+        let params = self.model.trainable();
+        let mut optimizer = AdamW::new(o.adam.clone(), &params)?;
+        let mut state = TrainerState {
+            format: 1,
+            step: 0,
+            total_steps: total,
+            epoch: 0,
+            data_position: 0,
+            seed: o.seed,
+            lora: self.model.lora.clone(),
+            adam: o.adam.clone(),
+            optimizer_updates: 0,
+            history: Vec::new(),
+            eval_history: Vec::new(),
+        };
+        let mut checkpoints = Vec::new();
+        if let Some(dir) = resume {
+            let ckpt = Checkpoint::load(dir, self.model.device())?;
+            ckpt.restore(self.model, &mut optimizer)?;
+            if ckpt.state.seed != o.seed {
+                return Err(Error::invalid(
+                    "resume",
+                    "the checkpoint was trained with another seed",
+                ));
+            }
+            state.step = ckpt.state.step;
+            state.history = ckpt.state.history.clone();
+            state.eval_history = ckpt.state.eval_history.clone();
+            state.epoch = ckpt.state.epoch;
+            state.data_position = ckpt.state.data_position;
+            state.optimizer_updates = ckpt.state.optimizer_updates;
+        }
+        let trainable_parameters = params.iter().map(|p| p.as_tensor().elem_count()).sum();
+        if observe(&Event::TrainingStart {
+            total_steps: total,
+            start_step: state.step,
+            examples: train.len(),
+            eval_examples: eval.len(),
+            trainable_parameters,
+        }) == Control::Stop
+        {
+            return Err(Error::Stopped { step: state.step });
+        }
+
+        while state.step < total {
+            let record = self.step(train, &params, &mut optimizer, state.step, total)?;
+            state.step += 1;
+            let next = step_examples(train.len(), per_step, o.seed, state.step.min(total));
+            (state.epoch, state.data_position) = (next.0, next.1);
+            state.optimizer_updates = optimizer.updates;
+            state.history.push(record.clone());
+            let mut control = observe(&Event::StepComplete(record));
+            let last = state.step == total;
+            if o.eval_interval > 0 && state.step % o.eval_interval == 0 && !last && !eval.is_empty()
+            {
+                let (loss, examples, tokens) = self.evaluate(eval)?;
+                state.eval_history.push((state.step, loss));
+                let e = Event::EvalComplete {
+                    step: state.step,
+                    loss,
+                    examples,
+                    tokens,
+                };
+                if observe(&e) == Control::Stop {
+                    control = Control::Stop;
+                }
+            }
+            if !last && o.checkpoint_interval > 0 && state.step % o.checkpoint_interval == 0 {
+                let name = checkpoint_name(state.step);
+                let path = self.save(&name, &optimizer, &state)?;
+                checkpoints.push((name.clone(), path.clone()));
+                if observe(&Event::CheckpointSaved {
+                    step: state.step,
+                    name,
+                    path,
+                }) == Control::Stop
+                {
+                    control = Control::Stop;
+                }
+            }
+            if control == Control::Stop && !last {
+                return Err(Error::Stopped { step: state.step });
+            }
+        }
+
+        let final_eval = if eval.is_empty() {
+            None
+        } else {
+            let (loss, examples, tokens) = self.evaluate(eval)?;
+            state.eval_history.push((state.step, loss));
+            observe(&Event::EvalComplete {
+                step: state.step,
+                loss,
+                examples,
+                tokens,
+            });
+            Some((loss, examples))
+        };
+        let path = self.save("final", &optimizer, &state)?;
+        checkpoints.push(("final".to_owned(), path.clone()));
+        observe(&Event::CheckpointSaved {
+            step: state.step,
+            name: "final".into(),
+            path,
+        });
+        let spe = crate::schedule::steps_per_epoch(train.len(), per_step);
+        Ok(TrainSummary {
+            epochs_completed: state.step as f64 / spe as f64,
+            history: state.history,
+            eval_history: state.eval_history,
+            checkpoints,
+            final_eval,
+        })
+    }
+
+    fn save(&self, name: &str, optimizer: &AdamW, state: &TrainerState) -> Result<PathBuf> {
+        checkpoint::save(
+            &self.checkpoint_dir.join(name),
+            self.model,
+            optimizer,
+            state,
+            &self.base_model_name,
+        )
+    }
+
+    /// One optimizer step (0-based `step`).
+    fn step(
+        &self,
+        train: &[TrainExample],
+        params: &[&candle_core::Var],
+        optimizer: &mut AdamW,
+        step: u64,
+        total: u64,
+    ) -> Result<StepRecord> {
+        let started = Instant::now();
+        let o = &self.options;
+        let per_step = o.batch_size * o.gradient_accumulation_steps;
+        let (epoch, _, indices) = step_examples(train.len(), per_step, o.seed, step);
+        let sequences: Vec<Sequence<'_>> = indices.iter().map(|i| train[*i].sequence()).collect();
+        let normaliser = count_targets(&sequences);
+        let mut grads: Vec<Option<Tensor>> = vec![None; params.len()];
+        let (mut nll_sum, mut tokens) = (0.0, 0);
+        for micro in indices.chunks(o.batch_size) {
+            let lengths: Vec<(usize, usize)> = micro
+                .iter()
+                .map(|i| (*i, train[*i].input_ids.len()))
+                .collect();
+            for pass in passes(&lengths, o.tokens_per_pass) {
+                let seqs: Vec<Sequence<'_>> = pass.iter().map(|i| train[*i].sequence()).collect();
+                let (loss, store) = forward_backward(self.model, &seqs, normaliser.max(1))?;
+                nll_sum += loss.nll_sum;
+                tokens += loss.tokens;
+                let Some(store) = store else { continue };
+                for (slot, p) in grads.iter_mut().zip(params) {
+                    if let Some(g) = store.get(p.as_tensor()) {
+                        *slot = Some(match slot.take() {
+                            Some(acc) => (acc + g)?,
+                            None => g.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        let lr = o
+            .schedule
+            .rate(o.learning_rate, step, total, o.warmup_steps);
+        let mut grads: Vec<Tensor> = grads
+            .into_iter()
+            .zip(params)
+            .map(|(g, p)| g.map_or_else(|| p.as_tensor().zeros_like(), Ok))
+            .collect::<candle_core::Result<_>>()?;
+        let grad_norm = clip_grad_norm(&mut grads, o.max_grad_norm)?;
+        if normaliser > 0 {
+            optimizer.step(params, &grads, lr)?;
+        }
+        Ok(StepRecord {
+            step: step + 1,
+            epoch,
+            loss: if normaliser > 0 {
+                nll_sum / normaliser as f64
+            } else {
+                0.0
+            },
+            learning_rate: lr,
+            grad_norm,
+            num_sequences: indices.len(),
+            num_tokens: tokens,
+            num_supervised_tokens: normaliser,
+            step_seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Mean NLL per supervised token over `eval` (same masking and normalisation as training).
+    pub fn evaluate(&self, eval: &[TrainExample]) -> Result<(f64, usize, usize)> {
+        let lengths: Vec<(usize, usize)> = eval
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (i, e.input_ids.len()))
+            .collect();
+        let (mut nll, mut targets) = (0.0, 0);
+        for pass in passes(&lengths, self.options.tokens_per_pass) {
+            let seqs: Vec<Sequence<'_>> = pass.iter().map(|i| eval[*i].sequence()).collect();
+            let loss = evaluate(self.model, &seqs)?;
+            nll += loss.nll_sum;
+            targets += loss.targets;
+        }
+        Ok((
+            if targets > 0 {
+                nll / targets as f64
+            } else {
+                0.0
+            },
+            eval.len(),
+            targets,
+        ))
+    }
+}

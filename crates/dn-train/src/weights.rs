@@ -1,0 +1,148 @@
+//! Frozen base weights in transformers names: from a GGUF file (dequantized to f32, q/k rows restored to
+//! transformers' layout) or from an HF model directory's safetensors (memory-mapped, one file or shards).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use dn_render::gguf::GgufMetadata;
+use dn_render::weights::hf_tensors;
+use serde_json::Value;
+
+use crate::config::LlamaConfig;
+use crate::error::{Error, Result};
+
+/// A model's architecture and frozen weights, by transformers name.
+pub struct BaseModel {
+    pub config: LlamaConfig,
+    pub tensors: HashMap<String, Tensor>,
+    /// Where it came from (the GGUF file or the model directory), for adapter configs and errors.
+    pub source: PathBuf,
+}
+
+fn model_err(path: &Path, message: impl Into<String>) -> Error {
+    Error::model(path.display().to_string(), message)
+}
+
+impl BaseModel {
+    /// Loads a GGUF file or an HF model directory.
+    pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        if path.is_dir() {
+            Self::from_hf_dir(path, dtype, device)
+        } else {
+            Self::from_gguf(path, dtype, device)
+        }
+    }
+
+    pub fn from_gguf(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let name = path.display().to_string();
+        let meta = GgufMetadata::read(path).map_err(|e| model_err(path, e.to_string()))?;
+        if meta.str("general.architecture") != Some("llama") {
+            return Err(model_err(
+                path,
+                format!(
+                    "architecture {:?} cannot be trained yet (llama can)",
+                    meta.str("general.architecture")
+                ),
+            ));
+        }
+        let data = std::fs::read(path).map_err(|e| model_err(path, format!("cannot read: {e}")))?;
+        let raw = hf_tensors(&meta, &data, &name).map_err(|e| model_err(path, e.to_string()))?;
+        drop(data);
+        let tied = !raw.iter().any(|t| t.name == "lm_head.weight");
+        let vocab = raw
+            .iter()
+            .find(|t| t.name == "model.embed_tokens.weight")
+            .map(|t| t.shape[0])
+            .ok_or_else(|| model_err(path, "no token embedding tensor (token_embd.weight)"))?;
+        let config = LlamaConfig::from_json(&dn_render::hf_config(&meta, tied, vocab), &name)?;
+        let mut tensors = HashMap::new();
+        for t in raw {
+            let tensor = Tensor::from_vec(t.values, t.shape, device)?.to_dtype(dtype)?;
+            tensors.insert(t.name, tensor);
+        }
+        Ok(BaseModel {
+            config,
+            tensors,
+            source: path.to_path_buf(),
+        })
+    }
+
+    pub fn from_hf_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| model_err(&config_path, format!("cannot read: {e}")))?;
+        let json: Value = serde_json::from_str(&text)
+            .map_err(|e| model_err(&config_path, format!("not JSON: {e}")))?;
+        let config = LlamaConfig::from_json(&json, &config_path.display().to_string())?;
+        let files = safetensors_files(dir)?;
+        let mut tensors = HashMap::new();
+        for file in &files {
+            // SAFETY: the file is memory-mapped read-only; a model file changing under a running job
+            // is outside what any loader can guard against (transformers mmaps the same way).
+            let loaded = unsafe { candle_core::safetensors::MmapedSafetensors::new(file) }
+                .map_err(|e| model_err(file, e.to_string()))?;
+            for (name, _) in loaded.tensors() {
+                let tensor = loaded
+                    .load(&name, device)
+                    .map_err(|e| model_err(file, format!("tensor {name}: {e}")))?
+                    .to_dtype(dtype)?;
+                tensors.insert(name, tensor);
+            }
+        }
+        Ok(BaseModel {
+            config,
+            tensors,
+            source: dir.to_path_buf(),
+        })
+    }
+
+    /// A weight by transformers name; a missing one is an error naming it.
+    pub fn get(&self, name: &str) -> Result<&Tensor> {
+        self.tensors.get(name).ok_or_else(|| {
+            model_err(
+                &self.source,
+                format!("weight {name} is missing from the model"),
+            )
+        })
+    }
+
+    /// The output projection: `lm_head.weight`, or the embedding when tied.
+    pub fn lm_head(&self) -> Result<&Tensor> {
+        match self.tensors.get("lm_head.weight") {
+            Some(t) => Ok(t),
+            None => self.get("model.embed_tokens.weight"),
+        }
+    }
+}
+
+/// The safetensors files of a model directory: the shards its index names, or `model.safetensors`.
+fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let text = std::fs::read_to_string(&index)
+            .map_err(|e| model_err(&index, format!("cannot read: {e}")))?;
+        let json: Value =
+            serde_json::from_str(&text).map_err(|e| model_err(&index, format!("not JSON: {e}")))?;
+        let map = json
+            .get("weight_map")
+            .and_then(Value::as_object)
+            .ok_or_else(|| model_err(&index, "no weight_map"))?;
+        let mut files: Vec<PathBuf> = map
+            .values()
+            .filter_map(Value::as_str)
+            .map(|f| dir.join(f))
+            .collect();
+        files.sort();
+        files.dedup();
+        return Ok(files);
+    }
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    Err(model_err(
+        dir,
+        "no model.safetensors or model.safetensors.index.json (the weights are needed to train)",
+    ))
+}
