@@ -9,6 +9,7 @@ mod capability;
 mod dataset;
 mod error;
 mod frontmatter;
+mod runs;
 mod storage;
 mod upload;
 
@@ -16,5 +17,6 @@ pub use capability::parse_capability;
 pub use dataset::parse_dataset;
 pub use error::{Error, Result};
 pub use frontmatter::strip_front_matter;
+pub use runs::COMMIT_MARKER;
 pub use storage::{Registry, StorageConfig};
 pub use upload::{Upload, UploadFile, validate_relative_path};

@@ -33,8 +33,10 @@ pub enum StorageConfig {
 /// The dataset and capability registries over one object store.
 #[derive(Debug, Clone)]
 pub struct Registry {
-    store: Arc<dyn ObjectStore>,
+    pub(crate) store: Arc<dyn ObjectStore>,
     max_upload_bytes: u64,
+    /// What object keys are relative to: an absolute directory, or `s3://bucket`.
+    pub(crate) location: String,
 }
 
 /// What the registry needs to know of a manifest type.
@@ -101,12 +103,22 @@ fn display_ref(org: &str, name: &str, version: &str) -> String {
 
 impl Registry {
     pub fn new(config: &StorageConfig, max_upload_bytes: u64) -> Result<Self> {
-        let store: Arc<dyn ObjectStore> = match config {
+        let (store, location): (Arc<dyn ObjectStore>, String) = match config {
             StorageConfig::Local { root } => {
                 std::fs::create_dir_all(root).map_err(|e| {
                     Error::Config(format!("cannot create storage dir {}: {e}", root.display()))
                 })?;
-                Arc::new(LocalFileSystem::new_with_prefix(root)?)
+                let absolute = std::fs::canonicalize(root).map_err(|e| {
+                    Error::Config(format!(
+                        "cannot resolve storage dir {}: {e}",
+                        root.display()
+                    ))
+                })?;
+                let location = absolute.display().to_string();
+                (
+                    Arc::new(LocalFileSystem::new_with_prefix(absolute)?),
+                    location,
+                )
             }
             StorageConfig::S3 {
                 bucket,
@@ -123,12 +135,13 @@ impl Registry {
                 if let Some(region) = region {
                     builder = builder.with_region(region);
                 }
-                Arc::new(builder.build()?)
+                (Arc::new(builder.build()?), format!("s3://{bucket}"))
             }
         };
         Ok(Registry {
             store,
             max_upload_bytes,
+            location,
         })
     }
 

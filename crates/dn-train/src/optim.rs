@@ -85,13 +85,11 @@ impl AdamW {
 /// Scales `grads` in place so their global L2 norm is at most `max_norm` (as torch's
 /// `clip_grad_norm_`: coefficient `max_norm / (norm + 1e-6)`, capped at 1). Returns the norm before.
 pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
+    // Summed sequentially on the host: a fixed order, so the same gradients always give the same norm.
     let mut sum = 0.0;
     for g in grads.iter() {
-        sum += g
-            .to_dtype(DType::F64)?
-            .sqr()?
-            .sum_all()?
-            .to_scalar::<f64>()?;
+        let values: Vec<f64> = g.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
+        sum += values.iter().map(|v| v * v).sum::<f64>();
     }
     let norm = sum.sqrt();
     if max_norm > 0.0 {

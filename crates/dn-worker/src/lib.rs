@@ -3,11 +3,14 @@
 //! store; the store's guarded updates make every claim exclusive.
 
 mod inputs;
+mod report;
 mod runner;
 mod sft;
+mod training;
 mod worker;
 
 pub use inputs::{PreparedInputs, prepare_inputs};
 pub use runner::{JobRunner, Progress, RunContext, RunError, RunOutput, UnavailableTrainer};
 pub use sft::SftRunner;
+pub use training::train_options;
 pub use worker::{Worker, WorkerConfig};

@@ -1,55 +1,259 @@
-//! The SFT job runner: prepares the job's inputs (model, capability, datasets -> masked examples), logs
-//! what it prepared, then hands them to the trainer. The trainer lands with the next issue; until then
-//! the job fails with "trainer not available" after its data was really prepared.
+//! The SFT job runner: prepares the job's inputs (model, capability, datasets -> masked examples), trains
+//! on a dedicated thread, turns the trainer's events into the job's logs and metrics, uploads each
+//! committed checkpoint to storage, and stops at a step boundary on cancel or a lost lease.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use dn_registry::Registry;
+use dn_train::{Event, StepRecord, TrainSummary};
 use dn_types::{LogLevel, TrainingJob};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
 
-use crate::inputs::prepare_inputs;
+use crate::inputs::{PreparedInputs, prepare_inputs};
+use crate::report::{artifacts, event_entry, final_metrics, metrics};
 use crate::runner::{JobRunner, RunContext, RunError, RunOutput};
+use crate::training::{TrainMessage, spawn_training};
 
 pub struct SftRunner {
     registry: Registry,
+    /// Local scratch space: checkpoints are written here, then uploaded to storage.
+    work_dir: PathBuf,
 }
 
 impl SftRunner {
-    pub fn new(registry: Registry) -> Self {
-        SftRunner { registry }
+    pub fn new(registry: Registry, work_dir: PathBuf) -> Self {
+        SftRunner { registry, work_dir }
     }
+}
+
+async fn log_prepared(inputs: &PreparedInputs, ctx: &RunContext) -> Result<(), RunError> {
+    let s = &inputs.train_stats;
+    let message = format!(
+        "prepared {} training example(s): {} tokens, {} supervised, {} truncated, {} dropped; {} row(s) skipped",
+        s.examples,
+        s.tokens,
+        s.supervised_tokens,
+        s.truncated,
+        s.dropped_no_supervised,
+        inputs.skipped_rows.len()
+    );
+    ctx.progress()
+        .log(LogLevel::Info, message, inputs.summary())
+        .await?;
+    for row in inputs.skipped_rows.iter().take(20) {
+        ctx.progress()
+            .log(
+                LogLevel::Warning,
+                format!("skipped {row}"),
+                Default::default(),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// What the runner has seen of a run so far.
+#[derive(Default)]
+struct RunState {
+    total_steps: u64,
+    history: Vec<StepRecord>,
+    checkpoints: Vec<Value>,
+    eval: Option<(f64, usize)>,
 }
 
 #[async_trait]
 impl JobRunner for SftRunner {
     async fn run(&self, job: &TrainingJob, ctx: &RunContext) -> Result<RunOutput, RunError> {
         let inputs = prepare_inputs(&self.registry, job).await?;
-        let s = &inputs.train_stats;
-        let message = format!(
-            "prepared {} training example(s): {} tokens, {} supervised, {} truncated, {} dropped; {} row(s) skipped",
-            s.examples,
-            s.tokens,
-            s.supervised_tokens,
-            s.truncated,
-            s.dropped_no_supervised,
-            inputs.skipped_rows.len()
-        );
-        ctx.progress()
-            .log(LogLevel::Info, message, inputs.summary())
-            .await?;
-        for row in inputs.skipped_rows.iter().take(20) {
-            ctx.progress()
-                .log(
-                    LogLevel::Warning,
-                    format!("skipped {row}"),
-                    Default::default(),
-                )
-                .await?;
-        }
+        log_prepared(&inputs, ctx).await?;
         if ctx.cancel_requested() {
             return Err(RunError::Cancelled {
                 partial: Box::default(),
             });
         }
-        Err(RunError::failed("trainer not available"))
+        let model = job.model.clone();
+        let model_path = tokio::task::spawn_blocking(move || dn_render::resolve_model_path(&model))
+            .await
+            .map_err(|e| RunError::failed(format!("model {}: {e}", job.model)))?
+            .map_err(|e| RunError::failed(e.to_string()))?;
+        let job_dir = self.work_dir.join(&job.id);
+        let config = inputs.config.clone();
+        let examples = inputs.train.len();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        spawn_training(
+            model_path,
+            job.model.clone(),
+            inputs,
+            job_dir.join("checkpoints"),
+            stop.clone(),
+            tx,
+        )
+        .map_err(|e| RunError::failed(format!("cannot start the training thread: {e}")))?;
+
+        let mut state = RunState::default();
+        let mut lease_lost = false;
+        let outcome = loop {
+            let message = tokio::select! {
+                m = rx.recv() => m,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {
+                    if ctx.cancel_requested() || ctx.lease_lost() {
+                        stop.store(true, Ordering::SeqCst);
+                    }
+                    continue;
+                }
+            };
+            if ctx.cancel_requested() || ctx.lease_lost() {
+                stop.store(true, Ordering::SeqCst);
+            }
+            match message {
+                Some(TrainMessage::Event(event)) => {
+                    if let Err(e) = self.on_event(job, ctx, &event, &mut state, examples).await {
+                        stop.store(true, Ordering::SeqCst);
+                        if matches!(e, RunError::LeaseLost) {
+                            lease_lost = true;
+                        } else {
+                            break Err(e);
+                        }
+                    }
+                }
+                Some(TrainMessage::Done(result)) => break Ok(result),
+                None => {
+                    break Err(RunError::failed(
+                        "the training thread stopped without a result",
+                    ));
+                }
+            }
+        };
+        let partial = || {
+            Box::new(RunOutput {
+                metrics: metrics(&state.history, examples, 0.0, state.eval),
+                artifacts: artifacts(job, &config, &state.checkpoints),
+            })
+        };
+        let result = match outcome {
+            Ok(Ok(summary)) => {
+                self.completed(job, ctx, &config, &summary, &state, examples)
+                    .await
+            }
+            Ok(Err(dn_train::Error::Stopped { .. })) if lease_lost || ctx.lease_lost() => {
+                Err(RunError::LeaseLost)
+            }
+            Ok(Err(dn_train::Error::Stopped { .. })) => {
+                Err(RunError::Cancelled { partial: partial() })
+            }
+            Ok(Err(e)) => {
+                let message = format!("training failed: {e}");
+                let _ = ctx
+                    .progress()
+                    .log(LogLevel::Error, message.clone(), training_error(&message))
+                    .await;
+                Err(RunError::Failed {
+                    message,
+                    partial: partial(),
+                })
+            }
+            Err(e) => Err(e),
+        };
+        let _ = tokio::fs::remove_dir_all(&job_dir).await;
+        result
+    }
+}
+
+fn training_error(message: &str) -> serde_json::Map<String, Value> {
+    let mut data = serde_json::Map::new();
+    data.insert("event".into(), json!("training_error"));
+    data.insert("error".into(), json!(message));
+    data
+}
+
+impl SftRunner {
+    async fn on_event(
+        &self,
+        job: &TrainingJob,
+        ctx: &RunContext,
+        event: &Event,
+        state: &mut RunState,
+        examples: usize,
+    ) -> Result<(), RunError> {
+        match event {
+            Event::TrainingStart { total_steps, .. } => state.total_steps = *total_steps,
+            Event::StepComplete(record) => state.history.push(record.clone()),
+            Event::EvalComplete {
+                loss, examples: n, ..
+            } => state.eval = Some((*loss, *n)),
+            Event::CheckpointSaved { step, name, path } => {
+                let uri = self
+                    .registry
+                    .put_checkpoint(&job.organization_id, &job.id, name, path)
+                    .await
+                    .map_err(|e| {
+                        RunError::failed(format!("cannot store checkpoint {name}: {e}"))
+                    })?;
+                state
+                    .checkpoints
+                    .push(json!({"name": name, "step": step, "uri": uri}));
+                let mut data = serde_json::Map::new();
+                data.insert("event".into(), json!("checkpoint_saved"));
+                data.insert("step".into(), json!(step));
+                data.insert("name".into(), json!(name));
+                data.insert("uri".into(), json!(uri));
+                return ctx
+                    .progress()
+                    .log(
+                        LogLevel::Info,
+                        format!("checkpoint {name} saved: {uri}"),
+                        data,
+                    )
+                    .await;
+            }
+        }
+        let Some(entry) = event_entry(event, state.total_steps) else {
+            return Ok(());
+        };
+        let metrics = matches!(event, Event::StepComplete(_))
+            .then(|| metrics(&state.history, examples, 0.0, state.eval));
+        ctx.progress().report(&[entry], metrics.as_ref()).await
+    }
+
+    async fn completed(
+        &self,
+        job: &TrainingJob,
+        ctx: &RunContext,
+        config: &dn_types::SftConfig,
+        summary: &TrainSummary,
+        state: &RunState,
+        examples: usize,
+    ) -> Result<RunOutput, RunError> {
+        let metrics = final_metrics(summary, examples);
+        let mut data = serde_json::Map::new();
+        data.insert("event".into(), json!("training_end"));
+        data.insert("train/steps".into(), json!(summary.history.len()));
+        data.insert("train/loss_last".into(), metrics["train/loss_last"].clone());
+        if let Some((loss, _)) = summary.final_eval {
+            data.insert("eval/loss".into(), json!(loss));
+        }
+        let message = match summary.final_eval {
+            Some((loss, _)) => format!(
+                "training finished: {} step(s), final loss {:.4}, eval loss {loss:.4}",
+                summary.history.len(),
+                summary.history.last().map_or(0.0, |r| r.loss)
+            ),
+            None => format!(
+                "training finished: {} step(s), final loss {:.4}",
+                summary.history.len(),
+                summary.history.last().map_or(0.0, |r| r.loss)
+            ),
+        };
+        ctx.progress().log(LogLevel::Info, message, data).await?;
+        Ok(RunOutput {
+            metrics,
+            artifacts: artifacts(job, config, &state.checkpoints),
+        })
     }
 }

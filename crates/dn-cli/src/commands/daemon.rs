@@ -84,7 +84,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let (stop, stopped) = watch::channel(false);
     let workers = args.workers.or(file.workers).unwrap_or(1);
     let worker_config = config::worker_config(config::default_worker_id(), &args.lease, &file);
-    let runner = Arc::new(SftRunner::new(registry.clone()));
+    let work_dir = config::data_dir(&args.store, &file).join("work");
+    let runner = Arc::new(SftRunner::new(registry.clone(), work_dir));
     let handles = spawn_workers(
         &store,
         runner,
@@ -123,7 +124,8 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         .unwrap_or_else(config::default_worker_id);
     let worker_config = config::worker_config(worker_id.clone(), &args.lease, &file);
     let (stop, stopped) = watch::channel(false);
-    let runner = Arc::new(SftRunner::new(registry));
+    let work_dir = config::data_dir(&args.store, &file).join("work");
+    let runner = Arc::new(SftRunner::new(registry, work_dir));
     let handles = spawn_workers(&store, runner, 1, &worker_id, &worker_config, &stopped);
     shutdown_signal().await;
     info!("shutting down: finishing the job in progress");

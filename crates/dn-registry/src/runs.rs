@@ -1,0 +1,74 @@
+//! What jobs leave in storage: checkpoints (PEFT adapter + trainer state) under
+//! `jobs/<org>/<job id>/checkpoints/<name>/`, each committed by a `_COMMITTED` marker written last, so a
+//! reader (or a worker resuming the job) never takes a half-uploaded checkpoint for a complete one.
+
+use std::path::Path;
+
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, PutPayload};
+
+use crate::error::{Error, Result};
+use crate::storage::Registry;
+use crate::upload::validate_relative_path;
+
+/// The object written last into a checkpoint's prefix.
+pub const COMMIT_MARKER: &str = "_COMMITTED";
+
+impl Registry {
+    /// The URI of an object key: a filesystem path for local storage, `s3://bucket/key` otherwise.
+    pub fn uri(&self, key: &str) -> String {
+        format!("{}/{key}", self.location.trim_end_matches('/'))
+    }
+
+    /// The key prefix of a job's checkpoint.
+    pub fn checkpoint_prefix(org: &str, job_id: &str, name: &str) -> String {
+        format!("jobs/{org}/{job_id}/checkpoints/{name}")
+    }
+
+    /// Uploads every file of a complete local checkpoint directory, then the commit marker. Returns the
+    /// checkpoint's URI.
+    pub async fn put_checkpoint(
+        &self,
+        org: &str,
+        job_id: &str,
+        name: &str,
+        dir: &Path,
+    ) -> Result<String> {
+        for part in [org, job_id, name] {
+            validate_relative_path(part)?;
+        }
+        let prefix = Self::checkpoint_prefix(org, job_id, name);
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| Error::Config(format!("cannot read checkpoint {}: {e}", dir.display())))?
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
+            .map(|entry| entry.file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        for file in &files {
+            let bytes = tokio::fs::read(dir.join(file)).await.map_err(|e| {
+                Error::Config(format!("cannot read {}: {e}", dir.join(file).display()))
+            })?;
+            let key = StorePath::from(format!("{prefix}/{file}"));
+            self.store.put(&key, PutPayload::from(bytes)).await?;
+        }
+        let marker = StorePath::from(format!("{prefix}/{COMMIT_MARKER}"));
+        self.store
+            .put(&marker, PutPayload::from_static(b""))
+            .await?;
+        Ok(self.uri(&prefix))
+    }
+
+    /// Whether a checkpoint's upload completed.
+    pub async fn checkpoint_committed(&self, org: &str, job_id: &str, name: &str) -> Result<bool> {
+        let marker = StorePath::from(format!(
+            "{}/{COMMIT_MARKER}",
+            Self::checkpoint_prefix(org, job_id, name)
+        ));
+        match self.store.head(&marker).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! The trainer's events as the reference reports them: log entries with an `event` field and the
+//! reference's metric names, and the job's metrics and artifacts.
+
+use dn_store::NewLogEntry;
+use dn_train::{Event, StepRecord, TrainSummary};
+use dn_types::{LogLevel, SftConfig, TrainingJob};
+use serde_json::{Map, Value, json};
+
+fn entry(message: String, data: Value) -> NewLogEntry {
+    NewLogEntry {
+        level: LogLevel::Info,
+        message,
+        data: match data {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        },
+    }
+}
+
+/// One step's metrics as `step_complete` carries them.
+pub fn step_data(r: &StepRecord) -> Value {
+    json!({
+        "event": "step_complete",
+        "step": r.step,
+        "epoch": r.epoch,
+        "train/loss": r.loss,
+        "train/learning_rate": r.learning_rate,
+        "train/grad_norm": r.grad_norm,
+        "train/num_sequences": r.num_sequences,
+        "train/num_tokens": r.num_tokens,
+        "train/num_supervised_tokens": r.num_supervised_tokens,
+        "train/step_seconds": r.step_seconds,
+        "train/tokens_per_second": r.num_tokens as f64 / r.step_seconds.max(1e-9),
+    })
+}
+
+/// The log entry of a trainer event (checkpoints are logged by the runner once uploaded).
+pub fn event_entry(event: &Event, total_steps: u64) -> Option<NewLogEntry> {
+    Some(match event {
+        Event::TrainingStart {
+            total_steps,
+            start_step,
+            examples,
+            eval_examples,
+            trainable_parameters,
+        } => entry(
+            format!(
+                "training started: {total_steps} step(s) over {examples} example(s), {trainable_parameters} trainable parameters"
+            ),
+            json!({"event": "training_start", "total_steps": total_steps, "start_step": start_step,
+                   "num_examples": examples, "num_eval_examples": eval_examples,
+                   "trainable_parameters": trainable_parameters}),
+        ),
+        Event::StepComplete(r) => entry(
+            format!(
+                "step {}/{total_steps}: loss {:.4}, lr {:.2e}, {} tokens, {:.0} tokens/s",
+                r.step,
+                r.loss,
+                r.learning_rate,
+                r.num_tokens,
+                r.num_tokens as f64 / r.step_seconds.max(1e-9)
+            ),
+            step_data(r),
+        ),
+        Event::EvalComplete {
+            step,
+            loss,
+            examples,
+            tokens,
+        } => entry(
+            format!("eval after step {step}: loss {loss:.4} over {examples} example(s)"),
+            json!({"event": "eval_complete", "step": step, "eval/loss": loss,
+                   "eval/num_examples": examples, "eval/num_tokens": tokens}),
+        ),
+        Event::CheckpointSaved { .. } => return None,
+    })
+}
+
+/// The metrics series and scalars (the reference's names) of the steps so far.
+pub fn metrics(
+    history: &[StepRecord],
+    examples: usize,
+    epochs_completed: f64,
+    eval: Option<(f64, usize)>,
+) -> Map<String, Value> {
+    let losses: Vec<f64> = history.iter().map(|r| r.loss).collect();
+    let mut m = Map::new();
+    m.insert(
+        "steps".into(),
+        json!(history.iter().map(|r| r.step).collect::<Vec<_>>()),
+    );
+    m.insert("train/loss".into(), json!(losses));
+    m.insert(
+        "train/learning_rate".into(),
+        json!(history.iter().map(|r| r.learning_rate).collect::<Vec<_>>()),
+    );
+    m.insert("train/steps".into(), json!(history.len()));
+    m.insert("train/num_examples".into(), json!(examples));
+    let tokens: usize = history.iter().map(|r| r.num_tokens).sum();
+    let seconds: f64 = history.iter().map(|r| r.step_seconds).sum();
+    m.insert("train/num_tokens_processed".into(), json!(tokens));
+    m.insert(
+        "train/num_supervised_tokens_processed".into(),
+        json!(
+            history
+                .iter()
+                .map(|r| r.num_supervised_tokens)
+                .sum::<usize>()
+        ),
+    );
+    m.insert("train/seconds".into(), json!(seconds));
+    m.insert(
+        "train/tokens_per_second".into(),
+        json!(tokens as f64 / seconds.max(1e-9)),
+    );
+    m.insert("train/epochs_completed".into(), json!(epochs_completed));
+    if let Some(last) = losses.last() {
+        m.insert("train/loss_last".into(), json!(last));
+        m.insert(
+            "train/loss_mean".into(),
+            json!(losses.iter().sum::<f64>() / losses.len() as f64),
+        );
+        m.insert(
+            "train/loss_best".into(),
+            json!(losses.iter().cloned().fold(f64::INFINITY, f64::min)),
+        );
+    }
+    if let Some((loss, n)) = eval {
+        m.insert("eval/loss".into(), json!(loss));
+        m.insert("eval/num_examples".into(), json!(n));
+    }
+    m.insert("device".into(), json!("cpu"));
+    m
+}
+
+/// Final metrics of a completed run.
+pub fn final_metrics(summary: &TrainSummary, examples: usize) -> Map<String, Value> {
+    metrics(
+        &summary.history,
+        examples,
+        summary.epochs_completed,
+        summary.final_eval,
+    )
+}
+
+/// The reference's artifacts (inputs by NAME@VERSION, checkpoints in order, last `final`) plus the
+/// final adapter's URI.
+pub fn artifacts(
+    job: &TrainingJob,
+    config: &SftConfig,
+    checkpoints: &[Value],
+) -> Map<String, Value> {
+    let mut a = Map::new();
+    a.insert(
+        "capability".into(),
+        json!(format!(
+            "{}@{}",
+            job.capability.name, job.capability.version
+        )),
+    );
+    if let Some(d) = &config.dataset_ref {
+        a.insert("dataset".into(), json!(format!("{}@{}", d.name, d.version)));
+    }
+    a.insert(
+        "trajectory_datasets".into(),
+        json!(
+            config
+                .trajectory_dataset_refs
+                .iter()
+                .map(|d| format!("{}@{}", d.name, d.version))
+                .collect::<Vec<_>>()
+        ),
+    );
+    if let Some(d) = &config.eval_dataset_ref {
+        a.insert(
+            "eval_dataset".into(),
+            json!(format!("{}@{}", d.name, d.version)),
+        );
+    }
+    a.insert("checkpoints".into(), Value::Array(checkpoints.to_vec()));
+    if let Some(last) = checkpoints.last()
+        && last["name"] == "final"
+    {
+        a.insert("adapter".into(), last["uri"].clone());
+    }
+    a
+}

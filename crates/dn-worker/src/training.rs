@@ -1,0 +1,92 @@
+//! The trainer on its own OS thread (CPU-bound work never runs on the async runtime): loads the base
+//! model, builds the LoRA model from the job's config and runs the loop, sending every event back.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use dn_train::{
+    BaseModel, Control, DType, Device, Event, LlamaLora, LoraConfig, TrainExample, TrainOptions,
+    TrainSummary, Trainer,
+};
+use dn_types::SftConfig;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::inputs::PreparedInputs;
+
+pub enum TrainMessage {
+    Event(Event),
+    Done(dn_train::Result<TrainSummary>),
+}
+
+/// The trainer's options from a job's effective config (the reference's defaults for the rest).
+pub fn train_options(config: &SftConfig) -> TrainOptions {
+    TrainOptions {
+        learning_rate: config.learning_rate,
+        batch_size: config.batch_size as usize,
+        gradient_accumulation_steps: config.gradient_accumulation_steps as usize,
+        steps: config.steps.map(u64::from),
+        epochs: config.epochs.map(u64::from),
+        checkpoint_interval: u64::from(config.checkpoint_interval),
+        ..TrainOptions::default()
+    }
+}
+
+fn examples(list: Vec<dn_render::Example>) -> Vec<TrainExample> {
+    list.into_iter()
+        .map(|e| TrainExample {
+            input_ids: e.input_ids,
+            loss_mask: e.loss_mask,
+        })
+        .collect()
+}
+
+fn train(
+    model_path: PathBuf,
+    model_name: String,
+    inputs: PreparedInputs,
+    checkpoint_dir: PathBuf,
+    stop: &AtomicBool,
+    tx: &UnboundedSender<TrainMessage>,
+) -> dn_train::Result<TrainSummary> {
+    let config = inputs.config.clone();
+    let base = BaseModel::load(&model_path, DType::F32, &Device::Cpu)?;
+    let lora = LoraConfig::new(config.lora_rank as usize, f64::from(config.lora_alpha));
+    let options = train_options(&config);
+    let model = LlamaLora::new(&base, &lora, options.seed)?;
+    drop(base);
+    let (train, eval) = (examples(inputs.train), examples(inputs.eval));
+    let trainer = Trainer {
+        model: &model,
+        options,
+        checkpoint_dir,
+        base_model_name: model_name,
+    };
+    trainer.run(&train, &eval, None, &mut |event| {
+        let _ = tx.send(TrainMessage::Event(event.clone()));
+        if stop.load(Ordering::SeqCst) {
+            Control::Stop
+        } else {
+            Control::Continue
+        }
+    })
+}
+
+/// Starts the training thread; its last message is always `Done` unless it panicked (then the channel
+/// just closes, and the runner fails the job).
+pub fn spawn_training(
+    model_path: PathBuf,
+    model_name: String,
+    inputs: PreparedInputs,
+    checkpoint_dir: PathBuf,
+    stop: Arc<AtomicBool>,
+    tx: UnboundedSender<TrainMessage>,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("dn-train".into())
+        .spawn(move || {
+            let result = train(model_path, model_name, inputs, checkpoint_dir, &stop, &tx);
+            let _ = tx.send(TrainMessage::Done(result));
+        })?;
+    Ok(())
+}
