@@ -163,6 +163,13 @@ pub struct SftArgs {
     pub wait: bool,
     #[command(flatten)]
     pub wait_args: WaitArgs,
+    /// Run the job in this process (embedded store in --data-dir, in-process worker) and wait for it;
+    /// --capability/--dataset/... may then also be local directories, pushed first.
+    #[arg(long)]
+    pub local: bool,
+    /// With --local: the embedded store and storage directory (default ~/.local/share/dn).
+    #[arg(long, env = "DN_DATA_DIR", requires = "local")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

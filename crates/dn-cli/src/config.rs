@@ -56,7 +56,7 @@ impl FileConfig {
 }
 
 /// `$XDG_DATA_HOME/dn`, else `~/.local/share/dn`.
-fn default_data_dir() -> PathBuf {
+pub fn default_data_dir() -> PathBuf {
     if let Ok(dir) = std::env::var("XDG_DATA_HOME") {
         return PathBuf::from(dir).join("dn");
     }

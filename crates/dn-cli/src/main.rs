@@ -31,6 +31,9 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Serve(args) => commands::daemon::serve(args).await.map(|_| 0),
         Command::Worker(args) => commands::daemon::worker(args).await.map(|_| 0),
         Command::Keys(command) => commands::daemon::keys(command).await.map(|_| 0),
+        Command::Train(cli::TrainCommand::Sft(args)) if args.local => {
+            commands::local::sft_local(*args, cli.json).await
+        }
         Command::Train(command) => {
             let conn = Connection::resolve(&cli.connection)?;
             commands::train::run(command, &conn, cli.json).await

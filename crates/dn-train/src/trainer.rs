@@ -231,6 +231,20 @@ impl Trainer<'_> {
             return Err(Error::Stopped { step: state.step });
         }
 
+        if state.step == 0 && !eval.is_empty() {
+            // The base model's eval loss, so the curve shows what training changed.
+            let (loss, examples, tokens) = self.evaluate(eval)?;
+            state.eval_history.push((0, loss));
+            let event = Event::EvalComplete {
+                step: 0,
+                loss,
+                examples,
+                tokens,
+            };
+            if observe(&event) == Control::Stop {
+                return Err(Error::Stopped { step: 0 });
+            }
+        }
         while state.step < total {
             let record = self.step(train, &params, &mut optimizer, state.step, total)?;
             state.step += 1;

@@ -218,13 +218,18 @@ async fn a_job_trains_evaluates_and_stores_its_checkpoints() {
         .collect();
     assert_eq!(saved, ["step-000002", "final"]);
     let eval = events(&logs, "eval_complete");
-    assert_eq!(eval.len(), 1);
+    let eval_steps: Vec<u64> = eval.iter().map(|e| e["step"].as_u64().unwrap()).collect();
+    assert_eq!(
+        eval_steps,
+        [0, 3],
+        "the base model's eval loss, then the trained one"
+    );
     assert_eq!(events(&logs, "training_end").len(), 1);
 
     assert_eq!(job.metrics["train/loss"].as_array().unwrap().len(), 3);
     assert_eq!(job.metrics["steps"], serde_json::json!([1, 2, 3]));
     assert_eq!(job.metrics["train/steps"], 3);
-    assert_eq!(job.metrics["eval/loss"], eval[0]["eval/loss"]);
+    assert_eq!(job.metrics["eval/loss"], eval[1]["eval/loss"]);
     assert_eq!(job.metrics["eval/num_examples"], 2);
     assert_eq!(job.artifacts["capability"], "agent@1.0.0");
     assert_eq!(job.artifacts["dataset"], "demos@0.1.0");

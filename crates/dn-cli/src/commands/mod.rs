@@ -1,4 +1,5 @@
 pub mod daemon;
 pub mod data;
+pub mod local;
 pub mod registry;
 pub mod train;

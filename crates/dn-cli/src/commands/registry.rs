@@ -75,6 +75,88 @@ fn single_file_dataset(path: &Path, name: &str, version: &str) -> Result<Vec<Pus
     ])
 }
 
+/// What a push did.
+pub struct Pushed {
+    pub created: bool,
+    /// `org/name@version`.
+    pub reference: String,
+    pub version_ref: String,
+    pub digest: String,
+    pub value: serde_json::Value,
+}
+
+/// Pushes a directory (or, for datasets, a single file with `name` and `version`).
+pub async fn push_path(
+    client: &dn_client::Client,
+    org: &str,
+    kind: ArtifactKind,
+    path: &Path,
+    name: Option<String>,
+    version: Option<String>,
+) -> Result<Pushed> {
+    let files = if path.is_dir() {
+        if name.is_some() || version.is_some() {
+            bail!(
+                "--name and --version are for a single data file; a directory's {} names it",
+                if kind == ArtifactKind::Dataset {
+                    "dataset.yaml"
+                } else {
+                    "capability.yaml"
+                }
+            );
+        }
+        collect_files(path)?
+    } else if path.is_file() {
+        if kind == ArtifactKind::Capability {
+            bail!(
+                "{}: a capability is a directory with capability.yaml and agents/*.md",
+                path.display()
+            );
+        }
+        let (Some(name), Some(version)) = (name, version) else {
+            bail!(
+                "{}: pushing a single data file needs --name and --version",
+                path.display()
+            );
+        };
+        single_file_dataset(path, &name, &version)?
+    } else {
+        bail!("{}: no such file or directory", path.display());
+    };
+    let (created, reference, digest, value) = match kind {
+        ArtifactKind::Dataset => {
+            let r = client.push_dataset(org, files).await?;
+            let m = &r.manifest;
+            (
+                r.created,
+                format!("{}/{}@{}", m.organization_id, m.name, m.version),
+                m.digest.clone(),
+                serde_json::to_value(&r)?,
+            )
+        }
+        ArtifactKind::Capability => {
+            let r = client.push_capability(org, files).await?;
+            let m = &r.manifest;
+            (
+                r.created,
+                format!("{}/{}@{}", m.organization_id, m.name, m.version),
+                m.digest.clone(),
+                serde_json::to_value(&r)?,
+            )
+        }
+    };
+    let version_ref = reference
+        .split_once('/')
+        .map_or(reference.clone(), |(_, rest)| rest.to_owned());
+    Ok(Pushed {
+        created,
+        reference,
+        version_ref,
+        digest,
+        value,
+    })
+}
+
 pub async fn run(
     kind: ArtifactKind,
     command: RegistryCommand,
@@ -89,63 +171,16 @@ pub async fn run(
             name,
             version,
         } => {
-            let files = if path.is_dir() {
-                if name.is_some() || version.is_some() {
-                    bail!(
-                        "--name and --version are for a single data file; a directory's {} names it",
-                        if kind == ArtifactKind::Dataset {
-                            "dataset.yaml"
-                        } else {
-                            "capability.yaml"
-                        }
-                    );
-                }
-                collect_files(&path)?
-            } else if path.is_file() {
-                if kind == ArtifactKind::Capability {
-                    bail!(
-                        "{}: a capability is a directory with capability.yaml and agents/*.md",
-                        path.display()
-                    );
-                }
-                let (Some(name), Some(version)) = (name, version) else {
-                    bail!(
-                        "{}: pushing a single data file needs --name and --version",
-                        path.display()
-                    );
-                };
-                single_file_dataset(&path, &name, &version)?
-            } else {
-                bail!("{}: no such file or directory", path.display());
-            };
-            let (created, reference, digest, value) = match kind {
-                ArtifactKind::Dataset => {
-                    let r = client.push_dataset(org, files).await?;
-                    let m = &r.manifest;
-                    (
-                        r.created,
-                        format!("{}/{}@{}", m.organization_id, m.name, m.version),
-                        m.digest.clone(),
-                        serde_json::to_value(&r)?,
-                    )
-                }
-                ArtifactKind::Capability => {
-                    let r = client.push_capability(org, files).await?;
-                    let m = &r.manifest;
-                    (
-                        r.created,
-                        format!("{}/{}@{}", m.organization_id, m.name, m.version),
-                        m.digest.clone(),
-                        serde_json::to_value(&r)?,
-                    )
-                }
-            };
+            let pushed = push_path(&client, org, kind, &path, name, version).await?;
             if json {
-                print_json(&value)?;
-            } else if created {
-                println!("pushed {kind} {reference} {digest}");
+                print_json(&pushed.value)?;
+            } else if pushed.created {
+                println!("pushed {kind} {} {}", pushed.reference, pushed.digest);
             } else {
-                println!("{kind} {reference} already exists with the same content {digest}");
+                println!(
+                    "{kind} {} already exists with the same content {}",
+                    pushed.reference, pushed.digest
+                );
             }
         }
         RegistryCommand::List => {

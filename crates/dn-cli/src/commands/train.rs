@@ -84,7 +84,7 @@ pub async fn run(command: TrainCommand, conn: &Connection, json: bool) -> Result
                 if !json {
                     eprintln!("submitted {}", summary(&job));
                 }
-                return wait(&client, conn, &job.id, &args.wait_args, json).await;
+                return wait(&client, conn, &job.id, &args.wait_args, json, true).await;
             }
             print_job(&job, json)?;
         }
@@ -131,7 +131,7 @@ pub async fn run(command: TrainCommand, conn: &Connection, json: bool) -> Result
             }
         }
         TrainCommand::Wait { job_id, wait: args } => {
-            return wait(&client, conn, &job_id, &args, json).await;
+            return wait(&client, conn, &job_id, &args, json, false).await;
         }
         TrainCommand::Logs { job_id } => {
             let logs = client.job_logs(org, ws, &job_id, 0).await?;
@@ -202,13 +202,41 @@ fn confirm(question: &str) -> Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
 }
 
-/// Polls until the job is terminal, showing a live progress line; exit code 0 only if it completed.
-async fn wait(
+/// Prints the job's log entries after position `after` (to stderr, above the live line); returns the
+/// position of the last one printed.
+async fn print_new_logs(
+    client: &dn_client::Client,
+    conn: &Connection,
+    job_id: &str,
+    after: i64,
+    bar: Option<&ProgressBar>,
+) -> Result<i64> {
+    let logs = client
+        .job_logs(&conn.organization, &conn.workspace, job_id, after)
+        .await?;
+    let mut last = after;
+    for entry in &logs.items {
+        let line = format!("{} {}", entry.level.as_str(), entry.message);
+        match bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+        if let Some(seq) = entry.data.get("seq").and_then(|v| v.as_i64()) {
+            last = last.max(seq);
+        }
+    }
+    Ok(last)
+}
+
+/// Polls until the job is terminal, showing a live progress line (and, with `follow_logs`, every log
+/// entry as it arrives); exit code 0 only if it completed.
+pub async fn wait(
     client: &dn_client::Client,
     conn: &Connection,
     job_id: &str,
     args: &WaitArgs,
     json: bool,
+    follow_logs: bool,
 ) -> Result<i32> {
     let started = Instant::now();
     let interval = Duration::from_secs_f64(args.poll_interval_sec.max(0.05));
@@ -221,14 +249,21 @@ async fn wait(
         bar
     });
     let mut last_line = String::new();
+    let mut log_position = 0;
     loop {
         let job = client
             .get_job(&conn.organization, &conn.workspace, job_id)
             .await?;
+        if follow_logs && !json {
+            log_position = print_new_logs(client, conn, job_id, log_position, bar.as_ref()).await?;
+        }
         let line = output::progress(&job);
         match &bar {
             Some(bar) => bar.set_message(format!("{job_id} {line}")),
-            None if line != last_line && !json => eprintln!("{job_id} {line}"),
+            // Following logs without a terminal: the entries already tell the progress.
+            None if line != last_line && !json && (!follow_logs || job.status.is_terminal()) => {
+                eprintln!("{job_id} {line}")
+            }
             None => {}
         }
         last_line = line;

@@ -1,0 +1,139 @@
+//! `dn train sft --local`: the same job, run in one process against the embedded default (SQLite and
+//! local storage in --data-dir, an in-process worker). It goes through the real API on a loopback port,
+//! so validation, logs and artifacts are exactly those of `dn serve` + `dn train sft --wait`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use dn_registry::{Registry, StorageConfig};
+use dn_server::{AppState, Catalog};
+use dn_store::{JobStore, SqlStore};
+use dn_types::{ArtifactKind, SftDefaults};
+use dn_worker::{SftRunner, Worker, WorkerConfig};
+use tokio::sync::watch;
+
+use crate::cli::SftArgs;
+use crate::commands::registry::push_path;
+use crate::commands::train::{sft_request, wait};
+use crate::config;
+use crate::connection::{Connection, DEFAULT_ORGANIZATION, DEFAULT_WORKSPACE};
+use crate::output::summary;
+
+const KEY_FILE: &str = "local-api-key";
+
+/// The data dir's own API key (organization `default`), created once and kept in `<data-dir>/local-api-key`
+/// (mode 0600), so `dn serve --data-dir` on the same directory can be queried with it later.
+async fn local_key(store: &SqlStore, data_dir: &Path) -> Result<String> {
+    let path = data_dir.join(KEY_FILE);
+    if let Ok(key) = std::fs::read_to_string(&path) {
+        let key = key.trim().to_owned();
+        if store.organization_for_key(&key).await?.is_some() {
+            return Ok(key);
+        }
+    }
+    let key = store.create_api_key(DEFAULT_ORGANIZATION).await?;
+    std::fs::write(&path, format!("{key}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(key)
+}
+
+/// A ref that names an existing directory is pushed, and replaced by its NAME@VERSION.
+async fn push_if_dir(
+    client: &dn_client::Client,
+    kind: ArtifactKind,
+    reference: &str,
+    json: bool,
+) -> Result<String> {
+    let path = Path::new(reference);
+    if !path.is_dir() {
+        return Ok(reference.to_owned());
+    }
+    let pushed = push_path(client, DEFAULT_ORGANIZATION, kind, path, None, None).await?;
+    if !json {
+        eprintln!("{kind} {} from {}", pushed.reference, path.display());
+    }
+    Ok(pushed.version_ref)
+}
+
+pub async fn sft_local(mut args: SftArgs, json: bool) -> Result<i32> {
+    let data_dir: PathBuf = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(config::default_data_dir);
+    let store = Arc::new(
+        SqlStore::open_data_dir(&data_dir)
+            .await
+            .with_context(|| format!("cannot open the job store in {}", data_dir.display()))?,
+    );
+    let registry = Registry::new(
+        &StorageConfig::Local {
+            root: data_dir.join("storage"),
+        },
+        1 << 30,
+    )?;
+    let key = local_key(&store, &data_dir).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = watch::channel(false);
+    let state = AppState {
+        store: store.clone(),
+        registry: registry.clone(),
+        catalog: Arc::new(Catalog::load(&[]).map_err(anyhow::Error::msg)?),
+        defaults: SftDefaults::default(),
+    };
+    let mut server_stop = stopped.clone();
+    let server = tokio::spawn(dn_server::serve(listener, state, async move {
+        let _ = server_stop.changed().await;
+    }));
+    let runner = Arc::new(SftRunner::new(registry, data_dir.join("work")));
+    let worker = Worker::new(store.clone(), runner, WorkerConfig::new("local"));
+    let worker = tokio::spawn(worker.run(stopped));
+
+    let conn = Connection {
+        server: format!("http://{addr}"),
+        api_key: Some(key),
+        organization: DEFAULT_ORGANIZATION.into(),
+        workspace: DEFAULT_WORKSPACE.into(),
+        project: None,
+    };
+    let result = async {
+        let client = conn.client()?;
+        args.capability =
+            push_if_dir(&client, ArtifactKind::Capability, &args.capability, json).await?;
+        if let Some(d) = &args.dataset {
+            args.dataset = Some(push_if_dir(&client, ArtifactKind::Dataset, d, json).await?);
+        }
+        if let Some(d) = &args.eval_dataset {
+            args.eval_dataset = Some(push_if_dir(&client, ArtifactKind::Dataset, d, json).await?);
+        }
+        let mut trajectories = Vec::new();
+        for d in &args.trajectory_datasets {
+            trajectories.push(push_if_dir(&client, ArtifactKind::Dataset, d, json).await?);
+        }
+        args.trajectory_datasets = trajectories;
+        let request = sft_request(&args, None)?;
+        let job = client
+            .create_job(&conn.organization, &conn.workspace, &request)
+            .await?;
+        if !json {
+            eprintln!(
+                "submitted {} (data in {})",
+                summary(&job),
+                data_dir.display()
+            );
+        }
+        wait(&client, &conn, &job.id, &args.wait_args, json, true).await
+    }
+    .await;
+    let _ = stop.send(true);
+    let _ = worker.await;
+    let _ = server.await;
+    store.close().await;
+    result
+}
