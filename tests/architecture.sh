@@ -16,8 +16,10 @@ forbid() { # crate, forbidden dependency
 for dep in tokio sqlx axum candle-core object_store reqwest; do forbid dn-types "$dep"; done
 for dep in axum candle-core; do forbid dn-store "$dep"; forbid dn-registry "$dep"; done
 for dep in tokio sqlx axum candle-core; do forbid dn-data "$dep"; forbid dn-render "$dep"; done
+for dep in tokio sqlx axum object_store reqwest; do forbid dn-train "$dep"; done
 forbid dn-worker axum
 forbid dn-server candle-core
+forbid dn-server dn-train
 forbid dn-client candle-core
 forbid dn-client sqlx
 echo "$((checks - failures)) passed, $failures failed"
