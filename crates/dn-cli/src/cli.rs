@@ -313,6 +313,10 @@ pub struct ServeArgs {
     /// A model the deployment trains (repeatable): a local model directory or a cached hub id.
     #[arg(long = "model")]
     pub models: Vec<String>,
+    /// Where in-process workers train: auto (a GPU if this build has CUDA and one is visible), cpu,
+    /// cuda or cuda:N.
+    #[arg(long, env = "DN_DEVICE")]
+    pub device: Option<String>,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
@@ -326,6 +330,9 @@ pub struct WorkerArgs {
     /// Unique worker name (default: hostname-pid).
     #[arg(long, env = "DN_WORKER_ID")]
     pub worker_id: Option<String>,
+    /// Where to train: auto (a GPU if this build has CUDA and one is visible), cpu, cuda or cuda:N.
+    #[arg(long, env = "DN_DEVICE")]
+    pub device: Option<String>,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]

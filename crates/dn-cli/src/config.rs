@@ -30,6 +30,8 @@ pub struct FileConfig {
     pub heartbeat_seconds: Option<u64>,
     pub poll_interval_ms: Option<u64>,
     pub worker_id: Option<String>,
+    /// auto, cpu, cuda or cuda:N.
+    pub device: Option<String>,
     #[serde(default)]
     pub storage: FileStorage,
 }

@@ -177,7 +177,7 @@ impl Checkpoint {
                 "the checkpoint's LoRA configuration differs from this run's",
             ));
         }
-        let dtype = model.dtype();
+        let dtype = model.lora_dtype();
         for (i, pair) in model.lora_pairs().into_iter().enumerate() {
             for (j, (var, name)) in [(&pair.a, pair.peft_a_name()), (&pair.b, pair.peft_b_name())]
                 .into_iter()

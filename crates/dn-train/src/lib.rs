@@ -4,6 +4,7 @@
 
 mod checkpoint;
 mod config;
+mod device;
 mod error;
 mod frozen;
 mod lora;
@@ -19,6 +20,7 @@ pub use checkpoint::{
     TrainerState, adapter_config,
 };
 pub use config::{Llama3RopeScaling, LlamaConfig};
+pub use device::{base_dtype, device_label, select_device};
 pub use error::{Error, Result};
 pub use frozen::Frozen;
 pub use lora::{ALL_TARGETS, LoraConfig, LoraPair, seeded_rng};

@@ -106,16 +106,17 @@ impl LoraPair {
         })
     }
 
-    /// `scale * (x A^T) B^T` for `x [n, in]`; `track` false builds no graph (evaluation).
+    /// `scale * (x A^T) B^T` for `x [n, in]`, computed in the adapter's dtype (f32 under a bf16 base, as
+    /// PEFT does) and returned in `x`'s; `track` false builds no graph (evaluation).
     pub fn delta(&self, x: &Tensor, track: bool) -> Result<Tensor> {
         let (a, b) = if track {
             (self.a.as_tensor().clone(), self.b.as_tensor().clone())
         } else {
             (self.a.as_tensor().detach(), self.b.as_tensor().detach())
         };
-        let down = x.matmul(&a.t()?)?;
+        let down = x.to_dtype(a.dtype())?.matmul(&a.t()?)?;
         let up = down.matmul(&b.t()?)?;
-        Ok((up * self.scale)?)
+        Ok((up * self.scale)?.to_dtype(x.dtype())?)
     }
 
     pub fn peft_a_name(&self) -> String {

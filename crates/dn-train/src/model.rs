@@ -86,22 +86,38 @@ pub struct LlamaLora {
     norm: Tensor,
     lm_head: Frozen,
     inv_freq: Vec<f32>,
+    /// Of the base weights and activations (f32 on CPU, bf16 on CUDA, f64 in gradient tests).
     dtype: DType,
+    /// Of the LoRA tensors and optimizer state: f32 under a half-precision base, else the base's.
+    lora_dtype: DType,
     device: Device,
 }
 
-/// RMSNorm from primitives, computed in the input dtype: `x / sqrt(mean(x^2) + eps) * w`.
-fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    let mean_sq = x.sqr()?.mean_keepdim(D::Minus1)?;
-    let inv = (mean_sq + eps)?.sqrt()?.recip()?;
-    Ok(x.broadcast_mul(&inv)?.broadcast_mul(weight)?)
+/// Half-precision inputs are computed in f32 where precision matters (norms, softmax), as transformers does.
+fn compute_dtype(dtype: DType) -> DType {
+    match dtype {
+        DType::BF16 | DType::F16 => DType::F32,
+        other => other,
+    }
 }
 
-/// Softmax over the last dimension from primitives (the max is a constant shift: no gradient needed).
+/// RMSNorm from primitives: `x / sqrt(mean(x^2) + eps) * w`, normalised in f32 at least.
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let xf = x.to_dtype(compute_dtype(x.dtype()))?;
+    let mean_sq = xf.sqr()?.mean_keepdim(D::Minus1)?;
+    let inv = (mean_sq + eps)?.sqrt()?.recip()?;
+    let normed = xf.broadcast_mul(&inv)?.to_dtype(x.dtype())?;
+    Ok(normed.broadcast_mul(weight)?)
+}
+
+/// Softmax over the last dimension from primitives, in f32 at least (the max is a constant shift: no
+/// gradient needed).
 fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    let max = x.max_keepdim(D::Minus1)?.detach();
-    let e = x.broadcast_sub(&max)?.exp()?;
-    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?)
+    let xf = x.to_dtype(compute_dtype(x.dtype()))?;
+    let max = xf.max_keepdim(D::Minus1)?.detach();
+    let e = xf.broadcast_sub(&max)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?
+        .to_dtype(x.dtype())?)
 }
 
 /// Rotates `x [n, heads, head_dim]` by per-token `cos`/`sin [n, 1, head_dim]` (transformers' rotate_half).
@@ -120,6 +136,7 @@ impl LlamaLora {
         let config = base.config.clone();
         let embed = base.get("model.embed_tokens.weight")?.detach();
         let dtype = embed.dtype();
+        let lora_dtype = compute_dtype(dtype);
         let device = embed.device().clone();
         let mut rng = seeded_rng(seed);
         let mut linear = |prefix: &str, short: &str| -> Result<Linear> {
@@ -130,7 +147,7 @@ impl LlamaLora {
                     &frozen,
                     lora,
                     &mut rng,
-                    dtype,
+                    lora_dtype,
                     &device,
                 )?)
             } else {
@@ -169,12 +186,17 @@ impl LlamaLora {
             config,
             lora: lora.clone(),
             dtype,
+            lora_dtype,
             device,
         })
     }
 
     pub fn dtype(&self) -> DType {
         self.dtype
+    }
+
+    pub fn lora_dtype(&self) -> DType {
+        self.lora_dtype
     }
 
     pub fn device(&self) -> &Device {

@@ -80,6 +80,8 @@ pub enum Event {
         examples: usize,
         eval_examples: usize,
         trainable_parameters: usize,
+        /// `cpu` or `cuda:N`.
+        device: String,
     },
     StepComplete(StepRecord),
     CheckpointSaved {
@@ -226,6 +228,7 @@ impl Trainer<'_> {
             examples: train.len(),
             eval_examples: eval.len(),
             trainable_parameters,
+            device: crate::device::device_label(self.model.device()),
         }) == Control::Stop
         {
             return Err(Error::Stopped { step: state.step });

@@ -30,8 +30,9 @@ fn randomize_b(model: &LlamaLora, seed: u64) {
         let dims = pair.b.as_tensor().dims().to_vec();
         let n = dims.iter().product();
         let values: Vec<f64> = (0..n).map(|_| rng.random_range(-0.3..0.3)).collect();
+        let values = Tensor::from_vec(values, dims, &candle_core::Device::Cpu).unwrap();
         pair.b
-            .set(&Tensor::from_vec(values, dims, &candle_core::Device::Cpu).unwrap())
+            .set(&values.to_dtype(pair.b.as_tensor().dtype()).unwrap())
             .unwrap();
     }
 }
@@ -140,4 +141,30 @@ fn every_lora_tensor_gets_a_nonzero_gradient_after_one_step() {
             assert!(max > 0.0, "{} {label}: zero gradient", pair.module);
         }
     }
+}
+
+/// The CUDA precision recipe, checked on the CPU: bf16 base weights and activations, f32 LoRA tensors
+/// (and so f32 gradients and optimizer state), norms and softmax in f32; close to the all-f32 loss.
+#[test]
+fn a_bf16_base_trains_f32_lora_tensors_close_to_f32() {
+    let examples = tiny_examples(3, 5);
+    let seqs = sequences(&examples);
+    let n = dn_train::count_targets(&seqs);
+    let run = |dtype: DType| {
+        let base = tiny_model(dtype, false, 7);
+        let model = LlamaLora::new(&base, &LoraConfig::new(2, 4.0), 3).unwrap();
+        randomize_b(&model, 11);
+        let (loss, grads) = forward_backward(&model, &seqs, n).unwrap();
+        let grads = grads.unwrap();
+        for var in model.trainable() {
+            assert_eq!(var.as_tensor().dtype(), DType::F32);
+            assert_eq!(grads.get(var.as_tensor()).unwrap().dtype(), DType::F32);
+        }
+        loss.nll_sum / n as f64
+    };
+    let (full, half) = (run(DType::F32), run(DType::BF16));
+    assert!(
+        ((full - half) / full).abs() < 2e-2,
+        "f32 {full} vs bf16 {half}"
+    );
 }

@@ -43,13 +43,14 @@ pub fn event_entry(event: &Event, total_steps: u64) -> Option<NewLogEntry> {
             examples,
             eval_examples,
             trainable_parameters,
+            device,
         } => entry(
             format!(
-                "training started: {total_steps} step(s) over {examples} example(s), {trainable_parameters} trainable parameters"
+                "training started on {device}: {total_steps} step(s) over {examples} example(s), {trainable_parameters} trainable parameters"
             ),
             json!({"event": "training_start", "total_steps": total_steps, "start_step": start_step,
                    "num_examples": examples, "num_eval_examples": eval_examples,
-                   "trainable_parameters": trainable_parameters}),
+                   "trainable_parameters": trainable_parameters, "device": device}),
         ),
         Event::StepComplete(r) => entry(
             format!(
@@ -82,6 +83,7 @@ pub fn metrics(
     examples: usize,
     epochs_completed: f64,
     eval: Option<(f64, usize)>,
+    device: &str,
 ) -> Map<String, Value> {
     let losses: Vec<f64> = history.iter().map(|r| r.loss).collect();
     let mut m = Map::new();
@@ -129,17 +131,18 @@ pub fn metrics(
         m.insert("eval/loss".into(), json!(loss));
         m.insert("eval/num_examples".into(), json!(n));
     }
-    m.insert("device".into(), json!("cpu"));
+    m.insert("device".into(), json!(device));
     m
 }
 
 /// Final metrics of a completed run.
-pub fn final_metrics(summary: &TrainSummary, examples: usize) -> Map<String, Value> {
+pub fn final_metrics(summary: &TrainSummary, examples: usize, device: &str) -> Map<String, Value> {
     metrics(
         &summary.history,
         examples,
         summary.epochs_completed,
         summary.final_eval,
+        device,
     )
 }
 

@@ -23,11 +23,23 @@ pub struct SftRunner {
     registry: Registry,
     /// Local scratch space: checkpoints are written here, then uploaded to storage.
     work_dir: PathBuf,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    device: String,
 }
 
 impl SftRunner {
     pub fn new(registry: Registry, work_dir: PathBuf) -> Self {
-        SftRunner { registry, work_dir }
+        SftRunner {
+            registry,
+            work_dir,
+            device: "auto".into(),
+        }
+    }
+
+    /// Trains on `device` (`auto`, `cpu`, `cuda`, `cuda:N`) instead of the default `auto`.
+    pub fn with_device(mut self, device: impl Into<String>) -> Self {
+        self.device = device.into();
+        self
     }
 }
 
@@ -61,6 +73,7 @@ async fn log_prepared(inputs: &PreparedInputs, ctx: &RunContext) -> Result<(), R
 #[derive(Default)]
 struct RunState {
     total_steps: u64,
+    device: String,
     history: Vec<StepRecord>,
     checkpoints: Vec<Value>,
     eval: Option<(f64, usize)>,
@@ -87,6 +100,7 @@ impl JobRunner for SftRunner {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, mut rx) = mpsc::unbounded_channel();
         spawn_training(
+            self.device.clone(),
             model_path,
             job.model.clone(),
             inputs,
@@ -132,7 +146,7 @@ impl JobRunner for SftRunner {
         };
         let partial = || {
             Box::new(RunOutput {
-                metrics: metrics(&state.history, examples, 0.0, state.eval),
+                metrics: metrics(&state.history, examples, 0.0, state.eval, &state.device),
                 artifacts: artifacts(job, &config, &state.checkpoints),
             })
         };
@@ -182,7 +196,14 @@ impl SftRunner {
         examples: usize,
     ) -> Result<(), RunError> {
         match event {
-            Event::TrainingStart { total_steps, .. } => state.total_steps = *total_steps,
+            Event::TrainingStart {
+                total_steps,
+                device,
+                ..
+            } => {
+                state.total_steps = *total_steps;
+                state.device = device.clone();
+            }
             Event::StepComplete(record) => state.history.push(record.clone()),
             Event::EvalComplete {
                 loss, examples: n, ..
@@ -217,7 +238,7 @@ impl SftRunner {
             return Ok(());
         };
         let metrics = matches!(event, Event::StepComplete(_))
-            .then(|| metrics(&state.history, examples, 0.0, state.eval));
+            .then(|| metrics(&state.history, examples, 0.0, state.eval, &state.device));
         ctx.progress().report(&[entry], metrics.as_ref()).await
     }
 
@@ -230,7 +251,7 @@ impl SftRunner {
         state: &RunState,
         examples: usize,
     ) -> Result<RunOutput, RunError> {
-        let metrics = final_metrics(summary, examples);
+        let metrics = final_metrics(summary, examples, &state.device);
         let mut data = serde_json::Map::new();
         data.insert("event".into(), json!("training_end"));
         data.insert("train/steps".into(), json!(summary.history.len()));

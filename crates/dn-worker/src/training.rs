@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use dn_train::{
-    BaseModel, Control, DType, Device, Event, LlamaLora, LoraConfig, TrainExample, TrainOptions,
-    TrainSummary, Trainer,
+    BaseModel, Control, Event, LlamaLora, LoraConfig, TrainExample, TrainOptions, TrainSummary,
+    Trainer, base_dtype, select_device,
 };
 use dn_types::SftConfig;
 use tokio::sync::mpsc::UnboundedSender;
@@ -42,6 +42,7 @@ fn examples(list: Vec<dn_render::Example>) -> Vec<TrainExample> {
 }
 
 fn train(
+    device: &str,
     model_path: PathBuf,
     model_name: String,
     inputs: PreparedInputs,
@@ -50,7 +51,8 @@ fn train(
     tx: &UnboundedSender<TrainMessage>,
 ) -> dn_train::Result<TrainSummary> {
     let config = inputs.config.clone();
-    let base = BaseModel::load(&model_path, DType::F32, &Device::Cpu)?;
+    let device = select_device(device)?;
+    let base = BaseModel::load(&model_path, base_dtype(&device), &device)?;
     let lora = LoraConfig::new(config.lora_rank as usize, f64::from(config.lora_alpha));
     let options = train_options(&config);
     let model = LlamaLora::new(&base, &lora, options.seed)?;
@@ -75,6 +77,7 @@ fn train(
 /// Starts the training thread; its last message is always `Done` unless it panicked (then the channel
 /// just closes, and the runner fails the job).
 pub fn spawn_training(
+    device: String,
     model_path: PathBuf,
     model_name: String,
     inputs: PreparedInputs,
@@ -85,7 +88,15 @@ pub fn spawn_training(
     std::thread::Builder::new()
         .name("dn-train".into())
         .spawn(move || {
-            let result = train(model_path, model_name, inputs, checkpoint_dir, &stop, &tx);
+            let result = train(
+                &device,
+                model_path,
+                model_name,
+                inputs,
+                checkpoint_dir,
+                &stop,
+                &tx,
+            );
             let _ = tx.send(TrainMessage::Done(result));
         })?;
     Ok(())

@@ -229,6 +229,7 @@ async fn a_job_trains_evaluates_and_stores_its_checkpoints() {
     assert_eq!(job.metrics["train/loss"].as_array().unwrap().len(), 3);
     assert_eq!(job.metrics["steps"], serde_json::json!([1, 2, 3]));
     assert_eq!(job.metrics["train/steps"], 3);
+    assert_eq!(job.metrics["device"], "cpu");
     assert_eq!(job.metrics["eval/loss"], eval[1]["eval/loss"]);
     assert_eq!(job.metrics["eval/num_examples"], 2);
     assert_eq!(job.artifacts["capability"], "agent@1.0.0");

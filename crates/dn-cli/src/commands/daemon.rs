@@ -85,7 +85,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let workers = args.workers.or(file.workers).unwrap_or(1);
     let worker_config = config::worker_config(config::default_worker_id(), &args.lease, &file);
     let work_dir = config::data_dir(&args.store, &file).join("work");
-    let runner = Arc::new(SftRunner::new(registry.clone(), work_dir));
+    let device = args
+        .device
+        .clone()
+        .or(file.device.clone())
+        .unwrap_or_else(|| "auto".into());
+    let runner = Arc::new(SftRunner::new(registry.clone(), work_dir).with_device(device));
     let handles = spawn_workers(
         &store,
         runner,
@@ -125,7 +130,12 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     let worker_config = config::worker_config(worker_id.clone(), &args.lease, &file);
     let (stop, stopped) = watch::channel(false);
     let work_dir = config::data_dir(&args.store, &file).join("work");
-    let runner = Arc::new(SftRunner::new(registry, work_dir));
+    let device = args
+        .device
+        .clone()
+        .or(file.device.clone())
+        .unwrap_or_else(|| "auto".into());
+    let runner = Arc::new(SftRunner::new(registry, work_dir).with_device(device));
     let handles = spawn_workers(&store, runner, 1, &worker_id, &worker_config, &stopped);
     shutdown_signal().await;
     info!("shutting down: finishing the job in progress");
