@@ -158,6 +158,27 @@ pub struct SftArgs {
     pub checkpoint_interval: Option<i64>,
     #[arg(long)]
     pub learning_rate: Option<f64>,
+    /// Seed of LoRA init and data order (dn extension; default 0).
+    #[arg(long)]
+    pub seed: Option<i64>,
+    /// constant (default), linear or cosine (dn extension).
+    #[arg(long)]
+    pub lr_scheduler: Option<String>,
+    /// Linear warmup steps (dn extension; default 0).
+    #[arg(long)]
+    pub warmup_steps: Option<i64>,
+    /// Evaluate every N steps (dn extension; default: before and after training only).
+    #[arg(long)]
+    pub eval_interval: Option<i64>,
+    /// Comma-separated PEFT module names (dn extension; default all seven projections).
+    #[arg(long, value_delimiter = ',')]
+    pub lora_target_modules: Option<Vec<String>>,
+    /// Global gradient-norm clip, 0 for none (dn extension; default 1.0).
+    #[arg(long)]
+    pub max_grad_norm: Option<f64>,
+    /// AdamW weight decay (dn extension; default 0).
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
     /// Wait for the job to finish; exits non-zero unless it completed.
     #[arg(long)]
     pub wait: bool,

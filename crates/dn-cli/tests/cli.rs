@@ -147,6 +147,20 @@ async fn cli_round_trips() {
         "5",
         "--learning-rate",
         "0.0002",
+        "--seed",
+        "7",
+        "--lr-scheduler",
+        "cosine",
+        "--warmup-steps",
+        "2",
+        "--eval-interval",
+        "5",
+        "--lora-target-modules",
+        "q_proj,v_proj",
+        "--max-grad-norm",
+        "0.5",
+        "--weight-decay",
+        "0.01",
         "--json",
     ];
     let job: Value = serde_json::from_str(&env.ok(&sft, &conn).await).unwrap();
@@ -186,6 +200,23 @@ async fn cli_round_trips() {
         (Some(5), Some(0.0002))
     );
     assert_eq!(c["trajectory_dataset_refs"][0]["name"], "support-demos");
+    assert_eq!(
+        (
+            &c["seed"],
+            &c["lr_scheduler"],
+            &c["warmup_steps"],
+            &c["eval_interval"]
+        ),
+        (&7.into(), &"cosine".into(), &2.into(), &5.into())
+    );
+    assert_eq!(
+        c["lora_target_modules"],
+        serde_json::json!(["q_proj", "v_proj"])
+    );
+    assert_eq!(
+        (&c["max_grad_norm"], &c["weight_decay"]),
+        (&0.5.into(), &0.01.into())
+    );
 
     // The worker has no trainer: the job fails honestly, and wait exits non-zero.
     let out = env

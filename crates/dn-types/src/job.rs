@@ -64,6 +64,24 @@ pub struct TinkerSftJobConfig {
     pub lora_alpha: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_interval: Option<i64>,
+    // dn extensions (optional; see `TrainingExtras`): the reference SDK never sends them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+    /// constant (default), linear or cosine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_scheduler: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup_steps: Option<i64>,
+    /// Evaluate every this many steps (default: before and after training only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_interval: Option<i64>,
+    /// PEFT short names (default: all seven projections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora_target_modules: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_grad_norm: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_decay: Option<f64>,
 }
 
 /// `CreateTinkerSFTJobRequest`.

@@ -4,12 +4,14 @@
 //! This crate is pure: no I/O, no async runtime.
 
 mod error;
+mod extensions;
 mod job;
 mod refs;
 mod registry;
 mod spec;
 
 pub use error::{Error, Result};
+pub use extensions::{LORA_TARGET_MODULES, LR_SCHEDULERS, TrainingExtras, validate_extras};
 pub use job::*;
 pub use refs::{ArtifactKind, ArtifactRef, validate_name, validate_version};
 pub use registry::*;

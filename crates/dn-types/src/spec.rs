@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::extensions::{TrainingExtras, validate_extras};
 use crate::job::{CreateTinkerSftJobRequest, DatasetRef};
 use crate::refs::ArtifactRef;
 
@@ -52,6 +53,9 @@ pub struct SftConfig {
     pub lora_rank: u32,
     pub lora_alpha: u32,
     pub checkpoint_interval: u32,
+    /// dn's extensions, stored flat next to the reference's fields.
+    #[serde(flatten)]
+    pub extras: TrainingExtras,
 }
 
 impl SftConfig {
@@ -190,6 +194,7 @@ pub fn validate_sft_request(
             100_000_000,
         )?
         .unwrap_or(defaults.checkpoint_interval),
+        extras: validate_extras(c)?,
     };
     Ok(SftJobSpec {
         name,

@@ -12,5 +12,5 @@ mod worker;
 pub use inputs::{PreparedInputs, prepare_inputs};
 pub use runner::{JobRunner, Progress, RunContext, RunError, RunOutput, UnavailableTrainer};
 pub use sft::SftRunner;
-pub use training::train_options;
+pub use training::{lora_config, train_options};
 pub use worker::{Worker, WorkerConfig};

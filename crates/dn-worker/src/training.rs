@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use dn_train::{
-    BaseModel, Control, Event, LlamaLora, LoraConfig, TrainExample, TrainOptions, TrainSummary,
-    Trainer, base_dtype, select_device,
+    AdamWConfig, BaseModel, Control, Event, LlamaLora, LoraConfig, Schedule, TrainExample,
+    TrainOptions, TrainSummary, Trainer, base_dtype, select_device,
 };
 use dn_types::SftConfig;
 use tokio::sync::mpsc::UnboundedSender;
@@ -19,16 +19,36 @@ pub enum TrainMessage {
     Done(dn_train::Result<TrainSummary>),
 }
 
-/// The trainer's options from a job's effective config (the reference's defaults for the rest).
-pub fn train_options(config: &SftConfig) -> TrainOptions {
-    TrainOptions {
+/// The trainer's options from a job's effective config.
+pub fn train_options(config: &SftConfig) -> dn_train::Result<TrainOptions> {
+    let x = &config.extras;
+    let defaults = TrainOptions::default();
+    Ok(TrainOptions {
         learning_rate: config.learning_rate,
         batch_size: config.batch_size as usize,
         gradient_accumulation_steps: config.gradient_accumulation_steps as usize,
         steps: config.steps.map(u64::from),
         epochs: config.epochs.map(u64::from),
         checkpoint_interval: u64::from(config.checkpoint_interval),
-        ..TrainOptions::default()
+        eval_interval: u64::from(x.eval_interval),
+        seed: x.seed,
+        adam: AdamWConfig {
+            weight_decay: x.weight_decay,
+            ..defaults.adam.clone()
+        },
+        max_grad_norm: x.max_grad_norm,
+        schedule: Schedule::parse(&x.lr_scheduler)?,
+        warmup_steps: u64::from(x.warmup_steps),
+        ..defaults
+    })
+}
+
+/// The LoRA configuration of a job.
+pub fn lora_config(config: &SftConfig) -> LoraConfig {
+    LoraConfig {
+        rank: config.lora_rank as usize,
+        alpha: f64::from(config.lora_alpha),
+        target_modules: config.extras.lora_target_modules.clone(),
     }
 }
 
@@ -53,8 +73,8 @@ fn train(
     let config = inputs.config.clone();
     let device = select_device(device)?;
     let base = BaseModel::load(&model_path, base_dtype(&device), &device)?;
-    let lora = LoraConfig::new(config.lora_rank as usize, f64::from(config.lora_alpha));
-    let options = train_options(&config);
+    let lora = lora_config(&config);
+    let options = train_options(&config)?;
     let model = LlamaLora::new(&base, &lora, options.seed)?;
     drop(base);
     let (train, eval) = (examples(inputs.train), examples(inputs.eval));

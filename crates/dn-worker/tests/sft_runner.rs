@@ -7,7 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use dn_registry::{Registry, StorageConfig, Upload, UploadFile};
 use dn_store::{JobStore, NewJob, SqlStore};
-use dn_types::{CapabilitySnapshot, DatasetRef, JobStatus, SftConfig, TrainingJob};
+use dn_types::{CapabilitySnapshot, DatasetRef, JobStatus, SftConfig, TrainingExtras, TrainingJob};
 use dn_worker::{SftRunner, Worker, WorkerConfig};
 
 fn test_model() -> Option<String> {
@@ -134,6 +134,12 @@ async fn run_job(setup: &Setup, model: &str, dataset: &str, trajectories: &[&str
         lora_rank: 8,
         lora_alpha: 16,
         checkpoint_interval: 2,
+        extras: TrainingExtras {
+            lr_scheduler: "cosine".into(),
+            warmup_steps: 1,
+            lora_target_modules: vec!["q_proj".into(), "v_proj".into()],
+            ..Default::default()
+        },
     };
     let job = setup
         .store
@@ -242,7 +248,30 @@ async fn a_job_trains_evaluates_and_stores_its_checkpoints() {
         "{}",
         adapter.display()
     );
-    assert!(adapter.join("adapter_config.json").is_file());
+    let adapter_config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        adapter_config["target_modules"],
+        serde_json::json!(["q_proj", "v_proj"])
+    );
+    assert_eq!(
+        (
+            adapter_config["r"].clone(),
+            adapter_config["lora_alpha"].clone()
+        ),
+        (8.into(), 16.0.into())
+    );
+    // One warmup step, then cosine decay from step 2 of 3.
+    let rates: Vec<f64> =
+        serde_json::from_value(job.metrics["train/learning_rate"].clone()).unwrap();
+    assert_eq!(rates.len(), 3);
+    assert!(
+        (rates[0] - 1e-4).abs() < 1e-12 && (rates[1] - 1e-4).abs() < 1e-12,
+        "{rates:?}"
+    );
+    assert!((rates[2] - 5e-5).abs() < 1e-12, "{rates:?}");
     assert!(adapter.join(dn_registry::COMMIT_MARKER).is_file());
     assert!(
         !setup._dir.path().join("work").join(&job.id).exists(),

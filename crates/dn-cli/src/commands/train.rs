@@ -63,6 +63,13 @@ pub fn sft_request(args: &SftArgs, project: Option<&str>) -> Result<CreateTinker
             lora_rank: args.lora_rank,
             lora_alpha: args.lora_alpha,
             checkpoint_interval: args.checkpoint_interval,
+            seed: args.seed,
+            lr_scheduler: args.lr_scheduler.clone(),
+            warmup_steps: args.warmup_steps,
+            eval_interval: args.eval_interval,
+            lora_target_modules: args.lora_target_modules.clone(),
+            max_grad_norm: args.max_grad_norm,
+            weight_decay: args.weight_decay,
         },
     })
 }

@@ -1,0 +1,190 @@
+//! dn's training options beyond the reference's config: seed, learning-rate schedule and warmup, periodic
+//! evaluation, LoRA target modules, gradient clipping and weight decay. All optional on the wire (the
+//! reference SDK never sends them); left out, training behaves as the reference worker does.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::job::TinkerSftJobConfig;
+
+/// The seven projections of a Llama block, in PEFT's short names (the default targets).
+pub const LORA_TARGET_MODULES: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
+
+pub const LR_SCHEDULERS: [&str; 3] = ["constant", "linear", "cosine"];
+
+fn constant() -> String {
+    "constant".into()
+}
+
+fn all_targets() -> Vec<String> {
+    LORA_TARGET_MODULES.iter().map(|s| s.to_string()).collect()
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// The effective values, stored flat in the job's config next to the reference's fields.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainingExtras {
+    /// LoRA init and every epoch's shuffle derive from it.
+    #[serde(default)]
+    pub seed: u64,
+    /// constant (the reference's), linear or cosine decay to 0 at the last step.
+    #[serde(default = "constant")]
+    pub lr_scheduler: String,
+    /// Linear warmup from 0 over this many optimizer steps.
+    #[serde(default)]
+    pub warmup_steps: u32,
+    /// Evaluate every this many steps (0: before and after training only).
+    #[serde(default)]
+    pub eval_interval: u32,
+    #[serde(default = "all_targets")]
+    pub lora_target_modules: Vec<String>,
+    /// Global gradient-norm clip (0: none).
+    #[serde(default = "one")]
+    pub max_grad_norm: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+}
+
+impl Default for TrainingExtras {
+    fn default() -> Self {
+        TrainingExtras {
+            seed: 0,
+            lr_scheduler: constant(),
+            warmup_steps: 0,
+            eval_interval: 0,
+            lora_target_modules: all_targets(),
+            max_grad_norm: 1.0,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+fn non_negative_int(value: Option<i64>, field: &str, max: i64) -> Result<Option<i64>> {
+    match value {
+        Some(v) if v < 0 || v > max => Err(Error::invalid(
+            field,
+            format!("must be between 0 and {max} (got {v})"),
+        )),
+        other => Ok(other),
+    }
+}
+
+fn float_in(value: Option<f64>, field: &str, max: f64) -> Result<Option<f64>> {
+    match value {
+        Some(v) if !(v.is_finite() && (0.0..=max).contains(&v)) => Err(Error::invalid(
+            field,
+            format!("must be between 0 and {max} (got {v})"),
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Checks the optional fields and fills in defaults.
+pub fn validate_extras(c: &TinkerSftJobConfig) -> Result<TrainingExtras> {
+    let defaults = TrainingExtras::default();
+    let lr_scheduler = match &c.lr_scheduler {
+        None => defaults.lr_scheduler,
+        Some(s) if LR_SCHEDULERS.contains(&s.as_str()) => s.clone(),
+        Some(s) => {
+            return Err(Error::invalid(
+                "config.lr_scheduler",
+                format!(
+                    "unknown schedule {s:?} (one of {})",
+                    LR_SCHEDULERS.join(", ")
+                ),
+            ));
+        }
+    };
+    let lora_target_modules = match &c.lora_target_modules {
+        None => defaults.lora_target_modules,
+        Some(list) if list.is_empty() => {
+            return Err(Error::invalid(
+                "config.lora_target_modules",
+                "must name at least one module",
+            ));
+        }
+        Some(list) => {
+            let mut seen = Vec::new();
+            for (i, m) in list.iter().enumerate() {
+                if !LORA_TARGET_MODULES.contains(&m.as_str()) {
+                    return Err(Error::invalid(
+                        format!("config.lora_target_modules[{i}]"),
+                        format!(
+                            "unknown module {m:?} (one of {})",
+                            LORA_TARGET_MODULES.join(", ")
+                        ),
+                    ));
+                }
+                if !seen.contains(m) {
+                    seen.push(m.clone());
+                }
+            }
+            seen
+        }
+    };
+    Ok(TrainingExtras {
+        seed: non_negative_int(c.seed, "config.seed", u32::MAX as i64)?.map_or(0, |v| v as u64),
+        lr_scheduler,
+        warmup_steps: non_negative_int(c.warmup_steps, "config.warmup_steps", 100_000_000)?
+            .map_or(0, |v| v as u32),
+        eval_interval: non_negative_int(c.eval_interval, "config.eval_interval", 100_000_000)?
+            .map_or(0, |v| v as u32),
+        lora_target_modules,
+        max_grad_norm: float_in(c.max_grad_norm, "config.max_grad_norm", 1e6)?
+            .unwrap_or(defaults.max_grad_norm),
+        weight_decay: float_in(c.weight_decay, "config.weight_decay", 1.0)?
+            .unwrap_or(defaults.weight_decay),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_reference_behaviour() {
+        let extras = validate_extras(&TinkerSftJobConfig::default()).unwrap();
+        assert_eq!(extras, TrainingExtras::default());
+        assert_eq!(extras.lora_target_modules.len(), 7);
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        let mut c = TinkerSftJobConfig {
+            lr_scheduler: Some("step".into()),
+            ..Default::default()
+        };
+        let e = validate_extras(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("config.lr_scheduler") && e.contains("step"),
+            "{e}"
+        );
+        c.lr_scheduler = None;
+        c.lora_target_modules = Some(vec!["q_proj".into(), "lm_head".into()]);
+        let e = validate_extras(&c).unwrap_err().to_string();
+        assert!(e.contains("config.lora_target_modules[1]"), "{e}");
+        c.lora_target_modules = Some(vec!["v_proj".into(), "q_proj".into(), "v_proj".into()]);
+        assert_eq!(
+            validate_extras(&c).unwrap().lora_target_modules,
+            ["v_proj", "q_proj"]
+        );
+        c.weight_decay = Some(-0.1);
+        assert!(
+            validate_extras(&c)
+                .unwrap_err()
+                .to_string()
+                .contains("config.weight_decay")
+        );
+    }
+}
