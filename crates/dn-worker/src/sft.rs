@@ -112,6 +112,9 @@ impl JobRunner for SftRunner {
 
         let mut state = RunState::default();
         let mut lease_lost = false;
+        // A failure on this side (e.g. storing a checkpoint) stops the trainer; the loop still drains its
+        // messages until it is done, so nothing writes into the job's scratch after we return.
+        let mut failure: Option<RunError> = None;
         let outcome = loop {
             let message = tokio::select! {
                 m = rx.recv() => m,
@@ -127,16 +130,22 @@ impl JobRunner for SftRunner {
             }
             match message {
                 Some(TrainMessage::Event(event)) => {
+                    if failure.is_some() || lease_lost {
+                        continue;
+                    }
                     if let Err(e) = self.on_event(job, ctx, &event, &mut state, examples).await {
                         stop.store(true, Ordering::SeqCst);
                         if matches!(e, RunError::LeaseLost) {
                             lease_lost = true;
                         } else {
-                            break Err(e);
+                            failure = Some(e);
                         }
                     }
                 }
-                Some(TrainMessage::Done(result)) => break Ok(result),
+                Some(TrainMessage::Done(result)) => match failure.take() {
+                    Some(e) => break Err(e),
+                    None => break Ok(result),
+                },
                 None => {
                     break Err(RunError::failed(
                         "the training thread stopped without a result",

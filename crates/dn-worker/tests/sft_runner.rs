@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use dn_registry::{Registry, StorageConfig, Upload, UploadFile};
@@ -102,7 +103,13 @@ async fn setup() -> Setup {
     }
 }
 
-async fn run_job(setup: &Setup, model: &str, dataset: &str, trajectories: &[&str]) -> TrainingJob {
+async fn create_job(
+    setup: &Setup,
+    model: &str,
+    dataset: &str,
+    trajectories: &[&str],
+    steps: u32,
+) -> TrainingJob {
     let system_prompt_digest = setup
         .registry
         .capability("acme", "agent", "1.0.0")
@@ -129,7 +136,7 @@ async fn run_job(setup: &Setup, model: &str, dataset: &str, trajectories: &[&str
         batch_size: 8,
         gradient_accumulation_steps: 1,
         learning_rate: 1e-4,
-        steps: Some(3),
+        steps: Some(steps),
         epochs: None,
         lora_rank: 8,
         lora_alpha: 16,
@@ -166,15 +173,25 @@ async fn run_job(setup: &Setup, model: &str, dataset: &str, trajectories: &[&str
         })
         .await
         .unwrap();
-    let worker = Worker::new(
+    job
+}
+
+fn worker(setup: &Setup) -> Worker {
+    let mut config = WorkerConfig::new("w");
+    config.heartbeat = Duration::from_millis(200);
+    Worker::new(
         setup.store.clone(),
         Arc::new(SftRunner::new(
             setup.registry.clone(),
             setup._dir.path().join("work"),
         )),
-        WorkerConfig::new("w"),
-    );
-    assert!(worker.reap_and_run_once().await.unwrap());
+        config,
+    )
+}
+
+async fn run_job(setup: &Setup, model: &str, dataset: &str, trajectories: &[&str]) -> TrainingJob {
+    let job = create_job(setup, model, dataset, trajectories, 3).await;
+    assert!(worker(setup).reap_and_run_once().await.unwrap());
     setup.store.get_job_by_id(&job.id).await.unwrap()
 }
 
@@ -310,5 +327,54 @@ async fn jobs_fail_clearly_on_unusable_inputs() {
     assert!(
         error.contains("junk@0.1.0/train.jsonl: row 1: matches no row shape"),
         "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_job_stops_at_a_step_boundary_when_cancelled() {
+    let Some(model) = test_model() else { return };
+    let setup = setup().await;
+    let job = create_job(&setup, &model, "demos", &["demos"], 500).await;
+    let running = {
+        let worker = worker(&setup);
+        tokio::spawn(async move { worker.reap_and_run_once().await.unwrap() })
+    };
+    // Wait (bounded) for the first step, then ask to cancel.
+    let mut stepped = false;
+    for _ in 0..600 {
+        let logs = setup
+            .store
+            .list_logs("acme", "main", &job.id, 0)
+            .await
+            .unwrap();
+        if !events(&logs, "step_complete").is_empty() {
+            stepped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(stepped, "no step within 120 s");
+    setup
+        .store
+        .cancel_job("acme", "main", &job.id)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(120), running)
+        .await
+        .expect("the worker stopped within 120 s")
+        .unwrap();
+    let job = setup.store.get_job_by_id(&job.id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Cancelled, "{:?}", job.error);
+    let steps = job.metrics["train/loss"].as_array().unwrap().len();
+    assert!((1..500).contains(&steps), "{steps} step(s) recorded");
+    let logs = setup
+        .store
+        .list_logs("acme", "main", &job.id, 0)
+        .await
+        .unwrap();
+    assert!(events(&logs, "training_end").is_empty());
+    assert!(
+        !setup._dir.path().join("work").join(&job.id).exists(),
+        "scratch removed after a cancel too"
     );
 }
