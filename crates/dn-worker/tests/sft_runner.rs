@@ -148,7 +148,7 @@ async fn create_job(
             ..Default::default()
         },
     };
-    let job = setup
+    setup
         .store
         .create_job(NewJob {
             organization_id: "acme".into(),
@@ -172,8 +172,7 @@ async fn create_job(
             tags: vec![],
         })
         .await
-        .unwrap();
-    job
+        .unwrap()
 }
 
 fn worker(setup: &Setup) -> Worker {
