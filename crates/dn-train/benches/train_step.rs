@@ -2,6 +2,8 @@
 //! seven projections: the peer's best case (random ids, every token supervised, 4 x 256) and a packed
 //! chat-like batch with assistant-only loss. Prints tokens/s, step times and peak RSS.
 //! Run: cargo bench -p dn-train --bench train_step [-- STEPS]
+//! Harness mode (scripts/bench/compare.sh): `train_step --examples FILE.jsonl --batch B --lr LR --out OUT.json`
+//! trains one epoch on pre-tokenized examples (`{input_ids, loss_mask}` per line) and writes the figures.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -79,7 +81,69 @@ fn run(label: &str, model: &LlamaLora, examples: &[TrainExample], steps: u64) {
     );
 }
 
+fn flag(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+/// One epoch over a file of examples, figures as JSON (the harness compares them with the peer's).
+fn harness(model: &LlamaLora, args: &[String]) {
+    let file = flag(args, "--examples").unwrap();
+    let batch: usize = flag(args, "--batch").map_or(8, |v| v.parse().unwrap());
+    let lr: f64 = flag(args, "--lr").map_or(1e-4, |v| v.parse().unwrap());
+    let examples: Vec<TrainExample> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            TrainExample {
+                input_ids: serde_json::from_value(v["input_ids"].clone()).unwrap(),
+                loss_mask: serde_json::from_value(v["loss_mask"].clone()).unwrap(),
+            }
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let trainer = Trainer {
+        model,
+        options: TrainOptions {
+            batch_size: batch,
+            learning_rate: lr,
+            checkpoint_interval: 0,
+            ..Default::default()
+        },
+        checkpoint_dir: dir.path().to_path_buf(),
+        base_model_name: "bench".into(),
+    };
+    let summary = trainer
+        .run(&examples, &[], None, &mut |_| Control::Continue)
+        .unwrap();
+    let h = &summary.history;
+    let result = serde_json::json!({
+        "system": "dn (candle, f32 CPU)",
+        "steps": h.len(),
+        "examples": examples.len(),
+        "tokens": h.iter().map(|r| r.num_tokens).sum::<usize>(),
+        "supervised_tokens": h.iter().map(|r| r.num_supervised_tokens).sum::<usize>(),
+        "seconds": h.iter().map(|r| r.step_seconds).sum::<f64>(),
+        "step_seconds": h.iter().map(|r| r.step_seconds).collect::<Vec<_>>(),
+        "last_loss": h.last().map(|r| r.loss),
+        "peak_rss_mib": peak_rss_mib(),
+    });
+    let out = flag(args, "--out").unwrap();
+    std::fs::write(&out, result.to_string()).unwrap();
+    println!("{result}");
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--examples") {
+        let base = BaseModel::load(&model_path(), DType::F32, &Device::Cpu).unwrap();
+        let model = LlamaLora::new(&base, &LoraConfig::new(16, 32.0), 0).unwrap();
+        drop(base);
+        return harness(&model, &args);
+    }
     let steps: u64 = std::env::args()
         .skip(1)
         .find_map(|a| a.parse().ok())

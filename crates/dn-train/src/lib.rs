@@ -12,6 +12,7 @@ mod loss;
 mod model;
 mod optim;
 mod schedule;
+mod softmax;
 mod trainer;
 mod weights;
 

@@ -114,9 +114,11 @@ impl LoraPair {
         } else {
             (self.a.as_tensor().detach(), self.b.as_tensor().detach())
         };
+        // The scale goes on B (out x r), not on the product (tokens x out): one activation-sized tensor
+        // fewer kept for the backward.
         let down = x.to_dtype(a.dtype())?.matmul(&a.t()?)?;
-        let up = down.matmul(&b.t()?)?;
-        Ok((up * self.scale)?.to_dtype(x.dtype())?)
+        let up = down.matmul(&(b * self.scale)?.t()?)?;
+        Ok(up.to_dtype(x.dtype())?)
     }
 
     pub fn peft_a_name(&self) -> String {

@@ -11,6 +11,7 @@ use crate::config::LlamaConfig;
 use crate::error::Result;
 use crate::frozen::Frozen;
 use crate::lora::{LoraConfig, LoraPair, seeded_rng};
+use crate::softmax::causal_softmax;
 use crate::weights::BaseModel;
 
 /// A frozen projection with an optional LoRA pair.
@@ -259,7 +260,10 @@ impl LlamaLora {
     pub fn hidden(&self, batch: &Packed, track: bool) -> Result<Tensor> {
         let (cos, sin) = self.rotary(&batch.positions)?;
         let mut masks = HashMap::new();
-        for &(_, len) in &batch.segments {
+        // Additive masks only for the primitive attention path (GPU or half precision); the CPU uses the
+        // fused causal softmax.
+        let fused = self.device.is_cpu() && matches!(self.dtype, DType::F32 | DType::F64);
+        for &(_, len) in batch.segments.iter().filter(|_| !fused) {
             if let std::collections::hash_map::Entry::Vacant(slot) = masks.entry(len) {
                 slot.insert(causal_mask(len, self.dtype, &self.device)?);
             }
@@ -321,10 +325,16 @@ impl LlamaLora {
                 .reshape((kv, groups * len, hd))?;
             let ks = k.narrow(0, start, len)?.transpose(0, 1)?.contiguous()?;
             let vs = v.narrow(0, start, len)?.transpose(0, 1)?.contiguous()?;
-            let scores = (qs.matmul(&ks.t()?)? * scale)?
-                .reshape((kv, groups, len, len))?
-                .broadcast_add(&masks[&len])?;
-            let probs = softmax_last(&scores)?.reshape((kv, groups * len, len))?;
+            let raw = qs.matmul(&ks.t()?)?;
+            let probs = match causal_softmax(&raw, scale)? {
+                Some(probs) => probs,
+                None => {
+                    let scores = (raw * scale)?
+                        .reshape((kv, groups, len, len))?
+                        .broadcast_add(&masks[&len])?;
+                    softmax_last(&scores)?.reshape((kv, groups * len, len))?
+                }
+            };
             let out = probs
                 .matmul(&vs)?
                 .reshape((heads, len, hd))?

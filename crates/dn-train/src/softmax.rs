@@ -1,0 +1,192 @@
+//! Causal softmax as one op: masking (key `j` > query `i` gets probability 0), max-shift, exp and normalise in
+//! a single pass per row, parallel across rows, keeping only the output for the backward
+//! (`dx = p * (g - sum(g * p))`). The primitive version keeps the scaled scores, the masked scores, the
+//! shifted scores, their exponentials and the probabilities alive for the backward, five tensors of
+//! `heads x len x len` per layer, and computes a useless gradient for the broadcast mask.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::error::Result;
+
+/// Rows of `[.., rows, len]` scores where row `r` is query position `r % len`.
+struct CausalSoftmax {
+    len: usize,
+    scale: f64,
+}
+
+fn forward_rows<T: num_traits_like::Float>(input: &[T], len: usize, scale: T) -> Vec<T> {
+    let mut out = vec![T::zero(); input.len()];
+    out.par_chunks_mut(len)
+        .zip(input.par_chunks(len))
+        .enumerate()
+        .for_each(|(row, (o, x))| {
+            let visible = row % len + 1;
+            // Scaled first, then shifted, as `softmax(q k^T * scale)` computes it.
+            for (o, x) in o[..visible].iter_mut().zip(&x[..visible]) {
+                *o = *x * scale;
+            }
+            let max = o[..visible].iter().copied().fold(T::neg_infinity(), T::max);
+            let mut sum = T::zero();
+            for o in &mut o[..visible] {
+                *o = (*o - max).exp();
+                sum = sum + *o;
+            }
+            let inv = T::one() / sum;
+            for o in &mut o[..visible] {
+                *o = *o * inv;
+            }
+        });
+    out
+}
+
+fn backward_rows<T: num_traits_like::Float>(p: &[T], g: &[T], len: usize, scale: T) -> Vec<T> {
+    let mut out = vec![T::zero(); p.len()];
+    out.par_chunks_mut(len)
+        .zip(p.par_chunks(len).zip(g.par_chunks(len)))
+        .enumerate()
+        .for_each(|(row, (o, (p, g)))| {
+            let visible = row % len + 1;
+            let dot = p[..visible]
+                .iter()
+                .zip(&g[..visible])
+                .fold(T::zero(), |acc, (p, g)| acc + *p * *g);
+            for ((o, p), g) in o[..visible]
+                .iter_mut()
+                .zip(&p[..visible])
+                .zip(&g[..visible])
+            {
+                *o = *p * (*g - dot) * scale;
+            }
+        });
+    out
+}
+
+/// The few float operations the kernels need, for f32 and f64.
+mod num_traits_like {
+    pub trait Float:
+        Copy
+        + Send
+        + Sync
+        + std::ops::Add<Output = Self>
+        + std::ops::Sub<Output = Self>
+        + std::ops::Mul<Output = Self>
+        + std::ops::Div<Output = Self>
+    {
+        fn zero() -> Self;
+        fn one() -> Self;
+        fn neg_infinity() -> Self;
+        fn exp(self) -> Self;
+        fn max(self, other: Self) -> Self;
+    }
+    macro_rules! float {
+        ($t:ty) => {
+            impl Float for $t {
+                fn zero() -> Self {
+                    0.0
+                }
+                fn one() -> Self {
+                    1.0
+                }
+                fn neg_infinity() -> Self {
+                    <$t>::NEG_INFINITY
+                }
+                fn exp(self) -> Self {
+                    <$t>::exp(self)
+                }
+                fn max(self, other: Self) -> Self {
+                    <$t>::max(self, other)
+                }
+            }
+        };
+    }
+    float!(f32);
+    float!(f64);
+}
+
+fn contiguous_slice<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("causal softmax: input must be contiguous"),
+    }
+}
+
+impl CustomOp1 for CausalSoftmax {
+    fn name(&self) -> &'static str {
+        "causal-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let shape = layout.shape().clone();
+        let out = match storage {
+            CpuStorage::F32(data) => CpuStorage::F32(forward_rows(
+                contiguous_slice(data, layout)?,
+                self.len,
+                self.scale as f32,
+            )),
+            CpuStorage::F64(data) => CpuStorage::F64(forward_rows(
+                contiguous_slice(data, layout)?,
+                self.len,
+                self.scale,
+            )),
+            _ => candle_core::bail!("causal softmax: f32 or f64 only on the cpu"),
+        };
+        Ok((out, shape))
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let (p, g) = (res.contiguous()?, grad.contiguous()?);
+        let shape = p.shape().clone();
+        let device = p.device().clone();
+        let out = match p.dtype() {
+            candle_core::DType::F32 => {
+                let (p, g) = (
+                    p.flatten_all()?.to_vec1::<f32>()?,
+                    g.flatten_all()?.to_vec1::<f32>()?,
+                );
+                Tensor::from_vec(
+                    backward_rows(&p, &g, self.len, self.scale as f32),
+                    shape,
+                    &device,
+                )?
+            }
+            candle_core::DType::F64 => {
+                let (p, g) = (
+                    p.flatten_all()?.to_vec1::<f64>()?,
+                    g.flatten_all()?.to_vec1::<f64>()?,
+                );
+                Tensor::from_vec(backward_rows(&p, &g, self.len, self.scale), shape, &device)?
+            }
+            other => candle_core::bail!("causal softmax: no backward for {other:?}"),
+        };
+        Ok(Some(out))
+    }
+}
+
+/// `softmax(scores * scale)` over the last dimension of `scores [.., rows, len]` with the causal mask of
+/// row `r` at query position `r % len`; `None` where this op does not apply (not on the CPU, or half
+/// precision), so the caller falls back to the primitive version.
+pub fn causal_softmax(scores: &Tensor, scale: f64) -> Result<Option<Tensor>> {
+    let dtype_ok = matches!(
+        scores.dtype(),
+        candle_core::DType::F32 | candle_core::DType::F64
+    );
+    if !scores.device().is_cpu() || !dtype_ok {
+        return Ok(None);
+    }
+    let len = scores.dim(candle_core::D::Minus1)?;
+    Ok(Some(
+        scores
+            .contiguous()?
+            .apply_op1(CausalSoftmax { len, scale })?,
+    ))
+}
