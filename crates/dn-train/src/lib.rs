@@ -10,6 +10,7 @@ mod frozen;
 mod lora;
 mod loss;
 mod model;
+mod norm;
 mod optim;
 mod schedule;
 mod softmax;

@@ -11,6 +11,7 @@ use crate::config::LlamaConfig;
 use crate::error::Result;
 use crate::frozen::Frozen;
 use crate::lora::{LoraConfig, LoraPair, seeded_rng};
+use crate::norm::fused_rms_norm;
 use crate::softmax::causal_softmax;
 use crate::weights::BaseModel;
 
@@ -104,6 +105,9 @@ fn compute_dtype(dtype: DType) -> DType {
 
 /// RMSNorm from primitives: `x / sqrt(mean(x^2) + eps) * w`, normalised in f32 at least.
 fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    if let Some(y) = fused_rms_norm(x, weight, eps)? {
+        return Ok(y);
+    }
     let xf = x.to_dtype(compute_dtype(x.dtype()))?;
     let mean_sq = xf.sqr()?.mean_keepdim(D::Minus1)?;
     let inv = (mean_sq + eps)?.sqrt()?.recip()?;

@@ -1,0 +1,147 @@
+//! RMSNorm as one CPU op: `y = x / sqrt(mean(x^2) + eps) * w` per row, rows in parallel, with a hand-written
+//! backward for `x` (the weight is frozen): `dx = r * (g * w) - x * r^3 * mean(g * w * x)`, `r` the inverse
+//! RMS. The primitive version keeps five intermediates per norm alive for the backward; this keeps none
+//! beyond its input.
+
+use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
+use rayon::prelude::*;
+
+use crate::error::Result;
+
+struct RmsNorm {
+    /// `[hidden]`, the same dtype as the input.
+    weight: Tensor,
+    eps: f64,
+}
+
+trait Real: Copy + Send + Sync + Into<f64> {
+    fn from_f64(v: f64) -> Self;
+}
+
+impl Real for f32 {
+    fn from_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+impl Real for f64 {
+    fn from_f64(v: f64) -> Self {
+        v
+    }
+}
+
+/// Inverse RMS of a row, accumulated in f64.
+fn inv_rms<T: Real>(x: &[T], eps: f64) -> f64 {
+    let mean = x.iter().map(|v| (*v).into().powi(2)).sum::<f64>() / x.len() as f64;
+    1.0 / (mean + eps).sqrt()
+}
+
+fn forward<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
+    let d = w.len();
+    let mut out = vec![T::from_f64(0.0); x.len()];
+    out.par_chunks_mut(d)
+        .zip(x.par_chunks(d))
+        .for_each(|(o, x)| {
+            let r = inv_rms(x, eps);
+            for ((o, x), w) in o.iter_mut().zip(x).zip(w) {
+                *o = T::from_f64((*x).into() * r * (*w).into());
+            }
+        });
+    out
+}
+
+fn backward<T: Real>(x: &[T], w: &[T], g: &[T], eps: f64) -> Vec<T> {
+    let d = w.len();
+    let mut out = vec![T::from_f64(0.0); x.len()];
+    out.par_chunks_mut(d)
+        .zip(x.par_chunks(d).zip(g.par_chunks(d)))
+        .for_each(|(o, (x, g))| {
+            let r = inv_rms(x, eps);
+            let dot = x
+                .iter()
+                .zip(g)
+                .zip(w)
+                .map(|((x, g), w)| (*x).into() * (*g).into() * (*w).into())
+                .sum::<f64>()
+                / d as f64;
+            for (((o, x), g), w) in o.iter_mut().zip(x).zip(g).zip(w) {
+                let gw = (*g).into() * (*w).into();
+                *o = T::from_f64(r * gw - (*x).into() * r * r * r * dot);
+            }
+        });
+    out
+}
+
+fn slice<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("rms norm: input must be contiguous"),
+    }
+}
+
+impl CustomOp1 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let shape = layout.shape().clone();
+        let out = match storage {
+            CpuStorage::F32(x) => CpuStorage::F32(forward(
+                slice(x, layout)?,
+                &self.weight.to_vec1::<f32>()?,
+                self.eps,
+            )),
+            CpuStorage::F64(x) => CpuStorage::F64(forward(
+                slice(x, layout)?,
+                &self.weight.to_vec1::<f64>()?,
+                self.eps,
+            )),
+            _ => candle_core::bail!("rms norm: f32 or f64 only on the cpu"),
+        };
+        Ok((out, shape))
+    }
+
+    fn bwd(
+        &self,
+        arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let shape = arg.shape().clone();
+        let device = arg.device().clone();
+        let (x, g) = (arg.flatten_all()?, grad.flatten_all()?);
+        let out = match arg.dtype() {
+            candle_core::DType::F32 => {
+                let w = self.weight.to_vec1::<f32>()?;
+                let dx = backward(&x.to_vec1::<f32>()?, &w, &g.to_vec1::<f32>()?, self.eps);
+                Tensor::from_vec(dx, shape, &device)?
+            }
+            candle_core::DType::F64 => {
+                let w = self.weight.to_vec1::<f64>()?;
+                let dx = backward(&x.to_vec1::<f64>()?, &w, &g.to_vec1::<f64>()?, self.eps);
+                Tensor::from_vec(dx, shape, &device)?
+            }
+            other => candle_core::bail!("rms norm: no backward for {other:?}"),
+        };
+        Ok(Some(out))
+    }
+}
+
+/// The fused norm where it applies (CPU, f32/f64, `x [.., hidden]`); `None` otherwise, so the caller uses
+/// the primitive version.
+pub fn fused_rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Option<Tensor>> {
+    let dtype_ok = matches!(x.dtype(), candle_core::DType::F32 | candle_core::DType::F64);
+    if !x.device().is_cpu() || !dtype_ok || weight.dtype() != x.dtype() {
+        return Ok(None);
+    }
+    let op = RmsNorm {
+        weight: weight.detach(),
+        eps,
+    };
+    Ok(Some(x.contiguous()?.apply_op1(op)?))
+}
