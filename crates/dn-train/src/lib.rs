@@ -7,6 +7,7 @@ mod config;
 mod device;
 mod error;
 mod frozen;
+mod kernels;
 mod lora;
 mod loss;
 mod model;

@@ -263,13 +263,14 @@ impl LlamaLora {
     /// false no graph is recorded (evaluation: activations are freed layer by layer).
     pub fn hidden(&self, batch: &Packed, track: bool) -> Result<Tensor> {
         let (cos, sin) = self.rotary(&batch.positions)?;
-        let mut masks = HashMap::new();
         // Additive masks only for the primitive attention path (GPU or half precision); the CPU uses the
         // fused causal softmax.
-        let fused = self.device.is_cpu() && matches!(self.dtype, DType::F32 | DType::F64);
-        for &(_, len) in batch.segments.iter().filter(|_| !fused) {
-            if let std::collections::hash_map::Entry::Vacant(slot) = masks.entry(len) {
-                slot.insert(causal_mask(len, self.dtype, &self.device)?);
+        let mut masks = HashMap::new();
+        if !(self.device.is_cpu() && matches!(self.dtype, DType::F32 | DType::F64)) {
+            for &(_, len) in &batch.segments {
+                if let std::collections::hash_map::Entry::Vacant(slot) = masks.entry(len) {
+                    slot.insert(causal_mask(len, self.dtype, &self.device)?);
+                }
             }
         }
         let mut x = self.embed.index_select(&batch.ids, 0)?;

@@ -7,27 +7,12 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::kernels::{Real, contiguous};
 
 struct RmsNorm {
     /// `[hidden]`, the same dtype as the input.
     weight: Tensor,
     eps: f64,
-}
-
-trait Real: Copy + Send + Sync + Into<f64> {
-    fn from_f64(v: f64) -> Self;
-}
-
-impl Real for f32 {
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-}
-
-impl Real for f64 {
-    fn from_f64(v: f64) -> Self {
-        v
-    }
 }
 
 /// Inverse RMS of a row, accumulated in f64.
@@ -72,13 +57,6 @@ fn backward<T: Real>(x: &[T], w: &[T], g: &[T], eps: f64) -> Vec<T> {
     out
 }
 
-fn slice<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("rms norm: input must be contiguous"),
-    }
-}
-
 impl CustomOp1 for RmsNorm {
     fn name(&self) -> &'static str {
         "rms-norm"
@@ -92,12 +70,12 @@ impl CustomOp1 for RmsNorm {
         let shape = layout.shape().clone();
         let out = match storage {
             CpuStorage::F32(x) => CpuStorage::F32(forward(
-                slice(x, layout)?,
+                contiguous(x, layout, self.name())?,
                 &self.weight.to_vec1::<f32>()?,
                 self.eps,
             )),
             CpuStorage::F64(x) => CpuStorage::F64(forward(
-                slice(x, layout)?,
+                contiguous(x, layout, self.name())?,
                 &self.weight.to_vec1::<f64>()?,
                 self.eps,
             )),

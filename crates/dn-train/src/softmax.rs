@@ -8,6 +8,7 @@ use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
+use crate::kernels::{Real, contiguous};
 
 /// Rows of `[.., rows, len]` scores where row `r` is query position `r % len`.
 struct CausalSoftmax {
@@ -15,8 +16,8 @@ struct CausalSoftmax {
     scale: f64,
 }
 
-fn forward_rows<T: num_traits_like::Float>(input: &[T], len: usize, scale: T) -> Vec<T> {
-    let mut out = vec![T::zero(); input.len()];
+fn forward_rows<T: Real>(input: &[T], len: usize, scale: T) -> Vec<T> {
+    let mut out = vec![T::ZERO; input.len()];
     out.par_chunks_mut(len)
         .zip(input.par_chunks(len))
         .enumerate()
@@ -26,13 +27,13 @@ fn forward_rows<T: num_traits_like::Float>(input: &[T], len: usize, scale: T) ->
             for (o, x) in o[..visible].iter_mut().zip(&x[..visible]) {
                 *o = *x * scale;
             }
-            let max = o[..visible].iter().copied().fold(T::neg_infinity(), T::max);
-            let mut sum = T::zero();
+            let max = o[..visible].iter().copied().fold(T::NEG_INFINITY, T::max);
+            let mut sum = T::ZERO;
             for o in &mut o[..visible] {
                 *o = (*o - max).exp();
                 sum = sum + *o;
             }
-            let inv = T::one() / sum;
+            let inv = T::ONE / sum;
             for o in &mut o[..visible] {
                 *o = *o * inv;
             }
@@ -40,8 +41,8 @@ fn forward_rows<T: num_traits_like::Float>(input: &[T], len: usize, scale: T) ->
     out
 }
 
-fn backward_rows<T: num_traits_like::Float>(p: &[T], g: &[T], len: usize, scale: T) -> Vec<T> {
-    let mut out = vec![T::zero(); p.len()];
+fn backward_rows<T: Real>(p: &[T], g: &[T], len: usize, scale: T) -> Vec<T> {
+    let mut out = vec![T::ZERO; p.len()];
     out.par_chunks_mut(len)
         .zip(p.par_chunks(len).zip(g.par_chunks(len)))
         .enumerate()
@@ -50,7 +51,7 @@ fn backward_rows<T: num_traits_like::Float>(p: &[T], g: &[T], len: usize, scale:
             let dot = p[..visible]
                 .iter()
                 .zip(&g[..visible])
-                .fold(T::zero(), |acc, (p, g)| acc + *p * *g);
+                .fold(T::ZERO, |acc, (p, g)| acc + *p * *g);
             for ((o, p), g) in o[..visible]
                 .iter_mut()
                 .zip(&p[..visible])
@@ -60,55 +61,6 @@ fn backward_rows<T: num_traits_like::Float>(p: &[T], g: &[T], len: usize, scale:
             }
         });
     out
-}
-
-/// The few float operations the kernels need, for f32 and f64.
-mod num_traits_like {
-    pub trait Float:
-        Copy
-        + Send
-        + Sync
-        + std::ops::Add<Output = Self>
-        + std::ops::Sub<Output = Self>
-        + std::ops::Mul<Output = Self>
-        + std::ops::Div<Output = Self>
-    {
-        fn zero() -> Self;
-        fn one() -> Self;
-        fn neg_infinity() -> Self;
-        fn exp(self) -> Self;
-        fn max(self, other: Self) -> Self;
-    }
-    macro_rules! float {
-        ($t:ty) => {
-            impl Float for $t {
-                fn zero() -> Self {
-                    0.0
-                }
-                fn one() -> Self {
-                    1.0
-                }
-                fn neg_infinity() -> Self {
-                    <$t>::NEG_INFINITY
-                }
-                fn exp(self) -> Self {
-                    <$t>::exp(self)
-                }
-                fn max(self, other: Self) -> Self {
-                    <$t>::max(self, other)
-                }
-            }
-        };
-    }
-    float!(f32);
-    float!(f64);
-}
-
-fn contiguous_slice<'a, T>(data: &'a [T], layout: &Layout) -> candle_core::Result<&'a [T]> {
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("causal softmax: input must be contiguous"),
-    }
 }
 
 impl CustomOp1 for CausalSoftmax {
@@ -124,12 +76,12 @@ impl CustomOp1 for CausalSoftmax {
         let shape = layout.shape().clone();
         let out = match storage {
             CpuStorage::F32(data) => CpuStorage::F32(forward_rows(
-                contiguous_slice(data, layout)?,
+                contiguous(data, layout, self.name())?,
                 self.len,
                 self.scale as f32,
             )),
             CpuStorage::F64(data) => CpuStorage::F64(forward_rows(
-                contiguous_slice(data, layout)?,
+                contiguous(data, layout, self.name())?,
                 self.len,
                 self.scale,
             )),
