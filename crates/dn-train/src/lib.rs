@@ -32,7 +32,9 @@ pub use loss::{
 };
 pub use model::{LlamaLora, Packed};
 pub use optim::{AdamW, AdamWConfig, Schedule, clip_grad_norm};
-pub use schedule::{epoch_order, passes, step_examples, steps_per_epoch, total_steps};
+pub use schedule::{
+    epoch_order, passes, step_examples, step_position, steps_per_epoch, total_steps,
+};
 pub use trainer::{Control, Event, TrainExample, TrainOptions, TrainSummary, Trainer};
 pub use weights::BaseModel;
 

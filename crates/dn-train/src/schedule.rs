@@ -36,6 +36,12 @@ pub fn epoch_order(examples: usize, seed: u64, epoch: u64) -> Vec<usize> {
     order
 }
 
+/// The epoch of 0-based optimizer step `step` and its first position in that epoch (no shuffle needed).
+pub fn step_position(examples: usize, per_step: usize, step: u64) -> (u64, u64) {
+    let spe = steps_per_epoch(examples, per_step);
+    (step / spe, (step % spe) * per_step as u64)
+}
+
 /// The examples of 0-based optimizer step `step`, with its epoch and its first position in that epoch.
 pub fn step_examples(
     examples: usize,
@@ -43,12 +49,10 @@ pub fn step_examples(
     seed: u64,
     step: u64,
 ) -> (u64, u64, Vec<usize>) {
-    let spe = steps_per_epoch(examples, per_step);
-    let (epoch, within) = (step / spe, step % spe);
-    let start = within as usize * per_step;
-    let end = (start + per_step).min(examples);
+    let (epoch, start) = step_position(examples, per_step, step);
+    let end = (start as usize + per_step).min(examples);
     let order = epoch_order(examples, seed, epoch);
-    (epoch, start as u64, order[start..end].to_vec())
+    (epoch, start, order[start as usize..end].to_vec())
 }
 
 /// Splits one micro-batch (indices with their lengths) into passes of at most `budget` tokens, in order;

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::loss::{Sequence, count_targets, evaluate, forward_backward};
 use crate::model::LlamaLora;
 use crate::optim::{AdamW, AdamWConfig, Schedule, clip_grad_norm};
-use crate::schedule::{passes, step_examples, total_steps};
+use crate::schedule::{passes, step_examples, step_position, total_steps};
 
 /// A tokenized example: ids and the loss mask (1 = target).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,8 +251,7 @@ impl Trainer<'_> {
         while state.step < total {
             let record = self.step(train, &params, &mut optimizer, state.step, total)?;
             state.step += 1;
-            let next = step_examples(train.len(), per_step, o.seed, state.step.min(total));
-            (state.epoch, state.data_position) = (next.0, next.1);
+            (state.epoch, state.data_position) = step_position(train.len(), per_step, state.step);
             state.optimizer_updates = optimizer.updates;
             state.history.push(record.clone());
             let mut control = observe(&Event::StepComplete(record));

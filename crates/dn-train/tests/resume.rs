@@ -78,7 +78,7 @@ fn a_resumed_run_continues_the_same_loss_curve_bit_for_bit() {
 }
 
 #[test]
-fn checkpoints_are_peft_adapters_and_never_left_half_written() {
+fn checkpoints_are_peft_adapters_with_no_partial_directory_left() {
     let dir = tempfile::tempdir().unwrap();
     let summary = run(dir.path(), None, None).unwrap();
     let names: Vec<&str> = summary
