@@ -108,6 +108,11 @@ impl Frozen {
         })?)
     }
 
+    /// `[out, in]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
     pub fn out_features(&self) -> usize {
         self.weight.dims()[0]
     }

@@ -1,13 +1,11 @@
-//! What the hand-written CPU ops (`norm`, `softmax`) share: the float type they run on (f32 or f64) and
+//! What the hand-written CPU ops (`norm`, `softmax`, the `cpu` engine) share: the float type they run on (f32 or f64) and
 //! the contiguous view of a custom op's input storage.
 
 use candle_core::Layout;
 
 /// f32 or f64, with the few operations the kernels need.
 pub trait Real:
-    Copy
-    + Send
-    + Sync
+    candle_core::WithDType
     + Into<f64>
     + std::ops::Add<Output = Self>
     + std::ops::Sub<Output = Self>
@@ -17,9 +15,9 @@ pub trait Real:
     const ZERO: Self;
     const ONE: Self;
     const NEG_INFINITY: Self;
-    fn from_f64(v: f64) -> Self;
     fn exp(self) -> Self;
-    fn max(self, other: Self) -> Self;
+    fn ln(self) -> Self;
+    fn maximum(self, other: Self) -> Self;
 }
 
 macro_rules! real {
@@ -28,13 +26,13 @@ macro_rules! real {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
-            fn from_f64(v: f64) -> Self {
-                v as $t
-            }
             fn exp(self) -> Self {
                 <$t>::exp(self)
             }
-            fn max(self, other: Self) -> Self {
+            fn ln(self) -> Self {
+                <$t>::ln(self)
+            }
+            fn maximum(self, other: Self) -> Self {
                 <$t>::max(self, other)
             }
         }

@@ -4,6 +4,7 @@
 
 mod checkpoint;
 mod config;
+mod cpu;
 mod device;
 mod error;
 mod frozen;

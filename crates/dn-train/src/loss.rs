@@ -3,7 +3,6 @@
 //! gradient is taken at once and the chunk's logits freed (two-phase backward), so the vocabulary-sized
 //! logits never exist for the whole batch.
 
-use candle_core::backprop::GradStore;
 use candle_core::{D, DType, Tensor, Var};
 
 use crate::error::Result;
@@ -82,13 +81,32 @@ fn pack<'a>(model: &LlamaLora, sequences: &[Sequence<'a>]) -> Result<(Packed, Ta
     Ok((Packed::new(&ids, model.device())?, targets(sequences)))
 }
 
+/// The CPU engine's NLL sum (and gradients of `scale * nll`) in the model's dtype.
+fn on_cpu_engine(
+    model: &LlamaLora,
+    sequences: &[Sequence<'_>],
+    batch: &Packed,
+    targets: &Targets,
+    scale: Option<f64>,
+) -> Result<(f64, Option<Vec<Tensor>>)> {
+    let ids: Vec<u32> = sequences
+        .iter()
+        .flat_map(|s| s.input_ids.iter().copied())
+        .collect();
+    match model.dtype() {
+        DType::F64 => crate::cpu::run::<f64>(model, batch, &ids, targets, scale),
+        _ => crate::cpu::run::<f32>(model, batch, &ids, targets, scale),
+    }
+}
+
 /// Forward and backward of `sum(nll) / normaliser` over `sequences`, packed. Returns the loss parts and
-/// the gradients of every LoRA tensor (add them up across the passes of one optimizer step).
+/// the gradient of every LoRA tensor in [`LlamaLora::trainable`] order (add them up across the passes
+/// of one optimizer step).
 pub fn forward_backward(
     model: &LlamaLora,
     sequences: &[Sequence<'_>],
     normaliser: usize,
-) -> Result<(BatchLoss, Option<GradStore>)> {
+) -> Result<(BatchLoss, Option<Vec<Tensor>>)> {
     let (batch, targets) = pack(model, sequences)?;
     let mut loss = BatchLoss {
         nll_sum: 0.0,
@@ -98,12 +116,17 @@ pub fn forward_backward(
     if targets.rows.is_empty() {
         return Ok((loss, None));
     }
+    let scale = 1.0 / normaliser as f64;
+    if model.uses_cpu_engine() {
+        let (nll, grads) = on_cpu_engine(model, sequences, &batch, &targets, Some(scale))?;
+        loss.nll_sum = nll;
+        return Ok((loss, grads));
+    }
     let device = model.device();
     let hidden = model.hidden(&batch, true)?;
     let rows = Tensor::new(targets.rows.as_slice(), device)?;
     let selected = hidden.index_select(&rows, 0)?;
     drop(hidden);
-    let scale = 1.0 / normaliser as f64;
     let mut grads = Vec::new();
     let mut start = 0;
     while start < targets.rows.len() {
@@ -122,7 +145,16 @@ pub fn forward_backward(
     }
     let grad = Tensor::cat(&grads, 0)?.detach();
     let surrogate = (selected * grad)?.sum_all()?;
-    Ok((loss, Some(surrogate.backward()?)))
+    let store = surrogate.backward()?;
+    let grads = model
+        .trainable()
+        .into_iter()
+        .map(|v| match store.get(v.as_tensor()) {
+            Some(g) => Ok(g.clone()),
+            None => v.as_tensor().zeros_like(),
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok((loss, Some(grads)))
 }
 
 /// The summed NLL of `sequences` with no graph recorded (evaluation).
@@ -134,6 +166,10 @@ pub fn evaluate(model: &LlamaLora, sequences: &[Sequence<'_>]) -> Result<BatchLo
         tokens: batch.len(),
     };
     if targets.rows.is_empty() {
+        return Ok(loss);
+    }
+    if model.uses_cpu_engine() {
+        loss.nll_sum = on_cpu_engine(model, sequences, &batch, &targets, None)?.0;
         return Ok(loss);
     }
     let device = model.device();

@@ -1,9 +1,11 @@
-//! A trainable Llama (Llama 2/3.x, SmolLM2, Mistral-style GQA) with LoRA on its projections, built from
-//! candle primitives that all record a backward (no fused RMSNorm, rope or softmax: those cut the graph).
+//! A trainable Llama (Llama 2/3.x, SmolLM2, Mistral-style GQA) with LoRA on its projections, as a candle
+//! graph whose ops all record a backward (candle-nn's fused RMSNorm, rope and softmax would cut it; ours
+//! are custom ops with a backward). The CPU engine (`cpu`) computes the same model by hand on the CPU.
 //! Hidden states are 2-D `[tokens, hidden]`: a batch is several examples packed end to end, positions
 //! restart per example, and attention never crosses an example boundary.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{D, DType, Device, Tensor, Var};
 
@@ -17,7 +19,7 @@ use crate::weights::BaseModel;
 
 /// A frozen projection with an optional LoRA pair.
 pub struct Linear {
-    base: Frozen,
+    pub(crate) base: Frozen,
     pub lora: Option<LoraPair>,
 }
 
@@ -31,16 +33,25 @@ impl Linear {
     }
 }
 
-struct Block {
-    input_norm: Tensor,
+pub(crate) struct Block {
+    pub(crate) input_norm: Tensor,
     q: Linear,
     k: Linear,
     v: Linear,
     o: Linear,
-    post_norm: Tensor,
+    pub(crate) post_norm: Tensor,
     gate: Linear,
     up: Linear,
     down: Linear,
+}
+
+impl Block {
+    /// q, k, v, o, gate, up, down.
+    pub(crate) fn linears(&self) -> [&Linear; 7] {
+        [
+            &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
+        ]
+    }
 }
 
 /// Several examples packed into one sequence.
@@ -83,16 +94,18 @@ impl Packed {
 pub struct LlamaLora {
     pub config: LlamaConfig,
     pub lora: LoraConfig,
-    embed: Tensor,
-    blocks: Vec<Block>,
-    norm: Tensor,
-    lm_head: Frozen,
+    pub(crate) embed: Tensor,
+    pub(crate) blocks: Vec<Block>,
+    pub(crate) norm: Tensor,
+    pub(crate) lm_head: Frozen,
     inv_freq: Vec<f32>,
     /// Of the base weights and activations (f32 on CPU, bf16 on CUDA, f64 in gradient tests).
     dtype: DType,
     /// Of the LoRA tensors and optimizer state: f32 under a half-precision base, else the base's.
     lora_dtype: DType,
     device: Device,
+    /// Train and evaluate with the hand-written CPU engine (`cpu`) rather than the candle graph.
+    cpu_engine: AtomicBool,
 }
 
 /// Half-precision inputs are computed in f32 where precision matters (norms, softmax), as transformers does.
@@ -192,8 +205,23 @@ impl LlamaLora {
             lora: lora.clone(),
             dtype,
             lora_dtype,
+            cpu_engine: AtomicBool::new(
+                device.is_cpu() && matches!(dtype, DType::F32 | DType::F64),
+            ),
             device,
         })
+    }
+
+    /// Whether training and evaluation run on the CPU engine (the default for f32/f64 on the CPU).
+    pub fn uses_cpu_engine(&self) -> bool {
+        self.cpu_engine.load(Ordering::Relaxed)
+    }
+
+    /// Switches the CPU engine off (the candle graph instead, as on CUDA) or back on where it applies;
+    /// tests hold the two paths to each other.
+    pub fn set_cpu_engine(&self, on: bool) {
+        let applies = self.device.is_cpu() && matches!(self.dtype, DType::F32 | DType::F64);
+        self.cpu_engine.store(on && applies, Ordering::Relaxed);
     }
 
     pub fn dtype(&self) -> DType {
@@ -229,34 +257,40 @@ impl LlamaLora {
             .collect()
     }
 
-    /// Cos and sin `[n, 1, head_dim]` of every token's position, with angles rounded to f32 as
-    /// transformers computes them.
+    /// Cos and sin `[n, head_dim / 2]` of every token's rotary angles, rounded to f32 as transformers
+    /// computes them (except in f64, for the gradient checks).
+    pub(crate) fn rope_tables(&self, positions: &[u32]) -> (Vec<f64>, Vec<f64>) {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(positions.len() * half);
+        let mut sin = Vec::with_capacity(positions.len() * half);
+        for &p in positions {
+            for f in &self.inv_freq {
+                let angle = if self.dtype == DType::F64 {
+                    p as f64 * *f as f64
+                } else {
+                    (p as f32 * f) as f64
+                };
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        (cos, sin)
+    }
+
+    /// Cos and sin `[n, 1, head_dim]` (each half-row repeated, as `rotate_half` pairs them).
     fn rotary(&self, positions: &[u32]) -> Result<(Tensor, Tensor)> {
         let half = self.inv_freq.len();
         let n = positions.len();
-        let mut cos = Vec::with_capacity(n * half * 2);
-        let mut sin = Vec::with_capacity(n * half * 2);
-        for &p in positions {
-            let angles: Vec<f64> = self
-                .inv_freq
-                .iter()
-                .map(|f| {
-                    if self.dtype == DType::F64 {
-                        p as f64 * *f as f64
-                    } else {
-                        (p as f32 * f) as f64
-                    }
-                })
+        let (cos, sin) = self.rope_tables(positions);
+        let repeat = |v: Vec<f64>| -> Result<Tensor> {
+            let full: Vec<f64> = v
+                .chunks(half)
+                .flat_map(|row| row.iter().chain(row))
+                .copied()
                 .collect();
-            for _ in 0..2 {
-                cos.extend(angles.iter().map(|a| a.cos()));
-                sin.extend(angles.iter().map(|a| a.sin()));
-            }
-        }
-        let shape = (n, 1, half * 2);
-        let cos = Tensor::from_vec(cos, shape, &self.device)?.to_dtype(self.dtype)?;
-        let sin = Tensor::from_vec(sin, shape, &self.device)?.to_dtype(self.dtype)?;
-        Ok((cos, sin))
+            Ok(Tensor::from_vec(full, (n, 1, half * 2), &self.device)?.to_dtype(self.dtype)?)
+        };
+        Ok((repeat(cos)?, repeat(sin)?))
     }
 
     /// Final hidden states `[tokens, hidden]` (after the last norm) of a packed batch. With `track`

@@ -21,27 +21,38 @@ fn inv_rms<T: Real>(x: &[T], eps: f64) -> f64 {
     1.0 / (mean + eps).sqrt()
 }
 
-fn forward<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
-    let d = w.len();
-    let mut out = vec![T::from_f64(0.0); x.len()];
-    out.par_chunks_mut(d)
+/// The inverse RMS of every `d`-wide row of `x` into `inv`.
+pub(crate) fn inv_rms_rows<T: Real>(x: &[T], d: usize, eps: f64, inv: &mut [f64]) {
+    inv.par_iter_mut()
         .zip(x.par_chunks(d))
-        .for_each(|(o, x)| {
-            let r = inv_rms(x, eps);
+        .for_each(|(r, x)| *r = inv_rms(x, eps));
+}
+
+/// `out = x * inv * w` per row, given each row's inverse RMS.
+pub(crate) fn apply_rows<T: Real>(x: &[T], w: &[T], inv: &[f64], out: &mut [T]) {
+    let d = w.len();
+    out.par_chunks_mut(d)
+        .zip(x.par_chunks(d).zip(inv.par_iter()))
+        .for_each(|(o, (x, r))| {
             for ((o, x), w) in o.iter_mut().zip(x).zip(w) {
                 *o = T::from_f64((*x).into() * r * (*w).into());
             }
         });
-    out
 }
 
-fn backward<T: Real>(x: &[T], w: &[T], g: &[T], eps: f64) -> Vec<T> {
+/// The input gradient of the norm per row, written into `dx` or added to it with `accumulate`.
+pub(crate) fn backward_rows<T: Real>(
+    x: &[T],
+    w: &[T],
+    inv: &[f64],
+    g: &[T],
+    dx: &mut [T],
+    accumulate: bool,
+) {
     let d = w.len();
-    let mut out = vec![T::from_f64(0.0); x.len()];
-    out.par_chunks_mut(d)
-        .zip(x.par_chunks(d).zip(g.par_chunks(d)))
-        .for_each(|(o, (x, g))| {
-            let r = inv_rms(x, eps);
+    dx.par_chunks_mut(d)
+        .zip(x.par_chunks(d).zip(g.par_chunks(d)).zip(inv.par_iter()))
+        .for_each(|(o, ((x, g), r))| {
             let dot = x
                 .iter()
                 .zip(g)
@@ -51,9 +62,29 @@ fn backward<T: Real>(x: &[T], w: &[T], g: &[T], eps: f64) -> Vec<T> {
                 / d as f64;
             for (((o, x), g), w) in o.iter_mut().zip(x).zip(g).zip(w) {
                 let gw = (*g).into() * (*w).into();
-                *o = T::from_f64(r * gw - (*x).into() * r * r * r * dot);
+                let v = r * gw - (*x).into() * r * r * r * dot;
+                *o = if accumulate {
+                    T::from_f64((*o).into() + v)
+                } else {
+                    T::from_f64(v)
+                };
             }
         });
+}
+
+fn forward<T: Real>(x: &[T], w: &[T], eps: f64) -> Vec<T> {
+    let mut inv = vec![0.0; x.len() / w.len()];
+    inv_rms_rows(x, w.len(), eps, &mut inv);
+    let mut out = vec![T::ZERO; x.len()];
+    apply_rows(x, w, &inv, &mut out);
+    out
+}
+
+fn backward<T: Real>(x: &[T], w: &[T], g: &[T], eps: f64) -> Vec<T> {
+    let mut inv = vec![0.0; x.len() / w.len()];
+    inv_rms_rows(x, w.len(), eps, &mut inv);
+    let mut out = vec![T::ZERO; x.len()];
+    backward_rows(x, w, &inv, g, &mut out, false);
     out
 }
 

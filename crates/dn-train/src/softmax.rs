@@ -27,15 +27,18 @@ fn forward_rows<T: Real>(input: &[T], len: usize, scale: T) -> Vec<T> {
             for (o, x) in o[..visible].iter_mut().zip(&x[..visible]) {
                 *o = *x * scale;
             }
-            let max = o[..visible].iter().copied().fold(T::NEG_INFINITY, T::max);
+            let max = o[..visible]
+                .iter()
+                .copied()
+                .fold(T::NEG_INFINITY, T::maximum);
             let mut sum = T::ZERO;
             for o in &mut o[..visible] {
                 *o = (*o - max).exp();
-                sum = sum + *o;
+                sum += *o;
             }
             let inv = T::ONE / sum;
             for o in &mut o[..visible] {
-                *o = *o * inv;
+                *o *= inv;
             }
         });
     out

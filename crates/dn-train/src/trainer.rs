@@ -355,14 +355,12 @@ impl Trainer<'_> {
                 let (loss, store) = forward_backward(self.model, &seqs, normaliser.max(1))?;
                 nll_sum += loss.nll_sum;
                 tokens += loss.tokens;
-                let Some(store) = store else { continue };
-                for (slot, p) in grads.iter_mut().zip(params) {
-                    if let Some(g) = store.get(p.as_tensor()) {
-                        *slot = Some(match slot.take() {
-                            Some(acc) => (acc + g)?,
-                            None => g.clone(),
-                        });
-                    }
+                let Some(pass_grads) = store else { continue };
+                for (slot, g) in grads.iter_mut().zip(pass_grads) {
+                    *slot = Some(match slot.take() {
+                        Some(acc) => (acc + g)?,
+                        None => g,
+                    });
                 }
             }
         }

@@ -37,9 +37,21 @@ fn randomize_b(model: &LlamaLora, seed: u64) {
     }
 }
 
-fn check_against_finite_differences(tied: bool) {
+/// The gradient of `var` among `grads` (given in [`LlamaLora::trainable`] order).
+fn grad_of<'a>(model: &LlamaLora, grads: &'a [Tensor], var: &Var) -> &'a Tensor {
+    let i = model
+        .trainable()
+        .iter()
+        .position(|v| v.as_tensor().id() == var.as_tensor().id())
+        .expect("a trainable tensor");
+    &grads[i]
+}
+
+fn check_against_finite_differences(tied: bool, cpu_engine: bool) {
     let base = tiny_model(DType::F64, tied, 7);
     let model = LlamaLora::new(&base, &LoraConfig::new(2, 4.0), 3).unwrap();
+    model.set_cpu_engine(cpu_engine);
+    assert_eq!(model.uses_cpu_engine(), cpu_engine);
     randomize_b(&model, 11);
     let examples = tiny_examples(3, 5);
     let seqs = sequences(&examples);
@@ -49,11 +61,7 @@ fn check_against_finite_differences(tied: bool) {
     let h = 1e-6;
     for pair in model.lora_pairs() {
         for (label, var) in [("A", &pair.a), ("B", &pair.b)] {
-            let analytic = grads
-                .get(var.as_tensor())
-                .expect("gradient")
-                .flatten_all()
-                .unwrap();
+            let analytic = grad_of(&model, &grads, var).flatten_all().unwrap();
             let analytic: Vec<f64> = analytic.to_vec1().unwrap();
             let original = var.as_tensor().copy().unwrap();
             let flat: Vec<f64> = original.flatten_all().unwrap().to_vec1().unwrap();
@@ -94,12 +102,46 @@ fn set(var: &Var, values: Vec<f64>, dims: &[usize]) {
 
 #[test]
 fn lora_gradients_match_finite_differences_untied() {
-    check_against_finite_differences(false);
+    check_against_finite_differences(false, true);
 }
 
 #[test]
 fn lora_gradients_match_finite_differences_tied() {
-    check_against_finite_differences(true);
+    check_against_finite_differences(true, true);
+}
+
+#[test]
+fn candle_graph_gradients_match_finite_differences() {
+    check_against_finite_differences(false, false);
+}
+
+/// The CPU engine and the candle graph (the CUDA path) agree on the loss and every gradient in f64.
+#[test]
+fn cpu_engine_matches_the_candle_graph() {
+    let base = tiny_model(DType::F64, true, 5);
+    let model = LlamaLora::new(&base, &LoraConfig::new(3, 6.0), 2).unwrap();
+    randomize_b(&model, 4);
+    let examples = tiny_examples(4, 9);
+    let seqs = sequences(&examples);
+    let n = dn_train::count_targets(&seqs);
+    let (engine_loss, engine) = forward_backward(&model, &seqs, n).unwrap();
+    model.set_cpu_engine(false);
+    let (graph_loss, graph) = forward_backward(&model, &seqs, n).unwrap();
+    let rel = (engine_loss.nll_sum - graph_loss.nll_sum).abs() / graph_loss.nll_sum;
+    assert!(rel < 1e-12, "loss: relative difference {rel:e}");
+    for (e, g) in engine.unwrap().iter().zip(graph.unwrap()) {
+        let diff = (e - &g)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .sqrt()
+            .unwrap();
+        let norm = g.sqr().unwrap().sum_all().unwrap().sqrt().unwrap();
+        let rel = diff.to_scalar::<f64>().unwrap() / norm.to_scalar::<f64>().unwrap();
+        assert!(rel < 1e-10, "gradient: relative difference {rel:e}");
+    }
 }
 
 #[test]
@@ -128,9 +170,7 @@ fn every_lora_tensor_gets_a_nonzero_gradient_after_one_step() {
     assert_eq!(model.trainable().len(), 2 * 7 * 2);
     for pair in model.lora_pairs() {
         for (label, var) in [("A", &pair.a), ("B", &pair.b)] {
-            let g = grads
-                .get(var.as_tensor())
-                .unwrap_or_else(|| panic!("{} {label}: no gradient", pair.module));
+            let g = grad_of(&model, &grads, var);
             let max = g
                 .abs()
                 .unwrap()
@@ -158,7 +198,7 @@ fn a_bf16_base_trains_f32_lora_tensors_close_to_f32() {
         let grads = grads.unwrap();
         for var in model.trainable() {
             assert_eq!(var.as_tensor().dtype(), DType::F32);
-            assert_eq!(grads.get(var.as_tensor()).unwrap().dtype(), DType::F32);
+            assert_eq!(grad_of(&model, &grads, var).dtype(), DType::F32);
         }
         loss.nll_sum / n as f64
     };

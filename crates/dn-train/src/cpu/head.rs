@@ -1,0 +1,106 @@
+//! The final norm, the output projection and the cross-entropy, for the rows that predict a supervised
+//! token only, `LOGIT_CHUNK_ROWS` rows at a time: logits are computed into one reused buffer, turned into
+//! their gradient in place (`softmax - onehot`, scaled) and projected back at once, so a vocabulary-sized
+//! tensor never exists for more than one chunk.
+
+use rayon::prelude::*;
+
+use super::matmul::{Mat, MatMut, Threads, matmul};
+use crate::kernels::Real;
+use crate::loss::LOGIT_CHUNK_ROWS;
+use crate::norm::{apply_rows, backward_rows, inv_rms_rows};
+
+pub struct Head<'a, T> {
+    pub norm: &'a [T],
+    /// `[vocab, hidden]`.
+    pub w: &'a [T],
+    pub vocab: usize,
+    pub eps: f64,
+}
+
+/// Negative log-likelihood of one row's target; with `scale`, the row becomes `scale * (softmax - onehot)`.
+fn row_nll<T: Real>(row: &mut [T], target: usize, scale: Option<f64>) -> f64 {
+    let max = row.iter().copied().fold(T::NEG_INFINITY, T::maximum);
+    let picked: f64 = (row[target] - max).into();
+    let mut sum = 0.0f64;
+    for x in row.iter_mut() {
+        *x = (*x - max).exp();
+        sum += (*x).into();
+    }
+    if let Some(scale) = scale {
+        let factor = T::from_f64(scale / sum);
+        for x in row.iter_mut() {
+            *x *= factor;
+        }
+        row[target] -= T::from_f64(scale);
+    }
+    sum.ln() - picked
+}
+
+/// The summed NLL of `tokens` predicted from `rows` of the last block's output `x [n, hidden]`; with
+/// `scale`, also the gradient of `scale * sum(nll)` with respect to `x`.
+pub fn loss<T: Real>(
+    head: &Head<'_, T>,
+    x: &[T],
+    rows: &[u32],
+    tokens: &[u32],
+    scale: Option<f64>,
+) -> (f64, Option<Vec<T>>) {
+    let d = head.norm.len();
+    let m = rows.len();
+    let mut selected = vec![T::ZERO; m * d];
+    for (dst, &r) in selected.chunks_mut(d).zip(rows) {
+        dst.copy_from_slice(&x[r as usize * d..(r as usize + 1) * d]);
+    }
+    let mut inv = vec![0.0; m];
+    inv_rms_rows(&selected, d, head.eps, &mut inv);
+    let mut normed = vec![T::ZERO; m * d];
+    apply_rows(&selected, head.norm, &inv, &mut normed);
+    let mut d_normed = vec![T::ZERO; if scale.is_some() { m * d } else { 0 }];
+    let chunk = LOGIT_CHUNK_ROWS.min(m);
+    let mut logits = vec![T::ZERO; chunk * head.vocab];
+    let w = Mat::new(head.w, head.vocab, d);
+    let mut nll_sum = 0.0;
+    let mut start = 0;
+    while start < m {
+        let c = chunk.min(m - start);
+        let lg = &mut logits[..c * head.vocab];
+        let h = Mat::strided(&normed, start * d, c, d, d);
+        let dst = MatMut::new(lg, c, head.vocab);
+        matmul(dst, h, w.t(), T::ONE, false, Threads::All);
+        nll_sum += lg
+            .par_chunks_mut(head.vocab)
+            .zip(&tokens[start..start + c])
+            .map(|(row, t)| row_nll(row, *t as usize, scale))
+            .sum::<f64>();
+        if scale.is_some() {
+            let dst = MatMut::strided(&mut d_normed, start * d, c, d, d);
+            matmul(
+                dst,
+                Mat::new(lg, c, head.vocab),
+                w,
+                T::ONE,
+                false,
+                Threads::All,
+            );
+        }
+        start += c;
+    }
+    if scale.is_none() {
+        return (nll_sum, None);
+    }
+    let mut d_selected = vec![T::ZERO; m * d];
+    backward_rows(
+        &selected,
+        head.norm,
+        &inv,
+        &d_normed,
+        &mut d_selected,
+        false,
+    );
+    let mut dx = vec![T::ZERO; x.len()];
+    for (src, &r) in d_selected.chunks(d).zip(rows) {
+        dx[r as usize * d..(r as usize + 1) * d].copy_from_slice(src);
+    }
+    (nll_sum, Some(dx))
+}
