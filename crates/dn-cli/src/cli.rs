@@ -179,6 +179,10 @@ pub struct SftArgs {
     /// AdamW weight decay (dn extension; default 0).
     #[arg(long)]
     pub weight_decay: Option<f64>,
+    /// Recompute each layer in the backward instead of keeping its activations: true or false (dn
+    /// extension; default: on for CUDA workers, off on the CPU).
+    #[arg(long)]
+    pub gradient_checkpointing: Option<bool>,
     /// Wait for the job to finish; exits non-zero unless it completed.
     #[arg(long)]
     pub wait: bool,

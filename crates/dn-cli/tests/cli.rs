@@ -161,6 +161,8 @@ async fn cli_round_trips() {
         "0.5",
         "--weight-decay",
         "0.01",
+        "--gradient-checkpointing",
+        "true",
         "--json",
     ];
     let job: Value = serde_json::from_str(&env.ok(&sft, &conn).await).unwrap();
@@ -214,8 +216,12 @@ async fn cli_round_trips() {
         serde_json::json!(["q_proj", "v_proj"])
     );
     assert_eq!(
-        (&c["max_grad_norm"], &c["weight_decay"]),
-        (&0.5.into(), &0.01.into())
+        (
+            &c["max_grad_norm"],
+            &c["weight_decay"],
+            &c["gradient_checkpointing"]
+        ),
+        (&0.5.into(), &0.01.into(), &true.into())
     );
 
     // The worker has no trainer: the job fails honestly, and wait exits non-zero.

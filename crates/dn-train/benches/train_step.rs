@@ -2,6 +2,7 @@
 //! seven projections: the peer's best case (random ids, every token supervised, 4 x 256) and a packed
 //! chat-like batch with assistant-only loss. Prints tokens/s, step times and peak RSS.
 //! Run: cargo bench -p dn-train --bench train_step [-- STEPS]
+//! Memory against tokens, recompute off and on: `cargo bench -p dn-train --bench train_step -- --memory`
 //! Harness mode (scripts/bench/compare.sh): `train_step --examples FILE.jsonl --batch B --lr LR --out OUT.json`
 //! trains one epoch on pre-tokenized examples (`{input_ids, loss_mask}` per line) and writes the figures.
 
@@ -24,12 +25,7 @@ fn model_path() -> PathBuf {
 }
 
 fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+    rss_mib("VmHWM:")
 }
 
 /// `count` sequences of `len` random ids; `prompt` leading tokens carry no loss.
@@ -43,7 +39,7 @@ fn batch(count: usize, len: usize, prompt: usize, seed: u64) -> Vec<TrainExample
         .collect()
 }
 
-fn run(label: &str, model: &LlamaLora, examples: &[TrainExample], steps: u64) {
+fn run(label: &str, model: &LlamaLora, examples: &[TrainExample], steps: u64, recompute: bool) {
     let dir = tempfile::tempdir().unwrap();
     let trainer = Trainer {
         model,
@@ -52,6 +48,7 @@ fn run(label: &str, model: &LlamaLora, examples: &[TrainExample], steps: u64) {
             steps: Some(steps + 1),
             checkpoint_interval: 0,
             tokens_per_pass: 1 << 20,
+            recompute: Some(recompute),
             ..Default::default()
         },
         checkpoint_dir: dir.path().to_path_buf(),
@@ -79,6 +76,76 @@ fn run(label: &str, model: &LlamaLora, examples: &[TrainExample], steps: u64) {
         timed.last().unwrap().loss,
         peak_rss_mib(),
     );
+}
+
+fn rss_mib(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// One optimizer step over `tokens` tokens (examples of 512, one pass) in this process; prints the
+/// resident memory before it and the peak during it (the peak is reset first, so loading does not count).
+fn memory_point(model: &LlamaLora, tokens: usize, recompute: bool) {
+    let examples = batch(tokens / 512, 512, 0, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let trainer = Trainer {
+        model,
+        options: TrainOptions {
+            batch_size: examples.len(),
+            steps: Some(1),
+            checkpoint_interval: 0,
+            tokens_per_pass: tokens,
+            recompute: Some(recompute),
+            ..Default::default()
+        },
+        checkpoint_dir: dir.path().to_path_buf(),
+        base_model_name: "bench".into(),
+    };
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let before = rss_mib("VmRSS:");
+    trainer
+        .run(&examples, &[], None, &mut |_| Control::Continue)
+        .unwrap();
+    println!("{before:.0} {:.0}", rss_mib("VmHWM:"));
+}
+
+/// Peak memory of one optimizer step against its token count, with and without recompute, each point in
+/// a fresh process: the step's own memory is the peak minus the resident size before it.
+fn memory_table() {
+    let exe = std::env::current_exe().unwrap();
+    println!("one optimizer step, examples of 512 tokens in one pass; MiB above the loaded model");
+    println!(
+        "{:>8} {:>14} {:>14}",
+        "tokens", "recompute off", "recompute on"
+    );
+    for tokens in [512, 1024, 2048, 4096, 8192] {
+        let mut row = format!("{tokens:>8}");
+        for recompute in [false, true] {
+            let out = std::process::Command::new(&exe)
+                .args([
+                    "--memory-point",
+                    &tokens.to_string(),
+                    &recompute.to_string(),
+                ])
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let fields: Vec<f64> = text
+                .split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            let step = fields
+                .get(1)
+                .zip(fields.first())
+                .map_or(f64::NAN, |(p, b)| p - b);
+            row.push_str(&format!(" {step:>14.0}"));
+        }
+        println!("{row}");
+    }
 }
 
 fn flag(args: &[String], name: &str) -> Option<String> {
@@ -138,6 +205,16 @@ fn harness(model: &LlamaLora, args: &[String]) {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--memory") {
+        return memory_table();
+    }
+    if let Some(tokens) = flag(&args, "--memory-point") {
+        let recompute = args.last().is_some_and(|a| a == "true");
+        let base = BaseModel::load(&model_path(), DType::F32, &Device::Cpu).unwrap();
+        let model = LlamaLora::new(&base, &LoraConfig::new(16, 32.0), 0).unwrap();
+        drop(base);
+        return memory_point(&model, tokens.parse().unwrap(), recompute);
+    }
     if args.iter().any(|a| a == "--examples") {
         let base = BaseModel::load(&model_path(), DType::F32, &Device::Cpu).unwrap();
         let model = LlamaLora::new(&base, &LoraConfig::new(16, 32.0), 0).unwrap();
@@ -167,11 +244,20 @@ fn main() {
         &model,
         &batch(4, 256, 0, 1),
         steps,
+        false,
     );
     run(
         "chat-like 8x160, 1/3 supervised",
         &model,
         &batch(8, 160, 107, 2),
         steps,
+        false,
+    );
+    run(
+        "random 4x256, recompute",
+        &model,
+        &batch(4, 256, 0, 1),
+        steps,
+        true,
     );
 }

@@ -8,6 +8,7 @@ mod cpu;
 mod device;
 mod error;
 mod frozen;
+mod graph;
 mod kernels;
 mod lora;
 mod loss;

@@ -3,7 +3,7 @@
 //! gradient is taken at once and the chunk's logits freed (two-phase backward), so the vocabulary-sized
 //! logits never exist for the whole batch.
 
-use candle_core::{D, DType, Tensor, Var};
+use candle_core::{D, DType, Tensor};
 
 use crate::error::Result;
 use crate::frozen::Frozen;
@@ -50,7 +50,7 @@ pub fn count_targets(sequences: &[Sequence<'_>]) -> usize {
 }
 
 /// Negative log-likelihood of each row's target: `logsumexp(logits) - logits[target]`, in f32 or f64.
-fn chunk_nll(head: &Frozen, hidden: &Tensor, targets: &Tensor) -> Result<Tensor> {
+pub(crate) fn chunk_nll(head: &Frozen, hidden: &Tensor, targets: &Tensor) -> Result<Tensor> {
     let logits = head.forward(hidden)?;
     let logits = if logits.dtype() == DType::F64 {
         logits
@@ -64,7 +64,7 @@ fn chunk_nll(head: &Frozen, hidden: &Tensor, targets: &Tensor) -> Result<Tensor>
     Ok((lse - picked)?.squeeze(1)?)
 }
 
-fn to_f64(t: &Tensor) -> Result<f64> {
+pub(crate) fn to_f64(t: &Tensor) -> Result<f64> {
     Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
 }
 
@@ -122,38 +122,8 @@ pub fn forward_backward(
         loss.nll_sum = nll;
         return Ok((loss, grads));
     }
-    let device = model.device();
-    let hidden = model.hidden(&batch, true)?;
-    let rows = Tensor::new(targets.rows.as_slice(), device)?;
-    let selected = hidden.index_select(&rows, 0)?;
-    drop(hidden);
-    let mut grads = Vec::new();
-    let mut start = 0;
-    while start < targets.rows.len() {
-        let len = LOGIT_CHUNK_ROWS.min(targets.rows.len() - start);
-        let leaf = Var::from_tensor(&selected.narrow(0, start, len)?.detach())?;
-        let tokens = Tensor::new(&targets.tokens[start..start + len], device)?;
-        let nll = chunk_nll(model.lm_head(), leaf.as_tensor(), &tokens)?.sum_all()?;
-        loss.nll_sum += to_f64(&nll)?;
-        let chunk_grads = (nll * scale)?.backward()?;
-        let grad = chunk_grads
-            .get(leaf.as_tensor())
-            .cloned()
-            .unwrap_or(leaf.as_tensor().zeros_like()?);
-        grads.push(grad.to_dtype(selected.dtype())?);
-        start += len;
-    }
-    let grad = Tensor::cat(&grads, 0)?.detach();
-    let surrogate = (selected * grad)?.sum_all()?;
-    let store = surrogate.backward()?;
-    let grads = model
-        .trainable()
-        .into_iter()
-        .map(|v| match store.get(v.as_tensor()) {
-            Some(g) => Ok(g.clone()),
-            None => v.as_tensor().zeros_like(),
-        })
-        .collect::<candle_core::Result<Vec<_>>>()?;
+    let (nll, grads) = crate::graph::forward_backward(model, &batch, &targets, scale)?;
+    loss.nll_sum = nll;
     Ok((loss, Some(grads)))
 }
 

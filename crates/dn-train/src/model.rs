@@ -54,6 +54,13 @@ impl Block {
     }
 }
 
+/// Per-batch inputs every block reads.
+pub(crate) struct BatchContext {
+    cos: Tensor,
+    sin: Tensor,
+    masks: HashMap<usize, Tensor>,
+}
+
 /// Several examples packed into one sequence.
 pub struct Packed {
     /// `[tokens]` u32.
@@ -106,6 +113,8 @@ pub struct LlamaLora {
     device: Device,
     /// Train and evaluate with the hand-written CPU engine (`cpu`) rather than the candle graph.
     cpu_engine: AtomicBool,
+    /// Keep only each block's input in the forward and recompute the block in the backward.
+    recompute: AtomicBool,
 }
 
 /// Half-precision inputs are computed in f32 where precision matters (norms, softmax), as transformers does.
@@ -208,6 +217,7 @@ impl LlamaLora {
             cpu_engine: AtomicBool::new(
                 device.is_cpu() && matches!(dtype, DType::F32 | DType::F64),
             ),
+            recompute: AtomicBool::new(!device.is_cpu()),
             device,
         })
     }
@@ -215,6 +225,18 @@ impl LlamaLora {
     /// Whether training and evaluation run on the CPU engine (the default for f32/f64 on the CPU).
     pub fn uses_cpu_engine(&self) -> bool {
         self.cpu_engine.load(Ordering::Relaxed)
+    }
+
+    /// Whether training recomputes each block in the backward from its saved input (activation
+    /// checkpointing): memory per token drops to one hidden vector per block plus one block's
+    /// activations, for one extra forward. On by default on CUDA, off on the CPU, where the engine keeps
+    /// little per block already.
+    pub fn recomputes(&self) -> bool {
+        self.recompute.load(Ordering::Relaxed)
+    }
+
+    pub fn set_recompute(&self, on: bool) {
+        self.recompute.store(on, Ordering::Relaxed);
     }
 
     /// Switches the CPU engine off (the candle graph instead, as on CUDA) or back on where it applies;
@@ -293,9 +315,9 @@ impl LlamaLora {
         Ok((repeat(cos)?, repeat(sin)?))
     }
 
-    /// Final hidden states `[tokens, hidden]` (after the last norm) of a packed batch. With `track`
-    /// false no graph is recorded (evaluation: activations are freed layer by layer).
-    pub fn hidden(&self, batch: &Packed, track: bool) -> Result<Tensor> {
+    /// What every block of a batch shares: rotary cos/sin and, on the primitive attention path, the
+    /// additive causal masks by example length.
+    pub(crate) fn batch_context(&self, batch: &Packed) -> Result<BatchContext> {
         let (cos, sin) = self.rotary(&batch.positions)?;
         // Additive masks only for the primitive attention path (GPU or half precision); the CPU uses the
         // fused causal softmax.
@@ -307,11 +329,51 @@ impl LlamaLora {
                 }
             }
         }
-        let mut x = self.embed.index_select(&batch.ids, 0)?;
-        for block in &self.blocks {
-            x = self.block(block, &x, &cos, &sin, batch, &masks, track)?;
+        Ok(BatchContext { cos, sin, masks })
+    }
+
+    /// The token embeddings of a packed batch (no graph: the embedding is frozen).
+    pub(crate) fn embed(&self, batch: &Packed) -> Result<Tensor> {
+        Ok(self.embed.index_select(&batch.ids, 0)?)
+    }
+
+    pub(crate) fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Block `i` applied to `x`; with `track`, its graph is recorded.
+    pub(crate) fn block_forward(
+        &self,
+        i: usize,
+        x: &Tensor,
+        ctx: &BatchContext,
+        batch: &Packed,
+        track: bool,
+    ) -> Result<Tensor> {
+        self.block(
+            &self.blocks[i],
+            x,
+            &ctx.cos,
+            &ctx.sin,
+            batch,
+            &ctx.masks,
+            track,
+        )
+    }
+
+    pub(crate) fn final_norm(&self, x: &Tensor) -> Result<Tensor> {
+        rms_norm(x, &self.norm, self.config.rms_norm_eps)
+    }
+
+    /// Final hidden states `[tokens, hidden]` (after the last norm) of a packed batch. With `track`
+    /// false no graph is recorded (evaluation: activations are freed layer by layer).
+    pub fn hidden(&self, batch: &Packed, track: bool) -> Result<Tensor> {
+        let ctx = self.batch_context(batch)?;
+        let mut x = self.embed(batch)?;
+        for i in 0..self.blocks.len() {
+            x = self.block_forward(i, &x, &ctx, batch, track)?;
         }
-        rms_norm(&x, &self.norm, self.config.rms_norm_eps)
+        self.final_norm(&x)
     }
 
     #[allow(clippy::too_many_arguments)]

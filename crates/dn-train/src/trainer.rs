@@ -49,6 +49,8 @@ pub struct TrainOptions {
     pub warmup_steps: u64,
     /// Most tokens packed into one forward/backward pass (a micro-batch is split to fit).
     pub tokens_per_pass: usize,
+    /// Layer-by-layer recompute (gradient checkpointing); `None`: the model's default for its device.
+    pub recompute: Option<bool>,
 }
 
 impl Default for TrainOptions {
@@ -67,6 +69,7 @@ impl Default for TrainOptions {
             schedule: Schedule::Constant,
             warmup_steps: 0,
             tokens_per_pass: 4096,
+            recompute: None,
         }
     }
 }
@@ -189,6 +192,9 @@ impl Trainer<'_> {
         let o = &self.options;
         let per_step = o.batch_size * o.gradient_accumulation_steps;
         let total = total_steps(train.len(), per_step, o.steps, o.epochs);
+        if let Some(recompute) = o.recompute {
+            self.model.set_recompute(recompute);
+        }
         let params = self.model.trainable();
         let mut optimizer = AdamW::new(o.adam.clone(), &params)?;
         let mut state = TrainerState {

@@ -115,33 +115,48 @@ fn candle_graph_gradients_match_finite_differences() {
     check_against_finite_differences(false, false);
 }
 
-/// The CPU engine and the candle graph (the CUDA path) agree on the loss and every gradient in f64.
-#[test]
-fn cpu_engine_matches_the_candle_graph() {
+/// Loss and gradients of one forward/backward in f64 with the given engine and recompute settings.
+fn loss_and_grads(cpu_engine: bool, recompute: bool) -> (f64, Vec<Tensor>) {
     let base = tiny_model(DType::F64, true, 5);
     let model = LlamaLora::new(&base, &LoraConfig::new(3, 6.0), 2).unwrap();
     randomize_b(&model, 4);
+    model.set_cpu_engine(cpu_engine);
+    model.set_recompute(recompute);
     let examples = tiny_examples(4, 9);
     let seqs = sequences(&examples);
     let n = dn_train::count_targets(&seqs);
-    let (engine_loss, engine) = forward_backward(&model, &seqs, n).unwrap();
-    model.set_cpu_engine(false);
-    let (graph_loss, graph) = forward_backward(&model, &seqs, n).unwrap();
-    let rel = (engine_loss.nll_sum - graph_loss.nll_sum).abs() / graph_loss.nll_sum;
-    assert!(rel < 1e-12, "loss: relative difference {rel:e}");
-    for (e, g) in engine.unwrap().iter().zip(graph.unwrap()) {
-        let diff = (e - &g)
-            .unwrap()
-            .sqr()
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .sqrt()
-            .unwrap();
-        let norm = g.sqr().unwrap().sum_all().unwrap().sqrt().unwrap();
-        let rel = diff.to_scalar::<f64>().unwrap() / norm.to_scalar::<f64>().unwrap();
-        assert!(rel < 1e-10, "gradient: relative difference {rel:e}");
+    let (loss, grads) = forward_backward(&model, &seqs, n).unwrap();
+    (loss.nll_sum, grads.unwrap())
+}
+
+fn assert_same(label: &str, a: &(f64, Vec<Tensor>), b: &(f64, Vec<Tensor>)) {
+    let rel = (a.0 - b.0).abs() / b.0;
+    assert!(rel < 1e-12, "{label}: loss relative difference {rel:e}");
+    assert_eq!(a.1.len(), b.1.len());
+    for (x, y) in a.1.iter().zip(&b.1) {
+        let norm = |t: &Tensor| t.sqr().unwrap().sum_all().unwrap().sqrt().unwrap();
+        let diff = norm(&(x - y).unwrap()).to_scalar::<f64>().unwrap();
+        let rel = diff / norm(y).to_scalar::<f64>().unwrap();
+        assert!(rel < 1e-10, "{label}: gradient relative difference {rel:e}");
     }
+}
+
+/// The CPU engine and the candle graph (the CUDA path) agree on the loss and every gradient in f64, and
+/// layer-by-layer recompute changes neither.
+#[test]
+fn cpu_engine_graph_and_recompute_agree() {
+    let engine = loss_and_grads(true, false);
+    assert_same("graph", &loss_and_grads(false, false), &engine);
+    assert_same(
+        "engine with recompute",
+        &loss_and_grads(true, true),
+        &engine,
+    );
+    assert_same(
+        "graph with recompute",
+        &loss_and_grads(false, true),
+        &engine,
+    );
 }
 
 #[test]

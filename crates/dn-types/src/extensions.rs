@@ -54,6 +54,9 @@ pub struct TrainingExtras {
     pub max_grad_norm: f64,
     #[serde(default)]
     pub weight_decay: f64,
+    /// Layer-by-layer recompute; absent: the worker's device decides (on for CUDA, off on the CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_checkpointing: Option<bool>,
 }
 
 impl Default for TrainingExtras {
@@ -66,6 +69,7 @@ impl Default for TrainingExtras {
             lora_target_modules: all_targets(),
             max_grad_norm: 1.0,
             weight_decay: 0.0,
+            gradient_checkpointing: None,
         }
     }
 }
@@ -145,6 +149,7 @@ pub fn validate_extras(c: &TinkerSftJobConfig) -> Result<TrainingExtras> {
             .unwrap_or(defaults.max_grad_norm),
         weight_decay: float_in(c.weight_decay, "config.weight_decay", 1.0)?
             .unwrap_or(defaults.weight_decay),
+        gradient_checkpointing: c.gradient_checkpointing,
     })
 }
 

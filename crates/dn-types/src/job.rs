@@ -82,6 +82,10 @@ pub struct TinkerSftJobConfig {
     pub max_grad_norm: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_decay: Option<f64>,
+    /// Recompute each block in the backward from its saved input (default: on for CUDA, off on the
+    /// CPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_checkpointing: Option<bool>,
 }
 
 /// `CreateTinkerSFTJobRequest`.

@@ -39,6 +39,7 @@ pub fn train_options(config: &SftConfig) -> dn_train::Result<TrainOptions> {
         max_grad_norm: x.max_grad_norm,
         schedule: Schedule::parse(&x.lr_scheduler)?,
         warmup_steps: u64::from(x.warmup_steps),
+        recompute: x.gradient_checkpointing,
         ..defaults
     })
 }

@@ -70,6 +70,7 @@ pub fn sft_request(args: &SftArgs, project: Option<&str>) -> Result<CreateTinker
             lora_target_modules: args.lora_target_modules.clone(),
             max_grad_norm: args.max_grad_norm,
             weight_decay: args.weight_decay,
+            gradient_checkpointing: args.gradient_checkpointing,
         },
     })
 }

@@ -160,6 +160,7 @@ pub fn run<T: Real>(
             heads: c.num_attention_heads,
             kv: c.num_key_value_heads,
             hd: c.head_dim,
+            query_block: attention::QUERY_BLOCK,
         },
         eps: c.rms_norm_eps,
         segments: &batch.segments,
@@ -171,10 +172,16 @@ pub fn run<T: Real>(
         row.copy_from_slice(&w.embed[id as usize * d..(id as usize + 1) * d]);
     }
     let mut scratch = Scratch::default();
-    let mut saved = Vec::with_capacity(if scale.is_some() { w.blocks.len() } else { 0 });
+    let training = scale.is_some();
+    let recompute = training && model.recomputes();
+    // Per block: its input alone (recompute) or everything its backward reads.
+    let (mut inputs, mut saved) = (Vec::new(), Vec::new());
     for b in &w.blocks {
+        if recompute {
+            inputs.push(x.clone());
+        }
         let (out, s) = block::forward(b, &ctx, x, &mut scratch);
-        if scale.is_some() {
+        if training && !recompute {
             saved.push(s);
         }
         x = out;
@@ -189,7 +196,11 @@ pub fn run<T: Real>(
         .iter()
         .map(|b| b.projections().iter().map(|p| p.grad()).collect())
         .collect();
-    for ((b, s), g) in w.blocks.iter().zip(saved).zip(&mut grads).rev() {
+    for (b, g) in w.blocks.iter().zip(&mut grads).rev() {
+        let s = match inputs.pop() {
+            Some(x) => block::forward(b, &ctx, x, &mut scratch).1,
+            None => saved.pop().expect("saved activations of every block"),
+        };
         block::backward(b, &ctx, s, &mut dx, g, &mut scratch);
     }
     let mut out = Vec::new();

@@ -1,0 +1,113 @@
+//! Training on the candle graph (CUDA, half precision, and the CPU when its engine is switched off):
+//! the two-phase chunked loss backward, with or without layer-by-layer recompute. With recompute the
+//! forward records no graph and keeps each block's input; the backward then redoes one block at a time
+//! with its graph and pushes the gradient through it, so at most one block's activations are alive.
+
+use candle_core::backprop::GradStore;
+use candle_core::{Tensor, Var};
+
+use crate::error::Result;
+use crate::loss::{LOGIT_CHUNK_ROWS, Targets, chunk_nll, to_f64};
+use crate::model::{LlamaLora, Packed};
+
+/// The summed NLL of the targets, and the gradient of `scale * nll` with respect to `hidden` (the final
+/// norm's output; only its target rows are non-zero), a chunk of logits at a time.
+fn head(
+    model: &LlamaLora,
+    hidden: &Tensor,
+    targets: &Targets,
+    scale: f64,
+) -> Result<(f64, Tensor)> {
+    let device = model.device();
+    let rows = Tensor::new(targets.rows.as_slice(), device)?;
+    let selected = hidden.index_select(&rows, 0)?.detach();
+    let mut nll_sum = 0.0;
+    let mut grads = Vec::new();
+    let mut start = 0;
+    while start < targets.rows.len() {
+        let len = LOGIT_CHUNK_ROWS.min(targets.rows.len() - start);
+        let leaf = Var::from_tensor(&selected.narrow(0, start, len)?)?;
+        let tokens = Tensor::new(&targets.tokens[start..start + len], device)?;
+        let nll = chunk_nll(model.lm_head(), leaf.as_tensor(), &tokens)?.sum_all()?;
+        nll_sum += to_f64(&nll)?;
+        let chunk_grads = (nll * scale)?.backward()?;
+        let grad = chunk_grads
+            .get(leaf.as_tensor())
+            .cloned()
+            .unwrap_or(leaf.as_tensor().zeros_like()?);
+        grads.push(grad.to_dtype(selected.dtype())?);
+        start += len;
+    }
+    let grad = Tensor::cat(&grads, 0)?;
+    let full = hidden.zeros_like()?.index_add(&rows, &grad, 0)?;
+    Ok((nll_sum, full))
+}
+
+/// Backward of `sum(output * grad)`: pushes `grad` through the graph that produced `output`.
+fn push_through(output: &Tensor, grad: &Tensor) -> Result<GradStore> {
+    Ok((output * grad.detach())?.sum_all()?.backward()?)
+}
+
+/// Adds each trainable tensor's gradient found in `store` to its slot.
+fn collect(model: &LlamaLora, store: &GradStore, slots: &mut [Option<Tensor>]) -> Result<()> {
+    for (slot, var) in slots.iter_mut().zip(model.trainable()) {
+        if let Some(g) = store.get(var.as_tensor()) {
+            *slot = Some(match slot.take() {
+                Some(acc) => (acc + g)?,
+                None => g.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The NLL sum and the LoRA gradients of `scale * nll`, in [`LlamaLora::trainable`] order.
+pub fn forward_backward(
+    model: &LlamaLora,
+    batch: &Packed,
+    targets: &Targets,
+    scale: f64,
+) -> Result<(f64, Vec<Tensor>)> {
+    let mut slots: Vec<Option<Tensor>> = vec![None; model.trainable().len()];
+    let ctx = model.batch_context(batch)?;
+    let mut x = model.embed(batch)?;
+    let nll = if model.recomputes() {
+        let mut inputs = Vec::with_capacity(model.num_blocks());
+        for i in 0..model.num_blocks() {
+            inputs.push(x.clone());
+            x = model.block_forward(i, &x, &ctx, batch, false)?;
+        }
+        let leaf = Var::from_tensor(&x)?;
+        let hidden = model.final_norm(leaf.as_tensor())?;
+        let (nll, grad) = head(model, &hidden.detach(), targets, scale)?;
+        let mut grad = push_through(&hidden, &grad)?
+            .get(leaf.as_tensor())
+            .cloned()
+            .unwrap_or(x.zeros_like()?);
+        for (i, input) in inputs.into_iter().enumerate().rev() {
+            let leaf = Var::from_tensor(&input)?;
+            let output = model.block_forward(i, leaf.as_tensor(), &ctx, batch, true)?;
+            let store = push_through(&output, &grad)?;
+            collect(model, &store, &mut slots)?;
+            grad = match store.get(leaf.as_tensor()) {
+                Some(g) => g.clone(),
+                None => grad.zeros_like()?,
+            };
+        }
+        nll
+    } else {
+        for i in 0..model.num_blocks() {
+            x = model.block_forward(i, &x, &ctx, batch, true)?;
+        }
+        let hidden = model.final_norm(&x)?;
+        let (nll, grad) = head(model, &hidden.detach(), targets, scale)?;
+        collect(model, &push_through(&hidden, &grad)?, &mut slots)?;
+        nll
+    };
+    let grads = slots
+        .into_iter()
+        .zip(model.trainable())
+        .map(|(g, v)| g.map_or_else(|| v.as_tensor().zeros_like(), Ok))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok((nll, grads))
+}
