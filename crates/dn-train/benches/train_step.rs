@@ -188,7 +188,7 @@ fn harness(model: &LlamaLora, args: &[String]) {
         .unwrap();
     let h = &summary.history;
     let result = serde_json::json!({
-        "system": "dn (candle, f32 CPU)",
+        "system": "dn (CPU engine, f32)",
         "steps": h.len(),
         "examples": examples.len(),
         "tokens": h.iter().map(|r| r.num_tokens).sum::<usize>(),
