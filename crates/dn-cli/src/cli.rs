@@ -326,6 +326,10 @@ pub struct LeaseArgs {
     /// How often an idle worker looks for work, in milliseconds.
     #[arg(long, env = "DN_POLL_INTERVAL_MS")]
     pub poll_interval_ms: Option<u64>,
+    /// On SIGTERM/SIGINT, how long the job in progress gets to checkpoint and go back to the queue
+    /// before the worker exits anyway (default 30).
+    #[arg(long, env = "DN_SHUTDOWN_GRACE_SECONDS")]
+    pub shutdown_grace_seconds: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -29,6 +29,7 @@ pub struct FileConfig {
     pub lease_seconds: Option<u64>,
     pub heartbeat_seconds: Option<u64>,
     pub poll_interval_ms: Option<u64>,
+    pub shutdown_grace_seconds: Option<u64>,
     pub worker_id: Option<String>,
     /// auto, cpu, cuda or cuda:N.
     pub device: Option<String>,
@@ -136,6 +137,9 @@ pub fn worker_config(worker_id: String, args: &LeaseArgs, file: &FileConfig) -> 
     }
     if let Some(ms) = args.poll_interval_ms.or(file.poll_interval_ms) {
         config.poll_interval = Duration::from_millis(ms.max(10));
+    }
+    if let Some(s) = args.shutdown_grace_seconds.or(file.shutdown_grace_seconds) {
+        config.shutdown_grace = Duration::from_secs(s);
     }
     config
 }

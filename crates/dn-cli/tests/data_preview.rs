@@ -98,24 +98,8 @@ async fn data_preview_from_a_file_and_from_the_registry() {
     }
 
     // From the registry, with the capability's prompt.
-    let key = env
-        .ok(
-            &[
-                "keys",
-                "create",
-                "--org",
-                "acme",
-                "--data-dir",
-                &env.data_dir(),
-            ],
-            &[],
-        )
-        .await;
-    let conn = [
-        ("DN_SERVER", env.url.as_str()),
-        ("DN_API_KEY", key.trim()),
-        ("DN_ORGANIZATION", "acme"),
-    ];
+    let member = env.member("acme").await;
+    let conn: Vec<(&str, &str)> = member.iter().map(|(k, v)| (*k, v.as_str())).collect();
     write(
         root,
         "cap/capability.yaml",

@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use futures::TryStreamExt;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, PutPayload};
 
@@ -70,5 +71,66 @@ impl Registry {
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// The names of a job's committed checkpoints (`step-NNNNNN` in step order, then `final`).
+    pub async fn committed_checkpoints(&self, org: &str, job_id: &str) -> Result<Vec<String>> {
+        for part in [org, job_id] {
+            validate_relative_path(part)?;
+        }
+        let prefix = format!("jobs/{org}/{job_id}/checkpoints/");
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&StorePath::from(prefix.as_str())))
+            .try_collect()
+            .await?;
+        let mut names: Vec<String> = metas
+            .iter()
+            .filter_map(|m| {
+                let rest = m.location.as_ref().strip_prefix(prefix.as_str())?;
+                let (name, file) = rest.split_once('/')?;
+                (file == COMMIT_MARKER).then(|| name.to_owned())
+            })
+            .collect();
+        // Zero-padded step numbers sort as text; `final` goes last.
+        names.sort_by_key(|n| (n == "final", n.clone()));
+        Ok(names)
+    }
+
+    /// Downloads a committed checkpoint's files (not the marker) into `dest`.
+    pub async fn get_checkpoint(
+        &self,
+        org: &str,
+        job_id: &str,
+        name: &str,
+        dest: &Path,
+    ) -> Result<()> {
+        for part in [org, job_id, name] {
+            validate_relative_path(part)?;
+        }
+        let prefix = format!("{}/", Self::checkpoint_prefix(org, job_id, name));
+        let metas: Vec<_> = self
+            .store
+            .list(Some(&StorePath::from(prefix.as_str())))
+            .try_collect()
+            .await?;
+        tokio::fs::create_dir_all(dest)
+            .await
+            .map_err(|e| Error::Config(format!("cannot create {}: {e}", dest.display())))?;
+        for meta in metas {
+            let Some(file) = meta.location.as_ref().strip_prefix(prefix.as_str()) else {
+                continue;
+            };
+            if file == COMMIT_MARKER || file.contains('/') {
+                continue;
+            }
+            validate_relative_path(file)?;
+            let bytes = self.store.get(&meta.location).await?.bytes().await?;
+            let path = dest.join(file);
+            tokio::fs::write(&path, &bytes)
+                .await
+                .map_err(|e| Error::Config(format!("cannot write {}: {e}", path.display())))?;
+        }
+        Ok(())
     }
 }

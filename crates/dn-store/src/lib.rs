@@ -142,6 +142,9 @@ pub trait JobStore: Send + Sync + 'static {
     async fn finish_job(&self, lease: &Lease, outcome: JobOutcome) -> Result<TrainingJob>;
     /// Requeues running jobs whose lease expired (or cancels them if cancel was requested).
     async fn requeue_expired(&self) -> Result<Requeued>;
+    /// Gives a running job back to the queue (the worker is shutting down: preemption, not a failure);
+    /// `reason` goes into the job's log. Fenced by the lease.
+    async fn release_job(&self, lease: &Lease, reason: &str) -> Result<()>;
 
     /// Queued: `cancelled` at once. Running: `cancel_requested_at` set. Cancelled: unchanged.
     /// Completed or failed: `Conflict`.

@@ -218,6 +218,43 @@ impl SqlStore {
         Ok(job)
     }
 
+    pub(crate) async fn release(&self, lease: &Lease, reason: &str) -> Result<()> {
+        let now = now_micros();
+        let mut tx = self.begin_write().await?;
+        let released = sqlx::query(
+            "UPDATE jobs SET status = 'queued', updated_at = $1, lease_owner = NULL, \
+             lease_expires_at = NULL WHERE id = $2 AND attempt = $3 AND status = 'running'",
+        )
+        .bind(now)
+        .bind(&lease.job_id)
+        .bind(lease.attempt)
+        .execute(&mut *tx)
+        .await?;
+        if released.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Err(lease_lost(lease));
+        }
+        close_attempt(&mut tx, &lease.job_id, lease.attempt, "released", None, now).await?;
+        let mut data = Map::new();
+        data.insert("status".into(), "queued".into());
+        data.insert("worker_id".into(), lease.worker_id.clone().into());
+        let message = format!(
+            "released to the queue by worker {}: {reason}",
+            lease.worker_id
+        );
+        insert_event(
+            &mut tx,
+            &lease.job_id,
+            lease.attempt,
+            LogLevel::Warning,
+            &message,
+            &data,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub(crate) async fn reap(&self) -> Result<Requeued> {
         let now = now_micros();
         let mut tx = self.begin_write().await?;

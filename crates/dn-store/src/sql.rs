@@ -151,6 +151,9 @@ impl crate::JobStore for SqlStore {
     async fn requeue_expired(&self) -> Result<crate::Requeued> {
         self.reap().await
     }
+    async fn release_job(&self, lease: &crate::Lease, reason: &str) -> Result<()> {
+        self.release(lease, reason).await
+    }
     async fn cancel_job(
         &self,
         org: &str,

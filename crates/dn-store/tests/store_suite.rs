@@ -463,6 +463,38 @@ async fn expired_leases_are_requeued_and_fenced(backend: &Backend) {
     );
 }
 
+async fn released_jobs_go_back_to_the_queue_fenced(backend: &Backend) {
+    let store = backend.store().await;
+    let job = store
+        .create_job(new_job("acme", "main", "preempted"))
+        .await
+        .unwrap();
+    let lease = store.claim_job("w1", LEASE).await.unwrap().unwrap().lease;
+    store
+        .release_job(&lease, "worker shutting down")
+        .await
+        .unwrap();
+    let released = store.get_job("acme", "main", &job.id).await.unwrap();
+    assert_eq!(released.status, JobStatus::Queued);
+    assert!(
+        matches!(
+            store.release_job(&lease, "again").await,
+            Err(Error::LeaseLost { .. })
+        ),
+        "a released attempt can write nothing more"
+    );
+    let logs = store.list_logs("acme", "main", &job.id, 0).await.unwrap();
+    assert!(
+        logs.iter().any(|l| l
+            .entry
+            .message
+            .contains("released to the queue by worker w1")),
+        "the release is logged"
+    );
+    let next = store.claim_job("w2", LEASE).await.unwrap().unwrap();
+    assert_eq!(next.job.id, job.id);
+}
+
 async fn api_keys_are_hashed_and_scoped(backend: &Backend) {
     let store = backend.store().await;
     assert_eq!(store.count_api_keys().await.unwrap(), 0);
@@ -563,6 +595,7 @@ on_both_backends!(
     cancel_queued_and_running,
     retry_keeps_history,
     expired_leases_are_requeued_and_fenced,
+    released_jobs_go_back_to_the_queue_fenced,
     api_keys_are_hashed_and_scoped,
     four_claimers_drain_200_jobs,
 );

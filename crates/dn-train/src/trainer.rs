@@ -100,12 +100,15 @@ pub enum Event {
     },
 }
 
-/// Whether to keep going after an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whether to keep going after an event (when several events of one step answer, the strongest wins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Control {
     Continue,
     /// Stop at this step boundary (cancel): the run ends with [`Error::Stopped`].
     Stop,
+    /// Save a checkpoint at this step boundary unless one was just saved, then stop (preemption: the
+    /// next attempt resumes from it). At the last step the run finishes instead.
+    Suspend,
 }
 
 /// What a finished run produced.
@@ -235,7 +238,7 @@ impl Trainer<'_> {
             eval_examples: eval.len(),
             trainable_parameters,
             device: crate::device::device_label(self.model.device()),
-        }) == Control::Stop
+        }) != Control::Continue
         {
             return Err(Error::Stopped { step: state.step });
         }
@@ -250,7 +253,7 @@ impl Trainer<'_> {
                 examples,
                 tokens,
             };
-            if observe(&event) == Control::Stop {
+            if observe(&event) != Control::Continue {
                 return Err(Error::Stopped { step: 0 });
             }
         }
@@ -272,24 +275,20 @@ impl Trainer<'_> {
                     examples,
                     tokens,
                 };
-                if observe(&e) == Control::Stop {
-                    control = Control::Stop;
-                }
+                control = control.max(observe(&e));
             }
-            if !last && o.checkpoint_interval > 0 && state.step % o.checkpoint_interval == 0 {
+            let interval = o.checkpoint_interval > 0 && state.step % o.checkpoint_interval == 0;
+            if !last && (interval || control == Control::Suspend) {
                 let name = checkpoint_name(state.step);
                 let path = self.save(&name, &optimizer, &state)?;
                 checkpoints.push((name.clone(), path.clone()));
-                if observe(&Event::CheckpointSaved {
+                control = control.max(observe(&Event::CheckpointSaved {
                     step: state.step,
                     name,
                     path,
-                }) == Control::Stop
-                {
-                    control = Control::Stop;
-                }
+                }));
             }
-            if control == Control::Stop && !last {
+            if control != Control::Continue && !last {
                 return Err(Error::Stopped { step: state.step });
             }
         }

@@ -4,6 +4,7 @@
 
 mod inputs;
 mod report;
+mod resume;
 mod runner;
 mod sft;
 mod training;

@@ -31,6 +31,10 @@ pub enum RunError {
     /// This worker lost the job's lease; nothing more may be written.
     #[error("lease lost")]
     LeaseLost,
+    /// Stopped at a safe point (after a checkpoint) because the worker is shutting down: the job goes back
+    /// to the queue, not to a terminal status.
+    #[error("preempted")]
+    Preempted,
 }
 
 impl RunError {
@@ -66,6 +70,7 @@ pub struct RunContext {
     pub(crate) progress: Progress,
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) lease_lost: Arc<AtomicBool>,
+    pub(crate) preempt: Arc<AtomicBool>,
 }
 
 impl RunContext {
@@ -81,6 +86,12 @@ impl RunContext {
     /// Set by the heartbeat when this worker no longer owns the job.
     pub fn lease_lost(&self) -> bool {
         self.lease_lost.load(Ordering::SeqCst)
+    }
+
+    /// Set when the worker is shutting down (SIGTERM): checkpoint at the next safe point and give the job
+    /// back.
+    pub fn preempt_requested(&self) -> bool {
+        self.preempt.load(Ordering::SeqCst)
     }
 }
 

@@ -3,8 +3,7 @@
 //! committed checkpoint to storage, and stops at a step boundary on cancel or a lost lease.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,8 +15,9 @@ use tokio::sync::mpsc;
 
 use crate::inputs::{PreparedInputs, prepare_inputs};
 use crate::report::{artifacts, event_entry, final_metrics, metrics};
+use crate::resume::{ResumePoint, find_resume_point};
 use crate::runner::{JobRunner, RunContext, RunError, RunOutput};
-use crate::training::{TrainMessage, spawn_training};
+use crate::training::{TrainMessage, TrainRequest, TrainSignals, spawn_training};
 
 pub struct SftRunner {
     registry: Registry,
@@ -97,20 +97,30 @@ impl JobRunner for SftRunner {
         let job_dir = self.work_dir.join(&job.id);
         let config = inputs.config.clone();
         let examples = inputs.train.len();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        spawn_training(
-            self.device.clone(),
-            model_path,
-            job.model.clone(),
-            inputs,
-            job_dir.join("checkpoints"),
-            stop.clone(),
-            tx,
-        )
-        .map_err(|e| RunError::failed(format!("cannot start the training thread: {e}")))?;
-
         let mut state = RunState::default();
+        let resume = find_resume_point(&self.registry, job, &job_dir.join("resume")).await?;
+        if let Some(point) = &resume {
+            log_resumed(point, job, ctx).await?;
+            state.history = point.state.history.clone();
+            state.checkpoints = point.checkpoints.clone();
+        }
+        if ctx.preempt_requested() {
+            return Err(RunError::Preempted);
+        }
+        let signals = TrainSignals::default();
+        let stop = signals.stop.clone();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let request = TrainRequest {
+            device: self.device.clone(),
+            model_path,
+            model_name: job.model.clone(),
+            inputs,
+            checkpoint_dir: job_dir.join("checkpoints"),
+            resume: resume.map(|p| p.dir),
+        };
+        spawn_training(request, signals.clone(), tx)
+            .map_err(|e| RunError::failed(format!("cannot start the training thread: {e}")))?;
+
         let mut lease_lost = false;
         // A failure on this side (e.g. storing a checkpoint) stops the trainer; the loop still drains its
         // messages until it is done, so nothing writes into the job's scratch after we return.
@@ -118,16 +128,12 @@ impl JobRunner for SftRunner {
         let outcome = loop {
             let message = tokio::select! {
                 m = rx.recv() => m,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {
-                    if ctx.cancel_requested() || ctx.lease_lost() {
-                        stop.store(true, Ordering::SeqCst);
-                    }
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                    steer(ctx, &signals);
                     continue;
                 }
             };
-            if ctx.cancel_requested() || ctx.lease_lost() {
-                stop.store(true, Ordering::SeqCst);
-            }
+            steer(ctx, &signals);
             match message {
                 Some(TrainMessage::Event(event)) => {
                     if failure.is_some() || lease_lost {
@@ -167,6 +173,11 @@ impl JobRunner for SftRunner {
             Ok(Err(dn_train::Error::Stopped { .. })) if lease_lost || ctx.lease_lost() => {
                 Err(RunError::LeaseLost)
             }
+            Ok(Err(dn_train::Error::Stopped { .. }))
+                if ctx.preempt_requested() && !ctx.cancel_requested() =>
+            {
+                Err(RunError::Preempted)
+            }
             Ok(Err(dn_train::Error::Stopped { .. })) => {
                 Err(RunError::Cancelled { partial: partial() })
             }
@@ -186,6 +197,33 @@ impl JobRunner for SftRunner {
         let _ = tokio::fs::remove_dir_all(&job_dir).await;
         result
     }
+}
+
+/// Passes cancel, a lost lease and preemption on to the trainer.
+fn steer(ctx: &RunContext, signals: &TrainSignals) {
+    if ctx.cancel_requested() || ctx.lease_lost() {
+        signals.stop.store(true, Ordering::SeqCst);
+    }
+    if ctx.preempt_requested() {
+        signals.suspend.store(true, Ordering::SeqCst);
+    }
+}
+
+async fn log_resumed(
+    point: &ResumePoint,
+    job: &TrainingJob,
+    ctx: &RunContext,
+) -> Result<(), RunError> {
+    let mut data = serde_json::Map::new();
+    data.insert("event".into(), json!("resumed"));
+    data.insert("checkpoint".into(), json!(point.name));
+    data.insert("step".into(), json!(point.state.step));
+    data.insert("attempt".into(), json!(job.attempt));
+    let message = format!(
+        "resuming from checkpoint {} at step {}/{}",
+        point.name, point.state.step, point.state.total_steps
+    );
+    ctx.progress().log(LogLevel::Info, message, data).await
 }
 
 fn training_error(message: &str) -> serde_json::Map<String, Value> {

@@ -62,62 +62,78 @@ fn examples(list: Vec<dn_render::Example>) -> Vec<TrainExample> {
         .collect()
 }
 
+/// Everything the training thread needs.
+pub struct TrainRequest {
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    pub model_path: PathBuf,
+    pub model_name: String,
+    pub inputs: PreparedInputs,
+    pub checkpoint_dir: PathBuf,
+    /// A checkpoint directory to resume from (a previous attempt's).
+    pub resume: Option<PathBuf>,
+}
+
+/// How the runner steers the trainer at step boundaries.
+#[derive(Clone, Default)]
+pub struct TrainSignals {
+    /// Stop (cancel, lost lease).
+    pub stop: Arc<AtomicBool>,
+    /// Checkpoint, then stop (preemption).
+    pub suspend: Arc<AtomicBool>,
+}
+
+impl TrainSignals {
+    fn control(&self) -> Control {
+        if self.stop.load(Ordering::SeqCst) {
+            Control::Stop
+        } else if self.suspend.load(Ordering::SeqCst) {
+            Control::Suspend
+        } else {
+            Control::Continue
+        }
+    }
+}
+
 fn train(
-    device: &str,
-    model_path: PathBuf,
-    model_name: String,
-    inputs: PreparedInputs,
-    checkpoint_dir: PathBuf,
-    stop: &AtomicBool,
+    request: TrainRequest,
+    signals: &TrainSignals,
     tx: &UnboundedSender<TrainMessage>,
 ) -> dn_train::Result<TrainSummary> {
-    let config = inputs.config.clone();
-    let device = select_device(device)?;
-    let base = BaseModel::load(&model_path, base_dtype(&device), &device)?;
+    let config = request.inputs.config.clone();
+    let device = select_device(&request.device)?;
+    let base = BaseModel::load(&request.model_path, base_dtype(&device), &device)?;
     let lora = lora_config(&config);
     let options = train_options(&config)?;
     let model = LlamaLora::new(&base, &lora, options.seed)?;
     drop(base);
-    let (train, eval) = (examples(inputs.train), examples(inputs.eval));
+    let (train, eval) = (
+        examples(request.inputs.train),
+        examples(request.inputs.eval),
+    );
     let trainer = Trainer {
         model: &model,
         options,
-        checkpoint_dir,
-        base_model_name: model_name,
+        checkpoint_dir: request.checkpoint_dir,
+        base_model_name: request.model_name,
     };
-    trainer.run(&train, &eval, None, &mut |event| {
+    trainer.run(&train, &eval, request.resume.as_deref(), &mut |event| {
         let _ = tx.send(TrainMessage::Event(event.clone()));
-        if stop.load(Ordering::SeqCst) {
-            Control::Stop
-        } else {
-            Control::Continue
-        }
+        signals.control()
     })
 }
 
 /// Starts the training thread; its last message is always `Done` unless it panicked (then the channel
 /// just closes, and the runner fails the job).
 pub fn spawn_training(
-    device: String,
-    model_path: PathBuf,
-    model_name: String,
-    inputs: PreparedInputs,
-    checkpoint_dir: PathBuf,
-    stop: Arc<AtomicBool>,
+    request: TrainRequest,
+    signals: TrainSignals,
     tx: UnboundedSender<TrainMessage>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("dn-train".into())
         .spawn(move || {
-            let result = train(
-                &device,
-                model_path,
-                model_name,
-                inputs,
-                checkpoint_dir,
-                &stop,
-                &tx,
-            );
+            let result = train(request, &signals, &tx);
             let _ = tx.send(TrainMessage::Done(result));
         })?;
     Ok(())

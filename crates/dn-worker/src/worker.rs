@@ -21,6 +21,9 @@ pub struct WorkerConfig {
     pub heartbeat: Duration,
     /// How long an idle worker waits before looking for work again.
     pub poll_interval: Duration,
+    /// On shutdown, how long the job in progress gets to reach a checkpoint and be released; after
+    /// that the worker exits anyway and the job's lease runs out.
+    pub shutdown_grace: Duration,
 }
 
 impl WorkerConfig {
@@ -30,6 +33,7 @@ impl WorkerConfig {
             lease: Duration::from_secs(60),
             heartbeat: Duration::from_secs(10),
             poll_interval: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -39,6 +43,8 @@ pub struct Worker {
     store: Arc<dyn JobStore>,
     runner: Arc<dyn JobRunner>,
     config: WorkerConfig,
+    /// Set once shutdown begins; the job in progress sees it through its run context.
+    preempt: Arc<AtomicBool>,
 }
 
 impl Worker {
@@ -47,15 +53,32 @@ impl Worker {
             store,
             runner,
             config,
+            preempt: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    /// Works until `shutdown` turns true. A job in progress is finished first.
+    /// Works until `shutdown` turns true. A job in progress is asked to checkpoint at its next safe point
+    /// and is given back to the queue; the worker waits for that up to `shutdown_grace`.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         info!(worker = %self.config.worker_id, "worker started");
         let mut failures: u32 = 0;
         while !*shutdown.borrow() {
-            let wait = match self.reap_and_run_once().await {
+            let work = self.reap_and_run_once();
+            tokio::pin!(work);
+            let result = tokio::select! {
+                result = &mut work => result,
+                _ = shutdown.changed() => {
+                    self.preempt.store(true, Ordering::SeqCst);
+                    match tokio::time::timeout(self.config.shutdown_grace, &mut work).await {
+                        Ok(result) => result,
+                        Err(_) => {
+                            warn!(worker = %self.config.worker_id, "shutdown grace period over: leaving the job in progress to the reaper");
+                            break;
+                        }
+                    }
+                }
+            };
+            let wait = match result {
                 Ok(true) => {
                     failures = 0;
                     continue;
@@ -117,6 +140,7 @@ impl Worker {
             },
             cancel,
             lease_lost,
+            preempt: self.preempt.clone(),
         };
         let runner = self.runner.clone();
         let run_job = job.clone();
@@ -143,6 +167,15 @@ impl Worker {
             },
             Err(RunError::LeaseLost) => {
                 warn!(job = %job.id, attempt = lease.attempt, "lease lost: leaving the job to its new owner");
+                return;
+            }
+            Err(RunError::Preempted) => {
+                match self.store.release_job(&lease, "worker shutting down").await {
+                    Ok(()) => info!(job = %job.id, "job released to the queue"),
+                    Err(e) => {
+                        warn!(job = %job.id, error = %e, "cannot release the job: the reaper will requeue it")
+                    }
+                }
                 return;
             }
         };

@@ -138,7 +138,7 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     let runner = Arc::new(SftRunner::new(registry, work_dir).with_device(device));
     let handles = spawn_workers(&store, runner, 1, &worker_id, &worker_config, &stopped);
     shutdown_signal().await;
-    info!("shutting down: finishing the job in progress");
+    info!("shutting down: the job in progress checkpoints and goes back to the queue");
     let _ = stop.send(true);
     for handle in handles {
         let _ = handle.await;

@@ -22,16 +22,26 @@ pub struct Env {
 }
 
 pub async fn start(with_worker: bool) -> Env {
+    start_with(None, with_worker).await
+}
+
+/// A server whose catalog holds `model` (default: a tiny config-only model directory).
+pub async fn start_with(model: Option<String>, with_worker: bool) -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let model_dir = dir.path().join("tiny");
-    std::fs::create_dir_all(&model_dir).unwrap();
-    std::fs::write(
-        model_dir.join("config.json"),
-        r#"{"model_type":"llama","hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,
+    let model = match model {
+        Some(model) => model,
+        None => {
+            let model_dir = dir.path().join("tiny");
+            std::fs::create_dir_all(&model_dir).unwrap();
+            std::fs::write(
+                model_dir.join("config.json"),
+                r#"{"model_type":"llama","hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,
             "num_attention_heads":4,"vocab_size":256,"max_position_embeddings":512}"#,
-    )
-    .unwrap();
-    let model = model_dir.to_string_lossy().into_owned();
+            )
+            .unwrap();
+            model_dir.to_string_lossy().into_owned()
+        }
+    };
     let data = dir.path().join("data");
     let store = Arc::new(SqlStore::open_data_dir(&data).await.unwrap());
     let registry = Registry::new(
@@ -89,6 +99,29 @@ impl Env {
             .await
             .expect("dn finished within 60 s")
             .unwrap()
+    }
+
+    /// A new API key of `org` and the environment that connects the CLI with it (workspace `main`).
+    pub async fn member(&self, org: &str) -> Vec<(&'static str, String)> {
+        let key = self
+            .ok(
+                &[
+                    "keys",
+                    "create",
+                    "--org",
+                    org,
+                    "--data-dir",
+                    &self.data_dir(),
+                ],
+                &[],
+            )
+            .await;
+        vec![
+            ("DN_SERVER", self.url.clone()),
+            ("DN_API_KEY", key.trim().to_owned()),
+            ("DN_ORGANIZATION", org.to_owned()),
+            ("DN_WORKSPACE", "main".to_owned()),
+        ]
     }
 
     pub async fn ok(&self, args: &[&str], envs: &[(&str, &str)]) -> String {
