@@ -330,6 +330,14 @@ pub struct LeaseArgs {
     /// before the worker exits anyway (default 30).
     #[arg(long, env = "DN_SHUTDOWN_GRACE_SECONDS")]
     pub shutdown_grace_seconds: Option<u64>,
+    /// Automatic retries of an attempt that failed for a reason that may pass (storage or database
+    /// trouble, a crash, a device error); bad input fails at once (default 3).
+    #[arg(long, env = "DN_MAX_RETRIES")]
+    pub max_retries: Option<u32>,
+    /// The first automatic retry waits about this long, each next one twice as long, at most 10 minutes,
+    /// with jitter (default 10).
+    #[arg(long, env = "DN_RETRY_BACKOFF_SECONDS")]
+    pub retry_backoff_seconds: Option<f64>,
 }
 
 #[derive(Debug, Args)]

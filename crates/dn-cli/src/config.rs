@@ -30,6 +30,8 @@ pub struct FileConfig {
     pub heartbeat_seconds: Option<u64>,
     pub poll_interval_ms: Option<u64>,
     pub shutdown_grace_seconds: Option<u64>,
+    pub max_retries: Option<u32>,
+    pub retry_backoff_seconds: Option<f64>,
     pub worker_id: Option<String>,
     /// auto, cpu, cuda or cuda:N.
     pub device: Option<String>,
@@ -140,6 +142,12 @@ pub fn worker_config(worker_id: String, args: &LeaseArgs, file: &FileConfig) -> 
     }
     if let Some(s) = args.shutdown_grace_seconds.or(file.shutdown_grace_seconds) {
         config.shutdown_grace = Duration::from_secs(s);
+    }
+    if let Some(n) = args.max_retries.or(file.max_retries) {
+        config.max_retries = n;
+    }
+    if let Some(s) = args.retry_backoff_seconds.or(file.retry_backoff_seconds) {
+        config.retry_backoff = Duration::from_secs_f64(s.clamp(0.0, 600.0));
     }
     config
 }

@@ -243,3 +243,42 @@ async fn sigterm_checkpoints_and_releases_the_job_without_spending_an_attempt() 
     // The checkpoint written at the preemption step is where the next attempt starts.
     f.assert_completed_once_resumed_from(preempted_at).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_running_job_stops_within_a_step_and_keeps_its_checkpoints() {
+    let Some(f) = fixture().await else {
+        return;
+    };
+    let mut worker = f.worker("w1");
+    f.wait_for("step 4", |_, events| steps_done(events) >= 4)
+        .await;
+    let asked = Instant::now();
+    f.store.cancel_job("acme", "main", &f.job_id).await.unwrap();
+    f.wait_for("the cancel", |job, _| job.status.is_terminal())
+        .await;
+    let took = asked.elapsed();
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    let job = f.job().await;
+    assert_eq!(job.status, JobStatus::Cancelled);
+    let longest_step = f
+        .events()
+        .await
+        .iter()
+        .filter_map(|d| d.get("train/step_seconds").and_then(|s| s.as_f64()))
+        .fold(0.0, f64::max);
+    eprintln!("cancelled {took:?} after the request (longest step {longest_step:.2} s)");
+    assert!(took.as_secs_f64() < longest_step + 5.0, "{took:?}");
+    let names: Vec<&str> = job.artifacts["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"step-000003"), "{names:?}");
+    let marker = std::path::Path::new(&f.env.data_dir()).join(format!(
+        "storage/jobs/acme/{}/checkpoints/step-000003/_COMMITTED",
+        f.job_id
+    ));
+    assert!(marker.is_file(), "the checkpoint stays in storage");
+}

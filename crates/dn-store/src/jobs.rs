@@ -188,7 +188,7 @@ impl SqlStore {
         let row = sqlx::query(&format!(
             "UPDATE jobs SET status = 'queued', error = NULL, started_at = NULL, completed_at = NULL, \
              cancel_requested_at = NULL, metrics = '{{}}', artifacts = '{{}}', lease_owner = NULL, \
-             lease_expires_at = NULL, updated_at = $1 WHERE id = $2 AND status = $3 RETURNING {JOB_COLUMNS}"
+             lease_expires_at = NULL, retries = 0, not_before = NULL, updated_at = $1 WHERE id = $2 AND status = $3 RETURNING {JOB_COLUMNS}"
         ))
         .bind(now)
         .bind(id)

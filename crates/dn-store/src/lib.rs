@@ -65,6 +65,8 @@ pub struct Lease {
 pub struct ClaimedJob {
     pub job: TrainingJob,
     pub lease: Lease,
+    /// Automatic retries already spent on failed attempts (preemptions and lost leases do not count).
+    pub retries: i64,
 }
 
 /// A log entry (progress event or message) to append to a running job.
@@ -100,6 +102,8 @@ pub enum JobOutcome {
         metrics: Map<String, Value>,
         artifacts: Map<String, Value>,
     },
+    /// Failed, but worth another attempt: back to `queued`, claimable after `after`, one retry spent.
+    Retry { error: String, after: Duration },
 }
 
 /// Answer of a heartbeat.
@@ -131,6 +135,9 @@ pub trait JobStore: Send + Sync + 'static {
     async fn claim_job(&self, worker_id: &str, lease: Duration) -> Result<Option<ClaimedJob>>;
     /// Extends the lease; `LeaseLost` when this attempt no longer owns the job.
     async fn heartbeat(&self, lease: &Lease, duration: Duration) -> Result<Heartbeat>;
+    /// Whether cancel was requested, without extending the lease (a read between heartbeats);
+    /// `LeaseLost` when this attempt no longer owns the job.
+    async fn cancel_requested(&self, lease: &Lease) -> Result<bool>;
     /// Appends log entries and, if given, replaces the job's metrics; fenced by the lease.
     async fn append_progress(
         &self,

@@ -61,7 +61,8 @@ impl SqlStore {
             "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = $1, \
              lease_expires_at = $2, started_at = $3, updated_at = $3 \
              WHERE status = 'queued' AND id = (SELECT id FROM jobs WHERE status = 'queued' \
-             ORDER BY created_at, id LIMIT 1{lock}) RETURNING {JOB_COLUMNS}"
+             AND (not_before IS NULL OR not_before <= $3) \
+             ORDER BY created_at, id LIMIT 1{lock}) RETURNING {JOB_COLUMNS}, retries"
         );
         let now = now_micros();
         let mut tx = self.begin_write().await?;
@@ -76,6 +77,7 @@ impl SqlStore {
             return Ok(None);
         };
         let job = job_from_row(&row)?;
+        let retries: i64 = row.try_get("retries")?;
         sqlx::query(
             "INSERT INTO job_attempts (job_id, attempt, worker_id, started_at) VALUES ($1, $2, $3, $4)",
         )
@@ -104,7 +106,11 @@ impl SqlStore {
             attempt: job.attempt,
             worker_id: worker_id.to_owned(),
         };
-        Ok(Some(ClaimedJob { job, lease }))
+        Ok(Some(ClaimedJob {
+            job,
+            lease,
+            retries,
+        }))
     }
 
     pub(crate) async fn beat(&self, lease: &Lease, duration: Duration) -> Result<Heartbeat> {
@@ -124,6 +130,19 @@ impl SqlStore {
         Ok(Heartbeat {
             cancel_requested: cancel.is_some(),
         })
+    }
+
+    pub(crate) async fn cancel_flag(&self, lease: &Lease) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT cancel_requested_at FROM jobs WHERE id = $1 AND attempt = $2 AND status = 'running'",
+        )
+        .bind(&lease.job_id)
+        .bind(lease.attempt)
+        .fetch_optional(&self.pool)
+        .await?;
+        let row = row.ok_or_else(|| lease_lost(lease))?;
+        let cancel: Option<i64> = row.try_get("cancel_requested_at")?;
+        Ok(cancel.is_some())
     }
 
     pub(crate) async fn progress(
@@ -177,6 +196,9 @@ impl SqlStore {
         outcome: JobOutcome,
     ) -> Result<dn_types::TrainingJob> {
         let (status, error, metrics, artifacts) = match outcome {
+            JobOutcome::Retry { error, after } => {
+                return self.retry_later(lease, &error, after).await;
+            }
             JobOutcome::Completed { metrics, artifacts } => ("completed", None, metrics, artifacts),
             JobOutcome::Failed {
                 error,
@@ -214,6 +236,56 @@ impl SqlStore {
         let mut data = Map::new();
         data.insert("status".into(), status.into());
         insert_event(&mut tx, &job.id, job.attempt, level, &message, &data).await?;
+        tx.commit().await?;
+        Ok(job)
+    }
+
+    /// A failed attempt that gets another try: queued again after `after`, one retry spent.
+    async fn retry_later(
+        &self,
+        lease: &Lease,
+        error: &str,
+        after: Duration,
+    ) -> Result<dn_types::TrainingJob> {
+        let now = now_micros();
+        let mut tx = self.begin_write().await?;
+        let row: Option<AnyRow> = sqlx::query(&format!(
+            "UPDATE jobs SET status = 'queued', error = $1, retries = retries + 1, not_before = $2, \
+             updated_at = $3, lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $4 AND attempt = $5 AND status = 'running' RETURNING {JOB_COLUMNS}, retries"
+        ))
+        .bind(error)
+        .bind(now.saturating_add(micros(after)))
+        .bind(now)
+        .bind(&lease.job_id)
+        .bind(lease.attempt)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Err(lease_lost(lease));
+        };
+        let job = job_from_row(&row)?;
+        let retries: i64 = row.try_get("retries")?;
+        close_attempt(&mut tx, &job.id, job.attempt, "failed", Some(error), now).await?;
+        let mut data = Map::new();
+        data.insert("status".into(), "queued".into());
+        data.insert("retries".into(), retries.into());
+        data.insert("retry_in_seconds".into(), after.as_secs_f64().into());
+        let message = format!(
+            "attempt {} failed: {error}; retry {retries} in {:.1} s",
+            job.attempt,
+            after.as_secs_f64()
+        );
+        insert_event(
+            &mut tx,
+            &job.id,
+            job.attempt,
+            LogLevel::Warning,
+            &message,
+            &data,
+        )
+        .await?;
         tx.commit().await?;
         Ok(job)
     }

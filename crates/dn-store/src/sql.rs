@@ -148,6 +148,9 @@ impl crate::JobStore for SqlStore {
     ) -> Result<dn_types::TrainingJob> {
         self.finish(lease, outcome).await
     }
+    async fn cancel_requested(&self, lease: &crate::Lease) -> Result<bool> {
+        self.cancel_flag(lease).await
+    }
     async fn requeue_expired(&self) -> Result<crate::Requeued> {
         self.reap().await
     }

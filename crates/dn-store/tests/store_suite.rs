@@ -495,6 +495,44 @@ async fn released_jobs_go_back_to_the_queue_fenced(backend: &Backend) {
     assert_eq!(next.job.id, job.id);
 }
 
+async fn retries_wait_for_their_backoff_and_reset_on_manual_retry(backend: &Backend) {
+    let store = backend.store().await;
+    let job = store
+        .create_job(new_job("acme", "main", "flaky"))
+        .await
+        .unwrap();
+    let first = store.claim_job("w1", LEASE).await.unwrap().unwrap();
+    assert_eq!(first.retries, 0);
+    let outcome = JobOutcome::Retry {
+        error: "storage unavailable".into(),
+        after: Duration::from_millis(200),
+    };
+    store.finish_job(&first.lease, outcome).await.unwrap();
+    let queued = store.get_job("acme", "main", &job.id).await.unwrap();
+    assert_eq!(queued.status, JobStatus::Queued);
+    assert_eq!(queued.error.as_deref(), Some("storage unavailable"));
+    assert!(
+        store.claim_job("w2", LEASE).await.unwrap().is_none(),
+        "not claimable during its backoff"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let second = store.claim_job("w2", LEASE).await.unwrap().unwrap();
+    assert_eq!((second.lease.attempt, second.retries), (2, 1));
+    let failed = JobOutcome::Failed {
+        error: "gave up".into(),
+        metrics: Map::new(),
+        artifacts: Map::new(),
+    };
+    store.finish_job(&second.lease, failed).await.unwrap();
+    store.retry_job("acme", "main", &job.id).await.unwrap();
+    let third = store.claim_job("w3", LEASE).await.unwrap().unwrap();
+    assert_eq!(
+        (third.lease.attempt, third.retries),
+        (3, 0),
+        "a manual retry starts a fresh retry budget"
+    );
+}
+
 async fn api_keys_are_hashed_and_scoped(backend: &Backend) {
     let store = backend.store().await;
     assert_eq!(store.count_api_keys().await.unwrap(), 0);
@@ -596,6 +634,7 @@ on_both_backends!(
     retry_keeps_history,
     expired_leases_are_requeued_and_fenced,
     released_jobs_go_back_to_the_queue_fenced,
+    retries_wait_for_their_backoff_and_reset_on_manual_retry,
     api_keys_are_hashed_and_scoped,
     four_claimers_drain_200_jobs,
 );

@@ -36,7 +36,7 @@ pub async fn find_resume_point(
 ) -> Result<Option<ResumePoint>, RunError> {
     let org = &job.organization_id;
     let storage = |e: dn_registry::Error| {
-        RunError::failed(format!(
+        RunError::transient(format!(
             "cannot read the checkpoints of job {}: {e}",
             job.id
         ))

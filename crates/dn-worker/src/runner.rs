@@ -3,11 +3,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use dn_store::{JobStore, Lease, NewLogEntry};
 use dn_types::{LogLevel, TrainingJob};
 use serde_json::{Map, Value};
+use tracing::warn;
+
+/// How long progress writes are retried while the store is unreachable.
+const PROGRESS_RETRY_BUDGET: Duration = Duration::from_secs(30);
 
 /// What a runner hands back when a job completed.
 #[derive(Debug, Clone, Default)]
@@ -22,11 +27,14 @@ pub enum RunError {
     /// Stopped at a safe point because cancel was requested.
     #[error("cancelled")]
     Cancelled { partial: Box<RunOutput> },
-    /// The job cannot succeed: the message becomes the job's `error`.
+    /// The attempt failed: the message becomes the job's `error`. `retryable` failures (storage or
+    /// database trouble, a crash, a device error) get another attempt within the worker's retry budget;
+    /// the others (bad input, a model that cannot load) fail the job at once.
     #[error("{message}")]
     Failed {
         message: String,
         partial: Box<RunOutput>,
+        retryable: bool,
     },
     /// This worker lost the job's lease; nothing more may be written.
     #[error("lease lost")]
@@ -38,10 +46,21 @@ pub enum RunError {
 }
 
 impl RunError {
+    /// A failure another attempt would repeat.
     pub fn failed(message: impl Into<String>) -> Self {
         RunError::Failed {
             message: message.into(),
             partial: Box::default(),
+            retryable: false,
+        }
+    }
+
+    /// A failure another attempt may not meet.
+    pub fn transient(message: impl Into<String>) -> Self {
+        RunError::Failed {
+            message: message.into(),
+            partial: Box::default(),
+            retryable: true,
         }
     }
 }
@@ -120,20 +139,33 @@ impl Progress {
         .await
     }
 
-    /// Appends entries and, if given, replaces the job's metrics.
+    /// Appends entries and, if given, replaces the job's metrics. A database error (the store unreachable
+    /// for a while) is retried with backoff for about 30 s before the job fails; a lost lease is final.
     pub async fn report(
         &self,
         entries: &[NewLogEntry],
         metrics: Option<&Map<String, Value>>,
     ) -> Result<(), RunError> {
-        match self
-            .store
-            .append_progress(&self.lease, entries, metrics)
-            .await
-        {
-            Ok(()) => Ok(()),
-            Err(dn_store::Error::LeaseLost { .. }) => Err(RunError::LeaseLost),
-            Err(e) => Err(RunError::failed(format!("cannot record progress: {e}"))),
+        let mut delay = Duration::from_millis(250);
+        let mut waited = Duration::ZERO;
+        loop {
+            match self
+                .store
+                .append_progress(&self.lease, entries, metrics)
+                .await
+            {
+                Ok(()) => return Ok(()),
+                Err(dn_store::Error::LeaseLost { .. }) => return Err(RunError::LeaseLost),
+                Err(e @ dn_store::Error::Database(_)) if waited < PROGRESS_RETRY_BUDGET => {
+                    warn!(job = %self.lease.job_id, error = %e, "cannot record progress; retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    waited += delay;
+                    delay = (delay * 2).min(Duration::from_secs(8));
+                }
+                Err(e) => {
+                    return Err(RunError::transient(format!("cannot record progress: {e}")));
+                }
+            }
         }
     }
 }

@@ -119,7 +119,7 @@ impl JobRunner for SftRunner {
             resume: resume.map(|p| p.dir),
         };
         spawn_training(request, signals.clone(), tx)
-            .map_err(|e| RunError::failed(format!("cannot start the training thread: {e}")))?;
+            .map_err(|e| RunError::transient(format!("cannot start the training thread: {e}")))?;
 
         let mut lease_lost = false;
         // A failure on this side (e.g. storing a checkpoint) stops the trainer; the loop still drains its
@@ -153,7 +153,7 @@ impl JobRunner for SftRunner {
                     None => break Ok(result),
                 },
                 None => {
-                    break Err(RunError::failed(
+                    break Err(RunError::transient(
                         "the training thread stopped without a result",
                     ));
                 }
@@ -187,9 +187,16 @@ impl JobRunner for SftRunner {
                     .progress()
                     .log(LogLevel::Error, message.clone(), training_error(&message))
                     .await;
+                // Writing a checkpoint (disk full) or a device error may not happen again; a model or
+                // configuration the trainer refuses will.
+                let retryable = matches!(
+                    e,
+                    dn_train::Error::Checkpoint { .. } | dn_train::Error::Tensor(_)
+                );
                 Err(RunError::Failed {
                     message,
                     partial: partial(),
+                    retryable,
                 })
             }
             Err(e) => Err(e),
@@ -261,7 +268,7 @@ impl SftRunner {
                     .put_checkpoint(&job.organization_id, &job.id, name, path)
                     .await
                     .map_err(|e| {
-                        RunError::failed(format!("cannot store checkpoint {name}: {e}"))
+                        RunError::transient(format!("cannot store checkpoint {name}: {e}"))
                     })?;
                 state
                     .checkpoints

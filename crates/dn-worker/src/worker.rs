@@ -17,13 +17,33 @@ pub struct WorkerConfig {
     pub worker_id: String,
     /// How long a claim stays valid without a heartbeat.
     pub lease: Duration,
-    /// How often a running job's lease is extended (and cancel requests are picked up).
+    /// How often a running job's lease is extended.
     pub heartbeat: Duration,
+    /// How often a running job looks for a cancel request between heartbeats (a read, no write).
+    pub cancel_poll: Duration,
     /// How long an idle worker waits before looking for work again.
     pub poll_interval: Duration,
     /// On shutdown, how long the job in progress gets to reach a checkpoint and be released; after
     /// that the worker exits anyway and the job's lease runs out.
     pub shutdown_grace: Duration,
+    /// Failed attempts with a retryable error get up to this many more attempts.
+    pub max_retries: u32,
+    /// The first retry waits about this long; each next one twice as long, up to `RETRY_BACKOFF_CAP`,
+    /// with jitter (50-100% of the nominal wait) so that retries of many jobs spread out.
+    pub retry_backoff: Duration,
+}
+
+/// The longest wait between automatic retries.
+pub const RETRY_BACKOFF_CAP: Duration = Duration::from_secs(600);
+
+impl WorkerConfig {
+    /// The wait before retry number `retries + 1`.
+    pub fn backoff(&self, retries: i64) -> Duration {
+        let doublings = retries.clamp(0, 20) as i32;
+        let nominal = (self.retry_backoff.as_secs_f64() * 2f64.powi(doublings))
+            .min(RETRY_BACKOFF_CAP.as_secs_f64());
+        Duration::from_secs_f64(nominal * rand::random_range(0.5..=1.0))
+    }
 }
 
 impl WorkerConfig {
@@ -32,8 +52,11 @@ impl WorkerConfig {
             worker_id: worker_id.into(),
             lease: Duration::from_secs(60),
             heartbeat: Duration::from_secs(10),
+            cancel_poll: Duration::from_secs(1),
             poll_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
+            max_retries: 3,
+            retry_backoff: Duration::from_secs(10),
         }
     }
 }
@@ -122,7 +145,11 @@ impl Worker {
     }
 
     async fn run_claimed(&self, claimed: ClaimedJob) {
-        let ClaimedJob { job, lease } = claimed;
+        let ClaimedJob {
+            job,
+            lease,
+            retries,
+        } = claimed;
         info!(job = %job.id, attempt = lease.attempt, worker = %lease.worker_id, "job claimed");
         let cancel = Arc::new(AtomicBool::new(job.cancel_requested_at.is_some()));
         let lease_lost = Arc::new(AtomicBool::new(false));
@@ -148,7 +175,7 @@ impl Worker {
         let result = tokio::spawn(async move { runner.run(&run_job, &ctx).await })
             .await
             .unwrap_or_else(|e| {
-                Err(RunError::failed(format!(
+                Err(RunError::transient(format!(
                     "worker crashed while running the job: {e}"
                 )))
             });
@@ -160,7 +187,21 @@ impl Worker {
                 metrics: partial.metrics,
                 artifacts: partial.artifacts,
             },
-            Err(RunError::Failed { message, partial }) => JobOutcome::Failed {
+            Err(RunError::Failed {
+                message,
+                retryable: true,
+                ..
+            }) if retries < i64::from(self.config.max_retries) => {
+                let after = self.config.backoff(retries);
+                warn!(job = %job.id, error = %message, "attempt failed; retrying in {after:?}");
+                JobOutcome::Retry {
+                    error: message,
+                    after,
+                }
+            }
+            Err(RunError::Failed {
+                message, partial, ..
+            }) => JobOutcome::Failed {
                 error: message,
                 metrics: partial.metrics,
                 artifacts: partial.artifacts,
@@ -211,11 +252,22 @@ async fn heartbeat_loop(
     cancel: Arc<AtomicBool>,
     lease_lost: Arc<AtomicBool>,
 ) {
+    let tick = config.heartbeat.min(config.cancel_poll);
+    let mut last_beat = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep(config.heartbeat).await;
-        match store.heartbeat(&lease, config.lease).await {
-            Ok(beat) => {
-                if beat.cancel_requested {
+        tokio::time::sleep(tick).await;
+        let answer = if last_beat.elapsed() + tick / 2 >= config.heartbeat {
+            let beat = store.heartbeat(&lease, config.lease).await;
+            if beat.is_ok() {
+                last_beat = tokio::time::Instant::now();
+            }
+            beat.map(|beat| beat.cancel_requested)
+        } else {
+            store.cancel_requested(&lease).await
+        };
+        match answer {
+            Ok(requested) => {
+                if requested {
                     cancel.store(true, Ordering::SeqCst);
                 }
             }

@@ -132,9 +132,97 @@ impl JobRunner for Panicking {
 #[tokio::test]
 async fn a_panicking_runner_fails_the_job_instead_of_leaving_it_running() {
     let (store, _dir) = store().await;
-    let job = run_one(&store, Arc::new(Panicking), config(60_000, 10_000)).await;
+    let mut no_retries = config(60_000, 10_000);
+    no_retries.max_retries = 0;
+    let job = run_one(&store, Arc::new(Panicking), no_retries).await;
     assert_eq!(job.status, JobStatus::Failed);
     assert!(job.error.unwrap().contains("worker crashed"));
+}
+
+/// Fails with a retryable error the first `failures` times, then completes.
+struct Flaky {
+    failures: std::sync::atomic::AtomicU32,
+}
+
+impl Flaky {
+    fn new(failures: u32) -> Arc<Self> {
+        Arc::new(Flaky {
+            failures: failures.into(),
+        })
+    }
+}
+
+#[async_trait]
+impl JobRunner for Flaky {
+    async fn run(&self, _job: &TrainingJob, _ctx: &RunContext) -> Result<RunOutput, RunError> {
+        let left = self.failures.load(std::sync::atomic::Ordering::SeqCst);
+        if left > 0 {
+            self.failures
+                .store(left - 1, std::sync::atomic::Ordering::SeqCst);
+            return Err(RunError::transient(format!("storage unavailable ({left})")));
+        }
+        Ok(RunOutput::default())
+    }
+}
+
+fn retrying(max_retries: u32) -> WorkerConfig {
+    let mut config = config(60_000, 10_000);
+    config.max_retries = max_retries;
+    config.retry_backoff = Duration::from_millis(100);
+    config
+}
+
+#[tokio::test]
+async fn retryable_failures_are_retried_after_a_backoff_then_complete() {
+    let (store, _dir) = store().await;
+    let id = submit(&store).await;
+    let worker = Worker::new(store.clone(), Flaky::new(2), retrying(3));
+    for retry in 1..=2 {
+        assert!(worker.reap_and_run_once().await.unwrap());
+        let job = store.get_job_by_id(&id).await.unwrap();
+        assert_eq!(job.status, JobStatus::Queued, "retry {retry} is queued");
+        assert!(job.error.unwrap().contains("storage unavailable"));
+        // Not claimable before its backoff (at least half the nominal 100 ms x 2^(retry-1)).
+        assert!(
+            !worker.reap_and_run_once().await.unwrap(),
+            "retry {retry} waits for its backoff"
+        );
+        tokio::time::sleep(Duration::from_millis(100 << (retry - 1))).await;
+    }
+    assert!(worker.reap_and_run_once().await.unwrap());
+    let job = store.get_job_by_id(&id).await.unwrap();
+    assert_eq!((job.status, job.attempt), (JobStatus::Completed, 3));
+    let logs = store.list_logs("acme", "main", &id, 0).await.unwrap();
+    let retries = logs
+        .iter()
+        .filter(|l| l.entry.message.contains("failed: storage unavailable"))
+        .count();
+    assert_eq!(retries, 2, "each retry is logged");
+}
+
+#[tokio::test]
+async fn retries_end_at_the_maximum_with_the_last_error() {
+    let (store, _dir) = store().await;
+    let id = submit(&store).await;
+    let worker = Worker::new(store.clone(), Flaky::new(5), retrying(1));
+    assert!(worker.reap_and_run_once().await.unwrap());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(worker.reap_and_run_once().await.unwrap());
+    let job = store.get_job_by_id(&id).await.unwrap();
+    assert_eq!((job.status, job.attempt), (JobStatus::Failed, 2));
+    assert_eq!(job.error.as_deref(), Some("storage unavailable (4)"));
+}
+
+#[test]
+fn backoff_doubles_up_to_its_cap_with_jitter() {
+    let config = retrying(3);
+    for (retries, nominal) in [(0, 0.1), (1, 0.2), (3, 0.8), (30, 600.0)] {
+        let wait = config.backoff(retries).as_secs_f64();
+        assert!(
+            wait >= nominal * 0.5 - 1e-9 && wait <= nominal + 1e-9,
+            "retry {retries}: {wait}"
+        );
+    }
 }
 
 /// Works in 10 ms "steps" until cancelled (at most 10 s).
