@@ -163,17 +163,22 @@ impl Fixture {
             .filter(|d| d.get("event").and_then(|e| e.as_str()) == Some("training_end"))
             .count();
         assert_eq!(ends, 1, "the job completed once");
-        let names: Vec<&str> = job.artifacts["checkpoints"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c["name"].as_str().unwrap())
-            .collect();
+        let names = checkpoint_names(&job);
         assert!(
             names.contains(&"step-000003") && names.last() == Some(&"final"),
             "{names:?}"
         );
     }
+}
+
+/// The names of the checkpoints a job's artifacts list, in order.
+fn checkpoint_names(job: &TrainingJob) -> Vec<&str> {
+    job.artifacts["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect()
 }
 
 fn steps_done(events: &[serde_json::Map<String, serde_json::Value>]) -> u64 {
@@ -269,12 +274,7 @@ async fn a_cancelled_running_job_stops_within_a_step_and_keeps_its_checkpoints()
         .fold(0.0, f64::max);
     eprintln!("cancelled {took:?} after the request (longest step {longest_step:.2} s)");
     assert!(took.as_secs_f64() < longest_step + 5.0, "{took:?}");
-    let names: Vec<&str> = job.artifacts["checkpoints"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let names = checkpoint_names(&job);
     assert!(names.contains(&"step-000003"), "{names:?}");
     let marker = std::path::Path::new(&f.env.data_dir()).join(format!(
         "storage/jobs/acme/{}/checkpoints/step-000003/_COMMITTED",

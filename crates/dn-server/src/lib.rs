@@ -43,6 +43,7 @@ pub fn router(state: AppState) -> Router {
     let jobs_path = "/org/{org}/ws/{ws}/training/jobs";
     let api = Router::new()
         .route("/health", get(meta::health))
+        .route("/metrics", get(meta::metrics))
         .route("/openapi.json", get(meta::openapi_json))
         .route("/training/catalog", get(meta::catalog))
         .route(jobs_path, post(jobs::create_job).get(jobs::list_jobs))

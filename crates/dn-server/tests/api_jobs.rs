@@ -397,3 +397,49 @@ async fn unknown_routes_answer_json_404() {
     assert_eq!(status, 404);
     assert!(body["detail"].is_string());
 }
+
+#[tokio::test]
+async fn metrics_count_jobs_attempts_and_renewals_without_a_key() {
+    let server = start().await;
+    let client = server.client(&server.key_a);
+    push_fixtures(&client, "acme").await;
+    for _ in 0..2 {
+        let (status, job) = server
+            .call(
+                Method::POST,
+                JOBS,
+                Some(&server.key_a),
+                Some(docs_request(&server.model)),
+            )
+            .await;
+        assert_eq!(status, 200, "{job}");
+    }
+    let lease = std::time::Duration::from_secs(60);
+    let claimed = server.store.claim_job("w1", lease).await.unwrap().unwrap();
+    server.store.heartbeat(&claimed.lease, lease).await.unwrap();
+    let response = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = response.text().await.unwrap();
+    for line in [
+        "dn_jobs{status=\"queued\"} 1",
+        "dn_jobs{status=\"running\"} 1",
+        "dn_jobs{status=\"failed\"} 0",
+        "dn_reaped_leases_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+    let renewals = text
+        .lines()
+        .find_map(|l| l.strip_prefix("dn_lease_renewals_total "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap();
+    assert!(renewals >= 1, "{text}");
+}

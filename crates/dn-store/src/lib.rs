@@ -12,6 +12,7 @@ mod keys;
 mod queue;
 mod rows;
 mod sql;
+mod stats;
 
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ use serde_json::{Map, Value};
 
 pub use error::{Error, Result};
 pub use sql::{Dialect, SqlStore};
+pub use stats::StoreStats;
 
 /// A job to create, already validated by the server.
 #[derive(Debug, Clone)]
@@ -166,6 +168,9 @@ pub trait JobStore: Send + Sync + 'static {
         id: &str,
         after_seq: i64,
     ) -> Result<Vec<StoredLogEntry>>;
+
+    /// Aggregates for monitoring (no per-job or per-organization detail).
+    async fn stats(&self) -> Result<StoreStats>;
 
     /// Creates an API key for `org` and returns it in clear (stored hashed).
     async fn create_api_key(&self, org: &str) -> Result<String>;

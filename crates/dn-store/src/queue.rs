@@ -126,6 +126,7 @@ impl SqlStore {
         .fetch_optional(&self.pool)
         .await?;
         let row = row.ok_or_else(|| lease_lost(lease))?;
+        crate::stats::count_lease_renewal();
         let cancel: Option<i64> = row.try_get("cancel_requested_at")?;
         Ok(Heartbeat {
             cancel_requested: cancel.is_some(),

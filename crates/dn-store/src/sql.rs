@@ -151,6 +151,9 @@ impl crate::JobStore for SqlStore {
     async fn cancel_requested(&self, lease: &crate::Lease) -> Result<bool> {
         self.cancel_flag(lease).await
     }
+    async fn stats(&self) -> Result<crate::StoreStats> {
+        SqlStore::stats(self).await
+    }
     async fn requeue_expired(&self) -> Result<crate::Requeued> {
         self.reap().await
     }

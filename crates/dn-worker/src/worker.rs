@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use dn_store::{ClaimedJob, JobOutcome, JobStore, Lease};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::runner::{JobRunner, Progress, RunContext, RunError, RunOutput};
 
@@ -172,7 +172,9 @@ impl Worker {
         let runner = self.runner.clone();
         let run_job = job.clone();
         // Its own task, so a panicking runner fails the job instead of leaving it running.
-        let result = tokio::spawn(async move { runner.run(&run_job, &ctx).await })
+        // Everything the runner logs carries the job's span (id, attempt, worker).
+        let span = tracing::info_span!("job", id = %job.id, attempt = lease.attempt, worker = %lease.worker_id);
+        let result = tokio::spawn(async move { runner.run(&run_job, &ctx).await }.instrument(span))
             .await
             .unwrap_or_else(|e| {
                 Err(RunError::transient(format!(

@@ -119,3 +119,51 @@ impl utoipa::Modify for ApiKeyScheme {
 pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
+
+/// Prometheus text format: jobs by status, ended attempts by outcome (incl. reaped leases as
+/// `lease_expired`), the progress of running jobs, and lease renewals made by this process's workers.
+/// Aggregates only (no job ids), so it needs no key.
+pub async fn metrics(State(app): State<AppState>) -> ApiResult<impl axum::response::IntoResponse> {
+    let stats = app.store.stats().await?;
+    let mut out = String::new();
+    out.push_str("# HELP dn_jobs Training jobs by status.\n# TYPE dn_jobs gauge\n");
+    for status in ["queued", "running", "completed", "failed", "cancelled"] {
+        let n = stats
+            .jobs_by_status
+            .iter()
+            .find(|(s, _)| s == status)
+            .map_or(0, |(_, n)| *n);
+        out.push_str(&format!("dn_jobs{{status=\"{status}\"}} {n}\n"));
+    }
+    out.push_str(
+        "# HELP dn_job_attempts_total Ended job attempts by outcome.\n# TYPE dn_job_attempts_total counter\n",
+    );
+    for (outcome, n) in &stats.attempts_by_outcome {
+        out.push_str(&format!(
+            "dn_job_attempts_total{{outcome=\"{outcome}\"}} {n}\n"
+        ));
+    }
+    let reaped = stats
+        .attempts_by_outcome
+        .iter()
+        .find(|(o, _)| o == "lease_expired")
+        .map_or(0, |(_, n)| *n);
+    out.push_str(&format!(
+        "# HELP dn_reaped_leases_total Attempts whose lease expired (worker lost).\n\
+         # TYPE dn_reaped_leases_total counter\ndn_reaped_leases_total {reaped}\n\
+         # HELP dn_running_steps Optimizer steps done so far by running jobs.\n\
+         # TYPE dn_running_steps gauge\ndn_running_steps {}\n\
+         # HELP dn_running_tokens_per_second Training tokens per second of running jobs, summed.\n\
+         # TYPE dn_running_tokens_per_second gauge\ndn_running_tokens_per_second {}\n\
+         # HELP dn_lease_renewals_total Heartbeats that extended a lease, by this process's workers.\n\
+         # TYPE dn_lease_renewals_total counter\ndn_lease_renewals_total {}\n",
+        stats.running_steps, stats.running_tokens_per_second, stats.lease_renewals
+    ));
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    ))
+}
