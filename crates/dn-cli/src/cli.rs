@@ -91,7 +91,13 @@ pub enum TrainCommand {
         wait: WaitArgs,
     },
     /// Show a job's log entries and progress events.
-    Logs { job_id: String },
+    Logs {
+        job_id: String,
+        /// Keep printing entries as they happen (server-sent events, with a progress bar on a terminal)
+        /// until the job ends; exit code 0 only if it completed.
+        #[arg(long, short)]
+        follow: bool,
+    },
     /// Show a job's artifacts.
     Artifacts { job_id: String },
     /// Cancel a job (asks for confirmation; without a terminal, pass --yes).

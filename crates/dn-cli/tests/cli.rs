@@ -248,6 +248,17 @@ async fn cli_round_trips() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("{id} failed first")));
     assert!(String::from_utf8_lossy(&out.stderr).contains("trainer not available"));
 
+    // Following the logs of the failed job prints every entry once, then ends non-zero.
+    let out = env.dn(&["train", "logs", &id, "--follow"], &conn).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(
+        stdout.matches("job failed: trainer not available").count(),
+        1,
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{id} failed")));
+
     let list = env.ok(&["train", "list"], &conn).await;
     assert_eq!(list.trim(), format!("{id} failed first"));
     let got = env.ok(&["train", "get", &id], &conn).await;

@@ -9,7 +9,10 @@ use dn_types::{
     TrainingJobLogList,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
+
+mod sse;
 use serde::de::DeserializeOwned;
+pub use sse::{LogStream, StreamEvent};
 
 /// The one error type of `dn-client`.
 #[derive(Debug, thiserror::Error)]
@@ -122,8 +125,9 @@ impl Client {
         }
     }
 
-    /// Sends a request; the body of a success, or the server's error as [`Error::Api`].
-    async fn send_raw(&self, builder: RequestBuilder) -> Result<(String, bytes::Bytes)> {
+    /// Sends a request; the response of a success (body unread), or the server's error as
+    /// [`Error::Api`].
+    async fn execute(&self, builder: RequestBuilder) -> Result<(String, reqwest::Response)> {
         let request = builder.build().map_err(|source| Error::Transport {
             url: self.base.clone(),
             source,
@@ -137,25 +141,35 @@ impl Client {
                 url: url.clone(),
                 source,
             })?;
+        if response.status().is_success() {
+            return Ok((url, response));
+        }
         let status = response.status();
         let bytes = response.bytes().await.map_err(|source| Error::Transport {
             url: url.clone(),
             source,
         })?;
-        if !status.is_success() {
-            let (code, detail) = match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(body) => (body.code, body.detail),
-                Err(_) => (
-                    "unknown".into(),
-                    String::from_utf8_lossy(&bytes).into_owned(),
-                ),
-            };
-            return Err(Error::Api {
-                status,
-                code,
-                detail,
-            });
-        }
+        let (code, detail) = match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => (body.code, body.detail),
+            Err(_) => (
+                "unknown".into(),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ),
+        };
+        Err(Error::Api {
+            status,
+            code,
+            detail,
+        })
+    }
+
+    /// Sends a request; the body of a success, or the server's error as [`Error::Api`].
+    async fn send_raw(&self, builder: RequestBuilder) -> Result<(String, bytes::Bytes)> {
+        let (url, response) = self.execute(builder).await?;
+        let bytes = response.bytes().await.map_err(|source| Error::Transport {
+            url: url.clone(),
+            source,
+        })?;
         Ok((url, bytes))
     }
 
@@ -227,6 +241,18 @@ impl Client {
         let path = format!("{}/{id}/logs", Self::jobs_path(org, ws));
         self.send(self.request(Method::GET, &path).query(&[("after", after)]))
             .await
+    }
+
+    /// The job's log entries after position `after` as they happen (server-sent events); see
+    /// [`LogStream`]. Reconnect with the id of the last event seen to continue without gaps.
+    pub async fn log_stream(&self, org: &str, ws: &str, id: &str, after: i64) -> Result<LogStream> {
+        let path = format!("{}/{id}/logs/stream", Self::jobs_path(org, ws));
+        let builder = self
+            .request(Method::GET, &path)
+            .header("Accept", "text/event-stream")
+            .header("Last-Event-ID", after.to_string());
+        let (url, response) = self.execute(builder).await?;
+        Ok(LogStream::new(url, response))
     }
 
     pub async fn job_artifacts(

@@ -35,7 +35,7 @@ pub struct AppState {
 
 /// The routes, served under `/api/v1` (where the reference SDK looks) and at the root.
 pub fn router(state: AppState) -> Router {
-    use routes::{jobs, meta, registry};
+    use routes::{jobs, meta, registry, stream};
     // Multipart framing adds a little to the files themselves; the registry enforces the exact limit.
     let upload_limit = usize::try_from(state.registry.max_upload_bytes())
         .unwrap_or(usize::MAX)
@@ -54,6 +54,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route(&format!("{jobs_path}/{{id}}/retry"), post(jobs::retry_job))
         .route(&format!("{jobs_path}/{{id}}/logs"), get(jobs::job_logs))
+        .route(
+            &format!("{jobs_path}/{{id}}/logs/stream"),
+            get(stream::stream_logs),
+        )
         .route(
             &format!("{jobs_path}/{{id}}/artifacts"),
             get(jobs::job_artifacts),

@@ -119,7 +119,14 @@ async fn every_route_hides_other_organizations() {
     assert_eq!(err.status().map(|s| s.as_u16()), Some(404));
 
     // acme's job id under rival's own scope: not found, on every job route.
-    for suffix in ["", "/cancel", "/retry", "/logs", "/artifacts"] {
+    for suffix in [
+        "",
+        "/cancel",
+        "/retry",
+        "/logs",
+        "/logs/stream",
+        "/artifacts",
+    ] {
         let method = if suffix == "/cancel" || suffix == "/retry" {
             Method::POST
         } else {

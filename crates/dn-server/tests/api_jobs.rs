@@ -443,3 +443,118 @@ async fn metrics_count_jobs_attempts_and_renewals_without_a_key() {
         .unwrap();
     assert!(renewals >= 1, "{text}");
 }
+
+/// The events of a finished stream: `(id, event, data)`.
+fn sse_events(body: &str) -> Vec<(Option<i64>, String, String)> {
+    body.split("\n\n")
+        .filter_map(|block| {
+            let (mut id, mut event, mut data) = (None, None, String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    event = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            event.map(|e| (id, e, data))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn log_stream_resumes_after_the_last_event_id_and_ends_with_the_status() {
+    let server = start().await;
+    let client = server.client(&server.key_a);
+    push_fixtures(&client, "acme").await;
+    let (_, job) = server
+        .call(
+            Method::POST,
+            JOBS,
+            Some(&server.key_a),
+            Some(docs_request(&server.model)),
+        )
+        .await;
+    let id = job["id"].as_str().unwrap().to_owned();
+    let lease = std::time::Duration::from_secs(60);
+    let claimed = server.store.claim_job("w1", lease).await.unwrap().unwrap();
+    let entries: Vec<dn_store::NewLogEntry> = (1..=3)
+        .map(|step| dn_store::NewLogEntry {
+            level: dn_types::LogLevel::Info,
+            message: format!("step {step}"),
+            data: json!({"event": "step_complete", "step": step})
+                .as_object()
+                .unwrap()
+                .clone(),
+        })
+        .collect();
+    server
+        .store
+        .append_progress(&claimed.lease, &entries, None)
+        .await
+        .unwrap();
+    let url = format!("{}{JOBS}/{id}/logs/stream", server.url);
+    let http = reqwest::Client::new();
+    // Live: the first events arrive while the job still runs.
+    let mut live = http
+        .get(&url)
+        .header("X-API-Key", &server.key_a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status().as_u16(), 200);
+    let first = String::from_utf8(live.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    assert!(first.contains("event: log"), "{first}");
+    drop(live);
+    let all = server
+        .store
+        .list_logs("acme", "main", &id, 0)
+        .await
+        .unwrap();
+    let second_step = all
+        .iter()
+        .find(|e| e.entry.message == "step 2")
+        .unwrap()
+        .seq;
+    let outcome = dn_store::JobOutcome::Completed {
+        metrics: Default::default(),
+        artifacts: Default::default(),
+    };
+    server
+        .store
+        .finish_job(&claimed.lease, outcome)
+        .await
+        .unwrap();
+    // A reconnect after "step 2" gets what follows, once, then the end.
+    let body = http
+        .get(&url)
+        .header("X-API-Key", &server.key_a)
+        .header("Last-Event-ID", second_step.to_string())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let events = sse_events(&body);
+    let logs: Vec<&(Option<i64>, String, String)> =
+        events.iter().filter(|(_, e, _)| e == "log").collect();
+    assert!(logs[0].2.contains("step 3"), "{body}");
+    let ids: Vec<i64> = logs.iter().map(|(id, _, _)| id.unwrap()).collect();
+    assert!(ids.iter().all(|i| *i > second_step) && ids.windows(2).all(|w| w[0] < w[1]));
+    let rest = all.iter().filter(|e| e.seq > second_step).count();
+    assert_eq!(ids.len(), rest + 1, "the rest and the completion entry");
+    let (_, last, status) = events.last().unwrap();
+    assert_eq!((last.as_str(), status.as_str()), ("end", "completed"));
+    // Another organization's key sees no such job (the same 404 as for any unknown one).
+    let (status, _) = server
+        .call(
+            Method::GET,
+            &format!("{JOBS}/{id}/logs/stream"),
+            Some(&server.key_b),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+}

@@ -1,5 +1,6 @@
 pub mod daemon;
 pub mod data;
+pub mod follow;
 pub mod local;
 pub mod registry;
 pub mod train;

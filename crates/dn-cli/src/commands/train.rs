@@ -141,20 +141,19 @@ pub async fn run(command: TrainCommand, conn: &Connection, json: bool) -> Result
         TrainCommand::Wait { job_id, wait: args } => {
             return wait(&client, conn, &job_id, &args, json, false).await;
         }
-        TrainCommand::Logs { job_id } => {
+        TrainCommand::Logs {
+            job_id,
+            follow: true,
+        } => {
+            return super::follow::follow(&client, org, ws, &job_id, json).await;
+        }
+        TrainCommand::Logs { job_id, .. } => {
             let logs = client.job_logs(org, ws, &job_id, 0).await?;
             if json {
                 print_json(&logs)?;
             } else {
                 for entry in &logs.items {
-                    println!(
-                        "{} {:<7} {}",
-                        entry
-                            .timestamp
-                            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                        entry.level.as_str(),
-                        entry.message
-                    );
+                    println!("{}", super::follow::entry_line(entry));
                 }
             }
         }

@@ -15,7 +15,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiQuery, Caller};
 
 /// Checks the caller may act in `org` and that `ws` is a valid workspace name.
-fn scope(caller: &Caller, org: &str, ws: &str) -> ApiResult<()> {
+pub(crate) fn scope(caller: &Caller, org: &str, ws: &str) -> ApiResult<()> {
     caller.require_org(org)?;
     validate_name(ws).map_err(|m| ApiError::validation(format!("workspace '{ws}': {m}")))
 }
@@ -215,7 +215,7 @@ pub async fn retry_job(
 #[into_params(parameter_in = Query)]
 pub struct LogParams {
     /// Only entries after this position (the `data.seq` of the last entry seen).
-    after: Option<i64>,
+    pub(crate) after: Option<i64>,
 }
 
 #[utoipa::path(

@@ -1,3 +1,4 @@
 pub mod jobs;
 pub mod meta;
 pub mod registry;
+pub mod stream;
