@@ -377,3 +377,34 @@ async fn a_running_job_stops_at_a_step_boundary_when_cancelled() {
         "scratch removed after a cancel too"
     );
 }
+
+/// A checkpoint that cannot be written (as when the disk is full) fails the attempt with the path in the
+/// error; it is retried (it may pass), and once the retries are spent the job fails with that error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_checkpoint_is_retried_then_fails_the_job_naming_the_path() {
+    let setup = setup().await;
+    let Some(model) = test_model() else { return };
+    let job = create_job(&setup, &model, "demos", &[], 1).await;
+    let blocked = setup._dir.path().join("not-a-directory");
+    std::fs::write(&blocked, "a file where the work directory should be").unwrap();
+    let mut config = WorkerConfig::new("w");
+    config.max_retries = 1;
+    config.retry_backoff = Duration::from_millis(20);
+    let worker = Worker::new(
+        setup.store.clone(),
+        Arc::new(SftRunner::new(setup.registry.clone(), blocked.clone())),
+        config,
+    );
+    assert!(worker.reap_and_run_once().await.unwrap());
+    let retried = setup.store.get_job_by_id(&job.id).await.unwrap();
+    assert_eq!(retried.status, JobStatus::Queued, "{:?}", retried.error);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(worker.reap_and_run_once().await.unwrap());
+    let failed = setup.store.get_job_by_id(&job.id).await.unwrap();
+    assert_eq!((failed.status, failed.attempt), (JobStatus::Failed, 2));
+    let error = failed.error.unwrap();
+    assert!(
+        error.starts_with("training failed:") && error.contains("not-a-directory"),
+        "{error}"
+    );
+}

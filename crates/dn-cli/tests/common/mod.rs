@@ -2,6 +2,8 @@
 //! has no trainer, and the `dn` binary run against it.
 
 #![allow(dead_code)]
+pub mod cluster;
+
 use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;

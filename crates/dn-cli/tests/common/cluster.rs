@@ -1,0 +1,193 @@
+//! An embedded store served in-process, with `dn worker` processes on it (as if on separate nodes): jobs
+//! on the real test model, short leases, helpers to watch a job's status and log events.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dn_store::{JobStore, SqlStore};
+use dn_types::TrainingJob;
+use serde_json::{Map, Value};
+
+use super::Env;
+
+pub type Events = Vec<Map<String, Value>>;
+
+pub struct Cluster {
+    pub env: Env,
+    pub store: SqlStore,
+    pub model: String,
+    conn: Vec<(&'static str, String)>,
+}
+
+fn examples(path: &str) -> String {
+    format!("{}/../../examples/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A job of `steps` steps, batch 2, short sequences, rank 4.
+pub struct JobSpec {
+    pub steps: u64,
+    pub checkpoint_interval: u64,
+    pub eval: bool,
+    pub max_sequence_length: u32,
+}
+
+impl Cluster {
+    /// `None` when the test model is missing (the test is skipped).
+    pub async fn start() -> Option<Cluster> {
+        let model = super::test_model()?;
+        let env = super::start_with(Some(model.clone()), false).await;
+        let conn = env.member("acme").await;
+        let cluster = Cluster {
+            store: SqlStore::open_data_dir(std::path::Path::new(&env.data_dir()))
+                .await
+                .unwrap(),
+            env,
+            model,
+            conn,
+        };
+        for (kind, path) in [
+            ("capability", "capabilities/support-agent"),
+            ("dataset", "datasets/support-demos"),
+            ("dataset", "datasets/support-eval"),
+        ] {
+            cluster.dn_ok(&[kind, "push", &examples(path)]).await;
+        }
+        Some(cluster)
+    }
+
+    pub async fn dn_ok(&self, args: &[&str]) -> String {
+        let conn: Vec<(&str, &str)> = self.conn.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.env.ok(args, &conn).await
+    }
+
+    pub async fn submit(&self, spec: &JobSpec) -> String {
+        let (steps, interval) = (spec.steps.to_string(), spec.checkpoint_interval.to_string());
+        let length = spec.max_sequence_length.to_string();
+        let mut args = vec![
+            "train",
+            "sft",
+            "--model",
+            &self.model,
+            "--capability",
+            "support-agent@1.0.0",
+            "--dataset",
+            "support-demos@0.1.0",
+            "--steps",
+            &steps,
+            "--batch-size",
+            "2",
+            "--checkpoint-interval",
+            &interval,
+            "--max-sequence-length",
+            &length,
+            "--lora-rank",
+            "4",
+            "--json",
+        ];
+        if spec.eval {
+            args.extend(["--eval-dataset", "support-eval@0.1.0"]);
+        }
+        let out = self.dn_ok(&args).await;
+        let job: Value = serde_json::from_str(&out).unwrap();
+        job["id"].as_str().unwrap().to_owned()
+    }
+
+    /// A `dn worker` process with its own id: 2 s leases, 1 s heartbeats, CPU.
+    pub fn worker(&self, id: &str) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_dn"))
+            .args([
+                "worker",
+                "--data-dir",
+                &self.env.data_dir(),
+                "--worker-id",
+                id,
+                "--device",
+                "cpu",
+                "--lease-seconds",
+                "2",
+                "--heartbeat-seconds",
+                "1",
+                "--poll-interval-ms",
+                "100",
+            ])
+            .env("HOME", self.env.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    pub async fn job(&self, id: &str) -> TrainingJob {
+        self.store.get_job_by_id(id).await.unwrap()
+    }
+
+    /// The `data` of the job's log entries, oldest first.
+    pub async fn events(&self, id: &str) -> Events {
+        self.store
+            .list_logs("acme", "main", id, 0)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.entry.data)
+            .collect()
+    }
+
+    /// Waits (at most `limit`) until `done` holds for the job and its log.
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        what: &str,
+        limit: Duration,
+        done: impl Fn(&TrainingJob, &Events) -> bool,
+    ) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (job, events) = (self.job(id).await, self.events(id).await);
+            if done(&job, &events) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: job {:?}, error {:?}",
+                job.status,
+                job.error
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Stops a worker process at once (SIGKILL: no chance to clean up).
+pub fn kill(mut worker: Child) {
+    let _ = worker.kill();
+    let _ = worker.wait();
+}
+
+/// How many of the job's log events are `event`.
+pub fn count(events: &Events, event: &str) -> usize {
+    events
+        .iter()
+        .filter(|d| d.get("event").and_then(|e| e.as_str()) == Some(event))
+        .count()
+}
+
+/// The highest step logged as complete.
+pub fn steps_done(events: &Events) -> u64 {
+    events
+        .iter()
+        .filter(|d| d.get("event").and_then(|e| e.as_str()) == Some("step_complete"))
+        .filter_map(|d| d.get("step").and_then(|s| s.as_u64()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The names of the checkpoints a job's artifacts list, in order.
+pub fn checkpoint_names(job: &TrainingJob) -> Vec<&str> {
+    job.artifacts["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect()
+}
