@@ -3,9 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+
 use async_trait::async_trait;
-use dn_store::{JobStore, NewJob, SqlStore};
-use dn_types::{CapabilitySnapshot, DatasetRef, JobStatus, LogLevel, TrainingJob};
+use dn_store::{JobStore, SqlStore};
+use dn_types::{JobStatus, LogLevel, TrainingJob};
 use dn_worker::{
     JobRunner, RunContext, RunError, RunOutput, UnavailableTrainer, Worker, WorkerConfig,
 };
@@ -20,31 +22,7 @@ async fn store() -> (Arc<SqlStore>, tempfile::TempDir) {
 }
 
 async fn submit(store: &SqlStore) -> String {
-    let job = NewJob {
-        organization_id: "acme".into(),
-        workspace_id: "main".into(),
-        name: None,
-        model: "m".into(),
-        project_ref: None,
-        run_ref: None,
-        dataset_ref: Some(DatasetRef {
-            name: "d".into(),
-            version: "1.0.0".into(),
-        }),
-        trajectory_dataset_refs: vec![],
-        capability: CapabilitySnapshot {
-            artifact_id: None,
-            name: "c".into(),
-            version: "1.0.0".into(),
-            runtime_digest: None,
-            organization_id: None,
-            content_digest: None,
-            system_prompt_digest: None,
-        },
-        config: Map::new(),
-        tags: vec![],
-    };
-    store.create_job(job).await.unwrap().id
+    store.create_job(common::new_job()).await.unwrap().id
 }
 
 fn config(lease_ms: u64, heartbeat_ms: u64) -> WorkerConfig {
