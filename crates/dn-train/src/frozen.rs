@@ -2,6 +2,8 @@
 //! candle's matmul backward always computes the weight gradient as well (a full extra matmul and a
 //! weight-sized buffer per use), which a LoRA trainer never needs for base weights.
 
+#[cfg(feature = "cuda")]
+use candle_core::backend::BackendStorage;
 use candle_core::op::BackpropOp;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
