@@ -2,7 +2,11 @@
 //! `DN_TEST_DATABASE_URL` (started by scripts/test.sh). Without that variable the PostgreSQL half is
 //! skipped, unless `DN_REQUIRE_POSTGRES=1` (set by the test script) makes that an error.
 
-use dn_store::SqlStore;
+use std::time::Duration;
+
+use dn_store::{NewJob, SqlStore};
+use dn_types::{CapabilitySnapshot, DatasetRef};
+use serde_json::json;
 
 pub struct Backend {
     pub url: String,
@@ -74,4 +78,35 @@ macro_rules! on_both_backends {
             )*
         }
     };
+}
+
+/// The lease of claims that are meant to stay live.
+pub const LEASE: Duration = Duration::from_secs(60);
+
+/// A job of `org`/`ws` named `name`, with every optional field set.
+pub fn new_job(org: &str, ws: &str, name: &str) -> NewJob {
+    NewJob {
+        organization_id: org.into(),
+        workspace_id: ws.into(),
+        name: Some(name.into()),
+        model: "smollm2-135m".into(),
+        project_ref: Some("proj".into()),
+        run_ref: None,
+        dataset_ref: Some(DatasetRef {
+            name: "demos".into(),
+            version: "0.1.0".into(),
+        }),
+        trajectory_dataset_refs: vec![],
+        capability: CapabilitySnapshot {
+            artifact_id: Some("sha256:abc".into()),
+            name: "agent".into(),
+            version: "1.0.0".into(),
+            runtime_digest: None,
+            organization_id: Some(org.into()),
+            content_digest: Some("sha256:abc".into()),
+            system_prompt_digest: Some("sha256:def".into()),
+        },
+        config: json!({"batch_size": 8}).as_object().unwrap().clone(),
+        tags: vec!["t".into()],
+    }
 }

@@ -1,0 +1,172 @@
+//! Lease expiry, release on shutdown and automatic retries, run against SQLite and PostgreSQL: the store
+//! side of worker recovery.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, LEASE, new_job};
+use dn_store::{Error, JobOutcome, JobStore};
+use dn_types::JobStatus;
+use serde_json::Map;
+
+async fn expired_leases_are_requeued_and_fenced(backend: &Backend) {
+    let store = backend.store().await;
+    let job = store
+        .create_job(new_job("acme", "main", "lost"))
+        .await
+        .unwrap();
+    let stale = store
+        .claim_job("dead-worker", Duration::from_millis(1))
+        .await
+        .unwrap()
+        .unwrap()
+        .lease;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let reaped = store.requeue_expired().await.unwrap();
+    assert_eq!(reaped.requeued, vec![job.id.clone()]);
+    assert_eq!(
+        store.get_job("acme", "main", &job.id).await.unwrap().status,
+        JobStatus::Queued
+    );
+
+    let fresh = store
+        .claim_job("live-worker", LEASE)
+        .await
+        .unwrap()
+        .unwrap()
+        .lease;
+    assert_eq!(fresh.attempt, 2);
+    // The old attempt can no longer write anything.
+    assert!(matches!(
+        store.heartbeat(&stale, LEASE).await,
+        Err(Error::LeaseLost { .. })
+    ));
+    assert!(matches!(
+        store
+            .finish_job(
+                &stale,
+                JobOutcome::Completed {
+                    metrics: Map::new(),
+                    artifacts: Map::new()
+                }
+            )
+            .await,
+        Err(Error::LeaseLost { .. })
+    ));
+    assert!(
+        store.requeue_expired().await.unwrap().requeued.is_empty(),
+        "a live lease is left alone"
+    );
+
+    // A job whose cancel was requested ends cancelled when its lease expires.
+    let doomed = store
+        .create_job(new_job("acme", "main", "doomed"))
+        .await
+        .unwrap();
+    store
+        .finish_job(
+            &fresh,
+            JobOutcome::Completed {
+                metrics: Map::new(),
+                artifacts: Map::new(),
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .claim_job("w", Duration::from_millis(1))
+        .await
+        .unwrap()
+        .unwrap();
+    store.cancel_job("acme", "main", &doomed.id).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        store.requeue_expired().await.unwrap().cancelled,
+        vec![doomed.id.clone()]
+    );
+    assert_eq!(
+        store
+            .get_job("acme", "main", &doomed.id)
+            .await
+            .unwrap()
+            .status,
+        JobStatus::Cancelled
+    );
+}
+
+async fn released_jobs_go_back_to_the_queue_fenced(backend: &Backend) {
+    let store = backend.store().await;
+    let job = store
+        .create_job(new_job("acme", "main", "preempted"))
+        .await
+        .unwrap();
+    let lease = store.claim_job("w1", LEASE).await.unwrap().unwrap().lease;
+    store
+        .release_job(&lease, "worker shutting down")
+        .await
+        .unwrap();
+    let released = store.get_job("acme", "main", &job.id).await.unwrap();
+    assert_eq!(released.status, JobStatus::Queued);
+    assert!(
+        matches!(
+            store.release_job(&lease, "again").await,
+            Err(Error::LeaseLost { .. })
+        ),
+        "a released attempt can write nothing more"
+    );
+    let logs = store.list_logs("acme", "main", &job.id, 0).await.unwrap();
+    assert!(
+        logs.iter().any(|l| l
+            .entry
+            .message
+            .contains("released to the queue by worker w1")),
+        "the release is logged"
+    );
+    let next = store.claim_job("w2", LEASE).await.unwrap().unwrap();
+    assert_eq!(next.job.id, job.id);
+}
+
+async fn retries_wait_for_their_backoff_and_reset_on_manual_retry(backend: &Backend) {
+    let store = backend.store().await;
+    let job = store
+        .create_job(new_job("acme", "main", "flaky"))
+        .await
+        .unwrap();
+    let first = store.claim_job("w1", LEASE).await.unwrap().unwrap();
+    assert_eq!(first.retries, 0);
+    let outcome = JobOutcome::Retry {
+        error: "storage unavailable".into(),
+        after: Duration::from_millis(200),
+    };
+    store.finish_job(&first.lease, outcome).await.unwrap();
+    let queued = store.get_job("acme", "main", &job.id).await.unwrap();
+    assert_eq!(queued.status, JobStatus::Queued);
+    assert_eq!(queued.error.as_deref(), Some("storage unavailable"));
+    assert!(
+        store.claim_job("w2", LEASE).await.unwrap().is_none(),
+        "not claimable during its backoff"
+    );
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let second = store.claim_job("w2", LEASE).await.unwrap().unwrap();
+    assert_eq!((second.lease.attempt, second.retries), (2, 1));
+    let failed = JobOutcome::Failed {
+        error: "gave up".into(),
+        metrics: Map::new(),
+        artifacts: Map::new(),
+    };
+    store.finish_job(&second.lease, failed).await.unwrap();
+    store.retry_job("acme", "main", &job.id).await.unwrap();
+    let third = store.claim_job("w3", LEASE).await.unwrap().unwrap();
+    assert_eq!(
+        (third.lease.attempt, third.retries),
+        (3, 0),
+        "a manual retry starts a fresh retry budget"
+    );
+}
+
+on_both_backends!(
+    expired_leases_are_requeued_and_fenced,
+    released_jobs_go_back_to_the_queue_fenced,
+    retries_wait_for_their_backoff_and_reset_on_manual_retry,
+);
