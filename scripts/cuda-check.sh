@@ -7,13 +7,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${DN_CACHE_DIR:-$root/.cache}
 venv=$cache/venv-cuda
 req=$root/scripts/requirements-cuda.txt
-stamp=$venv/.requirements
-if [ ! -x "$venv/bin/python" ] || ! cmp -s "$req" "$stamp"; then
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install -q -r "$req" >&2
-  cp "$req" "$stamp"
-fi
+# shellcheck source=scripts/lib/venv.sh
+source "$root/scripts/lib/venv.sh"
+ensure_venv "$venv" "$req"
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 export CUDA_HOME=$site/nvidia/cu13
 export PATH=$CUDA_HOME/bin:$PATH
