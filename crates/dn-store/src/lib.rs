@@ -13,6 +13,7 @@ mod queue;
 mod rows;
 mod sql;
 mod stats;
+mod wake;
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use serde_json::{Map, Value};
 pub use error::{Error, Result};
 pub use sql::{Dialect, SqlStore};
 pub use stats::StoreStats;
+pub use wake::QUEUE_CHANNEL;
 
 /// A job to create, already validated by the server.
 #[derive(Debug, Clone)]
@@ -149,6 +151,11 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<()>;
     /// Ends the attempt; fenced by the lease.
     async fn finish_job(&self, lease: &Lease, outcome: JobOutcome) -> Result<TrainingJob>;
+    /// A receiver that changes when a job may have become claimable, so an idle worker need not wait for
+    /// its next poll (`None`: this store only polls). Missed changes are possible; keep polling too.
+    fn queue_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
     /// Requeues running jobs whose lease expired (or cancels them if cancel was requested).
     async fn requeue_expired(&self) -> Result<Requeued>;
     /// Gives a running job back to the queue (the worker is shutting down: preemption, not a failure);

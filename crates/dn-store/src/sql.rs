@@ -1,12 +1,14 @@
 //! Connecting, pool setup and migrations for both dialects.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor};
 
 use crate::error::{Error, Result};
+use crate::wake::WakeUps;
 
 /// Which database a [`SqlStore`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +22,7 @@ pub enum Dialect {
 pub struct SqlStore {
     pub(crate) pool: AnyPool,
     pub(crate) dialect: Dialect,
+    pub(crate) wake: Arc<WakeUps>,
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -71,7 +74,11 @@ impl SqlStore {
             Dialect::Sqlite => SQLITE_MIGRATIONS.run(&pool).await?,
             Dialect::Postgres => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        Ok(SqlStore { pool, dialect })
+        Ok(SqlStore {
+            pool,
+            dialect,
+            wake: WakeUps::new(dialect, url),
+        })
     }
 
     pub fn dialect(&self) -> Dialect {
@@ -85,6 +92,28 @@ impl SqlStore {
             Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Dialect::Postgres => self.pool.begin().await?,
         })
+    }
+
+    /// For tests and first-time setup: creates an empty database named `name` (letters, digits and `_`)
+    /// on the PostgreSQL server of `admin_url` and returns the URL that points at it.
+    pub async fn create_postgres_database(admin_url: &str, name: &str) -> Result<String> {
+        use sqlx::Connection;
+        install_default_drivers();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(Error::Database(sqlx::Error::Configuration(
+                format!("invalid database name {name:?}: letters, digits and _ only").into(),
+            )));
+        }
+        let (base, _) = admin_url
+            .rsplit_once('/')
+            .filter(|(base, _)| base.contains("://"))
+            .ok_or_else(|| Error::UnsupportedUrl(redact(admin_url)))?;
+        let mut admin = sqlx::AnyConnection::connect(admin_url).await?;
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await?;
+        admin.close().await?;
+        Ok(format!("{base}/{name}"))
     }
 
     pub async fn close(&self) {
@@ -105,7 +134,9 @@ fn redact(url: &str) -> String {
 #[async_trait::async_trait]
 impl crate::JobStore for SqlStore {
     async fn create_job(&self, job: crate::NewJob) -> Result<dn_types::TrainingJob> {
-        self.insert_job(job).await
+        let job = self.insert_job(job).await?;
+        self.job_queued().await;
+        Ok(job)
     }
     async fn get_job(&self, org: &str, workspace: &str, id: &str) -> Result<dn_types::TrainingJob> {
         self.fetch_scoped_job(org, workspace, id).await
@@ -151,14 +182,23 @@ impl crate::JobStore for SqlStore {
     async fn cancel_requested(&self, lease: &crate::Lease) -> Result<bool> {
         self.cancel_flag(lease).await
     }
+    fn queue_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(SqlStore::queue_signal(self))
+    }
     async fn stats(&self) -> Result<crate::StoreStats> {
         SqlStore::stats(self).await
     }
     async fn requeue_expired(&self) -> Result<crate::Requeued> {
-        self.reap().await
+        let reaped = self.reap().await?;
+        if !reaped.requeued.is_empty() {
+            self.job_queued().await;
+        }
+        Ok(reaped)
     }
     async fn release_job(&self, lease: &crate::Lease, reason: &str) -> Result<()> {
-        self.release(lease, reason).await
+        self.release(lease, reason).await?;
+        self.job_queued().await;
+        Ok(())
     }
     async fn cancel_job(
         &self,
@@ -174,7 +214,9 @@ impl crate::JobStore for SqlStore {
         workspace: &str,
         id: &str,
     ) -> Result<dn_types::TrainingJob> {
-        self.retry(org, workspace, id).await
+        let job = self.retry(org, workspace, id).await?;
+        self.job_queued().await;
+        Ok(job)
     }
     async fn list_logs(
         &self,

@@ -46,6 +46,16 @@ impl WorkerConfig {
     }
 }
 
+/// Resolves when the store signals a queued job; never without a signal (or once its sender is gone).
+async fn job_queued(signal: &mut Option<watch::Receiver<u64>>) {
+    if let Some(receiver) = signal
+        && receiver.changed().await.is_ok()
+    {
+        return;
+    }
+    std::future::pending().await
+}
+
 impl WorkerConfig {
     pub fn new(worker_id: impl Into<String>) -> Self {
         WorkerConfig {
@@ -85,7 +95,12 @@ impl Worker {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         info!(worker = %self.config.worker_id, "worker started");
         let mut failures: u32 = 0;
+        // Subscribed before the first claim, so a job queued after a claim found nothing is never missed.
+        let mut queued = self.store.queue_signal();
         while !*shutdown.borrow() {
+            if let Some(queued) = queued.as_mut() {
+                queued.borrow_and_update();
+            }
             let work = self.reap_and_run_once();
             tokio::pin!(work);
             let result = tokio::select! {
@@ -101,25 +116,26 @@ impl Worker {
                     }
                 }
             };
-            let wait = match result {
+            let (wait, wake_on_queued) = match result {
                 Ok(true) => {
                     failures = 0;
                     continue;
                 }
                 Ok(false) => {
                     failures = 0;
-                    self.config.poll_interval
+                    (self.config.poll_interval, true)
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     let backoff = self.config.poll_interval * 2u32.saturating_pow(failures.min(5));
                     warn!(worker = %self.config.worker_id, error = %e, "store unavailable; retrying in {backoff:?}");
-                    backoff
+                    (backoff, false)
                 }
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => {}
+                _ = job_queued(&mut queued), if wake_on_queued => {}
             }
         }
         info!(worker = %self.config.worker_id, "worker stopped");

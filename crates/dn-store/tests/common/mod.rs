@@ -34,20 +34,11 @@ impl Backend {
             );
             return None;
         };
-        use sqlx::{Connection, Executor};
-        sqlx::any::install_default_drivers();
         let name = format!("dn_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = sqlx::AnyConnection::connect(&admin_url).await.unwrap();
-        admin
-            .execute(format!("CREATE DATABASE {name}").as_str())
+        let url = SqlStore::create_postgres_database(&admin_url, &name)
             .await
             .unwrap();
-        admin.close().await.unwrap();
-        let (base, _) = admin_url.rsplit_once('/').expect("url ends in /DBNAME");
-        Some(Backend {
-            url: format!("{base}/{name}"),
-            _dir: None,
-        })
+        Some(Backend { url, _dir: None })
     }
 
     pub async fn store(&self) -> SqlStore {
