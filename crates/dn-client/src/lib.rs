@@ -3,14 +3,16 @@
 use std::time::Duration;
 
 use dn_types::{
-    CapabilityList, CapabilityManifest, CapabilityPushResult, CreateTinkerSftJobRequest,
-    DatasetList, DatasetManifest, DatasetPushResult, ErrorBody, HealthResponse,
-    TrainingCatalogResponse, TrainingJob, TrainingJobArtifacts, TrainingJobList,
+    CapabilityList, CapabilityManifest, CapabilityPushResult, CheckpointFileList,
+    CreateTinkerSftJobRequest, DatasetList, DatasetManifest, DatasetPushResult, ErrorBody,
+    HealthResponse, TrainingCatalogResponse, TrainingJob, TrainingJobArtifacts, TrainingJobList,
     TrainingJobLogList,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 
+mod push;
 mod sse;
+pub use push::{PushContent, PushFile};
 use serde::de::DeserializeOwned;
 pub use sse::{LogStream, StreamEvent};
 
@@ -34,6 +36,18 @@ pub enum Error {
     Decode { url: String, message: String },
     #[error("invalid server url '{0}'")]
     BadUrl(String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -69,13 +83,6 @@ pub struct CatalogQuery {
     pub query: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
-}
-
-/// One file of a push: its path relative to the dataset or capability root, and its bytes.
-#[derive(Debug, Clone)]
-pub struct PushFile {
-    pub path: String,
-    pub bytes: Vec<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -265,25 +272,82 @@ impl Client {
         self.send(self.request(Method::GET, &path)).await
     }
 
+    /// The files of a committed checkpoint (`step-NNNNNN` or `final`) of a job.
+    pub async fn checkpoint_files(
+        &self,
+        org: &str,
+        ws: &str,
+        id: &str,
+        name: &str,
+    ) -> Result<CheckpointFileList> {
+        let path = format!("{}/{id}/checkpoints/{name}", Self::jobs_path(org, ws));
+        self.send(self.request(Method::GET, &path)).await
+    }
+
+    /// Downloads every file of a committed checkpoint into `dest` (created if needed), streaming each to
+    /// disk (`NAME.partial`, renamed when complete). Returns the files written.
+    pub async fn download_checkpoint(
+        &self,
+        org: &str,
+        ws: &str,
+        id: &str,
+        name: &str,
+        dest: &std::path::Path,
+    ) -> Result<Vec<std::path::PathBuf>> {
+        use tokio::io::AsyncWriteExt;
+        let listing = self.checkpoint_files(org, ws, id, name).await?;
+        let write_error = |path: &std::path::Path| {
+            let path = path.display().to_string();
+            move |source| Error::Write { path, source }
+        };
+        tokio::fs::create_dir_all(dest)
+            .await
+            .map_err(write_error(dest))?;
+        let mut written = Vec::new();
+        for file in &listing.files {
+            let url_path = format!(
+                "{}/{id}/checkpoints/{name}/files/{}",
+                Self::jobs_path(org, ws),
+                file.path
+            );
+            // The server lists plain file names only; refuse anything else rather than write outside dest.
+            if file.path.contains(['/', '\\']) || file.path.starts_with('.') {
+                return Err(Error::Decode {
+                    url: url_path,
+                    message: format!("unexpected file name {:?}", file.path),
+                });
+            }
+            let (url, mut response) = self.execute(self.request(Method::GET, &url_path)).await?;
+            let target = dest.join(&file.path);
+            let partial = dest.join(format!("{}.partial", file.path));
+            let mut out = tokio::fs::File::create(&partial)
+                .await
+                .map_err(write_error(&partial))?;
+            while let Some(chunk) = response.chunk().await.map_err(|source| Error::Transport {
+                url: url.clone(),
+                source,
+            })? {
+                out.write_all(&chunk).await.map_err(write_error(&partial))?;
+            }
+            out.flush().await.map_err(write_error(&partial))?;
+            tokio::fs::rename(&partial, &target)
+                .await
+                .map_err(write_error(&target))?;
+            written.push(target);
+        }
+        Ok(written)
+    }
+
     pub async fn catalog(&self, query: &CatalogQuery) -> Result<TrainingCatalogResponse> {
         self.send(self.request(Method::GET, "/training/catalog").query(query))
             .await
-    }
-
-    fn multipart(files: Vec<PushFile>) -> reqwest::multipart::Form {
-        files
-            .into_iter()
-            .fold(reqwest::multipart::Form::new(), |form, file| {
-                let part = reqwest::multipart::Part::bytes(file.bytes).file_name(file.path);
-                form.part("file", part)
-            })
     }
 
     pub async fn push_dataset(&self, org: &str, files: Vec<PushFile>) -> Result<DatasetPushResult> {
         let path = format!("/org/{org}/datasets");
         self.send(
             self.request(Method::POST, &path)
-                .multipart(Self::multipart(files)),
+                .multipart(push::multipart(files).await?),
         )
         .await
     }
@@ -324,7 +388,7 @@ impl Client {
         let path = format!("/org/{org}/capabilities");
         self.send(
             self.request(Method::POST, &path)
-                .multipart(Self::multipart(files)),
+                .multipart(push::multipart(files).await?),
         )
         .await
     }

@@ -14,6 +14,13 @@ pub enum Error {
         reference: String,
         path: String,
     },
+    /// No committed checkpoint `name` in the job (or no such file in it).
+    #[error("checkpoint '{name}' of training job {job_id} not found{}", file.as_ref().map(|f| format!(" (file '{f}')")).unwrap_or_default())]
+    CheckpointNotFound {
+        job_id: String,
+        name: String,
+        file: Option<String>,
+    },
     /// The version exists with different content: versions are immutable.
     #[error(
         "{kind} {reference} already exists with different content ({existing}); versions are immutable: \

@@ -11,12 +11,15 @@ mod error;
 mod frontmatter;
 mod runs;
 mod storage;
+mod transfer;
 mod upload;
 
 pub use capability::parse_capability;
 pub use dataset::parse_dataset;
 pub use error::{Error, Result};
 pub use frontmatter::strip_front_matter;
-pub use runs::COMMIT_MARKER;
-pub use storage::{Registry, StorageConfig};
-pub use upload::{Upload, UploadFile, validate_relative_path};
+pub use runs::{ByteStream, COMMIT_MARKER};
+pub use storage::{Registry, S3Credentials, StorageConfig};
+pub use upload::{
+    FileContent, FileReceiver, SPOOL_ABOVE, Upload, UploadFile, sha256_id, validate_relative_path,
+};

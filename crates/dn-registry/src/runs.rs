@@ -1,12 +1,16 @@
 //! What jobs leave in storage: checkpoints (PEFT adapter + trainer state) under
 //! `jobs/<org>/<job id>/checkpoints/<name>/`, each committed by a `_COMMITTED` marker written last, so a
 //! reader (or a worker resuming the job) never takes a half-uploaded checkpoint for a complete one.
+//! Files stream both ways (see `transfer`), so no whole file is held in memory.
 
 use std::path::Path;
 
-use futures::TryStreamExt;
+use bytes::Bytes;
+use dn_types::{CheckpointFile, CheckpointFileList};
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, PutPayload};
+use object_store::{ObjectMeta, ObjectStore, PutPayload};
 
 use crate::error::{Error, Result};
 use crate::storage::Registry;
@@ -14,6 +18,9 @@ use crate::upload::validate_relative_path;
 
 /// The object written last into a checkpoint's prefix.
 pub const COMMIT_MARKER: &str = "_COMMITTED";
+
+/// A stream of one stored file's bytes.
+pub type ByteStream = BoxStream<'static, Result<Bytes>>;
 
 impl Registry {
     /// The URI of an object key: a filesystem path for local storage, `s3://bucket/key` otherwise.
@@ -47,11 +54,8 @@ impl Registry {
             .collect();
         files.sort();
         for file in &files {
-            let bytes = tokio::fs::read(dir.join(file)).await.map_err(|e| {
-                Error::Config(format!("cannot read {}: {e}", dir.join(file).display()))
-            })?;
             let key = StorePath::from(format!("{prefix}/{file}"));
-            self.store.put(&key, PutPayload::from(bytes)).await?;
+            self.upload_file(&dir.join(file), key).await?;
         }
         let marker = StorePath::from(format!("{prefix}/{COMMIT_MARKER}"));
         self.store
@@ -125,12 +129,95 @@ impl Registry {
                 continue;
             }
             validate_relative_path(file)?;
-            let bytes = self.store.get(&meta.location).await?.bytes().await?;
-            let path = dest.join(file);
-            tokio::fs::write(&path, &bytes)
-                .await
-                .map_err(|e| Error::Config(format!("cannot write {}: {e}", path.display())))?;
+            self.download_file(&meta.location, &dest.join(file)).await?;
         }
         Ok(())
+    }
+
+    /// The files of a committed checkpoint (not the marker), by name.
+    pub async fn checkpoint_files(
+        &self,
+        org: &str,
+        job_id: &str,
+        name: &str,
+    ) -> Result<CheckpointFileList> {
+        let metas = self.committed_checkpoint_objects(org, job_id, name).await?;
+        let prefix = format!("{}/", Self::checkpoint_prefix(org, job_id, name));
+        let mut files: Vec<CheckpointFile> = metas
+            .iter()
+            .filter_map(|meta| {
+                let file = meta.location.as_ref().strip_prefix(prefix.as_str())?;
+                (file != COMMIT_MARKER && !file.contains('/')).then(|| CheckpointFile {
+                    path: file.to_owned(),
+                    size_bytes: meta.size,
+                })
+            })
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(CheckpointFileList {
+            name: name.to_owned(),
+            files,
+        })
+    }
+
+    /// One file of a committed checkpoint as a stream, with its size.
+    pub async fn checkpoint_file(
+        &self,
+        org: &str,
+        job_id: &str,
+        name: &str,
+        file: &str,
+    ) -> Result<(u64, ByteStream)> {
+        let not_found = || Error::CheckpointNotFound {
+            job_id: job_id.to_owned(),
+            name: name.to_owned(),
+            file: Some(file.to_owned()),
+        };
+        if file == COMMIT_MARKER || file.contains('/') || validate_relative_path(file).is_err() {
+            return Err(not_found());
+        }
+        self.committed_checkpoint_objects(org, job_id, name).await?;
+        let key = StorePath::from(format!(
+            "{}/{file}",
+            Self::checkpoint_prefix(org, job_id, name)
+        ));
+        let found = match self.store.get(&key).await {
+            Ok(found) => found,
+            Err(object_store::Error::NotFound { .. }) => return Err(not_found()),
+            Err(e) => return Err(e.into()),
+        };
+        let size = found.meta.size;
+        Ok((size, found.into_stream().map_err(Error::from).boxed()))
+    }
+
+    /// The objects under a checkpoint's prefix; `CheckpointNotFound` unless its marker is there.
+    async fn committed_checkpoint_objects(
+        &self,
+        org: &str,
+        job_id: &str,
+        name: &str,
+    ) -> Result<Vec<ObjectMeta>> {
+        let not_found = || Error::CheckpointNotFound {
+            job_id: job_id.to_owned(),
+            name: name.to_owned(),
+            file: None,
+        };
+        for part in [org, job_id, name] {
+            validate_relative_path(part).map_err(|_| not_found())?;
+        }
+        let prefix = format!("{}/", Self::checkpoint_prefix(org, job_id, name));
+        let metas: Vec<ObjectMeta> = self
+            .store
+            .list(Some(&StorePath::from(prefix.as_str())))
+            .try_collect()
+            .await?;
+        let committed = metas
+            .iter()
+            .any(|m| m.location.as_ref().strip_prefix(prefix.as_str()) == Some(COMMIT_MARKER));
+        if committed {
+            Ok(metas)
+        } else {
+            Err(not_found())
+        }
     }
 }

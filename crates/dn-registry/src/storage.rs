@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use dn_types::{ArtifactKind, CapabilityManifest, DatasetManifest, FileEntry, PushResult};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
@@ -14,20 +14,39 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::upload::Upload;
+use crate::runs::ByteStream;
+use crate::upload::{FileContent, Upload};
 
 /// Where the registry keeps its objects.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StorageConfig {
     /// A local directory (the embedded default: `<data-dir>/storage`).
     Local { root: PathBuf },
-    /// An S3-compatible bucket. Credentials come from the usual `AWS_*` environment variables.
+    /// An S3-compatible bucket. Credentials come from `credentials` when given, else from the usual
+    /// `AWS_*` environment variables (or the instance's role).
     S3 {
         bucket: String,
         endpoint: Option<String>,
         region: Option<String>,
         allow_http: bool,
+        credentials: Option<S3Credentials>,
     },
+}
+
+/// A static S3 access key; `Debug` does not show the secret.
+#[derive(Clone, PartialEq)]
+pub struct S3Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for S3Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"***")
+            .finish()
+    }
 }
 
 /// The dataset and capability registries over one object store.
@@ -125,6 +144,7 @@ impl Registry {
                 endpoint,
                 region,
                 allow_http,
+                credentials,
             } => {
                 let mut builder = AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
@@ -134,6 +154,11 @@ impl Registry {
                 }
                 if let Some(region) = region {
                     builder = builder.with_region(region);
+                }
+                if let Some(credentials) = credentials {
+                    builder = builder
+                        .with_access_key_id(&credentials.access_key_id)
+                        .with_secret_access_key(&credentials.secret_access_key);
                 }
                 (Arc::new(builder.build()?), format!("s3://{bucket}"))
             }
@@ -192,7 +217,7 @@ impl Registry {
         self.list(org).await
     }
 
-    /// The bytes of one file of a pushed version.
+    /// One file of a pushed version as a stream, with its size.
     pub async fn file(
         &self,
         kind: ArtifactKind,
@@ -200,17 +225,19 @@ impl Registry {
         name: &str,
         version: &str,
         path: &str,
-    ) -> Result<Bytes> {
-        match kind {
+    ) -> Result<(u64, ByteStream)> {
+        let found = match kind {
             ArtifactKind::Dataset => {
-                let manifest = self.dataset(org, name, version).await?;
-                self.dataset_file(&manifest, path).await
+                let manifest: DatasetManifest = self.manifest(org, name, version).await?;
+                self.get_blob(&manifest, path).await?
             }
             ArtifactKind::Capability => {
                 let manifest: CapabilityManifest = self.manifest(org, name, version).await?;
-                self.blob(&manifest, path).await
+                self.get_blob(&manifest, path).await?
             }
-        }
+        };
+        let size = found.meta.size;
+        Ok((size, found.into_stream().map_err(Error::from).boxed()))
     }
 
     /// The bytes of one file of a dataset whose manifest the caller already holds (no manifest re-read).
@@ -219,6 +246,14 @@ impl Registry {
     }
 
     async fn blob<M: Manifest>(&self, manifest: &M, path: &str) -> Result<Bytes> {
+        Ok(self.get_blob(manifest, path).await?.bytes().await?)
+    }
+
+    async fn get_blob<M: Manifest>(
+        &self,
+        manifest: &M,
+        path: &str,
+    ) -> Result<object_store::GetResult> {
         let entry = manifest
             .files()
             .iter()
@@ -231,12 +266,7 @@ impl Registry {
                     path: path.to_owned(),
                 }
             })?;
-        Ok(self
-            .store
-            .get(&blob_key(&entry.sha256))
-            .await?
-            .bytes()
-            .await?)
+        Ok(self.store.get(&blob_key(&entry.sha256)).await?)
     }
 
     async fn manifest<M: Manifest>(&self, org: &str, name: &str, version: &str) -> Result<M> {
@@ -299,9 +329,14 @@ impl Registry {
                 Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
-            self.store
-                .put(&key, PutPayload::from(file.bytes.clone()))
-                .await?;
+            match &file.content {
+                FileContent::Memory(bytes) => {
+                    self.store
+                        .put(&key, PutPayload::from(bytes.clone()))
+                        .await?;
+                }
+                FileContent::Spooled { file, .. } => self.upload_file(file, key).await?,
+            }
         }
         let key = manifest_key(M::KIND, org, name, version);
         let body = serde_json::to_vec_pretty(&manifest).expect("manifests serialize");

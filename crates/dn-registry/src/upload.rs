@@ -1,6 +1,8 @@
 //! An upload: the files of one dataset or capability directory, with paths checked before any of them
 //! reaches a storage key.
 
+use std::path::PathBuf;
+
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
@@ -11,7 +13,43 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct UploadFile {
     pub path: String,
-    pub bytes: Bytes,
+    pub content: FileContent,
+}
+
+/// Where an uploaded file's bytes are: in memory, or spooled to a local file by the receiver (large data
+/// files), which streams it on to storage.
+#[derive(Debug, Clone)]
+pub enum FileContent {
+    Memory(Bytes),
+    Spooled {
+        file: PathBuf,
+        size: u64,
+        /// `sha256:<hex>`, computed while spooling.
+        sha256: String,
+    },
+}
+
+impl UploadFile {
+    pub fn in_memory(path: impl Into<String>, bytes: impl Into<Bytes>) -> Self {
+        UploadFile {
+            path: path.into(),
+            content: FileContent::Memory(bytes.into()),
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        match &self.content {
+            FileContent::Memory(bytes) => bytes.len() as u64,
+            FileContent::Spooled { size, .. } => *size,
+        }
+    }
+
+    fn sha256(&self) -> String {
+        match &self.content {
+            FileContent::Memory(bytes) => sha256_id(bytes),
+            FileContent::Spooled { sha256, .. } => sha256.clone(),
+        }
+    }
 }
 
 /// The files of one push, sorted by path, with unique, safe relative paths.
@@ -23,7 +61,7 @@ pub struct Upload {
 impl Upload {
     /// Builds an upload; refuses unsafe or duplicate paths and uploads over `limit` bytes in total.
     pub fn new(mut files: Vec<UploadFile>, limit: u64) -> Result<Self> {
-        let size: u64 = files.iter().map(|f| f.bytes.len() as u64).sum();
+        let size: u64 = files.iter().map(UploadFile::size).sum();
         if size > limit {
             return Err(Error::TooLarge { size, limit });
         }
@@ -55,7 +93,15 @@ impl Upload {
         let file = self
             .get(path)
             .ok_or_else(|| Error::invalid(path, "missing from the upload"))?;
-        std::str::from_utf8(&file.bytes).map_err(|_| Error::invalid(path, "is not valid UTF-8"))
+        match &file.content {
+            FileContent::Memory(bytes) => {
+                std::str::from_utf8(bytes).map_err(|_| Error::invalid(path, "is not valid UTF-8"))
+            }
+            FileContent::Spooled { size, .. } => Err(Error::invalid(
+                path,
+                format!("is {size} bytes: too large for a metadata file"),
+            )),
+        }
     }
 
     /// File entries with digests, and the digest of the whole content.
@@ -65,8 +111,8 @@ impl Upload {
             .iter()
             .map(|f| FileEntry {
                 path: f.path.clone(),
-                size: f.bytes.len() as u64,
-                sha256: sha256_id(&f.bytes),
+                size: f.size(),
+                sha256: f.sha256(),
             })
             .collect();
         let mut whole = Sha256::new();
@@ -78,6 +124,87 @@ impl Upload {
         }
         let digest = format!("sha256:{}", hex::encode(whole.finalize()));
         (entries, digest)
+    }
+}
+
+/// Uploaded files larger than this are spooled to disk by [`FileReceiver`] instead of held in memory.
+pub const SPOOL_ABOVE: usize = 8 << 20;
+
+/// Receives one uploaded file chunk by chunk: in memory up to [`SPOOL_ABOVE`] bytes, beyond that in a
+/// file under the receiver's spool directory (which the caller keeps until the push is done), hashing
+/// as it goes.
+pub struct FileReceiver {
+    path: String,
+    spool: PathBuf,
+    buffer: Vec<u8>,
+    file: Option<tokio::io::BufWriter<tokio::fs::File>>,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl FileReceiver {
+    /// `path` is the file's relative path in the upload; `index` makes its spool file name unique.
+    pub fn new(path: String, spool_dir: &std::path::Path, index: usize) -> Self {
+        FileReceiver {
+            path,
+            spool: spool_dir.join(format!("part-{index}")),
+            buffer: Vec::new(),
+            file: None,
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    fn spool_error(&self, e: std::io::Error) -> Error {
+        Error::Config(format!(
+            "cannot spool upload '{}' to {}: {e}",
+            self.path,
+            self.spool.display()
+        ))
+    }
+
+    pub async fn push(&mut self, chunk: &[u8]) -> Result<()> {
+        self.hasher.update(chunk);
+        self.size += chunk.len() as u64;
+        if self.file.is_none() && self.buffer.len() + chunk.len() <= SPOOL_ABOVE {
+            self.buffer.extend_from_slice(chunk);
+            return Ok(());
+        }
+        if self.file.is_none() {
+            let file = tokio::fs::File::create(&self.spool)
+                .await
+                .map_err(|e| self.spool_error(e))?;
+            self.file = Some(tokio::io::BufWriter::new(file));
+            let buffered = std::mem::take(&mut self.buffer);
+            self.write(&buffered).await?;
+        }
+        self.write(chunk).await
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let result = match self.file.as_mut() {
+            Some(file) => file.write_all(bytes).await,
+            None => Ok(()),
+        };
+        result.map_err(|e| self.spool_error(e))
+    }
+
+    pub async fn finish(mut self) -> Result<UploadFile> {
+        use tokio::io::AsyncWriteExt;
+        let Some(mut file) = self.file.take() else {
+            return Ok(UploadFile::in_memory(self.path, self.buffer));
+        };
+        file.flush().await.map_err(|e| self.spool_error(e))?;
+        let sha256 = format!("sha256:{}", hex::encode(self.hasher.finalize()));
+        Ok(UploadFile {
+            path: self.path,
+            content: FileContent::Spooled {
+                file: self.spool,
+                size: self.size,
+                sha256,
+            },
+        })
     }
 }
 
@@ -135,25 +262,12 @@ mod tests {
     #[test]
     fn digest_depends_on_paths_and_bytes() {
         let up = |p: &str, b: &'static str| {
-            Upload::new(
-                vec![UploadFile {
-                    path: p.into(),
-                    bytes: Bytes::from(b),
-                }],
-                1000,
-            )
-            .unwrap()
+            Upload::new(vec![UploadFile::in_memory(p, b)], 1000).unwrap()
         };
         assert_eq!(up("a", "x").digest().1, up("a", "x").digest().1);
         assert_ne!(up("a", "x").digest().1, up("b", "x").digest().1);
         assert_ne!(up("a", "x").digest().1, up("a", "y").digest().1);
-        let err = Upload::new(
-            vec![UploadFile {
-                path: "a".into(),
-                bytes: Bytes::from(vec![0; 11]),
-            }],
-            10,
-        );
+        let err = Upload::new(vec![UploadFile::in_memory("a", vec![0; 11])], 10);
         assert!(matches!(
             err,
             Err(Error::TooLarge {

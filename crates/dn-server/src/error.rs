@@ -34,7 +34,7 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
     }
 
-    fn internal(what: &str, error: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(what: &str, error: impl std::fmt::Display) -> Self {
         tracing::error!(error = %error, "{what}");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -77,7 +77,9 @@ impl From<dn_registry::Error> for ApiError {
     fn from(e: dn_registry::Error) -> Self {
         use dn_registry::Error as E;
         match e {
-            E::NotFound { .. } | E::FileNotFound { .. } => ApiError::not_found(e.to_string()),
+            E::NotFound { .. } | E::FileNotFound { .. } | E::CheckpointNotFound { .. } => {
+                ApiError::not_found(e.to_string())
+            }
             E::Conflict { .. } => ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string()),
             E::Invalid { .. } => ApiError::validation(e.to_string()),
             E::TooLarge { .. } => ApiError::new(

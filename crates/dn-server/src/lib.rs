@@ -35,7 +35,7 @@ pub struct AppState {
 
 /// The routes, served under `/api/v1` (where the reference SDK looks) and at the root.
 pub fn router(state: AppState) -> Router {
-    use routes::{jobs, meta, registry, stream};
+    use routes::{checkpoints, jobs, meta, registry, stream};
     // Multipart framing adds a little to the files themselves; the registry enforces the exact limit.
     let upload_limit = usize::try_from(state.registry.max_upload_bytes())
         .unwrap_or(usize::MAX)
@@ -61,6 +61,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             &format!("{jobs_path}/{{id}}/artifacts"),
             get(jobs::job_artifacts),
+        )
+        .route(
+            &format!("{jobs_path}/{{id}}/checkpoints/{{name}}"),
+            get(checkpoints::checkpoint_files),
+        )
+        .route(
+            &format!("{jobs_path}/{{id}}/checkpoints/{{name}}/files/{{path}}"),
+            get(checkpoints::checkpoint_file),
         )
         .route(
             "/org/{org}/datasets",

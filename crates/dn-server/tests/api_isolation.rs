@@ -126,6 +126,8 @@ async fn every_route_hides_other_organizations() {
         "/logs",
         "/logs/stream",
         "/artifacts",
+        "/checkpoints/final",
+        "/checkpoints/final/files/adapter_config.json",
     ] {
         let method = if suffix == "/cancel" || suffix == "/retry" {
             Method::POST
@@ -136,6 +138,16 @@ async fn every_route_hides_other_organizations() {
         let (status, _) = server.call(method, &path, Some(&server.key_b), None).await;
         assert_eq!(status, 404, "{path}");
     }
+    // The owner gets a checkpoint the job does not have as not found, named.
+    let path = format!("/api/v1/org/acme/ws/main/training/jobs/{id}/checkpoints/final");
+    let (status, answer) = server
+        .call(Method::GET, &path, Some(&server.key_a), None)
+        .await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        answer["detail"],
+        format!("checkpoint 'final' of training job {id} not found")
+    );
     let (_, rival_list) = server
         .call(
             Method::GET,

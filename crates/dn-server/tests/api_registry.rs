@@ -269,3 +269,51 @@ async fn uploads_over_the_limit_get_a_clear_413() {
         .await;
     assert_eq!(status, 404, "nothing half-written");
 }
+
+/// A data file larger than the server's in-memory threshold: the client streams it from disk, the server
+/// spools it to a temporary file while hashing it, storage receives it as a multipart upload, and the
+/// download streams it back byte for byte.
+#[tokio::test]
+async fn large_data_files_stream_from_disk_through_a_spool_into_storage() {
+    use sha2::{Digest, Sha256};
+    let server = start_with_limit(64 << 20).await;
+    let client = server.client(&server.key_a);
+    let dir = tempfile::tempdir().unwrap();
+    let row =
+        "{\"prompt\":\"What is the status of my order?\",\"completion\":\"It shipped today.\"}\n";
+    let rows = row.repeat((dn_registry::SPOOL_ABOVE + (2 << 20)) / row.len());
+    let data = dir.path().join("train.jsonl");
+    std::fs::write(&data, &rows).unwrap();
+    let yaml = "name: large\nversion: 1.0.0\nformat: jsonl\nfiles:\n  - train.jsonl\n";
+    let pushed = client
+        .push_dataset(
+            "acme",
+            vec![
+                PushFile::bytes("dataset.yaml", yaml),
+                PushFile::file("train.jsonl", &data),
+            ],
+        )
+        .await
+        .unwrap();
+    let entry = pushed
+        .manifest
+        .files
+        .iter()
+        .find(|f| f.path == "train.jsonl")
+        .unwrap();
+    assert!(entry.size as usize > dn_registry::SPOOL_ABOVE);
+    assert_eq!(entry.size as usize, rows.len());
+    assert_eq!(
+        entry.sha256,
+        format!("sha256:{}", hex_lower(&Sha256::digest(rows.as_bytes())))
+    );
+    let downloaded = client
+        .dataset_file("acme", "large", "1.0.0", "train.jsonl")
+        .await
+        .unwrap();
+    assert!(downloaded == rows.as_bytes(), "the file came back changed");
+}
+
+fn hex_lower(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -301,6 +301,22 @@ pub struct TrainingJobArtifacts {
     pub artifacts: Map<String, Value>,
 }
 
+/// The files of one committed checkpoint of a job (`dn`'s own route,
+/// `GET .../jobs/{id}/checkpoints/{name}`); each downloads from `.../checkpoints/{name}/files/{path}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CheckpointFileList {
+    /// `step-000010`, ..., `final`.
+    pub name: String,
+    pub files: Vec<CheckpointFile>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CheckpointFile {
+    /// The file's name in the checkpoint directory, e.g. `adapter_model.safetensors`.
+    pub path: String,
+    pub size_bytes: u64,
+}
+
 /// The reference's progress event types (`TrainingProgressEventType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

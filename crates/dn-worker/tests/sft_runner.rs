@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use dn_registry::{Registry, StorageConfig, Upload, UploadFile};
 use dn_store::{JobStore, NewJob, SqlStore};
 use dn_types::{CapabilitySnapshot, DatasetRef, JobStatus, SftConfig, TrainingExtras, TrainingJob};
@@ -32,10 +31,7 @@ fn test_model() -> Option<String> {
 fn upload(files: &[(&str, &str)]) -> Upload {
     let files = files
         .iter()
-        .map(|(path, text)| UploadFile {
-            path: (*path).into(),
-            bytes: Bytes::from(text.to_string()),
-        })
+        .map(|(path, text)| UploadFile::in_memory(*path, text.to_string()))
         .collect();
     Upload::new(files, 1 << 20).unwrap()
 }

@@ -33,12 +33,7 @@ fn collect_files(root: &Path) -> Result<Vec<PushFile>> {
                     .map(|c| c.as_os_str().to_string_lossy().into_owned())
                     .collect::<Vec<_>>()
                     .join("/");
-                let bytes = std::fs::read(&path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                files.push(PushFile {
-                    path: relative,
-                    bytes,
-                });
+                files.push(PushFile::file(relative, path));
             }
         }
     }
@@ -62,16 +57,9 @@ fn single_file_dataset(path: &Path, name: &str, version: &str) -> Result<Vec<Pus
     };
     let yaml =
         format!("name: {name}\nversion: {version}\nformat: {format}\nfiles:\n  - {file_name}\n");
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     Ok(vec![
-        PushFile {
-            path: "dataset.yaml".into(),
-            bytes: yaml.into_bytes(),
-        },
-        PushFile {
-            path: file_name,
-            bytes,
-        },
+        PushFile::bytes("dataset.yaml", yaml),
+        PushFile::file(file_name, path),
     ])
 }
 

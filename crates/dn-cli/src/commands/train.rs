@@ -3,7 +3,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use dn_client::{CatalogQuery, ListJobsQuery};
 use dn_types::{
     ArtifactRef, Backend, CreateTinkerSftJobRequest, DatasetRef, JobStatus, TinkerSftJobConfig,
@@ -157,9 +157,30 @@ pub async fn run(command: TrainCommand, conn: &Connection, json: bool) -> Result
                 }
             }
         }
-        TrainCommand::Artifacts { job_id } => {
+        TrainCommand::Artifacts {
+            job_id,
+            download: None,
+            ..
+        } => {
             let artifacts = client.job_artifacts(org, ws, &job_id).await?;
             print_json(&artifacts)?;
+        }
+        TrainCommand::Artifacts {
+            job_id,
+            download: Some(dest),
+            checkpoint,
+        } => {
+            let name = match checkpoint {
+                Some(name) => name,
+                None => last_checkpoint(&client.job_artifacts(org, ws, &job_id).await?)
+                    .with_context(|| format!("training job {job_id} has no checkpoint yet"))?,
+            };
+            let files = client
+                .download_checkpoint(org, ws, &job_id, &name, &dest)
+                .await?;
+            for file in files {
+                println!("{}", file.display());
+            }
         }
         TrainCommand::Cancel { job_id, yes } => {
             if !yes && !confirm(&format!("Cancel training job {job_id}?"))? {
@@ -302,4 +323,11 @@ pub async fn wait(
         }
         tokio::time::sleep(interval).await;
     }
+}
+
+/// The name of the last checkpoint a job's artifacts list (`final` once the job completed).
+fn last_checkpoint(artifacts: &dn_types::TrainingJobArtifacts) -> Option<String> {
+    artifacts.artifacts.get("checkpoints")?.as_array()?.last()?["name"]
+        .as_str()
+        .map(str::to_owned)
 }

@@ -10,6 +10,18 @@ use serde_json::{Map, Value};
 
 use super::Env;
 
+/// Worker flags of the tests: CPU, 2 s leases renewed every second, a poll every second.
+pub const FAST_LEASES: &[&str] = &[
+    "--device",
+    "cpu",
+    "--lease-seconds",
+    "2",
+    "--heartbeat-seconds",
+    "1",
+    "--poll-interval-ms",
+    "1000",
+];
+
 pub type Events = Vec<Map<String, Value>>;
 
 pub struct Cluster {
@@ -29,6 +41,40 @@ pub struct JobSpec {
     pub checkpoint_interval: u64,
     pub eval: bool,
     pub max_sequence_length: u32,
+}
+
+impl JobSpec {
+    /// `dn train sft ... --json` for this job on `model`, with the quickstart's capability and data.
+    pub fn args(&self, model: &str) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "train",
+            "sft",
+            "--model",
+            model,
+            "--capability",
+            "support-agent@1.0.0",
+            "--dataset",
+            "support-demos@0.1.0",
+            "--batch-size",
+            "2",
+            "--lora-rank",
+            "4",
+            "--json",
+        ]
+        .map(str::to_owned)
+        .into();
+        for (flag, value) in [
+            ("--steps", self.steps),
+            ("--checkpoint-interval", self.checkpoint_interval),
+            ("--max-sequence-length", u64::from(self.max_sequence_length)),
+        ] {
+            args.extend([flag.to_owned(), value.to_string()]);
+        }
+        if self.eval {
+            args.extend(["--eval-dataset".to_owned(), "support-eval@0.1.0".to_owned()]);
+        }
+        args
+    }
 }
 
 impl Cluster {
@@ -61,32 +107,8 @@ impl Cluster {
     }
 
     pub async fn submit(&self, spec: &JobSpec) -> String {
-        let (steps, interval) = (spec.steps.to_string(), spec.checkpoint_interval.to_string());
-        let length = spec.max_sequence_length.to_string();
-        let mut args = vec![
-            "train",
-            "sft",
-            "--model",
-            &self.model,
-            "--capability",
-            "support-agent@1.0.0",
-            "--dataset",
-            "support-demos@0.1.0",
-            "--steps",
-            &steps,
-            "--batch-size",
-            "2",
-            "--checkpoint-interval",
-            &interval,
-            "--max-sequence-length",
-            &length,
-            "--lora-rank",
-            "4",
-            "--json",
-        ];
-        if spec.eval {
-            args.extend(["--eval-dataset", "support-eval@0.1.0"]);
-        }
+        let args = spec.args(&self.model);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = self.dn_ok(&args).await;
         let job: Value = serde_json::from_str(&out).unwrap();
         job["id"].as_str().unwrap().to_owned()
@@ -101,15 +123,8 @@ impl Cluster {
                 &self.env.data_dir(),
                 "--worker-id",
                 id,
-                "--device",
-                "cpu",
-                "--lease-seconds",
-                "2",
-                "--heartbeat-seconds",
-                "1",
-                "--poll-interval-ms",
-                "100",
             ])
+            .args(FAST_LEASES)
             .env("HOME", self.env.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())

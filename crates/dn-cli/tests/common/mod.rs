@@ -86,14 +86,7 @@ impl Env {
 
     /// Runs `dn ARGS` with a clean environment plus `envs`.
     pub async fn dn(&self, args: &[&str], envs: &[(&str, &str)]) -> Output {
-        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_dn"));
-        command
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", self.dir.path())
-            .env("DN_CONFIG_DIR", self.dir.path().join("config"))
-            .stdin(std::process::Stdio::null());
+        let mut command = dn_command(self.dir.path(), args);
         for (k, v) in envs {
             command.env(k, v);
         }
@@ -127,15 +120,32 @@ impl Env {
     }
 
     pub async fn ok(&self, args: &[&str], envs: &[(&str, &str)]) -> String {
-        let out = self.dn(args, envs).await;
-        assert!(
-            out.status.success(),
-            "dn {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        succeeded(args, self.dn(args, envs).await)
     }
+}
+
+/// The stdout of a `dn` run that must have succeeded (its output in the panic otherwise).
+pub fn succeeded(args: &[&str], out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "dn {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `dn ARGS` with a clean environment: only PATH, and HOME and the CLI's config dir under `home`.
+pub fn dn_command(home: &Path, args: &[&str]) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_dn"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("DN_CONFIG_DIR", home.join("config"))
+        .stdin(std::process::Stdio::null());
+    command
 }
 
 pub fn write(root: &Path, path: &str, text: &str) {

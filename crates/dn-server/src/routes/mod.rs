@@ -1,3 +1,4 @@
+pub mod checkpoints;
 pub mod jobs;
 pub mod meta;
 pub mod registry;

@@ -2,10 +2,11 @@
 //! its relative path), list, show, and file download.
 
 use axum::Json;
+use axum::body::Body;
 use axum::extract::{Multipart, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use dn_registry::{Upload, UploadFile, validate_relative_path};
+use dn_registry::{FileReceiver, Upload, validate_relative_path};
 use dn_types::{
     ArtifactKind, CapabilityList, CapabilityManifest, CapabilityPushResult, DatasetList,
     DatasetManifest, DatasetPushResult, validate_name, validate_version,
@@ -15,8 +16,16 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::Caller;
 
-/// Reads every part of a multipart upload: each part's file name is the file's relative path.
-async fn read_upload(mut multipart: Multipart, limit: u64) -> ApiResult<Upload> {
+/// A received upload, with the directory its large files were spooled to (deleted when dropped, so keep
+/// it until the push is done).
+struct Received {
+    upload: Upload,
+    _spool: tempfile::TempDir,
+}
+
+/// Reads every part of a multipart upload: each part's file name is the file's relative path. Parts are
+/// read chunk by chunk; files over `SPOOL_ABOVE` go to a temporary directory instead of memory.
+async fn read_upload(mut multipart: Multipart, limit: u64) -> ApiResult<Received> {
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -24,10 +33,14 @@ async fn read_upload(mut multipart: Multipart, limit: u64) -> ApiResult<Upload> 
             format!("upload too large: the limit is {limit} bytes (max_upload_bytes)"),
         )
     };
+    let spool = tempfile::Builder::new()
+        .prefix("dn-upload-")
+        .tempdir()
+        .map_err(|e| ApiError::internal("cannot create a spool directory for the upload", e))?;
     let mut files = Vec::new();
     let mut total: u64 = 0;
     loop {
-        let field = match multipart.next_field().await {
+        let mut field = match multipart.next_field().await {
             Ok(Some(field)) => field,
             Ok(None) => break,
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
@@ -43,23 +56,33 @@ async fn read_upload(mut multipart: Multipart, limit: u64) -> ApiResult<Upload> 
             .or(field.name())
             .map(str::to_owned)
             .ok_or_else(|| ApiError::validation("multipart upload: a part has no file name"))?;
-        let bytes = match field.bytes().await {
-            Ok(bytes) => bytes,
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
-            Err(e) => {
-                return Err(ApiError::validation(format!(
-                    "multipart upload of '{path}': {}",
-                    e.body_text()
-                )));
+        // Checked before anything of it is written anywhere.
+        validate_relative_path(&path)?;
+        let mut receiver = FileReceiver::new(path.clone(), spool.path(), files.len());
+        loop {
+            let chunk = match field.chunk().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => return Err(too_large()),
+                Err(e) => {
+                    return Err(ApiError::validation(format!(
+                        "multipart upload of '{path}': {}",
+                        e.body_text()
+                    )));
+                }
+            };
+            total += chunk.len() as u64;
+            if total > limit {
+                return Err(too_large());
             }
-        };
-        total += bytes.len() as u64;
-        if total > limit {
-            return Err(too_large());
+            receiver.push(&chunk).await?;
         }
-        files.push(UploadFile { path, bytes });
+        files.push(receiver.finish().await?);
     }
-    Ok(Upload::new(files, limit)?)
+    Ok(Received {
+        upload: Upload::new(files, limit)?,
+        _spool: spool,
+    })
 }
 
 fn check_ref(name: &str, version: &str) -> ApiResult<()> {
@@ -90,8 +113,8 @@ pub async fn push_dataset(
     multipart: Multipart,
 ) -> ApiResult<impl IntoResponse> {
     caller.require_org(&org)?;
-    let upload = read_upload(multipart, app.registry.max_upload_bytes()).await?;
-    let result = app.registry.push_dataset(&org, &upload).await?;
+    let received = read_upload(multipart, app.registry.max_upload_bytes()).await?;
+    let result = app.registry.push_dataset(&org, &received.upload).await?;
     Ok(pushed(result.created, result))
 }
 
@@ -139,8 +162,8 @@ pub async fn push_capability(
     multipart: Multipart,
 ) -> ApiResult<impl IntoResponse> {
     caller.require_org(&org)?;
-    let upload = read_upload(multipart, app.registry.max_upload_bytes()).await?;
-    let result = app.registry.push_capability(&org, &upload).await?;
+    let received = read_upload(multipart, app.registry.max_upload_bytes()).await?;
+    let result = app.registry.push_capability(&org, &received.upload).await?;
     Ok(pushed(result.created, result))
 }
 
@@ -183,11 +206,17 @@ async fn file(
     caller.require_org(&org)?;
     check_ref(&name, &version)?;
     validate_relative_path(&path)?;
-    let bytes = app
+    let (size, stream) = app
         .registry
         .file(kind, &org, &name, &version, &path)
         .await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes))
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+            (header::CONTENT_LENGTH, size.to_string()),
+        ],
+        Body::from_stream(stream),
+    ))
 }
 
 #[utoipa::path(

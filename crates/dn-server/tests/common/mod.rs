@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use dn_client::PushFile;
+use dn_client::{PushContent, PushFile};
 use dn_registry::{Registry, StorageConfig};
 use dn_server::{AppState, Catalog};
 use dn_store::{JobStore, SqlStore};
@@ -111,10 +111,7 @@ impl TestServer {
 pub fn files(pairs: &[(&str, &str)]) -> Vec<PushFile> {
     pairs
         .iter()
-        .map(|(path, text)| PushFile {
-            path: (*path).into(),
-            bytes: text.as_bytes().to_vec(),
-        })
+        .map(|(path, text)| PushFile::bytes(*path, text.as_bytes()))
         .collect()
 }
 
@@ -186,6 +183,9 @@ pub fn write_tree(root: &Path, files: &[PushFile]) {
     for file in files {
         let path = root.join(&file.path);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, &file.bytes).unwrap();
+        let PushContent::Bytes(bytes) = &file.content else {
+            panic!("{}: the test trees are built from bytes", file.path);
+        };
+        std::fs::write(path, bytes).unwrap();
     }
 }
