@@ -42,6 +42,14 @@ fn failed(message: impl Into<String>) -> RunError {
     RunError::failed(message)
 }
 
+/// A registry read that failed: storage trouble may pass (retried), anything else is the input's fault.
+fn registry_error(what: String, e: dn_registry::Error) -> RunError {
+    match e {
+        dn_registry::Error::Storage(_) => RunError::transient(format!("{what}: {e}")),
+        _ => failed(format!("{what}: {e}")),
+    }
+}
+
 fn artifact_ref(r: &DatasetRef, field: &str) -> Result<ArtifactRef, RunError> {
     ArtifactRef::from_parts(&r.name, &r.version, field).map_err(|e| failed(e.to_string()))
 }
@@ -56,7 +64,7 @@ async fn dataset_conversations(
     let manifest = registry
         .dataset(owner, &reference.name, &reference.version)
         .await
-        .map_err(|e| failed(format!("dataset {reference}: {e}")))?;
+        .map_err(|e| registry_error(format!("dataset {reference}"), e))?;
     let format = Format::parse(&manifest.format, &reference.to_string())
         .map_err(|e| failed(e.to_string()))?;
     let (mut conversations, mut errors) = (Vec::new(), Vec::new());
@@ -64,7 +72,7 @@ async fn dataset_conversations(
         let bytes = registry
             .dataset_file(&manifest, file)
             .await
-            .map_err(|e| failed(format!("dataset {reference}: {e}")))?;
+            .map_err(|e| registry_error(format!("dataset {reference}"), e))?;
         let label = format!("{reference}/{file}");
         let loaded =
             tokio::task::spawn_blocking(move || load_conversations(&bytes, format, &label))
@@ -98,7 +106,7 @@ pub async fn prepare_inputs(
     let manifest = registry
         .capability(cap.org_or(org), &cap.name, &cap.version)
         .await
-        .map_err(|e| failed(format!("capability {cap}: {e}")))?;
+        .map_err(|e| registry_error(format!("capability {cap}"), e))?;
     if let Some(expected) = &job.capability.system_prompt_digest
         && expected != &manifest.system_prompt_digest
     {

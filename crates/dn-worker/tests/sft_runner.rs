@@ -404,3 +404,43 @@ async fn an_unwritable_checkpoint_is_retried_then_fails_the_job_naming_the_path(
         "{error}"
     );
 }
+
+/// A dataset file that storage cannot deliver (here its blob is a directory) is storage trouble, not bad
+/// input: the attempt goes back to the queue for a retry instead of failing the job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dataset_storage_cannot_deliver_is_retried_not_failed() {
+    let setup = setup().await;
+    let Some(model) = test_model() else { return };
+    let job = create_job(&setup, &model, "demos", &[], 1).await;
+    let manifest = setup
+        .registry
+        .dataset("acme", "demos", "0.1.0")
+        .await
+        .unwrap();
+    let entry = manifest
+        .files
+        .iter()
+        .find(|f| f.path == "train.jsonl")
+        .unwrap();
+    let blob = setup
+        ._dir
+        .path()
+        .join("storage/blobs/sha256")
+        .join(entry.sha256.trim_start_matches("sha256:"));
+    std::fs::remove_file(&blob).unwrap();
+    std::fs::create_dir(&blob).unwrap();
+    assert!(worker(&setup).reap_and_run_once().await.unwrap());
+    let retried = setup.store.get_job_by_id(&job.id).await.unwrap();
+    assert_eq!(retried.status, JobStatus::Queued, "{:?}", retried.error);
+    let logs = setup
+        .store
+        .list_logs("acme", "main", &job.id, 0)
+        .await
+        .unwrap();
+    assert!(
+        logs.iter()
+            .any(|l| l.entry.message.contains("dataset demos@0.1.0")),
+        "{:?}",
+        logs.iter().map(|l| &l.entry.message).collect::<Vec<_>>()
+    );
+}
