@@ -197,4 +197,47 @@ mod tests {
         let worker = FileConfig::load(Some(&root.join("worker.toml"))).unwrap();
         assert_eq!(worker.storage.s3_bucket.as_deref(), Some("dn-artifacts"));
     }
+
+    /// The environment variables a subcommand reads (its flags' `env`).
+    fn env_names(command: &clap::Command) -> Vec<String> {
+        command
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// docker-compose.yml is documentation no engine here runs: every `dn` command in it must parse, and
+    /// every `DN_*` variable it sets must be one that command reads.
+    #[test]
+    fn the_compose_example_uses_real_commands_and_variables() {
+        use clap::{CommandFactory, Parser};
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/docker-compose.yml");
+        let compose: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let cli = crate::cli::Cli::command();
+        let mut checked = 0;
+        for (name, service) in compose["services"].as_mapping().unwrap() {
+            if service["image"].as_str() != Some("dn:cuda") {
+                continue;
+            }
+            let args: Vec<String> = serde_yaml::from_value(service["command"].clone()).unwrap();
+            let parsed = crate::cli::Cli::try_parse_from(
+                std::iter::once("dn".to_owned()).chain(args.iter().cloned()),
+            );
+            assert!(parsed.is_ok(), "{name:?}: {args:?}: {:?}", parsed.err());
+            let subcommand = cli.find_subcommand(&args[0]).unwrap();
+            let known = env_names(subcommand);
+            let environment = service["environment"].as_mapping().unwrap();
+            for key in environment.keys().filter_map(|k| k.as_str()) {
+                assert!(
+                    !key.starts_with("DN_") || known.iter().any(|k| k == key),
+                    "{name:?}: `dn {}` does not read {key}",
+                    args[0]
+                );
+            }
+            checked += 1;
+        }
+        assert_eq!(checked, 3, "the server and two workers");
+    }
 }
