@@ -107,7 +107,9 @@ impl Client {
         };
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(600))
+            // A silent server fails a request; a long transfer that keeps moving (a large push or
+            // checkpoint download) is not cut off.
+            .read_timeout(Duration::from_secs(300))
             .build()
             .map_err(|source| Error::Transport {
                 url: base.clone(),
