@@ -42,6 +42,19 @@ impl Registry {
         name: &str,
         dir: &Path,
     ) -> Result<String> {
+        self.upload_checkpoint_files(org, job_id, name, dir).await?;
+        self.commit_checkpoint(org, job_id, name).await
+    }
+
+    /// The first half of [`Registry::put_checkpoint`]: every file, no marker (readers ignore it until
+    /// [`Registry::commit_checkpoint`]).
+    pub async fn upload_checkpoint_files(
+        &self,
+        org: &str,
+        job_id: &str,
+        name: &str,
+        dir: &Path,
+    ) -> Result<()> {
         for part in [org, job_id, name] {
             validate_relative_path(part)?;
         }
@@ -57,6 +70,15 @@ impl Registry {
             let key = StorePath::from(format!("{prefix}/{file}"));
             self.upload_file(&dir.join(file), key).await?;
         }
+        Ok(())
+    }
+
+    /// Writes the commit marker of an uploaded checkpoint; returns the checkpoint's URI.
+    pub async fn commit_checkpoint(&self, org: &str, job_id: &str, name: &str) -> Result<String> {
+        for part in [org, job_id, name] {
+            validate_relative_path(part)?;
+        }
+        let prefix = Self::checkpoint_prefix(org, job_id, name);
         let marker = StorePath::from(format!("{prefix}/{COMMIT_MARKER}"));
         self.store
             .put(&marker, PutPayload::from_static(b""))

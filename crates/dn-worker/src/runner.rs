@@ -139,6 +139,18 @@ impl Progress {
         .await
     }
 
+    /// Asks the store whether this attempt still owns the job (a read, no write): `LeaseLost` when not.
+    /// For writes outside the store that must not happen after a takeover, like committing a checkpoint.
+    pub async fn ensure_lease(&self) -> Result<(), RunError> {
+        match self.store.cancel_requested(&self.lease).await {
+            Ok(_) => Ok(()),
+            Err(dn_store::Error::LeaseLost { .. }) => Err(RunError::LeaseLost),
+            Err(e) => Err(RunError::transient(format!(
+                "cannot check the job's lease: {e}"
+            ))),
+        }
+    }
+
     /// Appends entries and, if given, replaces the job's metrics. A database error (the store unreachable
     /// for a while) is retried with backoff for about 30 s before the job fails; a lost lease is final.
     pub async fn report(

@@ -263,13 +263,22 @@ impl SftRunner {
                 loss, examples: n, ..
             } => state.eval = Some((*loss, *n)),
             Event::CheckpointSaved { step, name, path } => {
+                let storage = |e: dn_registry::Error| {
+                    RunError::transient(format!("cannot store checkpoint {name}: {e}"))
+                };
+                let org = &job.organization_id;
+                self.registry
+                    .upload_checkpoint_files(org, &job.id, name, path)
+                    .await
+                    .map_err(storage)?;
+                // A worker that lost the job while uploading commits nothing: the attempt that took over
+                // owns the job's checkpoints now.
+                ctx.progress().ensure_lease().await?;
                 let uri = self
                     .registry
-                    .put_checkpoint(&job.organization_id, &job.id, name, path)
+                    .commit_checkpoint(org, &job.id, name)
                     .await
-                    .map_err(|e| {
-                        RunError::transient(format!("cannot store checkpoint {name}: {e}"))
-                    })?;
+                    .map_err(storage)?;
                 state
                     .checkpoints
                     .push(json!({"name": name, "step": step, "uri": uri}));

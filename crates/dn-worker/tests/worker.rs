@@ -281,6 +281,35 @@ async fn a_worker_that_lost_its_lease_writes_nothing() {
     assert!(logs.iter().all(|l| l.entry.message != "late"));
 }
 
+/// Sleeps past its lease, then asks whether it may still commit something outside the store.
+struct CommitsLate(Arc<std::sync::Mutex<Option<bool>>>);
+
+#[async_trait]
+impl JobRunner for CommitsLate {
+    async fn run(&self, _job: &TrainingJob, ctx: &RunContext) -> Result<RunOutput, RunError> {
+        ctx.progress().ensure_lease().await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let owned = ctx.progress().ensure_lease().await;
+        *self.0.lock().unwrap() = Some(owned.is_ok());
+        owned?;
+        Ok(RunOutput::default())
+    }
+}
+
+#[tokio::test]
+async fn a_worker_that_lost_its_lease_is_told_before_it_commits_a_checkpoint() {
+    let (store, _dir) = store().await;
+    let id = submit(&store).await;
+    let answer = Arc::new(std::sync::Mutex::new(None));
+    let runner = Arc::new(CommitsLate(answer.clone()));
+    let worker = Worker::new(store.clone(), runner, config(50, 10_000));
+    let run = tokio::spawn(async move { worker.reap_and_run_once().await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(store.requeue_expired().await.unwrap().requeued, vec![id]);
+    run.await.unwrap().unwrap();
+    assert_eq!(*answer.lock().unwrap(), Some(false), "the lease was gone");
+}
+
 #[tokio::test]
 async fn run_stops_on_shutdown() {
     let (store, _dir) = store().await;
