@@ -79,6 +79,8 @@ impl Default for TrainOptions {
 pub enum Event {
     TrainingStart {
         total_steps: u64,
+        /// Optimizer steps per pass over the training examples (for the epochs completed so far).
+        steps_per_epoch: u64,
         start_step: u64,
         examples: usize,
         eval_examples: usize,
@@ -233,6 +235,7 @@ impl Trainer<'_> {
         let trainable_parameters = params.iter().map(|p| p.as_tensor().elem_count()).sum();
         if observe(&Event::TrainingStart {
             total_steps: total,
+            steps_per_epoch: crate::schedule::steps_per_epoch(train.len(), per_step),
             start_step: state.step,
             examples: train.len(),
             eval_examples: eval.len(),

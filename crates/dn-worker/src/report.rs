@@ -40,6 +40,7 @@ pub fn event_entry(event: &Event, total_steps: u64) -> Option<NewLogEntry> {
         Event::TrainingStart {
             total_steps,
             start_step,
+            steps_per_epoch: _,
             examples,
             eval_examples,
             trainable_parameters,

@@ -73,10 +73,31 @@ async fn log_prepared(inputs: &PreparedInputs, ctx: &RunContext) -> Result<(), R
 #[derive(Default)]
 struct RunState {
     total_steps: u64,
+    steps_per_epoch: u64,
     device: String,
     history: Vec<StepRecord>,
     checkpoints: Vec<Value>,
     eval: Option<(f64, usize)>,
+}
+
+impl RunState {
+    /// Passes over the training examples done by the last recorded step.
+    fn epochs_completed(&self) -> f64 {
+        match (self.history.last(), self.steps_per_epoch) {
+            (Some(last), spe) if spe > 0 => last.step as f64 / spe as f64,
+            _ => 0.0,
+        }
+    }
+
+    fn metrics(&self, examples: usize) -> serde_json::Map<String, Value> {
+        metrics(
+            &self.history,
+            examples,
+            self.epochs_completed(),
+            self.eval,
+            &self.device,
+        )
+    }
 }
 
 #[async_trait]
@@ -161,7 +182,7 @@ impl JobRunner for SftRunner {
         };
         let partial = || {
             Box::new(RunOutput {
-                metrics: metrics(&state.history, examples, 0.0, state.eval, &state.device),
+                metrics: state.metrics(examples),
                 artifacts: artifacts(job, &config, &state.checkpoints),
             })
         };
@@ -252,10 +273,12 @@ impl SftRunner {
         match event {
             Event::TrainingStart {
                 total_steps,
+                steps_per_epoch,
                 device,
                 ..
             } => {
                 state.total_steps = *total_steps;
+                state.steps_per_epoch = *steps_per_epoch;
                 state.device = device.clone();
             }
             Event::StepComplete(record) => state.history.push(record.clone()),
@@ -300,8 +323,7 @@ impl SftRunner {
         let Some(entry) = event_entry(event, state.total_steps) else {
             return Ok(());
         };
-        let metrics = matches!(event, Event::StepComplete(_))
-            .then(|| metrics(&state.history, examples, 0.0, state.eval, &state.device));
+        let metrics = matches!(event, Event::StepComplete(_)).then(|| state.metrics(examples));
         ctx.progress().report(&[entry], metrics.as_ref()).await
     }
 

@@ -362,6 +362,8 @@ async fn a_running_job_stops_at_a_step_boundary_when_cancelled() {
     assert_eq!(job.status, JobStatus::Cancelled, "{:?}", job.error);
     let steps = job.metrics["train/loss"].as_array().unwrap().len();
     assert!((1..500).contains(&steps), "{steps} step(s) recorded");
+    let epochs = job.metrics["train/epochs_completed"].as_f64().unwrap();
+    assert!(epochs > 0.0, "epochs completed so far: {epochs}");
     let logs = setup
         .store
         .list_logs("acme", "main", &job.id, 0)
