@@ -116,7 +116,7 @@ impl SqlStore {
     pub(crate) async fn beat(&self, lease: &Lease, duration: Duration) -> Result<Heartbeat> {
         let now = now_micros();
         let row = sqlx::query(
-            "UPDATE jobs SET lease_expires_at = $1, updated_at = $2 \
+            "UPDATE jobs SET lease_expires_at = $1, updated_at = $2, lease_renewals = lease_renewals + 1 \
              WHERE id = $3 AND attempt = $4 AND status = 'running' RETURNING cancel_requested_at",
         )
         .bind(now.saturating_add(micros(duration)))
@@ -126,7 +126,6 @@ impl SqlStore {
         .fetch_optional(&self.pool)
         .await?;
         let row = row.ok_or_else(|| lease_lost(lease))?;
-        crate::stats::count_lease_renewal();
         let cancel: Option<i64> = row.try_get("cancel_requested_at")?;
         Ok(Heartbeat {
             cancel_requested: cancel.is_some(),

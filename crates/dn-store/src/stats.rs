@@ -1,21 +1,12 @@
 //! Aggregates for monitoring (`/metrics`): jobs by status, finished attempts by outcome, the progress of
-//! running jobs, and the lease renewals made through this process. Organization-blind and aggregate only,
-//! so it reveals no job of anyone.
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//! running jobs, and lease renewals. Everything is read from the database, so it covers the workers of
+//! every node. Organization-blind and aggregate only, so it reveals no job of anyone.
 
 use serde_json::Value;
 use sqlx::Row;
 
 use crate::error::Result;
 use crate::sql::SqlStore;
-
-static LEASE_RENEWALS: AtomicU64 = AtomicU64::new(0);
-
-/// Counts a successful heartbeat made through this process.
-pub(crate) fn count_lease_renewal() {
-    LEASE_RENEWALS.fetch_add(1, Ordering::Relaxed);
-}
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoreStats {
@@ -27,16 +18,18 @@ pub struct StoreStats {
     pub running_steps: f64,
     /// Sum over running jobs of their average training tokens per second.
     pub running_tokens_per_second: f64,
-    /// Heartbeats that extended a lease through this process (in-process workers of `dn serve`).
-    pub lease_renewals: u64,
+    /// Heartbeats that extended a lease, by any worker.
+    pub lease_renewals: i64,
 }
 
 impl SqlStore {
     pub(crate) async fn stats(&self) -> Result<StoreStats> {
-        let mut stats = StoreStats {
-            lease_renewals: LEASE_RENEWALS.load(Ordering::Relaxed),
-            ..Default::default()
-        };
+        let mut stats = StoreStats::default();
+        let renewals =
+            sqlx::query("SELECT CAST(COALESCE(SUM(lease_renewals), 0) AS BIGINT) AS n FROM jobs")
+                .fetch_one(&self.pool)
+                .await?;
+        stats.lease_renewals = renewals.try_get("n")?;
         for row in sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
             .fetch_all(&self.pool)
             .await?

@@ -165,7 +165,30 @@ async fn retries_wait_for_their_backoff_and_reset_on_manual_retry(backend: &Back
     );
 }
 
+/// Lease renewals are counted in the database, so monitoring through any handle (the server's) sees the
+/// heartbeats of workers on every node.
+async fn lease_renewals_of_every_node_are_counted(backend: &Backend) {
+    let (node_a, node_b, server) = (
+        backend.store().await,
+        backend.store().await,
+        backend.store().await,
+    );
+    for name in ["one", "two"] {
+        node_a
+            .create_job(new_job("acme", "main", name))
+            .await
+            .unwrap();
+    }
+    let a = node_a.claim_job("a", LEASE).await.unwrap().unwrap().lease;
+    let b = node_b.claim_job("b", LEASE).await.unwrap().unwrap().lease;
+    node_a.heartbeat(&a, LEASE).await.unwrap();
+    node_b.heartbeat(&b, LEASE).await.unwrap();
+    node_b.heartbeat(&b, LEASE).await.unwrap();
+    assert_eq!(server.stats().await.unwrap().lease_renewals, 3);
+}
+
 on_both_backends!(
+    lease_renewals_of_every_node_are_counted,
     expired_leases_are_requeued_and_fenced,
     released_jobs_go_back_to_the_queue_fenced,
     retries_wait_for_their_backoff_and_reset_on_manual_retry,

@@ -122,7 +122,7 @@ pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 }
 
 /// Prometheus text format: jobs by status, ended attempts by outcome (incl. reaped leases as
-/// `lease_expired`), the progress of running jobs, and lease renewals made by this process's workers.
+/// `lease_expired`), the progress of running jobs, and lease renewals by the workers of every node.
 /// Aggregates only (no job ids), so it needs no key.
 pub async fn metrics(State(app): State<AppState>) -> ApiResult<impl axum::response::IntoResponse> {
     let stats = app.store.stats().await?;
@@ -156,7 +156,7 @@ pub async fn metrics(State(app): State<AppState>) -> ApiResult<impl axum::respon
          # TYPE dn_running_steps gauge\ndn_running_steps {}\n\
          # HELP dn_running_tokens_per_second Training tokens per second of running jobs, summed.\n\
          # TYPE dn_running_tokens_per_second gauge\ndn_running_tokens_per_second {}\n\
-         # HELP dn_lease_renewals_total Heartbeats that extended a lease, by this process's workers.\n\
+         # HELP dn_lease_renewals_total Heartbeats that extended a lease, by any worker.\n\
          # TYPE dn_lease_renewals_total counter\ndn_lease_renewals_total {}\n",
         stats.running_steps, stats.running_tokens_per_second, stats.lease_renewals
     ));
