@@ -198,6 +198,10 @@ pub struct SftArgs {
     /// extension; default: on for CUDA workers, off on the CPU).
     #[arg(long)]
     pub gradient_checkpointing: Option<bool>,
+    /// Keep only the newest N step checkpoints in storage; the final adapter is always kept (dn
+    /// extension; default: all).
+    #[arg(long)]
+    pub save_total_limit: Option<i64>,
     /// Wait for the job to finish; exits non-zero unless it completed.
     #[arg(long)]
     pub wait: bool,

@@ -163,6 +163,8 @@ async fn cli_round_trips() {
         "0.01",
         "--gradient-checkpointing",
         "true",
+        "--save-total-limit",
+        "3",
         "--json",
     ];
     let job: Value = serde_json::from_str(&env.ok(&sft, &conn).await).unwrap();
@@ -223,6 +225,7 @@ async fn cli_round_trips() {
         ),
         (&0.5.into(), &0.01.into(), &true.into())
     );
+    assert_eq!(c["save_total_limit"], 3);
 
     // The worker has no trainer: the job fails honestly, and wait exits non-zero.
     let out = env

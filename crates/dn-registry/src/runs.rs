@@ -86,6 +86,32 @@ impl Registry {
         Ok(self.uri(&prefix))
     }
 
+    /// Deletes a checkpoint: its marker first (so no reader takes it for complete any more), then its
+    /// files.
+    pub async fn delete_checkpoint(&self, org: &str, job_id: &str, name: &str) -> Result<()> {
+        for part in [org, job_id, name] {
+            validate_relative_path(part)?;
+        }
+        let prefix = format!("{}/", Self::checkpoint_prefix(org, job_id, name));
+        let marker = StorePath::from(format!("{prefix}{COMMIT_MARKER}"));
+        match self.store.delete(&marker).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let metas: Vec<ObjectMeta> = self
+            .store
+            .list(Some(&StorePath::from(prefix.as_str())))
+            .try_collect()
+            .await?;
+        for meta in metas {
+            match self.store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// Whether a checkpoint's upload completed.
     pub async fn checkpoint_committed(&self, org: &str, job_id: &str, name: &str) -> Result<bool> {
         let marker = StorePath::from(format!(

@@ -1,6 +1,7 @@
 //! dn's training options beyond the reference's config: seed, learning-rate schedule and warmup, periodic
-//! evaluation, LoRA target modules, gradient clipping and weight decay. All optional on the wire (the
-//! reference SDK never sends them); left out, training behaves as the reference worker does.
+//! evaluation, LoRA target modules, gradient clipping, weight decay, recompute and checkpoint retention.
+//! All optional on the wire (the reference SDK never sends them); left out, training behaves as the
+//! reference worker does.
 
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +58,9 @@ pub struct TrainingExtras {
     /// Layer-by-layer recompute; absent: the worker's device decides (on for CUDA, off on the CPU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gradient_checkpointing: Option<bool>,
+    /// Step checkpoints kept in storage, newest first (absent: all); `final` is always kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save_total_limit: Option<u32>,
 }
 
 impl Default for TrainingExtras {
@@ -70,6 +74,7 @@ impl Default for TrainingExtras {
             max_grad_norm: 1.0,
             weight_decay: 0.0,
             gradient_checkpointing: None,
+            save_total_limit: None,
         }
     }
 }
@@ -150,6 +155,15 @@ pub fn validate_extras(c: &TinkerSftJobConfig) -> Result<TrainingExtras> {
         weight_decay: float_in(c.weight_decay, "config.weight_decay", 1.0)?
             .unwrap_or(defaults.weight_decay),
         gradient_checkpointing: c.gradient_checkpointing,
+        save_total_limit: match c.save_total_limit {
+            Some(n) if !(1..=1_000_000).contains(&n) => {
+                return Err(Error::invalid(
+                    "config.save_total_limit",
+                    format!("must be between 1 and 1000000 (got {n})"),
+                ));
+            }
+            other => other.map(|n| n as u32),
+        },
     })
 }
 
@@ -184,6 +198,11 @@ mod tests {
             validate_extras(&c).unwrap().lora_target_modules,
             ["v_proj", "q_proj"]
         );
+        c.save_total_limit = Some(0);
+        let e = validate_extras(&c).unwrap_err().to_string();
+        assert!(e.contains("config.save_total_limit"), "{e}");
+        c.save_total_limit = Some(2);
+        assert_eq!(validate_extras(&c).unwrap().save_total_limit, Some(2));
         c.weight_decay = Some(-0.1);
         assert!(
             validate_extras(&c)

@@ -86,6 +86,10 @@ pub struct TinkerSftJobConfig {
     /// CPU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gradient_checkpointing: Option<bool>,
+    /// Keep only the newest N step checkpoints in storage (older ones are deleted once a newer one is
+    /// committed); the final adapter is always kept. Default: keep all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save_total_limit: Option<i64>,
 }
 
 /// `CreateTinkerSFTJobRequest`.

@@ -74,6 +74,7 @@ async fn log_prepared(inputs: &PreparedInputs, ctx: &RunContext) -> Result<(), R
 struct RunState {
     total_steps: u64,
     steps_per_epoch: u64,
+    save_total_limit: Option<u32>,
     device: String,
     history: Vec<StepRecord>,
     checkpoints: Vec<Value>,
@@ -118,7 +119,10 @@ impl JobRunner for SftRunner {
         let job_dir = self.work_dir.join(&job.id);
         let config = inputs.config.clone();
         let examples = inputs.train.len();
-        let mut state = RunState::default();
+        let mut state = RunState {
+            save_total_limit: config.extras.save_total_limit,
+            ..RunState::default()
+        };
         let resume = find_resume_point(&self.registry, job, &job_dir.join("resume")).await?;
         if let Some(point) = &resume {
             log_resumed(point, job, ctx).await?;
@@ -305,6 +309,9 @@ impl SftRunner {
                 state
                     .checkpoints
                     .push(json!({"name": name, "step": step, "uri": uri}));
+                // Uploaded: the local copy is not read again.
+                let _ = tokio::fs::remove_dir_all(path).await;
+                self.prune_checkpoints(job, ctx, state).await?;
                 let mut data = serde_json::Map::new();
                 data.insert("event".into(), json!("checkpoint_saved"));
                 data.insert("step".into(), json!(step));
@@ -325,6 +332,45 @@ impl SftRunner {
         };
         let metrics = matches!(event, Event::StepComplete(_)).then(|| state.metrics(examples));
         ctx.progress().report(&[entry], metrics.as_ref()).await
+    }
+
+    /// With `save_total_limit`, deletes the oldest step checkpoints beyond the limit (after a newer one
+    /// was committed, so a resumable checkpoint always exists); `final` is never deleted.
+    async fn prune_checkpoints(
+        &self,
+        job: &TrainingJob,
+        ctx: &RunContext,
+        state: &mut RunState,
+    ) -> Result<(), RunError> {
+        let Some(limit) = state.save_total_limit else {
+            return Ok(());
+        };
+        let is_step = |c: &Value| c["name"].as_str().is_some_and(|n| n.starts_with("step-"));
+        while state.checkpoints.iter().filter(|c| is_step(c)).count() > limit as usize {
+            let oldest = state.checkpoints.iter().position(is_step).expect("counted");
+            let name = state.checkpoints[oldest]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            self.registry
+                .delete_checkpoint(&job.organization_id, &job.id, &name)
+                .await
+                .map_err(|e| {
+                    RunError::transient(format!("cannot delete checkpoint {name}: {e}"))
+                })?;
+            state.checkpoints.remove(oldest);
+            let mut data = serde_json::Map::new();
+            data.insert("event".into(), json!("checkpoint_deleted"));
+            data.insert("name".into(), json!(name));
+            ctx.progress()
+                .log(
+                    LogLevel::Info,
+                    format!("checkpoint {name} deleted (save_total_limit {limit})"),
+                    data,
+                )
+                .await?;
+        }
+        Ok(())
     }
 
     async fn completed(

@@ -106,13 +106,25 @@ async fn create_job(
     trajectories: &[&str],
     steps: u32,
 ) -> TrainingJob {
+    create_job_with(setup, model, dataset, trajectories, steps, |_| {}).await
+}
+
+/// [`create_job`] with the config adjusted by `adjust` first.
+async fn create_job_with(
+    setup: &Setup,
+    model: &str,
+    dataset: &str,
+    trajectories: &[&str],
+    steps: u32,
+    adjust: impl FnOnce(&mut SftConfig),
+) -> TrainingJob {
     let system_prompt_digest = setup
         .registry
         .capability("acme", "agent", "1.0.0")
         .await
         .unwrap()
         .system_prompt_digest;
-    let config = SftConfig {
+    let mut config = SftConfig {
         dataset_ref: Some(DatasetRef {
             name: dataset.into(),
             version: "0.1.0".into(),
@@ -144,6 +156,7 @@ async fn create_job(
             ..Default::default()
         },
     };
+    adjust(&mut config);
     setup
         .store
         .create_job(NewJob {
@@ -445,4 +458,52 @@ async fn a_dataset_storage_cannot_deliver_is_retried_not_failed() {
         "{:?}",
         logs.iter().map(|l| &l.entry.message).collect::<Vec<_>>()
     );
+}
+
+/// With `save_total_limit`, storage keeps only the newest step checkpoints (and `final`); the older ones
+/// are deleted once newer ones are committed, and the artifacts list what is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_newest_checkpoints_are_kept_with_a_save_total_limit() {
+    let Some(model) = test_model() else { return };
+    let setup = setup().await;
+    let job = create_job_with(&setup, &model, "demos", &[], 5, |config| {
+        config.checkpoint_interval = 1;
+        config.extras.save_total_limit = Some(2);
+    })
+    .await;
+    assert!(worker(&setup).reap_and_run_once().await.unwrap());
+    let job = setup.store.get_job_by_id(&job.id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
+    let kept = ["step-000003", "step-000004", "final"];
+    let listed: Vec<&str> = job.artifacts["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, kept);
+    assert_eq!(
+        setup
+            .registry
+            .committed_checkpoints("acme", &job.id)
+            .await
+            .unwrap(),
+        kept
+    );
+    let deleted = setup._dir.path().join(format!(
+        "storage/jobs/acme/{}/checkpoints/step-000001",
+        job.id
+    ));
+    let leftovers = std::fs::read_dir(&deleted).map_or(0, |d| d.count());
+    assert_eq!(leftovers, 0, "nothing of step-000001 is left in storage");
+    let logs = setup
+        .store
+        .list_logs("acme", "main", &job.id, 0)
+        .await
+        .unwrap();
+    let names: Vec<&str> = events(&logs, "checkpoint_deleted")
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["step-000001", "step-000002"]);
 }

@@ -71,6 +71,7 @@ pub fn sft_request(args: &SftArgs, project: Option<&str>) -> Result<CreateTinker
             max_grad_norm: args.max_grad_norm,
             weight_decay: args.weight_decay,
             gradient_checkpointing: args.gradient_checkpointing,
+            save_total_limit: args.save_total_limit,
         },
     })
 }
