@@ -18,6 +18,6 @@ pub use encode::{Example, Rendered, encode, render_by_prefixes, render_supervise
 pub use error::{Error, Result};
 pub use import::{ImportSummary, hf_config, import_gguf};
 pub use prepare::{PrepareOptions, PrepareStats, Prepared, prepare};
-pub use resolve::resolve_model_path;
+pub use resolve::{resolve_model_for_training, resolve_model_path};
 pub use template::ChatTemplate;
 pub use tokenizer::tokenizer_from_gguf;

@@ -112,10 +112,11 @@ impl JobRunner for SftRunner {
             });
         }
         let model = job.model.clone();
-        let model_path = tokio::task::spawn_blocking(move || dn_render::resolve_model_path(&model))
-            .await
-            .map_err(|e| RunError::failed(format!("model {}: {e}", job.model)))?
-            .map_err(|e| RunError::failed(e.to_string()))?;
+        let model_path =
+            tokio::task::spawn_blocking(move || dn_render::resolve_model_for_training(&model))
+                .await
+                .map_err(|e| RunError::failed(format!("model {}: {e}", job.model)))?
+                .map_err(|e| RunError::failed(e.to_string()))?;
         let job_dir = self.work_dir.join(&job.id);
         let config = inputs.config.clone();
         let examples = inputs.train.len();
