@@ -104,6 +104,17 @@ impl RunState {
 #[async_trait]
 impl JobRunner for SftRunner {
     async fn run(&self, job: &TrainingJob, ctx: &RunContext) -> Result<RunOutput, RunError> {
+        if !std::path::Path::new(&job.model).exists() {
+            // A hub id: the first use on this node downloads the model, which can take a while.
+            let mut data = serde_json::Map::new();
+            data.insert("event".into(), json!("model_fetch"));
+            data.insert("model".into(), json!(job.model));
+            let message = format!(
+                "model {}: from the Hugging Face hub cache, downloading what is missing",
+                job.model
+            );
+            ctx.progress().log(LogLevel::Info, message, data).await?;
+        }
         let inputs = prepare_inputs(&self.registry, job).await?;
         log_prepared(&inputs, ctx).await?;
         if ctx.cancel_requested() {
