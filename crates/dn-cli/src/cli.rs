@@ -351,7 +351,7 @@ pub struct LeaseArgs {
     #[arg(long, env = "DN_SHUTDOWN_GRACE_SECONDS")]
     pub shutdown_grace_seconds: Option<u64>,
     /// Automatic retries of an attempt that failed for a reason that may pass (storage or database
-    /// trouble, a crash, a device error); bad input fails at once (default 3).
+    /// trouble, a crash, a device error, a lost worker); bad input fails at once (default 3).
     #[arg(long, env = "DN_MAX_RETRIES")]
     pub max_retries: Option<u32>,
     /// The first automatic retry waits about this long, each next one twice as long, at most 10 minutes,

@@ -69,7 +69,7 @@ pub struct Lease {
 pub struct ClaimedJob {
     pub job: TrainingJob,
     pub lease: Lease,
-    /// Automatic retries already spent on failed attempts (preemptions and lost leases do not count).
+    /// Automatic retries already spent: failed attempts and lost workers (preemptions do not count).
     pub retries: i64,
 }
 
@@ -123,6 +123,8 @@ pub struct Requeued {
     pub requeued: Vec<String>,
     /// Cancel had been requested: now `cancelled`.
     pub cancelled: Vec<String>,
+    /// Their retries were spent (the job keeps losing its worker: a crash, out of memory): now `failed`.
+    pub failed: Vec<String>,
 }
 
 #[async_trait]
@@ -156,8 +158,10 @@ pub trait JobStore: Send + Sync + 'static {
     fn queue_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
-    /// Requeues running jobs whose lease expired (or cancels them if cancel was requested).
-    async fn requeue_expired(&self) -> Result<Requeued>;
+    /// Requeues running jobs whose lease expired, spending one retry (the worker was lost: a crash, out
+    /// of memory, a node gone); cancels them if cancel was requested; fails them once `max_retries`
+    /// retries are spent, so a job that kills its workers does not go round the fleet for ever.
+    async fn requeue_expired(&self, max_retries: u32) -> Result<Requeued>;
     /// Gives a running job back to the queue (the worker is shutting down: preemption, not a failure);
     /// `reason` goes into the job's log. Fenced by the lease.
     async fn release_job(&self, lease: &Lease, reason: &str) -> Result<()>;

@@ -327,25 +327,41 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(crate) async fn reap(&self) -> Result<Requeued> {
+    pub(crate) async fn reap(&self, max_retries: u32) -> Result<Requeued> {
         let now = now_micros();
         let mut tx = self.begin_write().await?;
-        let cancelled = sqlx::query(
+        let expired = "status = 'running' AND lease_expires_at < $1";
+        let cancelled = sqlx::query(&format!(
             "UPDATE jobs SET status = 'cancelled', completed_at = $1, updated_at = $1, lease_owner = NULL, \
-             lease_expires_at = NULL WHERE status = 'running' AND lease_expires_at < $1 \
-             AND cancel_requested_at IS NOT NULL RETURNING id, attempt",
-        )
+             lease_expires_at = NULL WHERE {expired} AND cancel_requested_at IS NOT NULL \
+             RETURNING id, attempt"
+        ))
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
-        let requeued = sqlx::query(
-            "UPDATE jobs SET status = 'queued', updated_at = $1, lease_owner = NULL, \
-             lease_expires_at = NULL WHERE status = 'running' AND lease_expires_at < $1 RETURNING id, attempt",
-        )
+        let spent = format!(
+            "its worker was lost (a crash, out of memory, a node gone) and its {max_retries} \
+             automatic retries are spent; fix the cause and retry it"
+        );
+        let failed = sqlx::query(&format!(
+            "UPDATE jobs SET status = 'failed', error = $2, completed_at = $1, updated_at = $1, \
+             lease_owner = NULL, lease_expires_at = NULL WHERE {expired} AND retries >= $3 \
+             RETURNING id, attempt"
+        ))
+        .bind(now)
+        .bind(&spent)
+        .bind(i64::from(max_retries))
+        .fetch_all(&mut *tx)
+        .await?;
+        let requeued = sqlx::query(&format!(
+            "UPDATE jobs SET status = 'queued', retries = retries + 1, updated_at = $1, \
+             lease_owner = NULL, lease_expires_at = NULL WHERE {expired} RETURNING id, attempt"
+        ))
         .bind(now)
         .fetch_all(&mut *tx)
         .await?;
         let mut outcome = Requeued::default();
+        let failed_message = format!("lease expired (worker lost): job failed: {spent}");
         for (rows, status, message, ids) in [
             (
                 &cancelled,
@@ -354,9 +370,15 @@ impl SqlStore {
                 &mut outcome.cancelled,
             ),
             (
+                &failed,
+                "failed",
+                failed_message.as_str(),
+                &mut outcome.failed,
+            ),
+            (
                 &requeued,
                 "queued",
-                "lease expired (worker lost): job requeued",
+                "lease expired (worker lost): job requeued, one retry spent",
                 &mut outcome.requeued,
             ),
         ] {

@@ -188,8 +188,8 @@ impl crate::JobStore for SqlStore {
     async fn stats(&self) -> Result<crate::StoreStats> {
         SqlStore::stats(self).await
     }
-    async fn requeue_expired(&self) -> Result<crate::Requeued> {
-        let reaped = self.reap().await?;
+    async fn requeue_expired(&self, max_retries: u32) -> Result<crate::Requeued> {
+        let reaped = self.reap(max_retries).await?;
         if !reaped.requeued.is_empty() {
             self.job_queued().await;
         }

@@ -23,7 +23,7 @@ async fn expired_leases_are_requeued_and_fenced(backend: &Backend) {
         .unwrap()
         .lease;
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let reaped = store.requeue_expired().await.unwrap();
+    let reaped = store.requeue_expired(3).await.unwrap();
     assert_eq!(reaped.requeued, vec![job.id.clone()]);
     assert_eq!(
         store.get_job("acme", "main", &job.id).await.unwrap().status,
@@ -55,7 +55,7 @@ async fn expired_leases_are_requeued_and_fenced(backend: &Backend) {
         Err(Error::LeaseLost { .. })
     ));
     assert!(
-        store.requeue_expired().await.unwrap().requeued.is_empty(),
+        store.requeue_expired(3).await.unwrap().requeued.is_empty(),
         "a live lease is left alone"
     );
 
@@ -82,7 +82,7 @@ async fn expired_leases_are_requeued_and_fenced(backend: &Backend) {
     store.cancel_job("acme", "main", &doomed.id).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(
-        store.requeue_expired().await.unwrap().cancelled,
+        store.requeue_expired(3).await.unwrap().cancelled,
         vec![doomed.id.clone()]
     );
     assert_eq!(
@@ -93,6 +93,43 @@ async fn expired_leases_are_requeued_and_fenced(backend: &Backend) {
             .status,
         JobStatus::Cancelled
     );
+}
+
+/// A job that keeps losing its worker (it crashes it, or runs it out of memory) is requeued with a retry
+/// spent each time, and fails once the retries are spent instead of going round the fleet for ever; a
+/// manual retry gives it a fresh budget.
+async fn a_job_that_keeps_losing_its_worker_fails_when_its_retries_are_spent(backend: &Backend) {
+    let store = backend.store().await;
+    let job = store
+        .create_job(new_job("acme", "main", "poison"))
+        .await
+        .unwrap();
+    let lose_worker = async || {
+        let claimed = store
+            .claim_job("doomed-worker", Duration::from_millis(1))
+            .await
+            .unwrap()
+            .expect("the job is claimable");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        (claimed.retries, store.requeue_expired(2).await.unwrap())
+    };
+    for spent in 0..2 {
+        let (retries, reaped) = lose_worker().await;
+        assert_eq!(retries, spent);
+        assert_eq!(reaped.requeued, vec![job.id.clone()]);
+    }
+    let (retries, reaped) = lose_worker().await;
+    assert_eq!(retries, 2);
+    assert_eq!(reaped.failed, vec![job.id.clone()]);
+    let failed = store.get_job("acme", "main", &job.id).await.unwrap();
+    assert_eq!((failed.status, failed.attempt), (JobStatus::Failed, 3));
+    let error = failed.error.unwrap();
+    assert!(
+        error.contains("worker was lost") && error.contains("2 automatic retries are spent"),
+        "{error}"
+    );
+    store.retry_job("acme", "main", &job.id).await.unwrap();
+    assert_eq!(lose_worker().await.0, 0, "a manual retry resets the budget");
 }
 
 async fn released_jobs_go_back_to_the_queue_fenced(backend: &Backend) {
@@ -189,6 +226,7 @@ async fn lease_renewals_of_every_node_are_counted(backend: &Backend) {
 
 on_both_backends!(
     lease_renewals_of_every_node_are_counted,
+    a_job_that_keeps_losing_its_worker_fails_when_its_retries_are_spent,
     expired_leases_are_requeued_and_fenced,
     released_jobs_go_back_to_the_queue_fenced,
     retries_wait_for_their_backoff_and_reset_on_manual_retry,

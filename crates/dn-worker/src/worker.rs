@@ -143,9 +143,12 @@ impl Worker {
 
     /// Requeues expired leases, then claims and runs at most one job. `Ok(true)` if a job ran.
     pub async fn reap_and_run_once(&self) -> dn_store::Result<bool> {
-        let reaped = self.store.requeue_expired().await?;
+        let reaped = self.store.requeue_expired(self.config.max_retries).await?;
         for id in &reaped.requeued {
             warn!(job = %id, "lease expired: job requeued");
+        }
+        for id in &reaped.failed {
+            warn!(job = %id, "lease expired again: retries spent, job failed");
         }
         match self
             .store

@@ -70,9 +70,9 @@ impl JobStore for Flaky {
         self.check()?;
         self.inner.finish_job(lease, outcome).await
     }
-    async fn requeue_expired(&self) -> Result<Requeued> {
+    async fn requeue_expired(&self, max_retries: u32) -> Result<Requeued> {
         self.check()?;
-        self.inner.requeue_expired().await
+        self.inner.requeue_expired(max_retries).await
     }
     async fn release_job(&self, lease: &Lease, reason: &str) -> Result<()> {
         self.check()?;
@@ -191,7 +191,7 @@ async fn a_worker_whose_lease_ran_out_during_an_outage_writes_nothing_more() {
     // Meanwhile the lease expires and another worker (which reaches the store) takes the job over.
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
-        store.inner.requeue_expired().await.unwrap().requeued,
+        store.inner.requeue_expired(3).await.unwrap().requeued,
         vec![id.clone()]
     );
     let second = store

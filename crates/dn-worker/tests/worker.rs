@@ -267,7 +267,7 @@ async fn a_worker_that_lost_its_lease_writes_nothing() {
     let run = tokio::spawn(async move { worker.reap_and_run_once().await });
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(
-        store.requeue_expired().await.unwrap().requeued,
+        store.requeue_expired(3).await.unwrap().requeued,
         vec![id.clone()]
     );
     run.await.unwrap().unwrap();
@@ -305,7 +305,7 @@ async fn a_worker_that_lost_its_lease_is_told_before_it_commits_a_checkpoint() {
     let worker = Worker::new(store.clone(), runner, config(50, 10_000));
     let run = tokio::spawn(async move { worker.reap_and_run_once().await });
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(store.requeue_expired().await.unwrap().requeued, vec![id]);
+    assert_eq!(store.requeue_expired(3).await.unwrap().requeued, vec![id]);
     run.await.unwrap().unwrap();
     assert_eq!(*answer.lock().unwrap(), Some(false), "the lease was gone");
 }

@@ -10,7 +10,8 @@ use serde_json::{Map, Value};
 
 use super::Env;
 
-/// Worker flags of the tests: CPU, 2 s leases renewed every second, a poll every second.
+/// Worker flags of the tests: CPU, 2 s leases renewed every second, a poll every second, and room for
+/// the lost workers of the kill tests (each spends a retry).
 pub const FAST_LEASES: &[&str] = &[
     "--device",
     "cpu",
@@ -20,6 +21,8 @@ pub const FAST_LEASES: &[&str] = &[
     "1",
     "--poll-interval-ms",
     "1000",
+    "--max-retries",
+    "20",
 ];
 
 pub type Events = Vec<Map<String, Value>>;
