@@ -156,6 +156,19 @@ pub fn worker_config(worker_id: String, args: &LeaseArgs, file: &FileConfig) -> 
     config
 }
 
+/// Where this process's workers train (flag, then file, then `auto`), checked now: a device this build or
+/// this machine cannot use is an error at startup, not a failure of every job. Returns the spec and the
+/// device it names.
+pub fn device(arg: &Option<String>, file: &FileConfig) -> Result<(String, String)> {
+    let spec = arg
+        .clone()
+        .or(file.device.clone())
+        .unwrap_or_else(|| "auto".into());
+    let label =
+        dn_worker::check_device(&spec).map_err(|e| anyhow::anyhow!("--device {spec}: {e}"))?;
+    Ok((spec, label))
+}
+
 /// `hostname-pid`: unique per worker process on a node.
 pub fn default_worker_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname")

@@ -13,5 +13,5 @@ mod worker;
 pub use inputs::{PreparedInputs, prepare_inputs};
 pub use runner::{JobRunner, Progress, RunContext, RunError, RunOutput, UnavailableTrainer};
 pub use sft::SftRunner;
-pub use training::{lora_config, train_options};
+pub use training::{check_device, lora_config, train_options};
 pub use worker::{Worker, WorkerConfig};

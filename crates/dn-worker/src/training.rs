@@ -95,6 +95,14 @@ impl TrainSignals {
     }
 }
 
+/// Checks a `--device` value where a worker starts, so a misconfigured node fails at once instead of
+/// failing every job it claims; returns the device it names (`cpu`, `cuda:0`, ...).
+pub fn check_device(spec: &str) -> Result<String, String> {
+    select_device(spec)
+        .map(|device| dn_train::device_label(&device))
+        .map_err(|e| e.to_string())
+}
+
 fn train(
     request: TrainRequest,
     signals: &TrainSignals,

@@ -85,11 +85,14 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let workers = args.workers.or(file.workers).unwrap_or(1);
     let worker_config = config::worker_config(config::default_worker_id(), &args.lease, &file);
     let work_dir = config::data_dir(&args.store, &file).join("work");
-    let device = args
-        .device
-        .clone()
-        .or(file.device.clone())
-        .unwrap_or_else(|| "auto".into());
+    let device = match workers {
+        0 => "auto".to_owned(),
+        _ => {
+            let (spec, label) = config::device(&args.device, &file)?;
+            info!(device = %label, "in-process workers train on {label}");
+            spec
+        }
+    };
     let runner = Arc::new(SftRunner::new(registry.clone(), work_dir).with_device(device));
     let handles = spawn_workers(
         &store,
@@ -130,11 +133,14 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     let worker_config = config::worker_config(worker_id.clone(), &args.lease, &file);
     let (stop, stopped) = watch::channel(false);
     let work_dir = config::data_dir(&args.store, &file).join("work");
-    let device = args
-        .device
-        .clone()
-        .or(file.device.clone())
-        .unwrap_or_else(|| "auto".into());
+    let (device, label) = config::device(&args.device, &file)?;
+    info!(
+        worker = %worker_id,
+        device = %label,
+        storage = %registry.uri(""),
+        work_dir = %work_dir.display(),
+        "dn worker ready: training on {label}"
+    );
     let runner = Arc::new(SftRunner::new(registry, work_dir).with_device(device));
     let handles = spawn_workers(&store, runner, 1, &worker_id, &worker_config, &stopped);
     shutdown_signal().await;
