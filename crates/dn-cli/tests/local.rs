@@ -6,9 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-fn examples(path: &str) -> String {
-    format!("{}/../../examples/{path}", env!("CARGO_MANIFEST_DIR"))
-}
+use common::examples;
 
 #[test]
 fn a_local_job_trains_and_leaves_a_peft_adapter() {

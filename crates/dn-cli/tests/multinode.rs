@@ -13,16 +13,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cluster::{FAST_LEASES, JobSpec, count, kill, steps_done};
+use common::examples;
 use dn_registry::{Registry, StorageConfig};
 use dn_store::{JobStore, SqlStore};
 use dn_types::{JobStatus, TrainingJob};
 use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(240);
-
-fn examples(path: &str) -> String {
-    format!("{}/../../examples/{path}", env!("CARGO_MANIFEST_DIR"))
-}
 
 fn required(var: &str, require: &str) -> Option<String> {
     match std::env::var(var) {

@@ -55,10 +55,7 @@ impl Registry {
         name: &str,
         dir: &Path,
     ) -> Result<()> {
-        for part in [org, job_id, name] {
-            validate_relative_path(part)?;
-        }
-        let prefix = Self::checkpoint_prefix(org, job_id, name);
+        let prefix = checked_prefix(org, job_id, name)?;
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .map_err(|e| Error::Config(format!("cannot read checkpoint {}: {e}", dir.display())))?
             .filter_map(|entry| entry.ok())
@@ -67,7 +64,7 @@ impl Registry {
             .collect();
         files.sort();
         for file in &files {
-            let key = StorePath::from(format!("{prefix}/{file}"));
+            let key = StorePath::from(format!("{prefix}{file}"));
             self.upload_file(&dir.join(file), key).await?;
         }
         Ok(())
@@ -75,54 +72,33 @@ impl Registry {
 
     /// Writes the commit marker of an uploaded checkpoint; returns the checkpoint's URI.
     pub async fn commit_checkpoint(&self, org: &str, job_id: &str, name: &str) -> Result<String> {
-        for part in [org, job_id, name] {
-            validate_relative_path(part)?;
-        }
-        let prefix = Self::checkpoint_prefix(org, job_id, name);
-        let marker = StorePath::from(format!("{prefix}/{COMMIT_MARKER}"));
+        let prefix = checked_prefix(org, job_id, name)?;
+        let marker = StorePath::from(format!("{prefix}{COMMIT_MARKER}"));
         self.store
             .put(&marker, PutPayload::from_static(b""))
             .await?;
-        Ok(self.uri(&prefix))
+        Ok(self.uri(prefix.trim_end_matches('/')))
     }
 
     /// Deletes a checkpoint: its marker first (so no reader takes it for complete any more), then its
     /// files.
     pub async fn delete_checkpoint(&self, org: &str, job_id: &str, name: &str) -> Result<()> {
-        for part in [org, job_id, name] {
-            validate_relative_path(part)?;
-        }
-        let prefix = format!("{}/", Self::checkpoint_prefix(org, job_id, name));
+        let prefix = checked_prefix(org, job_id, name)?;
         let marker = StorePath::from(format!("{prefix}{COMMIT_MARKER}"));
-        match self.store.delete(&marker).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let metas: Vec<ObjectMeta> = self
-            .store
-            .list(Some(&StorePath::from(prefix.as_str())))
-            .try_collect()
-            .await?;
-        for meta in metas {
-            match self.store.delete(&meta.location).await {
+        let mut keys = vec![marker];
+        keys.extend(
+            self.list_prefix(&prefix)
+                .await?
+                .into_iter()
+                .map(|m| m.location),
+        );
+        for key in keys {
+            match self.store.delete(&key).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
         Ok(())
-    }
-
-    /// Whether a checkpoint's upload completed.
-    pub async fn checkpoint_committed(&self, org: &str, job_id: &str, name: &str) -> Result<bool> {
-        let marker = StorePath::from(format!(
-            "{}/{COMMIT_MARKER}",
-            Self::checkpoint_prefix(org, job_id, name)
-        ));
-        match self.store.head(&marker).await {
-            Ok(_) => Ok(true),
-            Err(object_store::Error::NotFound { .. }) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
     }
 
     /// The names of a job's committed checkpoints (`step-NNNNNN` in step order, then `final`).
@@ -131,11 +107,7 @@ impl Registry {
             validate_relative_path(part)?;
         }
         let prefix = format!("jobs/{org}/{job_id}/checkpoints/");
-        let metas: Vec<_> = self
-            .store
-            .list(Some(&StorePath::from(prefix.as_str())))
-            .try_collect()
-            .await?;
+        let metas = self.list_prefix(&prefix).await?;
         let mut names: Vec<String> = metas
             .iter()
             .filter_map(|m| {
@@ -157,25 +129,11 @@ impl Registry {
         name: &str,
         dest: &Path,
     ) -> Result<()> {
-        for part in [org, job_id, name] {
-            validate_relative_path(part)?;
-        }
-        let prefix = format!("{}/", Self::checkpoint_prefix(org, job_id, name));
-        let metas: Vec<_> = self
-            .store
-            .list(Some(&StorePath::from(prefix.as_str())))
-            .try_collect()
-            .await?;
+        let (prefix, metas) = self.committed_checkpoint_objects(org, job_id, name).await?;
         tokio::fs::create_dir_all(dest)
             .await
             .map_err(|e| Error::Config(format!("cannot create {}: {e}", dest.display())))?;
-        for meta in metas {
-            let Some(file) = meta.location.as_ref().strip_prefix(prefix.as_str()) else {
-                continue;
-            };
-            if file == COMMIT_MARKER || file.contains('/') {
-                continue;
-            }
+        for (file, meta) in files_in(&prefix, &metas) {
             validate_relative_path(file)?;
             self.download_file(&meta.location, &dest.join(file)).await?;
         }
@@ -189,16 +147,11 @@ impl Registry {
         job_id: &str,
         name: &str,
     ) -> Result<CheckpointFileList> {
-        let metas = self.committed_checkpoint_objects(org, job_id, name).await?;
-        let prefix = format!("{}/", Self::checkpoint_prefix(org, job_id, name));
-        let mut files: Vec<CheckpointFile> = metas
-            .iter()
-            .filter_map(|meta| {
-                let file = meta.location.as_ref().strip_prefix(prefix.as_str())?;
-                (file != COMMIT_MARKER && !file.contains('/')).then(|| CheckpointFile {
-                    path: file.to_owned(),
-                    size_bytes: meta.size,
-                })
+        let (prefix, metas) = self.committed_checkpoint_objects(org, job_id, name).await?;
+        let mut files: Vec<CheckpointFile> = files_in(&prefix, &metas)
+            .map(|(file, meta)| CheckpointFile {
+                path: file.to_owned(),
+                size_bytes: meta.size,
             })
             .collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -221,15 +174,11 @@ impl Registry {
             name: name.to_owned(),
             file: Some(file.to_owned()),
         };
-        if file == COMMIT_MARKER || file.contains('/') || validate_relative_path(file).is_err() {
-            return Err(not_found());
-        }
-        self.committed_checkpoint_objects(org, job_id, name).await?;
-        let key = StorePath::from(format!(
-            "{}/{file}",
-            Self::checkpoint_prefix(org, job_id, name)
-        ));
-        let found = match self.store.get(&key).await {
+        let (prefix, metas) = self.committed_checkpoint_objects(org, job_id, name).await?;
+        let (_, meta) = files_in(&prefix, &metas)
+            .find(|(listed, _)| *listed == file)
+            .ok_or_else(not_found)?;
+        let found = match self.store.get(&meta.location).await {
             Ok(found) => found,
             Err(object_store::Error::NotFound { .. }) => return Err(not_found()),
             Err(e) => return Err(e.into()),
@@ -238,34 +187,59 @@ impl Registry {
         Ok((size, found.into_stream().map_err(Error::from).boxed()))
     }
 
-    /// The objects under a checkpoint's prefix; `CheckpointNotFound` unless its marker is there.
+    /// A checkpoint's prefix and the objects under it; `CheckpointNotFound` unless its marker is there
+    /// (or when a part of the name is not a safe path component).
     async fn committed_checkpoint_objects(
         &self,
         org: &str,
         job_id: &str,
         name: &str,
-    ) -> Result<Vec<ObjectMeta>> {
+    ) -> Result<(String, Vec<ObjectMeta>)> {
         let not_found = || Error::CheckpointNotFound {
             job_id: job_id.to_owned(),
             name: name.to_owned(),
             file: None,
         };
-        for part in [org, job_id, name] {
-            validate_relative_path(part).map_err(|_| not_found())?;
-        }
-        let prefix = format!("{}/", Self::checkpoint_prefix(org, job_id, name));
-        let metas: Vec<ObjectMeta> = self
-            .store
-            .list(Some(&StorePath::from(prefix.as_str())))
-            .try_collect()
-            .await?;
+        let prefix = checked_prefix(org, job_id, name).map_err(|_| not_found())?;
+        let metas = self.list_prefix(&prefix).await?;
         let committed = metas
             .iter()
             .any(|m| m.location.as_ref().strip_prefix(prefix.as_str()) == Some(COMMIT_MARKER));
         if committed {
-            Ok(metas)
+            Ok((prefix, metas))
         } else {
             Err(not_found())
         }
     }
+
+    async fn list_prefix(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        Ok(self
+            .store
+            .list(Some(&StorePath::from(prefix)))
+            .try_collect()
+            .await?)
+    }
+}
+
+/// `jobs/<org>/<job>/checkpoints/<name>/`, once each part is checked to be a safe path component.
+fn checked_prefix(org: &str, job_id: &str, name: &str) -> Result<String> {
+    for part in [org, job_id, name] {
+        validate_relative_path(part)?;
+    }
+    Ok(format!(
+        "{}/",
+        Registry::checkpoint_prefix(org, job_id, name)
+    ))
+}
+
+/// The checkpoint's own files among the objects under its prefix (not the marker, nothing nested), by
+/// file name.
+fn files_in<'a>(
+    prefix: &'a str,
+    metas: &'a [ObjectMeta],
+) -> impl Iterator<Item = (&'a str, &'a ObjectMeta)> {
+    metas.iter().filter_map(move |meta| {
+        let file = meta.location.as_ref().strip_prefix(prefix)?;
+        (file != COMMIT_MARKER && !file.contains('/')).then_some((file, meta))
+    })
 }

@@ -164,30 +164,25 @@ impl FileReceiver {
     }
 
     pub async fn push(&mut self, chunk: &[u8]) -> Result<()> {
+        use tokio::io::AsyncWriteExt;
         self.hasher.update(chunk);
         self.size += chunk.len() as u64;
-        if self.file.is_none() && self.buffer.len() + chunk.len() <= SPOOL_ABOVE {
-            self.buffer.extend_from_slice(chunk);
-            return Ok(());
-        }
         if self.file.is_none() {
-            let file = tokio::fs::File::create(&self.spool)
-                .await
-                .map_err(|e| self.spool_error(e))?;
-            self.file = Some(tokio::io::BufWriter::new(file));
+            if self.buffer.len() + chunk.len() <= SPOOL_ABOVE {
+                self.buffer.extend_from_slice(chunk);
+                return Ok(());
+            }
+            // Too large for memory from here on: what was buffered goes first into the spool file.
+            let created = tokio::fs::File::create(&self.spool).await;
+            let mut file = tokio::io::BufWriter::new(created.map_err(|e| self.spool_error(e))?);
             let buffered = std::mem::take(&mut self.buffer);
-            self.write(&buffered).await?;
+            let written = file.write_all(&buffered).await;
+            written.map_err(|e| self.spool_error(e))?;
+            self.file = Some(file);
         }
-        self.write(chunk).await
-    }
-
-    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        use tokio::io::AsyncWriteExt;
-        let result = match self.file.as_mut() {
-            Some(file) => file.write_all(bytes).await,
-            None => Ok(()),
-        };
-        result.map_err(|e| self.spool_error(e))
+        let file = self.file.as_mut().expect("spooling");
+        let written = file.write_all(chunk).await;
+        written.map_err(|e| self.spool_error(e))
     }
 
     pub async fn finish(mut self) -> Result<UploadFile> {

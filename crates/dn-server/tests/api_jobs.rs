@@ -69,14 +69,7 @@ async fn keys_are_required_and_both_header_styles_work() {
 async fn the_docs_example_creates_a_job_with_every_field() {
     let server = start().await;
     push_fixtures(&server.client(&server.key_a), "acme").await;
-    let (status, job) = server
-        .call(
-            Method::POST,
-            JOBS,
-            Some(&server.key_a),
-            Some(docs_request(&server.model)),
-        )
-        .await;
+    let (status, job) = server.create_docs_job().await;
     assert_eq!(status, 200, "{job}");
     for field in [
         "id",
@@ -404,14 +397,7 @@ async fn metrics_count_jobs_attempts_and_renewals_without_a_key() {
     let client = server.client(&server.key_a);
     push_fixtures(&client, "acme").await;
     for _ in 0..2 {
-        let (status, job) = server
-            .call(
-                Method::POST,
-                JOBS,
-                Some(&server.key_a),
-                Some(docs_request(&server.model)),
-            )
-            .await;
+        let (status, job) = server.create_docs_job().await;
         assert_eq!(status, 200, "{job}");
     }
     let lease = std::time::Duration::from_secs(60);
@@ -468,14 +454,7 @@ async fn log_stream_resumes_after_the_last_event_id_and_ends_with_the_status() {
     let server = start().await;
     let client = server.client(&server.key_a);
     push_fixtures(&client, "acme").await;
-    let (_, job) = server
-        .call(
-            Method::POST,
-            JOBS,
-            Some(&server.key_a),
-            Some(docs_request(&server.model)),
-        )
-        .await;
+    let (_, job) = server.create_docs_job().await;
     let id = job["id"].as_str().unwrap().to_owned();
     let lease = std::time::Duration::from_secs(60);
     let claimed = server.store.claim_job("w1", lease).await.unwrap().unwrap();

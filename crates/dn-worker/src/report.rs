@@ -7,14 +7,7 @@ use dn_types::{LogLevel, SftConfig, TrainingJob};
 use serde_json::{Map, Value, json};
 
 fn entry(message: String, data: Value) -> NewLogEntry {
-    NewLogEntry {
-        level: LogLevel::Info,
-        message,
-        data: match data {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        },
-    }
+    crate::runner::log_entry(LogLevel::Info, message, data)
 }
 
 /// One step's metrics as `step_complete` carries them.

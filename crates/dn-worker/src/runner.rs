@@ -121,22 +121,31 @@ pub struct Progress {
     pub(crate) lease: Lease,
 }
 
+/// A log entry; `data` is a JSON object (anything else logs no data).
+pub(crate) fn log_entry(
+    level: LogLevel,
+    message: impl Into<String>,
+    data: impl Into<Value>,
+) -> NewLogEntry {
+    NewLogEntry {
+        level,
+        message: message.into(),
+        data: match data.into() {
+            Value::Object(map) => map,
+            _ => Map::new(),
+        },
+    }
+}
+
 impl Progress {
+    /// Appends one entry; `data` is a map or a `json!({...})` object.
     pub async fn log(
         &self,
         level: LogLevel,
         message: impl Into<String>,
-        data: Map<String, Value>,
+        data: impl Into<Value>,
     ) -> Result<(), RunError> {
-        self.report(
-            &[NewLogEntry {
-                level,
-                message: message.into(),
-                data,
-            }],
-            None,
-        )
-        .await
+        self.report(&[log_entry(level, message, data)], None).await
     }
 
     /// Asks the store whether this attempt still owns the job (a read, no write): `LeaseLost` when not.

@@ -59,11 +59,7 @@ async fn log_prepared(inputs: &PreparedInputs, ctx: &RunContext) -> Result<(), R
         .await?;
     for row in inputs.skipped_rows.iter().take(20) {
         ctx.progress()
-            .log(
-                LogLevel::Warning,
-                format!("skipped {row}"),
-                Default::default(),
-            )
+            .log(LogLevel::Warning, format!("skipped {row}"), json!({}))
             .await?;
     }
     Ok(())
@@ -106,13 +102,11 @@ impl JobRunner for SftRunner {
     async fn run(&self, job: &TrainingJob, ctx: &RunContext) -> Result<RunOutput, RunError> {
         if !std::path::Path::new(&job.model).exists() {
             // A hub id: the first use on this node downloads the model, which can take a while.
-            let mut data = serde_json::Map::new();
-            data.insert("event".into(), json!("model_fetch"));
-            data.insert("model".into(), json!(job.model));
             let message = format!(
                 "model {}: from the Hugging Face hub cache, downloading what is missing",
                 job.model
             );
+            let data = json!({"event": "model_fetch", "model": job.model});
             ctx.progress().log(LogLevel::Info, message, data).await?;
         }
         let inputs = prepare_inputs(&self.registry, job).await?;
@@ -222,7 +216,11 @@ impl JobRunner for SftRunner {
                 let message = format!("training failed: {e}");
                 let _ = ctx
                     .progress()
-                    .log(LogLevel::Error, message.clone(), training_error(&message))
+                    .log(
+                        LogLevel::Error,
+                        message.clone(),
+                        json!({"event": "training_error", "error": message}),
+                    )
                     .await;
                 // Writing a checkpoint (disk full) or a device error may not happen again; a model or
                 // configuration the trainer refuses will.
@@ -258,23 +256,13 @@ async fn log_resumed(
     job: &TrainingJob,
     ctx: &RunContext,
 ) -> Result<(), RunError> {
-    let mut data = serde_json::Map::new();
-    data.insert("event".into(), json!("resumed"));
-    data.insert("checkpoint".into(), json!(point.name));
-    data.insert("step".into(), json!(point.state.step));
-    data.insert("attempt".into(), json!(job.attempt));
+    let data = json!({"event": "resumed", "checkpoint": point.name, "step": point.state.step,
+                      "attempt": job.attempt});
     let message = format!(
         "resuming from checkpoint {} at step {}/{}",
         point.name, point.state.step, point.state.total_steps
     );
     ctx.progress().log(LogLevel::Info, message, data).await
-}
-
-fn training_error(message: &str) -> serde_json::Map<String, Value> {
-    let mut data = serde_json::Map::new();
-    data.insert("event".into(), json!("training_error"));
-    data.insert("error".into(), json!(message));
-    data
 }
 
 impl SftRunner {
@@ -324,11 +312,8 @@ impl SftRunner {
                 // Uploaded: the local copy is not read again.
                 let _ = tokio::fs::remove_dir_all(path).await;
                 self.prune_checkpoints(job, ctx, state).await?;
-                let mut data = serde_json::Map::new();
-                data.insert("event".into(), json!("checkpoint_saved"));
-                data.insert("step".into(), json!(step));
-                data.insert("name".into(), json!(name));
-                data.insert("uri".into(), json!(uri));
+                let data =
+                    json!({"event": "checkpoint_saved", "step": step, "name": name, "uri": uri});
                 return ctx
                     .progress()
                     .log(
@@ -371,9 +356,7 @@ impl SftRunner {
                     RunError::transient(format!("cannot delete checkpoint {name}: {e}"))
                 })?;
             state.checkpoints.remove(oldest);
-            let mut data = serde_json::Map::new();
-            data.insert("event".into(), json!("checkpoint_deleted"));
-            data.insert("name".into(), json!(name));
+            let data = json!({"event": "checkpoint_deleted", "name": name});
             ctx.progress()
                 .log(
                     LogLevel::Info,

@@ -8,7 +8,7 @@ use dn_store::{JobStore, SqlStore};
 use dn_types::TrainingJob;
 use serde_json::{Map, Value};
 
-use super::Env;
+use super::{Env, examples};
 
 /// Worker flags of the tests: CPU, 2 s leases renewed every second, a poll every second, and room for
 /// the lost workers of the kill tests (each spends a retry).
@@ -32,10 +32,6 @@ pub struct Cluster {
     pub store: SqlStore,
     pub model: String,
     conn: Vec<(&'static str, String)>,
-}
-
-fn examples(path: &str) -> String {
-    format!("{}/../../examples/{path}", env!("CARGO_MANIFEST_DIR"))
 }
 
 /// A job of `steps` steps, batch 2, short sequences, rank 4.

@@ -135,6 +135,11 @@ pub fn succeeded(args: &[&str], out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A path under the repository's `examples/` (the quickstart's capability and datasets).
+pub fn examples(path: &str) -> String {
+    format!("{}/../../examples/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
 /// `dn ARGS` with a clean environment: only PATH, and HOME and the CLI's config dir under `home`.
 pub fn dn_command(home: &Path, args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_dn"));

@@ -3,9 +3,7 @@
 //! lives (a directory on the server or an S3 bucket). Downloads stream from storage.
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::header;
 use axum::response::IntoResponse;
 use dn_types::CheckpointFileList;
 
@@ -53,11 +51,5 @@ pub async fn checkpoint_file(
         .registry
         .checkpoint_file(&job.organization_id, &job.id, &name, &path)
         .await?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-            (header::CONTENT_LENGTH, size.to_string()),
-        ],
-        Body::from_stream(stream),
-    ))
+    Ok(crate::routes::file_response(size, stream))
 }

@@ -2,9 +2,8 @@
 //! its relative path), list, show, and file download.
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::{Multipart, Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use dn_registry::{FileReceiver, Upload, validate_relative_path};
 use dn_types::{
@@ -210,13 +209,7 @@ async fn file(
         .registry
         .file(kind, &org, &name, &version, &path)
         .await?;
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-            (header::CONTENT_LENGTH, size.to_string()),
-        ],
-        Body::from_stream(stream),
-    ))
+    Ok(crate::routes::file_response(size, stream))
 }
 
 #[utoipa::path(

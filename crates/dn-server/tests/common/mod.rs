@@ -106,6 +106,14 @@ impl TestServer {
         let text = response.text().await.unwrap();
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
+
+    /// Posts the docs example job in acme/main as acme's member; the status and the answer.
+    pub async fn create_docs_job(&self) -> (u16, Value) {
+        let jobs = "/api/v1/org/acme/ws/main/training/jobs";
+        let body = docs_request(&self.model);
+        self.call(Method::POST, jobs, Some(&self.key_a), Some(body))
+            .await
+    }
 }
 
 pub fn files(pairs: &[(&str, &str)]) -> Vec<PushFile> {
