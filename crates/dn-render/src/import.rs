@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::error::{Error, Result};
 use crate::gguf::GgufMetadata;
 use crate::tokenizer::tokenizer_from_gguf;
-use crate::weights::hf_tensors;
+use crate::weights::{gguf_architecture, hf_tensors};
 
 /// What an import wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,28 +31,55 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(path, bytes).map_err(|e| model_error(path, format!("cannot write: {e}")))
 }
 
-/// The transformers `config.json` of a GGUF Llama model.
-pub fn hf_config(meta: &GgufMetadata, tied: bool, vocab_size: usize) -> Value {
-    let arch = |key: &str| meta.arch_u64(key);
-    let float = |key: &str| {
-        meta.str("general.architecture")
-            .and_then(|a| meta.get(&format!("{a}.{key}")))
-            .and_then(|v| v.as_f64())
+/// The transformers `config.json` of a GGUF model of one of the architectures in
+/// [`crate::weights::GGUF_ARCHITECTURES`]: its dimensions, rope
+/// and special tokens, read from the architecture's metadata keys.
+pub fn hf_config(meta: &GgufMetadata, tied: bool, vocab_size: usize, file: &str) -> Result<Value> {
+    let arch = gguf_architecture(meta, file)?;
+    let key = |k: &str| format!("{arch}.{k}");
+    let int = |k: &str| meta.u64(&key(k));
+    let float = |k: &str| meta.get(&key(k)).and_then(|v| v.as_f64());
+    let heads = int("attention.head_count").unwrap_or(1);
+    let hidden = int("embedding_length").unwrap_or(0);
+    let head_dim = int("attention.key_length")
+        .or(int("rope.dimension_count"))
+        .unwrap_or(hidden / heads.max(1));
+    let rope_scaling = match meta.str(&key("rope.scaling.type")) {
+        None | Some("none") => Value::Null,
+        Some(kind @ ("linear" | "yarn")) => {
+            let mut s = json!({"rope_type": kind, "factor": float("rope.scaling.factor")});
+            if let Some(original) = int("rope.scaling.original_context_length") {
+                s["original_max_position_embeddings"] = json!(original);
+            }
+            s
+        }
+        Some(other) => {
+            return Err(Error::Model {
+                path: file.to_owned(),
+                message: format!(
+                    "{arch}.rope.scaling.type {other:?} cannot be read yet (linear and yarn can)"
+                ),
+            });
+        }
     };
-    let heads = arch("attention.head_count").unwrap_or(1);
-    let hidden = arch("embedding_length").unwrap_or(0);
-    json!({
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+    let class = match arch {
+        "qwen2" => "Qwen2ForCausalLM",
+        "qwen3" => "Qwen3ForCausalLM",
+        _ => "LlamaForCausalLM",
+    };
+    Ok(json!({
+        "architectures": [class],
+        "model_type": arch,
         "hidden_size": hidden,
-        "intermediate_size": arch("feed_forward_length"),
-        "num_hidden_layers": arch("block_count"),
+        "intermediate_size": int("feed_forward_length"),
+        "num_hidden_layers": int("block_count"),
         "num_attention_heads": heads,
-        "num_key_value_heads": arch("attention.head_count_kv").unwrap_or(heads),
-        "head_dim": arch("rope.dimension_count").unwrap_or(hidden / heads.max(1)),
-        "max_position_embeddings": arch("context_length"),
+        "num_key_value_heads": int("attention.head_count_kv").unwrap_or(heads),
+        "head_dim": head_dim,
+        "max_position_embeddings": int("context_length"),
         "rms_norm_eps": float("attention.layer_norm_rms_epsilon").map(|e| (e as f32) as f64),
         "rope_theta": float("rope.freq_base").unwrap_or(10000.0),
+        "rope_scaling": rope_scaling,
         "vocab_size": vocab_size,
         "tie_word_embeddings": tied,
         "hidden_act": "silu",
@@ -60,21 +87,13 @@ pub fn hf_config(meta: &GgufMetadata, tied: bool, vocab_size: usize) -> Value {
         "eos_token_id": meta.u64("tokenizer.ggml.eos_token_id"),
         "pad_token_id": meta.u64("tokenizer.ggml.padding_token_id"),
         "torch_dtype": "float32",
-    })
+    }))
 }
 
 pub fn import_gguf(gguf: &Path, out: &Path) -> Result<ImportSummary> {
     let meta = GgufMetadata::read(gguf)?;
     let name = gguf.display().to_string();
-    if meta.str("general.architecture") != Some("llama") {
-        return Err(model_error(
-            gguf,
-            format!(
-                "architecture {:?} cannot be imported yet (llama can)",
-                meta.str("general.architecture")
-            ),
-        ));
-    }
+    gguf_architecture(&meta, &name)?;
     if meta.tensors.iter().any(|t| t.name == "rope_freqs.weight") {
         return Err(model_error(
             gguf,
@@ -110,7 +129,7 @@ pub fn import_gguf(gguf: &Path, out: &Path) -> Result<ImportSummary> {
     std::fs::rename(&partial, out.join("model.safetensors"))
         .map_err(|e| model_error(out, format!("cannot rename model.safetensors: {e}")))?;
 
-    let config = hf_config(&meta, tied, vocab_size);
+    let config = hf_config(&meta, tied, vocab_size, &name)?;
     write(
         &out.join("config.json"),
         serde_json::to_string_pretty(&config)

@@ -1,6 +1,7 @@
 //! GGUF tensors -> f32 in Hugging Face layout: dequantization (F32, F16, Q4_0, Q4_1, Q8_0), the llama.cpp
-//! tensor names mapped to transformers' Llama names, and q/k rows un-permuted back from llama.cpp's rope
-//! layout (as transformers' `reverse_permute_weights` does).
+//! tensor names of the architectures dn trains from GGUF (llama, qwen2, qwen3) mapped to transformers'
+//! names, and, for llama, q/k rows un-permuted back from llama.cpp's rope layout (as transformers'
+//! `reverse_permute_weights` does; llama.cpp keeps Qwen's rows as they are).
 
 use half::f16;
 
@@ -94,7 +95,10 @@ pub fn dequantize(info: &TensorInfo, bytes: &[u8]) -> Result<Vec<f32>> {
     Ok(out)
 }
 
-/// The transformers name of a llama.cpp tensor, if it is one of a Llama model's.
+/// The GGUF architectures whose tensors map to transformers names here.
+pub const GGUF_ARCHITECTURES: [&str; 3] = ["llama", "qwen2", "qwen3"];
+
+/// The transformers name of a llama.cpp tensor, if it is one of a llama, qwen2 or qwen3 model's.
 pub fn hf_name(gguf_name: &str) -> Option<String> {
     let fixed = match gguf_name {
         "token_embd.weight" => Some("model.embed_tokens.weight"),
@@ -112,6 +116,11 @@ pub fn hf_name(gguf_name: &str) -> Option<String> {
         "attn_q.weight" => "self_attn.q_proj.weight",
         "attn_k.weight" => "self_attn.k_proj.weight",
         "attn_v.weight" => "self_attn.v_proj.weight",
+        "attn_q.bias" => "self_attn.q_proj.bias",
+        "attn_k.bias" => "self_attn.k_proj.bias",
+        "attn_v.bias" => "self_attn.v_proj.bias",
+        "attn_q_norm.weight" => "self_attn.q_norm.weight",
+        "attn_k_norm.weight" => "self_attn.k_norm.weight",
         "attn_output.weight" => "self_attn.o_proj.weight",
         "ffn_gate.weight" => "mlp.gate_proj.weight",
         "ffn_up.weight" => "mlp.up_proj.weight",
@@ -148,18 +157,41 @@ pub struct HfTensor {
     pub values: Vec<f32>,
 }
 
-/// Every Llama tensor of a GGUF file (read from `data`, the whole file) in HF layout.
+/// The file's architecture, if its tensors map to transformers names here.
+pub fn gguf_architecture<'m>(meta: &'m GgufMetadata, file: &str) -> Result<&'m str> {
+    let arch = meta.str("general.architecture").unwrap_or("");
+    if !GGUF_ARCHITECTURES.contains(&arch) {
+        return Err(unsupported(
+            file,
+            format!(
+                "GGUF architecture {arch:?} cannot be read yet ({} can; or use the model directory)",
+                GGUF_ARCHITECTURES.join(", ")
+            ),
+        ));
+    }
+    Ok(arch)
+}
+
+/// Every tensor of a GGUF file (read from `data`, the whole file) in HF layout.
 pub fn hf_tensors(meta: &GgufMetadata, data: &[u8], file: &str) -> Result<Vec<HfTensor>> {
+    let permuted = gguf_architecture(meta, file)? == "llama";
     let heads = meta.arch_u64("attention.head_count").unwrap_or(1) as usize;
     let kv_heads = meta
         .arch_u64("attention.head_count_kv")
         .map_or(heads, |v| v as usize);
     let mut tensors = Vec::new();
     for info in &meta.tensors {
+        if info.name == "rope_freqs.weight" {
+            return Err(unsupported(
+                file,
+                "Llama-3 rope scaling stored as rope_freqs cannot be read from a GGUF yet; use the model directory"
+                    .into(),
+            ));
+        }
         let Some(name) = hf_name(&info.name) else {
             return Err(unsupported(
                 file,
-                format!("tensor {} has no transformers Llama name", info.name),
+                format!("tensor {} has no transformers name", info.name),
             ));
         };
         let start = (meta.data_offset + info.offset) as usize;
@@ -172,7 +204,7 @@ pub fn hf_tensors(meta: &GgufMetadata, data: &[u8], file: &str) -> Result<Vec<Hf
         })?;
         let mut values = dequantize(info, bytes)?;
         let shape: Vec<usize> = info.dims.iter().rev().map(|d| *d as usize).collect();
-        if shape.len() == 2 {
+        if permuted && shape.len() == 2 {
             if info.name.ends_with("attn_q.weight") {
                 values = unpermute_rows(&values, shape[0], shape[1], heads);
             } else if info.name.ends_with("attn_k.weight") {

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use dn_train::{
-    BaseModel, Control, DType, Device, LlamaLora, LoraConfig, TrainExample, TrainOptions, Trainer,
+    BaseModel, Control, DType, Device, LoraConfig, LoraModel, TrainExample, TrainOptions, Trainer,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -39,7 +39,7 @@ fn batch(count: usize, len: usize, prompt: usize, seed: u64) -> Vec<TrainExample
         .collect()
 }
 
-fn run(label: &str, model: &LlamaLora, examples: &[TrainExample], steps: u64, recompute: bool) {
+fn run(label: &str, model: &LoraModel, examples: &[TrainExample], steps: u64, recompute: bool) {
     let dir = tempfile::tempdir().unwrap();
     let trainer = Trainer {
         model,
@@ -89,7 +89,7 @@ fn rss_mib(field: &str) -> f64 {
 
 /// One optimizer step over `tokens` tokens (examples of 512, one pass) in this process; prints the
 /// resident memory before it and the peak during it (the peak is reset first, so loading does not count).
-fn memory_point(model: &LlamaLora, tokens: usize, recompute: bool) {
+fn memory_point(model: &LoraModel, tokens: usize, recompute: bool) {
     let examples = batch(tokens / 512, 512, 0, 3);
     let dir = tempfile::tempdir().unwrap();
     let trainer = Trainer {
@@ -155,7 +155,7 @@ fn flag(args: &[String], name: &str) -> Option<String> {
 }
 
 /// One epoch over a file of examples, figures as JSON (the harness compares them with the peer's).
-fn harness(model: &LlamaLora, args: &[String]) {
+fn harness(model: &LoraModel, args: &[String]) {
     let file = flag(args, "--examples").unwrap();
     let batch: usize = flag(args, "--batch").map_or(8, |v| v.parse().unwrap());
     let lr: f64 = flag(args, "--lr").map_or(1e-4, |v| v.parse().unwrap());
@@ -211,13 +211,13 @@ fn main() {
     if let Some(tokens) = flag(&args, "--memory-point") {
         let recompute = args.last().is_some_and(|a| a == "true");
         let base = BaseModel::load(&model_path(), DType::F32, &Device::Cpu).unwrap();
-        let model = LlamaLora::new(&base, &LoraConfig::new(16, 32.0), 0).unwrap();
+        let model = LoraModel::new(&base, &LoraConfig::new(16, 32.0), 0).unwrap();
         drop(base);
         return memory_point(&model, tokens.parse().unwrap(), recompute);
     }
     if args.iter().any(|a| a == "--examples") {
         let base = BaseModel::load(&model_path(), DType::F32, &Device::Cpu).unwrap();
-        let model = LlamaLora::new(&base, &LoraConfig::new(16, 32.0), 0).unwrap();
+        let model = LoraModel::new(&base, &LoraConfig::new(16, 32.0), 0).unwrap();
         drop(base);
         return harness(&model, &args);
     }
@@ -234,7 +234,7 @@ fn main() {
         return;
     }
     let base = BaseModel::load(&path, DType::F32, &Device::Cpu).unwrap();
-    let model = LlamaLora::new(&base, &LoraConfig::new(16, 32.0), 0).unwrap();
+    let model = LoraModel::new(&base, &LoraConfig::new(16, 32.0), 0).unwrap();
     drop(base);
     println!(
         "SmolLM2-135M, LoRA r16 all projections, f32 CPU, {steps} timed step(s) after 1 warm-up"

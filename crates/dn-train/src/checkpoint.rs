@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::lora::LoraConfig;
-use crate::model::LlamaLora;
+use crate::model::LoraModel;
 use crate::optim::{AdamW, AdamWConfig};
 
 pub const ADAPTER_FILE: &str = "adapter_model.safetensors";
@@ -62,7 +62,8 @@ fn io_err(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 /// `adapter_config.json` as PEFT writes it for a LoRA causal-LM adapter.
-pub fn adapter_config(lora: &LoraConfig, base_model: &str) -> serde_json::Value {
+pub fn adapter_config(model: &LoraModel, base_model: &str) -> serde_json::Value {
+    let lora = &model.lora;
     json!({
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
@@ -70,7 +71,7 @@ pub fn adapter_config(lora: &LoraConfig, base_model: &str) -> serde_json::Value 
         "r": lora.rank,
         "lora_alpha": lora.alpha,
         "lora_dropout": 0.0,
-        "target_modules": lora.target_modules,
+        "target_modules": lora.peft_target_modules(&model.config),
         "bias": "none",
         "fan_in_fan_out": false,
         "inference_mode": true,
@@ -89,7 +90,7 @@ pub fn adapter_config(lora: &LoraConfig, base_model: &str) -> serde_json::Value 
 /// Writes a complete checkpoint to `dir` (via `dir.partial` and a rename); replaces an older one.
 pub fn save(
     dir: &Path,
-    model: &LlamaLora,
+    model: &LoraModel,
     optimizer: &AdamW,
     state: &TrainerState,
     base_model: &str,
@@ -124,10 +125,7 @@ pub fn save(
         let text = serde_json::to_string_pretty(value).expect("json");
         std::fs::write(&file, text).map_err(|e| io_err(&file, "cannot write", e))
     };
-    write_json(
-        ADAPTER_CONFIG_FILE,
-        &adapter_config(&model.lora, base_model),
-    )?;
+    write_json(ADAPTER_CONFIG_FILE, &adapter_config(model, base_model))?;
     write_json(STATE_FILE, &serde_json::to_value(state).expect("json"))?;
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|e| io_err(dir, "cannot replace", e))?;
@@ -170,7 +168,7 @@ impl Checkpoint {
     }
 
     /// Puts the adapter weights into `model` and the moments into `optimizer`.
-    pub fn restore(&self, model: &LlamaLora, optimizer: &mut AdamW) -> Result<()> {
+    pub fn restore(&self, model: &LoraModel, optimizer: &mut AdamW) -> Result<()> {
         if self.state.lora != model.lora {
             return Err(Error::invalid(
                 "resume",

@@ -41,4 +41,13 @@ impl Error {
     }
 }
 
+impl From<dn_arch::Error> for Error {
+    fn from(e: dn_arch::Error) -> Self {
+        Error::Model {
+            path: e.file,
+            message: e.message,
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, Error>;

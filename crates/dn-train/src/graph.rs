@@ -8,12 +8,12 @@ use candle_core::{Tensor, Var};
 
 use crate::error::Result;
 use crate::loss::{LOGIT_CHUNK_ROWS, Targets, chunk_nll, to_f64};
-use crate::model::{LlamaLora, Packed};
+use crate::model::{LoraModel, Packed};
 
 /// The summed NLL of the targets, and the gradient of `scale * nll` with respect to `hidden` (the final
 /// norm's output; only its target rows are non-zero), a chunk of logits at a time.
 fn head(
-    model: &LlamaLora,
+    model: &LoraModel,
     hidden: &Tensor,
     targets: &Targets,
     scale: f64,
@@ -28,7 +28,7 @@ fn head(
         let len = LOGIT_CHUNK_ROWS.min(targets.rows.len() - start);
         let leaf = Var::from_tensor(&selected.narrow(0, start, len)?)?;
         let tokens = Tensor::new(&targets.tokens[start..start + len], device)?;
-        let nll = chunk_nll(model.lm_head(), leaf.as_tensor(), &tokens)?.sum_all()?;
+        let nll = chunk_nll(model, leaf.as_tensor(), &tokens)?.sum_all()?;
         nll_sum += to_f64(&nll)?;
         let chunk_grads = (nll * scale)?.backward()?;
         let grad = chunk_grads
@@ -49,7 +49,7 @@ fn push_through(output: &Tensor, grad: &Tensor) -> Result<GradStore> {
 }
 
 /// Adds each trainable tensor's gradient found in `store` to its slot.
-fn collect(model: &LlamaLora, store: &GradStore, slots: &mut [Option<Tensor>]) -> Result<()> {
+fn collect(model: &LoraModel, store: &GradStore, slots: &mut [Option<Tensor>]) -> Result<()> {
     for (slot, var) in slots.iter_mut().zip(model.trainable()) {
         if let Some(g) = store.get(var.as_tensor()) {
             *slot = Some(match slot.take() {
@@ -61,9 +61,9 @@ fn collect(model: &LlamaLora, store: &GradStore, slots: &mut [Option<Tensor>]) -
     Ok(())
 }
 
-/// The NLL sum and the LoRA gradients of `scale * nll`, in [`LlamaLora::trainable`] order.
+/// The NLL sum and the LoRA gradients of `scale * nll`, in [`LoraModel::trainable`] order.
 pub fn forward_backward(
-    model: &LlamaLora,
+    model: &LoraModel,
     batch: &Packed,
     targets: &Targets,
     scale: f64,

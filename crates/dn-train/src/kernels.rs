@@ -17,6 +17,7 @@ pub trait Real:
     const NEG_INFINITY: Self;
     fn exp(self) -> Self;
     fn ln(self) -> Self;
+    fn tanh(self) -> Self;
     fn maximum(self, other: Self) -> Self;
 }
 
@@ -31,6 +32,9 @@ macro_rules! real {
             }
             fn ln(self) -> Self {
                 <$t>::ln(self)
+            }
+            fn tanh(self) -> Self {
+                <$t>::tanh(self)
             }
             fn maximum(self, other: Self) -> Self {
                 <$t>::max(self, other)

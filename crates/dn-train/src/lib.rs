@@ -1,9 +1,8 @@
-//! LoRA supervised fine-tuning of Llama-family models with candle: the trainable model, the masked loss,
-//! AdamW, the schedule, checkpoints in PEFT's adapter layout, and the training loop. No async runtime,
-//! no store: the worker drives it on a dedicated thread.
+//! LoRA supervised fine-tuning with candle of the decoder families `dn-arch` describes: the trainable
+//! model, the masked loss, AdamW, the schedule, checkpoints in PEFT's adapter layout, and the training
+//! loop. No async runtime, no store: the worker drives it on a dedicated thread.
 
 mod checkpoint;
-mod config;
 mod cpu;
 mod device;
 mod error;
@@ -24,15 +23,15 @@ pub use checkpoint::{
     ADAPTER_CONFIG_FILE, ADAPTER_FILE, Checkpoint, OPTIMIZER_FILE, STATE_FILE, StepRecord,
     TrainerState, adapter_config,
 };
-pub use config::{Llama3RopeScaling, LlamaConfig};
 pub use device::{base_dtype, device_label, select_device};
+pub use dn_arch::{Family, ModelConfig};
 pub use error::{Error, Result};
 pub use frozen::Frozen;
-pub use lora::{ALL_TARGETS, LoraConfig, LoraPair, seeded_rng};
+pub use lora::{ALL_LINEAR, LoraConfig, LoraPair, seeded_rng};
 pub use loss::{
     BatchLoss, Sequence, count_targets, evaluate, forward_backward, logits_at, targets,
 };
-pub use model::{LlamaLora, Packed};
+pub use model::{LoraModel, Packed};
 pub use optim::{AdamW, AdamWConfig, Schedule, clip_grad_norm};
 pub use schedule::{
     epoch_order, passes, step_examples, step_position, steps_per_epoch, total_steps,

@@ -9,33 +9,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::frozen::Frozen;
+use dn_arch::ModelConfig;
 
-/// The seven projections of a Llama block, in PEFT's short names.
-pub const ALL_TARGETS: [&str; 7] = [
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
+/// PEFT's name for "every linear projection of the blocks" (the default target).
+pub const ALL_LINEAR: &str = "all-linear";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoraConfig {
     pub rank: usize,
     pub alpha: f64,
-    /// Short module names (`q_proj`, ...).
+    /// Short module names (`q_proj`, `qkv_proj`, ...), or [`ALL_LINEAR`].
     pub target_modules: Vec<String>,
 }
 
 impl LoraConfig {
-    /// Rank `rank`, alpha `alpha`, all seven projections.
+    /// Rank `rank`, alpha `alpha`, every projection of the family.
     pub fn new(rank: usize, alpha: f64) -> Self {
         LoraConfig {
             rank,
             alpha,
-            target_modules: ALL_TARGETS.iter().map(|s| s.to_string()).collect(),
+            target_modules: vec![ALL_LINEAR.to_owned()],
         }
     }
 
@@ -56,19 +49,58 @@ impl LoraConfig {
                 "must name at least one module",
             ));
         }
+        Ok(())
+    }
+
+    /// This configuration for a model of `config`'s family: `all-linear` expanded to its projections, and
+    /// any name the family does not have refused (naming the ones it has).
+    pub fn resolve(&self, config: &ModelConfig) -> Result<LoraConfig> {
+        self.validate()?;
+        let names = config.target_names();
+        let mut targets: Vec<String> = Vec::new();
         for m in &self.target_modules {
-            if !ALL_TARGETS.contains(&m.as_str()) {
+            if m == ALL_LINEAR {
+                targets.extend(names.iter().map(|n| n.to_string()));
+            } else if names.contains(&m.as_str()) {
+                targets.push(m.clone());
+            } else {
                 return Err(Error::invalid(
                     "lora_target_modules",
-                    format!("unknown module {m:?} (one of {})", ALL_TARGETS.join(", ")),
+                    format!(
+                        "{} models have no {m:?} projection (they have {})",
+                        config.family,
+                        names.join(", ")
+                    ),
                 ));
             }
         }
-        Ok(())
+        // Execution order, once each.
+        let targets = names
+            .iter()
+            .filter(|n| targets.iter().any(|t| t == *n))
+            .map(|n| n.to_string())
+            .collect();
+        Ok(LoraConfig {
+            target_modules: targets,
+            ..self.clone()
+        })
     }
 
     pub fn targets(&self, module: &str) -> bool {
         self.target_modules.iter().any(|m| m == module)
+    }
+
+    /// `target_modules` as PEFT should read it for `config`: the names, or, for the text model inside a
+    /// multimodal checkpoint, a pattern that matches its blocks only (not the vision tower's).
+    pub fn peft_target_modules(&self, config: &ModelConfig) -> serde_json::Value {
+        if config.prefix == "model." {
+            return serde_json::json!(self.target_modules);
+        }
+        let prefix = config.prefix.replace('.', r"\.");
+        serde_json::json!(format!(
+            r"{prefix}layers\.\d+\.(self_attn|mlp)\.({})",
+            self.target_modules.join("|")
+        ))
     }
 }
 

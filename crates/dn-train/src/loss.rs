@@ -6,8 +6,7 @@
 use candle_core::{D, DType, Tensor};
 
 use crate::error::Result;
-use crate::frozen::Frozen;
-use crate::model::{LlamaLora, Packed};
+use crate::model::{LoraModel, Packed};
 
 /// Rows of logits computed at once.
 pub const LOGIT_CHUNK_ROWS: usize = 512;
@@ -49,9 +48,25 @@ pub fn count_targets(sequences: &[Sequence<'_>]) -> usize {
         .sum()
 }
 
+/// Logits of `hidden` rows as the model outputs them (soft-capped where the family does).
+pub(crate) fn head_logits(model: &LoraModel, hidden: &Tensor) -> Result<Tensor> {
+    let logits = model.lm_head().forward(hidden)?;
+    match model.config.final_logit_softcap {
+        Some(cap) => {
+            let wide = if logits.dtype() == DType::F64 {
+                logits
+            } else {
+                logits.to_dtype(DType::F32)?
+            };
+            crate::model::softcap(&wide, cap)
+        }
+        None => Ok(logits),
+    }
+}
+
 /// Negative log-likelihood of each row's target: `logsumexp(logits) - logits[target]`, in f32 or f64.
-pub(crate) fn chunk_nll(head: &Frozen, hidden: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let logits = head.forward(hidden)?;
+pub(crate) fn chunk_nll(model: &LoraModel, hidden: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    let logits = head_logits(model, hidden)?;
     let logits = if logits.dtype() == DType::F64 {
         logits
     } else {
@@ -76,14 +91,14 @@ pub struct BatchLoss {
     pub tokens: usize,
 }
 
-fn pack<'a>(model: &LlamaLora, sequences: &[Sequence<'a>]) -> Result<(Packed, Targets)> {
+fn pack<'a>(model: &LoraModel, sequences: &[Sequence<'a>]) -> Result<(Packed, Targets)> {
     let ids: Vec<&[u32]> = sequences.iter().map(|s| s.input_ids).collect();
     Ok((Packed::new(&ids, model.device())?, targets(sequences)))
 }
 
 /// The CPU engine's NLL sum (and gradients of `scale * nll`) in the model's dtype.
 fn on_cpu_engine(
-    model: &LlamaLora,
+    model: &LoraModel,
     sequences: &[Sequence<'_>],
     batch: &Packed,
     targets: &Targets,
@@ -100,10 +115,10 @@ fn on_cpu_engine(
 }
 
 /// Forward and backward of `sum(nll) / normaliser` over `sequences`, packed. Returns the loss parts and
-/// the gradient of every LoRA tensor in [`LlamaLora::trainable`] order (add them up across the passes
+/// the gradient of every LoRA tensor in [`LoraModel::trainable`] order (add them up across the passes
 /// of one optimizer step).
 pub fn forward_backward(
-    model: &LlamaLora,
+    model: &LoraModel,
     sequences: &[Sequence<'_>],
     normaliser: usize,
 ) -> Result<(BatchLoss, Option<Vec<Tensor>>)> {
@@ -128,7 +143,7 @@ pub fn forward_backward(
 }
 
 /// The summed NLL of `sequences` with no graph recorded (evaluation).
-pub fn evaluate(model: &LlamaLora, sequences: &[Sequence<'_>]) -> Result<BatchLoss> {
+pub fn evaluate(model: &LoraModel, sequences: &[Sequence<'_>]) -> Result<BatchLoss> {
     let (batch, targets) = pack(model, sequences)?;
     let mut loss = BatchLoss {
         nll_sum: 0.0,
@@ -150,7 +165,7 @@ pub fn evaluate(model: &LlamaLora, sequences: &[Sequence<'_>]) -> Result<BatchLo
     while start < targets.rows.len() {
         let len = LOGIT_CHUNK_ROWS.min(targets.rows.len() - start);
         let tokens = Tensor::new(&targets.tokens[start..start + len], device)?;
-        let nll = chunk_nll(model.lm_head(), &selected.narrow(0, start, len)?, &tokens)?;
+        let nll = chunk_nll(model, &selected.narrow(0, start, len)?, &tokens)?;
         loss.nll_sum += to_f64(&nll.sum_all()?)?;
         start += len;
     }
@@ -158,9 +173,9 @@ pub fn evaluate(model: &LlamaLora, sequences: &[Sequence<'_>]) -> Result<BatchLo
 }
 
 /// Logits `[rows, vocab]` of the given packed rows, with no graph (parity checks and inspection).
-pub fn logits_at(model: &LlamaLora, sequences: &[Sequence<'_>], rows: &[u32]) -> Result<Tensor> {
+pub fn logits_at(model: &LoraModel, sequences: &[Sequence<'_>], rows: &[u32]) -> Result<Tensor> {
     let (batch, _) = pack(model, sequences)?;
     let hidden = model.hidden(&batch, false)?;
     let rows = Tensor::new(rows, model.device())?;
-    model.lm_head().forward(&hidden.index_select(&rows, 0)?)
+    head_logits(model, &hidden.index_select(&rows, 0)?)
 }

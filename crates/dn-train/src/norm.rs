@@ -40,6 +40,18 @@ pub(crate) fn apply_rows<T: Real>(x: &[T], w: &[T], inv: &[f64], out: &mut [T]) 
         });
 }
 
+/// `out += x * inv * w` per row (a norm whose output is added to a residual).
+pub(crate) fn apply_rows_add<T: Real>(x: &[T], w: &[T], inv: &[f64], out: &mut [T]) {
+    let d = w.len();
+    out.par_chunks_mut(d)
+        .zip(x.par_chunks(d).zip(inv.par_iter()))
+        .for_each(|(o, (x, r))| {
+            for ((o, x), w) in o.iter_mut().zip(x).zip(w) {
+                *o = T::from_f64((*o).into() + (*x).into() * r * (*w).into());
+            }
+        });
+}
+
 /// The input gradient of the norm per row, written into `dx` or added to it with `accumulate`.
 pub(crate) fn backward_rows<T: Real>(
     x: &[T],

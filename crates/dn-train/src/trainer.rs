@@ -10,7 +10,7 @@ use candle_core::Tensor;
 use crate::checkpoint::{self, Checkpoint, StepRecord, TrainerState};
 use crate::error::{Error, Result};
 use crate::loss::{Sequence, count_targets, evaluate, forward_backward};
-use crate::model::LlamaLora;
+use crate::model::LoraModel;
 use crate::optim::{AdamW, AdamWConfig, Schedule, clip_grad_norm};
 use crate::schedule::{passes, step_examples, step_position, total_steps};
 
@@ -125,7 +125,7 @@ pub struct TrainSummary {
 }
 
 pub struct Trainer<'a> {
-    pub model: &'a LlamaLora,
+    pub model: &'a LoraModel,
     pub options: TrainOptions,
     /// Where checkpoints go (`<dir>/step-000010`, ..., `<dir>/final`).
     pub checkpoint_dir: PathBuf,

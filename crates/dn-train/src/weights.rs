@@ -1,5 +1,7 @@
 //! Frozen base weights in transformers names: from a GGUF file (dequantized to f32, q/k rows restored to
-//! transformers' layout) or from an HF model directory's safetensors (memory-mapped, one file or shards).
+//! transformers' layout) or from an HF model directory's safetensors (memory-mapped, one file or shards,
+//! any float dtype cast to the training dtype). Only the text model's tensors are loaded: a multimodal
+//! checkpoint's vision tower stays on disk.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,12 +11,12 @@ use dn_render::gguf::GgufMetadata;
 use dn_render::weights::hf_tensors;
 use serde_json::Value;
 
-use crate::config::LlamaConfig;
 use crate::error::{Error, Result};
+use dn_arch::ModelConfig;
 
 /// A model's architecture and frozen weights, by transformers name.
 pub struct BaseModel {
-    pub config: LlamaConfig,
+    pub config: ModelConfig,
     pub tensors: HashMap<String, Tensor>,
     /// Where it came from (the GGUF file or the model directory), for adapter configs and errors.
     pub source: PathBuf,
@@ -37,15 +39,6 @@ impl BaseModel {
     pub fn from_gguf(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let name = path.display().to_string();
         let meta = GgufMetadata::read(path).map_err(|e| model_err(path, e.to_string()))?;
-        if meta.str("general.architecture") != Some("llama") {
-            return Err(model_err(
-                path,
-                format!(
-                    "architecture {:?} cannot be trained yet (llama can)",
-                    meta.str("general.architecture")
-                ),
-            ));
-        }
         let data = std::fs::read(path).map_err(|e| model_err(path, format!("cannot read: {e}")))?;
         let raw = hf_tensors(&meta, &data, &name).map_err(|e| model_err(path, e.to_string()))?;
         drop(data);
@@ -55,7 +48,9 @@ impl BaseModel {
             .find(|t| t.name == "model.embed_tokens.weight")
             .map(|t| t.shape[0])
             .ok_or_else(|| model_err(path, "no token embedding tensor (token_embd.weight)"))?;
-        let config = LlamaConfig::from_json(&dn_render::hf_config(&meta, tied, vocab), &name)?;
+        let hf = dn_render::hf_config(&meta, tied, vocab, &name)
+            .map_err(|e| model_err(path, e.to_string()))?;
+        let config = ModelConfig::from_json(&hf, &name)?;
         let mut tensors = HashMap::new();
         for t in raw {
             let tensor = Tensor::from_vec(t.values, t.shape, device)?.to_dtype(dtype)?;
@@ -74,7 +69,7 @@ impl BaseModel {
             .map_err(|e| model_err(&config_path, format!("cannot read: {e}")))?;
         let json: Value = serde_json::from_str(&text)
             .map_err(|e| model_err(&config_path, format!("not JSON: {e}")))?;
-        let config = LlamaConfig::from_json(&json, &config_path.display().to_string())?;
+        let config = ModelConfig::from_json(&json, &config_path.display().to_string())?;
         let files = safetensors_files(dir)?;
         let mut tensors = HashMap::new();
         for file in &files {
@@ -82,10 +77,14 @@ impl BaseModel {
             // is outside what any loader can guard against (transformers mmaps the same way).
             let loaded = unsafe { candle_core::safetensors::MmapedSafetensors::new(file) }
                 .map_err(|e| model_err(file, e.to_string()))?;
-            for (name, _) in loaded.tensors() {
+            for (stored, _) in loaded.tensors() {
+                let name = current_name(&stored);
+                if !name.starts_with(&config.prefix) && name != config.lm_head_name() {
+                    continue;
+                }
                 let tensor = loaded
-                    .load(&name, device)
-                    .map_err(|e| model_err(file, format!("tensor {name}: {e}")))?
+                    .load(&stored, device)
+                    .map_err(|e| model_err(file, format!("tensor {stored}: {e}")))?
                     .to_dtype(dtype)?;
                 tensors.insert(name, tensor);
             }
@@ -107,12 +106,29 @@ impl BaseModel {
         })
     }
 
-    /// The output projection: `lm_head.weight`, or the embedding when tied.
+    /// The output projection: the embedding when tied, else `lm_head.weight`.
     pub fn lm_head(&self) -> Result<&Tensor> {
-        match self.tensors.get("lm_head.weight") {
-            Some(t) => Ok(t),
-            None => self.get("model.embed_tokens.weight"),
+        if self.config.tie_word_embeddings {
+            return self.get(&self.config.embed_name());
         }
+        self.tensors.get(self.config.lm_head_name()).ok_or_else(|| {
+            model_err(
+                &self.source,
+                "lm_head.weight is missing and the config does not tie it to the embedding (tie_word_embeddings)",
+            )
+        })
+    }
+}
+
+/// A tensor's name in transformers' current layout: checkpoints saved before transformers 4.52 keep
+/// Gemma 3's text model under `language_model.model.` and its head under `language_model.lm_head.`.
+fn current_name(stored: &str) -> String {
+    if let Some(rest) = stored.strip_prefix("language_model.model.") {
+        format!("model.language_model.{rest}")
+    } else if let Some(rest) = stored.strip_prefix("language_model.") {
+        rest.to_owned()
+    } else {
+        stored.to_owned()
     }
 }
 

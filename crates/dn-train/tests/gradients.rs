@@ -5,7 +5,7 @@ mod common;
 
 use candle_core::{Tensor, Var};
 use common::tiny::{tiny_examples, tiny_model};
-use dn_train::{DType, LlamaLora, LoraConfig, Sequence, TrainExample, evaluate, forward_backward};
+use dn_train::{DType, LoraConfig, LoraModel, Sequence, TrainExample, evaluate, forward_backward};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -19,12 +19,12 @@ fn sequences(examples: &[TrainExample]) -> Vec<Sequence<'_>> {
         .collect()
 }
 
-fn loss(model: &LlamaLora, seqs: &[Sequence<'_>], normaliser: usize) -> f64 {
+fn loss(model: &LoraModel, seqs: &[Sequence<'_>], normaliser: usize) -> f64 {
     evaluate(model, seqs).unwrap().nll_sum / normaliser as f64
 }
 
 /// Makes every B non-zero, so that A's gradients are not trivially zero.
-fn randomize_b(model: &LlamaLora, seed: u64) {
+fn randomize_b(model: &LoraModel, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for pair in model.lora_pairs() {
         let dims = pair.b.as_tensor().dims().to_vec();
@@ -37,8 +37,8 @@ fn randomize_b(model: &LlamaLora, seed: u64) {
     }
 }
 
-/// The gradient of `var` among `grads` (given in [`LlamaLora::trainable`] order).
-fn grad_of<'a>(model: &LlamaLora, grads: &'a [Tensor], var: &Var) -> &'a Tensor {
+/// The gradient of `var` among `grads` (given in [`LoraModel::trainable`] order).
+fn grad_of<'a>(model: &LoraModel, grads: &'a [Tensor], var: &Var) -> &'a Tensor {
     let i = model
         .trainable()
         .iter()
@@ -49,7 +49,7 @@ fn grad_of<'a>(model: &LlamaLora, grads: &'a [Tensor], var: &Var) -> &'a Tensor 
 
 fn check_against_finite_differences(tied: bool, cpu_engine: bool) {
     let base = tiny_model(DType::F64, tied, 7);
-    let model = LlamaLora::new(&base, &LoraConfig::new(2, 4.0), 3).unwrap();
+    let model = LoraModel::new(&base, &LoraConfig::new(2, 4.0), 3).unwrap();
     model.set_cpu_engine(cpu_engine);
     assert_eq!(model.uses_cpu_engine(), cpu_engine);
     randomize_b(&model, 11);
@@ -118,7 +118,7 @@ fn candle_graph_gradients_match_finite_differences() {
 /// Loss and gradients of one forward/backward in f64 with the given engine and recompute settings.
 fn loss_and_grads(cpu_engine: bool, recompute: bool) -> (f64, Vec<Tensor>) {
     let base = tiny_model(DType::F64, true, 5);
-    let model = LlamaLora::new(&base, &LoraConfig::new(3, 6.0), 2).unwrap();
+    let model = LoraModel::new(&base, &LoraConfig::new(3, 6.0), 2).unwrap();
     randomize_b(&model, 4);
     model.set_cpu_engine(cpu_engine);
     model.set_recompute(recompute);
@@ -162,7 +162,7 @@ fn cpu_engine_graph_and_recompute_agree() {
 #[test]
 fn every_lora_tensor_gets_a_nonzero_gradient_after_one_step() {
     let base = tiny_model(DType::F32, false, 1);
-    let model = LlamaLora::new(&base, &LoraConfig::new(4, 8.0), 0).unwrap();
+    let model = LoraModel::new(&base, &LoraConfig::new(4, 8.0), 0).unwrap();
     let examples = tiny_examples(4, 2);
     let dir = tempfile::tempdir().unwrap();
     let trainer = dn_train::Trainer {
@@ -207,7 +207,7 @@ fn a_bf16_base_trains_f32_lora_tensors_close_to_f32() {
     let n = dn_train::count_targets(&seqs);
     let run = |dtype: DType| {
         let base = tiny_model(dtype, false, 7);
-        let model = LlamaLora::new(&base, &LoraConfig::new(2, 4.0), 3).unwrap();
+        let model = LoraModel::new(&base, &LoraConfig::new(2, 4.0), 3).unwrap();
         randomize_b(&model, 11);
         let (loss, grads) = forward_backward(&model, &seqs, n).unwrap();
         let grads = grads.unwrap();

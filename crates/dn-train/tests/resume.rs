@@ -6,7 +6,7 @@ use std::path::Path;
 
 use common::tiny::{tiny_examples, tiny_model};
 use dn_train::{
-    Control, DType, Error, Event, LlamaLora, LoraConfig, StepRecord, TrainOptions, TrainSummary,
+    Control, DType, Error, Event, LoraConfig, LoraModel, StepRecord, TrainOptions, TrainSummary,
     Trainer,
 };
 
@@ -25,7 +25,7 @@ fn options() -> TrainOptions {
 
 fn run(dir: &Path, resume: Option<&Path>, stop_after: Option<u64>) -> Result<TrainSummary, Error> {
     let base = tiny_model(DType::F32, true, 3);
-    let model = LlamaLora::new(&base, &LoraConfig::new(4, 8.0), 9).unwrap();
+    let model = LoraModel::new(&base, &LoraConfig::new(4, 8.0), 9).unwrap();
     let trainer = Trainer {
         model: &model,
         options: options(),

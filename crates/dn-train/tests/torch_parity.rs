@@ -6,7 +6,7 @@ mod common;
 
 use candle_core::Tensor;
 use dn_train::{
-    BaseModel, Control, DType, Device, LlamaLora, LoraConfig, Sequence, TrainExample, TrainOptions,
+    BaseModel, Control, DType, Device, LoraConfig, LoraModel, Sequence, TrainExample, TrainOptions,
     Trainer, logits_at,
 };
 use serde_json::Value;
@@ -17,7 +17,7 @@ fn fixture() -> Value {
 }
 
 /// The reference's A: `sin(0.7 * k + 1.3 * ordinal) / sqrt(cols)`, ordinal = layer * 7 + target index.
-fn set_reference_init(model: &LlamaLora) {
+fn set_reference_init(model: &LoraModel) {
     for (ordinal, pair) in model.lora_pairs().into_iter().enumerate() {
         let (rows, cols) = pair.a.as_tensor().dims2().unwrap();
         let bound = 1.0 / (cols as f64).sqrt();
@@ -46,7 +46,7 @@ fn three_steps_match_transformers_and_peft() {
         })
         .collect();
     let base = BaseModel::load(&gguf, DType::F32, &Device::Cpu).unwrap();
-    let model = LlamaLora::new(&base, &LoraConfig::new(8, 16.0), 0).unwrap();
+    let model = LoraModel::new(&base, &LoraConfig::new(8, 16.0), 0).unwrap();
     set_reference_init(&model);
     let dir = tempfile::tempdir().unwrap();
     let trainer = Trainer {

@@ -8,16 +8,17 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::job::TinkerSftJobConfig;
 
-/// The seven projections of a Llama block, in PEFT's short names (the default targets).
-pub const LORA_TARGET_MODULES: [&str; 7] = [
-    "q_proj",
-    "k_proj",
-    "v_proj",
-    "o_proj",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-];
+/// PEFT's name for every linear projection of the blocks, whatever the family calls them (the default).
+pub const ALL_LINEAR: &str = "all-linear";
+
+/// What `lora_target_modules` may name: `all-linear`, or projections in PEFT's short names (each family
+/// has some of them: q/k/v/o/gate/up/down, or Phi-3's fused qkv_proj and gate_up_proj; the worker refuses
+/// a name the job's model does not have).
+pub fn lora_target_names() -> Vec<&'static str> {
+    std::iter::once(ALL_LINEAR)
+        .chain(dn_arch::ALL_PROJECTION_NAMES)
+        .collect()
+}
 
 pub const LR_SCHEDULERS: [&str; 3] = ["constant", "linear", "cosine"];
 
@@ -26,7 +27,7 @@ fn constant() -> String {
 }
 
 fn all_targets() -> Vec<String> {
-    LORA_TARGET_MODULES.iter().map(|s| s.to_string()).collect()
+    vec![ALL_LINEAR.to_owned()]
 }
 
 fn one() -> f64 {
@@ -124,22 +125,24 @@ pub fn validate_extras(c: &TinkerSftJobConfig) -> Result<TrainingExtras> {
             ));
         }
         Some(list) => {
+            let names = lora_target_names();
             let mut seen = Vec::new();
             for (i, m) in list.iter().enumerate() {
-                if !LORA_TARGET_MODULES.contains(&m.as_str()) {
+                if !names.contains(&m.as_str()) {
                     return Err(Error::invalid(
                         format!("config.lora_target_modules[{i}]"),
-                        format!(
-                            "unknown module {m:?} (one of {})",
-                            LORA_TARGET_MODULES.join(", ")
-                        ),
+                        format!("unknown module {m:?} (one of {})", names.join(", ")),
                     ));
                 }
                 if !seen.contains(m) {
                     seen.push(m.clone());
                 }
             }
-            seen
+            if seen.iter().any(|m| m == ALL_LINEAR) {
+                all_targets()
+            } else {
+                seen
+            }
         }
     };
     Ok(TrainingExtras {
@@ -175,7 +178,7 @@ mod tests {
     fn defaults_are_the_reference_behaviour() {
         let extras = validate_extras(&TinkerSftJobConfig::default()).unwrap();
         assert_eq!(extras, TrainingExtras::default());
-        assert_eq!(extras.lora_target_modules.len(), 7);
+        assert_eq!(extras.lora_target_modules, ["all-linear"]);
     }
 
     #[test]
@@ -197,6 +200,11 @@ mod tests {
         assert_eq!(
             validate_extras(&c).unwrap().lora_target_modules,
             ["v_proj", "q_proj"]
+        );
+        c.lora_target_modules = Some(vec!["qkv_proj".into(), "all-linear".into()]);
+        assert_eq!(
+            validate_extras(&c).unwrap().lora_target_modules,
+            ["all-linear"]
         );
         c.save_total_limit = Some(0);
         let e = validate_extras(&c).unwrap_err().to_string();

@@ -75,7 +75,7 @@ pub struct TinkerSftJobConfig {
     /// Evaluate every this many steps (default: before and after training only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_interval: Option<i64>,
-    /// PEFT short names (default: all seven projections).
+    /// PEFT short names, or `all-linear` (the default: every projection of the model's family).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora_target_modules: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

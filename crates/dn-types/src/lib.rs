@@ -11,7 +11,9 @@ mod registry;
 mod spec;
 
 pub use error::{Error, Result};
-pub use extensions::{LORA_TARGET_MODULES, LR_SCHEDULERS, TrainingExtras, validate_extras};
+pub use extensions::{
+    ALL_LINEAR, LR_SCHEDULERS, TrainingExtras, lora_target_names, validate_extras,
+};
 pub use job::*;
 pub use refs::{ArtifactKind, ArtifactRef, validate_name, validate_version};
 pub use registry::*;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use dn_train::{
-    AdamWConfig, BaseModel, Control, Event, LlamaLora, LoraConfig, Schedule, TrainExample,
+    AdamWConfig, BaseModel, Control, Event, LoraConfig, LoraModel, Schedule, TrainExample,
     TrainOptions, TrainSummary, Trainer, base_dtype, select_device,
 };
 use dn_types::SftConfig;
@@ -113,7 +113,7 @@ fn train(
     let base = BaseModel::load(&request.model_path, base_dtype(&device), &device)?;
     let lora = lora_config(&config);
     let options = train_options(&config)?;
-    let model = LlamaLora::new(&base, &lora, options.seed)?;
+    let model = LoraModel::new(&base, &lora, options.seed)?;
     drop(base);
     let (train, eval) = (
         examples(request.inputs.train),

@@ -1,14 +1,17 @@
 //! Causal attention per packed example, forward and backward, without materialising anything per layer
 //! beyond the output and one log-sum-exp per (token, head): the backward recomputes the probabilities from
-//! `q`, `k` and that log-sum-exp (as flash attention does), a block of query rows at a time. Work units are (example, head) in the forward
-//! and (example, key/value head) in the backward, in parallel; each unit's products run on one thread.
+//! `q`, `k` and that log-sum-exp (as flash attention does), a block of query rows at a time. Work units are
+//! (example, head) in the forward and (example, key/value head) in the backward, in parallel; each unit's
+//! products run on one thread. A sliding window limits each query to its last `window` keys (blocks then
+//! look only at the keys some row of theirs sees), and a soft-cap turns scores into `cap * tanh(s / cap)`
+//! before the softmax.
 
 use rayon::prelude::*;
 
 use super::matmul::{Mat, MatMut, Threads, matmul};
 use crate::kernels::Real;
 
-/// Head layout of the packed `q [n, heads * hd]`, `k`/`v [n, kv * hd]` rows.
+/// Head layout of the packed `q [n, heads * hd]`, `k`/`v [n, kv * hd]` rows, and the layer's scoring.
 #[derive(Clone, Copy)]
 pub struct Heads {
     pub heads: usize,
@@ -16,6 +19,11 @@ pub struct Heads {
     pub hd: usize,
     /// Query rows processed at once ([`QUERY_BLOCK`] outside tests).
     pub query_block: usize,
+    /// Scores are `q k^T * scale`.
+    pub scale: f64,
+    pub softcap: Option<f64>,
+    /// A query sees itself and the `window - 1` keys before it.
+    pub window: Option<usize>,
 }
 
 impl Heads {
@@ -32,7 +40,27 @@ impl Heads {
     }
 
     fn scale<T: Real>(&self) -> T {
-        T::from_f64(1.0 / (self.hd as f64).sqrt())
+        T::from_f64(self.scale)
+    }
+
+    /// The first key any of the query rows `r0..` sees.
+    fn first_key(&self, r0: usize) -> usize {
+        self.window.map_or(0, |w| (r0 + 1).saturating_sub(w))
+    }
+
+    /// The keys query `i` sees: `lo..=i`.
+    fn visible(&self, i: usize) -> std::ops::Range<usize> {
+        self.first_key(i)..i + 1
+    }
+}
+
+/// `cap * tanh(s / cap)` over the visible scores of a row (what the backward needs is recomputed).
+fn cap_scores<T: Real>(row: &mut [T], softcap: Option<f64>) {
+    if let Some(cap) = softcap {
+        let cap = T::from_f64(cap);
+        for s in row {
+            *s = cap * (*s / cap).tanh();
+        }
     }
 }
 
@@ -41,7 +69,7 @@ impl Heads {
 pub const QUERY_BLOCK: usize = 128;
 
 /// Scores `q_h k_g^T * scale` of query rows `r0..r0 + rows` of one example against its keys
-/// `0..r0 + rows`, into `s [rows, r0 + rows]`.
+/// `k0..r0 + rows`, into `s [rows, r0 + rows - k0]`.
 #[allow(clippy::too_many_arguments)]
 fn scores<T: Real>(
     s: &mut [T],
@@ -54,7 +82,8 @@ fn scores<T: Real>(
     l: Heads,
 ) {
     let g = h / l.groups();
-    let keys = r0 + rows;
+    let k0 = l.first_key(r0);
+    let keys = r0 + rows - k0;
     let qh = Mat::strided(
         q,
         (start + r0) * l.q_width() + h * l.hd,
@@ -62,7 +91,13 @@ fn scores<T: Real>(
         l.hd,
         l.q_width(),
     );
-    let kg = Mat::strided(k, start * l.kv_width() + g * l.hd, keys, l.hd, l.kv_width());
+    let kg = Mat::strided(
+        k,
+        (start + k0) * l.kv_width() + g * l.hd,
+        keys,
+        l.hd,
+        l.kv_width(),
+    );
     matmul(
         MatMut::new(s, rows, keys),
         qh,
@@ -95,11 +130,15 @@ fn unit_forward<T: Real>(
     let mut s = vec![T::ZERO; l.query_block.min(len) * len];
     let g = h / l.groups();
     for (r0, rows) in blocks(len, l.query_block) {
-        let keys = r0 + rows;
+        let k0 = l.first_key(r0);
+        let keys = r0 + rows - k0;
         let s = &mut s[..rows * keys];
         scores(s, q, k, h, start, r0, rows, l);
         for (i, row) in s.chunks_mut(keys).enumerate() {
-            let visible = &mut row[..r0 + i + 1];
+            let seen = l.visible(r0 + i);
+            let (lo, hi) = (seen.start - k0, seen.end - k0);
+            let visible = &mut row[lo..hi];
+            cap_scores(visible, l.softcap);
             let max = visible.iter().copied().fold(T::NEG_INFINITY, T::maximum);
             let mut sum = T::ZERO;
             for p in visible.iter_mut() {
@@ -110,10 +149,17 @@ fn unit_forward<T: Real>(
             for p in visible.iter_mut() {
                 *p *= inv;
             }
-            row[r0 + i + 1..].fill(T::ZERO);
+            row[..lo].fill(T::ZERO);
+            row[hi..].fill(T::ZERO);
             row_lse[r0 + i] = max + sum.ln();
         }
-        let vg = Mat::strided(v, start * l.kv_width() + g * l.hd, keys, l.hd, l.kv_width());
+        let vg = Mat::strided(
+            v,
+            (start + k0) * l.kv_width() + g * l.hd,
+            keys,
+            l.hd,
+            l.kv_width(),
+        );
         let dst = MatMut::strided(&mut o, r0 * l.hd, rows, l.hd, l.hd);
         matmul(
             dst,
@@ -215,29 +261,44 @@ fn unit_backward<T: Real>(
     let mut dv = vec![T::ZERO; len * l.hd];
     let scratch = l.query_block.min(len) * len;
     let (mut p, mut dp) = (vec![T::ZERO; scratch], vec![T::ZERO; scratch]);
+    // tanh(s / cap) of the visible scores, for the soft-cap's derivative.
+    let mut capped = vec![T::ZERO; if l.softcap.is_some() { scratch } else { 0 }];
     for j in 0..groups {
         let h = g * groups + j;
         for (r0, rows) in blocks(len, l.query_block) {
-            let keys = r0 + rows;
+            let k0 = l.first_key(r0);
+            let keys = r0 + rows - k0;
             let (p, dp) = (&mut p[..rows * keys], &mut dp[..rows * keys]);
             scores(p, saved.q, saved.k, h, start, r0, rows, l);
             for (i, row) in p.chunks_mut(keys).enumerate() {
                 let lse = saved.lse[(start + r0 + i) * l.heads + h];
-                for s in &mut row[..r0 + i + 1] {
+                let seen = l.visible(r0 + i);
+                let (lo, hi) = (seen.start - k0, seen.end - k0);
+                if let Some(cap) = l.softcap {
+                    let cap = T::from_f64(cap);
+                    let t = &mut capped[i * keys + lo..i * keys + hi];
+                    for (s, t) in row[lo..hi].iter_mut().zip(t) {
+                        *t = (*s / cap).tanh();
+                        *s = cap * *t;
+                    }
+                }
+                for s in &mut row[lo..hi] {
                     *s = (*s - lse).exp();
                 }
-                row[r0 + i + 1..].fill(T::ZERO);
+                row[..lo].fill(T::ZERO);
+                row[hi..].fill(T::ZERO);
             }
             let at = (start + r0) * qw + h * l.hd;
             let d_oh = Mat::strided(d_out, at, rows, l.hd, qw);
             let qh = Mat::strided(saved.q, at, rows, l.hd, qw);
-            let kg = Mat::strided(saved.k, start * kw + g * l.hd, keys, l.hd, kw);
-            let vg = Mat::strided(saved.v, start * kw + g * l.hd, keys, l.hd, kw);
+            let kv_at = (start + k0) * kw + g * l.hd;
+            let kg = Mat::strided(saved.k, kv_at, keys, l.hd, kw);
+            let vg = Mat::strided(saved.v, kv_at, keys, l.hd, kw);
             let p_m = Mat::new(&*p, rows, keys);
             // dV += P^T dO
-            let dst = MatMut::new(&mut dv[..keys * l.hd], keys, l.hd);
+            let dst = MatMut::new(&mut dv[k0 * l.hd..(k0 + keys) * l.hd], keys, l.hd);
             matmul(dst, p_m.t(), d_oh, T::ONE, true, Threads::One);
-            // dP = dO V^T, then dS = P * (dP - rowsum(dO * O)).
+            // dP = dO V^T, then dS = P * (dP - rowsum(dO * O)), through the soft-cap's tanh.
             matmul(
                 MatMut::new(dp, rows, keys),
                 d_oh,
@@ -251,18 +312,26 @@ fn unit_backward<T: Real>(
                 let o = &saved.out[at..at + l.hd];
                 let g_o = &d_out[at..at + l.hd];
                 let dot = o.iter().zip(g_o).fold(T::ZERO, |acc, (a, b)| acc + *a * *b);
-                let visible = r0 + i + 1;
-                let p_row = &p[i * keys..i * keys + visible];
+                let seen = l.visible(r0 + i);
+                let (lo, hi) = (seen.start - k0, seen.end - k0);
+                let p_row = &p[i * keys + lo..i * keys + hi];
                 let dp_row = &mut dp[i * keys..(i + 1) * keys];
-                for (d, p) in dp_row[..visible].iter_mut().zip(p_row) {
+                for (d, p) in dp_row[lo..hi].iter_mut().zip(p_row) {
                     *d = *p * (*d - dot);
                 }
-                dp_row[visible..].fill(T::ZERO);
+                if l.softcap.is_some() {
+                    let t = &capped[i * keys + lo..i * keys + hi];
+                    for (d, t) in dp_row[lo..hi].iter_mut().zip(t) {
+                        *d = *d * (T::ONE - *t * *t);
+                    }
+                }
+                dp_row[..lo].fill(T::ZERO);
+                dp_row[hi..].fill(T::ZERO);
             }
             let ds = Mat::new(&*dp, rows, keys);
             let dst = MatMut::strided(&mut dq, (j * len + r0) * l.hd, rows, l.hd, l.hd);
             matmul(dst, ds, kg, l.scale(), false, Threads::One);
-            let dst = MatMut::new(&mut dk[..keys * l.hd], keys, l.hd);
+            let dst = MatMut::new(&mut dk[k0 * l.hd..(k0 + keys) * l.hd], keys, l.hd);
             matmul(dst, ds.t(), qh, l.scale(), true, Threads::One);
         }
     }
@@ -279,9 +348,21 @@ mod tests {
     }
 
     /// Query blocks smaller than the examples give the same output and gradients as one block per
-    /// example (the path the model's finite-difference checks cover).
+    /// example (the path the model's finite-difference checks cover), with and without a window and a
+    /// soft-cap.
     #[test]
     fn query_blocks_do_not_change_the_result() {
+        for (window, softcap) in [
+            (None, None),
+            (Some(3), None),
+            (Some(5), Some(0.7)),
+            (None, Some(1.5)),
+        ] {
+            same_result_for_any_block(window, softcap);
+        }
+    }
+
+    fn same_result_for_any_block(window: Option<usize>, softcap: Option<f64>) {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let segments = [(0, 7), (7, 12), (19, 1)];
         let n = 20;
@@ -290,6 +371,9 @@ mod tests {
             kv: 2,
             hd: 4,
             query_block,
+            scale: 0.5,
+            softcap,
+            window,
         };
         let l = layout(usize::MAX);
         let (q, k, v) = (

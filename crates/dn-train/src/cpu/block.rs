@@ -1,162 +1,94 @@
 //! One decoder block, forward and hand-written backward, on borrowed weight slices and caller-owned
-//! buffers. The forward keeps only what the backward cannot cheaply redo: the block's input, the attention
-//! inputs after rope, the attention output and log-sum-exp, the residual after attention, the gate and up
-//! projections and the LoRA down-projections `x A^T`; norms and the SwiGLU product are recomputed.
+//! buffers, for every feature a family's description turns on: projection biases, fused projections,
+//! q/k norms, partial and per-layer rope, windowed and soft-capped attention, Gemma's norms around
+//! attention and MLP, and the MLP's activation. The forward keeps only what the backward cannot cheaply
+//! redo: the block's input, q/k/v after rope (and before their norms), the attention output and
+//! log-sum-exp, the residual after attention, the gate and up projections, the outputs of o and down
+//! under sandwich norms, and the LoRA down-projections `x A^T`; the other norms and the activation are
+//! recomputed.
 
+use dn_arch::Activation;
 use rayon::prelude::*;
 
 use super::attention::{self, Heads};
-use super::matmul::{Mat, MatMut, Threads, matmul};
+use super::glu;
+use super::proj::{LoraGrad, Proj, join_columns, split_columns};
 use crate::kernels::Real;
-use crate::norm::{apply_rows, backward_rows, inv_rms_rows};
+use crate::norm::{apply_rows, apply_rows_add, backward_rows, inv_rms_rows};
 
-/// A LoRA pair's tensors: `a [rank, in]`, `b [out, rank]`, applied as `scale * (x a^T) b^T`.
-pub struct Lora<'a, T> {
-    pub a: &'a [T],
-    pub b: &'a [T],
-    pub rank: usize,
-    pub scale: T,
-}
-
-/// A frozen projection `w [out, in]` and its optional LoRA pair.
-pub struct Proj<'a, T> {
-    pub w: &'a [T],
-    pub out: usize,
-    pub inp: usize,
-    pub lora: Option<Lora<'a, T>>,
-}
-
-/// The gradients of one LoRA pair, summed over the passes of a step.
-pub struct LoraGrad<T> {
-    pub a: Vec<T>,
-    pub b: Vec<T>,
-}
-
-impl<T: Real> Proj<'_, T> {
-    pub fn grad(&self) -> Option<LoraGrad<T>> {
-        self.lora.as_ref().map(|l| LoraGrad {
-            a: vec![T::ZERO; l.rank * self.inp],
-            b: vec![T::ZERO; self.out * l.rank],
-        })
-    }
-
-    /// `y (+)= x w^T + scale * (x a^T) b^T` for `x [n, in]`; `x a^T` goes to `u`.
-    fn forward(&self, x: &[T], n: usize, y: &mut [T], accumulate: bool, u: &mut Vec<T>) {
-        let x = Mat::new(x, n, self.inp);
-        let w = Mat::new(self.w, self.out, self.inp).t();
-        matmul(
-            MatMut::new(y, n, self.out),
-            x,
-            w,
-            T::ONE,
-            accumulate,
-            Threads::All,
-        );
-        if let Some(l) = &self.lora {
-            u.clear();
-            u.resize(n * l.rank, T::ZERO);
-            let a = Mat::new(l.a, l.rank, self.inp).t();
-            matmul(MatMut::new(u, n, l.rank), x, a, T::ONE, false, Threads::All);
-            let b = Mat::new(l.b, self.out, l.rank).t();
-            let dst = MatMut::new(y, n, self.out);
-            matmul(dst, Mat::new(u, n, l.rank), b, l.scale, true, Threads::All);
-        }
-    }
-
-    /// `dx (+)= dy w + scale * (dy b) a`, and the LoRA gradients `da += scale * (dy b)^T x`,
-    /// `db += scale * dy^T u`.
-    #[allow(clippy::too_many_arguments)]
-    fn backward(
-        &self,
-        x: &[T],
-        dy: &[T],
-        u: &[T],
-        n: usize,
-        dx: &mut [T],
-        accumulate: bool,
-        grad: Option<&mut LoraGrad<T>>,
-        t: &mut Vec<T>,
-    ) {
-        let dy_m = Mat::new(dy, n, self.out);
-        let w = Mat::new(self.w, self.out, self.inp);
-        matmul(
-            MatMut::new(dx, n, self.inp),
-            dy_m,
-            w,
-            T::ONE,
-            accumulate,
-            Threads::All,
-        );
-        let (Some(l), Some(grad)) = (&self.lora, grad) else {
-            return;
-        };
-        t.clear();
-        t.resize(n * l.rank, T::ZERO);
-        let b = Mat::new(l.b, self.out, l.rank);
-        matmul(
-            MatMut::new(t, n, l.rank),
-            dy_m,
-            b,
-            T::ONE,
-            false,
-            Threads::All,
-        );
-        let t_m = Mat::new(t, n, l.rank);
-        let a = Mat::new(l.a, l.rank, self.inp);
-        matmul(
-            MatMut::new(dx, n, self.inp),
-            t_m,
-            a,
-            l.scale,
-            true,
-            Threads::All,
-        );
-        let x_m = Mat::new(x, n, self.inp);
-        let dst = MatMut::new(&mut grad.a, l.rank, self.inp);
-        matmul(dst, t_m.t(), x_m, l.scale, true, Threads::All);
-        let dst = MatMut::new(&mut grad.b, self.out, l.rank);
-        matmul(
-            dst,
-            dy_m.t(),
-            Mat::new(u, n, l.rank),
-            l.scale,
-            true,
-            Threads::All,
-        );
-    }
-}
-
-/// A block's weights, in the order of the forward.
+/// A block's weights (norm weights with the family's offset already applied).
 pub struct BlockWeights<'a, T> {
     pub input_norm: &'a [T],
-    pub q: Proj<'a, T>,
-    pub k: Proj<'a, T>,
-    pub v: Proj<'a, T>,
-    pub o: Proj<'a, T>,
-    pub post_norm: &'a [T],
-    pub gate: Proj<'a, T>,
-    pub up: Proj<'a, T>,
-    pub down: Proj<'a, T>,
+    pub q_norm: Option<&'a [T]>,
+    pub k_norm: Option<&'a [T]>,
+    pub post_attention_norm: Option<&'a [T]>,
+    pub mlp_norm: &'a [T],
+    pub post_mlp_norm: Option<&'a [T]>,
+    /// Attention inputs (q, k, v or the fused qkv), o, MLP inputs (gate, up or the fused gate_up), down.
+    pub projections: Vec<Proj<'a, T>>,
+    /// Sliding window of this layer.
+    pub window: Option<usize>,
+    /// Which of the context's rope tables this layer uses.
+    pub rope: usize,
 }
 
 impl<'a, T> BlockWeights<'a, T> {
-    pub fn projections(&self) -> [&Proj<'a, T>; 7] {
-        [
-            &self.q, &self.k, &self.v, &self.o, &self.gate, &self.up, &self.down,
-        ]
+    fn fused(&self) -> bool {
+        self.projections.len() == 4
     }
+
+    /// Indices of o and of the first MLP input.
+    fn o_index(&self) -> usize {
+        if self.fused() { 1 } else { 3 }
+    }
+
+    fn down_index(&self) -> usize {
+        self.projections.len() - 1
+    }
+}
+
+/// One rope setting's tables for the batch: `[n, rotary / 2]` cos and sin (with its factor applied).
+pub struct RopeTable<T> {
+    pub cos: Vec<T>,
+    pub sin: Vec<T>,
+    /// Leading dimensions of each head that rotate.
+    pub rotary: usize,
 }
 
 /// Shapes and constants shared by every block of a batch.
 pub struct Context<'a, T> {
     pub n: usize,
     pub hidden: usize,
-    pub heads: Heads,
+    pub heads: usize,
+    pub kv: usize,
+    pub hd: usize,
+    pub query_block: usize,
+    pub attention_scale: f64,
+    pub softcap: Option<f64>,
+    pub activation: Activation,
     pub eps: f64,
     pub segments: &'a [(usize, usize)],
-    /// `[n, head_dim / 2]` cos and sin of each token's rotary angles.
-    pub cos: &'a [T],
-    pub sin: &'a [T],
+    pub ropes: &'a [RopeTable<T>],
+}
+
+impl<T> Context<'_, T> {
+    fn layout(&self, window: Option<usize>) -> Heads {
+        Heads {
+            heads: self.heads,
+            kv: self.kv,
+            hd: self.hd,
+            query_block: self.query_block,
+            scale: self.attention_scale,
+            softcap: self.softcap,
+            window,
+        }
+    }
+}
+
+/// A norm's input and the inverse RMS of its rows.
+pub struct Normed<T> {
+    x: Vec<T>,
+    inv: Vec<f64>,
 }
 
 /// What the forward keeps for the backward (see the module doc).
@@ -166,25 +98,33 @@ pub struct Saved<T> {
     q: Vec<T>,
     k: Vec<T>,
     v: Vec<T>,
+    /// q and k before their norms (Qwen3, Gemma 3).
+    q_pre: Option<Normed<T>>,
+    k_pre: Option<Normed<T>>,
     attn: Vec<T>,
     lse: Vec<T>,
+    /// o's output before the post-attention norm (Gemma).
+    o_out: Option<Normed<T>>,
     x2: Vec<T>,
     inv2: Vec<f64>,
     gate: Vec<T>,
     up: Vec<T>,
-    /// `x a^T` of q, k, v, o, gate, up, down.
-    u: [Vec<T>; 7],
+    /// down's output before the post-MLP norm (Gemma).
+    m: Option<Normed<T>>,
+    /// `x a^T` of each projection.
+    u: Vec<Vec<T>>,
 }
 
-/// Rotates each head of `x [n, heads * hd]` by its token's angles (transformers' rotate_half); `inverse`
-/// rotates back, which is the backward.
-fn rope<T: Real>(x: &mut [T], heads: usize, hd: usize, cos: &[T], sin: &[T], inverse: bool) {
-    let half = hd / 2;
+/// Rotates the first `rotary` dimensions of each head of `x [n, heads * hd]` by its token's angles
+/// (transformers' rotate_half on the rotary part); `inverse` applies the transpose, which is the backward.
+fn rope<T: Real>(x: &mut [T], heads: usize, hd: usize, table: &RopeTable<T>, inverse: bool) {
+    let half = table.rotary / 2;
     x.par_chunks_mut(heads * hd)
-        .zip(cos.par_chunks(half).zip(sin.par_chunks(half)))
+        .zip(table.cos.par_chunks(half).zip(table.sin.par_chunks(half)))
         .for_each(|(row, (c, s))| {
             for head in row.chunks_mut(hd) {
-                let (x1, x2) = head.split_at_mut(half);
+                let (x1, rest) = head.split_at_mut(half);
+                let x2 = &mut rest[..half];
                 for i in 0..half {
                     let (a, b) = (x1[i], x2[i]);
                     let s = if inverse { T::ZERO - s[i] } else { s[i] };
@@ -195,35 +135,13 @@ fn rope<T: Real>(x: &mut [T], heads: usize, hd: usize, cos: &[T], sin: &[T], inv
         });
 }
 
-fn sigmoid<T: Real>(x: T) -> T {
-    T::ONE / (T::ONE + (T::ZERO - x).exp())
-}
-
-/// `a = silu(gate) * up`.
-fn swiglu<T: Real>(gate: &[T], up: &[T], a: &mut [T]) {
-    a.par_chunks_mut(4096)
-        .zip(gate.par_chunks(4096).zip(up.par_chunks(4096)))
-        .for_each(|(a, (g, u))| {
-            for ((a, g), u) in a.iter_mut().zip(g).zip(u) {
-                *a = *g * sigmoid(*g) * *u;
-            }
-        });
-}
-
-/// Replaces `gate` and `up` by their gradients given `da`.
-fn swiglu_backward<T: Real>(gate: &mut [T], up: &mut [T], da: &[T]) {
-    gate.par_chunks_mut(4096)
-        .zip(up.par_chunks_mut(4096).zip(da.par_chunks(4096)))
-        .for_each(|(g, (u, da))| {
-            for ((g, u), da) in g.iter_mut().zip(u.iter_mut()).zip(da) {
-                let sig = sigmoid(*g);
-                let silu = *g * sig;
-                let d_silu = sig * (T::ONE + *g * (T::ONE - sig));
-                let dg = *da * *u * d_silu;
-                *u = *da * silu;
-                *g = dg;
-            }
-        });
+/// Per-head RMSNorm of `x [n, heads * hd]` in place; returns its input and inverse RMS.
+fn head_norm<T: Real>(x: &mut [T], w: &[T], eps: f64) -> Normed<T> {
+    let input = x.to_vec();
+    let mut inv = vec![0.0; x.len() / w.len()];
+    inv_rms_rows(&input, w.len(), eps, &mut inv);
+    apply_rows(&input, w, &inv, x);
+    Normed { x: input, inv }
 }
 
 /// Scratch buffers reused across blocks.
@@ -233,6 +151,7 @@ pub struct Scratch<T> {
     d_wide: Vec<T>,
     dh: Vec<T>,
     d_attn: Vec<T>,
+    d_norm: Vec<T>,
     dq: Vec<T>,
     dk: Vec<T>,
     dv: Vec<T>,
@@ -247,6 +166,7 @@ impl<T> Default for Scratch<T> {
             d_wide: Vec::new(),
             dh: Vec::new(),
             d_attn: Vec::new(),
+            d_norm: Vec::new(),
             dq: Vec::new(),
             dk: Vec::new(),
             dv: Vec::new(),
@@ -260,6 +180,40 @@ fn sized<T: Real>(buf: &mut Vec<T>, len: usize) -> &mut [T] {
     &mut buf[..len]
 }
 
+/// `y = p(x)` into a fresh buffer of `n` rows.
+fn project<T: Real>(p: &Proj<'_, T>, x: &[T], n: usize, u: &mut Vec<T>) -> Vec<T> {
+    let mut y = vec![T::ZERO; n * p.out];
+    p.forward(x, n, &mut y, false, u);
+    y
+}
+
+/// `out = residual + p(x)`, or with a norm after `p`, `residual + norm(p(x))` (then `p(x)` is kept).
+#[allow(clippy::too_many_arguments)]
+fn residual_add<T: Real>(
+    p: &Proj<'_, T>,
+    norm: Option<&[T]>,
+    x: &[T],
+    n: usize,
+    residual: &[T],
+    eps: f64,
+    u: &mut Vec<T>,
+) -> (Vec<T>, Option<Normed<T>>) {
+    let mut out = residual.to_vec();
+    match norm {
+        None => {
+            p.forward(x, n, &mut out, true, u);
+            (out, None)
+        }
+        Some(w) => {
+            let y = project(p, x, n, u);
+            let mut inv = vec![0.0; n];
+            inv_rms_rows(&y, w.len(), eps, &mut inv);
+            apply_rows_add(&y, w, &inv, &mut out);
+            (out, Some(Normed { x: y, inv }))
+        }
+    }
+}
+
 /// The block's output for input `x [n, hidden]`, and what its backward needs.
 pub fn forward<T: Real>(
     w: &BlockWeights<'_, T>,
@@ -268,59 +222,103 @@ pub fn forward<T: Real>(
     scratch: &mut Scratch<T>,
 ) -> (Vec<T>, Saved<T>) {
     let (n, d) = (c.n, c.hidden);
-    let l = c.heads;
-    let kvw = l.kv * l.hd;
-    let mut u: [Vec<T>; 7] = Default::default();
+    let (qw, kvw) = (c.heads * c.hd, c.kv * c.hd);
+    let mut u: Vec<Vec<T>> = vec![Vec::new(); w.projections.len()];
     let mut inv1 = vec![0.0; n];
     inv_rms_rows(&x, d, c.eps, &mut inv1);
     let h = sized(&mut scratch.h, n * d);
     apply_rows(&x, w.input_norm, &inv1, h);
-    let mut q = vec![T::ZERO; n * d];
-    let mut k = vec![T::ZERO; n * kvw];
-    let mut v = vec![T::ZERO; n * kvw];
-    let [uq, uk, uv, uo, ug, uu, ud] = &mut u;
-    w.q.forward(h, n, &mut q, false, uq);
-    w.k.forward(h, n, &mut k, false, uk);
-    w.v.forward(h, n, &mut v, false, uv);
-    rope(&mut q, l.heads, l.hd, c.cos, c.sin, false);
-    rope(&mut k, l.kv, l.hd, c.cos, c.sin, false);
-    let mut attn = vec![T::ZERO; n * d];
-    let mut lse = vec![T::ZERO; n * l.heads];
-    attention::forward(&q, &k, &v, c.segments, l, &mut attn, &mut lse);
-    let mut x2 = x.clone();
-    w.o.forward(&attn, n, &mut x2, true, uo);
+    let (mut q, mut k, mut v) = (
+        vec![T::ZERO; n * qw],
+        vec![T::ZERO; n * kvw],
+        vec![T::ZERO; n * kvw],
+    );
+    if w.fused() {
+        let qkv = project(&w.projections[0], h, n, &mut u[0]);
+        split_columns(&qkv, n, &mut [&mut q, &mut k, &mut v]);
+    } else {
+        for (i, y) in [&mut q, &mut k, &mut v].into_iter().enumerate() {
+            w.projections[i].forward(h, n, y, false, &mut u[i]);
+        }
+    }
+    let q_pre = w.q_norm.map(|qn| head_norm(&mut q, qn, c.eps));
+    let k_pre = w.k_norm.map(|kn| head_norm(&mut k, kn, c.eps));
+    let table = &c.ropes[w.rope];
+    rope(&mut q, c.heads, c.hd, table, false);
+    rope(&mut k, c.kv, c.hd, table, false);
+    let mut attn = vec![T::ZERO; n * qw];
+    let mut lse = vec![T::ZERO; n * c.heads];
+    let layout = c.layout(w.window);
+    attention::forward(&q, &k, &v, c.segments, layout, &mut attn, &mut lse);
+    let oi = w.o_index();
+    let (x2, o_out) = residual_add(
+        &w.projections[oi],
+        w.post_attention_norm,
+        &attn,
+        n,
+        &x,
+        c.eps,
+        &mut u[oi],
+    );
     let mut inv2 = vec![0.0; n];
     inv_rms_rows(&x2, d, c.eps, &mut inv2);
     let h = sized(&mut scratch.h, n * d);
-    apply_rows(&x2, w.post_norm, &inv2, h);
-    let f = w.gate.out;
-    let mut gate = vec![T::ZERO; n * f];
-    let mut up = vec![T::ZERO; n * f];
-    w.gate.forward(h, n, &mut gate, false, ug);
-    w.up.forward(h, n, &mut up, false, uu);
+    apply_rows(&x2, w.mlp_norm, &inv2, h);
+    let down = &w.projections[w.down_index()];
+    let f = down.inp;
+    let (mut gate, mut up) = (vec![T::ZERO; n * f], vec![T::ZERO; n * f]);
+    if w.fused() {
+        let gate_up = project(&w.projections[2], h, n, &mut u[2]);
+        split_columns(&gate_up, n, &mut [&mut gate, &mut up]);
+    } else {
+        w.projections[4].forward(h, n, &mut gate, false, &mut u[4]);
+        w.projections[5].forward(h, n, &mut up, false, &mut u[5]);
+    }
     let a = sized(&mut scratch.wide, n * f);
-    swiglu(&gate, &up, a);
-    let mut out = x2.clone();
-    w.down.forward(a, n, &mut out, true, ud);
+    glu::forward(c.activation, &gate, &up, a);
+    let di = w.down_index();
+    let (out, m) = residual_add(down, w.post_mlp_norm, a, n, &x2, c.eps, &mut u[di]);
     let saved = Saved {
         x,
         inv1,
         q,
         k,
         v,
+        q_pre,
+        k_pre,
         attn,
         lse,
+        o_out,
         x2,
         inv2,
         gate,
         up,
+        m,
         u,
     };
     (out, saved)
 }
 
+/// The gradient reaching projection output `y` whose result went through an optional norm: `dx` itself,
+/// or the norm's input gradient (written into `buf`).
+fn through_norm<'b, T: Real>(
+    normed: &Option<Normed<T>>,
+    w: Option<&[T]>,
+    dx: &'b [T],
+    buf: &'b mut Vec<T>,
+) -> &'b [T] {
+    match (normed, w) {
+        (Some(normed), Some(w)) => {
+            let out = sized(buf, dx.len());
+            backward_rows(&normed.x, w, &normed.inv, dx, out, false);
+            out
+        }
+        _ => dx,
+    }
+}
+
 /// Turns `dx`, the gradient of the block's output, into the gradient of its input, adding the LoRA
-/// gradients to `grads` (q, k, v, o, gate, up, down).
+/// gradients to `grads` (one slot per projection).
 pub fn backward<T: Real>(
     w: &BlockWeights<'_, T>,
     c: &Context<'_, T>,
@@ -330,18 +328,17 @@ pub fn backward<T: Real>(
     scratch: &mut Scratch<T>,
 ) {
     let (n, d) = (c.n, c.hidden);
-    let l = c.heads;
-    let kvw = l.kv * l.hd;
-    let f = w.gate.out;
-    let [gq, gk, gv, go, gg, gu, gd] = grads else {
-        panic!("block backward: seven gradient slots");
-    };
+    let (qw, kvw) = (c.heads * c.hd, c.kv * c.hd);
+    let (oi, di) = (w.o_index(), w.down_index());
+    let down = &w.projections[di];
+    let f = down.inp;
     let Scratch {
         h,
         wide,
         d_wide,
         dh,
         d_attn,
+        d_norm,
         dq,
         dk,
         dv,
@@ -349,22 +346,42 @@ pub fn backward<T: Real>(
     } = scratch;
     // MLP: dx is also the gradient of x2 through the residual.
     let a = sized(wide, n * f);
-    swiglu(&s.gate, &s.up, a);
+    glu::forward(c.activation, &s.gate, &s.up, a);
     let da = sized(d_wide, n * f);
-    w.down
-        .backward(a, dx, &s.u[6], n, da, false, gd.as_mut(), t);
-    swiglu_backward(&mut s.gate, &mut s.up, da);
+    {
+        let dy = through_norm(&s.m, w.post_mlp_norm, dx, d_norm);
+        down.backward(a, dy, &s.u[di], n, da, false, grads[di].as_mut(), t);
+    }
+    glu::backward(c.activation, &mut s.gate, &mut s.up, da);
     let h2 = sized(h, n * d);
-    apply_rows(&s.x2, w.post_norm, &s.inv2, h2);
+    apply_rows(&s.x2, w.mlp_norm, &s.inv2, h2);
     let dh2 = sized(dh, n * d);
-    w.gate
-        .backward(h2, &s.gate, &s.u[4], n, dh2, false, gg.as_mut(), t);
-    w.up.backward(h2, &s.up, &s.u[5], n, dh2, true, gu.as_mut(), t);
-    backward_rows(&s.x2, w.post_norm, &s.inv2, dh2, dx, true);
+    if w.fused() {
+        let joined = sized(wide, n * 2 * f);
+        join_columns(&[&s.gate, &s.up], n, joined);
+        w.projections[2].backward(h2, joined, &s.u[2], n, dh2, false, grads[2].as_mut(), t);
+    } else {
+        w.projections[4].backward(h2, &s.gate, &s.u[4], n, dh2, false, grads[4].as_mut(), t);
+        w.projections[5].backward(h2, &s.up, &s.u[5], n, dh2, true, grads[5].as_mut(), t);
+    }
+    backward_rows(&s.x2, w.mlp_norm, &s.inv2, dh2, dx, true);
     // Attention.
-    let d_attn = sized(d_attn, n * d);
-    w.o.backward(&s.attn, dx, &s.u[3], n, d_attn, false, go.as_mut(), t);
-    let (dq, dk, dv) = (sized(dq, n * d), sized(dk, n * kvw), sized(dv, n * kvw));
+    let d_attn = sized(d_attn, n * qw);
+    {
+        let dy = through_norm(&s.o_out, w.post_attention_norm, dx, d_norm);
+        let o = &w.projections[oi];
+        o.backward(
+            &s.attn,
+            dy,
+            &s.u[oi],
+            n,
+            d_attn,
+            false,
+            grads[oi].as_mut(),
+            t,
+        );
+    }
+    let (dq, dk, dv) = (sized(dq, n * qw), sized(dk, n * kvw), sized(dv, n * kvw));
     let saved = attention::Saved {
         q: &s.q,
         k: &s.k,
@@ -372,14 +389,33 @@ pub fn backward<T: Real>(
         out: &s.attn,
         lse: &s.lse,
     };
-    attention::backward(&saved, d_attn, c.segments, l, dq, dk, dv);
-    rope(dq, l.heads, l.hd, c.cos, c.sin, true);
-    rope(dk, l.kv, l.hd, c.cos, c.sin, true);
+    attention::backward(&saved, d_attn, c.segments, c.layout(w.window), dq, dk, dv);
+    let table = &c.ropes[w.rope];
+    rope(dq, c.heads, c.hd, table, true);
+    rope(dk, c.kv, c.hd, table, true);
+    // Through the q/k norms: their input gradients replace dq and dk.
+    for (normed, weight, grad) in [
+        (&s.q_pre, w.q_norm, &mut *dq),
+        (&s.k_pre, w.k_norm, &mut *dk),
+    ] {
+        if let (Some(normed), Some(weight)) = (normed, weight) {
+            let out = sized(d_norm, grad.len());
+            backward_rows(&normed.x, weight, &normed.inv, grad, out, false);
+            grad.copy_from_slice(out);
+        }
+    }
     let h1 = sized(h, n * d);
     apply_rows(&s.x, w.input_norm, &s.inv1, h1);
     let dh1 = sized(dh, n * d);
-    w.q.backward(h1, dq, &s.u[0], n, dh1, false, gq.as_mut(), t);
-    w.k.backward(h1, dk, &s.u[1], n, dh1, true, gk.as_mut(), t);
-    w.v.backward(h1, dv, &s.u[2], n, dh1, true, gv.as_mut(), t);
+    if w.fused() {
+        let joined = sized(wide, n * (qw + 2 * kvw));
+        join_columns(&[&*dq, &*dk, &*dv], n, joined);
+        w.projections[0].backward(h1, joined, &s.u[0], n, dh1, false, grads[0].as_mut(), t);
+    } else {
+        for (i, dy) in [&*dq, &*dk, &*dv].into_iter().enumerate() {
+            let p = &w.projections[i];
+            p.backward(h1, dy, &s.u[i], n, dh1, i > 0, grads[i].as_mut(), t);
+        }
+    }
     backward_rows(&s.x, w.input_norm, &s.inv1, dh1, dx, true);
 }

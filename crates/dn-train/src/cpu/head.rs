@@ -1,7 +1,7 @@
-//! The final norm, the output projection and the cross-entropy, for the rows that predict a supervised
-//! token only, `LOGIT_CHUNK_ROWS` rows at a time: logits are computed into one reused buffer, turned into
-//! their gradient in place (`softmax - onehot`, scaled) and projected back at once, so a vocabulary-sized
-//! tensor never exists for more than one chunk.
+//! The final norm, the output projection (with Gemma 2's logit soft-cap) and the cross-entropy, for the rows
+//! that predict a supervised token only, `LOGIT_CHUNK_ROWS` rows at a time: logits are computed into one
+//! reused buffer, turned into their gradient in place (`softmax - onehot`, scaled, through the soft-cap's
+//! tanh) and projected back at once, so a vocabulary-sized tensor never exists for more than one chunk.
 
 use rayon::prelude::*;
 
@@ -16,10 +16,15 @@ pub struct Head<'a, T> {
     pub w: &'a [T],
     pub vocab: usize,
     pub eps: f64,
+    /// Logits become `cap * tanh(logits / cap)`.
+    pub softcap: Option<f64>,
 }
 
 /// Negative log-likelihood of one row's target; with `scale`, the row becomes `scale * (softmax - onehot)`.
-fn row_nll<T: Real>(row: &mut [T], target: usize, scale: Option<f64>) -> f64 {
+fn row_nll<T: Real>(row: &mut [T], target: usize, scale: Option<f64>, softcap: Option<f64>) -> f64 {
+    if let Some(cap) = softcap {
+        return capped_row_nll(row, target, scale, T::from_f64(cap));
+    }
     let max = row.iter().copied().fold(T::NEG_INFINITY, T::maximum);
     let picked: f64 = (row[target] - max).into();
     let mut sum = 0.0f64;
@@ -33,6 +38,30 @@ fn row_nll<T: Real>(row: &mut [T], target: usize, scale: Option<f64>) -> f64 {
             *x *= factor;
         }
         row[target] -= T::from_f64(scale);
+    }
+    sum.ln() - picked
+}
+
+/// [`row_nll`] of the soft-capped logits `c = cap * tanh(l / cap)`: the gradient with respect to the raw
+/// logits is `scale * (softmax(c) - onehot) * (1 - (c / cap)^2)`, so each capped logit is kept until its
+/// gradient is written (two passes, where the uncapped row needs one).
+fn capped_row_nll<T: Real>(row: &mut [T], target: usize, scale: Option<f64>, cap: T) -> f64 {
+    for x in row.iter_mut() {
+        *x = cap * (*x / cap).tanh();
+    }
+    let max = row.iter().copied().fold(T::NEG_INFINITY, T::maximum);
+    let picked: f64 = (row[target] - max).into();
+    let sum: f64 = row.iter().map(|x| (*x - max).exp().into()).sum();
+    if let Some(scale) = scale {
+        let factor = T::from_f64(scale / sum);
+        for (i, x) in row.iter_mut().enumerate() {
+            let t = *x / cap;
+            let mut g = (*x - max).exp() * factor;
+            if i == target {
+                g -= T::from_f64(scale);
+            }
+            *x = g * (T::ONE - t * t);
+        }
     }
     sum.ln() - picked
 }
@@ -71,7 +100,7 @@ pub fn loss<T: Real>(
         nll_sum += lg
             .par_chunks_mut(head.vocab)
             .zip(&tokens[start..start + c])
-            .map(|(row, t)| row_nll(row, *t as usize, scale))
+            .map(|(row, t)| row_nll(row, *t as usize, scale, head.softcap))
             .sum::<f64>();
         if scale.is_some() {
             let dst = MatMut::strided(&mut d_normed, start * d, c, d, d);

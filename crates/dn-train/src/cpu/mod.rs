@@ -7,8 +7,10 @@
 
 mod attention;
 mod block;
+mod glu;
 mod head;
 mod matmul;
+mod proj;
 
 use std::ops::{Deref, Range};
 
@@ -17,10 +19,10 @@ use candle_core::{Storage, Tensor};
 use crate::error::Result;
 use crate::kernels::Real;
 use crate::loss::Targets;
-use crate::model::{Linear, LlamaLora, Packed};
-use attention::Heads;
-use block::{BlockWeights, Context, LoraGrad, Proj, Scratch};
+use crate::model::{Linear, LoraModel, Packed};
+use block::{BlockWeights, Context, RopeTable, Scratch};
 use head::Head;
+use proj::{LoraGrad, Proj};
 
 /// A read lock on a tensor's storage and the range of its elements.
 struct Borrowed<'t> {
@@ -53,13 +55,14 @@ impl<'t> Borrowed<'t> {
 }
 
 /// Every tensor the engine reads, in the order [`views`] consumes them.
-fn tensors(model: &LlamaLora) -> Vec<&Tensor> {
+fn tensors(model: &LoraModel) -> Vec<&Tensor> {
     let mut out = vec![&model.embed, &model.norm, model.lm_head.weight()];
     for b in &model.blocks {
         out.push(&b.input_norm);
-        out.push(&b.post_norm);
-        for linear in b.linears() {
+        out.extend(b.norms().into_iter().flatten());
+        for linear in &b.linears {
             out.push(linear.base.weight());
+            out.extend(&linear.bias);
             if let Some(pair) = &linear.lora {
                 out.push(pair.a.as_tensor());
                 out.push(pair.b.as_tensor());
@@ -77,7 +80,8 @@ struct Weights<'a, T> {
 
 fn proj<'a, T: Real>(linear: &Linear, slices: &mut impl Iterator<Item = &'a [T]>) -> Proj<'a, T> {
     let w = slices.next().expect("weight slice");
-    let lora = linear.lora.as_ref().map(|pair| block::Lora {
+    let bias = linear.bias.as_ref().map(|_| slices.next().expect("bias"));
+    let lora = linear.lora.as_ref().map(|pair| proj::Lora {
         a: slices.next().expect("lora a"),
         b: slices.next().expect("lora b"),
         rank: pair.a.as_tensor().dims()[0],
@@ -85,13 +89,14 @@ fn proj<'a, T: Real>(linear: &Linear, slices: &mut impl Iterator<Item = &'a [T]>
     });
     Proj {
         w,
+        bias,
         out: linear.base.out_features(),
         inp: linear.base.in_features(),
         lora,
     }
 }
 
-fn views<'a, T: Real>(model: &LlamaLora, slices: &[&'a [T]]) -> Weights<'a, T> {
+fn views<'a, T: Real>(model: &LoraModel, slices: &[&'a [T]]) -> Weights<'a, T> {
     let mut it = slices.iter().copied();
     let embed = it.next().expect("embed");
     let norm = it.next().expect("norm");
@@ -100,24 +105,26 @@ fn views<'a, T: Real>(model: &LlamaLora, slices: &[&'a [T]]) -> Weights<'a, T> {
         w: it.next().expect("lm head"),
         vocab: model.lm_head.out_features(),
         eps: model.config.rms_norm_eps,
+        softcap: model.config.final_logit_softcap,
     };
     let blocks = model
         .blocks
         .iter()
         .map(|b| {
             let input_norm = it.next().expect("input norm");
-            let post_norm = it.next().expect("post norm");
-            let [q, k, v, o, gate, up, down] = b.linears().map(|l| proj(l, &mut it));
+            let [q_norm, k_norm, post_attention_norm, mlp_norm, post_mlp_norm] =
+                b.norms().map(|n| n.map(|_| it.next().expect("norm")));
+            let projections = b.linears.iter().map(|l| proj(l, &mut it)).collect();
             BlockWeights {
                 input_norm,
-                q,
-                k,
-                v,
-                o,
-                post_norm,
-                gate,
-                up,
-                down,
+                q_norm,
+                k_norm,
+                post_attention_norm,
+                mlp_norm: mlp_norm.expect("mlp norm"),
+                post_mlp_norm,
+                projections,
+                window: b.layer.window,
+                rope: b.layer.rope,
             }
         })
         .collect();
@@ -129,9 +136,9 @@ fn views<'a, T: Real>(model: &LlamaLora, slices: &[&'a [T]]) -> Weights<'a, T> {
 }
 
 /// Runs the engine over a packed batch: the NLL sum of `targets` and, with `scale`, the LoRA gradients of
-/// `scale * sum(nll)` in [`LlamaLora::trainable`] order.
+/// `scale * sum(nll)` in [`LoraModel::trainable`] order.
 pub fn run<T: Real>(
-    model: &LlamaLora,
+    model: &LoraModel,
     batch: &Packed,
     ids: &[u32],
     targets: &Targets,
@@ -148,28 +155,37 @@ pub fn run<T: Real>(
     let w = views(model, &slices);
     let c = &model.config;
     let (d, n) = (c.hidden_size, batch.len());
-    let (cos, sin) = model.rope_tables(&batch.positions);
-    let (cos, sin): (Vec<T>, Vec<T>) = (
-        cos.into_iter().map(T::from_f64).collect(),
-        sin.into_iter().map(T::from_f64).collect(),
-    );
+    let ropes: Vec<RopeTable<T>> = (0..c.ropes.len())
+        .map(|i| {
+            let (cos, sin) = model.rope_tables(i, batch);
+            RopeTable {
+                cos: cos.into_iter().map(T::from_f64).collect(),
+                sin: sin.into_iter().map(T::from_f64).collect(),
+                rotary: c.ropes[i].rotary_dim,
+            }
+        })
+        .collect();
     let ctx = Context {
         n,
         hidden: d,
-        heads: Heads {
-            heads: c.num_attention_heads,
-            kv: c.num_key_value_heads,
-            hd: c.head_dim,
-            query_block: attention::QUERY_BLOCK,
-        },
+        heads: c.num_attention_heads,
+        kv: c.num_key_value_heads,
+        hd: c.head_dim,
+        query_block: attention::QUERY_BLOCK,
+        attention_scale: c.attention_scale,
+        softcap: c.attn_logit_softcap,
+        activation: c.activation,
         eps: c.rms_norm_eps,
         segments: &batch.segments,
-        cos: &cos,
-        sin: &sin,
+        ropes: &ropes,
     };
+    let embed_scale = c.embedding_scale.map(T::from_f64);
     let mut x = vec![T::ZERO; n * d];
     for (row, &id) in x.chunks_mut(d).zip(ids) {
         row.copy_from_slice(&w.embed[id as usize * d..(id as usize + 1) * d]);
+        if let Some(scale) = embed_scale {
+            row.iter_mut().for_each(|v| *v *= scale);
+        }
     }
     let mut scratch = Scratch::default();
     let training = scale.is_some();
@@ -194,7 +210,7 @@ pub fn run<T: Real>(
     let mut grads: Vec<Vec<Option<LoraGrad<T>>>> = w
         .blocks
         .iter()
-        .map(|b| b.projections().iter().map(|p| p.grad()).collect())
+        .map(|b| b.projections.iter().map(|p| p.grad()).collect())
         .collect();
     for (b, g) in w.blocks.iter().zip(&mut grads).rev() {
         let s = match inputs.pop() {
@@ -207,7 +223,7 @@ pub fn run<T: Real>(
     for (g, b) in grads
         .into_iter()
         .flatten()
-        .zip(model.blocks.iter().flat_map(|b| b.linears()))
+        .zip(model.blocks.iter().flat_map(|b| &b.linears))
     {
         if let (Some(g), Some(pair)) = (g, &b.lora) {
             let device = model.device();

@@ -3,11 +3,11 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use dn_train::{BaseModel, DType, Device, LlamaConfig, TrainExample};
+use dn_train::{BaseModel, DType, Device, ModelConfig, TrainExample};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-pub fn tiny_config(tied: bool) -> LlamaConfig {
+pub fn tiny_config(tied: bool) -> ModelConfig {
     let json = serde_json::json!({
         "model_type": "llama", "hidden_size": 16, "intermediate_size": 24, "num_hidden_layers": 2,
         "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 40, "rms_norm_eps": 1e-5,
@@ -15,7 +15,7 @@ pub fn tiny_config(tied: bool) -> LlamaConfig {
         "rope_scaling": {"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0,
                          "high_freq_factor": 2.0, "original_max_position_embeddings": 8}
     });
-    LlamaConfig::from_json(&json, "tiny").unwrap()
+    ModelConfig::from_json(&json, "tiny").unwrap()
 }
 
 pub fn tiny_model(dtype: DType, tied: bool, seed: u64) -> BaseModel {

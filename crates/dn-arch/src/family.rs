@@ -1,0 +1,539 @@
+//! The supported families, each read from config.json with transformers' defaults for the keys a config
+//! leaves out. One arm per family in [`features`]: what makes it differ from Llama.
+
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::json::Fields;
+use crate::rope::{RopeDefaults, read_rope};
+use crate::{Activation, Biases, Layer, ModelConfig, Rope};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// Llama 2/3.x, SmolLM2 and other `LlamaForCausalLM` checkpoints.
+    Llama,
+    Mistral,
+    /// Qwen2 and Qwen2.5.
+    Qwen2,
+    Qwen3,
+    Gemma2,
+    /// Gemma 3 (the text model, alone or inside the multimodal checkpoint).
+    Gemma3,
+    /// Phi-3, Phi-3.5 and Phi-4-mini.
+    Phi3,
+}
+
+/// The `model_type` values dn trains.
+pub const SUPPORTED_MODEL_TYPES: [&str; 8] = [
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma2",
+    "gemma3_text",
+    "gemma3",
+    "phi3",
+];
+
+impl Family {
+    pub fn from_model_type(model_type: &str) -> Option<Family> {
+        Some(match model_type {
+            "llama" => Family::Llama,
+            "mistral" => Family::Mistral,
+            "qwen2" => Family::Qwen2,
+            "qwen3" => Family::Qwen3,
+            "gemma2" => Family::Gemma2,
+            "gemma3" | "gemma3_text" => Family::Gemma3,
+            "phi3" => Family::Phi3,
+            _ => return None,
+        })
+    }
+
+    /// The family's name in catalogs and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Family::Llama => "llama",
+            Family::Mistral => "mistral",
+            Family::Qwen2 => "qwen2",
+            Family::Qwen3 => "qwen3",
+            Family::Gemma2 => "gemma2",
+            Family::Gemma3 => "gemma3",
+            Family::Phi3 => "phi3",
+        }
+    }
+
+    fn is_gemma(&self) -> bool {
+        matches!(self, Family::Gemma2 | Family::Gemma3)
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Why a known but untrainable `model_type` is refused.
+fn refusal(model_type: &str) -> Option<&'static str> {
+    Some(match model_type {
+        "mixtral" | "qwen2_moe" | "qwen3_moe" | "phimoe" | "deepseek_v2" | "deepseek_v3"
+        | "olmoe" | "granitemoe" | "llama4" | "gpt_oss" => {
+            "mixture-of-experts models cannot be trained yet"
+        }
+        "llava" | "mistral3" | "qwen2_vl" | "qwen2_5_vl" | "qwen3_vl" | "gemma3n"
+        | "phi4_multimodal" | "mllama" | "idefics3" | "paligemma" => {
+            "multimodal models cannot be trained yet (only Gemma 3's text model can)"
+        }
+        _ => return None,
+    })
+}
+
+/// Keys whose presence means a feature dn does not implement.
+fn unsupported_keys(f: &Fields<'_>) -> Result<Option<String>> {
+    for key in ["num_local_experts", "num_experts", "n_routed_experts"] {
+        if f.usize(key).ok().flatten().is_some_and(|n| n > 0) {
+            return Ok(Some(format!(
+                "{key}: mixture-of-experts models cannot be trained yet"
+            )));
+        }
+    }
+    if let Some(q) = f.object("quantization_config")? {
+        let method = q
+            .get("quant_method")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown");
+        return Ok(Some(format!(
+            "quantization_config: a quantized checkpoint ({method}) cannot be trained; use the unquantized weights"
+        )));
+    }
+    if f.has("vision_config") || f.has("audio_config") {
+        return Ok(Some(
+            "vision_config: multimodal models cannot be trained yet (only Gemma 3's text model can)"
+                .into(),
+        ));
+    }
+    Ok(None)
+}
+
+/// Reads the whole config (see [`ModelConfig::from_json`]).
+pub(crate) fn read(value: &Value, file: &str) -> Result<ModelConfig> {
+    let Value::Object(top) = value else {
+        return Err(Error::new(file, "config is not a JSON object"));
+    };
+    let outer = Fields::new(top, "", file);
+    let model_type = outer.str("model_type")?.ok_or_else(|| {
+        Error::new(
+            file,
+            format!(
+                "model_type is missing (supported: {})",
+                SUPPORTED_MODEL_TYPES.join(", ")
+            ),
+        )
+    })?;
+    if let Some(why) = refusal(model_type) {
+        return Err(Error::new(
+            file,
+            format!("model_type {model_type:?}: {why}"),
+        ));
+    }
+    let family = Family::from_model_type(model_type).ok_or_else(|| {
+        Error::new(
+            file,
+            format!(
+                "model_type {model_type:?} is not supported (supported: {})",
+                SUPPORTED_MODEL_TYPES.join(", ")
+            ),
+        )
+    })?;
+    // Gemma 3's multimodal checkpoint: its text model is `text_config`, its weights under
+    // `model.language_model.`; the vision tower is left as it is.
+    let (map, path, prefix) = if model_type == "gemma3" {
+        let text = outer
+            .object("text_config")?
+            .ok_or_else(|| Error::new(file, "model_type \"gemma3\" without text_config"))?;
+        (text, "text_config", "model.language_model.")
+    } else {
+        if let Some(why) = unsupported_keys(&outer)? {
+            return Err(Error::new(file, why));
+        }
+        (top, "", "model.")
+    };
+    let f = Fields::new(map, path, file);
+    if path == "text_config"
+        && let Some(why) = unsupported_keys(&f)?
+    {
+        return Err(Error::new(file, why));
+    }
+    common(&f, family, model_type, prefix, file)
+}
+
+fn common(
+    f: &Fields<'_>,
+    family: Family,
+    model_type: &str,
+    prefix: &str,
+    file: &str,
+) -> Result<ModelConfig> {
+    let hidden_size = f.dim("hidden_size")?;
+    let heads = f.dim("num_attention_heads")?;
+    let kv_default = match family {
+        Family::Mistral => 8,
+        Family::Gemma2 | Family::Gemma3 => 4,
+        _ => heads,
+    };
+    let kv_heads = f.usize("num_key_value_heads")?.unwrap_or(kv_default);
+    if kv_heads == 0 || heads % kv_heads != 0 {
+        return Err(Error::new(
+            file,
+            format!(
+                "num_attention_heads ({heads}) must be a multiple of num_key_value_heads ({kv_heads})"
+            ),
+        ));
+    }
+    let head_dim = match (f.usize("head_dim")?, family) {
+        (Some(n), _) if n > 0 => n,
+        (Some(_), _) => return Err(Error::new(file, "head_dim must be at least 1")),
+        (None, Family::Qwen3) => 128,
+        (None, Family::Gemma2 | Family::Gemma3) => 256,
+        (None, _) => {
+            if hidden_size % heads != 0 {
+                return Err(Error::new(
+                    file,
+                    "hidden_size must be a multiple of num_attention_heads when head_dim is not given",
+                ));
+            }
+            hidden_size / heads
+        }
+    };
+    let num_layers = f.dim("num_hidden_layers")?;
+    let max_position_embeddings = f.usize("max_position_embeddings")?.unwrap_or(match family {
+        Family::Llama => 2048,
+        Family::Mistral => 131072,
+        Family::Qwen2 | Family::Qwen3 => 32768,
+        Family::Gemma2 => 8192,
+        Family::Gemma3 => 131072,
+        Family::Phi3 => 4096,
+    });
+    let gemma = family.is_gemma();
+    let activation_key = if gemma {
+        "hidden_activation"
+    } else {
+        "hidden_act"
+    };
+    let activation_name = f
+        .str(activation_key)?
+        .or(if gemma { f.str("hidden_act")? } else { None })
+        .unwrap_or(if gemma { "gelu_pytorch_tanh" } else { "silu" });
+    let activation = match activation_name {
+        "silu" | "swish" => Activation::Silu,
+        "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Activation::GeluTanh,
+        other => {
+            return Err(Error::new(
+                file,
+                format!(
+                    "{activation_key} {other:?} is not supported (silu and gelu_pytorch_tanh are)"
+                ),
+            ));
+        }
+    };
+    let mut config = ModelConfig {
+        family,
+        model_type: model_type.to_owned(),
+        hidden_size,
+        intermediate_size: f.dim("intermediate_size")?,
+        num_hidden_layers: num_layers,
+        num_attention_heads: heads,
+        num_key_value_heads: kv_heads,
+        head_dim,
+        vocab_size: f.dim("vocab_size")?,
+        rms_norm_eps: f.f64("rms_norm_eps")?.unwrap_or(if family == Family::Phi3 {
+            1e-5
+        } else {
+            1e-6
+        }),
+        tie_word_embeddings: f.bool("tie_word_embeddings")?.unwrap_or(gemma),
+        max_position_embeddings,
+        activation,
+        norm_offset: 0.0,
+        embedding_scale: None,
+        attention_scale: 1.0 / (head_dim as f64).sqrt(),
+        attn_logit_softcap: None,
+        final_logit_softcap: None,
+        qk_norm: false,
+        sandwich_norms: false,
+        fused_projections: false,
+        biases: Biases::default(),
+        ropes: Vec::new(),
+        layers: Vec::new(),
+        prefix: prefix.to_owned(),
+    };
+    let layer_types = features(f, &mut config, file)?;
+    if layer_types.len() != num_layers {
+        return Err(Error::new(
+            file,
+            format!(
+                "layer_types has {} entries for {num_layers} layers",
+                layer_types.len()
+            ),
+        ));
+    }
+    let (ropes, rope_index) = ropes(f, &config, &layer_types, file)?;
+    config.ropes = ropes;
+    let window = sliding_window(f, family)?;
+    config.layers = layer_types
+        .iter()
+        .map(|t| Layer {
+            window: if t == "sliding_attention" {
+                window
+            } else {
+                None
+            },
+            rope: rope_index(t),
+        })
+        .collect();
+    Ok(config)
+}
+
+/// The family's features, set on `c`; returns each layer's type (`full_attention` / `sliding_attention`).
+fn features(f: &Fields<'_>, c: &mut ModelConfig, file: &str) -> Result<Vec<String>> {
+    let n = c.num_hidden_layers;
+    let all = |t: &str| vec![t.to_owned(); n];
+    let given_types = |f: &Fields<'_>| -> Result<Option<Vec<String>>> {
+        Ok(f.strings("layer_types")?
+            .map(|v| v.into_iter().map(str::to_owned).collect()))
+    };
+    let attention_bias = f.bool("attention_bias")?.unwrap_or(false);
+    let layer_types = match c.family {
+        Family::Llama => {
+            c.biases = Biases {
+                qkv: attention_bias,
+                o: attention_bias,
+                mlp: f.bool("mlp_bias")?.unwrap_or(false),
+            };
+            all("full_attention")
+        }
+        // Mistral and Phi-3 apply `sliding_window` (when set) to every layer.
+        Family::Mistral => all("sliding_attention"),
+        Family::Phi3 => {
+            c.fused_projections = true;
+            all("sliding_attention")
+        }
+        Family::Qwen2 | Family::Qwen3 => {
+            if c.family == Family::Qwen2 {
+                c.biases.qkv = true;
+            } else {
+                c.qk_norm = true;
+                c.biases = Biases {
+                    qkv: attention_bias,
+                    o: attention_bias,
+                    mlp: false,
+                };
+            }
+            match given_types(f)? {
+                Some(types) => types,
+                None => {
+                    let first_sliding = f.usize("max_window_layers")?.unwrap_or(28);
+                    (0..n)
+                        .map(|i| {
+                            if i >= first_sliding {
+                                "sliding_attention".to_owned()
+                            } else {
+                                "full_attention".to_owned()
+                            }
+                        })
+                        .collect()
+                }
+            }
+        }
+        Family::Gemma2 | Family::Gemma3 => {
+            if f.bool("use_bidirectional_attention")? == Some(true) {
+                return Err(Error::new(
+                    file,
+                    "use_bidirectional_attention: bidirectional (embedding) Gemma models cannot be trained as causal language models",
+                ));
+            }
+            c.norm_offset = 1.0;
+            c.embedding_scale = Some((c.hidden_size as f64).sqrt());
+            c.sandwich_norms = true;
+            c.biases = Biases {
+                qkv: attention_bias,
+                o: attention_bias,
+                mlp: false,
+            };
+            let scalar = f.f64("query_pre_attn_scalar")?.unwrap_or(256.0);
+            if !(scalar.is_finite() && scalar > 0.0) {
+                return Err(Error::new(file, "query_pre_attn_scalar must be positive"));
+            }
+            c.attention_scale = 1.0 / scalar.sqrt();
+            let cap = |key: &str, default: Option<f64>| -> Result<Option<f64>> {
+                match f.get(key) {
+                    None if f.has_key(key) => Ok(None),
+                    None => Ok(default),
+                    Some(_) => match f.f64(key)? {
+                        Some(v) if v.is_finite() && v > 0.0 => Ok(Some(v)),
+                        Some(v) => Err(Error::new(
+                            file,
+                            format!("{key} must be positive (got {v})"),
+                        )),
+                        None => Ok(None),
+                    },
+                }
+            };
+            if c.family == Family::Gemma2 {
+                c.attn_logit_softcap = cap("attn_logit_softcapping", Some(50.0))?;
+                c.final_logit_softcap = cap("final_logit_softcapping", Some(30.0))?;
+                match given_types(f)? {
+                    Some(types) => types,
+                    None => (0..n)
+                        .map(|i| {
+                            if (i + 1) % 2 == 1 {
+                                "sliding_attention".to_owned()
+                            } else {
+                                "full_attention".to_owned()
+                            }
+                        })
+                        .collect(),
+                }
+            } else {
+                c.qk_norm = true;
+                c.attn_logit_softcap = cap("attn_logit_softcapping", None)?;
+                c.final_logit_softcap = cap("final_logit_softcapping", None)?;
+                match given_types(f)? {
+                    Some(types) => types,
+                    None => {
+                        let pattern = f
+                            .usize("sliding_window_pattern")?
+                            .or(f.usize("_sliding_window_pattern")?)
+                            .unwrap_or(6)
+                            .max(1);
+                        (0..n)
+                            .map(|i| {
+                                if (i + 1) % pattern != 0 {
+                                    "sliding_attention".to_owned()
+                                } else {
+                                    "full_attention".to_owned()
+                                }
+                            })
+                            .collect()
+                    }
+                }
+            }
+        }
+    };
+    for t in &layer_types {
+        if t != "full_attention" && t != "sliding_attention" {
+            return Err(Error::new(
+                file,
+                format!(
+                    "layer_types: {t:?} is not supported (full_attention and sliding_attention are)"
+                ),
+            ));
+        }
+    }
+    Ok(layer_types)
+}
+
+/// The window of `sliding_attention` layers (`None`: they attend to everything before them).
+fn sliding_window(f: &Fields<'_>, family: Family) -> Result<Option<usize>> {
+    let given = f.usize("sliding_window")?;
+    let window = match family {
+        Family::Llama => None,
+        // transformers' defaults when the key is absent (null disables it).
+        Family::Mistral | Family::Gemma2 | Family::Gemma3 => {
+            if f.has_key("sliding_window") {
+                given
+            } else {
+                Some(4096)
+            }
+        }
+        Family::Qwen2 | Family::Qwen3 => {
+            if f.bool("use_sliding_window")?.unwrap_or(false) {
+                if f.has_key("sliding_window") {
+                    given
+                } else {
+                    Some(4096)
+                }
+            } else {
+                None
+            }
+        }
+        Family::Phi3 => given,
+    };
+    if window == Some(0) {
+        return Err(Error::new(f.file(), "sliding_window must be at least 1"));
+    }
+    Ok(window)
+}
+
+/// Every distinct rope setting and, per layer type, which one it uses.
+#[allow(clippy::type_complexity)]
+fn ropes(
+    f: &Fields<'_>,
+    c: &ModelConfig,
+    layer_types: &[String],
+    file: &str,
+) -> Result<(Vec<Rope>, Box<dyn Fn(&str) -> usize>)> {
+    let gemma3 = c.family == Family::Gemma3;
+    let base_theta = f.f64("rope_theta")?;
+    let partial_rotary_factor = f.f64("partial_rotary_factor")?;
+    let defaults = |theta: f64, original_override: Option<usize>| RopeDefaults {
+        theta,
+        partial_rotary_factor,
+        original_override,
+        max_position_embeddings: c.max_position_embeddings,
+        head_dim: c.head_dim,
+        phi3_names: c.family == Family::Phi3,
+    };
+    let empty = Map::new();
+    let params = match f.object("rope_parameters")? {
+        Some(p) => Some(("rope_parameters", p)),
+        None => f.object("rope_scaling")?.map(|p| ("rope_scaling", p)),
+    };
+    let nested = params.is_some_and(|(_, p)| {
+        p.keys()
+            .any(|k| k == "full_attention" || k == "sliding_attention")
+    });
+    if gemma3 || nested {
+        // One rope per layer type. Gemma 3's older layout: `rope_scaling` and `rope_theta` are the global
+        // (full-attention) layers', `rope_local_base_freq` the sliding layers'.
+        let mut ropes = Vec::new();
+        let mut kinds: Vec<String> = Vec::new();
+        for kind in ["full_attention", "sliding_attention"] {
+            let (key, dict) = match params {
+                Some((key, p)) if nested => match p.get(kind) {
+                    Some(Value::Object(d)) => (format!("{key}.{kind}"), d),
+                    Some(Value::Null) | None => (format!("{key}.{kind}"), &empty),
+                    Some(other) => {
+                        return Err(Error::new(
+                            file,
+                            format!("{key}.{kind} must be an object (got {other})"),
+                        ));
+                    }
+                },
+                Some((key, p)) if kind == "full_attention" => (key.to_owned(), p),
+                _ => (kind.to_owned(), &empty),
+            };
+            let theta = match (gemma3, kind) {
+                (true, "full_attention") => base_theta.unwrap_or(1_000_000.0),
+                (true, _) => f.f64("rope_local_base_freq")?.unwrap_or(10_000.0),
+                _ => base_theta.unwrap_or(10_000.0),
+            };
+            let d = defaults(theta, None);
+            ropes.push(read_rope(dict, &d, &key, file)?);
+            kinds.push(kind.to_owned());
+        }
+        let index = move |t: &str| kinds.iter().position(|k| k == t).unwrap_or(0);
+        return Ok((ropes, Box::new(index)));
+    }
+    let original_override = match c.family {
+        Family::Phi3 => Some(f.usize("original_max_position_embeddings")?.unwrap_or(4096)),
+        _ => f.usize("original_max_position_embeddings")?,
+    };
+    let d = defaults(base_theta.unwrap_or(10_000.0), original_override);
+    let rope = match params {
+        Some((key, dict)) => read_rope(dict, &d, key, file)?,
+        None => read_rope(&empty, &d, "rope_parameters", file)?,
+    };
+    let _ = layer_types;
+    Ok((vec![rope], Box::new(|_| 0)))
+}

@@ -1,0 +1,129 @@
+//! Model architectures as data. A transformers `config.json` (either layout: transformers 5's
+//! `rope_parameters`, or the older top-level rope keys) is read into one [`ModelConfig`]: the family and
+//! every feature that makes it differ from Llama (biases, q/k norms, norm offset, activation, soft-caps,
+//! sliding windows per layer, rope per layer type, fused projections, embedding scale, tied head), and the
+//! weight names in transformers' layout. The weight loader, both training executors, the PEFT names and
+//! the catalog read this one description; a new family is one arm in `family.rs` and, where it brings a
+//! new feature, that feature in the executors. Pure: no I/O, no tensors.
+
+mod error;
+mod family;
+mod json;
+mod names;
+mod rope;
+
+pub use error::{Error, Result};
+pub use family::{Family, SUPPORTED_MODEL_TYPES};
+pub use names::{ALL_PROJECTION_NAMES, BlockNames, Projection, Role};
+pub use rope::{Frequencies, ROPE_TYPES, Rope, RopeKind};
+
+/// The MLP's activation, applied to the gate: `act(gate) * up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `x * sigmoid(x)` (SwiGLU): Llama, Mistral, Qwen, Phi-3.
+    Silu,
+    /// GELU with the tanh approximation (`gelu_pytorch_tanh`, GeGLU): Gemma.
+    GeluTanh,
+}
+
+/// Which projections carry a (frozen) bias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Biases {
+    /// q, k and v (or the fused qkv).
+    pub qkv: bool,
+    pub o: bool,
+    /// gate, up and down.
+    pub mlp: bool,
+}
+
+/// One decoder layer's attention pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layer {
+    /// Sliding window: a token sees itself and the `window - 1` tokens before it. `None`: all before it.
+    pub window: Option<usize>,
+    /// Index into [`ModelConfig::ropes`].
+    pub rope: usize,
+}
+
+/// A decoder-only model's architecture, as transformers computes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelConfig {
+    pub family: Family,
+    /// `model_type` as written (`gemma3_text`, `qwen2`, ...).
+    pub model_type: String,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub vocab_size: usize,
+    pub rms_norm_eps: f64,
+    pub tie_word_embeddings: bool,
+    pub max_position_embeddings: usize,
+    pub activation: Activation,
+    /// Norm weights apply as `norm_offset + w` (Gemma's `1 + w`; 0 elsewhere).
+    pub norm_offset: f64,
+    /// Token embeddings are multiplied by it (Gemma: sqrt(hidden_size)).
+    pub embedding_scale: Option<f64>,
+    /// Attention scores are `q k^T * attention_scale` (1/sqrt(head_dim), or Gemma's
+    /// 1/sqrt(query_pre_attn_scalar)).
+    pub attention_scale: f64,
+    /// Scores become `cap * tanh(scores / cap)` before the mask (Gemma 2).
+    pub attn_logit_softcap: Option<f64>,
+    /// Logits become `cap * tanh(logits / cap)` (Gemma 2).
+    pub final_logit_softcap: Option<f64>,
+    /// RMSNorm over each head of q and k before rope (Qwen3, Gemma 3).
+    pub qk_norm: bool,
+    /// Norms after attention and after the MLP too, before each residual add (Gemma 2/3).
+    pub sandwich_norms: bool,
+    /// `qkv_proj` and `gate_up_proj` instead of q/k/v and gate/up (Phi-3).
+    pub fused_projections: bool,
+    pub biases: Biases,
+    /// Distinct rope settings; each layer points at one.
+    pub ropes: Vec<Rope>,
+    pub layers: Vec<Layer>,
+    /// Where the text model's weights live: `model.`, or `model.language_model.` in a multimodal
+    /// checkpoint whose text part is trained.
+    pub prefix: String,
+}
+
+impl ModelConfig {
+    /// Reads a transformers config; `file` names it in errors.
+    pub fn from_json(value: &serde_json::Value, file: &str) -> Result<Self> {
+        family::read(value, file)
+    }
+
+    /// Query width (`heads * head_dim`).
+    pub fn q_width(&self) -> usize {
+        self.num_attention_heads * self.head_dim
+    }
+
+    /// Key and value width (`kv_heads * head_dim`).
+    pub fn kv_width(&self) -> usize {
+        self.num_key_value_heads * self.head_dim
+    }
+
+    /// Parameters of the base model (embedding counted once when tied).
+    pub fn parameter_count(&self) -> u64 {
+        let (d, f, v) = (
+            self.hidden_size as u64,
+            self.intermediate_size as u64,
+            self.vocab_size as u64,
+        );
+        let (q, kv) = (self.q_width() as u64, self.kv_width() as u64);
+        let b = &self.biases;
+        let attention =
+            d * (q + 2 * kv) + q * d + u64::from(b.qkv) * (q + 2 * kv) + u64::from(b.o) * d;
+        let mlp = 3 * d * f + u64::from(b.mlp) * (2 * f + d);
+        let norms = d * if self.sandwich_norms { 4 } else { 2 }
+            + if self.qk_norm {
+                2 * self.head_dim as u64
+            } else {
+                0
+            };
+        let per_layer = attention + mlp + norms;
+        let head = if self.tie_word_embeddings { 0 } else { v * d };
+        v * d + head + d + per_layer * self.num_hidden_layers as u64
+    }
+}

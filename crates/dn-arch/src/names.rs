@@ -1,0 +1,169 @@
+//! Weight names in transformers' layout: the projections of a decoder block (separate or fused, in the
+//! order the executors and the LoRA gradients use) and its norms.
+
+use crate::ModelConfig;
+
+/// What a projection computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Q,
+    K,
+    V,
+    /// q, k and v concatenated along the output (Phi-3's `qkv_proj`).
+    Qkv,
+    O,
+    Gate,
+    Up,
+    /// gate and up concatenated along the output (Phi-3's `gate_up_proj`).
+    GateUp,
+    Down,
+}
+
+/// One linear projection of a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Projection {
+    /// PEFT's short name (`q_proj`, `gate_up_proj`, ...), a LoRA target.
+    pub name: &'static str,
+    /// The submodule holding it: `self_attn` or `mlp`.
+    pub parent: &'static str,
+    pub role: Role,
+}
+
+const fn projection(name: &'static str, parent: &'static str, role: Role) -> Projection {
+    Projection { name, parent, role }
+}
+
+const SEPARATE: [Projection; 7] = [
+    projection("q_proj", "self_attn", Role::Q),
+    projection("k_proj", "self_attn", Role::K),
+    projection("v_proj", "self_attn", Role::V),
+    projection("o_proj", "self_attn", Role::O),
+    projection("gate_proj", "mlp", Role::Gate),
+    projection("up_proj", "mlp", Role::Up),
+    projection("down_proj", "mlp", Role::Down),
+];
+
+const FUSED: [Projection; 4] = [
+    projection("qkv_proj", "self_attn", Role::Qkv),
+    projection("o_proj", "self_attn", Role::O),
+    projection("gate_up_proj", "mlp", Role::GateUp),
+    projection("down_proj", "mlp", Role::Down),
+];
+
+/// Every projection name any family has (what `lora_target_modules` may name).
+pub const ALL_PROJECTION_NAMES: [&str; 9] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+    "qkv_proj",
+    "gate_up_proj",
+];
+
+/// The norm weights of block `i`, by full name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockNames {
+    pub input_norm: String,
+    /// Gemma's norm of the attention output.
+    pub post_attention_norm: Option<String>,
+    /// The norm before the MLP (`post_attention_layernorm` in Llama, `pre_feedforward_layernorm` in Gemma).
+    pub mlp_norm: String,
+    /// Gemma's norm of the MLP output.
+    pub post_mlp_norm: Option<String>,
+    pub q_norm: Option<String>,
+    pub k_norm: Option<String>,
+}
+
+impl ModelConfig {
+    /// The block's projections in execution order: attention inputs, o, MLP inputs, down.
+    pub fn projections(&self) -> &'static [Projection] {
+        if self.fused_projections {
+            &FUSED
+        } else {
+            &SEPARATE
+        }
+    }
+
+    /// Whether `role` carries a bias.
+    pub fn has_bias(&self, role: Role) -> bool {
+        match role {
+            Role::Q | Role::K | Role::V | Role::Qkv => self.biases.qkv,
+            Role::O => self.biases.o,
+            Role::Gate | Role::Up | Role::GateUp | Role::Down => self.biases.mlp,
+        }
+    }
+
+    /// `model.layers.{i}` (under the checkpoint's prefix).
+    pub fn layer_path(&self, i: usize) -> String {
+        format!("{}layers.{i}", self.prefix)
+    }
+
+    /// The module path of projection `p` in block `i` (PEFT's module name).
+    pub fn projection_path(&self, i: usize, p: &Projection) -> String {
+        format!("{}.{}.{}", self.layer_path(i), p.parent, p.name)
+    }
+
+    pub fn embed_name(&self) -> String {
+        format!("{}embed_tokens.weight", self.prefix)
+    }
+
+    pub fn final_norm_name(&self) -> String {
+        format!("{}norm.weight", self.prefix)
+    }
+
+    /// The output head when untied (`lm_head.weight` at the checkpoint's root).
+    pub fn lm_head_name(&self) -> &'static str {
+        "lm_head.weight"
+    }
+
+    pub fn block_names(&self, i: usize) -> BlockNames {
+        let l = self.layer_path(i);
+        let norm = |name: &str| format!("{l}.{name}.weight");
+        BlockNames {
+            input_norm: norm("input_layernorm"),
+            post_attention_norm: self
+                .sandwich_norms
+                .then(|| norm("post_attention_layernorm")),
+            mlp_norm: if self.sandwich_norms {
+                norm("pre_feedforward_layernorm")
+            } else {
+                norm("post_attention_layernorm")
+            },
+            post_mlp_norm: self
+                .sandwich_norms
+                .then(|| norm("post_feedforward_layernorm")),
+            q_norm: self.qk_norm.then(|| norm("self_attn.q_norm")),
+            k_norm: self.qk_norm.then(|| norm("self_attn.k_norm")),
+        }
+    }
+
+    /// Output width of a projection.
+    pub fn out_features(&self, role: Role) -> usize {
+        let (d, f) = (self.hidden_size, self.intermediate_size);
+        match role {
+            Role::Q => self.q_width(),
+            Role::K | Role::V => self.kv_width(),
+            Role::Qkv => self.q_width() + 2 * self.kv_width(),
+            Role::O | Role::Down => d,
+            Role::Gate | Role::Up => f,
+            Role::GateUp => 2 * f,
+        }
+    }
+
+    /// Input width of a projection.
+    pub fn in_features(&self, role: Role) -> usize {
+        match role {
+            Role::O => self.q_width(),
+            Role::Down => self.intermediate_size,
+            _ => self.hidden_size,
+        }
+    }
+
+    /// The projection names `lora_target_modules` may name for this model.
+    pub fn target_names(&self) -> Vec<&'static str> {
+        self.projections().iter().map(|p| p.name).collect()
+    }
+}

@@ -1,0 +1,249 @@
+//! The candle graph of one decoder block and what blocks share per batch: RMSNorm, rope (partial, per
+//! layer type), attention per packed example (grouped heads, windows, soft-caps), the gated MLP.
+
+use std::collections::HashMap;
+
+use candle_core::{D, DType, Device, Tensor};
+use dn_arch::{Activation, Role};
+
+use super::{Block, LoraModel, Packed, compute_dtype};
+use crate::error::Result;
+use crate::norm::fused_rms_norm;
+use crate::softmax::causal_softmax;
+
+/// Per-batch inputs every block reads.
+pub(crate) struct BatchContext {
+    /// Cos and sin `[n, 1, rotary_dim]` per rope setting.
+    ropes: Vec<(Tensor, Tensor)>,
+    /// Additive masks by (example length, window), on the primitive attention path.
+    masks: HashMap<(usize, Option<usize>), Tensor>,
+}
+
+/// RMSNorm from primitives: `x / sqrt(mean(x^2) + eps) * w`, normalised in f32 at least; a weight in f32
+/// under a half-precision input multiplies before the cast back (as Gemma's norm does).
+fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    if let Some(y) = fused_rms_norm(x, weight, eps)? {
+        return Ok(y);
+    }
+    let xf = x.to_dtype(compute_dtype(x.dtype()))?;
+    let mean_sq = xf.sqr()?.mean_keepdim(D::Minus1)?;
+    let inv = (mean_sq + eps)?.sqrt()?.recip()?;
+    let normed = xf.broadcast_mul(&inv)?;
+    Ok(normed
+        .broadcast_mul(&weight.to_dtype(normed.dtype())?)?
+        .to_dtype(x.dtype())?)
+}
+
+/// Softmax over the last dimension from primitives, in f32 at least (the max is a constant shift: no
+/// gradient needed).
+fn softmax_last(x: &Tensor) -> Result<Tensor> {
+    let xf = x.to_dtype(compute_dtype(x.dtype()))?;
+    let max = xf.max_keepdim(D::Minus1)?.detach();
+    let e = xf.broadcast_sub(&max)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?
+        .to_dtype(x.dtype())?)
+}
+
+/// `cap * tanh(x / cap)`.
+pub(crate) fn softcap(x: &Tensor, cap: f64) -> Result<Tensor> {
+    Ok(((x / cap)?.tanh()? * cap)?)
+}
+
+/// Rotates the first `rotary` dimensions of `x [n, heads, head_dim]` by per-token `cos`/`sin
+/// [n, 1, rotary]` (transformers' rotate_half on the rotary part; the rest passes unchanged).
+fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let (hd, rotary) = (x.dim(D::Minus1)?, cos.dim(D::Minus1)?);
+    let rot = x.narrow(D::Minus1, 0, rotary)?;
+    let half = rotary / 2;
+    let x1 = rot.narrow(D::Minus1, 0, half)?;
+    let x2 = rot.narrow(D::Minus1, half, half)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+    let out = (rot.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?)?;
+    if rotary == hd {
+        return Ok(out);
+    }
+    Ok(Tensor::cat(
+        &[&out, &x.narrow(D::Minus1, rotary, hd - rotary)?],
+        D::Minus1,
+    )?)
+}
+
+/// GELU with the tanh approximation, from primitives (candle's fused gelu rounds its constants).
+fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
+    let inner = ((x + (x.sqr()? * x)?.affine(0.044715, 0.0)?)? * 0.797_884_560_802_865_4)?;
+    Ok(((x * 0.5)? * (inner.tanh()? + 1.0)?)?)
+}
+
+/// `[len, len]`: 0 where a token may attend (itself and the `window - 1` before it, or all before it),
+/// -inf elsewhere.
+fn causal_mask(len: usize, window: Option<usize>, dtype: DType, device: &Device) -> Result<Tensor> {
+    let values: Vec<f32> = (0..len)
+        .flat_map(|i| {
+            (0..len).map(move |j| {
+                let seen = j <= i && window.is_none_or(|w| i - j < w);
+                if seen { 0.0 } else { f32::NEG_INFINITY }
+            })
+        })
+        .collect();
+    Ok(Tensor::from_vec(values, (len, len), device)?.to_dtype(dtype)?)
+}
+
+impl LoraModel {
+    /// Cos and sin `[n, 1, rotary_dim]` (each half-row repeated, as `rotate_half` pairs them).
+    fn rotary(&self, rope: usize, batch: &Packed) -> Result<(Tensor, Tensor)> {
+        let half = self.config.ropes[rope].rotary_dim / 2;
+        let n = batch.len();
+        let (cos, sin) = self.rope_tables(rope, batch);
+        let repeat = |v: Vec<f64>| -> Result<Tensor> {
+            let full: Vec<f64> = v
+                .chunks(half)
+                .flat_map(|row| row.iter().chain(row))
+                .copied()
+                .collect();
+            Ok(Tensor::from_vec(full, (n, 1, half * 2), self.device())?.to_dtype(self.dtype())?)
+        };
+        Ok((repeat(cos)?, repeat(sin)?))
+    }
+
+    /// What every block of a batch shares: rotary cos/sin per rope setting and, on the primitive attention
+    /// path, the additive masks by example length and window.
+    pub(crate) fn batch_context(&self, batch: &Packed) -> Result<BatchContext> {
+        let ropes = (0..self.config.ropes.len())
+            .map(|i| self.rotary(i, batch))
+            .collect::<Result<Vec<_>>>()?;
+        // Additive masks only for the primitive attention path (GPU or half precision); the CPU uses the
+        // fused causal softmax.
+        let mut masks = HashMap::new();
+        let primitive =
+            !(self.device().is_cpu() && matches!(self.dtype(), DType::F32 | DType::F64));
+        if primitive {
+            for layer in &self.config.layers {
+                for &(_, len) in &batch.segments {
+                    let key = (len, layer.window);
+                    if let std::collections::hash_map::Entry::Vacant(slot) = masks.entry(key) {
+                        slot.insert(causal_mask(len, layer.window, self.dtype(), self.device())?);
+                    }
+                }
+            }
+        }
+        Ok(BatchContext { ropes, masks })
+    }
+
+    pub(crate) fn final_norm(&self, x: &Tensor) -> Result<Tensor> {
+        rms_norm(x, &self.norm, self.config.rms_norm_eps)
+    }
+
+    /// Block `i` applied to `x`; with `track`, its graph is recorded.
+    pub(crate) fn block_forward(
+        &self,
+        i: usize,
+        x: &Tensor,
+        ctx: &BatchContext,
+        batch: &Packed,
+        track: bool,
+    ) -> Result<Tensor> {
+        let b = &self.blocks[i];
+        let eps = self.config.rms_norm_eps;
+        let h = rms_norm(x, &b.input_norm, eps)?;
+        let attn = self.attention(b, &h, ctx, batch, track)?;
+        let mut o = b.linear(Role::O).forward(&attn, track)?;
+        if let Some(w) = &b.post_attention_norm {
+            o = rms_norm(&o, w, eps)?;
+        }
+        let x = (x + o)?;
+        let h = rms_norm(&x, &b.mlp_norm, eps)?;
+        let (gate, up) = if self.config.fused_projections {
+            let both = b.linear(Role::GateUp).forward(&h, track)?;
+            let f = self.config.intermediate_size;
+            (both.narrow(1, 0, f)?, both.narrow(1, f, f)?)
+        } else {
+            (
+                b.linear(Role::Gate).forward(&h, track)?,
+                b.linear(Role::Up).forward(&h, track)?,
+            )
+        };
+        let act = match self.config.activation {
+            Activation::Silu => gate.silu()?,
+            Activation::GeluTanh => gelu_tanh(&gate)?,
+        };
+        let mut m = b.linear(Role::Down).forward(&(act * up)?, track)?;
+        if let Some(w) = &b.post_mlp_norm {
+            m = rms_norm(&m, w, eps)?;
+        }
+        Ok((x + m)?)
+    }
+
+    fn attention(
+        &self,
+        b: &Block,
+        h: &Tensor,
+        ctx: &BatchContext,
+        batch: &Packed,
+        track: bool,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (heads, kv, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        let groups = heads / kv;
+        let n = h.dim(0)?;
+        let eps = c.rms_norm_eps;
+        let (q, k, v) = if c.fused_projections {
+            let qkv = b.linear(Role::Qkv).forward(h, track)?;
+            let (qw, kvw) = (c.q_width(), c.kv_width());
+            (
+                qkv.narrow(1, 0, qw)?,
+                qkv.narrow(1, qw, kvw)?,
+                qkv.narrow(1, qw + kvw, kvw)?,
+            )
+        } else {
+            (
+                b.linear(Role::Q).forward(h, track)?,
+                b.linear(Role::K).forward(h, track)?,
+                b.linear(Role::V).forward(h, track)?,
+            )
+        };
+        let mut q = q.reshape((n, heads, hd))?;
+        let mut k = k.reshape((n, kv, hd))?;
+        let v = v.reshape((n, kv, hd))?;
+        if let (Some(qn), Some(kn)) = (&b.q_norm, &b.k_norm) {
+            q = rms_norm(&q, qn, eps)?;
+            k = rms_norm(&k, kn, eps)?;
+        }
+        let (cos, sin) = &ctx.ropes[b.layer.rope];
+        let q = rope(&q, cos, sin)?;
+        let k = rope(&k, cos, sin)?;
+        let window = b.layer.window;
+        let mut outputs = Vec::with_capacity(batch.segments.len());
+        for &(start, len) in &batch.segments {
+            // Query heads that share a key/value head sit next to each other (transformers' repeat_kv),
+            // so [heads, len, hd] regroups as [kv, groups * len, hd] without copying keys or values.
+            let qs = q
+                .narrow(0, start, len)?
+                .transpose(0, 1)?
+                .contiguous()?
+                .reshape((kv, groups * len, hd))?;
+            let ks = k.narrow(0, start, len)?.transpose(0, 1)?.contiguous()?;
+            let vs = v.narrow(0, start, len)?.transpose(0, 1)?.contiguous()?;
+            let raw = qs.matmul(&ks.t()?)?;
+            let (scores, scale) = match c.attn_logit_softcap {
+                Some(cap) => (softcap(&(raw * c.attention_scale)?, cap)?, 1.0),
+                None => (raw, c.attention_scale),
+            };
+            let probs = match causal_softmax(&scores, scale, window)? {
+                Some(probs) => probs,
+                None => {
+                    let scores = (scores * scale)?
+                        .reshape((kv, groups, len, len))?
+                        .broadcast_add(&ctx.masks[&(len, window)])?;
+                    softmax_last(&scores)?.reshape((kv, groups * len, len))?
+                }
+            };
+            let out = probs
+                .matmul(&vs)?
+                .reshape((heads, len, hd))?
+                .transpose(0, 1)?
+                .reshape((len, heads * hd))?;
+            outputs.push(out);
+        }
+        Ok(Tensor::cat(&outputs, 0)?)
+    }
+}

@@ -1,0 +1,364 @@
+//! A trainable decoder model of any supported family (its [`ModelConfig`] says which features are on) with
+//! LoRA on its projections, as a candle graph whose ops all record a backward (candle-nn's fused RMSNorm,
+//! rope and softmax would cut it; ours are custom ops with a backward). The CPU engine (`cpu`) computes
+//! the same model by hand on the CPU. Hidden states are 2-D `[tokens, hidden]`: a batch is several
+//! examples packed end to end, positions restart per example, and attention never crosses an example
+//! boundary.
+
+mod layers;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{DType, Device, Tensor, Var};
+use dn_arch::{Layer, ModelConfig, Projection, Role};
+
+pub(crate) use layers::softcap;
+
+use crate::error::{Error, Result};
+use crate::frozen::Frozen;
+use crate::lora::{LoraConfig, LoraPair, seeded_rng};
+use crate::weights::BaseModel;
+
+/// A frozen projection with an optional frozen bias and an optional LoRA pair.
+pub struct Linear {
+    pub(crate) base: Frozen,
+    pub(crate) bias: Option<Tensor>,
+    pub lora: Option<LoraPair>,
+    pub(crate) role: Role,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor, track: bool) -> Result<Tensor> {
+        let mut y = self.base.forward(x)?;
+        if let Some(bias) = &self.bias {
+            y = y.broadcast_add(bias)?;
+        }
+        match &self.lora {
+            Some(lora) => Ok((y + lora.delta(x, track)?)?),
+            None => Ok(y),
+        }
+    }
+}
+
+pub(crate) struct Block {
+    /// Norm weights with the family's offset applied (`1 + w` for Gemma).
+    pub(crate) input_norm: Tensor,
+    pub(crate) q_norm: Option<Tensor>,
+    pub(crate) k_norm: Option<Tensor>,
+    pub(crate) post_attention_norm: Option<Tensor>,
+    pub(crate) mlp_norm: Tensor,
+    pub(crate) post_mlp_norm: Option<Tensor>,
+    /// In [`ModelConfig::projections`] order.
+    pub(crate) linears: Vec<Linear>,
+    pub(crate) layer: Layer,
+}
+
+impl Block {
+    /// The optional norms and the MLP norm: q, k, post-attention, MLP, post-MLP.
+    pub(crate) fn norms(&self) -> [Option<&Tensor>; 5] {
+        [
+            self.q_norm.as_ref(),
+            self.k_norm.as_ref(),
+            self.post_attention_norm.as_ref(),
+            Some(&self.mlp_norm),
+            self.post_mlp_norm.as_ref(),
+        ]
+    }
+
+    pub(crate) fn linear(&self, role: Role) -> &Linear {
+        self.linears
+            .iter()
+            .find(|l| l.role == role)
+            .expect("the block has every projection its config names")
+    }
+}
+
+/// Several examples packed into one sequence.
+pub struct Packed {
+    /// `[tokens]` u32.
+    pub ids: Tensor,
+    /// Position of each token within its own example.
+    pub positions: Vec<u32>,
+    /// `(start, len)` of each example.
+    pub segments: Vec<(usize, usize)>,
+}
+
+impl Packed {
+    pub fn new(examples: &[&[u32]], device: &Device) -> Result<Self> {
+        let mut ids = Vec::new();
+        let mut positions = Vec::new();
+        let mut segments = Vec::new();
+        for tokens in examples {
+            segments.push((ids.len(), tokens.len()));
+            ids.extend_from_slice(tokens);
+            positions.extend(0..tokens.len() as u32);
+        }
+        let n = ids.len();
+        Ok(Packed {
+            ids: Tensor::from_vec(ids, n, device)?,
+            positions,
+            segments,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.positions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.positions.is_empty()
+    }
+}
+
+pub struct LoraModel {
+    pub config: ModelConfig,
+    /// The LoRA settings with the target modules resolved for this family (`all-linear` expanded).
+    pub lora: LoraConfig,
+    pub(crate) embed: Tensor,
+    pub(crate) blocks: Vec<Block>,
+    pub(crate) norm: Tensor,
+    pub(crate) lm_head: Frozen,
+    /// Of the base weights and activations (f32 on CPU, bf16 on CUDA, f64 in gradient tests).
+    dtype: DType,
+    /// Of the LoRA tensors and optimizer state: f32 under a half-precision base, else the base's.
+    lora_dtype: DType,
+    device: Device,
+    /// Train and evaluate with the hand-written CPU engine (`cpu`) rather than the candle graph.
+    cpu_engine: AtomicBool,
+    /// Keep only each block's input in the forward and recompute the block in the backward.
+    recompute: AtomicBool,
+}
+
+/// Half-precision inputs are computed in f32 where precision matters (norms, softmax), as transformers does.
+pub(crate) fn compute_dtype(dtype: DType) -> DType {
+    match dtype {
+        DType::BF16 | DType::F16 => DType::F32,
+        other => other,
+    }
+}
+
+/// A norm weight as the executors apply it: `offset + w`, in the compute dtype (f32 under a half-precision
+/// base, as transformers normalises in f32).
+fn norm_weight(base: &BaseModel, name: &str, offset: f64) -> Result<Tensor> {
+    let w = base.get(name)?.detach();
+    let w = w.to_dtype(compute_dtype(w.dtype()))?;
+    Ok(if offset != 0.0 { (w + offset)? } else { w })
+}
+
+impl LoraModel {
+    /// The base model with fresh LoRA pairs, initialised from `seed`.
+    pub fn new(base: &BaseModel, lora: &LoraConfig, seed: u64) -> Result<Self> {
+        let config = base.config.clone();
+        let lora = lora.resolve(&config)?;
+        let embed = base.get(&config.embed_name())?.detach();
+        let dtype = embed.dtype();
+        let lora_dtype = compute_dtype(dtype);
+        let device = embed.device().clone();
+        let mut rng = seeded_rng(seed);
+        let offset = config.norm_offset;
+        let mut blocks = Vec::with_capacity(config.num_hidden_layers);
+        for (i, layer) in config.layers.iter().enumerate() {
+            let names = config.block_names(i);
+            let optional = |name: &Option<String>| -> Result<Option<Tensor>> {
+                name.as_deref()
+                    .map(|n| norm_weight(base, n, offset))
+                    .transpose()
+            };
+            let mut linears = Vec::new();
+            for p in config.projections() {
+                linears.push(linear(base, &config, i, p, &lora, &mut rng, lora_dtype)?);
+            }
+            blocks.push(Block {
+                input_norm: norm_weight(base, &names.input_norm, offset)?,
+                q_norm: optional(&names.q_norm)?,
+                k_norm: optional(&names.k_norm)?,
+                post_attention_norm: optional(&names.post_attention_norm)?,
+                mlp_norm: norm_weight(base, &names.mlp_norm, offset)?,
+                post_mlp_norm: optional(&names.post_mlp_norm)?,
+                linears,
+                layer: *layer,
+            });
+        }
+        let cpu_default = device.is_cpu() && matches!(dtype, DType::F32 | DType::F64);
+        Ok(LoraModel {
+            norm: norm_weight(base, &config.final_norm_name(), offset)?,
+            lm_head: Frozen::new(base.lm_head()?)?,
+            embed,
+            blocks,
+            config,
+            lora,
+            dtype,
+            lora_dtype,
+            cpu_engine: AtomicBool::new(cpu_default),
+            recompute: AtomicBool::new(!device.is_cpu()),
+            device,
+        })
+    }
+
+    /// Whether training and evaluation run on the CPU engine (the default for f32/f64 on the CPU).
+    pub fn uses_cpu_engine(&self) -> bool {
+        self.cpu_engine.load(Ordering::Relaxed)
+    }
+
+    /// Whether training recomputes each block in the backward from its saved input (activation
+    /// checkpointing): memory per token drops to one hidden vector per block plus one block's
+    /// activations, for one extra forward. On by default on CUDA, off on the CPU, where the engine keeps
+    /// little per block already.
+    pub fn recomputes(&self) -> bool {
+        self.recompute.load(Ordering::Relaxed)
+    }
+
+    pub fn set_recompute(&self, on: bool) {
+        self.recompute.store(on, Ordering::Relaxed);
+    }
+
+    /// Switches the CPU engine off (the candle graph instead, as on CUDA) or back on where it applies;
+    /// tests hold the two paths to each other.
+    pub fn set_cpu_engine(&self, on: bool) {
+        let applies = self.device.is_cpu() && matches!(self.dtype, DType::F32 | DType::F64);
+        self.cpu_engine.store(on && applies, Ordering::Relaxed);
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    pub fn lora_dtype(&self) -> DType {
+        self.lora_dtype
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn lm_head(&self) -> &Frozen {
+        &self.lm_head
+    }
+
+    /// Every LoRA pair, in layer order, then in [`ModelConfig::projections`] order.
+    pub fn lora_pairs(&self) -> Vec<&LoraPair> {
+        self.blocks
+            .iter()
+            .flat_map(|b| &b.linears)
+            .filter_map(|l| l.lora.as_ref())
+            .collect()
+    }
+
+    /// The trainable tensors (A then B of every pair, in [`Self::lora_pairs`] order).
+    pub fn trainable(&self) -> Vec<&Var> {
+        self.lora_pairs()
+            .into_iter()
+            .flat_map(|p| [&p.a, &p.b])
+            .collect()
+    }
+
+    /// Cos and sin `[n, rotary_dim / 2]` of every token's rotary angles for rope setting `rope`, with the
+    /// setting's factor applied, rounded to f32 as transformers computes them (except in f64, for the
+    /// gradient checks). Frequencies that depend on the length (longrope) follow each example's own.
+    pub(crate) fn rope_tables(&self, rope: usize, batch: &Packed) -> (Vec<f64>, Vec<f64>) {
+        let setting = &self.config.ropes[rope];
+        let half = setting.rotary_dim / 2;
+        let exact = self.dtype == DType::F64;
+        let n = batch.len();
+        let (mut cos, mut sin) = (Vec::with_capacity(n * half), Vec::with_capacity(n * half));
+        let mut frequencies = setting.frequencies(0);
+        for &(start, len) in &batch.segments {
+            if setting.depends_on_length() {
+                frequencies = setting.frequencies(len);
+            }
+            let factor = frequencies.attention_factor;
+            for &p in &batch.positions[start..start + len] {
+                for f in &frequencies.inv_freq {
+                    if exact {
+                        let angle = p as f64 * *f as f64;
+                        cos.push(angle.cos() * factor as f64);
+                        sin.push(angle.sin() * factor as f64);
+                    } else {
+                        let angle = (p as f32 * f) as f64;
+                        cos.push((angle.cos() as f32 * factor) as f64);
+                        sin.push((angle.sin() as f32 * factor) as f64);
+                    }
+                }
+            }
+        }
+        (cos, sin)
+    }
+
+    /// The token embeddings of a packed batch, scaled where the family does (no graph: the embedding is
+    /// frozen).
+    pub(crate) fn embed(&self, batch: &Packed) -> Result<Tensor> {
+        let x = self.embed.index_select(&batch.ids, 0)?;
+        match self.config.embedding_scale {
+            // As transformers: the scale rounded to the weights' dtype, then multiplied.
+            Some(scale) => {
+                let scale = Tensor::new(scale, &self.device)?.to_dtype(self.dtype)?;
+                Ok(x.broadcast_mul(&scale)?)
+            }
+            None => Ok(x),
+        }
+    }
+
+    pub(crate) fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Final hidden states `[tokens, hidden]` (after the last norm) of a packed batch. With `track`
+    /// false no graph is recorded (evaluation: activations are freed layer by layer).
+    pub fn hidden(&self, batch: &Packed, track: bool) -> Result<Tensor> {
+        let ctx = self.batch_context(batch)?;
+        let mut x = self.embed(batch)?;
+        for i in 0..self.blocks.len() {
+            x = self.block_forward(i, &x, &ctx, batch, track)?;
+        }
+        self.final_norm(&x)
+    }
+}
+
+/// One projection of block `i`, its bias and, when targeted, a fresh LoRA pair.
+fn linear(
+    base: &BaseModel,
+    config: &ModelConfig,
+    i: usize,
+    p: &Projection,
+    lora: &LoraConfig,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    lora_dtype: DType,
+) -> Result<Linear> {
+    let path = config.projection_path(i, p);
+    let weight = base.get(&format!("{path}.weight"))?;
+    let (out, inp) = (config.out_features(p.role), config.in_features(p.role));
+    if weight.dims() != [out, inp] {
+        return Err(Error::model(
+            base.source.display().to_string(),
+            format!(
+                "{path}.weight has shape {:?}; the config makes it [{out}, {inp}]",
+                weight.dims()
+            ),
+        ));
+    }
+    let frozen = Frozen::new(weight)?;
+    let bias = if config.has_bias(p.role) {
+        let b = base.get(&format!("{path}.bias"))?.detach();
+        Some(b.to_dtype(weight.dtype())?)
+    } else {
+        None
+    };
+    let pair = if lora.targets(p.name) {
+        Some(LoraPair::init(
+            path,
+            &frozen,
+            lora,
+            rng,
+            lora_dtype,
+            weight.device(),
+        )?)
+    } else {
+        None
+    };
+    Ok(Linear {
+        base: frozen,
+        bias,
+        lora: pair,
+        role: p.role,
+    })
+}
