@@ -203,6 +203,11 @@ pub struct SftArgs {
     /// extension; default: all).
     #[arg(long)]
     pub save_total_limit: Option<i64>,
+    /// What the loss covers: assistant (every assistant message), last_assistant (each conversation's
+    /// last one) or all (every token) (dn extension; default assistant). Assistant messages with
+    /// `"weight": 0` are left out in any case.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(dn_types::TRAIN_ON))]
+    pub train_on: Option<String>,
     /// Wait for the job to finish; exits non-zero unless it completed.
     #[arg(long)]
     pub wait: bool,
@@ -259,6 +264,9 @@ pub struct PreviewArgs {
     pub system_prompt_file: Option<PathBuf>,
     #[arg(long, default_value_t = 2048)]
     pub max_sequence_length: usize,
+    /// What the loss covers, as `dn train sft --train-on`.
+    #[arg(long, default_value = "assistant", value_parser = clap::builder::PossibleValuesParser::new(dn_types::TRAIN_ON))]
+    pub train_on: String,
     /// Show at most this many examples.
     #[arg(long, default_value_t = 5)]
     pub limit: usize,

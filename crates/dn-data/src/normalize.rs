@@ -110,12 +110,27 @@ fn message(value: &Value) -> Result<ChatMessage, String> {
             Some(other) => Err(format!("{key}: expected a string, found {}", kind(other))),
         }
     };
+    let weight = match object.get("weight") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_f64() {
+            Some(w) if w == 0.0 || w == 1.0 => Some(w as u8),
+            _ => {
+                return Err(format!(
+                    "weight: expected 0 or 1 (the training weight of an assistant message), found {v}"
+                ));
+            }
+        },
+    };
+    if weight.is_some() && role != Role::Assistant {
+        return Err("weight: only assistant messages carry a training weight".into());
+    }
     Ok(ChatMessage {
         role,
         content,
         tool_calls,
         tool_call_id: text_field("tool_call_id")?,
         name: text_field("name")?,
+        weight,
     })
 }
 

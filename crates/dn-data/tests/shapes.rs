@@ -7,6 +7,17 @@ fn roles(messages: &[ChatMessage]) -> Vec<&'static str> {
     messages.iter().map(|m| m.role.as_str()).collect()
 }
 
+/// OpenAI's fine-tuning format: `weight: 0` on an assistant message leaves it out of the loss.
+#[test]
+fn openai_per_message_weights() {
+    let row = json!({"messages": [
+        {"role": "user", "content": "q1"}, {"role": "assistant", "content": "bad", "weight": 0},
+        {"role": "user", "content": "q2"}, {"role": "assistant", "content": "good", "weight": 1}]});
+    let c = normalize_row(&row).unwrap();
+    let weights: Vec<_> = c.messages.iter().map(|m| m.weight).collect();
+    assert_eq!(weights, [None, Some(0), None, Some(1)]);
+}
+
 #[test]
 fn chat_messages_with_text_parts() {
     let c = normalize_row(&json!({"messages": [
@@ -168,6 +179,14 @@ fn bad_rows_name_the_field() {
         (json!({"prompt": "Q"}), "matches no row shape"),
         (json!({"answer": "A"}), "no prompt"),
         (json!({"text": "raw"}), "found keys [text]"),
+        (
+            json!({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 0.5}]}),
+            "messages[1].weight: expected 0 or 1",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "q", "weight": 1}, {"role": "assistant", "content": "a"}]}),
+            "messages[0].weight: only assistant messages",
+        ),
     ];
     for (row, needle) in cases {
         let err = normalize_row(&row).unwrap_err();

@@ -98,6 +98,7 @@ fn main() {
     let options = PrepareOptions {
         max_sequence_length: 2048,
         system_prompt: "You are a helpful assistant.".into(),
+        train_on: dn_render::TrainOn::Assistant,
     };
     // Where one thread's time goes: rendering (template, masks) versus tokenizing.
     let started = Instant::now();

@@ -1,11 +1,16 @@
-//! Conversation -> tokens + loss mask. The mask is 1 exactly on each assistant message's content and its
-//! end-of-turn token: the spans come from rendering the conversation's prefixes (before the message with
-//! the generation prompt, through the message without), which must be prefixes of the full render.
+//! Conversation -> tokens + loss mask. By default the mask is 1 exactly on each assistant message's
+//! rendering (from the end of the prompt for it, i.e. after the template's generation prompt, through the
+//! first end-of-turn token after its content); `train_on` narrows it to the last assistant message or
+//! widens it to every token, and a message's OpenAI `weight: 0` leaves it out. A system message the
+//! template cannot render is fitted first (see [`SystemRole`]).
+
+use std::borrow::Cow;
 
 use dn_data::{Conversation, Role};
 
 use crate::artifacts::ModelArtifacts;
 use crate::error::{Error, Result};
+use crate::template::SystemRole;
 
 /// One tokenized training example.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,16 +28,102 @@ impl Example {
     }
 }
 
+/// What the loss covers (a job's `train_on`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrainOn {
+    /// Every assistant message (but those of weight 0).
+    #[default]
+    Assistant,
+    /// Only the conversation's last assistant message (unless its weight is 0).
+    LastAssistant,
+    /// Every token of the rendering (continued pre-training on chats).
+    All,
+}
+
+impl TrainOn {
+    pub const NAMES: [&'static str; 3] = ["assistant", "last_assistant", "all"];
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "assistant" => TrainOn::Assistant,
+            "last_assistant" => TrainOn::LastAssistant,
+            "all" => TrainOn::All,
+            _ => return None,
+        })
+    }
+}
+
 /// A rendered conversation and the byte ranges of it that carry loss.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
     pub text: String,
     pub spans: Vec<(usize, usize)>,
+    /// For each span, the index of its assistant message in the conversation.
+    pub messages: Vec<usize>,
+}
+
+/// How the conversation's system message was fitted to the template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemFit {
+    /// Rendered as the template renders it (or there was none).
+    AsIs,
+    /// Put in front of the first user message, followed by a blank line (a template without a system role).
+    Merged,
+    /// Left out, as the template leaves it out of a conversation ending with an assistant turn.
+    Dropped,
+}
+
+/// The conversation as the template can render it: a system message moved into the first user turn when
+/// the template raises on the role, or removed when the template drops it anyway (so prefix renders,
+/// which end with a user turn, do not bring it back).
+pub fn fit_system_role<'c>(
+    artifacts: &ModelArtifacts,
+    conversation: &'c Conversation,
+) -> (Cow<'c, Conversation>, SystemFit) {
+    let messages = &conversation.messages;
+    let has_system = messages.first().is_some_and(|m| m.role == Role::System);
+    if !has_system {
+        return (Cow::Borrowed(conversation), SystemFit::AsIs);
+    }
+    match artifacts.template.system_role() {
+        SystemRole::Rendered => (Cow::Borrowed(conversation), SystemFit::AsIs),
+        SystemRole::Raises => {
+            let Some(user) = messages.iter().position(|m| m.role == Role::User) else {
+                return (Cow::Borrowed(conversation), SystemFit::AsIs);
+            };
+            let mut fitted = conversation.clone();
+            let system = fitted.messages.remove(0);
+            if !system.content.is_empty() {
+                let first = &mut fitted.messages[user - 1];
+                first.content = format!("{}\n\n{}", system.content, first.content);
+            }
+            (Cow::Owned(fitted), SystemFit::Merged)
+        }
+        SystemRole::Dropped => {
+            if messages.last().is_none_or(|m| m.role != Role::Assistant) {
+                return (Cow::Borrowed(conversation), SystemFit::AsIs);
+            }
+            let mut fitted = conversation.clone();
+            fitted.messages.remove(0);
+            (Cow::Owned(fitted), SystemFit::Dropped)
+        }
+    }
+}
+
+/// Where in `text` (from `from`) the first end-of-turn token ends.
+fn end_of_turn_after(artifacts: &ModelArtifacts, text: &str, from: usize) -> Option<usize> {
+    artifacts
+        .end_of_turn
+        .iter()
+        .filter_map(|t| text[from..].find(t.as_str()).map(|at| (at, t.len())))
+        .min()
+        .map(|(at, len)| from + at + len)
 }
 
 /// The supervised span of assistant message `i`: from the end of the prefix rendered with a generation
-/// prompt to the end of the template's last end-of-turn token in that message's rendering. `None` when
-/// the template is not prefix-stable at this message.
+/// prompt to the end of the first end-of-turn token after its content in that message's rendering (the
+/// last end-of-turn token of the rendering when the content does not appear verbatim). `None` when the
+/// template is not prefix-stable at this message.
 fn assistant_span(
     artifacts: &ModelArtifacts,
     conversation: &Conversation,
@@ -46,11 +137,21 @@ fn assistant_span(
         return Ok(None);
     }
     let segment = &through[before.len()..];
-    let end = match segment.rfind(artifacts.end_of_turn.as_str()) {
-        Some(at) => before.len() + at + artifacts.end_of_turn.len(),
-        None => before.len() + segment.trim_end().len(),
+    let content = messages[i].content.as_str();
+    let content_end = [content, content.trim()]
+        .into_iter()
+        .filter(|c| !c.is_empty())
+        .find_map(|c| segment.rfind(c).map(|at| at + c.len()));
+    let end = match content_end.and_then(|from| end_of_turn_after(artifacts, segment, from)) {
+        Some(end) => end,
+        None => artifacts
+            .end_of_turn
+            .iter()
+            .filter_map(|t| segment.rfind(t.as_str()).map(|at| at + t.len()))
+            .max()
+            .unwrap_or(segment.trim_end().len()),
     };
-    Ok(Some((before.len(), end)))
+    Ok(Some((before.len(), before.len() + end)))
 }
 
 /// Private-use characters wrapped around assistant contents for the one-render fast path.
@@ -107,19 +208,24 @@ fn marked_spans(
     if plain != full || open_at.is_some() || contents.len() != assistants.len() {
         return Ok(None);
     }
-    let eos = artifacts.end_of_turn.as_str();
     let mut spans = Vec::with_capacity(contents.len());
     for (i, ((start, end), message)) in contents.iter().zip(assistants).enumerate() {
         let next_start = contents.get(i + 1).map_or(full.len(), |c| c.0);
-        let Some(at) = full[*end..next_start].find(eos) else {
+        let Some(turn_end) = end_of_turn_after(artifacts, &full[..next_start], *end) else {
             return Ok(None);
         };
         if full[*start..*end] != message.content || !full[..*start].ends_with(generation_prompt) {
             return Ok(None);
         }
-        spans.push((*start, end + at + eos.len()));
+        spans.push((*start, turn_end));
     }
     Ok(Some(spans))
+}
+
+fn assistant_indices(conversation: &Conversation) -> Vec<usize> {
+    (0..conversation.messages.len())
+        .filter(|i| conversation.messages[*i].role == Role::Assistant)
+        .collect()
 }
 
 /// Renders a conversation with its supervised spans: one render with markers when the template copies
@@ -134,7 +240,11 @@ pub fn render_supervised(
         .template
         .render(&conversation.messages, &conversation.tools, false)?;
     if let Some(spans) = marked_spans(artifacts, conversation, &full)? {
-        return Ok(vec![Rendered { text: full, spans }]);
+        return Ok(vec![Rendered {
+            text: full,
+            spans,
+            messages: assistant_indices(conversation),
+        }]);
     }
     render_by_prefixes(artifacts, conversation, full)
 }
@@ -145,10 +255,7 @@ pub fn render_by_prefixes(
     conversation: &Conversation,
     full: String,
 ) -> Result<Vec<Rendered>> {
-    let messages = &conversation.messages;
-    let assistants: Vec<usize> = (0..messages.len())
-        .filter(|i| messages[*i].role == Role::Assistant)
-        .collect();
+    let assistants = assistant_indices(conversation);
     let mut spans = Vec::new();
     for &i in &assistants {
         match assistant_span(artifacts, conversation, i, &full)? {
@@ -156,7 +263,11 @@ pub fn render_by_prefixes(
             None => return render_per_turn(artifacts, conversation, &assistants),
         }
     }
-    Ok(vec![Rendered { text: full, spans }])
+    Ok(vec![Rendered {
+        text: full,
+        spans,
+        messages: assistants,
+    }])
 }
 
 fn render_per_turn(
@@ -178,17 +289,22 @@ fn render_per_turn(
                      conversation through assistant message {i}; this model's template cannot be masked exactly"
                 ))
             })?;
-            Ok(Rendered { text, spans: vec![span] })
+            Ok(Rendered {
+                text,
+                spans: vec![span],
+                messages: vec![i],
+            })
         })
         .collect()
 }
 
 /// Tokenizes a rendering (no special tokens added: the template has them), marks tokens that start inside
-/// a supervised span, and keeps the last `max_sequence_length` tokens.
-pub fn tokenize(
+/// a supervised span (every token with `everything`), and keeps the last `max_sequence_length` tokens.
+fn tokenize_masked(
     artifacts: &ModelArtifacts,
     rendered: &Rendered,
     max_sequence_length: usize,
+    everything: bool,
 ) -> Result<Example> {
     let encoding = artifacts
         .tokenizer
@@ -198,7 +314,9 @@ pub fn tokenize(
     let mut loss_mask: Vec<u8> = encoding
         .get_offsets()
         .iter()
-        .map(|(start, _)| u8::from(rendered.spans.iter().any(|(s, e)| s <= start && start < e)))
+        .map(|(start, _)| {
+            u8::from(everything || rendered.spans.iter().any(|(s, e)| s <= start && start < e))
+        })
         .collect();
     let truncated = input_ids.len() > max_sequence_length;
     if truncated {
@@ -213,15 +331,94 @@ pub fn tokenize(
     })
 }
 
-/// A conversation's training examples: one, or one per assistant turn for a template that is not
-/// prefix-stable.
+/// Tokenizes a rendering with its spans as they are (see [`tokenize_masked`]).
+pub fn tokenize(
+    artifacts: &ModelArtifacts,
+    rendered: &Rendered,
+    max_sequence_length: usize,
+) -> Result<Example> {
+    tokenize_masked(artifacts, rendered, max_sequence_length, false)
+}
+
+/// Keeps the spans `train_on` and the messages' weights select; a rendering left without any is dropped,
+/// unless none keeps one (the last then stands for the conversation, with nothing supervised).
+fn select_spans(
+    conversation: &Conversation,
+    renders: Vec<Rendered>,
+    train_on: TrainOn,
+) -> Vec<Rendered> {
+    let last = assistant_indices(conversation).last().copied();
+    let keep = |message: usize| {
+        conversation.messages[message].weight != Some(0)
+            && (train_on != TrainOn::LastAssistant || Some(message) == last)
+    };
+    let mut selected: Vec<Rendered> = renders
+        .into_iter()
+        .map(|mut r| {
+            let (spans, messages) = r
+                .spans
+                .iter()
+                .zip(&r.messages)
+                .filter(|(_, m)| keep(**m))
+                .map(|(s, m)| (*s, *m))
+                .unzip();
+            r.spans = spans;
+            r.messages = messages;
+            r
+        })
+        .collect();
+    if selected.iter().any(|r| !r.spans.is_empty()) {
+        selected.retain(|r| !r.spans.is_empty());
+    } else {
+        selected.drain(..selected.len().saturating_sub(1));
+    }
+    selected
+}
+
+/// A conversation's training examples and how its system message was fitted: one example, or one per
+/// assistant turn for a template that is not prefix-stable.
+pub fn encode_conversation(
+    artifacts: &ModelArtifacts,
+    conversation: &Conversation,
+    max_sequence_length: usize,
+    train_on: TrainOn,
+) -> Result<(Vec<Example>, SystemFit)> {
+    let (conversation, fit) = fit_system_role(artifacts, conversation);
+    if train_on == TrainOn::All {
+        let text = artifacts
+            .template
+            .render(&conversation.messages, &conversation.tools, false)?;
+        let rendered = Rendered {
+            text,
+            spans: Vec::new(),
+            messages: Vec::new(),
+        };
+        let example = tokenize_masked(artifacts, &rendered, max_sequence_length, true)?;
+        return Ok((vec![example], fit));
+    }
+    let renders = select_spans(
+        &conversation,
+        render_supervised(artifacts, &conversation)?,
+        train_on,
+    );
+    let examples = renders
+        .iter()
+        .map(|rendered| tokenize(artifacts, rendered, max_sequence_length))
+        .collect::<Result<_>>()?;
+    Ok((examples, fit))
+}
+
+/// [`encode_conversation`] supervising every assistant message.
 pub fn encode(
     artifacts: &ModelArtifacts,
     conversation: &Conversation,
     max_sequence_length: usize,
 ) -> Result<Vec<Example>> {
-    render_supervised(artifacts, conversation)?
-        .iter()
-        .map(|rendered| tokenize(artifacts, rendered, max_sequence_length))
-        .collect()
+    Ok(encode_conversation(
+        artifacts,
+        conversation,
+        max_sequence_length,
+        TrainOn::Assistant,
+    )?
+    .0)
 }

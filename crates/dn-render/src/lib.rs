@@ -14,10 +14,13 @@ mod tokenizer;
 pub mod weights;
 
 pub use artifacts::ModelArtifacts;
-pub use encode::{Example, Rendered, encode, render_by_prefixes, render_supervised, tokenize};
+pub use encode::{
+    Example, Rendered, SystemFit, TrainOn, encode, encode_conversation, fit_system_role,
+    render_by_prefixes, render_supervised, tokenize,
+};
 pub use error::{Error, Result};
 pub use import::{ImportSummary, hf_config, import_gguf};
 pub use prepare::{PrepareOptions, PrepareStats, Prepared, prepare};
 pub use resolve::{resolve_model_for_training, resolve_model_path};
-pub use template::ChatTemplate;
+pub use template::{ChatTemplate, SystemRole};
 pub use tokenizer::tokenizer_from_gguf;

@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::artifacts::ModelArtifacts;
-use crate::encode::{Example, encode};
+use crate::encode::{Example, SystemFit, TrainOn, encode_conversation};
 
 #[derive(Debug, Clone)]
 pub struct PrepareOptions {
@@ -13,6 +13,7 @@ pub struct PrepareOptions {
     pub max_sequence_length: usize,
     /// The capability's system prompt (empty: none).
     pub system_prompt: String,
+    pub train_on: TrainOn,
 }
 
 /// What preparation did, for logs and previews.
@@ -27,6 +28,33 @@ pub struct PrepareStats {
     pub dropped_no_supervised: usize,
     /// Conversations the template could not render or mask.
     pub failed: usize,
+    /// Conversations whose system message went in front of the first user message (the template has
+    /// no system role).
+    pub system_merged_into_user: usize,
+    /// Conversations whose system message the template leaves out.
+    pub system_dropped_by_template: usize,
+}
+
+impl PrepareStats {
+    /// What the template did to system messages, in words for logs (empty when it rendered them).
+    pub fn system_notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if self.system_merged_into_user > 0 {
+            notes.push(format!(
+                "this model's chat template has no system role: the system prompt of {} conversation(s) \
+                 was put in front of the first user message, followed by a blank line",
+                self.system_merged_into_user
+            ));
+        }
+        if self.system_dropped_by_template > 0 {
+            notes.push(format!(
+                "this model's chat template leaves the system message out of a conversation that ends \
+                 with an assistant turn: {} conversation(s) train without their system prompt",
+                self.system_dropped_by_template
+            ));
+        }
+        notes
+    }
 }
 
 #[derive(Debug, Default)]
@@ -48,14 +76,24 @@ pub fn prepare(
         .into_par_iter()
         .map(|mut conversation| {
             apply_system_prompt(&mut conversation, &options.system_prompt);
-            encode(artifacts, &conversation, options.max_sequence_length)
+            encode_conversation(
+                artifacts,
+                &conversation,
+                options.max_sequence_length,
+                options.train_on,
+            )
         })
         .collect();
     let mut prepared = Prepared::default();
     prepared.stats.conversations = results.len();
     for (index, result) in results.into_iter().enumerate() {
         match result {
-            Ok(examples) => {
+            Ok((examples, fit)) => {
+                match fit {
+                    SystemFit::AsIs => {}
+                    SystemFit::Merged => prepared.stats.system_merged_into_user += 1,
+                    SystemFit::Dropped => prepared.stats.system_dropped_by_template += 1,
+                }
                 for example in examples {
                     if example.num_supervised() == 0 {
                         prepared.stats.dropped_no_supervised += 1;

@@ -54,6 +54,14 @@ fn resolve(model: &str, weights: bool) -> Result<PathBuf> {
     let api = builder
         .build()
         .map_err(|e| model_error(format!("cannot use the Hugging Face hub cache: {e}")))?;
+    let cache = match std::env::var("HF_HUB_CACHE") {
+        Ok(dir) => hf_hub::Cache::new(PathBuf::from(dir)),
+        Err(_) => hf_hub::Cache::from_env(),
+    };
+    // A repo whose files are all cached already resolves without asking the hub anything.
+    let fresh = REQUIRED_FILES
+        .iter()
+        .any(|f| cache.model(model.to_owned()).get(f).is_none());
     let repo = api.model(model.to_owned());
     let mut dir = None;
     for file in REQUIRED_FILES {
@@ -65,6 +73,12 @@ fn resolve(model: &str, weights: bool) -> Result<PathBuf> {
         dir = local.parent().map(Path::to_path_buf);
     }
     let _ = repo.get("config.json");
+    // Optional, fetched with the rest: transformers 5's template file, generation's eos ids.
+    if fresh {
+        for optional in ["chat_template.jinja", "generation_config.json"] {
+            let _ = repo.get(optional);
+        }
+    }
     if weights {
         fetch_weights(&repo).map_err(model_error)?;
     }

@@ -1,8 +1,13 @@
 //! The model's own Jinja chat template, compiled once with minijinja and configured like transformers'
 //! environment: trim_blocks, lstrip_blocks, Python string methods, `raise_exception`, `strftime_now`, and a
-//! `tojson` that prints what Python's `json.dumps` prints.
+//! `tojson` that prints what Python's `json.dumps` prints. What the template does with a system message is
+//! probed once ([`SystemRole`]); `strftime_now` can be pinned to a fixed time (a job renders with its
+//! creation time, so every attempt trains on the same tokens).
 
-use dn_data::ChatMessage;
+use std::fmt::Write as _;
+
+use chrono::{DateTime, FixedOffset};
+use dn_data::{ChatMessage, Role};
 use minijinja::value::{Kwargs, Value as JinjaValue};
 use minijinja::{Environment, ErrorKind};
 use serde_json::Value;
@@ -11,11 +16,26 @@ use crate::error::{Error, Result};
 
 const TEMPLATE_NAME: &str = "chat";
 
+/// What a template does with a system message in a conversation that ends with an assistant turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemRole {
+    /// Renders it (in a system turn, or folded into a user turn as Gemma 3's does).
+    Rendered,
+    /// Raises on it (Gemma 2): dn puts it in front of the first user message, followed by a blank line.
+    Raises,
+    /// Leaves it out (Mistral's v3 template puts it in the last user turn, which a training conversation
+    /// does not end with).
+    Dropped,
+}
+
 pub struct ChatTemplate {
     env: Environment<'static>,
     bos_token: String,
     eos_token: String,
     generation_prompt: Option<String>,
+    system_role: SystemRole,
+    /// What `strftime_now` renders; `None`: the current local time.
+    now: Option<DateTime<FixedOffset>>,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -40,7 +60,7 @@ impl ChatTemplate {
             },
         );
         env.add_function("strftime_now", |format: String| {
-            chrono::Local::now().format(&format).to_string()
+            strftime(chrono::Local::now().fixed_offset(), &format)
         });
         env.add_filter("tojson", tojson);
         env.add_template_owned(TEMPLATE_NAME, source.to_owned())
@@ -50,9 +70,40 @@ impl ChatTemplate {
             bos_token: bos_token.to_owned(),
             eos_token: eos_token.to_owned(),
             generation_prompt: None,
+            system_role: SystemRole::Rendered,
+            now: None,
         };
         template.generation_prompt = template.probe_generation_prompt();
+        template.system_role = template.probe_system_role();
         Ok(template)
+    }
+
+    /// Renders `strftime_now` as of `now` from here on.
+    pub fn set_now(&mut self, now: DateTime<FixedOffset>) {
+        self.now = Some(now);
+    }
+
+    /// See [`SystemRole`].
+    pub fn system_role(&self) -> SystemRole {
+        self.system_role
+    }
+
+    fn probe_system_role(&self) -> SystemRole {
+        const PROBE: &str = "dn-system-probe";
+        let turns = [
+            ChatMessage::new(Role::User, "x"),
+            ChatMessage::new(Role::Assistant, "y"),
+        ];
+        let with_system: Vec<_> = std::iter::once(ChatMessage::new(Role::System, PROBE))
+            .chain(turns.iter().cloned())
+            .collect();
+        match self.render(&with_system, &[], false) {
+            Ok(text) if text.contains(PROBE) => SystemRole::Rendered,
+            Ok(_) => SystemRole::Dropped,
+            // Only a template that renders the same turns without the system message refuses the role.
+            Err(_) if self.render(&turns, &[], false).is_ok() => SystemRole::Raises,
+            Err(_) => SystemRole::Rendered,
+        }
     }
 
     /// What `add_generation_prompt` appends after a user turn (e.g. `<|im_start|>assistant\n`), if the
@@ -91,16 +142,39 @@ impl ChatTemplate {
         } else {
             JinjaValue::from_serialize(tools)
         };
+        let base = minijinja::context! {
+            messages => JinjaValue::from_serialize(messages),
+            tools => tools,
+            add_generation_prompt => add_generation_prompt,
+            bos_token => &self.bos_token,
+            eos_token => &self.eos_token,
+        };
+        let context = match self.now {
+            Some(now) => minijinja::context! {
+                strftime_now => JinjaValue::from_function(move |format: String| strftime(now, &format)),
+                ..base
+            },
+            None => base,
+        };
         template
-            .render(minijinja::context! {
-                messages => JinjaValue::from_serialize(messages),
-                tools => tools,
-                add_generation_prompt => add_generation_prompt,
-                bos_token => &self.bos_token,
-                eos_token => &self.eos_token,
-            })
+            .render(context)
             .map_err(|e| Error::Template(format!("render failed: {e:#}")))
     }
+}
+
+/// `strftime` of `now`; a format chrono cannot render is the template's error, not a panic.
+fn strftime(
+    now: DateTime<FixedOffset>,
+    format: &str,
+) -> std::result::Result<String, minijinja::Error> {
+    let mut out = String::new();
+    write!(out, "{}", now.format(format)).map_err(|_| {
+        minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            format!("strftime_now: cannot render the format {format:?}"),
+        )
+    })?;
+    Ok(out)
 }
 
 /// `tojson(indent=None)` as transformers defines it: `json.dumps(x, ensure_ascii=False, indent=indent)`.
@@ -168,6 +242,34 @@ mod tests {
         let mut out = String::new();
         python_json(&serde_json::json!({"k": [1]}), Some(2), 0, &mut out);
         assert_eq!(out, "{\n  \"k\": [\n    1\n  ]\n}");
+    }
+
+    #[test]
+    fn strftime_now_is_pinned_and_bad_formats_are_errors() {
+        let mut t = ChatTemplate::new("{{ strftime_now('%d %b %Y') }}", "", "").unwrap();
+        t.set_now(DateTime::parse_from_rfc3339("2026-07-26T10:00:00+00:00").unwrap());
+        assert_eq!(t.render(&[], &[], false).unwrap(), "26 Jul 2026");
+        let t = ChatTemplate::new("{{ strftime_now('%Q') }}", "", "").unwrap();
+        let e = t.render(&[], &[], false).unwrap_err().to_string();
+        assert!(e.contains("strftime_now"), "{e}");
+    }
+
+    #[test]
+    fn system_roles_are_probed() {
+        let rendered = "{% for m in messages %}{{ m.role }}:{{ m.content }};{% endfor %}";
+        let raises =
+            "{% if messages[0].role == 'system' %}{{ raise_exception('no system') }}{% endif %}x";
+        let dropped = "{% for m in messages %}{% if m.role != 'system' %}{{ m.content }}{% endif %}{% endfor %}";
+        for (source, role) in [
+            (rendered, SystemRole::Rendered),
+            (raises, SystemRole::Raises),
+            (dropped, SystemRole::Dropped),
+        ] {
+            assert_eq!(
+                ChatTemplate::new(source, "", "").unwrap().system_role(),
+                role
+            );
+        }
     }
 
     #[test]

@@ -65,7 +65,7 @@ fn hub_ids_resolve_offline_from_the_cache() {
     assert_eq!(resolved, snapshot);
     let from_hub = ModelArtifacts::resolve("HuggingFaceTB/SmolLM2-135M-Instruct").unwrap();
     assert_eq!(from_hub.context_length, Some(8192));
-    assert_eq!(from_hub.end_of_turn, "<|im_end|>");
+    assert_eq!(from_hub.end_of_turn, ["<|im_end|>"]);
 
     let conversation = Conversation {
         messages: vec![

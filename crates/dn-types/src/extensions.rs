@@ -22,6 +22,13 @@ pub fn lora_target_names() -> Vec<&'static str> {
 
 pub const LR_SCHEDULERS: [&str; 3] = ["constant", "linear", "cosine"];
 
+/// What the loss may cover (`train_on`): every assistant message, each conversation's last, or every token.
+pub const TRAIN_ON: [&str; 3] = ["assistant", "last_assistant", "all"];
+
+fn assistant() -> String {
+    TRAIN_ON[0].into()
+}
+
 fn constant() -> String {
     "constant".into()
 }
@@ -62,6 +69,9 @@ pub struct TrainingExtras {
     /// Step checkpoints kept in storage, newest first (absent: all); `final` is always kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub save_total_limit: Option<u32>,
+    /// One of [`TRAIN_ON`].
+    #[serde(default = "assistant")]
+    pub train_on: String,
 }
 
 impl Default for TrainingExtras {
@@ -76,6 +86,7 @@ impl Default for TrainingExtras {
             weight_decay: 0.0,
             gradient_checkpointing: None,
             save_total_limit: None,
+            train_on: assistant(),
         }
     }
 }
@@ -145,7 +156,18 @@ pub fn validate_extras(c: &TinkerSftJobConfig) -> Result<TrainingExtras> {
             }
         }
     };
+    let train_on = match &c.train_on {
+        None => assistant(),
+        Some(s) if TRAIN_ON.contains(&s.as_str()) => s.clone(),
+        Some(s) => {
+            return Err(Error::invalid(
+                "config.train_on",
+                format!("unknown value {s:?} (one of {})", TRAIN_ON.join(", ")),
+            ));
+        }
+    };
     Ok(TrainingExtras {
+        train_on,
         seed: non_negative_int(c.seed, "config.seed", u32::MAX as i64)?.map_or(0, |v| v as u64),
         lr_scheduler,
         warmup_steps: non_negative_int(c.warmup_steps, "config.warmup_steps", 100_000_000)?
@@ -211,6 +233,14 @@ mod tests {
         assert!(e.contains("config.save_total_limit"), "{e}");
         c.save_total_limit = Some(2);
         assert_eq!(validate_extras(&c).unwrap().save_total_limit, Some(2));
+        c.train_on = Some("prompt".into());
+        let e = validate_extras(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("config.train_on") && e.contains("last_assistant"),
+            "{e}"
+        );
+        c.train_on = Some("last_assistant".into());
+        assert_eq!(validate_extras(&c).unwrap().train_on, "last_assistant");
         c.weight_decay = Some(-0.1);
         assert!(
             validate_extras(&c)

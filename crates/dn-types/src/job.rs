@@ -90,6 +90,11 @@ pub struct TinkerSftJobConfig {
     /// committed); the final adapter is always kept. Default: keep all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub save_total_limit: Option<i64>,
+    /// What the loss covers: `assistant` (every assistant message; the default), `last_assistant` (only
+    /// each conversation's last one) or `all` (every token). An assistant message with OpenAI's
+    /// `"weight": 0` is left out in any case.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_on: Option<String>,
 }
 
 /// `CreateTinkerSFTJobRequest`.

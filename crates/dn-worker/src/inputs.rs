@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use dn_data::{Conversation, Error as RowError, Format, load_conversations};
 use dn_registry::Registry;
-use dn_render::{Example, ModelArtifacts, PrepareOptions, PrepareStats, prepare};
+use dn_render::{Example, ModelArtifacts, PrepareOptions, PrepareStats, TrainOn, prepare};
 use dn_types::{ArtifactRef, DatasetRef, SftConfig, TrainingJob};
 use serde_json::{Map, Value, json};
 
@@ -29,6 +29,10 @@ impl PreparedInputs {
     pub fn summary(&self) -> Map<String, Value> {
         let mut data = Map::new();
         data.insert("event".into(), "data_prepared".into());
+        data.insert(
+            "model_family".into(),
+            self.model.family().map(|f| f.name()).into(),
+        );
         data.insert("train".into(), json!(self.train_stats));
         if let Some(eval) = &self.eval_stats {
             data.insert("eval".into(), json!(eval));
@@ -95,10 +99,13 @@ pub async fn prepare_inputs(
         SftConfig::from_map(&job.config).map_err(|e| failed(format!("job config: {e}")))?;
     let org = job.organization_id.as_str();
     let model_id = job.model.clone();
-    let model = tokio::task::spawn_blocking(move || ModelArtifacts::resolve(&model_id))
+    let mut model = tokio::task::spawn_blocking(move || ModelArtifacts::resolve(&model_id))
         .await
         .map_err(|e| failed(format!("loading model {}: {e}", job.model)))?
         .map_err(|e| failed(e.to_string()))?;
+    // Templates that print today's date (Llama 3.x) render the job's creation date, so every attempt
+    // of the job trains on the same tokens.
+    model.template.set_now(job.created_at.fixed_offset());
     let model = Arc::new(model);
 
     let cap = ArtifactRef::from_parts(&job.capability.name, &job.capability.version, "capability")
@@ -132,9 +139,17 @@ pub async fn prepare_inputs(
         conversations.extend(c);
         skipped_rows.extend(e);
     }
+    let train_on = TrainOn::parse(&config.extras.train_on).ok_or_else(|| {
+        failed(format!(
+            "job config: train_on {:?} is not one of {}",
+            config.extras.train_on,
+            TrainOn::NAMES.join(", ")
+        ))
+    })?;
     let options = PrepareOptions {
         max_sequence_length: config.max_sequence_length as usize,
         system_prompt: manifest.system_prompt.clone(),
+        train_on,
     };
     let rows_read = conversations.len() + skipped_rows.len();
     let (prepared_model, prepared_options) = (model.clone(), options.clone());

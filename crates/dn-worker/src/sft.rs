@@ -45,8 +45,12 @@ impl SftRunner {
 
 async fn log_prepared(inputs: &PreparedInputs, ctx: &RunContext) -> Result<(), RunError> {
     let s = &inputs.train_stats;
+    let family = inputs
+        .model
+        .family()
+        .map_or("unknown family".to_owned(), |f| format!("{f} family"));
     let message = format!(
-        "prepared {} training example(s): {} tokens, {} supervised, {} truncated, {} dropped; {} row(s) skipped",
+        "prepared {} training example(s) for a {family} model: {} tokens, {} supervised, {} truncated, {} dropped; {} row(s) skipped",
         s.examples,
         s.tokens,
         s.supervised_tokens,
@@ -57,6 +61,17 @@ async fn log_prepared(inputs: &PreparedInputs, ctx: &RunContext) -> Result<(), R
     ctx.progress()
         .log(LogLevel::Info, message, inputs.summary())
         .await?;
+    // Said once per job, whatever the number of conversations (train and eval counted together).
+    let mut stats = s.clone();
+    if let Some(eval) = &inputs.eval_stats {
+        stats.system_merged_into_user += eval.system_merged_into_user;
+        stats.system_dropped_by_template += eval.system_dropped_by_template;
+    }
+    for note in stats.system_notes() {
+        ctx.progress()
+            .log(LogLevel::Warning, note, json!({"event": "system_prompt"}))
+            .await?;
+    }
     for row in inputs.skipped_rows.iter().take(20) {
         ctx.progress()
             .log(LogLevel::Warning, format!("skipped {row}"), json!({}))

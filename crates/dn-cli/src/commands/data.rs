@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use anyhow::{Context, Result, bail};
 use dn_data::{Conversation, Error as DataError, Format, load_conversations};
-use dn_render::{Example, ModelArtifacts, PrepareOptions, prepare};
+use dn_render::{Example, ModelArtifacts, PrepareOptions, TrainOn, prepare};
 use dn_types::ArtifactRef;
 
 use crate::cli::{ConnectionArgs, PreviewArgs};
@@ -85,7 +85,16 @@ pub async fn preview(args: PreviewArgs, connection: &ConnectionArgs, json: bool)
         &PrepareOptions {
             max_sequence_length: args.max_sequence_length,
             system_prompt: prompt,
+            train_on: TrainOn::parse(&args.train_on).unwrap_or_default(),
         },
+    );
+    let family = artifacts
+        .family()
+        .map_or("not a family dn trains".to_owned(), |f| f.to_string());
+    eprintln!(
+        "model {} (family: {family}, model_type: {})",
+        args.model,
+        artifacts.model_type.as_deref().unwrap_or("unknown")
     );
     for example in &prepared.examples {
         if json {
@@ -109,6 +118,9 @@ pub async fn preview(args: PreviewArgs, connection: &ConnectionArgs, json: bool)
         eprintln!("failed: {error}");
     }
     let s = &prepared.stats;
+    for note in s.system_notes() {
+        eprintln!("{note}");
+    }
     eprintln!(
         "rows {total_rows} (skipped {}), previewed {} conversation(s): {} example(s), {} tokens, {} supervised, \
          {} truncated, {} dropped (no supervised token), {} failed",

@@ -72,6 +72,7 @@ pub fn sft_request(args: &SftArgs, project: Option<&str>) -> Result<CreateTinker
             weight_decay: args.weight_decay,
             gradient_checkpointing: args.gradient_checkpointing,
             save_total_limit: args.save_total_limit,
+            train_on: args.train_on.clone(),
         },
     })
 }

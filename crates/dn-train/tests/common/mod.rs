@@ -1,6 +1,7 @@
 //! Shared test helpers: the tiny in-memory model and the real test model's path.
 #![allow(dead_code)]
 
+pub mod families;
 pub mod tiny;
 
 use std::path::PathBuf;

@@ -1,0 +1,211 @@
+"""Builds the tiny random model of each family in family_specs.py with transformers 5 (the layout it saves:
+config.json with rope_parameters, chat_template.jinja beside tokenizer_config.json, generation_config.json
+with the eos ids) and computes PEFT's reference for dn's family tests: LoRA r4 on every projection with a
+closed-form A and B, three AdamW steps on fixed examples; step losses, the step-1 LoRA gradients and logits
+after the last step.
+
+Writes, per family, tests/fixtures/families/<family>/model/ (the model directory) and reference.json +
+grads.safetensors beside it. Run: scripts/reference/families.sh (creates the virtualenv)."""
+
+import json
+import math
+import pathlib
+import sys
+
+import torch
+from peft import LoraConfig, get_peft_model
+from safetensors.torch import save_file
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+import transformers
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from family_specs import (  # noqa: E402
+    ADDED_TOKENS, COMMON, FAMILIES, LEARNING_RATE, LORA_ALPHA, LORA_RANK, SPECIAL_TOKENS, STEPS,
+)
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+OUT = ROOT / "tests" / "fixtures" / "families"
+TEMPLATES = pathlib.Path(__file__).parent / "templates"
+
+CORPUS = [
+    "You are the support agent of Acme Cloud. Be brief and exact.",
+    "My deploy failed with error E42. What does it mean?",
+    "E42 means the build image exceeded the 2 GB limit. Remove unused layers and deploy again.",
+    "How do I rotate an API key? Open Settings, choose Rotate, then update your clients.",
+    "The weather in Paris is 18 degrees and sunny. Call get_weather with the city.",
+    "Think step by step. The answer is 4 because 2 + 2 = 4.",
+    "Hello! How can I help you today? Tell me a joke. Why did the chicken cross the road?",
+    '{"name": "get_weather", "arguments": {"city": "Paris"}} tool_call tool_response',
+    "Cutting Knowledge Date: December 2023 Today Date: 26 Jul 2026 system user assistant model",
+]
+
+
+def train_tokenizer():
+    """A byte-level BPE (as Llama 3's, Qwen's and SmolLM2's) with every family's special tokens."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(CORPUS * 20, trainer)
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in ADDED_TOKENS])
+    return tok
+
+
+def randomize(model, family):
+    """Weights large enough that windows, soft-caps and rope scaling change the result (transformers'
+    init is too small for that); norm weights near 1 (near 0 where the family applies 1 + w)."""
+    gen = torch.Generator().manual_seed(sorted(FAMILIES).index(family) + 1)
+    offset_norms = family.startswith("gemma")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                base = 0.0 if offset_norms else 1.0
+                p.copy_(base + (torch.rand(p.shape, generator=gen) - 0.5) * 0.4)
+            elif "embed_tokens" in name:
+                p.copy_(torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+
+
+def examples(vocab_size):
+    """Three examples longer than every window (and than longrope's original context, 8)."""
+    gen = torch.Generator().manual_seed(7)
+    out = []
+    for length, prompt in [(13, 5), (9, 3), (6, 2)]:
+        ids = torch.randint(0, vocab_size, (length,), generator=gen).tolist()
+        out.append((ids, [0] * prompt + [1] * (length - prompt)))
+    return out
+
+
+def projection_order(family):
+    return ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"] if family == "phi3" else [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def closed_form(rows, cols, ordinal, a):
+    """A: sin(0.7 k + 1.3 ordinal) / sqrt(cols); B: 0.1 cos(0.3 k + 0.9 ordinal); k = row * cols + col."""
+    k = torch.arange(rows * cols, dtype=torch.float64)
+    if a:
+        values = torch.sin(0.7 * k + 1.3 * ordinal) / math.sqrt(cols)
+    else:
+        values = 0.1 * torch.cos(0.3 * k + 0.9 * ordinal)
+    return values.reshape(rows, cols).float()
+
+
+def lora_modules(peft_model, family):
+    """(ordinal, short name, module) of every LoRA layer: ordinal = layer * projections + index."""
+    order = projection_order(family)
+    found = []
+    for name, module in peft_model.named_modules():
+        if hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {}):
+            parts = name.split(".")
+            layer = int(parts[parts.index("layers") + 1])
+            short = parts[-1]
+            found.append((layer * len(order) + order.index(short), name, module))
+    return sorted(found)
+
+
+def build(family, spec, tokenizer):
+    directory = OUT / family / "model"
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.iterdir():
+        old.unlink()
+    config_class = getattr(transformers, spec["config"])
+    vocab_size = tokenizer.get_vocab_size()
+    config = config_class(**{**COMMON, **spec["values"], "vocab_size": vocab_size})
+    ids = {t: tokenizer.token_to_id(t) for t in SPECIAL_TOKENS}
+    config.bos_token_id = ids.get(spec["bos"]) if spec["bos"] else None
+    config.eos_token_id = [ids[t] for t in spec["generation_eos"]]
+    config.pad_token_id = ids["<pad>"]
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
+    randomize(model, family)
+    model.generation_config.eos_token_id = [ids[t] for t in spec["generation_eos"]]
+    model.generation_config.bos_token_id = config.bos_token_id
+    model.generation_config.pad_token_id = config.pad_token_id
+    dtype = getattr(torch, spec["dtype"])
+    kwargs = {"max_shard_size": spec["shard"]} if spec["shard"] else {}
+    model.to(dtype).save_pretrained(directory, **kwargs)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=spec["bos"], eos_token=spec["eos"], pad_token="<pad>",
+    )
+    fast.chat_template = (TEMPLATES / f"{spec['template']}.jinja").read_text()
+    fast.save_pretrained(directory)
+    return directory
+
+
+def reference(family, directory, vocab_size):
+    model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    targets = projection_order(family)
+    peft_model = get_peft_model(model, LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=0.0,
+                                                  target_modules=targets))
+    modules = lora_modules(peft_model, family)
+    with torch.no_grad():
+        for ordinal, _, module in modules:
+            a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+            a.copy_(closed_form(a.shape[0], a.shape[1], ordinal, True))
+            b.copy_(closed_form(b.shape[0], b.shape[1], ordinal, False))
+    batch = examples(vocab_size)
+    normaliser = sum(sum(m[1:]) for _, m in batch)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=LEARNING_RATE, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0)
+
+    def loss_fn():
+        total = 0.0
+        for ids, mask in batch:
+            logits = peft_model(input_ids=torch.tensor([ids])).logits[0].float()
+            logp = torch.log_softmax(logits[:-1], dim=-1)
+            nll = -logp.gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
+            total = total + (nll * torch.tensor(mask[1:], dtype=torch.float32)).sum()
+        return total / normaliser
+
+    losses, grads = [], {}
+    for step in range(STEPS):
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        if step == 0:
+            for _, name, module in modules:
+                for part in ("lora_A", "lora_B"):
+                    grad = getattr(module, part)["default"].weight.grad
+                    grads[f"{name}.{part}.weight"] = grad.detach().clone().contiguous()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        losses.append(loss.item())
+    rows, logits = [], []
+    with torch.no_grad():
+        offset = 0
+        for ids, mask in batch:
+            out = peft_model(input_ids=torch.tensor([ids])).logits[0].float()
+            for r in [t - 1 for t in range(1, len(ids)) if mask[t] == 1][:3]:
+                rows.append(offset + r)
+                logits.append([round(float(x), 6) for x in out[r]])
+            offset += len(ids)
+    save_file(grads, str(directory.parent / "grads.safetensors"))
+    (directory.parent / "reference.json").write_text(json.dumps({
+        "source": "scripts/reference/family_models.py (transformers %s, peft %s, torch %s)" % (
+            transformers.__version__, __import__("peft").__version__, torch.__version__),
+        "family": family, "rank": LORA_RANK, "alpha": LORA_ALPHA, "learning_rate": LEARNING_RATE,
+        "targets": targets,
+        "examples": [{"input_ids": ids, "loss_mask": mask} for ids, mask in batch],
+        "normaliser": normaliser, "losses": losses, "logit_rows": rows, "logits": logits,
+    }, indent=1) + "\n")
+    print(f"{family}: losses {', '.join(f'{x:.6f}' for x in losses)}")
+
+
+def main():
+    tokenizer = train_tokenizer()
+    only = sys.argv[1:]
+    for family, spec in FAMILIES.items():
+        if only and family not in only:
+            continue
+        directory = build(family, spec, tokenizer)
+        reference(family, directory, tokenizer.get_vocab_size())
+
+
+main()
