@@ -135,6 +135,9 @@ def build(family, spec, tokenizer):
     )
     fast.chat_template = (TEMPLATES / f"{spec['template']}.jinja").read_text()
     fast.save_pretrained(directory)
+    # Saved again as the family's own tokenizer class loads it (Qwen2's brings its pre-tokenizer and NFC
+    # normalizer), so tokenizer.json holds what transformers tokenizes with, as in a real repo.
+    transformers.AutoTokenizer.from_pretrained(directory).save_pretrained(directory)
     return directory
 
 

@@ -133,6 +133,12 @@ fn assistant_span(
     let (messages, tools) = (&conversation.messages, &conversation.tools);
     let before = artifacts.template.render(&messages[..i], tools, true)?;
     let through = artifacts.template.render(&messages[..=i], tools, false)?;
+    // A template that closes every render (Phi-3's eos) closes the full one once, at its end.
+    let closing = artifacts.template.closing();
+    let through = match through.strip_suffix(closing) {
+        Some(open) if !closing.is_empty() && i + 1 < messages.len() => open.to_owned(),
+        _ => through,
+    };
     if !through.starts_with(&before) || !full.starts_with(&through) {
         return Ok(None);
     }

@@ -33,6 +33,9 @@ pub struct ChatTemplate {
     bos_token: String,
     eos_token: String,
     generation_prompt: Option<String>,
+    /// What a render without the generation prompt ends with after the last turn (Phi-3's templates
+    /// close every conversation with the eos token); empty for most templates.
+    closing: String,
     system_role: SystemRole,
     /// What `strftime_now` renders; `None`: the current local time.
     now: Option<DateTime<FixedOffset>>,
@@ -70,10 +73,14 @@ impl ChatTemplate {
             bos_token: bos_token.to_owned(),
             eos_token: eos_token.to_owned(),
             generation_prompt: None,
+            closing: String::new(),
             system_role: SystemRole::Rendered,
             now: None,
         };
-        template.generation_prompt = template.probe_generation_prompt();
+        if let Some((prompt, closing)) = template.probe_generation_prompt() {
+            template.generation_prompt = Some(prompt);
+            template.closing = closing;
+        }
         template.system_role = template.probe_system_role();
         Ok(template)
     }
@@ -106,15 +113,29 @@ impl ChatTemplate {
         }
     }
 
-    /// What `add_generation_prompt` appends after a user turn (e.g. `<|im_start|>assistant\n`), if the
-    /// template renders a one-message conversation and appends rather than rewrites.
-    fn probe_generation_prompt(&self) -> Option<String> {
+    /// What `add_generation_prompt` adds after a user turn (e.g. `<|im_start|>assistant\n`), and what the
+    /// render without it closes with instead: nothing for most templates, the eos token for Phi-3's.
+    /// `None` when the template renders no one-message conversation, or renders the two unrelatedly.
+    fn probe_generation_prompt(&self) -> Option<(String, String)> {
         let probe = [ChatMessage::new(dn_data::Role::User, "x")];
         let without = self.render(&probe, &[], false).ok()?;
         let with = self.render(&probe, &[], true).ok()?;
-        with.strip_prefix(&without)
-            .filter(|g| !g.is_empty())
-            .map(str::to_owned)
+        if let Some(prompt) = with.strip_prefix(&without) {
+            return (!prompt.is_empty()).then(|| (prompt.to_owned(), String::new()));
+        }
+        // A render that closes with the eos token: the generation prompt follows what precedes it.
+        let eos = self.eos_token.as_str();
+        if eos.is_empty() || !without.trim_end().ends_with(eos) {
+            return None;
+        }
+        let open = &without[..without.trim_end().len() - eos.len()];
+        let prompt = with.strip_prefix(open)?;
+        (!prompt.is_empty()).then(|| (prompt.to_owned(), without[open.len()..].to_owned()))
+    }
+
+    /// See [`Self::probe_generation_prompt`]: the tail a render without the generation prompt closes with.
+    pub fn closing(&self) -> &str {
+        &self.closing
     }
 
     /// See [`Self::probe_generation_prompt`].
