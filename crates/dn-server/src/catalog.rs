@@ -1,57 +1,17 @@
 //! The models this deployment can train, from configuration: each a local model directory (HF layout), a
 //! GGUF file, or a Hugging Face hub id already in the local hub cache. Family, size and context length are
-//! read from the model's `config.json`, or from a GGUF's metadata.
+//! read from the model's `config.json` (or a GGUF's metadata) as the trainer reads them (`dn-arch`), so an
+//! entry of a family dn cannot train is refused by name.
 
 use std::path::{Path, PathBuf};
 
+use dn_arch::ModelConfig;
 use dn_types::TrainingModel;
-use serde::Deserialize;
 
 /// The deployment's catalog, fixed at startup.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     models: Vec<TrainingModel>,
-}
-
-#[derive(Debug, Deserialize)]
-struct HfConfig {
-    #[serde(default)]
-    model_type: Option<String>,
-    hidden_size: u64,
-    intermediate_size: u64,
-    num_hidden_layers: u64,
-    num_attention_heads: u64,
-    #[serde(default)]
-    num_key_value_heads: Option<u64>,
-    #[serde(default)]
-    head_dim: Option<u64>,
-    vocab_size: u64,
-    #[serde(default)]
-    max_position_embeddings: Option<i64>,
-    #[serde(default)]
-    tie_word_embeddings: Option<bool>,
-    #[serde(default)]
-    num_local_experts: Option<u64>,
-}
-
-impl HfConfig {
-    /// Parameter count of a Llama-style decoder (attention, SwiGLU MLP, norms, embeddings).
-    fn parameters(&self) -> u64 {
-        let h = self.hidden_size;
-        let head_dim = self.head_dim.unwrap_or(h / self.num_attention_heads.max(1));
-        let kv = self.num_key_value_heads.unwrap_or(self.num_attention_heads) * head_dim;
-        let q = self.num_attention_heads * head_dim;
-        let experts = self.num_local_experts.unwrap_or(1).max(1);
-        let per_layer =
-            h * q + 2 * h * kv + q * h + experts * 3 * h * self.intermediate_size + 2 * h;
-        let embeddings = self.vocab_size * h;
-        let head = if self.tie_word_embeddings.unwrap_or(false) {
-            0
-        } else {
-            embeddings
-        };
-        self.num_hidden_layers * per_layer + embeddings + head + h
-    }
 }
 
 impl Catalog {
@@ -107,12 +67,10 @@ fn describe(entry: &str) -> Result<TrainingModel, String> {
     };
     let text = std::fs::read_to_string(&config_path)
         .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
-    let config: HfConfig = serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "{}: not a supported model config: {e}",
-            config_path.display()
-        )
-    })?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not JSON: {e}", config_path.display()))?;
+    let config = ModelConfig::from_json(&json, &config_path.display().to_string())
+        .map_err(|e| e.to_string())?;
     let display_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -121,18 +79,10 @@ fn describe(entry: &str) -> Result<TrainingModel, String> {
     Ok(TrainingModel {
         tinker_id: entry.to_owned(),
         display_name,
-        family: config
-            .model_type
-            .clone()
-            .unwrap_or_else(|| "unknown".into()),
-        model_type: if config.num_local_experts.unwrap_or(0) > 1 {
-            "moe"
-        } else {
-            "dense"
-        }
-        .into(),
-        size_b: (config.parameters() as f64 / 1e9 * 1000.0).round() / 1000.0,
-        context_length: config.max_position_embeddings.unwrap_or(0),
+        family: config.family.name().into(),
+        model_type: "dense".into(),
+        size_b: (config.parameter_count() as f64 / 1e9 * 1000.0).round() / 1000.0,
+        context_length: config.max_position_embeddings as i64,
         extended_context: false,
         supported_algorithms: vec!["sft".into()],
     })
@@ -142,6 +92,10 @@ fn describe(entry: &str) -> Result<TrainingModel, String> {
 fn describe_gguf(entry: &str, path: &Path) -> Result<TrainingModel, String> {
     let meta = dn_render::gguf::GgufMetadata::read(path).map_err(|e| e.to_string())?;
     let parameters: u64 = meta.tensors.iter().map(|t| t.elements()).sum();
+    let tied = !meta.tensors.iter().any(|t| t.name == "output.weight");
+    let vocab = meta.strings("tokenizer.ggml.tokens").map_or(0, |t| t.len());
+    let json = dn_render::hf_config(&meta, tied, vocab, entry).map_err(|e| e.to_string())?;
+    let config = ModelConfig::from_json(&json, entry).map_err(|e| e.to_string())?;
     Ok(TrainingModel {
         tinker_id: entry.to_owned(),
         display_name: meta
@@ -153,16 +107,8 @@ fn describe_gguf(entry: &str, path: &Path) -> Result<TrainingModel, String> {
                     .to_string_lossy()
                     .into_owned()
             }),
-        family: meta
-            .str("general.architecture")
-            .unwrap_or("unknown")
-            .to_owned(),
-        model_type: if meta.arch_u64("expert_count").unwrap_or(0) > 1 {
-            "moe"
-        } else {
-            "dense"
-        }
-        .into(),
+        family: config.family.name().into(),
+        model_type: "dense".into(),
         size_b: (parameters as f64 / 1e9 * 1000.0).round() / 1000.0,
         context_length: meta.arch_u64("context_length").map_or(0, |c| c as i64),
         extended_context: false,
@@ -237,6 +183,37 @@ mod tests {
                 .unwrap_err()
                 .contains("no/such-model")
         );
+        // A family dn cannot train is refused by name.
+        let moe = tempfile::tempdir().unwrap();
+        std::fs::write(
+            moe.path().join("config.json"),
+            r#"{"model_type":"mixtral","hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,
+               "num_attention_heads":2,"vocab_size":10,"num_local_experts":4}"#,
+        )
+        .unwrap();
+        let e = Catalog::load(&[moe.path().to_string_lossy().into_owned()]).unwrap_err();
+        assert!(
+            e.contains("mixtral") && e.contains("mixture-of-experts"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn reads_every_family_of_the_test_fixtures() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/families");
+        for family in [
+            "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3",
+        ] {
+            let entry = root
+                .join(family)
+                .join("model")
+                .to_string_lossy()
+                .into_owned();
+            let catalog = Catalog::load(&[entry]).unwrap();
+            assert_eq!(catalog.models()[0].family, family);
+        }
+        let gguf = root.join("qwen3/model.gguf").to_string_lossy().into_owned();
+        assert_eq!(Catalog::load(&[gguf]).unwrap().models()[0].family, "qwen3");
     }
 
     #[test]

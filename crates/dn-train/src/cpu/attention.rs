@@ -322,7 +322,7 @@ fn unit_backward<T: Real>(
                 if l.softcap.is_some() {
                     let t = &capped[i * keys + lo..i * keys + hi];
                     for (d, t) in dp_row[lo..hi].iter_mut().zip(t) {
-                        *d = *d * (T::ONE - *t * *t);
+                        *d *= T::ONE - *t * *t;
                     }
                 }
                 dp_row[..lo].fill(T::ZERO);

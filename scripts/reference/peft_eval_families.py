@@ -1,0 +1,47 @@
+"""Checks a dn job's final adapter on a family's tiny model with PEFT: transformers 5 loads the model
+directory (float32, eager attention), PeftModel.from_pretrained applies the adapter, and the mean NLL over
+the supervised tokens of the eval examples (token ids and masks as dn prepared them, from
+`dn data preview --json`) is compared with the job's eval/loss. Run: scripts/reference/peft_eval_families.sh"""
+
+import json
+import pathlib
+import sys
+
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+family, model_dir, job_file, examples_file = sys.argv[1], *(pathlib.Path(a) for a in sys.argv[2:5])
+job = json.loads(job_file.read_text())
+adapter = job["artifacts"]["adapter"]
+examples = [json.loads(line) for line in examples_file.read_text().splitlines() if line.strip()]
+
+base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager")
+model = PeftModel.from_pretrained(base, adapter)
+model.eval()
+
+
+def mean_nll():
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for e in examples:
+            ids, mask = e["input_ids"], e["loss_mask"]
+            logits = model(input_ids=torch.tensor([ids])).logits[0].double()
+            logp = torch.log_softmax(logits[:-1], dim=-1)
+            nll = -logp.gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
+            m = torch.tensor(mask[1:], dtype=torch.float64)
+            total += float((nll * m).sum())
+            count += int(m.sum())
+    return total / count, count
+
+
+peft_loss, tokens = mean_nll()
+with model.disable_adapter():
+    base_loss, _ = mean_nll()
+dn_loss = job["metrics"]["eval/loss"]
+rel = abs(peft_loss - dn_loss) / abs(peft_loss)
+ok = rel < 1e-3 and abs(base_loss - peft_loss) > 1e-3
+print(f"{family}: {len(examples)} eval examples, {tokens} supervised tokens; base {base_loss:.6f}, "
+      f"PEFT with dn's adapter {peft_loss:.6f}, dn eval/loss {dn_loss:.6f}, relative difference {rel:.2e} "
+      f"({'ok' if ok else 'FAILED'}: tolerance 1e-3)")
+sys.exit(0 if ok else 1)
