@@ -1,4 +1,7 @@
-//! Shared by the worker tests: a minimal job (its runner decides what happens).
+//! Shared by the worker tests: a minimal job (its runner decides what happens), and the SFT runner's setup.
+#![allow(dead_code)]
+
+pub mod sft;
 
 use dn_store::NewJob;
 use dn_types::{CapabilitySnapshot, DatasetRef};

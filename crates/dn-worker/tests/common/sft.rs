@@ -1,0 +1,221 @@
+//! The SFT runner's test setup: a store and registry in a temporary directory with a capability
+//! (`agent@1.0.0`) and datasets (`demos@0.1.0`: two usable rows and one that fits no shape;
+//! `junk@0.1.0`: none usable), jobs on them, and a worker that runs them.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dn_registry::{Registry, StorageConfig, Upload, UploadFile};
+use dn_store::{JobStore, NewJob, SqlStore};
+use dn_types::{CapabilitySnapshot, DatasetRef, SftConfig, TrainingExtras, TrainingJob};
+use dn_worker::{SftRunner, Worker, WorkerConfig};
+
+pub fn test_model() -> Option<String> {
+    let path = std::env::var("DN_TEST_MODEL_GGUF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../.cache/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    if path.is_file() {
+        return Some(path.to_string_lossy().into_owned());
+    }
+    assert!(
+        std::env::var("DN_REQUIRE_TEST_MODEL").as_deref() != Ok("1"),
+        "{} missing",
+        path.display()
+    );
+    None
+}
+
+pub fn upload(files: &[(&str, &str)]) -> Upload {
+    let files = files
+        .iter()
+        .map(|(path, text)| UploadFile::in_memory(*path, text.to_string()))
+        .collect();
+    Upload::new(files, 1 << 20).unwrap()
+}
+
+pub struct Setup {
+    pub store: Arc<SqlStore>,
+    pub registry: Registry,
+    pub _dir: tempfile::TempDir,
+}
+
+pub async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqlStore::open_data_dir(dir.path()).await.unwrap());
+    let registry = Registry::new(
+        &StorageConfig::Local {
+            root: dir.path().join("storage"),
+        },
+        1 << 20,
+    )
+    .unwrap();
+    registry
+        .push_capability(
+            "acme",
+            &upload(&[
+                (
+                    "capability.yaml",
+                    "schema: 1\nname: agent\nversion: 1.0.0\ndescription: d\n",
+                ),
+                ("agents/a.md", "---\nname: a\n---\nYou are the agent.\n"),
+            ]),
+        )
+        .await
+        .unwrap();
+    let rows = "{\"prompt\":\"Hi\",\"completion\":\"Hello!\"}\n{\"nope\":1}\n{\"messages\":[{\"role\":\"user\",\"content\":\"2+2?\"},{\"role\":\"assistant\",\"content\":\"4\"}]}\n";
+    registry
+        .push_dataset(
+            "acme",
+            &upload(&[
+                (
+                    "dataset.yaml",
+                    "name: demos\nversion: 0.1.0\nformat: jsonl\n",
+                ),
+                ("train.jsonl", rows),
+            ]),
+        )
+        .await
+        .unwrap();
+    registry
+        .push_dataset(
+            "acme",
+            &upload(&[
+                (
+                    "dataset.yaml",
+                    "name: junk\nversion: 0.1.0\nformat: jsonl\n",
+                ),
+                ("train.jsonl", "{\"a\":1}\n{\"b\":2}\n"),
+            ]),
+        )
+        .await
+        .unwrap();
+    Setup {
+        store,
+        registry,
+        _dir: dir,
+    }
+}
+
+pub async fn create_job(
+    setup: &Setup,
+    model: &str,
+    dataset: &str,
+    trajectories: &[&str],
+    steps: u32,
+) -> TrainingJob {
+    create_job_with(setup, model, dataset, trajectories, steps, |_| {}).await
+}
+
+/// [`create_job`] with the config adjusted by `adjust` first.
+pub async fn create_job_with(
+    setup: &Setup,
+    model: &str,
+    dataset: &str,
+    trajectories: &[&str],
+    steps: u32,
+    adjust: impl FnOnce(&mut SftConfig),
+) -> TrainingJob {
+    let system_prompt_digest = setup
+        .registry
+        .capability("acme", "agent", "1.0.0")
+        .await
+        .unwrap()
+        .system_prompt_digest;
+    let mut config = SftConfig {
+        dataset_ref: Some(DatasetRef {
+            name: dataset.into(),
+            version: "0.1.0".into(),
+        }),
+        trajectory_dataset_refs: trajectories
+            .iter()
+            .map(|name| DatasetRef {
+                name: (*name).into(),
+                version: "0.1.0".into(),
+            })
+            .collect(),
+        eval_dataset_ref: Some(DatasetRef {
+            name: "demos".into(),
+            version: "0.1.0".into(),
+        }),
+        max_sequence_length: 2048,
+        batch_size: 8,
+        gradient_accumulation_steps: 1,
+        learning_rate: 1e-4,
+        steps: Some(steps),
+        epochs: None,
+        lora_rank: 8,
+        lora_alpha: 16,
+        checkpoint_interval: 2,
+        extras: TrainingExtras {
+            lr_scheduler: "cosine".into(),
+            warmup_steps: 1,
+            lora_target_modules: vec!["q_proj".into(), "v_proj".into()],
+            ..Default::default()
+        },
+    };
+    adjust(&mut config);
+    setup
+        .store
+        .create_job(NewJob {
+            organization_id: "acme".into(),
+            workspace_id: "main".into(),
+            name: None,
+            model: model.into(),
+            project_ref: None,
+            run_ref: None,
+            dataset_ref: config.dataset_ref.clone(),
+            trajectory_dataset_refs: config.trajectory_dataset_refs.clone(),
+            capability: CapabilitySnapshot {
+                artifact_id: None,
+                name: "agent".into(),
+                version: "1.0.0".into(),
+                runtime_digest: None,
+                organization_id: Some("acme".into()),
+                content_digest: None,
+                system_prompt_digest: Some(system_prompt_digest),
+            },
+            config: config.to_map(),
+            tags: vec![],
+        })
+        .await
+        .unwrap()
+}
+
+pub fn worker(setup: &Setup) -> Worker {
+    let mut config = WorkerConfig::new("w");
+    config.heartbeat = Duration::from_millis(200);
+    Worker::new(
+        setup.store.clone(),
+        Arc::new(SftRunner::new(
+            setup.registry.clone(),
+            setup._dir.path().join("work"),
+        )),
+        config,
+    )
+}
+
+pub async fn run_job(
+    setup: &Setup,
+    model: &str,
+    dataset: &str,
+    trajectories: &[&str],
+) -> TrainingJob {
+    let job = create_job(setup, model, dataset, trajectories, 3).await;
+    assert!(worker(setup).reap_and_run_once().await.unwrap());
+    setup.store.get_job_by_id(&job.id).await.unwrap()
+}
+
+pub fn events<'a>(
+    logs: &'a [dn_store::StoredLogEntry],
+    name: &str,
+) -> Vec<&'a serde_json::Map<String, serde_json::Value>> {
+    logs.iter()
+        .filter(|l| l.entry.data.get("event").and_then(|e| e.as_str()) == Some(name))
+        .map(|l| &l.entry.data)
+        .collect()
+}

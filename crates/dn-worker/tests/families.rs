@@ -1,0 +1,114 @@
+//! A job on each family's tiny model directory (tests/fixtures/families) trains, evaluates and stores a
+//! PEFT adapter over every projection the family has; the job log names the family and says once what
+//! the chat template did to the system prompt; a LoRA target the family lacks fails the job at once.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::sft::{create_job_with, events, setup, worker};
+use dn_store::JobStore;
+use dn_types::JobStatus;
+
+fn model_dir(family: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/families")
+        .join(family)
+        .join("model")
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_trains_every_family() {
+    let setup = setup().await;
+    for (family, targets, system_note) in [
+        ("llama", 7, None),
+        ("mistral", 7, Some("leaves the system message out")),
+        ("qwen2", 7, None),
+        ("qwen3", 7, None),
+        ("gemma2", 7, Some("has no system role")),
+        ("gemma3", 7, None),
+        ("phi3", 4, None),
+    ] {
+        let job = create_job_with(&setup, &model_dir(family), "demos", &[], 2, |c| {
+            c.extras.lora_target_modules = vec!["all-linear".into()];
+            c.learning_rate = 1e-2;
+        })
+        .await;
+        assert!(worker(&setup).reap_and_run_once().await.unwrap());
+        let job = setup.store.get_job_by_id(&job.id).await.unwrap();
+        assert_eq!(
+            job.status,
+            JobStatus::Completed,
+            "{family}: {:?}",
+            job.error
+        );
+        let logs = setup
+            .store
+            .list_logs("acme", "main", &job.id, 0)
+            .await
+            .unwrap();
+        assert_eq!(events(&logs, "data_prepared")[0]["model_family"], family);
+        let notes: Vec<&str> = logs
+            .iter()
+            .filter(|l| l.entry.data.get("event").and_then(|e| e.as_str()) == Some("system_prompt"))
+            .map(|l| l.entry.message.as_str())
+            .collect();
+        match system_note {
+            Some(note) => {
+                assert_eq!(notes.len(), 1, "{family}: said once: {notes:?}");
+                assert!(notes[0].contains(note), "{family}: {}", notes[0]);
+            }
+            None => assert!(notes.is_empty(), "{family}: {notes:?}"),
+        }
+        let losses: Vec<f64> = events(&logs, "step_complete")
+            .iter()
+            .map(|s| s["train/loss"].as_f64().unwrap())
+            .collect();
+        assert_eq!(losses.len(), 2);
+        assert!(
+            losses.iter().all(|l| l.is_finite() && *l > 0.0),
+            "{family}: {losses:?}"
+        );
+        assert_eq!(events(&logs, "eval_complete").len(), 2, "{family}");
+        let adapter = PathBuf::from(job.artifacts["adapter"].as_str().unwrap());
+        let config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            config["target_modules"].as_array().unwrap().len(),
+            targets,
+            "{family}"
+        );
+        let tensors = std::fs::read(adapter.join("adapter_model.safetensors")).unwrap();
+        let names = safetensors::SafeTensors::deserialize(&tensors)
+            .unwrap()
+            .names()
+            .len();
+        assert_eq!(
+            names,
+            3 * targets * 2,
+            "{family}: 3 layers x targets x (A, B)"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lora_target_the_family_lacks_fails_the_job_naming_it() {
+    let setup = setup().await;
+    let job = create_job_with(&setup, &model_dir("phi3"), "demos", &[], 2, |c| {
+        c.extras.lora_target_modules = vec!["q_proj".into()];
+    })
+    .await;
+    assert!(worker(&setup).reap_and_run_once().await.unwrap());
+    let job = setup.store.get_job_by_id(&job.id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    let error = job.error.unwrap_or_default();
+    assert!(
+        error.contains("phi3") && error.contains("q_proj") && error.contains("qkv_proj"),
+        "{error}"
+    );
+    assert_eq!(job.attempt, 1, "bad input is not retried");
+}
