@@ -201,6 +201,30 @@ def reference(family, directory, vocab_size):
     print(f"{family}: losses {', '.join(f'{x:.6f}' for x in losses)}")
 
 
+def gemma3_multimodal():
+    """Gemma 3's multimodal checkpoint around the tiny gemma3 text model (same text weights, a tiny vision
+    tower): dn trains its text model, which must be the same model as the text-only directory."""
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, SiglipVisionConfig
+
+    text_dir = OUT / "gemma3" / "model"
+    text = AutoModelForCausalLM.from_pretrained(text_dir, dtype=torch.float32)
+    vision = SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                image_size=28, patch_size=14)
+    config = Gemma3Config(text_config=text.config.to_dict(), vision_config=vision.to_dict(), mm_tokens_per_image=4,
+                          boi_token_index=1, eoi_token_index=2, image_token_index=3)
+    torch.manual_seed(0)
+    model = Gemma3ForConditionalGeneration(config)
+    model.model.language_model.load_state_dict(text.model.state_dict())
+    directory = OUT / "gemma3" / "multimodal"
+    directory.mkdir(parents=True, exist_ok=True)
+    for old in directory.iterdir():
+        old.unlink()
+    model.to(torch.bfloat16).save_pretrained(directory)
+    for name in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja"]:
+        (directory / name).write_bytes((text_dir / name).read_bytes())
+    print("gemma3: multimodal checkpoint around the text model")
+
+
 def main():
     tokenizer = train_tokenizer()
     only = sys.argv[1:]
@@ -209,6 +233,8 @@ def main():
             continue
         directory = build(family, spec, tokenizer)
         reference(family, directory, tokenizer.get_vocab_size())
+        if family == "gemma3":
+            gemma3_multimodal()
 
 
 main()

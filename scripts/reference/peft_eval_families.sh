@@ -3,7 +3,8 @@
 # `dn train sft --local` on the example data, then loads its final adapter with PEFT on the model as
 # transformers 5 builds it (scripts/reference/peft_eval_families.py): PEFT's eval loss must equal the job's
 # eval/loss within 1e-3 relative. Prints the comparison and writes it to
-# scripts/reference/peft_eval_families.out. Optional arguments: family names (default: all).
+# scripts/reference/peft_eval_families.out. Optional arguments: family names, or gemma3/multimodal for Gemma
+# 3's multimodal checkpoint around the same text model (default: all of them).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
@@ -13,7 +14,7 @@ dn=$root/target/debug/dn
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 families=("$@")
-[ ${#families[@]} -gt 0 ] || families=(llama mistral qwen2 qwen3 gemma2 gemma3 phi3)
+[ ${#families[@]} -gt 0 ] || families=(llama mistral qwen2 qwen3 gemma2 gemma3 gemma3/multimodal phi3)
 "$python" - examples/capabilities/support-agent/agents/support.md >"$work/prompt.txt" <<'PY'
 import sys
 text = open(sys.argv[1]).read()
@@ -24,7 +25,11 @@ PY
 status=0
 : >"$work/out"
 for family in "${families[@]}"; do
-  model=tests/fixtures/families/$family/model
+  case $family in
+    */*) model=tests/fixtures/families/$family ;;
+    *) model=tests/fixtures/families/$family/model ;;
+  esac
+  family=${family//\//-}
   "$dn" --json train sft --local --data-dir "$work/data-$family" --model "$model" \
     --capability examples/capabilities/support-agent --dataset examples/datasets/support-demos \
     --eval-dataset examples/datasets/support-eval --steps 4 --batch-size 4 --learning-rate 1e-2 \

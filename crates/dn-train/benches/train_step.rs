@@ -3,6 +3,7 @@
 //! chat-like batch with assistant-only loss. Prints tokens/s, step times and peak RSS.
 //! Run: cargo bench -p dn-train --bench train_step [-- STEPS]
 //! Memory against tokens, recompute off and on: `cargo bench -p dn-train --bench train_step -- --memory`
+//! Every family on its tiny model (tests/fixtures/families, same shapes): `... -- --families`
 //! Harness mode (scripts/bench/compare.sh): `train_step --examples FILE.jsonl --batch B --lr LR --out OUT.json`
 //! trains one epoch on pre-tokenized examples (`{input_ids, loss_mask}` per line) and writes the figures.
 
@@ -30,10 +31,14 @@ fn peak_rss_mib() -> f64 {
 
 /// `count` sequences of `len` random ids; `prompt` leading tokens carry no loss.
 fn batch(count: usize, len: usize, prompt: usize, seed: u64) -> Vec<TrainExample> {
+    batch_in(count, len, prompt, seed, 49152)
+}
+
+fn batch_in(count: usize, len: usize, prompt: usize, seed: u64, vocab: u32) -> Vec<TrainExample> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     (0..count)
         .map(|_| TrainExample {
-            input_ids: (0..len).map(|_| rng.random_range(20..49152)).collect(),
+            input_ids: (0..len).map(|_| rng.random_range(20..vocab)).collect(),
             loss_mask: (0..len).map(|i| u8::from(i >= prompt)).collect(),
         })
         .collect()
@@ -203,8 +208,35 @@ fn harness(model: &LoraModel, args: &[String]) {
     println!("{result}");
 }
 
+/// Each family's tiny model (hidden 32, 3 layers, 4/2 heads) trained on the same random batch: what each
+/// family's features cost the CPU engine relative to Llama.
+fn families_table(steps: u64) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/families");
+    println!(
+        "tiny family models (tests/fixtures/families), LoRA r4 all projections, f32 CPU, 16x128 random ids"
+    );
+    for family in [
+        "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3",
+    ] {
+        let base =
+            BaseModel::load(&root.join(family).join("model"), DType::F32, &Device::Cpu).unwrap();
+        let vocab = base.config.vocab_size as u32;
+        let model = LoraModel::new(&base, &LoraConfig::new(4, 8.0), 0).unwrap();
+        run(
+            family,
+            &model,
+            &batch_in(16, 128, 32, 5, vocab),
+            steps,
+            false,
+        );
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--families") {
+        return families_table(20);
+    }
     if args.iter().any(|a| a == "--memory") {
         return memory_table();
     }

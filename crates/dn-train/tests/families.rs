@@ -151,3 +151,36 @@ fn the_older_config_layout_is_the_same_model() {
         assert_eq!(loss(&new), loss(&old), "{family}");
     }
 }
+
+/// Gemma 3's multimodal checkpoint (a vision tower around the same text weights) trains its text model:
+/// the same model as the text-only directory, with LoRA names and targets that reach the text blocks only.
+#[test]
+fn gemma3_multimodal_checkpoints_train_their_text_model() {
+    use dn_train::{BaseModel, Device, LoraConfig, LoraModel, evaluate};
+    let dir = common::families::family_dir("gemma3");
+    let load = |sub: &str| BaseModel::load(&dir.join(sub), DType::F32, &Device::Cpu).unwrap();
+    let (text, multimodal) = (load("model"), load("multimodal"));
+    assert_eq!(multimodal.config.prefix, "model.language_model.");
+    assert!(
+        !multimodal.tensors.keys().any(|k| k.contains("vision")),
+        "the vision tower is not loaded"
+    );
+    let r = reference("gemma3");
+    let seqs = sequences(&r.examples);
+    let build = |base: &BaseModel| LoraModel::new(base, &LoraConfig::new(4, 8.0), 3).unwrap();
+    let (a, b) = (build(&text), build(&multimodal));
+    assert_eq!(
+        evaluate(&a, &seqs).unwrap().nll_sum,
+        evaluate(&b, &seqs).unwrap().nll_sum
+    );
+    assert_eq!(
+        b.lora_pairs()[0].peft_a_name(),
+        "base_model.model.model.language_model.layers.0.self_attn.q_proj.lora_A.weight"
+    );
+    let config = dn_train::adapter_config(&b, "m");
+    let pattern = config["target_modules"].as_str().unwrap();
+    assert!(
+        pattern.starts_with(r"model\.language_model\.layers\.\d+\."),
+        "{pattern}"
+    );
+}
