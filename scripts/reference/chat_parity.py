@@ -21,26 +21,13 @@ import transformers.modeling_gguf_pytorch_utils as gguf_utils
 gguf_utils.is_torch_available = lambda: True
 from transformers import AutoTokenizer  # noqa: E402
 
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from chat_cases import a, call, s, scaffold, u  # noqa: E402
+
 gguf_path = pathlib.Path(sys.argv[1])
 out = pathlib.Path(sys.argv[2])
 tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
 END = "<|im_end|>"
-
-
-def u(text):
-    return {"role": "user", "content": text}
-
-
-def a(text, **extra):
-    return {"role": "assistant", "content": text, **extra}
-
-
-def s(text):
-    return {"role": "system", "content": text}
-
-
-def call(id_, name, arguments):
-    return {"id": id_, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
 CASES = [
@@ -67,17 +54,6 @@ CASES = [
     ("consecutive_users", [u("first"), u("second"), a("reply")], None),
     ("agent_trajectory", [u("Find the admin password"), a("<think>Check the config.</think>\nReading config.", tool_calls=[call("t1", "read_file", {"path": "/etc/app.conf"})]), {"role": "tool", "tool_call_id": "t1", "content": "password=hunter2"}, a("The password is hunter2.")], "You are a pentest agent."),
 ]
-
-
-def scaffold(messages, prompt):
-    messages = [dict(m) for m in messages]
-    if not prompt:
-        return messages
-    if messages and messages[0]["role"] == "system":
-        messages[0]["content"] = prompt + "\n\n" + messages[0]["content"]
-    else:
-        messages.insert(0, s(prompt))
-    return messages
 
 
 def render(messages, generation_prompt=False):

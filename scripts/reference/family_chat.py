@@ -28,6 +28,7 @@ import transformers.utils.chat_template_utils as chat_utils
 from transformers import AutoTokenizer, GenerationConfig
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
+from chat_cases import a, call, s, scaffold, u  # noqa: E402
 from family_specs import FAMILIES, TEMPLATE_DATE  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -45,22 +46,6 @@ class FixedDate(datetime.datetime):
 chat_utils.datetime = FixedDate
 
 
-def u(text):
-    return {"role": "user", "content": text}
-
-
-def a(text, **extra):
-    return {"role": "assistant", "content": text, **extra}
-
-
-def s(text):
-    return {"role": "system", "content": text}
-
-
-def call(id_, name, arguments):
-    return {"id": id_, "type": "function", "function": {"name": name, "arguments": arguments}}
-
-
 PROMPT = "You are the support agent of Acme Cloud."
 CASES = [
     ("single_turn", [u("What is 2+2?"), a("4")], None),
@@ -71,17 +56,6 @@ CASES = [
     ("whitespace", [u("  hi there  "), a("  hello \n")], None),
     ("tool_call", [u("Weather in Paris?"), a("", tool_calls=[call("call_1", "get_weather", {"city": "Paris"})]), {"role": "tool", "tool_call_id": "call_1", "content": "18C"}, a("It is 18 degrees in Paris.")], PROMPT),
 ]
-
-
-def scaffold(messages, prompt):
-    messages = [dict(m) for m in messages]
-    if not prompt:
-        return messages
-    if messages and messages[0]["role"] == "system":
-        messages[0]["content"] = prompt + "\n\n" + messages[0]["content"]
-    else:
-        messages.insert(0, s(prompt))
-    return messages
 
 
 class Family:

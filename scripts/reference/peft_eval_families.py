@@ -7,8 +7,11 @@ import json
 import pathlib
 import sys
 
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
 import torch
 from peft import PeftModel
+from peft_check import adapter_and_base_losses
 from transformers import AutoModelForCausalLM
 
 family, model_dir, job_file, examples_file = sys.argv[1], *(pathlib.Path(a) for a in sys.argv[2:5])
@@ -20,24 +23,7 @@ base = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn
 model = PeftModel.from_pretrained(base, adapter)
 model.eval()
 
-
-def mean_nll():
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for e in examples:
-            ids, mask = e["input_ids"], e["loss_mask"]
-            logits = model(input_ids=torch.tensor([ids])).logits[0].double()
-            logp = torch.log_softmax(logits[:-1], dim=-1)
-            nll = -logp.gather(1, torch.tensor(ids[1:])[:, None])[:, 0]
-            m = torch.tensor(mask[1:], dtype=torch.float64)
-            total += float((nll * m).sum())
-            count += int(m.sum())
-    return total / count, count
-
-
-peft_loss, tokens = mean_nll()
-with model.disable_adapter():
-    base_loss, _ = mean_nll()
+peft_loss, tokens, base_loss = adapter_and_base_losses(model, examples)
 dn_loss = job["metrics"]["eval/loss"]
 rel = abs(peft_loss - dn_loss) / abs(peft_loss)
 ok = rel < 1e-3 and abs(base_loss - peft_loss) > 1e-3

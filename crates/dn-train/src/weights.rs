@@ -36,21 +36,23 @@ impl BaseModel {
         }
     }
 
+    /// The architecture of a GGUF file or model directory, read without its weights: what a job checks
+    /// before preparing data (an unsupported model fails at once, by name).
+    pub fn read_config(path: &Path) -> Result<ModelConfig> {
+        if path.is_dir() {
+            return read_dir_config(path);
+        }
+        let meta = GgufMetadata::read(path).map_err(|e| model_err(path, e.to_string()))?;
+        gguf_config(&meta, path)
+    }
+
     pub fn from_gguf(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let name = path.display().to_string();
         let meta = GgufMetadata::read(path).map_err(|e| model_err(path, e.to_string()))?;
+        let config = gguf_config(&meta, path)?;
         let data = std::fs::read(path).map_err(|e| model_err(path, format!("cannot read: {e}")))?;
         let raw = hf_tensors(&meta, &data, &name).map_err(|e| model_err(path, e.to_string()))?;
         drop(data);
-        let tied = !raw.iter().any(|t| t.name == "lm_head.weight");
-        let vocab = raw
-            .iter()
-            .find(|t| t.name == "model.embed_tokens.weight")
-            .map(|t| t.shape[0])
-            .ok_or_else(|| model_err(path, "no token embedding tensor (token_embd.weight)"))?;
-        let hf = dn_render::hf_config(&meta, tied, vocab, &name)
-            .map_err(|e| model_err(path, e.to_string()))?;
-        let config = ModelConfig::from_json(&hf, &name)?;
         let mut tensors = HashMap::new();
         for t in raw {
             let tensor = Tensor::from_vec(t.values, t.shape, device)?.to_dtype(dtype)?;
@@ -64,12 +66,7 @@ impl BaseModel {
     }
 
     pub fn from_hf_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
-        let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path)
-            .map_err(|e| model_err(&config_path, format!("cannot read: {e}")))?;
-        let json: Value = serde_json::from_str(&text)
-            .map_err(|e| model_err(&config_path, format!("not JSON: {e}")))?;
-        let config = ModelConfig::from_json(&json, &config_path.display().to_string())?;
+        let config = read_dir_config(dir)?;
         let files = safetensors_files(dir)?;
         let mut tensors = HashMap::new();
         for file in &files {
@@ -118,6 +115,35 @@ impl BaseModel {
             )
         })
     }
+}
+
+/// A model directory's `config.json`, read as dn-arch describes it.
+fn read_dir_config(dir: &Path) -> Result<ModelConfig> {
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| model_err(&config_path, format!("cannot read: {e}")))?;
+    let json: Value = serde_json::from_str(&text)
+        .map_err(|e| model_err(&config_path, format!("not JSON: {e}")))?;
+    Ok(ModelConfig::from_json(
+        &json,
+        &config_path.display().to_string(),
+    )?)
+}
+
+/// A GGUF's architecture from its metadata (tied when it has no `output.weight`, the vocabulary from the
+/// embedding's rows).
+fn gguf_config(meta: &GgufMetadata, path: &Path) -> Result<ModelConfig> {
+    let name = path.display().to_string();
+    let tied = !meta.tensors.iter().any(|t| t.name == "output.weight");
+    let vocab = meta
+        .tensors
+        .iter()
+        .find(|t| t.name == "token_embd.weight")
+        .and_then(|t| t.dims.get(1).copied())
+        .ok_or_else(|| model_err(path, "no token embedding tensor (token_embd.weight)"))?;
+    let hf = dn_render::hf_config(meta, tied, vocab as usize, &name)
+        .map_err(|e| model_err(path, e.to_string()))?;
+    Ok(ModelConfig::from_json(&hf, &name)?)
 }
 
 /// A tensor's name in transformers' current layout: checkpoints saved before transformers 4.52 keep

@@ -5,20 +5,10 @@
 
 mod common;
 
-use common::families::{FAMILIES, model, reference, relative_error};
-use dn_train::{
-    Control, DType, Sequence, TrainOptions, Trainer, count_targets, forward_backward, logits_at,
-};
+use common::sequences;
 
-fn sequences(examples: &[dn_train::TrainExample]) -> Vec<Sequence<'_>> {
-    examples
-        .iter()
-        .map(|e| Sequence {
-            input_ids: &e.input_ids,
-            loss_mask: &e.loss_mask,
-        })
-        .collect()
-}
+use common::families::{FAMILIES, model, reference, relative_error};
+use dn_train::{Control, DType, TrainOptions, Trainer, count_targets, forward_backward, logits_at};
 
 fn step_one(family: &str, cpu_engine: bool) {
     let r = reference(family);
@@ -183,4 +173,30 @@ fn gemma3_multimodal_checkpoints_train_their_text_model() {
         pattern.starts_with(r"model\.language_model\.layers\.\d+\."),
         "{pattern}"
     );
+}
+
+/// A checkpoint whose tensors disagree with its config is refused, naming the tensor (the executors would
+/// otherwise read past or short of it).
+#[test]
+fn tensors_of_the_wrong_shape_are_refused_by_name() {
+    use dn_train::{BaseModel, Device, LoraConfig, LoraModel};
+    for name in [
+        "model.layers.1.post_attention_layernorm.weight",
+        "model.embed_tokens.weight",
+        "model.layers.0.self_attn.q_proj.bias",
+    ] {
+        let mut base = BaseModel::load(
+            &common::families::model_dir("llama"),
+            DType::F32,
+            &Device::Cpu,
+        )
+        .unwrap();
+        let wrong = candle_core::Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap();
+        base.tensors.insert(name.into(), wrong);
+        let e = LoraModel::new(&base, &LoraConfig::new(4, 8.0), 0)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains(name) && e.contains("the config makes it"), "{e}");
+    }
 }

@@ -4,21 +4,13 @@
 
 mod common;
 
+use common::sequences;
+
 use candle_core::{Device, Tensor};
 use common::families::{FAMILIES, model, reference, relative_error};
 use dn_train::{DType, LoraModel, Sequence, count_targets, evaluate, forward_backward};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-fn sequences(examples: &[dn_train::TrainExample]) -> Vec<Sequence<'_>> {
-    examples
-        .iter()
-        .map(|e| Sequence {
-            input_ids: &e.input_ids,
-            loss_mask: &e.loss_mask,
-        })
-        .collect()
-}
 
 fn loss_and_grads(model: &LoraModel, seqs: &[Sequence<'_>]) -> (f64, Vec<Tensor>) {
     let n = count_targets(seqs);

@@ -5,18 +5,13 @@
 mod common;
 
 use common::families::{model_dir, reference};
-use dn_train::{BaseModel, DType, Device, LoraConfig, LoraModel, Sequence, TrainExample, evaluate};
+use dn_train::{BaseModel, DType, Device, LoraConfig, LoraModel, TrainExample, evaluate};
 
 fn loss(base: &BaseModel, examples: &[TrainExample]) -> f64 {
     let model = LoraModel::new(base, &LoraConfig::new(4, 8.0), 1).unwrap();
-    let seqs: Vec<Sequence<'_>> = examples
-        .iter()
-        .map(|e| Sequence {
-            input_ids: &e.input_ids,
-            loss_mask: &e.loss_mask,
-        })
-        .collect();
-    evaluate(&model, &seqs).unwrap().nll_sum
+    evaluate(&model, &common::sequences(examples))
+        .unwrap()
+        .nll_sum
 }
 
 #[test]
@@ -42,5 +37,11 @@ fn qwen_gguf_files_are_the_same_models_as_their_directories() {
         let (x, y) = (loss(&from_gguf, &examples), loss(&from_dir, &examples));
         let rel = (x - y).abs() / y;
         assert!(rel < 1e-6, "{family}: GGUF loss {x} vs directory {y}");
+        // `dn model import` writes the GGUF as a model directory: the same model again.
+        let imported = tempfile::tempdir().unwrap();
+        dn_render::import_gguf(&gguf, imported.path()).unwrap();
+        let from_import = BaseModel::load(imported.path(), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(from_import.config, from_gguf.config, "{family}");
+        assert_eq!(loss(&from_import, &examples), x, "{family}: imported");
     }
 }

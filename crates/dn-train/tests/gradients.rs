@@ -3,21 +3,13 @@
 
 mod common;
 
+use common::sequences;
+
 use candle_core::{Tensor, Var};
 use common::tiny::{tiny_examples, tiny_model};
-use dn_train::{DType, LoraConfig, LoraModel, Sequence, TrainExample, evaluate, forward_backward};
+use dn_train::{DType, LoraConfig, LoraModel, Sequence, evaluate, forward_backward};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-fn sequences(examples: &[TrainExample]) -> Vec<Sequence<'_>> {
-    examples
-        .iter()
-        .map(|e| Sequence {
-            input_ids: &e.input_ids,
-            loss_mask: &e.loss_mask,
-        })
-        .collect()
-}
 
 fn loss(model: &LoraModel, seqs: &[Sequence<'_>], normaliser: usize) -> f64 {
     evaluate(model, seqs).unwrap().nll_sum / normaliser as f64

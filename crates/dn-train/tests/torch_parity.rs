@@ -6,8 +6,8 @@ mod common;
 
 use candle_core::Tensor;
 use dn_train::{
-    BaseModel, Control, DType, Device, LoraConfig, LoraModel, Sequence, TrainExample, TrainOptions,
-    Trainer, logits_at,
+    BaseModel, Control, DType, Device, LoraConfig, LoraModel, TrainExample, TrainOptions, Trainer,
+    logits_at,
 };
 use serde_json::Value;
 
@@ -86,13 +86,7 @@ fn three_steps_match_transformers_and_peft() {
 
     let rows: Vec<u32> = serde_json::from_value(reference["logit_rows"].clone()).unwrap();
     let stride = reference["logit_stride"].as_u64().unwrap() as usize;
-    let sequences: Vec<Sequence<'_>> = examples
-        .iter()
-        .map(|e| Sequence {
-            input_ids: &e.input_ids,
-            loss_mask: &e.loss_mask,
-        })
-        .collect();
+    let sequences = common::sequences(&examples);
     let logits: Vec<Vec<f32>> = logits_at(&model, &sequences, &rows)
         .unwrap()
         .to_vec2()

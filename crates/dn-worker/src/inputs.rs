@@ -99,10 +99,16 @@ pub async fn prepare_inputs(
         SftConfig::from_map(&job.config).map_err(|e| failed(format!("job config: {e}")))?;
     let org = job.organization_id.as_str();
     let model_id = job.model.clone();
-    let mut model = tokio::task::spawn_blocking(move || ModelArtifacts::resolve(&model_id))
-        .await
-        .map_err(|e| failed(format!("loading model {}: {e}", job.model)))?
-        .map_err(|e| failed(e.to_string()))?;
+    // The architecture first: a model dn cannot train fails the job at once, by name, before any data is
+    // read or weights downloaded.
+    let mut model = tokio::task::spawn_blocking(move || -> Result<ModelArtifacts, String> {
+        let path = dn_render::resolve_model_path(&model_id).map_err(|e| e.to_string())?;
+        dn_train::BaseModel::read_config(&path).map_err(|e| e.to_string())?;
+        ModelArtifacts::load(&path).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| failed(format!("loading model {}: {e}", job.model)))?
+    .map_err(failed)?;
     // Templates that print today's date (Llama 3.x) render the job's creation date, so every attempt
     // of the job trains on the same tokens.
     model.template.set_now(job.created_at.fixed_offset());

@@ -112,3 +112,45 @@ async fn a_lora_target_the_family_lacks_fails_the_job_naming_it() {
     );
     assert_eq!(job.attempt, 1, "bad input is not retried");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_dn_cannot_train_fails_at_once_naming_it() {
+    let setup = setup().await;
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    ] {
+        std::fs::copy(
+            PathBuf::from(model_dir("qwen2")).join(name),
+            dir.path().join(name),
+        )
+        .unwrap();
+    }
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"model_type": "qwen2_moe", "hidden_size": 32, "intermediate_size": 48,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 306, "num_experts": 4}"#,
+    )
+    .unwrap();
+    let model = dir.path().to_string_lossy().into_owned();
+    let job = create_job_with(&setup, &model, "demos", &[], 2, |_| {}).await;
+    assert!(worker(&setup).reap_and_run_once().await.unwrap());
+    let job = setup.store.get_job_by_id(&job.id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Failed);
+    let error = job.error.unwrap_or_default();
+    assert!(
+        error.contains("qwen2_moe") && error.contains("mixture-of-experts"),
+        "{error}"
+    );
+    let logs = setup
+        .store
+        .list_logs("acme", "main", &job.id, 0)
+        .await
+        .unwrap();
+    assert!(
+        events(&logs, "data_prepared").is_empty(),
+        "failed before preparing data"
+    );
+}

@@ -19,8 +19,9 @@ pub(crate) struct BatchContext {
     masks: HashMap<(usize, Option<usize>), Tensor>,
 }
 
-/// RMSNorm from primitives: `x / sqrt(mean(x^2) + eps) * w`, normalised in f32 at least; a weight in f32
-/// under a half-precision input multiplies before the cast back (as Gemma's norm does).
+/// RMSNorm from primitives: `x / sqrt(mean(x^2) + eps) * w`, normalised in f32 at least. A weight in the
+/// input's dtype multiplies after the cast back (Llama's order); an f32 weight under a half-precision input
+/// multiplies before it (Gemma's).
 fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     if let Some(y) = fused_rms_norm(x, weight, eps)? {
         return Ok(y);
@@ -29,6 +30,9 @@ fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let mean_sq = xf.sqr()?.mean_keepdim(D::Minus1)?;
     let inv = (mean_sq + eps)?.sqrt()?.recip()?;
     let normed = xf.broadcast_mul(&inv)?;
+    if weight.dtype() == x.dtype() {
+        return Ok(normed.to_dtype(x.dtype())?.broadcast_mul(weight)?);
+    }
     Ok(normed
         .broadcast_mul(&weight.to_dtype(normed.dtype())?)?
         .to_dtype(x.dtype())?)

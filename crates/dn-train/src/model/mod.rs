@@ -137,12 +137,30 @@ pub(crate) fn compute_dtype(dtype: DType) -> DType {
     }
 }
 
-/// A norm weight as the executors apply it: `offset + w`, in the compute dtype (f32 under a half-precision
-/// base, as transformers normalises in f32).
-fn norm_weight(base: &BaseModel, name: &str, offset: f64) -> Result<Tensor> {
+/// `tensor` must have `dims` (what the config makes it); a checkpoint that disagrees is refused by name.
+fn check_shape(base: &BaseModel, name: &str, tensor: &Tensor, dims: &[usize]) -> Result<()> {
+    if tensor.dims() != dims {
+        return Err(Error::model(
+            base.source.display().to_string(),
+            format!(
+                "{name} has shape {:?}; the config makes it {dims:?}",
+                tensor.dims()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A norm weight as the executors apply it. Gemma's `1 + w` is computed and applied in f32 (its norm
+/// multiplies before casting back); other families' weights stay in the base dtype (their norms cast the
+/// normalised input back first, then multiply).
+fn norm_weight(base: &BaseModel, name: &str, width: usize, offset: f64) -> Result<Tensor> {
     let w = base.get(name)?.detach();
-    let w = w.to_dtype(compute_dtype(w.dtype()))?;
-    Ok(if offset != 0.0 { (w + offset)? } else { w })
+    check_shape(base, name, &w, &[width])?;
+    if offset == 0.0 {
+        return Ok(w);
+    }
+    Ok((w.to_dtype(compute_dtype(w.dtype()))? + offset)?)
 }
 
 impl LoraModel {
@@ -150,7 +168,11 @@ impl LoraModel {
     pub fn new(base: &BaseModel, lora: &LoraConfig, seed: u64) -> Result<Self> {
         let config = base.config.clone();
         let lora = lora.resolve(&config)?;
+        let (d, hd) = (config.hidden_size, config.head_dim);
         let embed = base.get(&config.embed_name())?.detach();
+        check_shape(base, &config.embed_name(), &embed, &[config.vocab_size, d])?;
+        let head = base.lm_head()?;
+        check_shape(base, "the output head", head, &[config.vocab_size, d])?;
         let dtype = embed.dtype();
         let lora_dtype = compute_dtype(dtype);
         let device = embed.device().clone();
@@ -159,9 +181,9 @@ impl LoraModel {
         let mut blocks = Vec::with_capacity(config.num_hidden_layers);
         for (i, layer) in config.layers.iter().enumerate() {
             let names = config.block_names(i);
-            let optional = |name: &Option<String>| -> Result<Option<Tensor>> {
+            let optional = |name: &Option<String>, width: usize| -> Result<Option<Tensor>> {
                 name.as_deref()
-                    .map(|n| norm_weight(base, n, offset))
+                    .map(|n| norm_weight(base, n, width, offset))
                     .transpose()
             };
             let mut linears = Vec::new();
@@ -169,20 +191,20 @@ impl LoraModel {
                 linears.push(linear(base, &config, i, p, &lora, &mut rng, lora_dtype)?);
             }
             blocks.push(Block {
-                input_norm: norm_weight(base, &names.input_norm, offset)?,
-                q_norm: optional(&names.q_norm)?,
-                k_norm: optional(&names.k_norm)?,
-                post_attention_norm: optional(&names.post_attention_norm)?,
-                mlp_norm: norm_weight(base, &names.mlp_norm, offset)?,
-                post_mlp_norm: optional(&names.post_mlp_norm)?,
+                input_norm: norm_weight(base, &names.input_norm, d, offset)?,
+                q_norm: optional(&names.q_norm, hd)?,
+                k_norm: optional(&names.k_norm, hd)?,
+                post_attention_norm: optional(&names.post_attention_norm, d)?,
+                mlp_norm: norm_weight(base, &names.mlp_norm, d, offset)?,
+                post_mlp_norm: optional(&names.post_mlp_norm, d)?,
                 linears,
                 layer: *layer,
             });
         }
         let cpu_default = device.is_cpu() && matches!(dtype, DType::F32 | DType::F64);
         Ok(LoraModel {
-            norm: norm_weight(base, &config.final_norm_name(), offset)?,
-            lm_head: Frozen::new(base.lm_head()?)?,
+            norm: norm_weight(base, &config.final_norm_name(), d, offset)?,
+            lm_head: Frozen::new(head)?,
             embed,
             blocks,
             config,
@@ -327,18 +349,12 @@ fn linear(
     let path = config.projection_path(i, p);
     let weight = base.get(&format!("{path}.weight"))?;
     let (out, inp) = (config.out_features(p.role), config.in_features(p.role));
-    if weight.dims() != [out, inp] {
-        return Err(Error::model(
-            base.source.display().to_string(),
-            format!(
-                "{path}.weight has shape {:?}; the config makes it [{out}, {inp}]",
-                weight.dims()
-            ),
-        ));
-    }
+    check_shape(base, &format!("{path}.weight"), weight, &[out, inp])?;
     let frozen = Frozen::new(weight)?;
     let bias = if config.has_bias(p.role) {
-        let b = base.get(&format!("{path}.bias"))?.detach();
+        let name = format!("{path}.bias");
+        let b = base.get(&name)?.detach();
+        check_shape(base, &name, &b, &[out])?;
         Some(b.to_dtype(weight.dtype())?)
     } else {
         None

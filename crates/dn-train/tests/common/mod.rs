@@ -6,6 +6,19 @@ pub mod tiny;
 
 use std::path::PathBuf;
 
+use dn_train::{Sequence, TrainExample};
+
+/// The examples as the loss functions take them.
+pub fn sequences(examples: &[TrainExample]) -> Vec<Sequence<'_>> {
+    examples
+        .iter()
+        .map(|e| Sequence {
+            input_ids: &e.input_ids,
+            loss_mask: &e.loss_mask,
+        })
+        .collect()
+}
+
 /// The SmolLM2 GGUF fetched by scripts/fetch-test-model.sh; `None` (test skipped) unless
 /// DN_REQUIRE_TEST_MODEL=1, which makes its absence an error.
 pub fn test_model() -> Option<PathBuf> {
