@@ -277,18 +277,17 @@ fn common(
             ),
         ));
     }
-    let (ropes, rope_index) = ropes(f, &config, &layer_types, file)?;
-    config.ropes = ropes;
+    config.ropes = ropes(f, &config, file)?;
     let window = sliding_window(f, family)?;
+    let per_type = config.ropes.len() == 2;
     config.layers = layer_types
         .iter()
-        .map(|t| Layer {
-            window: if t == "sliding_attention" {
-                window
-            } else {
-                None
-            },
-            rope: rope_index(t),
+        .map(|t| {
+            let sliding = t == "sliding_attention";
+            Layer {
+                window: if sliding { window } else { None },
+                rope: usize::from(per_type && sliding),
+            }
         })
         .collect();
     Ok(config)
@@ -465,14 +464,9 @@ fn sliding_window(f: &Fields<'_>, family: Family) -> Result<Option<usize>> {
     Ok(window)
 }
 
-/// Every distinct rope setting and, per layer type, which one it uses.
-#[allow(clippy::type_complexity)]
-fn ropes(
-    f: &Fields<'_>,
-    c: &ModelConfig,
-    layer_types: &[String],
-    file: &str,
-) -> Result<(Vec<Rope>, Box<dyn Fn(&str) -> usize>)> {
+/// The model's rope: one setting, or two (full-attention layers', then sliding layers') where the config
+/// gives one per layer type.
+fn ropes(f: &Fields<'_>, c: &ModelConfig, file: &str) -> Result<Vec<Rope>> {
     let gemma3 = c.family == Family::Gemma3;
     let base_theta = f.f64("rope_theta")?;
     let partial_rotary_factor = f.f64("partial_rotary_factor")?;
@@ -497,7 +491,6 @@ fn ropes(
         // One rope per layer type. Gemma 3's older layout: `rope_scaling` and `rope_theta` are the global
         // (full-attention) layers', `rope_local_base_freq` the sliding layers'.
         let mut ropes = Vec::new();
-        let mut kinds: Vec<String> = Vec::new();
         for kind in ["full_attention", "sliding_attention"] {
             let (key, dict) = match params {
                 Some((key, p)) if nested => match p.get(kind) {
@@ -518,12 +511,9 @@ fn ropes(
                 (true, _) => f.f64("rope_local_base_freq")?.unwrap_or(10_000.0),
                 _ => base_theta.unwrap_or(10_000.0),
             };
-            let d = defaults(theta, None);
-            ropes.push(read_rope(dict, &d, &key, file)?);
-            kinds.push(kind.to_owned());
+            ropes.push(read_rope(dict, &defaults(theta, None), &key, file)?);
         }
-        let index = move |t: &str| kinds.iter().position(|k| k == t).unwrap_or(0);
-        return Ok((ropes, Box::new(index)));
+        return Ok(ropes);
     }
     let original_override = match c.family {
         Family::Phi3 => Some(f.usize("original_max_position_embeddings")?.unwrap_or(4096)),
@@ -534,6 +524,5 @@ fn ropes(
         Some((key, dict)) => read_rope(dict, &d, key, file)?,
         None => read_rope(&empty, &d, "rope_parameters", file)?,
     };
-    let _ = layer_types;
-    Ok((vec![rope], Box::new(|_| 0)))
+    Ok(vec![rope])
 }

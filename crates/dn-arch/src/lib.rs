@@ -41,7 +41,7 @@ pub struct Biases {
 pub struct Layer {
     /// Sliding window: a token sees itself and the `window - 1` tokens before it. `None`: all before it.
     pub window: Option<usize>,
-    /// Index into [`ModelConfig::ropes`].
+    /// Index into [`ModelConfig::ropes`] (0, or 1 for sliding layers of a model with a rope per layer type).
     pub rope: usize,
 }
 

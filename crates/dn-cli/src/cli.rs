@@ -204,8 +204,8 @@ pub struct SftArgs {
     #[arg(long)]
     pub save_total_limit: Option<i64>,
     /// What the loss covers: assistant (every assistant message), last_assistant (each conversation's
-    /// last one) or all (every token) (dn extension; default assistant). Assistant messages with
-    /// `"weight": 0` are left out in any case.
+    /// last one) or all (every token) (dn extension; default assistant). With the first two, assistant
+    /// messages with `"weight": 0` are left out.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(dn_types::TRAIN_ON))]
     pub train_on: Option<String>,
     /// Wait for the job to finish; exits non-zero unless it completed.

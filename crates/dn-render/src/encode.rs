@@ -1,7 +1,7 @@
 //! Conversation -> tokens + loss mask. By default the mask is 1 exactly on each assistant message's
 //! rendering (from the end of the prompt for it, i.e. after the template's generation prompt, through the
 //! first end-of-turn token after its content); `train_on` narrows it to the last assistant message or
-//! widens it to every token, and a message's OpenAI `weight: 0` leaves it out. A system message the
+//! widens it to every token; below `all`, a message's OpenAI `weight: 0` leaves it out. A system message the
 //! template cannot render is fitted first (see [`SystemRole`]).
 
 use std::borrow::Cow;
@@ -36,7 +36,7 @@ pub enum TrainOn {
     Assistant,
     /// Only the conversation's last assistant message (unless its weight is 0).
     LastAssistant,
-    /// Every token of the rendering (continued pre-training on chats).
+    /// Every token of the rendering (continued pre-training on chats); weights do not apply.
     All,
 }
 

@@ -91,8 +91,8 @@ pub struct TinkerSftJobConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub save_total_limit: Option<i64>,
     /// What the loss covers: `assistant` (every assistant message; the default), `last_assistant` (only
-    /// each conversation's last one) or `all` (every token). An assistant message with OpenAI's
-    /// `"weight": 0` is left out in any case.
+    /// each conversation's last one) or `all` (every token of the rendering). With the first two, an
+    /// assistant message with OpenAI's `"weight": 0` is left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_on: Option<String>,
 }
