@@ -130,7 +130,8 @@ pub enum TrainCommand {
 
 #[derive(Debug, Args)]
 pub struct SftArgs {
-    /// Base model: a catalog id, a local model directory or a .gguf file.
+    /// Base model: a Hugging Face hub id (org/name[@revision], fetched by the worker), a catalog id, a
+    /// local model directory or a .gguf file.
     #[arg(long)]
     pub model: String,
     /// NAME@VERSION of the capability whose system prompt scaffolds the data.
@@ -224,8 +225,29 @@ pub struct SftArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
-    /// Write a GGUF Llama model as a Hugging Face model directory (dequantized f32 safetensors, config,
-    /// tokenizer, chat template).
+    /// Download a Hugging Face hub model (config.json first: an architecture dn cannot train is refused
+    /// before any weights; then tokenizer, chat template and safetensors weights) into the hub cache
+    /// (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub), with progress. Resumes an
+    /// interrupted download; files already cached are not downloaded again. HF_TOKEN for gated models,
+    /// HF_ENDPOINT for a mirror.
+    Pull {
+        /// org/name (or org/name@revision).
+        id: String,
+        /// Branch, tag or commit (default main).
+        #[arg(long)]
+        revision: Option<String>,
+    },
+    /// The models this node can train: the configured catalog (--config), model directories and .gguf
+    /// files under <data-dir>/models, and every model in the hub cache.
+    List {
+        #[arg(long, env = "DN_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// server.toml / worker.toml whose `models` are listed too.
+        #[arg(long, env = "DN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Write a GGUF model (llama, qwen2, qwen3) as a Hugging Face model directory (dequantized f32
+    /// safetensors, config, tokenizer, chat template).
     Import {
         gguf: PathBuf,
         #[arg(long)]
@@ -376,9 +398,13 @@ pub struct ServeArgs {
     /// In-process workers (default 1; 0 = API only).
     #[arg(long, env = "DN_WORKERS")]
     pub workers: Option<usize>,
-    /// A model the deployment trains (repeatable): a local model directory or a cached hub id.
+    /// A catalog model (repeatable): a local model directory, a .gguf file or a hub id. The catalog also
+    /// lists every model in this node's hub cache.
     #[arg(long = "model")]
     pub models: Vec<String>,
+    /// Jobs may name only catalog models (and local paths), not any hub id.
+    #[arg(long, env = "DN_CATALOG_ONLY")]
+    pub catalog_only: Option<bool>,
     /// Where in-process workers train: auto (a GPU if this build has CUDA and one is visible), cpu,
     /// cuda or cuda:N.
     #[arg(long, env = "DN_DEVICE")]

@@ -25,6 +25,8 @@ pub struct FileConfig {
     pub workers: Option<usize>,
     #[serde(default)]
     pub models: Vec<String>,
+    /// Jobs may name only catalog models (and local paths), not any hub id.
+    pub catalog_only: Option<bool>,
     pub max_upload_bytes: Option<u64>,
     pub lease_seconds: Option<u64>,
     pub heartbeat_seconds: Option<u64>,

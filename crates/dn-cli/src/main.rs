@@ -41,16 +41,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Data(cli::DataCommand::Preview(args)) => {
             commands::data::preview(*args, &cli.connection, cli.json).await
         }
-        Command::Model(cli::ModelCommand::Import { gguf, out }) => {
-            let summary = dn_render::import_gguf(&gguf, &out)?;
-            println!(
-                "wrote {} ({} tensors, {} parameters)",
-                out.display(),
-                summary.tensors,
-                summary.parameters
-            );
-            Ok(0)
-        }
+        Command::Model(command) => commands::model::run(command, cli.json).await,
         Command::Dataset(command) => {
             let conn = Connection::resolve(&cli.connection)?;
             commands::registry::run(ArtifactKind::Dataset, command, &conn, cli.json).await

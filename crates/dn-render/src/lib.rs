@@ -6,7 +6,9 @@ mod artifacts;
 mod encode;
 mod error;
 pub mod gguf;
+pub mod hub;
 mod import;
+pub mod inventory;
 mod prepare;
 mod resolve;
 mod template;
@@ -19,8 +21,9 @@ pub use encode::{
     render_by_prefixes, render_supervised, tokenize,
 };
 pub use error::{Error, Result};
+pub use hf_hub::api::Progress as DownloadProgress;
 pub use import::{ImportSummary, hf_config, import_gguf};
 pub use prepare::{PrepareOptions, PrepareStats, Prepared, prepare};
-pub use resolve::{resolve_model_for_training, resolve_model_path};
+pub use resolve::{resolve_model, resolve_model_for_training, resolve_model_path};
 pub use template::{ChatTemplate, SystemRole};
 pub use tokenizer::tokenizer_from_gguf;

@@ -1,48 +1,118 @@
-//! The models this deployment can train, from configuration: each a local model directory (HF layout), a
-//! GGUF file, or a Hugging Face hub id already in the local hub cache. Family, size and context length are
-//! read from the model's `config.json` (or a GGUF's metadata) as the trainer reads them (`dn-arch`), so an
-//! entry of a family dn cannot train is refused by name.
+//! The models this deployment trains: the configured entries (local model directories, GGUF files, hub
+//! ids) plus every model in the server node's Hugging Face hub cache, described again at each listing (a
+//! model pulled since startup appears; `dn model pull` on the server adds one). Family, size and context
+//! length come from the model's `config.json` (or a GGUF's metadata) read as the trainer reads it
+//! (`dn-arch`), so a configured entry of a family dn cannot train is refused by name at startup.
+//!
+//! Jobs may name a catalog model, a local model directory or GGUF file, or, unless the deployment sets
+//! `catalog_only`, any hub id (`org/name[@revision]`): the worker fetches it.
 
 use std::path::{Path, PathBuf};
 
-use dn_arch::ModelConfig;
+use dn_render::hub::HubId;
+use dn_render::inventory::{self, ModelInfo, ModelSource};
 use dn_types::TrainingModel;
 
-/// The deployment's catalog, fixed at startup.
+/// The deployment's catalog.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
-    models: Vec<TrainingModel>,
+    configured: Vec<String>,
+    /// Scanned at each listing; `None`: not part of the catalog.
+    hub_cache: Option<PathBuf>,
+    catalog_only: bool,
 }
 
 impl Catalog {
-    /// Loads every entry; an entry that cannot be read is an error naming it.
+    /// Checks every configured entry: a local model must be readable and of a family dn trains; a hub id
+    /// must be well-formed, and of a family dn trains when the hub cache has its config.
     pub fn load(entries: &[String]) -> Result<Catalog, String> {
-        let models = entries
+        for entry in entries {
+            let info =
+                describe_entry(entry, None).map_err(|e| format!("catalog model '{entry}': {e}"))?;
+            if !info.supported {
+                let reason = info.reason.unwrap_or_default();
+                return Err(format!("catalog model '{entry}': {reason}"));
+            }
+        }
+        Ok(Catalog {
+            configured: entries.to_vec(),
+            hub_cache: None,
+            catalog_only: false,
+        })
+    }
+
+    /// Adds the models of this hub cache to every listing.
+    pub fn with_hub_cache(mut self, dir: Option<PathBuf>) -> Self {
+        self.hub_cache = dir;
+        self
+    }
+
+    /// Jobs may then name only catalog models and local paths, not any hub id.
+    pub fn catalog_only(mut self, yes: bool) -> Self {
+        self.catalog_only = yes;
+        self
+    }
+
+    /// The catalog now: configured entries first, then the hub cache's trainable models. Reads files.
+    pub fn models(&self) -> Vec<TrainingModel> {
+        let mut models: Vec<TrainingModel> = self
+            .configured
             .iter()
-            .map(|entry| describe(entry).map_err(|e| format!("catalog model '{entry}': {e}")))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Catalog { models })
+            .filter_map(|entry| describe_entry(entry, self.hub_cache.as_deref()).ok())
+            .map(|info| training_model(&info))
+            .collect();
+        for info in self.hub_cache_models() {
+            if info.trainable && !models.iter().any(|m| m.tinker_id == info.id) {
+                models.push(training_model(&info));
+            }
+        }
+        models
     }
 
-    pub fn models(&self) -> &[TrainingModel] {
-        &self.models
+    fn hub_cache_models(&self) -> Vec<ModelInfo> {
+        self.hub_cache
+            .as_deref()
+            .map(inventory::hub_cache_models)
+            .unwrap_or_default()
     }
 
-    /// `Ok` if jobs may use `model`: a catalog id, or a local model directory / GGUF file.
+    /// `Ok` if jobs may use `model`. Reads files.
     pub fn check_model(&self, model: &str) -> Result<(), String> {
-        if self.models.iter().any(|m| m.tinker_id == model) || is_local_model(Path::new(model)) {
+        if self.configured.iter().any(|m| m == model) || is_local_model(Path::new(model)) {
             return Ok(());
         }
-        let known: Vec<&str> = self.models.iter().map(|m| m.tinker_id.as_str()).collect();
-        Err(format!(
-            "model '{model}' is not in this deployment's catalog ({}) and is not a local model directory \
-             (with config.json) or .gguf file",
-            if known.is_empty() {
-                "empty".to_owned()
-            } else {
-                known.join(", ")
+        let hub_id = HubId::parse(model);
+        if let Some(id) = &hub_id {
+            if !self.catalog_only {
+                return Ok(());
             }
-        ))
+            if id.revision.is_none()
+                && self
+                    .hub_cache_models()
+                    .iter()
+                    .any(|m| m.trainable && m.id == id.repo)
+            {
+                return Ok(());
+            }
+        }
+        let known: Vec<String> = self.models().into_iter().map(|m| m.tinker_id).collect();
+        let known = if known.is_empty() {
+            "empty".to_owned()
+        } else {
+            known.join(", ")
+        };
+        Err(match hub_id {
+            Some(_) => format!(
+                "model '{model}' is not in this deployment's catalog ({known}); it allows catalog models \
+                 only (catalog_only): an administrator adds one with `dn model pull` on the server or \
+                 the `models` setting"
+            ),
+            None => format!(
+                "model '{model}' is not in this deployment's catalog ({known}), not a hub id \
+                 (org/name or org/name@revision) and not a local model directory (with config.json) or \
+                 .gguf file"
+            ),
+        })
     }
 }
 
@@ -51,101 +121,56 @@ fn is_local_model(path: &Path) -> bool {
         || (path.is_file() && path.extension().is_some_and(|e| e == "gguf"))
 }
 
-fn describe(entry: &str) -> Result<TrainingModel, String> {
+/// A configured entry: a local path, or a hub id described from the cache when it is there.
+fn describe_entry(entry: &str, hub_cache: Option<&Path>) -> Result<ModelInfo, String> {
     let path = Path::new(entry);
-    let config_path = if path.join("config.json").is_file() {
-        path.join("config.json")
-    } else if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
-        return describe_gguf(entry, path);
-    } else {
-        hub_cache_config(entry).ok_or_else(|| {
-            format!(
-                "not a local model directory with config.json, and not found in the Hugging Face hub cache ({})",
-                hub_cache_dir().display()
-            )
-        })?
-    };
-    let text = std::fs::read_to_string(&config_path)
-        .map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
-    let json: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{}: not JSON: {e}", config_path.display()))?;
-    let config = ModelConfig::from_json(&json, &config_path.display().to_string())
-        .map_err(|e| e.to_string())?;
-    let display_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .filter(|_| path.is_dir())
-        .unwrap_or_else(|| entry.rsplit('/').next().unwrap_or(entry).to_owned());
-    Ok(TrainingModel {
-        tinker_id: entry.to_owned(),
-        display_name,
-        family: config.family.name().into(),
-        model_type: "dense".into(),
-        size_b: (config.parameter_count() as f64 / 1e9 * 1000.0).round() / 1000.0,
-        context_length: config.max_position_embeddings as i64,
-        extended_context: false,
-        supported_algorithms: vec!["sft".into()],
-    })
-}
-
-/// Family, size and context length from a GGUF file's metadata and tensor table.
-fn describe_gguf(entry: &str, path: &Path) -> Result<TrainingModel, String> {
-    let meta = dn_render::gguf::GgufMetadata::read(path).map_err(|e| e.to_string())?;
-    let parameters: u64 = meta.tensors.iter().map(|t| t.elements()).sum();
-    let tied = !meta.tensors.iter().any(|t| t.name == "output.weight");
-    let vocab = meta.strings("tokenizer.ggml.tokens").map_or(0, |t| t.len());
-    let json = dn_render::hf_config(&meta, tied, vocab, entry).map_err(|e| e.to_string())?;
-    let config = ModelConfig::from_json(&json, entry).map_err(|e| e.to_string())?;
-    Ok(TrainingModel {
-        tinker_id: entry.to_owned(),
-        display_name: meta
-            .str("general.name")
-            .map(str::to_owned)
-            .unwrap_or_else(|| {
-                path.file_stem()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned()
-            }),
-        family: config.family.name().into(),
-        model_type: "dense".into(),
-        size_b: (parameters as f64 / 1e9 * 1000.0).round() / 1000.0,
-        context_length: meta.arch_u64("context_length").map_or(0, |c| c as i64),
-        extended_context: false,
-        supported_algorithms: vec!["sft".into()],
-    })
-}
-
-fn hub_cache_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("HF_HUB_CACHE") {
-        return PathBuf::from(dir);
+    if is_local_model(path) {
+        return Ok(inventory::describe_model(entry, path, ModelSource::Catalog));
     }
-    if let Ok(home) = std::env::var("HF_HOME") {
-        return PathBuf::from(home).join("hub");
-    }
-    let home = std::env::var("HOME").unwrap_or_else(|_| ".".into());
-    PathBuf::from(home).join(".cache/huggingface/hub")
-}
-
-/// `config.json` of a hub id in the local cache: the snapshot `refs/main` points at, else any snapshot.
-fn hub_cache_config(model_id: &str) -> Option<PathBuf> {
-    let (org, name) = model_id.split_once('/')?;
-    if name.contains('/') || org.contains("..") || name.contains("..") {
-        return None;
-    }
-    let repo = hub_cache_dir().join(format!("models--{org}--{name}"));
-    let snapshots = repo.join("snapshots");
-    if let Ok(main) = std::fs::read_to_string(repo.join("refs/main")) {
-        let candidate = snapshots.join(main.trim()).join("config.json");
-        if candidate.is_file() {
-            return Some(candidate);
+    let id = HubId::parse(entry).ok_or_else(|| {
+        "not a local model directory with config.json, a .gguf file, or a hub id (org/name)"
+            .to_owned()
+    })?;
+    let cache = hub_cache
+        .map(Path::to_path_buf)
+        .unwrap_or_else(dn_render::hub::hub_cache_dir);
+    let cached = inventory::hub_cache_models(&cache)
+        .into_iter()
+        .find(|m| id.revision.is_none() && m.id == id.repo);
+    Ok(match cached {
+        Some(mut info) => {
+            info.source = ModelSource::Catalog;
+            info
         }
+        // Not on this node yet: workers fetch it; its fields fill in once the server's cache has it.
+        None => ModelInfo {
+            id: entry.to_owned(),
+            source: ModelSource::Catalog,
+            path: PathBuf::new(),
+            display_name: id.repo.rsplit('/').next().unwrap_or(entry).to_owned(),
+            family: None,
+            parameters: None,
+            context_length: None,
+            dtype: None,
+            size_bytes: 0,
+            trainable: true,
+            supported: true,
+            reason: Some("not in this node's hub cache".into()),
+        },
+    })
+}
+
+fn training_model(info: &ModelInfo) -> TrainingModel {
+    TrainingModel {
+        tinker_id: info.id.clone(),
+        display_name: info.display_name.clone(),
+        family: info.family.clone().unwrap_or_default(),
+        model_type: "dense".into(),
+        size_b: info.size_b(),
+        context_length: info.context_length.map_or(0, |c| c as i64),
+        extended_context: false,
+        supported_algorithms: vec!["sft".into()],
     }
-    std::fs::read_dir(&snapshots)
-        .ok()?
-        .filter_map(|e| e.ok())
-        .map(|e| e.path().join("config.json"))
-        .find(|p| p.is_file())
 }
 
 #[cfg(test)]
@@ -172,16 +197,31 @@ mod tests {
         );
         assert_eq!(model.size_b, 0.135);
         catalog.check_model(&entry).unwrap();
+        // Any hub id, unless the deployment allows its catalog only.
+        catalog.check_model("acme/missing@v1").unwrap();
+        let only = catalog.clone().catalog_only(true);
+        only.check_model(&entry).unwrap();
+        let e = only.check_model("acme/missing").unwrap_err();
         assert!(
-            catalog
-                .check_model("nope/missing")
-                .unwrap_err()
-                .contains("not in this deployment's catalog")
+            e.contains("not in this deployment's catalog") && e.contains("catalog_only"),
+            "{e}"
         );
         assert!(
-            Catalog::load(&["no/such-model".into()])
+            catalog
+                .check_model("../etc")
                 .unwrap_err()
-                .contains("no/such-model")
+                .contains("not a hub id")
+        );
+        // A configured hub id the server has not cached yet is listed without its details.
+        let listed = Catalog::load(&["no/such-model".into()]).unwrap().models();
+        assert_eq!(
+            (listed[0].tinker_id.as_str(), listed[0].size_b),
+            ("no/such-model", 0.0)
+        );
+        assert!(
+            Catalog::load(&["no-such-dir".into()])
+                .unwrap_err()
+                .contains("no-such-dir")
         );
         // A family dn cannot train is refused by name.
         let moe = tempfile::tempdir().unwrap();
@@ -214,6 +254,37 @@ mod tests {
         }
         let gguf = root.join("qwen3/model.gguf").to_string_lossy().into_owned();
         assert_eq!(Catalog::load(&[gguf]).unwrap().models()[0].family, "qwen3");
+    }
+
+    #[test]
+    fn lists_the_hub_cache_at_each_listing() {
+        let cache = tempfile::tempdir().unwrap();
+        let catalog = Catalog::load(&[])
+            .unwrap()
+            .with_hub_cache(Some(cache.path().to_path_buf()))
+            .catalog_only(true);
+        assert!(catalog.models().is_empty());
+        assert!(catalog.check_model("acme/tiny-qwen3").is_err());
+        // Pulled after startup: the hub cache layout, refs/main -> snapshots/<commit>/.
+        let repo = cache.path().join("models--acme--tiny-qwen3");
+        let snapshot = repo.join("snapshots/abc123");
+        std::fs::create_dir_all(&snapshot).unwrap();
+        std::fs::create_dir_all(repo.join("refs")).unwrap();
+        std::fs::write(repo.join("refs/main"), "abc123").unwrap();
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/families/qwen3/model");
+        for file in std::fs::read_dir(&fixture).unwrap() {
+            let file = file.unwrap().path();
+            std::fs::copy(&file, snapshot.join(file.file_name().unwrap())).unwrap();
+        }
+        let models = catalog.models();
+        assert_eq!(models.len(), 1);
+        assert_eq!(
+            (models[0].tinker_id.as_str(), models[0].family.as_str()),
+            ("acme/tiny-qwen3", "qwen3")
+        );
+        assert!(models[0].context_length > 0);
+        catalog.check_model("acme/tiny-qwen3").unwrap();
     }
 
     #[test]

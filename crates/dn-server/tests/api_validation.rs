@@ -123,9 +123,9 @@ async fn bad_requests_name_what_is_wrong() {
             "config.dataset_ref",
         ),
         (
-            with(&|b| b["model"] = json!("no-such/model")),
+            with(&|b| b["model"] = json!("no-such/dir/model")),
             422,
-            "model: model 'no-such/model' is not in this deployment's catalog",
+            "model: model 'no-such/dir/model' is not in this deployment's catalog (",
         ),
         (
             with(&|b| b["config"]["dataset_ref"]["version"] = json!("9.9.9")),

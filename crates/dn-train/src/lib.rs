@@ -2,6 +2,7 @@
 //! model, the masked loss, AdamW, the schedule, checkpoints in PEFT's adapter layout, and the training
 //! loop. No async runtime, no store: the worker drives it on a dedicated thread.
 
+mod budget;
 mod checkpoint;
 mod cpu;
 mod device;
@@ -19,6 +20,7 @@ mod softmax;
 mod trainer;
 mod weights;
 
+pub use budget::{MemoryEstimate, available_memory, check_fits, estimate_memory};
 pub use checkpoint::{
     ADAPTER_CONFIG_FILE, ADAPTER_FILE, Checkpoint, OPTIMIZER_FILE, STATE_FILE, StepRecord,
     TrainerState, adapter_config,

@@ -6,11 +6,13 @@ use std::sync::Arc;
 
 use dn_data::{Conversation, Error as RowError, Format, load_conversations};
 use dn_registry::Registry;
+use dn_render::hub::Need;
 use dn_render::{Example, ModelArtifacts, PrepareOptions, PrepareStats, TrainOn, prepare};
 use dn_types::{ArtifactRef, DatasetRef, SftConfig, TrainingJob};
 use serde_json::{Map, Value, json};
 
 use crate::runner::RunError;
+use crate::training::check_memory;
 
 /// What the trainer consumes.
 pub struct PreparedInputs {
@@ -94,16 +96,20 @@ async fn dataset_conversations(
 pub async fn prepare_inputs(
     registry: &Registry,
     job: &TrainingJob,
+    device: &str,
 ) -> Result<PreparedInputs, RunError> {
     let config =
         SftConfig::from_map(&job.config).map_err(|e| failed(format!("job config: {e}")))?;
     let org = job.organization_id.as_str();
-    let model_id = job.model.clone();
-    // The architecture first: a model dn cannot train fails the job at once, by name, before any data is
-    // read or weights downloaded.
+    let (model_id, device, job_config) = (job.model.clone(), device.to_owned(), config.clone());
+    // The architecture and the memory it needs first: a model dn cannot train, or a job that cannot fit
+    // this node, fails at once, by name, before any data is read or weights downloaded (a hub model's
+    // `config.json` and tokenizer come first).
     let mut model = tokio::task::spawn_blocking(move || -> Result<ModelArtifacts, String> {
-        let path = dn_render::resolve_model_path(&model_id).map_err(|e| e.to_string())?;
-        dn_train::BaseModel::read_config(&path).map_err(|e| e.to_string())?;
+        let path = dn_render::resolve_model(&model_id, Need::Config, &mut ())
+            .map_err(|e| e.to_string())?;
+        let model_config = dn_train::BaseModel::read_config(&path).map_err(|e| e.to_string())?;
+        check_memory(&model_config, &job_config, &device)?;
         ModelArtifacts::load(&path).map_err(|e| e.to_string())
     })
     .await

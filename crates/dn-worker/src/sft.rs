@@ -124,7 +124,7 @@ impl JobRunner for SftRunner {
             let data = json!({"event": "model_fetch", "model": job.model});
             ctx.progress().log(LogLevel::Info, message, data).await?;
         }
-        let inputs = prepare_inputs(&self.registry, job).await?;
+        let inputs = prepare_inputs(&self.registry, job, &self.device).await?;
         log_prepared(&inputs, ctx).await?;
         if ctx.cancel_requested() {
             return Err(RunError::Cancelled {

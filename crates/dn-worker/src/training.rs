@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use dn_train::{
-    AdamWConfig, BaseModel, Control, Event, LoraConfig, LoraModel, Schedule, TrainExample,
-    TrainOptions, TrainSummary, Trainer, base_dtype, select_device,
+    AdamWConfig, BaseModel, Control, Event, LoraConfig, LoraModel, ModelConfig, Schedule,
+    TrainExample, TrainOptions, TrainSummary, Trainer, available_memory, base_dtype, check_fits,
+    device_label, estimate_memory, select_device,
 };
 use dn_types::SftConfig;
 use tokio::sync::mpsc::UnboundedSender;
@@ -42,6 +43,38 @@ pub fn train_options(config: &SftConfig) -> dn_train::Result<TrainOptions> {
         recompute: x.gradient_checkpointing,
         ..defaults
     })
+}
+
+/// Refuses a job whose estimated memory (weights, LoRA state, one pass's activations) exceeds what the
+/// device has free now, naming the fields to change; decided from `config.json` before any weights are
+/// loaded or downloaded. A device whose free memory cannot be told is not checked.
+pub fn check_memory(
+    model: &ModelConfig,
+    config: &SftConfig,
+    device_spec: &str,
+) -> Result<(), String> {
+    let device = select_device(device_spec).map_err(|e| e.to_string())?;
+    let lora = lora_config(config)
+        .resolve(model)
+        .map_err(|e| e.to_string())?;
+    let longest = config.max_sequence_length as usize;
+    // A pass packs up to `tokens_per_pass` tokens of one micro-batch; a longer example goes alone.
+    let tokens = (config.batch_size as usize * longest)
+        .min(TrainOptions::default().tokens_per_pass.max(longest));
+    let recompute = config
+        .extras
+        .gradient_checkpointing
+        .unwrap_or(device.is_cuda());
+    let estimate = estimate_memory(model, &lora, &device, tokens, recompute);
+    let Some(available) = available_memory(&device) else {
+        return Ok(());
+    };
+    tracing::info!(
+        needed = estimate.total(),
+        available,
+        "memory estimate for {tokens} tokens per pass"
+    );
+    check_fits(&estimate, available, &device_label(&device)).map_err(|e| e.to_string())
 }
 
 /// The LoRA configuration of a job.

@@ -66,7 +66,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     } else {
         args.models.clone()
     };
-    let catalog = Catalog::load(&models).map_err(anyhow::Error::msg)?;
+    let catalog = Catalog::load(&models)
+        .map_err(anyhow::Error::msg)?
+        .with_hub_cache(Some(dn_render::hub::hub_cache_dir()))
+        .catalog_only(args.catalog_only.or(file.catalog_only).unwrap_or(false));
     if store.count_api_keys().await? == 0 {
         let key = store.create_api_key("default").await?;
         println!(

@@ -84,7 +84,11 @@ pub async fn sft_local(mut args: SftArgs, json: bool) -> Result<i32> {
     let state = AppState {
         store: store.clone(),
         registry: registry.clone(),
-        catalog: Arc::new(Catalog::load(&[]).map_err(anyhow::Error::msg)?),
+        catalog: Arc::new(
+            Catalog::load(&[])
+                .map_err(anyhow::Error::msg)?
+                .with_hub_cache(Some(dn_render::hub::hub_cache_dir())),
+        ),
         defaults: SftDefaults::default(),
     };
     let mut server_stop = stopped.clone();

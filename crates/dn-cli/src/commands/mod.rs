@@ -2,5 +2,6 @@ pub mod daemon;
 pub mod data;
 pub mod follow;
 pub mod local;
+pub mod model;
 pub mod registry;
 pub mod train;

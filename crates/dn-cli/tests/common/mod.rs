@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 pub mod cluster;
+pub mod hub;
 
 use std::path::Path;
 use std::process::Output;
@@ -29,6 +30,15 @@ pub async fn start(with_worker: bool) -> Env {
 
 /// A server whose catalog holds `model` (default: a tiny config-only model directory).
 pub async fn start_with(model: Option<String>, with_worker: bool) -> Env {
+    start_with_catalog(model, false, with_worker).await
+}
+
+/// [`start_with`], jobs restricted to the catalog when `catalog_only`.
+pub async fn start_with_catalog(
+    model: Option<String>,
+    catalog_only: bool,
+    with_worker: bool,
+) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let model = match model {
         Some(model) => model,
@@ -56,7 +66,11 @@ pub async fn start_with(model: Option<String>, with_worker: bool) -> Env {
     let state = AppState {
         store: store.clone(),
         registry,
-        catalog: Arc::new(Catalog::load(std::slice::from_ref(&model)).unwrap()),
+        catalog: Arc::new(
+            Catalog::load(std::slice::from_ref(&model))
+                .unwrap()
+                .catalog_only(catalog_only),
+        ),
         defaults: SftDefaults::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

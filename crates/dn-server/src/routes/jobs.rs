@@ -51,8 +51,10 @@ pub async fn create_job(
 ) -> ApiResult<Json<TrainingJob>> {
     scope(&caller, &org, &ws)?;
     let spec = validate_sft_request(&request, &app.defaults)?;
-    app.catalog
-        .check_model(&spec.model)
+    let (catalog, model) = (app.catalog.clone(), spec.model.clone());
+    tokio::task::spawn_blocking(move || catalog.check_model(&model))
+        .await
+        .map_err(|e| ApiError::internal("model check", e))?
         .map_err(|m| ApiError::validation(format!("model: {m}")))?;
     for (field, dataset) in spec.dataset_refs() {
         let owner = ref_org(&caller, dataset, "dataset", &field)?;

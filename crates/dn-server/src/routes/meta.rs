@@ -47,10 +47,13 @@ pub async fn catalog(
         )));
     }
     let query = params.query.map(|q| q.to_lowercase());
-    let matching: Vec<_> = app
-        .catalog
-        .models()
-        .iter()
+    // Described again at each listing (the hub cache may have grown): file reads, off the runtime.
+    let catalog = app.catalog.clone();
+    let models = tokio::task::spawn_blocking(move || catalog.models())
+        .await
+        .map_err(|e| ApiError::internal("catalog", e))?;
+    let matching: Vec<_> = models
+        .into_iter()
         .filter(|m| {
             query.as_ref().is_none_or(|q| {
                 [&m.tinker_id, &m.display_name, &m.family]
@@ -67,7 +70,6 @@ pub async fn catalog(
         })
         .filter(|m| params.min_size_b.is_none_or(|min| m.size_b >= min))
         .filter(|m| params.max_size_b.is_none_or(|max| m.size_b <= max))
-        .cloned()
         .collect();
     let total = matching.len() as i64;
     let models = matching.into_iter().take(limit as usize).collect();

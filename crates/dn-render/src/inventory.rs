@@ -1,0 +1,361 @@
+//! The models a node has, described from their files without loading weights: what `dn model list`
+//! prints and what the server's catalog serves. Family, parameter count and context length come from the
+//! model's `config.json` (or a GGUF's metadata) read as the trainer reads it (`dn-arch`), so a model of an
+//! architecture dn cannot train is listed with the reason.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::gguf::GgufMetadata;
+use crate::hub::HubId;
+
+/// Most entries a directory scan reads (hub cache repos, local model directories, files of a model).
+const MAX_SCAN: usize = 1000;
+/// The largest `config.json` read.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelSource {
+    /// Named in the deployment's configuration.
+    Catalog,
+    /// A model directory or GGUF file under the data directory's `models/`.
+    Local,
+    /// A snapshot in the Hugging Face hub cache.
+    HubCache,
+}
+
+/// One model as `dn model list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    /// What `--model` takes: the hub id, or the path.
+    pub id: String,
+    pub source: ModelSource,
+    pub path: PathBuf,
+    pub display_name: String,
+    pub family: Option<String>,
+    pub parameters: Option<u64>,
+    pub context_length: Option<u64>,
+    /// The weights' dtype (config.json's `dtype`/`torch_dtype`, else the first tensor's; a GGUF's most
+    /// common tensor type).
+    pub dtype: Option<String>,
+    pub size_bytes: u64,
+    pub trainable: bool,
+    /// The architecture and weight types are ones dn trains (files may still be missing).
+    #[serde(skip)]
+    pub supported: bool,
+    /// Why not, when it is not (or what is missing but fetched on first use).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl ModelInfo {
+    /// Billions of parameters, to three decimals (the catalog's `size_b`).
+    pub fn size_b(&self) -> f64 {
+        self.parameters
+            .map_or(0.0, |p| (p as f64 / 1e9 * 1000.0).round() / 1000.0)
+    }
+}
+
+/// Describes `path` (a model directory or `.gguf` file) listed as `id`.
+pub fn describe_model(id: &str, path: &Path, source: ModelSource) -> ModelInfo {
+    let display_name = if path.is_dir() && source != ModelSource::HubCache {
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| id.to_owned())
+    } else {
+        id.rsplit('/').next().unwrap_or(id).to_owned()
+    };
+    let mut info = ModelInfo {
+        id: id.to_owned(),
+        source,
+        path: path.to_path_buf(),
+        display_name,
+        family: None,
+        parameters: None,
+        context_length: None,
+        dtype: None,
+        size_bytes: 0,
+        trainable: false,
+        supported: false,
+        reason: None,
+    };
+    if path.is_file() {
+        describe_gguf(&mut info, path);
+    } else {
+        describe_dir(&mut info, path);
+    }
+    info
+}
+
+fn describe_dir(info: &mut ModelInfo, dir: &Path) {
+    info.size_bytes = dir_size(dir);
+    let config_path = dir.join("config.json");
+    let json = match read_json(&config_path) {
+        Ok(json) => json,
+        Err(e) => {
+            info.reason = Some(e);
+            return;
+        }
+    };
+    info.dtype = ["dtype", "torch_dtype"]
+        .iter()
+        .find_map(|k| json[*k].as_str().map(str::to_owned))
+        .or_else(|| json["text_config"]["dtype"].as_str().map(str::to_owned));
+    match dn_arch::ModelConfig::from_json(&json, &config_path.display().to_string()) {
+        Ok(config) => {
+            info.family = Some(config.family.name().to_owned());
+            info.parameters = Some(config.parameter_count());
+            info.context_length = Some(config.max_position_embeddings as u64);
+            info.supported = true;
+        }
+        Err(e) => {
+            info.family = json["model_type"].as_str().map(str::to_owned);
+            info.reason = Some(e.to_string());
+            return;
+        }
+    }
+    let missing = missing_files(dir);
+    if info.dtype.is_none() {
+        info.dtype = first_safetensors_dtype(dir);
+    }
+    match missing {
+        None => info.trainable = true,
+        Some(what) if info.source == ModelSource::HubCache => {
+            // The worker fetches what is missing; say so.
+            info.trainable = true;
+            info.reason = Some(format!(
+                "{what} not downloaded yet (`dn model pull {}`)",
+                info.id
+            ));
+        }
+        Some(what) => info.reason = Some(format!("{what} missing in {}", dir.display())),
+    }
+}
+
+/// What training needs of a model directory that is not there: the tokenizer, or weights.
+fn missing_files(dir: &Path) -> Option<String> {
+    for file in ["tokenizer.json", "tokenizer_config.json"] {
+        if !dir.join(file).is_file() {
+            return Some(file.to_owned());
+        }
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        return match crate::hub::shard_names(&index) {
+            Ok(shards) => {
+                let absent = shards.iter().filter(|s| !dir.join(s).is_file()).count();
+                (absent > 0).then(|| format!("{absent} of {} weight shards", shards.len()))
+            }
+            Err(e) => Some(e),
+        };
+    }
+    (!dir.join("model.safetensors").is_file()).then(|| "the weights (model.safetensors)".into())
+}
+
+fn describe_gguf(info: &mut ModelInfo, path: &Path) {
+    info.size_bytes = std::fs::metadata(path).map_or(0, |m| m.len());
+    let described = (|| -> Result<(), String> {
+        let meta = GgufMetadata::read(path).map_err(|e| e.to_string())?;
+        info.parameters = Some(meta.tensors.iter().map(|t| t.elements()).sum());
+        info.context_length = meta.arch_u64("context_length");
+        if let Some(name) = meta.str("general.name") {
+            info.display_name = name.to_owned();
+        }
+        info.dtype = most_common_type(&meta);
+        let tied = !meta.tensors.iter().any(|t| t.name == "output.weight");
+        let vocab = meta.strings("tokenizer.ggml.tokens").map_or(0, |t| t.len());
+        let name = path.display().to_string();
+        let json = crate::hf_config(&meta, tied, vocab, &name).map_err(|e| e.to_string())?;
+        let config = dn_arch::ModelConfig::from_json(&json, &name).map_err(|e| e.to_string())?;
+        info.family = Some(config.family.name().to_owned());
+        if let Some(t) = meta
+            .tensors
+            .iter()
+            .find(|t| crate::weights::tensor_bytes(t).is_err())
+        {
+            return Err(format!(
+                "tensor {} has ggml type {}, which dn cannot dequantize (F32, F16, Q4_0, Q4_1, Q8_0)",
+                t.name, t.kind
+            ));
+        }
+        Ok(())
+    })();
+    match described {
+        Ok(()) => {
+            info.trainable = true;
+            info.supported = true;
+        }
+        Err(e) => info.reason = Some(e),
+    }
+}
+
+fn most_common_type(meta: &GgufMetadata) -> Option<String> {
+    let mut counts = std::collections::BTreeMap::<u32, usize>::new();
+    for t in &meta.tensors {
+        *counts.entry(t.kind).or_default() += t.elements() as usize;
+    }
+    let (kind, _) = counts.into_iter().max_by_key(|(_, n)| *n)?;
+    Some(
+        match kind {
+            0 => "F32",
+            1 => "F16",
+            2 => "Q4_0",
+            3 => "Q4_1",
+            8 => "Q8_0",
+            30 => "BF16",
+            _ => return Some(format!("ggml type {kind}")),
+        }
+        .to_owned(),
+    )
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value, String> {
+    let size = std::fs::metadata(path)
+        .map_err(|_| "no config.json".to_owned())?
+        .len();
+    if size > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "{}: {size} bytes (at most {MAX_CONFIG_BYTES})",
+            path.display()
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))
+}
+
+/// The dtype of the first tensor in the first safetensors file's header.
+fn first_safetensors_dtype(dir: &Path) -> Option<String> {
+    let file = if dir.join("model.safetensors").is_file() {
+        dir.join("model.safetensors")
+    } else {
+        list_dir(dir)
+            .into_iter()
+            .find(|p| p.extension().is_some_and(|e| e == "safetensors"))?
+    };
+    use std::io::Read;
+    let mut f = std::fs::File::open(file).ok()?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).ok()?;
+    let len = u64::from_le_bytes(len).min(MAX_CONFIG_BYTES * 16);
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header).ok()?;
+    let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
+    header
+        .as_object()?
+        .iter()
+        .find(|(k, _)| *k != "__metadata__")
+        .and_then(|(_, v)| v["dtype"].as_str().map(str::to_owned))
+}
+
+/// The files and directories in `dir`, sorted, at most [`MAX_SCAN`].
+fn list_dir(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .take(MAX_SCAN)
+        .collect();
+    paths.sort();
+    paths
+}
+
+/// Bytes of the files directly in `dir` (hub snapshots link to blobs: the blobs' sizes).
+fn dir_size(dir: &Path) -> u64 {
+    list_dir(dir)
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
+}
+
+/// Every model in the hub cache (`main`'s snapshot, else the newest), at most [`MAX_SCAN`].
+pub fn hub_cache_models(cache: &Path) -> Vec<ModelInfo> {
+    list_dir(cache)
+        .iter()
+        .filter_map(|repo| {
+            let name = repo.file_name()?.to_str()?.strip_prefix("models--")?;
+            let (org, model) = name.split_once("--")?;
+            let id = HubId::parse(&format!("{org}/{model}"))?;
+            let snapshot = hub_snapshot(repo)?;
+            Some(describe_model(&id.repo, &snapshot, ModelSource::HubCache))
+        })
+        .collect()
+}
+
+/// The snapshot `refs/main` names, else the most recently modified one.
+fn hub_snapshot(repo: &Path) -> Option<PathBuf> {
+    let snapshots = repo.join("snapshots");
+    if let Ok(main) = std::fs::read_to_string(repo.join("refs/main")) {
+        let dir = snapshots.join(main.trim());
+        if HubId::parse(&format!("a/{}", main.trim())).is_some() && dir.is_dir() {
+            return Some(dir);
+        }
+    }
+    list_dir(&snapshots)
+        .into_iter()
+        .filter(|p| p.is_dir())
+        .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+}
+
+/// Model directories (with `config.json`) and `.gguf` files directly under `dir`.
+pub fn local_models(dir: &Path) -> Vec<ModelInfo> {
+    list_dir(dir)
+        .into_iter()
+        .filter(|p| {
+            p.join("config.json").is_file()
+                || (p.is_file() && p.extension().is_some_and(|e| e == "gguf"))
+        })
+        .map(|p| describe_model(&p.display().to_string(), &p, ModelSource::Local))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(family: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/families")
+            .join(family)
+    }
+
+    #[test]
+    fn describes_model_directories_and_gguf_files() {
+        let info = describe_model("m", &fixture("qwen3").join("model"), ModelSource::Local);
+        assert_eq!(info.family.as_deref(), Some("qwen3"));
+        assert!(info.trainable, "{:?}", info.reason);
+        assert!(info.parameters.unwrap() > 0 && info.size_bytes > 0);
+        assert!(info.dtype.is_some());
+        let gguf = describe_model(
+            "g",
+            &fixture("qwen2").join("model.gguf"),
+            ModelSource::Local,
+        );
+        assert_eq!(gguf.family.as_deref(), Some("qwen2"));
+        assert!(gguf.trainable, "{:?}", gguf.reason);
+
+        // Unsupported architectures and missing files say why.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"model_type":"mixtral","hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,
+               "num_attention_heads":2,"vocab_size":10,"num_local_experts":4}"#,
+        )
+        .unwrap();
+        let moe = describe_model("moe", dir.path(), ModelSource::Local);
+        assert!(!moe.trainable);
+        assert!(moe.reason.unwrap().contains("mixtral"));
+        std::fs::copy(
+            fixture("llama").join("model/config.json"),
+            dir.path().join("config.json"),
+        )
+        .unwrap();
+        let bare = describe_model("bare", dir.path(), ModelSource::Local);
+        assert!(!bare.trainable);
+        assert!(bare.reason.unwrap().contains("tokenizer.json missing"));
+    }
+}

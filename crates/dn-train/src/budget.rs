@@ -1,0 +1,153 @@
+//! The memory a job needs, estimated from the model's config and the job's settings before any weights are
+//! loaded or downloaded, against what the node has: a job that cannot fit is refused with the fields to
+//! change instead of being killed for memory halfway through.
+//!
+//! The estimate counts the frozen weights in the dtype they are trained in (f32 on the CPU, bf16 on CUDA),
+//! the LoRA pairs with their gradients and AdamW moments (f32), and the activations one forward/backward
+//! pass keeps for its tokens (what the CPU engine stores per block, or with layer-by-layer recompute the
+//! block inputs plus one block), plus a 512-row chunk of logits and its gradient.
+
+use candle_core::Device;
+use dn_arch::ModelConfig;
+
+use crate::error::{Error, Result};
+use crate::lora::LoraConfig;
+
+/// Rows of logits the loss computes at a time.
+const LOGIT_ROWS: u64 = 512;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryEstimate {
+    pub weights: u64,
+    /// LoRA parameters, gradients and both AdamW moments.
+    pub lora: u64,
+    pub activations: u64,
+}
+
+impl MemoryEstimate {
+    pub fn total(&self) -> u64 {
+        self.weights + self.lora + self.activations
+    }
+}
+
+/// What training `config` with `lora` (resolved) on `device` needs for passes of `tokens` tokens.
+pub fn estimate_memory(
+    config: &ModelConfig,
+    lora: &LoraConfig,
+    device: &Device,
+    tokens: usize,
+    recompute: bool,
+) -> MemoryEstimate {
+    let weight_bytes = if device.is_cuda() { 2 } else { 4 };
+    let layers = config.num_hidden_layers as u64;
+    let rank = lora.rank as u64;
+    let lora_per_layer: u64 = config
+        .projections()
+        .iter()
+        .filter(|p| lora.targets(p.name))
+        .map(|p| rank * (config.in_features(p.role) + config.out_features(p.role)) as u64)
+        .sum();
+    let (d, q, kv, f) = (
+        config.hidden_size as u64,
+        config.q_width() as u64,
+        config.kv_width() as u64,
+        config.intermediate_size as u64,
+    );
+    // Per token and block: input, residual, attention output, q/k before and after their norm and rope,
+    // v, gate and up, the sandwich norms' outputs, the LoRA `x A^T`; then the transient gradients.
+    let kept = 3 * d + 3 * q + 3 * kv + 2 * f + 2 * d + rank * 7;
+    let transient = 2 * (d + q + 2 * kv + 2 * f);
+    let tokens = tokens as u64;
+    let per_token = if recompute {
+        layers * d + kept + transient
+    } else {
+        layers * kept + transient
+    };
+    let logits = LOGIT_ROWS.min(tokens.max(1)) * config.vocab_size as u64 * 2;
+    MemoryEstimate {
+        weights: config.parameter_count() * weight_bytes,
+        lora: layers * lora_per_layer * 4 * 4,
+        activations: (tokens * per_token + logits) * 4,
+    }
+}
+
+/// Bytes of memory the device can still give: the GPU's free memory, or the host's `MemAvailable`;
+/// `None` when it cannot be told.
+pub fn available_memory(device: &Device) -> Option<u64> {
+    if device.is_cuda() {
+        return cuda_free_memory(device);
+    }
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_free_memory(device: &Device) -> Option<u64> {
+    let cuda = device.as_cuda_device().ok()?;
+    let (free, _total) = cuda.cuda_stream().context().mem_get_info().ok()?;
+    Some(free as u64)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_free_memory(_device: &Device) -> Option<u64> {
+    None
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// `Err` naming what to change when `estimate` exceeds `available` bytes.
+pub fn check_fits(estimate: &MemoryEstimate, available: u64, device: &str) -> Result<()> {
+    if estimate.total() <= available {
+        return Ok(());
+    }
+    Err(Error::invalid(
+        "memory",
+        format!(
+            "this job needs about {} on {device} but {} is available: {} of base weights (a smaller \
+             model), {} of LoRA state (lora_rank, lora_target_modules), {} of activations \
+             (batch_size, max_sequence_length; gradient_checkpointing)",
+            gib(estimate.total()),
+            gib(available),
+            gib(estimate.weights),
+            gib(estimate.lora),
+            gib(estimate.activations),
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn llama_8b() -> ModelConfig {
+        let json = serde_json::json!({
+            "model_type": "llama", "hidden_size": 4096, "intermediate_size": 14336,
+            "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+            "vocab_size": 128256, "max_position_embeddings": 131072, "tie_word_embeddings": false
+        });
+        ModelConfig::from_json(&json, "config.json").unwrap()
+    }
+
+    #[test]
+    fn an_8b_model_needs_its_weights_and_more() {
+        let config = llama_8b();
+        let lora = LoraConfig::new(16, 32.0).resolve(&config).unwrap();
+        let cpu = estimate_memory(&config, &lora, &Device::Cpu, 4096, false);
+        // 8.03B parameters in f32; PEFT's 42M LoRA parameters at rank 16 on every projection.
+        assert_eq!(cpu.weights, 8_030_261_248 * 4);
+        assert_eq!(cpu.lora, 41_943_040 * 16);
+        let recomputed = estimate_memory(&config, &lora, &Device::Cpu, 4096, true);
+        assert!(recomputed.activations < cpu.activations / 4);
+        let e = check_fits(&cpu, 16 << 30, "cpu").unwrap_err().to_string();
+        assert!(
+            e.starts_with("memory:") && e.contains("batch_size") && e.contains("lora_rank"),
+            "{e}"
+        );
+        check_fits(&cpu, 1 << 40, "cpu").unwrap();
+        assert!(available_memory(&Device::Cpu).is_some_and(|m| m > 0));
+    }
+}
