@@ -7,7 +7,10 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-cargo build -q -p dn-cli
+if [ ! -x "$root/target/debug/dn" ]; then
+  echo "building dn: a first build compiles ~400 crates and takes ~20 minutes on 2 cores (cargo's progress below)"
+fi
+cargo build -p dn-cli
 dn=$root/target/debug/dn
 model=$(scripts/fetch-test-model.sh)
 work=${DN_QUICKSTART_DIR:-$(mktemp -d)}

@@ -439,6 +439,22 @@ pub enum KeysCommand {
     Create {
         #[arg(long)]
         org: String,
+        /// The key stops working after this long: e.g. 90d, 12h, 30m, 3600s (default: never).
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// An organization's keys: id, prefix, created, last used, expiry, revocation (never the secret).
+    List {
+        #[arg(long)]
+        org: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke a key by its id (from `dn keys list`): requests with it get 401 at once.
+    Revoke {
+        id: String,
         #[command(flatten)]
         store: StoreArgs,
     },

@@ -30,7 +30,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Serve(args) => commands::daemon::serve(args).await.map(|_| 0),
         Command::Worker(args) => commands::daemon::worker(args).await.map(|_| 0),
-        Command::Keys(command) => commands::daemon::keys(command).await.map(|_| 0),
+        Command::Keys(command) => commands::daemon::keys(command, cli.json).await.map(|_| 0),
         Command::Train(cli::TrainCommand::Sft(args)) if args.local => {
             commands::local::sft_local(*args, cli.json).await
         }

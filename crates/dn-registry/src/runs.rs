@@ -23,9 +23,18 @@ pub const COMMIT_MARKER: &str = "_COMMITTED";
 pub type ByteStream = BoxStream<'static, Result<Bytes>>;
 
 impl Registry {
-    /// The URI of an object key: a filesystem path for local storage, `s3://bucket/key` otherwise.
+    /// The URI of an object key as jobs report it: `s3://bucket/key`, or for local storage the key itself,
+    /// relative to the storage directory (no node's absolute path reaches the API).
     pub fn uri(&self, key: &str) -> String {
+        if self.local {
+            return key.to_owned();
+        }
         format!("{}/{key}", self.location.trim_end_matches('/'))
+    }
+
+    /// Where the storage is: the directory, or `s3://bucket` (for the server's own log).
+    pub fn location(&self) -> &str {
+        &self.location
     }
 
     /// The key prefix of a job's checkpoint.

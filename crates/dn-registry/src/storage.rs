@@ -56,6 +56,8 @@ pub struct Registry {
     max_upload_bytes: u64,
     /// What object keys are relative to: an absolute directory, or `s3://bucket`.
     pub(crate) location: String,
+    /// Local storage: URIs are keys relative to its root (a node's absolute paths stay off the API).
+    pub(crate) local: bool,
 }
 
 /// What the registry needs to know of a manifest type.
@@ -166,6 +168,7 @@ impl Registry {
         Ok(Registry {
             store,
             max_upload_bytes,
+            local: matches!(config, StorageConfig::Local { .. }),
             location,
         })
     }

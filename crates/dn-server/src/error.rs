@@ -34,12 +34,15 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
     }
 
+    /// A server-side failure: the details (paths, database messages) go to the server log under an
+    /// incident id, the client gets the id only.
     pub(crate) fn internal(what: &str, error: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %error, "{what}");
+        let incident = &uuid::Uuid::new_v4().simple().to_string()[..12];
+        tracing::error!(error = %error, incident, "{what}");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal_error",
-            format!("{what}: {error}"),
+            format!("{what} (incident {incident}: the server log has the details)"),
         )
     }
 }

@@ -16,9 +16,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::validation(format!("request body: {}", e.body_text())))?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!(
+                        "request body: {} (JSON bodies are at most 2 MiB)",
+                        e.body_text()
+                    ),
+                )
+            } else {
+                ApiError::validation(format!("request body: {}", e.body_text()))
+            }
+        })?;
         let mut de = serde_json::Deserializer::from_slice(&bytes);
         serde_path_to_error::deserialize(&mut de)
             .map(ApiJson)
@@ -66,6 +77,16 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // A key header that is not visible ASCII cannot hold a key dn issued: invalid, not missing.
+        let unreadable = ["x-api-key", "authorization"].iter().any(|name| {
+            parts
+                .headers
+                .get(*name)
+                .is_some_and(|v| v.to_str().is_err())
+        });
+        if unreadable {
+            return Err(ApiError::unauthorized("invalid API key"));
+        }
         let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
         let key = header("x-api-key")
             .map(str::trim)

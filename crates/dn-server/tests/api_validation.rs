@@ -150,6 +150,11 @@ async fn bad_requests_name_what_is_wrong() {
             "capability_ref: capability support-agent@2.0.0 not found",
         ),
         (json!("not an object"), 422, "request body"),
+        (
+            with(&|b| b["name"] = json!("x".repeat(3 << 20))),
+            413,
+            "at most 2 MiB",
+        ),
     ];
     for (body, status, needle) in cases {
         let (got, detail) = create(&server, body.clone()).await;

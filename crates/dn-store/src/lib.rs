@@ -22,6 +22,7 @@ use dn_types::{JobStatus, LogLevel, TrainingJob, TrainingJobLogEntry};
 use serde_json::{Map, Value};
 
 pub use error::{Error, Result};
+pub use keys::ApiKeyInfo;
 pub use sql::{Dialect, SqlStore};
 pub use stats::StoreStats;
 pub use wake::QUEUE_CHANNEL;
@@ -184,8 +185,20 @@ pub trait JobStore: Send + Sync + 'static {
     async fn stats(&self) -> Result<StoreStats>;
 
     /// Creates an API key for `org` and returns it in clear (stored hashed).
-    async fn create_api_key(&self, org: &str) -> Result<String>;
-    /// The organization of a key, if the key exists.
+    async fn create_api_key(&self, org: &str) -> Result<String> {
+        self.create_expiring_api_key(org, None).await
+    }
+    /// [`JobStore::create_api_key`], refused (401) from `expires_at` on.
+    async fn create_expiring_api_key(
+        &self,
+        org: &str,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<String>;
+    /// The organization of a key that exists, is not revoked and has not expired.
     async fn organization_for_key(&self, key: &str) -> Result<Option<String>>;
     async fn count_api_keys(&self) -> Result<i64>;
+    /// The keys of `org` (never their secrets), oldest first.
+    async fn list_api_keys(&self, org: &str) -> Result<Vec<ApiKeyInfo>>;
+    /// Revokes a key by its id; `None` if no key has that id.
+    async fn revoke_api_key(&self, id: &str) -> Result<Option<ApiKeyInfo>>;
 }

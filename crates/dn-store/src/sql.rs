@@ -31,12 +31,22 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 impl SqlStore {
     /// Opens (creating if needed) the embedded SQLite database `dn.db` in `data_dir`.
     pub async fn open_data_dir(data_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            Error::Database(sqlx::Error::Configuration(
-                format!("cannot create data dir {}: {e}", data_dir.display()).into(),
-            ))
-        })?;
+        let config_error = |e: String| Error::Database(sqlx::Error::Configuration(e.into()));
+        if !data_dir.exists() {
+            // Owner only: it holds the key hashes, job data and checkpoints.
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(data_dir).map_err(|e| {
+                config_error(format!(
+                    "cannot create data dir {}: {e}",
+                    data_dir.display()
+                ))
+            })?;
+        }
         let path = data_dir.join("dn.db");
+        owner_only_file(&path).map_err(|e| config_error(format!("{}: {e}", path.display())))?;
         Self::connect(&format!("sqlite://{}?mode=rwc", path.display())).await
     }
 
@@ -227,8 +237,12 @@ impl crate::JobStore for SqlStore {
     ) -> Result<Vec<crate::StoredLogEntry>> {
         self.logs(org, workspace, id, after_seq).await
     }
-    async fn create_api_key(&self, org: &str) -> Result<String> {
-        self.new_key(org).await
+    async fn create_expiring_api_key(
+        &self,
+        org: &str,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<String> {
+        self.new_key(org, expires_at).await
     }
     async fn organization_for_key(&self, key: &str) -> Result<Option<String>> {
         self.key_org(key).await
@@ -236,4 +250,29 @@ impl crate::JobStore for SqlStore {
     async fn count_api_keys(&self) -> Result<i64> {
         self.key_count().await
     }
+    async fn list_api_keys(&self, org: &str) -> Result<Vec<crate::ApiKeyInfo>> {
+        self.keys_of(org).await
+    }
+    async fn revoke_api_key(&self, id: &str) -> Result<Option<crate::ApiKeyInfo>> {
+        self.revoke_key(id).await
+    }
+}
+
+/// Creates `path` readable and writable by its owner only, or makes an existing one so (SQLite gives its
+/// WAL and shared-memory files the database file's permissions). An existing database is never opened here:
+/// closing a descriptor of it would drop the POSIX locks this process's SQLite connections hold on it.
+fn owner_only_file(path: &Path) -> std::io::Result<()> {
+    if !path.exists() {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+    }
+    #[cfg(unix)]
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(())
 }

@@ -369,6 +369,37 @@ async fn api_keys_are_hashed_and_scoped(backend: &Backend) {
         !stored[0].0.contains(&key[3..]),
         "the key must not be stored in clear"
     );
+
+    // Listed without secrets, revoked by id, expired by time.
+    let other = store.create_api_key("rival").await.unwrap();
+    let past = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let expired = store
+        .create_expiring_api_key("acme", Some(past))
+        .await
+        .unwrap();
+    assert_eq!(store.organization_for_key(&expired).await.unwrap(), None);
+    let keys = store.list_api_keys("acme").await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0].prefix, &key[..7]);
+    assert!(keys[0].last_used_at.is_some() && keys[0].revoked_at.is_none());
+    assert_eq!(
+        keys[1].expires_at.map(|t| t.timestamp()),
+        Some(past.timestamp())
+    );
+    let listed = format!("{keys:?}");
+    assert!(!listed.contains(&key[7..]) && !listed.contains(&expired[7..]));
+    let revoked = store.revoke_api_key(&keys[0].id).await.unwrap().unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert_eq!(store.organization_for_key(&key).await.unwrap(), None);
+    assert_eq!(
+        store.organization_for_key(&other).await.unwrap().as_deref(),
+        Some("rival")
+    );
+    assert_eq!(
+        store.revoke_api_key("0000000000000000").await.unwrap(),
+        None
+    );
+    assert_eq!(store.revoke_api_key("%").await.unwrap(), None);
 }
 
 /// 4 claimers, each with its own connection pool (as separate worker processes), drain 200 jobs: every

@@ -111,14 +111,28 @@ pub fn validate_name(name: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// A version: strict semver (`1.0.0`, `0.1.0-rc.1`); `latest` and ranges are refused.
+/// The longest version string accepted.
+pub const MAX_VERSION_LEN: usize = 64;
+
+/// A version: strict semver (`1.0.0`, `0.1.0-rc.1`), at most [`MAX_VERSION_LEN`] characters; `latest`,
+/// ranges and build metadata (`1.0.0+build`, which semver leaves out of a version's identity) are refused.
 pub fn validate_version(version: &str) -> std::result::Result<(), String> {
     if version == "latest" {
         return Err("'latest' is not allowed: pin an exact version".into());
     }
-    semver::Version::parse(version)
-        .map(|_| ())
-        .map_err(|e| format!("must be a semantic version like 1.0.0 ({e})"))
+    if version.len() > MAX_VERSION_LEN {
+        return Err(format!("must be at most {MAX_VERSION_LEN} characters"));
+    }
+    let parsed = semver::Version::parse(version)
+        .map_err(|e| format!("must be a semantic version like 1.0.0 ({e})"))?;
+    if !parsed.build.is_empty() {
+        return Err(format!(
+            "build metadata (+{}) is not part of a version's identity in semver: drop it or use a \
+             pre-release (-{})",
+            parsed.build, parsed.build
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -150,9 +164,23 @@ mod tests {
             "x@1.0",
             "x\0y@1.0.0",
             "@1.0.0",
+            "x@1.0.0+build",
         ] {
             let err = ArtifactRef::parse(bad, "capability").unwrap_err();
             assert_eq!(err.field(), "capability", "{bad}");
         }
+        let long = format!("x@1.0.0-{}", "a".repeat(60));
+        assert!(
+            ArtifactRef::parse(&long, "dataset")
+                .unwrap_err()
+                .to_string()
+                .contains("at most 64")
+        );
+        assert!(
+            validate_version("1.0.0+b")
+                .unwrap_err()
+                .contains("build metadata")
+        );
+        validate_version(&format!("1.0.0-{}", "a".repeat(58))).unwrap();
     }
 }

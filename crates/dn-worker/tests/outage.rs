@@ -96,8 +96,18 @@ impl JobStore for Flaky {
     async fn stats(&self) -> Result<StoreStats> {
         self.inner.stats().await
     }
-    async fn create_api_key(&self, org: &str) -> Result<String> {
-        self.inner.create_api_key(org).await
+    async fn create_expiring_api_key(
+        &self,
+        org: &str,
+        expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<String> {
+        self.inner.create_expiring_api_key(org, expires_at).await
+    }
+    async fn list_api_keys(&self, org: &str) -> Result<Vec<dn_store::ApiKeyInfo>> {
+        self.inner.list_api_keys(org).await
+    }
+    async fn revoke_api_key(&self, id: &str) -> Result<Option<dn_store::ApiKeyInfo>> {
+        self.inner.revoke_api_key(id).await
     }
     async fn organization_for_key(&self, key: &str) -> Result<Option<String>> {
         self.inner.organization_for_key(key).await

@@ -140,7 +140,7 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     info!(
         worker = %worker_id,
         device = %label,
-        storage = %registry.uri(""),
+        storage = %registry.location(),
         work_dir = %work_dir.display(),
         "dn worker ready: training on {label}"
     );
@@ -156,16 +156,114 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn keys(command: KeysCommand) -> Result<()> {
+pub async fn keys(command: KeysCommand, json: bool) -> Result<()> {
+    let (store_args, org) = match &command {
+        KeysCommand::Create { store, org, .. } | KeysCommand::List { store, org } => {
+            (store, Some(org))
+        }
+        KeysCommand::Revoke { store, .. } => (store, None),
+    };
+    if let Some(org) = org {
+        dn_types::validate_name(org).map_err(|m| anyhow::anyhow!("--org '{org}': {m}"))?;
+    }
+    let file = FileConfig::load(store_args.config.as_deref())?;
+    let store = config::open_store(store_args, &file).await?;
+    let result = key_command(&*store, command, json).await;
+    store.close().await;
+    result
+}
+
+async fn key_command(store: &dyn JobStore, command: KeysCommand, json: bool) -> Result<()> {
     match command {
-        KeysCommand::Create { org, store } => {
-            dn_types::validate_name(&org).map_err(|m| anyhow::anyhow!("--org '{org}': {m}"))?;
-            let file = FileConfig::load(store.config.as_deref())?;
-            let store = config::open_store(&store, &file).await?;
-            let key = store.create_api_key(&org).await?;
-            println!("{key}");
-            store.close().await;
-            Ok(())
+        KeysCommand::Create {
+            org, expires_in, ..
+        } => {
+            let expires_at = expires_in
+                .as_deref()
+                .map(|d| {
+                    parse_duration(d)
+                        .map(|d| chrono::Utc::now() + d)
+                        .map_err(|m| anyhow::anyhow!("--expires-in '{d}': {m}"))
+                })
+                .transpose()?;
+            println!("{}", store.create_expiring_api_key(&org, expires_at).await?);
+        }
+        KeysCommand::List { org, .. } => {
+            let keys = store.list_api_keys(&org).await?;
+            if json {
+                return crate::output::print_json(&keys);
+            }
+            let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+                t.map_or("-".to_owned(), |t| t.format("%Y-%m-%d %H:%M").to_string())
+            };
+            println!(
+                "ID                PREFIX   CREATED           LAST USED         EXPIRES           REVOKED"
+            );
+            for k in keys {
+                println!(
+                    "{}  {}  {:16}  {:16}  {:16}  {}",
+                    k.id,
+                    k.prefix,
+                    time(Some(k.created_at)),
+                    time(k.last_used_at),
+                    time(k.expires_at),
+                    time(k.revoked_at)
+                );
+            }
+        }
+        KeysCommand::Revoke { id, .. } => match store.revoke_api_key(&id).await? {
+            Some(key) => println!(
+                "revoked {} ({}..., organization {})",
+                key.id, key.prefix, key.organization_id
+            ),
+            None => anyhow::bail!("no API key has the id {id:?} (see `dn keys list --org ORG`)"),
+        },
+    }
+    Ok(())
+}
+
+/// `90d`, `12h`, `30m`, `3600s`: a positive whole number and a unit, at most ten years.
+fn parse_duration(text: &str) -> std::result::Result<chrono::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or("needs a unit: d, h, m or s (e.g. 90d)")?;
+    let (number, unit) = text.split_at(split);
+    let n: i64 = number
+        .parse()
+        .map_err(|_| "must start with a whole number (e.g. 90d)".to_owned())?;
+    let seconds = match unit {
+        "d" => n.checked_mul(86_400),
+        "h" => n.checked_mul(3_600),
+        "m" => n.checked_mul(60),
+        "s" => Some(n),
+        other => return Err(format!("unknown unit {other:?}: use d, h, m or s")),
+    }
+    .filter(|s| (1..=10 * 366 * 86_400).contains(s))
+    .ok_or("must be between 1 second and 10 years")?;
+    Ok(chrono::Duration::seconds(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations_have_units_and_bounds() {
+        assert_eq!(parse_duration("90d").unwrap().num_seconds(), 90 * 86_400);
+        assert_eq!(parse_duration("12h").unwrap().num_seconds(), 43_200);
+        assert_eq!(parse_duration("1s").unwrap().num_seconds(), 1);
+        for bad in [
+            "",
+            "d",
+            "90",
+            "0s",
+            "-5m",
+            "5y",
+            "99999999999999999999d",
+            "4000d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
 }

@@ -11,6 +11,8 @@ use crate::connection::Connection;
 use crate::output::print_json;
 
 /// Every regular file under `root` (hidden files and directories skipped), with `/`-separated relative paths.
+/// Only what is inside the directory is pushed: a symbolic link (to a file anywhere, such as /etc/passwd) or
+/// another special file is refused, naming it.
 fn collect_files(root: &Path) -> Result<Vec<PushFile>> {
     let mut files = Vec::new();
     let mut pending: Vec<PathBuf> = vec![root.to_path_buf()];
@@ -23,9 +25,25 @@ fn collect_files(root: &Path) -> Result<Vec<PushFile>> {
             if entry.file_name().to_string_lossy().starts_with('.') {
                 continue;
             }
-            if path.is_dir() {
+            // The entry itself, not what a link points to.
+            let kind = entry
+                .file_type()
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            if kind.is_symlink() {
+                bail!(
+                    "{} is a symbolic link: dn pushes only regular files inside the directory (copy the \
+                     file in instead)",
+                    path.display()
+                );
+            }
+            if kind.is_dir() {
                 pending.push(path);
-            } else if path.is_file() {
+            } else if !kind.is_file() {
+                bail!(
+                    "{} is not a regular file (a pipe, socket or device): dn pushes only regular files",
+                    path.display()
+                );
+            } else {
                 let relative = path
                     .strip_prefix(root)
                     .expect("walked paths are under root")

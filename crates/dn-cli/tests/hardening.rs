@@ -1,0 +1,158 @@
+//! What careless or hostile input must not do through the CLI: push files from outside the pushed
+//! directory, or keep using a key that was revoked or has expired.
+
+mod common;
+
+use common::{start, succeeded, write};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_take_only_regular_files_inside_the_directory() {
+    let env = start(false).await;
+    let member = env.member("acme").await;
+    let envs: Vec<(&str, &str)> = member.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let root = env.dir.path();
+    write(
+        root,
+        "cap/capability.yaml",
+        "schema: 1\nname: linked\nversion: 1.0.0\ndescription: Linked\n",
+    );
+    std::os::unix::fs::symlink("/etc/passwd", root.join("cap/agents.md")).unwrap();
+    std::fs::create_dir_all(root.join("cap/agents")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", root.join("cap/agents/support.md")).unwrap();
+    let cap = root.join("cap").to_string_lossy().into_owned();
+    let out = env.dn(&["capability", "push", &cap], &envs).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("is a symbolic link") && stderr.contains("/cap/agents"),
+        "{stderr}"
+    );
+    // Nothing reached the server.
+    let listed = succeeded(
+        &["capability", "list"],
+        env.dn(&["--json", "capability", "list"], &envs).await,
+    );
+    assert!(!listed.contains("linked"), "{listed}");
+
+    write(
+        root,
+        "data/dataset.yaml",
+        "name: d\nversion: 1.0.0\nformat: jsonl\n",
+    );
+    std::os::unix::fs::symlink("/etc/passwd", root.join("data/rows.jsonl")).unwrap();
+    let data = root.join("data").to_string_lossy().into_owned();
+    let out = env.dn(&["dataset", "push", &data], &envs).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("rows.jsonl is a symbolic link"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_listed_revoked_and_expire() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = start(false).await;
+    let data_dir = env.data_dir();
+    let mode = |p: &str| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data_dir), 0o700);
+    assert_eq!(mode(&format!("{data_dir}/dn.db")), 0o600);
+
+    let member = env.member("acme").await;
+    let envs: Vec<(&str, &str)> = member.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let key = member
+        .iter()
+        .find(|(k, _)| *k == "DN_API_KEY")
+        .unwrap()
+        .1
+        .clone();
+    succeeded(
+        &["dataset", "list"],
+        env.dn(&["dataset", "list"], &envs).await,
+    );
+
+    let listed = env
+        .ok(
+            &[
+                "--json",
+                "keys",
+                "list",
+                "--org",
+                "acme",
+                "--data-dir",
+                &data_dir,
+            ],
+            &[],
+        )
+        .await;
+    assert!(!listed.contains(&key[7..]), "never the secret: {listed}");
+    let keys: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(keys[0]["prefix"], &key[..7]);
+    assert!(keys[0]["last_used_at"].is_string(), "{keys}");
+    let id = keys[0]["id"].as_str().unwrap();
+    let out = env
+        .ok(&["keys", "revoke", id, "--data-dir", &data_dir], &[])
+        .await;
+    assert!(out.starts_with(&format!("revoked {id}")), "{out}");
+    let out = env.dn(&["dataset", "list"], &envs).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("401"), "{stderr}");
+    let out = env
+        .dn(
+            &[
+                "keys",
+                "revoke",
+                "ffffffffffffffff",
+                "--data-dir",
+                &data_dir,
+            ],
+            &[],
+        )
+        .await;
+    assert!(!out.status.success());
+
+    // A key that expires.
+    let short = env
+        .ok(
+            &[
+                "keys",
+                "create",
+                "--org",
+                "acme",
+                "--expires-in",
+                "1s",
+                "--data-dir",
+                &data_dir,
+            ],
+            &[],
+        )
+        .await;
+    let mut envs = envs.clone();
+    envs.retain(|(k, _)| *k != "DN_API_KEY");
+    envs.push(("DN_API_KEY", short.trim()));
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let out = env.dn(&["dataset", "list"], &envs).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+
+    // A key header that is not ASCII is an invalid key, not a missing one.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(env.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /api/v1/org/acme/datasets HTTP/1.1\r\nhost: x\r\nx-api-key: dn_\xc3\xa9\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut response),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(
+        response.starts_with("HTTP/1.1 401") && response.contains("invalid API key"),
+        "{response}"
+    );
+}
