@@ -405,6 +405,21 @@ pub struct ServeArgs {
     /// Jobs may name only catalog models (and local paths), not any hub id.
     #[arg(long, env = "DN_CATALOG_ONLY")]
     pub catalog_only: Option<bool>,
+    /// A directory local model paths of jobs must be under (repeatable; default: anywhere). Any other
+    /// path is refused with one message, whether it exists or not.
+    #[arg(long = "model-root", value_name = "DIR")]
+    pub model_roots: Vec<PathBuf>,
+    /// Open HTTP connections at most (default 4096, and at most half the file-descriptor limit); past
+    /// it a new connection is closed at once.
+    #[arg(long, env = "DN_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// A request's headers must arrive within this many seconds; idle keep-alive connections are closed
+    /// after it too (default 10).
+    #[arg(long, env = "DN_HEADER_TIMEOUT_SECONDS")]
+    pub header_timeout_seconds: Option<u64>,
+    /// Requests of one API key handled at once at most; more get 429 (default 64).
+    #[arg(long, env = "DN_MAX_REQUESTS_PER_KEY")]
+    pub max_requests_per_key: Option<usize>,
     /// Where in-process workers train: auto (a GPU if this build has CUDA and one is visible), cpu,
     /// cuda or cuda:N.
     #[arg(long, env = "DN_DEVICE")]

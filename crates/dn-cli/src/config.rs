@@ -27,6 +27,12 @@ pub struct FileConfig {
     pub models: Vec<String>,
     /// Jobs may name only catalog models (and local paths), not any hub id.
     pub catalog_only: Option<bool>,
+    /// Local model paths of jobs must be under one of these directories (empty: anywhere).
+    #[serde(default)]
+    pub model_roots: Vec<PathBuf>,
+    pub max_connections: Option<usize>,
+    pub header_timeout_seconds: Option<u64>,
+    pub max_requests_per_key: Option<usize>,
     pub max_upload_bytes: Option<u64>,
     pub lease_seconds: Option<u64>,
     pub heartbeat_seconds: Option<u64>,
@@ -192,6 +198,25 @@ fn file_credentials(storage: &FileStorage) -> Result<Option<S3Credentials>> {
         _ => anyhow::bail!(
             "[storage] s3_access_key_id and s3_secret_access_key go together: set both or neither"
         ),
+    }
+}
+
+/// The HTTP server's limits: flags, then the file, then the defaults.
+pub fn server_limits(args: &crate::cli::ServeArgs, file: &FileConfig) -> dn_server::ServerLimits {
+    let defaults = dn_server::ServerLimits::default();
+    dn_server::ServerLimits {
+        max_connections: args
+            .max_connections
+            .or(file.max_connections)
+            .unwrap_or(defaults.max_connections),
+        header_read_timeout: args
+            .header_timeout_seconds
+            .or(file.header_timeout_seconds)
+            .map_or(defaults.header_read_timeout, Duration::from_secs),
+        max_requests_per_key: args
+            .max_requests_per_key
+            .or(file.max_requests_per_key)
+            .unwrap_or(defaults.max_requests_per_key),
     }
 }
 

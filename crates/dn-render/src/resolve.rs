@@ -24,7 +24,10 @@ pub fn resolve_model_for_training(model: &str) -> Result<PathBuf> {
 /// `progress`.
 pub fn resolve_model(model: &str, need: Need, progress: &mut dyn Progress) -> Result<PathBuf> {
     let path = Path::new(model);
-    if path.exists() {
+    // `org/name` is a hub id, even where a relative path of that name exists (a job's relative path would
+    // mean a directory of the worker's working directory; the CLI sends local paths absolute).
+    let hub_shaped = !path.is_absolute() && HubId::parse(model).is_some();
+    if !hub_shaped && path.exists() {
         return Ok(path.to_path_buf());
     }
     let id = HubId::parse(model).ok_or_else(|| Error::Model {

@@ -20,6 +20,8 @@ pub struct Catalog {
     /// Scanned at each listing; `None`: not part of the catalog.
     hub_cache: Option<PathBuf>,
     catalog_only: bool,
+    /// When set, the only directories local model paths may be under (canonical paths).
+    model_roots: Option<Vec<PathBuf>>,
 }
 
 impl Catalog {
@@ -38,6 +40,7 @@ impl Catalog {
             configured: entries.to_vec(),
             hub_cache: None,
             catalog_only: false,
+            model_roots: None,
         })
     }
 
@@ -45,6 +48,23 @@ impl Catalog {
     pub fn with_hub_cache(mut self, dir: Option<PathBuf>) -> Self {
         self.hub_cache = dir;
         self
+    }
+
+    /// Jobs may then name local models only under these directories (each must exist); any other path is
+    /// refused with one message, whether it exists or not. Empty: local paths anywhere, as without it.
+    pub fn model_roots(mut self, roots: &[PathBuf]) -> Result<Self, String> {
+        if roots.is_empty() {
+            self.model_roots = None;
+            return Ok(self);
+        }
+        let canonical = roots
+            .iter()
+            .map(|r| {
+                std::fs::canonicalize(r).map_err(|e| format!("model_roots: {}: {e}", r.display()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.model_roots = Some(canonical);
+        Ok(self)
     }
 
     /// Jobs may then name only catalog models and local paths, not any hub id.
@@ -78,10 +98,27 @@ impl Catalog {
 
     /// `Ok` if jobs may use `model`. Reads files.
     pub fn check_model(&self, model: &str) -> Result<(), String> {
-        if self.configured.iter().any(|m| m == model) || is_local_model(Path::new(model)) {
+        if self.configured.iter().any(|m| m == model) {
             return Ok(());
         }
         let hub_id = HubId::parse(model);
+        if let Some(roots) = &self.model_roots
+            && hub_id.is_none()
+        {
+            // Nothing about the path is looked at before it is known to be under a root.
+            let under_root = Path::new(model).is_absolute()
+                && std::fs::canonicalize(model)
+                    .is_ok_and(|p| roots.iter().any(|root| p.starts_with(root)));
+            if !under_root {
+                return Err(format!(
+                    "model '{model}' is not a hub id (org/name), a catalog model, or a model directory \
+                     or .gguf file under this deployment's model roots (an absolute path)"
+                ));
+            }
+        }
+        if hub_id.is_none() && is_local_model(Path::new(model)) {
+            return Ok(());
+        }
         if let Some(id) = &hub_id {
             if !self.catalog_only {
                 return Ok(());
@@ -124,7 +161,7 @@ fn is_local_model(path: &Path) -> bool {
 /// A configured entry: a local path, or a hub id described from the cache when it is there.
 fn describe_entry(entry: &str, hub_cache: Option<&Path>) -> Result<ModelInfo, String> {
     let path = Path::new(entry);
-    if is_local_model(path) {
+    if (path.is_absolute() || HubId::parse(entry).is_none()) && is_local_model(path) {
         return Ok(inventory::describe_model(entry, path, ModelSource::Catalog));
     }
     let id = HubId::parse(entry).ok_or_else(|| {
@@ -285,6 +322,47 @@ mod tests {
         );
         assert!(models[0].context_length > 0);
         catalog.check_model("acme/tiny-qwen3").unwrap();
+    }
+
+    #[test]
+    fn model_roots_confine_local_paths_and_say_nothing_of_others() {
+        let root = tempfile::tempdir().unwrap();
+        let inside = root.path().join("tiny");
+        std::fs::create_dir_all(&inside).unwrap();
+        let config = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/families/llama/model/config.json");
+        std::fs::copy(&config, inside.join("config.json")).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::copy(&config, outside.path().join("config.json")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("escape")).unwrap();
+        let catalog = Catalog::load(&[])
+            .unwrap()
+            .model_roots(&[root.path().to_path_buf()])
+            .unwrap();
+        catalog.check_model(&inside.display().to_string()).unwrap();
+        catalog.check_model("acme/any-hub-model").unwrap();
+        let refusal = |model: &str| {
+            catalog
+                .check_model(model)
+                .unwrap_err()
+                .replace(model, "MODEL")
+        };
+        let expected = refusal("/etc/passwd");
+        assert!(expected.contains("model roots"), "{expected}");
+        for model in [
+            outside.path().display().to_string(),
+            root.path().join("escape").display().to_string(),
+            "/no/such/dir".into(),
+            "../relative".into(),
+        ] {
+            assert_eq!(refusal(&model), expected, "{model}");
+        }
+        assert!(
+            Catalog::load(&[])
+                .unwrap()
+                .model_roots(&["/no/such/root".into()])
+                .is_err()
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@
 mod catalog;
 mod error;
 mod extract;
+mod listen;
 mod routes;
 
 use std::future::Future;
@@ -22,6 +23,7 @@ use tokio::net::TcpListener;
 
 pub use catalog::Catalog;
 pub use error::ApiError;
+pub use listen::ServerLimits;
 pub use routes::meta::ApiDoc;
 
 /// Everything a request handler can reach.
@@ -109,7 +111,15 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with_limits(listener, state, ServerLimits::default(), shutdown).await
+}
+
+/// [`serve`] with these connection and request limits.
+pub async fn serve_with_limits(
+    listener: TcpListener,
+    state: AppState,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    listen::serve_app(listener, router(state), limits, shutdown).await
 }

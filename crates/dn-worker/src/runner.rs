@@ -47,11 +47,14 @@ pub enum RunError {
 
 impl RunError {
     /// A failure another attempt would repeat.
+    /// A failure of the job's input; one that says the node ran out of a resource (file descriptors,
+    /// memory, disk) is the node's, not the input's, and gets another attempt.
     pub fn failed(message: impl Into<String>) -> Self {
+        let message = message.into();
         RunError::Failed {
-            message: message.into(),
+            retryable: is_resource_exhaustion(&message),
+            message,
             partial: Box::default(),
-            retryable: false,
         }
     }
 
@@ -63,6 +66,19 @@ impl RunError {
             retryable: true,
         }
     }
+}
+
+/// An OS error of a node short of a resource, as `std::io::Error` prints it: too many open files (EMFILE,
+/// ENFILE), out of memory (ENOMEM), no space left (ENOSPC).
+fn is_resource_exhaustion(message: &str) -> bool {
+    [
+        "(os error 24)",
+        "(os error 23)",
+        "(os error 12)",
+        "(os error 28)",
+    ]
+    .iter()
+    .any(|code| message.contains(code))
 }
 
 /// Runs one claimed job. Implementations do CPU/GPU work on their own threads, never on the async runtime,
@@ -188,5 +204,35 @@ impl Progress {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_short_of_file_descriptors_or_memory_is_no_bad_input() {
+        let emfile = std::io::Error::from_raw_os_error(24);
+        for message in [
+            format!("tokenizer.json: {emfile}"),
+            format!("{}", std::io::Error::from_raw_os_error(12)),
+        ] {
+            assert!(matches!(
+                RunError::failed(message),
+                RunError::Failed {
+                    retryable: true,
+                    ..
+                }
+            ));
+        }
+        let bad = RunError::failed("dataset d@1.0.0: row 3: no messages");
+        assert!(matches!(
+            bad,
+            RunError::Failed {
+                retryable: false,
+                ..
+            }
+        ));
     }
 }

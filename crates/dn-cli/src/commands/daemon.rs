@@ -69,7 +69,13 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let catalog = Catalog::load(&models)
         .map_err(anyhow::Error::msg)?
         .with_hub_cache(Some(dn_render::hub::hub_cache_dir()))
-        .catalog_only(args.catalog_only.or(file.catalog_only).unwrap_or(false));
+        .catalog_only(args.catalog_only.or(file.catalog_only).unwrap_or(false))
+        .model_roots(if args.model_roots.is_empty() {
+            &file.model_roots
+        } else {
+            &args.model_roots
+        })
+        .map_err(anyhow::Error::msg)?;
     if store.count_api_keys().await? == 0 {
         let key = store.create_api_key("default").await?;
         println!(
@@ -112,7 +118,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         defaults: SftDefaults::default(),
     };
     info!(%listen, workers, "dn serve: listening on http://{}", listener.local_addr()?);
-    dn_server::serve(listener, state, async move {
+    let limits = config::server_limits(&args, &file);
+    dn_server::serve_with_limits(listener, state, limits, async move {
         shutdown_signal().await;
         let _ = stop.send(true);
     })

@@ -74,7 +74,7 @@ async fn system_prompt(args: &PreviewArgs, connection: &ConnectionArgs) -> Resul
 }
 
 pub async fn preview(args: PreviewArgs, connection: &ConnectionArgs, json: bool) -> Result<i32> {
-    let artifacts = ModelArtifacts::resolve(&args.model)?;
+    let artifacts = ModelArtifacts::resolve(&super::local::absolute_if_local(&args.model))?;
     let (mut conversations, row_errors) = load_source(&args, connection).await?;
     let prompt = system_prompt(&args, connection).await?;
     let total_rows = conversations.len() + row_errors.len();

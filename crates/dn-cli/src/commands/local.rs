@@ -121,6 +121,7 @@ pub async fn sft_local(mut args: SftArgs, json: bool) -> Result<i32> {
             trajectories.push(push_if_dir(&client, ArtifactKind::Dataset, d, json).await?);
         }
         args.trajectory_datasets = trajectories;
+        args.model = absolute_if_local(&args.model);
         let request = sft_request(&args, None)?;
         let job = client
             .create_job(&conn.organization, &conn.workspace, &request)
@@ -140,4 +141,12 @@ pub async fn sft_local(mut args: SftArgs, json: bool) -> Result<i32> {
     let _ = server.await;
     store.close().await;
     result
+}
+
+/// A model path that exists here, made absolute: a relative `org/name` is otherwise a hub id.
+pub fn absolute_if_local(model: &str) -> String {
+    match std::fs::canonicalize(model) {
+        Ok(path) if !Path::new(model).is_absolute() => path.display().to_string(),
+        _ => model.to_owned(),
+    }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use dn_client::{PushContent, PushFile};
 use dn_registry::{Registry, StorageConfig};
-use dn_server::{AppState, Catalog};
+use dn_server::{AppState, Catalog, ServerLimits};
 use dn_store::{JobStore, SqlStore};
 use dn_types::SftDefaults;
 use reqwest::Method;
@@ -38,6 +38,11 @@ pub const TINY_CONFIG: &str = r#"{"model_type":"llama","hidden_size":64,"interme
  "max_position_embeddings":512,"tie_word_embeddings":true}"#;
 
 pub async fn start_with_limit(max_upload_bytes: u64) -> TestServer {
+    start_with_limits(max_upload_bytes, ServerLimits::default()).await
+}
+
+/// A server with these connection and request limits.
+pub async fn start_with_limits(max_upload_bytes: u64, limits: ServerLimits) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let model_dir = dir.path().join("tiny-llama");
     std::fs::create_dir_all(&model_dir).unwrap();
@@ -63,9 +68,14 @@ pub async fn start_with_limit(max_upload_bytes: u64) -> TestServer {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(dn_server::serve(listener, state, async move {
-        let _ = stopped.await;
-    }));
+    tokio::spawn(dn_server::serve_with_limits(
+        listener,
+        state,
+        limits,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     TestServer {
         url,
         store,
