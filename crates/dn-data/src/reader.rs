@@ -158,20 +158,23 @@ fn parquet_rows(bytes: &[u8], file: &str) -> Result<Vec<Row>, Error> {
             message: format!("not a readable Parquet file: {e}"),
         }
     })?;
+    // The footer says how many rows there are; a corrupt file's reader may go on yielding errors (or
+    // rows) for ever, so no more than that are read, and a decoding error ends the file.
+    let expected = usize::try_from(reader.metadata().file_metadata().num_rows()).unwrap_or(0);
     let rows = reader.get_row_iter(None).map_err(|e| Error::File {
         file: file.to_owned(),
         message: format!("cannot read Parquet rows: {e}"),
     })?;
-    Ok(rows
-        .enumerate()
-        .map(|(i, row)| {
-            let row_number = i + 1;
-            let value = row.map(|r| r.to_json_value()).map_err(|e| Error::Row {
-                file: file.to_owned(),
-                row: row_number,
-                message: format!("cannot decode Parquet record: {e}"),
-            });
-            (row_number, value)
-        })
-        .collect())
+    let mut out = Vec::new();
+    for (i, row) in rows.take(expected).enumerate() {
+        let row = row.map_err(|e| Error::File {
+            file: file.to_owned(),
+            message: format!(
+                "cannot decode Parquet record {}: {e} (a corrupt file?)",
+                i + 1
+            ),
+        })?;
+        out.push((i + 1, Ok(row.to_json_value())));
+    }
+    Ok(out)
 }

@@ -7,6 +7,9 @@ pub enum Error {
     /// The chat template failed to compile or render.
     #[error("chat template: {0}")]
     Template(String),
+    /// The chat template ran past a limit (fuel, output size): the template's fault, not one row's.
+    #[error("chat template: {0}")]
+    TemplateLimit(String),
     /// The chat template renders a conversation's prefixes inconsistently, so assistant tokens cannot be
     /// located exactly.
     #[error("chat template is not prefix-stable: {0}")]

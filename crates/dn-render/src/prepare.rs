@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::artifacts::ModelArtifacts;
 use crate::encode::{Example, SystemFit, TrainOn, encode_conversation};
+use crate::error::Error;
 
 #[derive(Debug, Clone)]
 pub struct PrepareOptions {
@@ -63,6 +64,9 @@ pub struct Prepared {
     pub stats: PrepareStats,
     /// One message per failed conversation (its index in the input and why).
     pub errors: Vec<String>,
+    /// The template ran past a limit: the job cannot use this model's template (the remaining
+    /// conversations were not rendered).
+    pub template_limit: Option<String>,
 }
 
 /// Scaffolds, renders, tokenizes and masks every conversation, across all cores; output order follows
@@ -72,16 +76,28 @@ pub fn prepare(
     conversations: Vec<Conversation>,
     options: &PrepareOptions,
 ) -> Prepared {
+    // A template that runs past its limits on one conversation is stopped for all: no row waits out the
+    // same runaway loop again.
+    let stopped = std::sync::atomic::AtomicBool::new(false);
     let results: Vec<_> = conversations
         .into_par_iter()
         .map(|mut conversation| {
+            if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(Error::TemplateLimit(
+                    "not rendered: the template hit a limit".into(),
+                ));
+            }
             apply_system_prompt(&mut conversation, &options.system_prompt);
-            encode_conversation(
+            let result = encode_conversation(
                 artifacts,
                 &conversation,
                 options.max_sequence_length,
                 options.train_on,
-            )
+            );
+            if matches!(result, Err(Error::TemplateLimit(_))) {
+                stopped.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            result
         })
         .collect();
     let mut prepared = Prepared::default();
@@ -104,6 +120,13 @@ pub fn prepare(
                     prepared.stats.supervised_tokens += example.num_supervised();
                     prepared.stats.truncated += usize::from(example.truncated);
                     prepared.examples.push(example);
+                }
+            }
+            Err(Error::TemplateLimit(message)) => {
+                prepared.stats.failed += 1;
+                if prepared.template_limit.is_none() && !message.starts_with("not rendered") {
+                    prepared.template_limit =
+                        Some(format!("conversation {}: {message}", index + 1));
                 }
             }
             Err(e) => {

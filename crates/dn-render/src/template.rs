@@ -53,6 +53,8 @@ impl std::fmt::Debug for ChatTemplate {
 impl ChatTemplate {
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
         let mut env = Environment::new();
+        // A template is the model repo's code: its loops are bounded by fuel (instructions per render).
+        env.set_fuel(Some(template_fuel()));
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
@@ -77,6 +79,12 @@ impl ChatTemplate {
             system_role: SystemRole::Rendered,
             now: None,
         };
+        // A template that cannot render one short message within the limits is refused at load.
+        if let Err(e @ Error::TemplateLimit(_)) =
+            template.render(&[ChatMessage::new(Role::User, "x")], &[], true)
+        {
+            return Err(e);
+        }
         if let Some((prompt, closing)) = template.probe_generation_prompt() {
             template.generation_prompt = Some(prompt);
             template.closing = closing;
@@ -177,9 +185,53 @@ impl ChatTemplate {
             },
             None => base,
         };
+        let mut out = BoundedOutput(String::new());
         template
-            .render(context)
-            .map_err(|e| Error::Template(format!("render failed: {e:#}")))
+            .render_captured_to(context, &mut out)
+            .map_err(|e| match e.kind() {
+                ErrorKind::OutOfFuel => Error::TemplateLimit(format!(
+                    "render failed: the template ran {} instructions without finishing (a runaway \
+                     loop?); the limit is DN_TEMPLATE_FUEL",
+                    template_fuel()
+                )),
+                ErrorKind::WriteFailure => Error::TemplateLimit(format!(
+                    "render failed: the output passed {MAX_RENDER_BYTES} bytes"
+                )),
+                _ => Error::Template(format!("render failed: {e:#}")),
+            })?;
+        Ok(out.0)
+    }
+}
+
+/// The most bytes one render may write.
+const MAX_RENDER_BYTES: usize = 64 << 20;
+/// Instructions one render may run unless `DN_TEMPLATE_FUEL` says otherwise (real chat templates use
+/// thousands per message).
+const DEFAULT_TEMPLATE_FUEL: u64 = 20_000_000;
+
+fn template_fuel() -> u64 {
+    std::env::var("DN_TEMPLATE_FUEL")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&f| f > 0)
+        .unwrap_or(DEFAULT_TEMPLATE_FUEL)
+}
+
+/// A render's output, refusing to grow past [`MAX_RENDER_BYTES`].
+struct BoundedOutput(String);
+
+impl std::io::Write for BoundedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_RENDER_BYTES {
+            return Err(std::io::Error::other("render output too large"));
+        }
+        // minijinja writes whole UTF-8 strings.
+        let text = std::str::from_utf8(buf).map_err(std::io::Error::other)?;
+        self.0.push_str(text);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -291,6 +343,19 @@ mod tests {
                 role
             );
         }
+    }
+
+    #[test]
+    fn runaway_templates_end_in_an_error_at_once() {
+        let started = std::time::Instant::now();
+        let loops = "{% for a in range(10000) %}{% for b in range(10000) %}{% for c in range(10000) %}\
+                     {% endfor %}{% endfor %}{% endfor %}";
+        let e = ChatTemplate::new(loops, "", "").unwrap_err();
+        assert!(matches!(e, Error::TemplateLimit(_)) && e.to_string().contains("DN_TEMPLATE_FUEL"));
+        let wide = "{{ 'x' * 70000000 }}";
+        let e = ChatTemplate::new(wide, "", "").unwrap_err();
+        assert!(e.to_string().contains("bytes"), "output bound: {e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
     }
 
     #[test]

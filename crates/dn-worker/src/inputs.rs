@@ -170,6 +170,12 @@ pub async fn prepare_inputs(
     })
     .await
     .map_err(|e| failed(format!("preparing training data: {e}")))?;
+    if let Some(limit) = &train.template_limit {
+        return Err(failed(format!(
+            "model {}: chat template: {limit}",
+            job.model
+        )));
+    }
     if train.examples.is_empty() {
         let first: Vec<String> = skipped_rows
             .iter()
@@ -201,6 +207,12 @@ pub async fn prepare_inputs(
                 tokio::task::spawn_blocking(move || prepare(&eval_model, conversations, &options))
                     .await
                     .map_err(|e| failed(format!("preparing eval data: {e}")))?;
+            if let Some(limit) = &prepared.template_limit {
+                return Err(failed(format!(
+                    "model {}: chat template: {limit}",
+                    job.model
+                )));
+            }
             (prepared.examples, Some(prepared.stats))
         }
         None => (Vec::new(), None),

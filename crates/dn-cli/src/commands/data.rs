@@ -117,6 +117,9 @@ pub async fn preview(args: PreviewArgs, connection: &ConnectionArgs, json: bool)
     for error in &prepared.errors {
         eprintln!("failed: {error}");
     }
+    if let Some(limit) = &prepared.template_limit {
+        anyhow::bail!("chat template: {limit}");
+    }
     let s = &prepared.stats;
     for note in s.system_notes() {
         eprintln!("{note}");
