@@ -30,6 +30,9 @@ pub struct FileConfig {
     /// Local model paths of jobs must be under one of these directories (empty: anywhere).
     #[serde(default)]
     pub model_roots: Vec<PathBuf>,
+    /// The largest lora_rank, batch_size, max_sequence_length and steps a job may ask for.
+    #[serde(default)]
+    pub job_limits: dn_types::SftLimits,
     pub max_connections: Option<usize>,
     pub header_timeout_seconds: Option<u64>,
     pub max_requests_per_key: Option<usize>,

@@ -3,7 +3,7 @@
 use crate::error::Error;
 use crate::message::Conversation;
 use crate::normalize::normalize_row;
-use crate::reader::{Format, read_rows};
+use crate::reader::{Format, MAX_ROW_BYTES, read_rows};
 
 /// What one file yielded.
 #[derive(Debug, Default)]
@@ -19,6 +19,14 @@ pub fn load_conversations(bytes: &[u8], format: Format, file: &str) -> Result<Lo
     let mut loaded = Loaded::default();
     for (row, value) in read_rows(bytes, format, file)? {
         let result = value.and_then(|value| {
+            let size = text_bytes(&value, MAX_ROW_BYTES + 1);
+            if size > MAX_ROW_BYTES {
+                return Err(Error::Row {
+                    file: file.to_owned(),
+                    row,
+                    message: format!("holds more than {MAX_ROW_BYTES} bytes of text (the limit)"),
+                });
+            }
             normalize_row(&value).map_err(|message| Error::Row {
                 file: file.to_owned(),
                 row,
@@ -31,4 +39,28 @@ pub fn load_conversations(bytes: &[u8], format: Format, file: &str) -> Result<Lo
         }
     }
     Ok(loaded)
+}
+
+/// Bytes of the strings and keys in `value`, counting stopped once past `stop`.
+fn text_bytes(value: &serde_json::Value, stop: usize) -> usize {
+    use serde_json::Value;
+    let mut total = 0;
+    let mut pending = vec![value];
+    while let Some(v) = pending.pop() {
+        match v {
+            Value::String(s) => total += s.len(),
+            Value::Array(items) => pending.extend(items),
+            Value::Object(map) => {
+                for (k, item) in map {
+                    total += k.len();
+                    pending.push(item);
+                }
+            }
+            _ => total += 8,
+        }
+        if total > stop {
+            break;
+        }
+    }
+    total
 }

@@ -9,8 +9,10 @@ use serde_json::{Map, Value};
 
 use crate::error::Error;
 
-/// Rows larger than this are refused (and skipped) rather than parsed.
-pub const MAX_ROW_BYTES: usize = 64 << 20;
+/// Rows larger than this are refused (and skipped) rather than parsed; any format's row holding more text
+/// than this is skipped too (8 MiB: far beyond the longest sequence a job trains on, which keeps
+/// tokenization's memory per row bounded).
+pub const MAX_ROW_BYTES: usize = 8 << 20;
 
 /// The file formats rows are read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

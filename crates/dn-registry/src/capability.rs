@@ -8,6 +8,7 @@ use crate::dataset::yaml_scalar;
 use crate::error::{Error, Result};
 use crate::frontmatter::strip_front_matter;
 use crate::upload::{Upload, sha256_id};
+use crate::yaml::parse_yaml;
 
 const FILE: &str = "capability.yaml";
 
@@ -24,8 +25,7 @@ struct CapabilityYaml {
 
 /// Reads and checks a capability upload into a manifest for `org`, system prompt included.
 pub fn parse_capability(upload: &Upload, org: &str) -> Result<CapabilityManifest> {
-    let yaml: CapabilityYaml = serde_yaml::from_str(upload.text(FILE)?)
-        .map_err(|e| Error::invalid(FILE, format!("invalid YAML: {e}")))?;
+    let yaml: CapabilityYaml = parse_yaml(upload.text(FILE)?, FILE, "YAML")?;
     if yaml_scalar(&yaml.schema).as_deref() != Some("1") {
         return Err(Error::invalid(FILE, "schema must be 1"));
     }
@@ -52,8 +52,7 @@ pub fn parse_capability(upload: &Upload, org: &str) -> Result<CapabilityManifest
         let path = format!("agents/{agent}.md");
         let (front, _) = strip_front_matter(upload.text(&path)?);
         if let Some(front) = front {
-            serde_yaml::from_str::<serde_yaml::Value>(front)
-                .map_err(|e| Error::invalid(&path, format!("invalid front matter: {e}")))?;
+            parse_yaml::<serde_yaml::Value>(front, &path, "front matter")?;
         }
     }
     let prompt_agent = match &yaml.entry_agent {

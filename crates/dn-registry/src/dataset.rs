@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::upload::Upload;
+use crate::yaml::parse_yaml;
 
 const FILE: &str = "dataset.yaml";
 const FORMATS: [&str; 5] = ["parquet", "csv", "arrow", "json", "jsonl"];
@@ -32,8 +33,7 @@ struct DatasetYaml {
 
 /// Reads and checks `dataset.yaml` of an upload into a manifest for `org`.
 pub fn parse_dataset(upload: &Upload, org: &str) -> Result<DatasetManifest> {
-    let yaml: DatasetYaml = serde_yaml::from_str(upload.text(FILE)?)
-        .map_err(|e| Error::invalid(FILE, format!("invalid YAML: {e}")))?;
+    let yaml: DatasetYaml = parse_yaml(upload.text(FILE)?, FILE, "YAML")?;
     validate_name(&yaml.name)
         .map_err(|m| Error::invalid(FILE, format!("name '{}': {m}", yaml.name)))?;
     let version = yaml_scalar(&yaml.version)

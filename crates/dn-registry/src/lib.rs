@@ -13,6 +13,7 @@ mod runs;
 mod storage;
 mod transfer;
 mod upload;
+mod yaml;
 
 pub use capability::parse_capability;
 pub use dataset::parse_dataset;

@@ -102,6 +102,32 @@ async fn bad_requests_name_what_is_wrong() {
             422,
             "config.lora_rank",
         ),
+        // The two oversized configs of the hardening probe: refused before any work.
+        (
+            with(&|b| {
+                b["config"]["lora_rank"] = json!(1024);
+                b["config"]["batch_size"] = json!(65536);
+                b["config"]["max_sequence_length"] = json!(1048576);
+                b["config"]["steps"] = json!(100_000_000);
+            }),
+            422,
+            "config.lora_rank: must be <= 512 (got 1024; the deployment's limit)",
+        ),
+        (
+            with(&|b| b["config"]["max_sequence_length"] = json!(1048576)),
+            422,
+            "config.max_sequence_length: must be <= 131072",
+        ),
+        (
+            with(&|b| b["config"]["batch_size"] = json!(65536)),
+            422,
+            "config.batch_size: must be <= 4096",
+        ),
+        (
+            with(&|b| b["config"]["steps"] = json!(100_000_000)),
+            422,
+            "config.steps: must be <= 1000000",
+        ),
         (
             with(&|b| b["config"]["lora_alpha"] = json!(-1)),
             422,

@@ -17,4 +17,4 @@ pub use extensions::{
 pub use job::*;
 pub use refs::{ArtifactKind, ArtifactRef, validate_name, validate_version};
 pub use registry::*;
-pub use spec::{SftConfig, SftDefaults, SftJobSpec, validate_sft_request};
+pub use spec::{SftConfig, SftDefaults, SftJobSpec, SftLimits, validate_sft_request};

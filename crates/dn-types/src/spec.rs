@@ -18,6 +18,8 @@ pub struct SftDefaults {
     pub learning_rate: f64,
     pub lora_rank: u32,
     pub checkpoint_interval: u32,
+    /// The largest values a job may ask for (a deployment setting).
+    pub limits: SftLimits,
 }
 
 impl Default for SftDefaults {
@@ -29,6 +31,29 @@ impl Default for SftDefaults {
             learning_rate: 1e-4,
             lora_rank: 16,
             checkpoint_interval: 10,
+            limits: SftLimits::default(),
+        }
+    }
+}
+
+/// Maxima of the config fields that size a job's memory and time: well above what real jobs use
+/// (Llama 3.1 reads 128k tokens; PEFT ranks stay under a few hundred), well below what takes a node down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftLimits {
+    pub lora_rank: u32,
+    pub batch_size: u32,
+    pub max_sequence_length: u32,
+    pub steps: u32,
+}
+
+impl Default for SftLimits {
+    fn default() -> Self {
+        SftLimits {
+            lora_rank: 512,
+            batch_size: 4096,
+            max_sequence_length: 131_072,
+            steps: 1_000_000,
         }
     }
 }
@@ -159,8 +184,9 @@ pub fn validate_sft_request(
             format!("must be > 0 and <= 1 (got {learning_rate})"),
         ));
     }
-    let lora_rank =
-        bounded(c.lora_rank, "config.lora_rank", 1, 1024)?.unwrap_or(defaults.lora_rank);
+    let limits = &defaults.limits;
+    let lora_rank = bounded(c.lora_rank, "config.lora_rank", 1, limits.lora_rank.into())?
+        .unwrap_or(defaults.lora_rank);
     let config = SftConfig {
         dataset_ref: c.dataset_ref.clone(),
         trajectory_dataset_refs: c.trajectory_dataset_refs.clone(),
@@ -169,11 +195,16 @@ pub fn validate_sft_request(
             c.max_sequence_length,
             "config.max_sequence_length",
             1,
-            1 << 20,
+            limits.max_sequence_length.into(),
         )?
         .unwrap_or(defaults.max_sequence_length),
-        batch_size: bounded(c.batch_size, "config.batch_size", 1, 1 << 16)?
-            .unwrap_or(defaults.batch_size),
+        batch_size: bounded(
+            c.batch_size,
+            "config.batch_size",
+            1,
+            limits.batch_size.into(),
+        )?
+        .unwrap_or(defaults.batch_size),
         gradient_accumulation_steps: bounded(
             c.gradient_accumulation_steps,
             "config.gradient_accumulation_steps",
@@ -182,7 +213,7 @@ pub fn validate_sft_request(
         )?
         .unwrap_or(defaults.gradient_accumulation_steps),
         learning_rate,
-        steps: bounded(c.steps, "config.steps", 1, 100_000_000)?,
+        steps: bounded(c.steps, "config.steps", 1, limits.steps.into())?,
         epochs: bounded(c.epochs, "config.epochs", 1, 1_000_000)?,
         lora_rank,
         lora_alpha: bounded(c.lora_alpha, "config.lora_alpha", 1, 1 << 16)?
@@ -218,7 +249,10 @@ fn bounded(value: Option<i64>, field: &str, min: i64, max: i64) -> Result<Option
     match value {
         None => Ok(None),
         Some(v) if v < min => Err(Error::invalid(field, format!("must be >= {min} (got {v})"))),
-        Some(v) if v > max => Err(Error::invalid(field, format!("must be <= {max} (got {v})"))),
+        Some(v) if v > max => Err(Error::invalid(
+            field,
+            format!("must be <= {max} (got {v}; the deployment's limit)"),
+        )),
         Some(v) => Ok(Some(v as u32)),
     }
 }

@@ -115,7 +115,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         store: store.clone(),
         registry,
         catalog: Arc::new(catalog),
-        defaults: SftDefaults::default(),
+        defaults: SftDefaults {
+            limits: file.job_limits,
+            ..SftDefaults::default()
+        },
     };
     info!(%listen, workers, "dn serve: listening on http://{}", listener.local_addr()?);
     let limits = config::server_limits(&args, &file);

@@ -1,6 +1,7 @@
-//! A corrupted Parquet file ends in a clear error naming the file, at once: 4 bytes overwritten at each
-//! offset from 4 to 15, and 20 bytes at 12 pseudo-random places (a corrupt reader can otherwise yield
-//! errors for ever).
+//! Files that must not hang or bloat a worker: a corrupted Parquet file ends in a clear error naming the
+//! file, at once (4 bytes overwritten at each offset from 4 to 15, and 20 bytes at 12 pseudo-random
+//! places; a corrupt reader can otherwise yield errors for ever), and a row with more text than the limit
+//! is skipped, named by file and row.
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -58,4 +59,23 @@ fn corrupted_parquet_files_end_in_a_clear_error_at_once() {
             assert!(e.contains("rows.parquet"), "{what}: {e}");
         }
     }
+}
+
+#[test]
+fn a_row_with_more_text_than_the_limit_is_skipped_naming_it() {
+    let big = "x".repeat(dn_data::MAX_ROW_BYTES / 2 + 1);
+    let rows = format!(
+        "{{\"prompt\":\"hi\",\"completion\":\"ok\"}}\n{}\n",
+        serde_json::json!({"messages": [
+            {"role": "user", "content": big},
+            {"role": "assistant", "content": big},
+        ]})
+    );
+    let loaded = load_conversations(rows.as_bytes(), Format::Jsonl, "rows.jsonl").unwrap();
+    assert_eq!(loaded.conversations.len(), 1);
+    let e = loaded.errors[0].to_string();
+    assert!(
+        e.contains("rows.jsonl") && e.contains("row 2") && e.contains("bytes"),
+        "{e}"
+    );
 }
