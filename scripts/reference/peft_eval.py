@@ -16,7 +16,8 @@ from transformers import AutoModelForCausalLM
 
 gguf, job_file, examples_file = (pathlib.Path(a) for a in sys.argv[1:4])
 job = json.loads(job_file.read_text())
-adapter = job["artifacts"]["adapter"]
+# Local storage reports the adapter's key, relative to the storage directory (the last argument).
+adapter = str(pathlib.Path(sys.argv[-1]) / job["artifacts"]["adapter"])
 examples = [json.loads(line) for line in examples_file.read_text().splitlines() if line.strip()]
 
 base = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)

@@ -25,5 +25,5 @@ print(text.strip(), end="")
 PY
 "$dn" --json data preview --model "$gguf" --file examples/datasets/support-eval/eval.jsonl \
   --system-prompt-file "$work/prompt.txt" --limit 1000 >"$work/eval.jsonl"
-"$python" scripts/reference/peft_eval.py "$gguf" "$work/job.json" "$work/eval.jsonl" 2>/dev/null |
+"$python" scripts/reference/peft_eval.py "$gguf" "$work/job.json" "$work/eval.jsonl" "$work/data/storage" 2>/dev/null |
   tee scripts/reference/peft_eval.out

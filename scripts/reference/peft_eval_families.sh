@@ -37,7 +37,7 @@ for family in "${families[@]}"; do
   "$dn" --json data preview --model "$model" --file examples/datasets/support-eval/eval.jsonl \
     --system-prompt-file "$work/prompt.txt" --max-sequence-length 512 --limit 1000 >"$work/eval-$family.jsonl"
   "$python" scripts/reference/peft_eval_families.py "$family" "$model" "$work/job-$family.json" \
-    "$work/eval-$family.jsonl" 2>/dev/null | tee -a "$work/out" || status=1
+    "$work/eval-$family.jsonl" "$work/data-$family/storage" 2>/dev/null | tee -a "$work/out" || status=1
 done
 cp "$work/out" scripts/reference/peft_eval_families.out
 exit $status

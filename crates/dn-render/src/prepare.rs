@@ -76,13 +76,30 @@ pub fn prepare(
     conversations: Vec<Conversation>,
     options: &PrepareOptions,
 ) -> Prepared {
+    prepare_until(
+        artifacts,
+        conversations,
+        options,
+        &std::sync::atomic::AtomicBool::new(false),
+    )
+}
+
+/// [`prepare`], giving up on the conversations not yet rendered once `stop` is set (a cancelled job).
+pub fn prepare_until(
+    artifacts: &ModelArtifacts,
+    conversations: Vec<Conversation>,
+    options: &PrepareOptions,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Prepared {
     // A template that runs past its limits on one conversation is stopped for all: no row waits out the
     // same runaway loop again.
     let stopped = std::sync::atomic::AtomicBool::new(false);
     let results: Vec<_> = conversations
         .into_par_iter()
         .map(|mut conversation| {
-            if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            if stopped.load(std::sync::atomic::Ordering::Relaxed)
+                || stop.load(std::sync::atomic::Ordering::Relaxed)
+            {
                 return Err(Error::TemplateLimit(
                     "not rendered: the template hit a limit".into(),
                 ));

@@ -3,11 +3,12 @@
 //! dataset in the order given; files in manifest order; rows in file order).
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use dn_data::{Conversation, Error as RowError, Format, load_conversations};
 use dn_registry::Registry;
 use dn_render::hub::Need;
-use dn_render::{Example, ModelArtifacts, PrepareOptions, PrepareStats, TrainOn, prepare};
+use dn_render::{Example, ModelArtifacts, PrepareOptions, PrepareStats, TrainOn, prepare_until};
 use dn_types::{ArtifactRef, DatasetRef, SftConfig, TrainingJob};
 use serde_json::{Map, Value, json};
 
@@ -97,6 +98,7 @@ pub async fn prepare_inputs(
     registry: &Registry,
     job: &TrainingJob,
     device: &str,
+    stop: Arc<AtomicBool>,
 ) -> Result<PreparedInputs, RunError> {
     let config =
         SftConfig::from_map(&job.config).map_err(|e| failed(format!("job config: {e}")))?;
@@ -165,8 +167,14 @@ pub async fn prepare_inputs(
     };
     let rows_read = conversations.len() + skipped_rows.len();
     let (prepared_model, prepared_options) = (model.clone(), options.clone());
+    let train_stop = stop.clone();
     let train = tokio::task::spawn_blocking(move || {
-        prepare(&prepared_model, conversations, &prepared_options)
+        prepare_until(
+            &prepared_model,
+            conversations,
+            &prepared_options,
+            &train_stop,
+        )
     })
     .await
     .map_err(|e| failed(format!("preparing training data: {e}")))?;
@@ -203,10 +211,12 @@ pub async fn prepare_inputs(
             let (conversations, errors) = dataset_conversations(registry, org, &reference).await?;
             skipped_rows.extend(errors);
             let eval_model = model.clone();
-            let prepared =
-                tokio::task::spawn_blocking(move || prepare(&eval_model, conversations, &options))
-                    .await
-                    .map_err(|e| failed(format!("preparing eval data: {e}")))?;
+            let eval_stop = stop.clone();
+            let prepared = tokio::task::spawn_blocking(move || {
+                prepare_until(&eval_model, conversations, &options, &eval_stop)
+            })
+            .await
+            .map_err(|e| failed(format!("preparing eval data: {e}")))?;
             if let Some(limit) = &prepared.template_limit {
                 return Err(failed(format!(
                     "model {}: chat template: {limit}",

@@ -3,7 +3,8 @@
 //! committed checkpoint to storage, and stops at a step boundary on cancel or a lost lease.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -124,7 +125,23 @@ impl JobRunner for SftRunner {
             let data = json!({"event": "model_fetch", "model": job.model});
             ctx.progress().log(LogLevel::Info, message, data).await?;
         }
-        let inputs = prepare_inputs(&self.registry, job, &self.device).await?;
+        // Data preparation stops within a poll of a cancel request or a lost lease (the rendering still
+        // running on other threads gives up on the conversations it has not reached).
+        let stop = Arc::new(AtomicBool::new(false));
+        let prepared = prepare_inputs(&self.registry, job, &self.device, stop.clone());
+        let interrupted = async {
+            while !ctx.cancel_requested() && !ctx.lease_lost() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        let inputs = tokio::select! {
+            inputs = prepared => inputs?,
+            () = interrupted => {
+                stop.store(true, Ordering::SeqCst);
+                ctx.progress().ensure_lease().await?;
+                return Err(RunError::Cancelled { partial: Box::default() });
+            }
+        };
         log_prepared(&inputs, ctx).await?;
         if ctx.cancel_requested() {
             return Err(RunError::Cancelled {

@@ -72,7 +72,11 @@ async fn a_job_trains_every_family() {
             "{family}: {losses:?}"
         );
         assert_eq!(events(&logs, "eval_complete").len(), 2, "{family}");
-        let adapter = PathBuf::from(job.artifacts["adapter"].as_str().unwrap());
+        let adapter = setup
+            ._dir
+            .path()
+            .join("storage")
+            .join(job.artifacts["adapter"].as_str().unwrap());
         let config: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(adapter.join("adapter_config.json")).unwrap(),
         )

@@ -66,7 +66,11 @@ async fn a_job_trains_evaluates_and_stores_its_checkpoints() {
     assert_eq!(job.artifacts["dataset"], "demos@0.1.0");
     let checkpoints = job.artifacts["checkpoints"].as_array().unwrap();
     assert_eq!(checkpoints.last().unwrap()["name"], "final");
-    let adapter = PathBuf::from(job.artifacts["adapter"].as_str().unwrap());
+    let adapter = setup
+        ._dir
+        .path()
+        .join("storage")
+        .join(job.artifacts["adapter"].as_str().unwrap());
     assert!(
         adapter.join("adapter_model.safetensors").is_file(),
         "{}",
@@ -305,4 +309,73 @@ async fn only_the_newest_checkpoints_are_kept_with_a_save_total_limit() {
         .map(|e| e["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["step-000001", "step-000002"]);
+}
+
+/// A cancel that arrives while the data is still being rendered ends the job within seconds: here a slow
+/// (but not runaway) template and 400 conversations would take minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_during_data_preparation_ends_the_job_at_once() {
+    let setup = setup().await;
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/families/llama/model");
+    let model_dir = setup._dir.path().join("slow-model");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, model_dir.join(path.file_name().unwrap())).unwrap();
+    }
+    // ~4M instructions per render of a real conversation, nothing for the load probes.
+    std::fs::write(
+        model_dir.join("chat_template.jinja"),
+        "{% if messages | length > 2 %}{% for a in range(2000) %}{% for b in range(2000) %}\
+         {% endfor %}{% endfor %}{% endif %}\
+         {% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}\
+         {% if add_generation_prompt %}<assistant>{% endif %}",
+    )
+    .unwrap();
+    let row = "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"a\"}]}\n";
+    setup
+        .registry
+        .push_dataset(
+            "acme",
+            &upload(&[
+                (
+                    "dataset.yaml",
+                    "name: many\nversion: 0.1.0\nformat: jsonl\n",
+                ),
+                ("train.jsonl", &row.repeat(400)),
+            ]),
+        )
+        .await
+        .unwrap();
+    let job = create_job(&setup, &model_dir.display().to_string(), "many", &[], 5).await;
+    let running = {
+        let worker = worker(&setup);
+        tokio::spawn(async move { worker.reap_and_run_once().await.unwrap() })
+    };
+    for _ in 0..100 {
+        let current = setup.store.get_job_by_id(&job.id).await.unwrap();
+        if current.status == JobStatus::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    setup
+        .store
+        .cancel_job("acme", "main", &job.id)
+        .await
+        .unwrap();
+    let asked = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the worker stopped within 30 s")
+        .unwrap();
+    let job = setup.store.get_job_by_id(&job.id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Cancelled, "{:?}", job.error);
+    assert!(
+        asked.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        asked.elapsed()
+    );
 }
