@@ -204,23 +204,35 @@ fn file_credentials(storage: &FileStorage) -> Result<Option<S3Credentials>> {
     }
 }
 
-/// The HTTP server's limits: flags, then the file, then the defaults.
-pub fn server_limits(args: &crate::cli::ServeArgs, file: &FileConfig) -> dn_server::ServerLimits {
+/// The HTTP server's limits: flags, then the file, then the defaults; each must be at least 1.
+pub fn server_limits(
+    args: &crate::cli::ServeArgs,
+    file: &FileConfig,
+) -> Result<dn_server::ServerLimits> {
     let defaults = dn_server::ServerLimits::default();
-    dn_server::ServerLimits {
-        max_connections: args
-            .max_connections
-            .or(file.max_connections)
-            .unwrap_or(defaults.max_connections),
-        header_read_timeout: args
-            .header_timeout_seconds
-            .or(file.header_timeout_seconds)
+    let at_least_one = |name: &str, value: Option<u64>| match value {
+        Some(0) => Err(anyhow::anyhow!("{name}: must be at least 1")),
+        other => Ok(other),
+    };
+    let count = |v: Option<usize>| v.map(|v| v as u64);
+    let connections = at_least_one(
+        "max_connections",
+        count(args.max_connections.or(file.max_connections)),
+    )?;
+    let header_seconds = at_least_one(
+        "header_timeout_seconds",
+        args.header_timeout_seconds.or(file.header_timeout_seconds),
+    )?;
+    let per_key = at_least_one(
+        "max_requests_per_key",
+        count(args.max_requests_per_key.or(file.max_requests_per_key)),
+    )?;
+    Ok(dn_server::ServerLimits {
+        max_connections: connections.map_or(defaults.max_connections, |v| v as usize),
+        header_read_timeout: header_seconds
             .map_or(defaults.header_read_timeout, Duration::from_secs),
-        max_requests_per_key: args
-            .max_requests_per_key
-            .or(file.max_requests_per_key)
-            .unwrap_or(defaults.max_requests_per_key),
-    }
+        max_requests_per_key: per_key.map_or(defaults.max_requests_per_key, |v| v as usize),
+    })
 }
 
 #[cfg(test)]
@@ -239,6 +251,25 @@ mod tests {
         assert_eq!(server.listen.as_deref(), Some(DEFAULT_LISTEN));
         let worker = FileConfig::load(Some(&root.join("worker.toml"))).unwrap();
         assert_eq!(worker.storage.s3_bucket.as_deref(), Some("dn-artifacts"));
+    }
+
+    #[test]
+    fn server_limits_come_from_flags_then_the_file_and_refuse_zero() {
+        use clap::Parser;
+        let serve = |flags: &[&str]| match crate::cli::Cli::parse_from(
+            ["dn", "serve"].iter().chain(flags.iter()),
+        )
+        .command
+        {
+            crate::cli::Command::Serve(args) => args,
+            _ => unreachable!(),
+        };
+        let file: FileConfig = toml::from_str("max_requests_per_key = 8").unwrap();
+        let limits = server_limits(&serve(&["--header-timeout-seconds", "3"]), &file).unwrap();
+        assert_eq!(limits.max_requests_per_key, 8);
+        assert_eq!(limits.header_read_timeout, Duration::from_secs(3));
+        let e = server_limits(&serve(&["--max-connections", "0"]), &file).unwrap_err();
+        assert!(e.to_string().starts_with("max_connections:"), "{e}");
     }
 
     /// The environment variables a subcommand reads (its flags' `env`).

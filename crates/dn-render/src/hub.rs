@@ -16,21 +16,19 @@ use hf_hub::api::sync::{Api, ApiBuilder, ApiRepo};
 use hf_hub::{Cache, Repo, RepoType};
 
 use crate::error::{Error, Result};
+use crate::model_files::{SHARD_INDEX, read_model_config, shard_names};
 
 /// How long the probe before a download may take, connecting included.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 /// The longest `org` or `name` the hub accepts.
 const MAX_NAME_LEN: usize = 96;
 const MAX_REVISION_LEN: usize = 128;
-const INDEX: &str = "model.safetensors.index.json";
 /// Fetched with the rest when the repo has them: transformers 5's template file, generation's eos ids.
 const OPTIONAL_FILES: [&str; 3] = [
     "chat_template.jinja",
     "generation_config.json",
     "special_tokens_map.json",
 ];
-/// Most weight shards an index may name.
-const MAX_SHARDS: usize = 1024;
 
 /// A model on the hub: `org/name`, at a branch, tag or commit (`main` unless given as `org/name@revision`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,7 +266,9 @@ impl Fetch<'_> {
                 "config.json",
                 "the model's architecture; dn reads it before any weights",
             )?;
-            check_architecture(&path).map_err(|m| self.hub.error(self.id, m))?;
+            // An architecture dn cannot train is refused by name before anything else is fetched.
+            let dir = path.parent().unwrap_or(Path::new(""));
+            read_model_config(dir).map_err(|m| self.hub.error(self.id, m))?;
         }
         let mut dir = None;
         for file in ["tokenizer.json", "tokenizer_config.json"] {
@@ -348,7 +348,7 @@ impl Fetch<'_> {
         if self.hub.cached(self.id, "model.safetensors").is_some() {
             return Ok(());
         }
-        let index = match self.hub.cached(self.id, INDEX) {
+        let index = match self.hub.cached(self.id, SHARD_INDEX) {
             Some(index) => Some(index),
             None if self.hub.offline => None,
             None => {
@@ -356,7 +356,7 @@ impl Fetch<'_> {
                     self.hub.probe(self.id, "config.json")?;
                     self.probed = true;
                 }
-                self.download(INDEX).ok()
+                self.download(SHARD_INDEX).ok()
             }
         };
         let shards = match index {
@@ -368,46 +368,6 @@ impl Fetch<'_> {
         }
         Ok(())
     }
-}
-
-/// Refuses an architecture dn cannot train, by name, from its `config.json`.
-fn check_architecture(path: &Path) -> std::result::Result<(), String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("config.json: not JSON: {e}"))?;
-    dn_arch::ModelConfig::from_json(&json, "config.json")
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
-
-/// The distinct shard files of a `model.safetensors.index.json`.
-pub(crate) fn shard_names(index: &Path) -> std::result::Result<Vec<String>, String> {
-    let text = std::fs::read_to_string(index)
-        .map_err(|e| format!("cannot read {}: {e}", index.display()))?;
-    let parsed: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| format!("{INDEX}: {e}"))?;
-    let mut shards: Vec<String> = parsed["weight_map"]
-        .as_object()
-        .ok_or_else(|| format!("{INDEX}: no weight_map"))?
-        .values()
-        .filter_map(|v| v.as_str().map(str::to_owned))
-        .collect();
-    shards.sort();
-    shards.dedup();
-    if shards.len() > MAX_SHARDS {
-        return Err(format!(
-            "{INDEX}: names {} shards (at most {MAX_SHARDS})",
-            shards.len()
-        ));
-    }
-    if let Some(bad) = shards
-        .iter()
-        .find(|s| s.contains(['/', '\\']) || s.starts_with('.') || !s.ends_with(".safetensors"))
-    {
-        return Err(format!("{INDEX}: unexpected shard name {bad:?}"));
-    }
-    Ok(shards)
 }
 
 /// A `&mut dyn Progress` passed where hf-hub wants a `Progress` by value.

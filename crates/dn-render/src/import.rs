@@ -34,8 +34,21 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 /// The transformers `config.json` of a GGUF model of one of the architectures in
 /// [`crate::weights::GGUF_ARCHITECTURES`]: its dimensions, rope
 /// and special tokens, read from the architecture's metadata keys.
-pub fn hf_config(meta: &GgufMetadata, tied: bool, vocab_size: usize, file: &str) -> Result<Value> {
+///
+/// The vocabulary is the token embedding's rows (what the weights hold, as transformers reads them), and
+/// the head is tied when the file has no `output.weight`.
+pub fn hf_config(meta: &GgufMetadata, file: &str) -> Result<Value> {
     let arch = gguf_architecture(meta, file)?;
+    let tied = !meta.tensors.iter().any(|t| t.name == "output.weight");
+    let vocab_size = meta
+        .tensors
+        .iter()
+        .find(|t| t.name == "token_embd.weight")
+        .and_then(|t| t.dims.get(1).copied())
+        .ok_or_else(|| Error::Model {
+            path: file.to_owned(),
+            message: "no token embedding tensor (token_embd.weight)".into(),
+        })?;
     let key = |k: &str| format!("{arch}.{k}");
     let int = |k: &str| meta.u64(&key(k));
     let float = |k: &str| meta.get(&key(k)).and_then(|v| v.as_f64());
@@ -104,8 +117,6 @@ pub fn import_gguf(gguf: &Path, out: &Path) -> Result<ImportSummary> {
     let tensors = hf_tensors(&meta, &data, &name)?;
     drop(data);
     let tokenizer = tokenizer_from_gguf(&meta, &name)?;
-    let tied = !tensors.iter().any(|t| t.name == "lm_head.weight");
-    let vocab_size = tokenizer.get_vocab_size(false);
 
     std::fs::create_dir_all(out).map_err(|e| model_error(out, format!("cannot create: {e}")))?;
     let bytes: Vec<Vec<u8>> = tensors
@@ -129,7 +140,7 @@ pub fn import_gguf(gguf: &Path, out: &Path) -> Result<ImportSummary> {
     std::fs::rename(&partial, out.join("model.safetensors"))
         .map_err(|e| model_error(out, format!("cannot rename model.safetensors: {e}")))?;
 
-    let config = hf_config(&meta, tied, vocab_size, &name)?;
+    let config = hf_config(&meta, &name)?;
     write(
         &out.join("config.json"),
         serde_json::to_string_pretty(&config)

@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::gguf::GgufMetadata;
-use crate::hub::HubId;
+use crate::hub::{HubId, hub_cache_dir};
+use crate::model_files::{SHARD_INDEX, read_json, shard_names};
 
 /// Most entries a directory scan reads (hub cache repos, local model directories, files of a model).
 const MAX_SCAN: usize = 1000;
-/// The largest `config.json` read.
-const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// The largest safetensors header read for its dtype.
+const MAX_HEADER_BYTES: u64 = 16 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -141,9 +142,9 @@ fn missing_files(dir: &Path) -> Option<String> {
             return Some(file.to_owned());
         }
     }
-    let index = dir.join("model.safetensors.index.json");
+    let index = dir.join(SHARD_INDEX);
     if index.is_file() {
-        return match crate::hub::shard_names(&index) {
+        return match shard_names(&index) {
             Ok(shards) => {
                 let absent = shards.iter().filter(|s| !dir.join(s).is_file()).count();
                 (absent > 0).then(|| format!("{absent} of {} weight shards", shards.len()))
@@ -164,10 +165,8 @@ fn describe_gguf(info: &mut ModelInfo, path: &Path) {
             info.display_name = name.to_owned();
         }
         info.dtype = most_common_type(&meta);
-        let tied = !meta.tensors.iter().any(|t| t.name == "output.weight");
-        let vocab = meta.strings("tokenizer.ggml.tokens").map_or(0, |t| t.len());
         let name = path.display().to_string();
-        let json = crate::hf_config(&meta, tied, vocab, &name).map_err(|e| e.to_string())?;
+        let json = crate::hf_config(&meta, &name).map_err(|e| e.to_string())?;
         let config = dn_arch::ModelConfig::from_json(&json, &name).map_err(|e| e.to_string())?;
         info.family = Some(config.family.name().to_owned());
         if let Some(t) = meta
@@ -211,20 +210,6 @@ fn most_common_type(meta: &GgufMetadata) -> Option<String> {
     )
 }
 
-fn read_json(path: &Path) -> Result<serde_json::Value, String> {
-    let size = std::fs::metadata(path)
-        .map_err(|_| "no config.json".to_owned())?
-        .len();
-    if size > MAX_CONFIG_BYTES {
-        return Err(format!(
-            "{}: {size} bytes (at most {MAX_CONFIG_BYTES})",
-            path.display()
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))
-}
-
 /// The dtype of the first tensor in the first safetensors file's header.
 fn first_safetensors_dtype(dir: &Path) -> Option<String> {
     let file = if dir.join("model.safetensors").is_file() {
@@ -238,7 +223,7 @@ fn first_safetensors_dtype(dir: &Path) -> Option<String> {
     let mut f = std::fs::File::open(file).ok()?;
     let mut len = [0u8; 8];
     f.read_exact(&mut len).ok()?;
-    let len = u64::from_le_bytes(len).min(MAX_CONFIG_BYTES * 16);
+    let len = u64::from_le_bytes(len).min(MAX_HEADER_BYTES);
     let mut header = vec![0u8; len as usize];
     f.read_exact(&mut header).ok()?;
     let header: serde_json::Value = serde_json::from_slice(&header).ok()?;
@@ -279,36 +264,84 @@ pub fn hub_cache_models(cache: &Path) -> Vec<ModelInfo> {
         .filter_map(|repo| {
             let name = repo.file_name()?.to_str()?.strip_prefix("models--")?;
             let (org, model) = name.split_once("--")?;
-            let id = HubId::parse(&format!("{org}/{model}"))?;
-            let snapshot = hub_snapshot(repo)?;
-            Some(describe_model(&id.repo, &snapshot, ModelSource::HubCache))
+            hub_cache_model(cache, &HubId::parse(&format!("{org}/{model}"))?)
         })
         .collect()
 }
 
-/// The snapshot `refs/main` names, else the most recently modified one.
-fn hub_snapshot(repo: &Path) -> Option<PathBuf> {
+/// One hub model in the cache, at its revision (`main`'s snapshot, else the newest, when none is given);
+/// `None` when the cache has no snapshot of it.
+pub fn hub_cache_model(cache: &Path, id: &HubId) -> Option<ModelInfo> {
+    let repo = cache.join(format!("models--{}", id.repo.replace('/', "--")));
     let snapshots = repo.join("snapshots");
-    if let Ok(main) = std::fs::read_to_string(repo.join("refs/main")) {
-        let dir = snapshots.join(main.trim());
-        if HubId::parse(&format!("a/{}", main.trim())).is_some() && dir.is_dir() {
-            return Some(dir);
-        }
+    let commit = std::fs::read_to_string(repo.join("refs").join(id.revision()))
+        .map(|c| c.trim().to_owned())
+        .ok()
+        .filter(|c| !c.is_empty() && c.chars().all(|c| c.is_ascii_alphanumeric()));
+    let snapshot = match commit {
+        Some(commit) => Some(snapshots.join(commit)),
+        // A revision given as a commit is its own snapshot's name.
+        None if id.revision.is_some() => Some(snapshots.join(id.revision())),
+        None => list_dir(&snapshots)
+            .into_iter()
+            .filter(|p| p.is_dir())
+            .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()),
     }
-    list_dir(&snapshots)
-        .into_iter()
-        .filter(|p| p.is_dir())
-        .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+    .filter(|dir| dir.is_dir())?;
+    Some(describe_model(
+        &id.to_string(),
+        &snapshot,
+        ModelSource::HubCache,
+    ))
+}
+
+/// A model a deployment configures (`models = [...]`): a local directory or `.gguf` file as it is, or a
+/// hub id described from `cache` (the default hub cache when `None`), or, when the cache does not have it
+/// yet, listed without details (workers fetch it). `Err` for an entry that is neither.
+pub fn describe_configured(entry: &str, cache: Option<&Path>) -> Result<ModelInfo, String> {
+    let path = Path::new(entry);
+    let hub_id = HubId::parse(entry).filter(|_| !path.is_absolute());
+    let Some(id) = hub_id else {
+        if is_local_model(path) {
+            return Ok(describe_model(entry, path, ModelSource::Catalog));
+        }
+        return Err(
+            "not a local model directory with config.json, a .gguf file, or a hub id (org/name)"
+                .to_owned(),
+        );
+    };
+    let cache = cache.map_or_else(hub_cache_dir, Path::to_path_buf);
+    let mut info = hub_cache_model(&cache, &id).unwrap_or_else(|| ModelInfo {
+        id: entry.to_owned(),
+        source: ModelSource::Catalog,
+        path: PathBuf::new(),
+        display_name: id.repo.rsplit('/').next().unwrap_or(entry).to_owned(),
+        family: None,
+        parameters: None,
+        context_length: None,
+        dtype: None,
+        size_bytes: 0,
+        trainable: true,
+        supported: true,
+        reason: Some(format!(
+            "not in this node's hub cache yet (`dn model pull {entry}`)"
+        )),
+    });
+    info.source = ModelSource::Catalog;
+    Ok(info)
+}
+
+/// A model directory with `config.json`, or a `.gguf` file.
+pub fn is_local_model(path: &Path) -> bool {
+    path.join("config.json").is_file()
+        || (path.is_file() && path.extension().is_some_and(|e| e == "gguf"))
 }
 
 /// Model directories (with `config.json`) and `.gguf` files directly under `dir`.
 pub fn local_models(dir: &Path) -> Vec<ModelInfo> {
     list_dir(dir)
         .into_iter()
-        .filter(|p| {
-            p.join("config.json").is_file()
-                || (p.is_file() && p.extension().is_some_and(|e| e == "gguf"))
-        })
+        .filter(|p| is_local_model(p))
         .map(|p| describe_model(&p.display().to_string(), &p, ModelSource::Local))
         .collect()
 }

@@ -9,6 +9,7 @@ pub mod gguf;
 pub mod hub;
 mod import;
 pub mod inventory;
+pub mod model_files;
 mod prepare;
 mod resolve;
 mod template;

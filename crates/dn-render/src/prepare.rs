@@ -100,9 +100,7 @@ pub fn prepare_until(
             if stopped.load(std::sync::atomic::Ordering::Relaxed)
                 || stop.load(std::sync::atomic::Ordering::Relaxed)
             {
-                return Err(Error::TemplateLimit(
-                    "not rendered: the template hit a limit".into(),
-                ));
+                return None;
             }
             apply_system_prompt(&mut conversation, &options.system_prompt);
             let result = encode_conversation(
@@ -114,12 +112,17 @@ pub fn prepare_until(
             if matches!(result, Err(Error::TemplateLimit(_))) {
                 stopped.store(true, std::sync::atomic::Ordering::Relaxed);
             }
-            result
+            Some(result)
         })
         .collect();
     let mut prepared = Prepared::default();
     prepared.stats.conversations = results.len();
     for (index, result) in results.into_iter().enumerate() {
+        // Not rendered: the job is stopping (cancelled, or the template hit a limit on another one).
+        let Some(result) = result else {
+            prepared.stats.failed += 1;
+            continue;
+        };
         match result {
             Ok((examples, fit)) => {
                 match fit {
@@ -141,7 +144,7 @@ pub fn prepare_until(
             }
             Err(Error::TemplateLimit(message)) => {
                 prepared.stats.failed += 1;
-                if prepared.template_limit.is_none() && !message.starts_with("not rendered") {
+                if prepared.template_limit.is_none() {
                     prepared.template_limit =
                         Some(format!("conversation {}: {message}", index + 1));
                 }

@@ -80,12 +80,7 @@ impl ChatTemplate {
             now: None,
         };
         // A template that cannot render one short message within the limits is refused at load.
-        if let Err(e @ Error::TemplateLimit(_)) =
-            template.render(&[ChatMessage::new(Role::User, "x")], &[], true)
-        {
-            return Err(e);
-        }
-        if let Some((prompt, closing)) = template.probe_generation_prompt() {
+        if let Some((prompt, closing)) = template.probe_generation_prompt()? {
             template.generation_prompt = Some(prompt);
             template.closing = closing;
         }
@@ -124,21 +119,30 @@ impl ChatTemplate {
     /// What `add_generation_prompt` adds after a user turn (e.g. `<|im_start|>assistant\n`), and what the
     /// render without it closes with instead: nothing for most templates, the eos token for Phi-3's.
     /// `None` when the template renders no one-message conversation, or renders the two unrelatedly.
-    fn probe_generation_prompt(&self) -> Option<(String, String)> {
+    /// A template past its limits on this one-message render is an error (it would be on every row).
+    fn probe_generation_prompt(&self) -> Result<Option<(String, String)>> {
         let probe = [ChatMessage::new(dn_data::Role::User, "x")];
-        let without = self.render(&probe, &[], false).ok()?;
-        let with = self.render(&probe, &[], true).ok()?;
+        let render = |add_generation_prompt| match self.render(&probe, &[], add_generation_prompt) {
+            Ok(text) => Ok(Some(text)),
+            Err(e @ Error::TemplateLimit(_)) => Err(e),
+            Err(_) => Ok(None),
+        };
+        let (Some(without), Some(with)) = (render(false)?, render(true)?) else {
+            return Ok(None);
+        };
         if let Some(prompt) = with.strip_prefix(&without) {
-            return (!prompt.is_empty()).then(|| (prompt.to_owned(), String::new()));
+            return Ok((!prompt.is_empty()).then(|| (prompt.to_owned(), String::new())));
         }
         // A render that closes with the eos token: the generation prompt follows what precedes it.
         let eos = self.eos_token.as_str();
         if eos.is_empty() || !without.trim_end().ends_with(eos) {
-            return None;
+            return Ok(None);
         }
         let open = &without[..without.trim_end().len() - eos.len()];
-        let prompt = with.strip_prefix(open)?;
-        (!prompt.is_empty()).then(|| (prompt.to_owned(), without[open.len()..].to_owned()))
+        let Some(prompt) = with.strip_prefix(open) else {
+            return Ok(None);
+        };
+        Ok((!prompt.is_empty()).then(|| (prompt.to_owned(), without[open.len()..].to_owned())))
     }
 
     /// See [`Self::probe_generation_prompt`]: the tail a render without the generation prompt closes with.

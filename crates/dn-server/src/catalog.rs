@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use dn_render::hub::HubId;
-use dn_render::inventory::{self, ModelInfo, ModelSource};
+use dn_render::inventory::{self, ModelInfo};
 use dn_types::TrainingModel;
 
 /// The deployment's catalog.
@@ -29,8 +29,8 @@ impl Catalog {
     /// must be well-formed, and of a family dn trains when the hub cache has its config.
     pub fn load(entries: &[String]) -> Result<Catalog, String> {
         for entry in entries {
-            let info =
-                describe_entry(entry, None).map_err(|e| format!("catalog model '{entry}': {e}"))?;
+            let info = inventory::describe_configured(entry, None)
+                .map_err(|e| format!("catalog model '{entry}': {e}"))?;
             if !info.supported {
                 let reason = info.reason.unwrap_or_default();
                 return Err(format!("catalog model '{entry}': {reason}"));
@@ -78,22 +78,22 @@ impl Catalog {
         let mut models: Vec<TrainingModel> = self
             .configured
             .iter()
-            .filter_map(|entry| describe_entry(entry, self.hub_cache.as_deref()).ok())
+            .filter_map(|entry| {
+                inventory::describe_configured(entry, self.hub_cache.as_deref()).ok()
+            })
             .map(|info| training_model(&info))
             .collect();
-        for info in self.hub_cache_models() {
+        let cached = self
+            .hub_cache
+            .as_deref()
+            .map(inventory::hub_cache_models)
+            .unwrap_or_default();
+        for info in cached {
             if info.trainable && !models.iter().any(|m| m.tinker_id == info.id) {
                 models.push(training_model(&info));
             }
         }
         models
-    }
-
-    fn hub_cache_models(&self) -> Vec<ModelInfo> {
-        self.hub_cache
-            .as_deref()
-            .map(inventory::hub_cache_models)
-            .unwrap_or_default()
     }
 
     /// `Ok` if jobs may use `model`. Reads files.
@@ -116,19 +116,18 @@ impl Catalog {
                 ));
             }
         }
-        if hub_id.is_none() && is_local_model(Path::new(model)) {
+        if hub_id.is_none() && inventory::is_local_model(Path::new(model)) {
             return Ok(());
         }
         if let Some(id) = &hub_id {
             if !self.catalog_only {
                 return Ok(());
             }
-            if id.revision.is_none()
-                && self
-                    .hub_cache_models()
-                    .iter()
-                    .any(|m| m.trainable && m.id == id.repo)
-            {
+            let cached = self
+                .hub_cache
+                .as_deref()
+                .and_then(|cache| inventory::hub_cache_model(cache, id));
+            if id.revision.is_none() && cached.is_some_and(|m| m.trainable) {
                 return Ok(());
             }
         }
@@ -151,50 +150,6 @@ impl Catalog {
             ),
         })
     }
-}
-
-fn is_local_model(path: &Path) -> bool {
-    path.join("config.json").is_file()
-        || (path.is_file() && path.extension().is_some_and(|e| e == "gguf"))
-}
-
-/// A configured entry: a local path, or a hub id described from the cache when it is there.
-fn describe_entry(entry: &str, hub_cache: Option<&Path>) -> Result<ModelInfo, String> {
-    let path = Path::new(entry);
-    if (path.is_absolute() || HubId::parse(entry).is_none()) && is_local_model(path) {
-        return Ok(inventory::describe_model(entry, path, ModelSource::Catalog));
-    }
-    let id = HubId::parse(entry).ok_or_else(|| {
-        "not a local model directory with config.json, a .gguf file, or a hub id (org/name)"
-            .to_owned()
-    })?;
-    let cache = hub_cache
-        .map(Path::to_path_buf)
-        .unwrap_or_else(dn_render::hub::hub_cache_dir);
-    let cached = inventory::hub_cache_models(&cache)
-        .into_iter()
-        .find(|m| id.revision.is_none() && m.id == id.repo);
-    Ok(match cached {
-        Some(mut info) => {
-            info.source = ModelSource::Catalog;
-            info
-        }
-        // Not on this node yet: workers fetch it; its fields fill in once the server's cache has it.
-        None => ModelInfo {
-            id: entry.to_owned(),
-            source: ModelSource::Catalog,
-            path: PathBuf::new(),
-            display_name: id.repo.rsplit('/').next().unwrap_or(entry).to_owned(),
-            family: None,
-            parameters: None,
-            context_length: None,
-            dtype: None,
-            size_bytes: 0,
-            trainable: true,
-            supported: true,
-            reason: Some("not in this node's hub cache".into()),
-        },
-    })
 }
 
 fn training_model(info: &ModelInfo) -> TrainingModel {

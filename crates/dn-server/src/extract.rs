@@ -77,28 +77,8 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        // A key header that is not visible ASCII cannot hold a key dn issued: invalid, not missing.
-        let unreadable = ["x-api-key", "authorization"].iter().any(|name| {
-            parts
-                .headers
-                .get(*name)
-                .is_some_and(|v| v.to_str().is_err())
-        });
-        if unreadable {
-            return Err(ApiError::unauthorized("invalid API key"));
-        }
-        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        let key = header("x-api-key")
-            .map(str::trim)
-            .or_else(|| {
-                header("authorization")
-                    .and_then(|v| {
-                        v.strip_prefix("Bearer ")
-                            .or_else(|| v.strip_prefix("bearer "))
-                    })
-                    .map(str::trim)
-            })
-            .filter(|k| !k.is_empty())
+        let key = api_key(&parts.headers)
+            .map_err(|()| ApiError::unauthorized("invalid API key"))?
             .ok_or_else(|| {
                 ApiError::unauthorized(
                     "missing API key: send X-API-Key: <key> or Authorization: Bearer <key>",
@@ -109,4 +89,21 @@ impl FromRequestParts<AppState> for Caller {
             None => Err(ApiError::unauthorized("invalid API key")),
         }
     }
+}
+
+/// The API key a request presents (`X-API-Key`, else `Authorization: Bearer`), not yet checked; `Err` for a
+/// key header that is not visible ASCII (it cannot hold a key dn issued: invalid, not missing).
+pub(crate) fn api_key(headers: &axum::http::HeaderMap) -> Result<Option<&str>, ()> {
+    let header = |name: &str| headers.get(name).map(|v| v.to_str().map_err(|_| ()));
+    let key = match header("x-api-key").transpose()? {
+        Some(key) => Some(key.trim()),
+        None => header("authorization")
+            .transpose()?
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim),
+    };
+    Ok(key.filter(|k| !k.is_empty()))
 }

@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::error::ApiError;
+use crate::extract::api_key;
 
 /// How long open connections get to finish after shutdown begins.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -156,22 +157,15 @@ pub(crate) async fn serve_app(
     Ok(())
 }
 
-/// The API key a request presents, if any (not checked here).
-fn presented_key(req: &Request) -> Option<String> {
-    let headers = req.headers();
-    let value = headers
-        .get("x-api-key")
-        .or_else(|| headers.get("authorization"))?;
-    Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
-}
-
 async fn limit_per_key(
     req: Request,
     next: Next,
     in_flight: &Mutex<HashMap<String, usize>>,
     max: usize,
 ) -> Response {
-    let Some(key) = presented_key(&req) else {
+    // Counted under the key as the Caller extractor reads it (either header); none or unreadable: the
+    // request is refused by authentication anyway.
+    let Ok(Some(key)) = api_key(req.headers()).map(|k| k.map(str::to_owned)) else {
         return next.run(req).await;
     };
     {

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use dn_render::gguf::GgufMetadata;
 use dn_render::weights::hf_tensors;
-use serde_json::Value;
 
 use crate::error::{Error, Result};
 use dn_arch::ModelConfig;
@@ -119,30 +118,15 @@ impl BaseModel {
 
 /// A model directory's `config.json`, read as dn-arch describes it.
 fn read_dir_config(dir: &Path) -> Result<ModelConfig> {
-    let config_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&config_path)
-        .map_err(|e| model_err(&config_path, format!("cannot read: {e}")))?;
-    let json: Value = serde_json::from_str(&text)
-        .map_err(|e| model_err(&config_path, format!("not JSON: {e}")))?;
-    Ok(ModelConfig::from_json(
-        &json,
-        &config_path.display().to_string(),
-    )?)
+    let (_, config) =
+        dn_render::model_files::read_model_config(dir).map_err(|e| model_err(dir, e))?;
+    Ok(config)
 }
 
-/// A GGUF's architecture from its metadata (tied when it has no `output.weight`, the vocabulary from the
-/// embedding's rows).
+/// A GGUF's architecture from its metadata (through dn-render's one reading of it).
 fn gguf_config(meta: &GgufMetadata, path: &Path) -> Result<ModelConfig> {
     let name = path.display().to_string();
-    let tied = !meta.tensors.iter().any(|t| t.name == "output.weight");
-    let vocab = meta
-        .tensors
-        .iter()
-        .find(|t| t.name == "token_embd.weight")
-        .and_then(|t| t.dims.get(1).copied())
-        .ok_or_else(|| model_err(path, "no token embedding tensor (token_embd.weight)"))?;
-    let hf = dn_render::hf_config(meta, tied, vocab as usize, &name)
-        .map_err(|e| model_err(path, e.to_string()))?;
+    let hf = dn_render::hf_config(meta, &name).map_err(|e| model_err(path, e.to_string()))?;
     Ok(ModelConfig::from_json(&hf, &name)?)
 }
 
@@ -160,24 +144,11 @@ fn current_name(stored: &str) -> String {
 
 /// The safetensors files of a model directory: the shards its index names, or `model.safetensors`.
 fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let index = dir.join("model.safetensors.index.json");
+    let index = dir.join(dn_render::model_files::SHARD_INDEX);
     if index.exists() {
-        let text = std::fs::read_to_string(&index)
-            .map_err(|e| model_err(&index, format!("cannot read: {e}")))?;
-        let json: Value =
-            serde_json::from_str(&text).map_err(|e| model_err(&index, format!("not JSON: {e}")))?;
-        let map = json
-            .get("weight_map")
-            .and_then(Value::as_object)
-            .ok_or_else(|| model_err(&index, "no weight_map"))?;
-        let mut files: Vec<PathBuf> = map
-            .values()
-            .filter_map(Value::as_str)
-            .map(|f| dir.join(f))
-            .collect();
-        files.sort();
-        files.dedup();
-        return Ok(files);
+        let shards =
+            dn_render::model_files::shard_names(&index).map_err(|e| model_err(&index, e))?;
+        return Ok(shards.iter().map(|f| dir.join(f)).collect());
     }
     let single = dir.join("model.safetensors");
     if single.exists() {

@@ -59,6 +59,7 @@ fn spawn_workers(
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
     let file = FileConfig::load(args.store.config.as_deref())?;
+    let limits = config::server_limits(&args, &file)?;
     let store = config::open_store(&args.store, &file).await?;
     let registry = config::open_registry(&args.storage, &args.store, &file)?;
     let models = if args.models.is_empty() {
@@ -121,7 +122,6 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         },
     };
     info!(%listen, workers, "dn serve: listening on http://{}", listener.local_addr()?);
-    let limits = config::server_limits(&args, &file);
     dn_server::serve_with_limits(listener, state, limits, async move {
         shutdown_signal().await;
         let _ = stop.send(true);

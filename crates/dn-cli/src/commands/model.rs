@@ -1,6 +1,6 @@
 //! `dn model pull`, `dn model list`, `dn model import`: models on this node.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -42,9 +42,10 @@ async fn pull(id: String, revision: Option<String>, json: bool) -> Result<i32> {
         Some(revision) => format!("{id}@{revision}"),
         None => id,
     };
-    if HubId::parse(&model).is_none() {
+    let Some(id) = HubId::parse(&model) else {
         bail!("{model}: not a hub id (org/name or org/name@revision)");
-    }
+    };
+    let id_shown = id.to_string();
     let (dir, downloaded) = tokio::task::spawn_blocking(move || {
         let mut progress = PullProgress::new();
         let dir = dn_render::resolve_model(&model, Need::Weights, &mut progress);
@@ -52,7 +53,7 @@ async fn pull(id: String, revision: Option<String>, json: bool) -> Result<i32> {
         dir.map(|dir| (dir, progress.total))
     })
     .await??;
-    let info = inventory::describe_model(&dir.display().to_string(), &dir, ModelSource::HubCache);
+    let info = inventory::describe_model(&id_shown, &dir, ModelSource::HubCache);
     if json {
         print_json(&info)?;
     } else {
@@ -84,16 +85,12 @@ async fn list(data_dir: Option<PathBuf>, config_file: Option<PathBuf>, json: boo
             .models
             .iter()
             .map(|entry| {
-                let path = std::path::Path::new(entry);
-                let mut info = match HubId::parse(entry).filter(|_| !path.exists()) {
-                    Some(id) => inventory::hub_cache_models(&hub_cache_dir())
-                        .into_iter()
-                        .find(|m| m.id == id.repo)
-                        .unwrap_or_else(|| not_cached(entry)),
-                    None => inventory::describe_model(entry, path, ModelSource::Catalog),
-                };
-                info.source = ModelSource::Catalog;
-                info
+                inventory::describe_configured(entry, None).unwrap_or_else(|reason| {
+                    let mut info =
+                        inventory::describe_model(entry, Path::new(entry), ModelSource::Catalog);
+                    info.reason = Some(reason);
+                    info
+                })
             })
             .collect();
         models.extend(inventory::local_models(&data_dir.join("models")));
@@ -150,15 +147,6 @@ async fn list(data_dir: Option<PathBuf>, config_file: Option<PathBuf>, json: boo
         println!("{}", line.join("  ").trim_end());
     }
     Ok(0)
-}
-
-fn not_cached(entry: &str) -> ModelInfo {
-    let mut info = inventory::describe_model(entry, std::path::Path::new(""), ModelSource::Catalog);
-    info.trainable = true;
-    info.reason = Some(format!(
-        "not in the hub cache yet (`dn model pull {entry}`)"
-    ));
-    info
 }
 
 fn row(m: &ModelInfo) -> [String; 7] {
