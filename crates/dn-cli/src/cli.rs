@@ -67,7 +67,7 @@ pub enum Command {
     /// Model files.
     #[command(subcommand)]
     Model(ModelCommand),
-    /// Run the control plane (HTTP API), with in-process workers by default.
+    /// Run the control plane (HTTP API), with one supervised worker process by default.
     Serve(ServeArgs),
     /// Run a worker against the store directly (one per GPU node).
     Worker(WorkerArgs),
@@ -345,6 +345,31 @@ pub struct StoreArgs {
     pub config: Option<PathBuf>,
 }
 
+/// `(NAME, value)` for each setting given: the environment a child process reads the same settings from.
+fn env_of<'a>(
+    settings: impl IntoIterator<Item = (&'static str, Option<String>)> + 'a,
+) -> impl Iterator<Item = (&'static str, String)> + 'a {
+    settings
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
+}
+
+fn path_text(path: &Option<PathBuf>) -> Option<String> {
+    path.as_ref().map(|p| p.to_string_lossy().into_owned())
+}
+
+impl StoreArgs {
+    /// These settings as the `DN_*` variables their flags read.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        env_of([
+            ("DN_DATA_DIR", path_text(&self.data_dir)),
+            ("DN_DATABASE_URL", self.database_url.clone()),
+            ("DN_CONFIG", path_text(&self.config)),
+        ])
+        .collect()
+    }
+}
+
 /// Where datasets, capabilities and checkpoints live: a directory (default `<data-dir>/storage`) or S3.
 #[derive(Debug, Clone, Args)]
 pub struct StorageArgs {
@@ -365,7 +390,28 @@ pub struct StorageArgs {
     pub max_upload_bytes: Option<u64>,
 }
 
-/// Lease timing shared by `serve` (in-process workers) and `worker`.
+impl StorageArgs {
+    /// These settings as the `DN_*` variables their flags read.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        env_of([
+            ("DN_STORAGE_DIR", path_text(&self.storage_dir)),
+            ("DN_S3_BUCKET", self.s3_bucket.clone()),
+            ("DN_S3_ENDPOINT", self.s3_endpoint.clone()),
+            ("DN_S3_REGION", self.s3_region.clone()),
+            (
+                "DN_S3_ALLOW_HTTP",
+                self.s3_allow_http.map(|b| b.to_string()),
+            ),
+            (
+                "DN_MAX_UPLOAD_BYTES",
+                self.max_upload_bytes.map(|n| n.to_string()),
+            ),
+        ])
+        .collect()
+    }
+}
+
+/// Lease timing shared by `serve` (its worker processes) and `worker`.
 #[derive(Debug, Clone, Args)]
 pub struct LeaseArgs {
     /// A claimed job is requeued if its worker is silent this long.
@@ -391,11 +437,35 @@ pub struct LeaseArgs {
     pub retry_backoff_seconds: Option<f64>,
 }
 
+impl LeaseArgs {
+    /// These settings as the `DN_*` variables their flags read.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let text = |n: Option<u64>| n.map(|n| n.to_string());
+        env_of([
+            ("DN_LEASE_SECONDS", text(self.lease_seconds)),
+            ("DN_HEARTBEAT_SECONDS", text(self.heartbeat_seconds)),
+            ("DN_POLL_INTERVAL_MS", text(self.poll_interval_ms)),
+            (
+                "DN_SHUTDOWN_GRACE_SECONDS",
+                text(self.shutdown_grace_seconds),
+            ),
+            ("DN_MAX_RETRIES", self.max_retries.map(|n| n.to_string())),
+            (
+                "DN_RETRY_BACKOFF_SECONDS",
+                self.retry_backoff_seconds.map(|n| n.to_string()),
+            ),
+        ])
+        .collect()
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[arg(long, env = "DN_LISTEN")]
     pub listen: Option<String>,
-    /// In-process workers (default 1; 0 = API only).
+    /// Worker processes this server starts and supervises (default 1; 0 = API only). Each is `dn
+    /// worker` run as a child process: one that dies (out of memory, a crash) leaves the API answering,
+    /// its job goes back to the queue, and it is started again after a backoff.
     #[arg(long, env = "DN_WORKERS")]
     pub workers: Option<usize>,
     /// A catalog model (repeatable): a local model directory, a .gguf file or a hub id. The catalog also
@@ -420,7 +490,7 @@ pub struct ServeArgs {
     /// Requests of one API key handled at once at most; more get 429 (default 64).
     #[arg(long, env = "DN_MAX_REQUESTS_PER_KEY")]
     pub max_requests_per_key: Option<usize>,
-    /// Where in-process workers train: auto (a GPU if this build has CUDA and one is visible), cpu,
+    /// Where the worker processes train: auto (a GPU if this build has CUDA and one is visible), cpu,
     /// cuda or cuda:N.
     #[arg(long, env = "DN_DEVICE")]
     pub device: Option<String>,
@@ -446,6 +516,9 @@ pub struct WorkerArgs {
     pub storage: StorageArgs,
     #[command(flatten)]
     pub lease: LeaseArgs,
+    /// Run by `dn serve`: wake on a byte from stdin, shut down when stdin closes (the server is gone).
+    #[arg(long, hide = true)]
+    pub supervised: bool,
 }
 
 #[derive(Debug, Subcommand)]

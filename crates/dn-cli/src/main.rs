@@ -28,7 +28,13 @@ fn init_logging(filter: &str, json: bool) {
 
 async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Serve(args) => commands::daemon::serve(args).await.map(|_| 0),
+        Command::Serve(args) => {
+            let logging = commands::daemon::Logging {
+                filter: cli.log.clone(),
+                json: cli.log_json,
+            };
+            commands::daemon::serve(args, logging).await.map(|_| 0)
+        }
         Command::Worker(args) => commands::daemon::worker(args).await.map(|_| 0),
         Command::Keys(command) => commands::daemon::keys(command, cli.json).await.map(|_| 0),
         Command::Train(cli::TrainCommand::Sft(args)) if args.local => {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cluster::{FAST_LEASES, JobSpec, count, kill, steps_done};
+use common::cluster::{FAST_LEASES, JobSpec, count, free_port, kill, steps_done};
 use common::examples;
 use dn_registry::{Registry, StorageConfig};
 use dn_store::{JobStore, SqlStore};
@@ -33,14 +33,6 @@ fn required(var: &str, require: &str) -> Option<String> {
             None
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The deployment: settings every process shares, the server, and the workers by name.

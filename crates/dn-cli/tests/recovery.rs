@@ -6,7 +6,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, JobSpec, checkpoint_names, count, kill, steps_done};
+use common::cluster::{
+    Cluster, FAST_LEASES, JobSpec, checkpoint_names, children_of, count, free_port, kill, signal,
+    steps_done,
+};
+use dn_store::JobStore;
 use dn_types::JobStatus;
 
 const STEPS: u64 = 8;
@@ -137,4 +141,70 @@ async fn a_cancelled_running_job_stops_within_a_step_and_keeps_its_checkpoints()
         "storage/jobs/acme/{id}/checkpoints/step-000003/_COMMITTED"
     ));
     assert!(marker.is_file(), "the checkpoint stays in storage");
+}
+
+/// `dn serve` runs its worker as a child process: killed by the kernel mid-job (SIGKILL, as the
+/// out-of-memory killer does), the API keeps answering, the job goes back to the queue at once with the
+/// cause in its log, a new worker process takes the slot and completes the job from its checkpoint, and
+/// SIGTERM to the server stops its worker too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serve_worker_process_killed_mid_job_leaves_the_api_answering_and_is_restarted() {
+    let Some(c) = Cluster::start().await else {
+        return;
+    };
+    // A second server on the cluster's store, with one worker process of its own.
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_dn"))
+        .args([
+            "serve",
+            "--listen",
+            &listen,
+            "--data-dir",
+            &c.env.data_dir(),
+        ])
+        .args(["--workers", "1"])
+        .args(FAST_LEASES)
+        .env("HOME", c.env.dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let health = dn_client::Client::new(&format!("http://{listen}"), None).unwrap();
+    let id = c.submit(&spec()).await;
+    c.wait_for(&id, "step 4", LIMIT, |_, events| steps_done(events) >= 4)
+        .await;
+    let workers = children_of(server.id());
+    assert_eq!(workers.len(), 1, "one worker process: {workers:?}");
+    signal(workers[0], "KILL");
+    health.health().await.expect("the API answers");
+    c.wait_for(&id, "completion", LIMIT, |job, _| job.status.is_terminal())
+        .await;
+    assert_completed_once(&c, &id, Some(3)).await;
+    let logs = c.store.list_logs("acme", "main", &id, 0).await.unwrap();
+    let requeued = logs
+        .iter()
+        .find(|l| l.entry.message.contains("was killed by signal 9"))
+        .expect("the job's log says how its worker ended");
+    assert!(
+        requeued
+            .entry
+            .message
+            .ends_with("job requeued, one retry spent"),
+        "{}",
+        requeued.entry.message
+    );
+    let restarted = children_of(server.id());
+    assert_eq!(restarted.len(), 1, "{restarted:?}");
+    assert_ne!(restarted[0], workers[0], "a new worker process");
+    health.health().await.expect("the API still answers");
+
+    signal(server.id(), "TERM");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "dn serve did not stop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let worker_alive = std::path::Path::new(&format!("/proc/{}", restarted[0])).exists();
+    assert!(!worker_alive, "the worker process stopped with the server");
 }

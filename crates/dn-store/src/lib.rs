@@ -163,6 +163,15 @@ pub trait JobStore: Send + Sync + 'static {
     /// of memory, a node gone); cancels them if cancel was requested; fails them once `max_retries`
     /// retries are spent, so a job that kills its workers does not go round the fleet for ever.
     async fn requeue_expired(&self, max_retries: u32) -> Result<Requeued>;
+    /// [`requeue_expired`](Self::requeue_expired) for the running jobs of one worker known to be gone
+    /// (its supervisor saw the process end) without waiting for their leases: `cause` (how it ended)
+    /// goes into each job's log.
+    async fn requeue_lost_worker(
+        &self,
+        worker_id: &str,
+        cause: &str,
+        max_retries: u32,
+    ) -> Result<Requeued>;
     /// Gives a running job back to the queue (the worker is shutting down: preemption, not a failure);
     /// `reason` goes into the job's log. Fenced by the lease.
     async fn release_job(&self, lease: &Lease, reason: &str) -> Result<()>;

@@ -327,58 +327,94 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Running jobs whose lease expired: their worker stopped renewing it.
     pub(crate) async fn reap(&self, max_retries: u32) -> Result<Requeued> {
+        let lost = LostJobs {
+            condition: "status = 'running' AND lease_expires_at < $1",
+            owner: None,
+            cause: "lease expired (worker lost)",
+        };
+        self.reap_lost(&lost, max_retries).await
+    }
+
+    /// Running jobs of a worker known to be gone (its supervisor saw the process end): `cause` says how.
+    pub(crate) async fn reap_worker(
+        &self,
+        worker_id: &str,
+        cause: &str,
+        max_retries: u32,
+    ) -> Result<Requeued> {
+        let lost = LostJobs {
+            condition: "status = 'running' AND lease_owner = {owner}",
+            owner: Some(worker_id),
+            cause,
+        };
+        self.reap_lost(&lost, max_retries).await
+    }
+
+    async fn reap_lost(&self, lost: &LostJobs<'_>, max_retries: u32) -> Result<Requeued> {
         let now = now_micros();
         let mut tx = self.begin_write().await?;
-        let expired = "status = 'running' AND lease_expires_at < $1";
-        let cancelled = sqlx::query(&format!(
+        // The owner, when there is one, is the statement's last placeholder.
+        let condition = |placeholder: &str| lost.condition.replace("{owner}", placeholder);
+        let owner = lost.owner.unwrap_or_default();
+        let bind_owner = lost.owner.is_some();
+        let cancel_sql = format!(
             "UPDATE jobs SET status = 'cancelled', completed_at = $1, updated_at = $1, lease_owner = NULL, \
-             lease_expires_at = NULL WHERE {expired} AND cancel_requested_at IS NOT NULL \
-             RETURNING id, attempt"
-        ))
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
+             lease_expires_at = NULL WHERE {} AND cancel_requested_at IS NOT NULL \
+             RETURNING id, attempt",
+            condition("$2")
+        );
+        let mut query = sqlx::query(&cancel_sql).bind(now);
+        if bind_owner {
+            query = query.bind(owner);
+        }
+        let cancelled = query.fetch_all(&mut *tx).await?;
         let spent = format!(
             "its worker was lost (a crash, out of memory, a node gone) and its {max_retries} \
              automatic retries are spent; fix the cause and retry it"
         );
-        let failed = sqlx::query(&format!(
+        let failed_sql = format!(
             "UPDATE jobs SET status = 'failed', error = $2, completed_at = $1, updated_at = $1, \
-             lease_owner = NULL, lease_expires_at = NULL WHERE {expired} AND retries >= $3 \
-             RETURNING id, attempt"
-        ))
-        .bind(now)
-        .bind(&spent)
-        .bind(i64::from(max_retries))
-        .fetch_all(&mut *tx)
-        .await?;
-        let requeued = sqlx::query(&format!(
+             lease_owner = NULL, lease_expires_at = NULL WHERE {} AND retries >= $3 \
+             RETURNING id, attempt",
+            condition("$4")
+        );
+        let mut query = sqlx::query(&failed_sql)
+            .bind(now)
+            .bind(&spent)
+            .bind(i64::from(max_retries));
+        if bind_owner {
+            query = query.bind(owner);
+        }
+        let failed = query.fetch_all(&mut *tx).await?;
+        let requeue_sql = format!(
             "UPDATE jobs SET status = 'queued', retries = retries + 1, updated_at = $1, \
-             lease_owner = NULL, lease_expires_at = NULL WHERE {expired} RETURNING id, attempt"
-        ))
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
+             lease_owner = NULL, lease_expires_at = NULL WHERE {} RETURNING id, attempt",
+            condition("$2")
+        );
+        let mut query = sqlx::query(&requeue_sql).bind(now);
+        if bind_owner {
+            query = query.bind(owner);
+        }
+        let requeued = query.fetch_all(&mut *tx).await?;
+        let cause = lost.cause;
         let mut outcome = Requeued::default();
-        let failed_message = format!("lease expired (worker lost): job failed: {spent}");
+        let cancelled_message = format!("{cause} after a cancel request: job cancelled");
+        let failed_message = format!("{cause}: job failed: {spent}");
+        let requeued_message = format!("{cause}: job requeued, one retry spent");
         for (rows, status, message, ids) in [
             (
                 &cancelled,
                 "cancelled",
-                "lease expired after a cancel request: job cancelled",
+                &cancelled_message,
                 &mut outcome.cancelled,
             ),
-            (
-                &failed,
-                "failed",
-                failed_message.as_str(),
-                &mut outcome.failed,
-            ),
+            (&failed, "failed", &failed_message, &mut outcome.failed),
             (
                 &requeued,
                 "queued",
-                "lease expired (worker lost): job requeued, one retry spent",
+                &requeued_message,
                 &mut outcome.requeued,
             ),
         ] {
@@ -395,6 +431,14 @@ impl SqlStore {
         tx.commit().await?;
         Ok(outcome)
     }
+}
+
+/// Which running jobs lost their worker, and how to say so in their logs.
+struct LostJobs<'a> {
+    /// SQL on `jobs`: `$1` is now, `{owner}` the worker's id.
+    condition: &'a str,
+    owner: Option<&'a str>,
+    cause: &'a str,
 }
 
 async fn close_attempt(

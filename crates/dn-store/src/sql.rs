@@ -205,6 +205,18 @@ impl crate::JobStore for SqlStore {
         }
         Ok(reaped)
     }
+    async fn requeue_lost_worker(
+        &self,
+        worker_id: &str,
+        cause: &str,
+        max_retries: u32,
+    ) -> Result<crate::Requeued> {
+        let reaped = self.reap_worker(worker_id, cause, max_retries).await?;
+        if !reaped.requeued.is_empty() {
+            self.job_queued().await;
+        }
+        Ok(reaped)
+    }
     async fn release_job(&self, lease: &crate::Lease, reason: &str) -> Result<()> {
         self.release(lease, reason).await?;
         self.job_queued().await;

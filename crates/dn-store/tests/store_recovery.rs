@@ -132,6 +132,56 @@ async fn a_job_that_keeps_losing_its_worker_fails_when_its_retries_are_spent(bac
     assert_eq!(lose_worker().await.0, 0, "a manual retry resets the budget");
 }
 
+/// A supervisor that saw its worker process die requeues that worker's jobs at once, with how it died in
+/// their logs; other workers' jobs (live leases) are untouched.
+async fn a_dead_workers_jobs_are_requeued_without_waiting_for_the_lease(backend: &Backend) {
+    let store = backend.store().await;
+    let job = store
+        .create_job(new_job("acme", "main", "killed"))
+        .await
+        .unwrap();
+    let other = store
+        .create_job(new_job("acme", "main", "alive"))
+        .await
+        .unwrap();
+    let stale = store.claim_job("node-0", LEASE).await.unwrap().unwrap();
+    assert_eq!(stale.job.id, job.id);
+    store.claim_job("node-1", LEASE).await.unwrap().unwrap();
+    let cause = "worker process node-0 was killed by signal 9 (SIGKILL)";
+    let reaped = store.requeue_lost_worker("node-0", cause, 3).await.unwrap();
+    assert_eq!(reaped.requeued, vec![job.id.clone()]);
+    assert_eq!(
+        store.get_job("acme", "main", &job.id).await.unwrap().status,
+        JobStatus::Queued
+    );
+    assert_eq!(
+        store
+            .get_job("acme", "main", &other.id)
+            .await
+            .unwrap()
+            .status,
+        JobStatus::Running
+    );
+    assert!(matches!(
+        store.heartbeat(&stale.lease, LEASE).await,
+        Err(Error::LeaseLost { .. })
+    ));
+    let logs = store.list_logs("acme", "main", &job.id, 0).await.unwrap();
+    assert!(
+        logs.iter()
+            .any(|l| l.entry.message == format!("{cause}: job requeued, one retry spent")),
+        "{logs:?}"
+    );
+    assert!(
+        store
+            .requeue_lost_worker("node-0", cause, 3)
+            .await
+            .unwrap()
+            .requeued
+            .is_empty()
+    );
+}
+
 async fn released_jobs_go_back_to_the_queue_fenced(backend: &Backend) {
     let store = backend.store().await;
     let job = store
@@ -229,5 +279,6 @@ on_both_backends!(
     a_job_that_keeps_losing_its_worker_fails_when_its_retries_are_spent,
     expired_leases_are_requeued_and_fenced,
     released_jobs_go_back_to_the_queue_fenced,
+    a_dead_workers_jobs_are_requeued_without_waiting_for_the_lease,
     retries_wait_for_their_backoff_and_reset_on_manual_retry,
 );

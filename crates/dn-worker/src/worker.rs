@@ -78,6 +78,8 @@ pub struct Worker {
     config: WorkerConfig,
     /// Set once shutdown begins; the job in progress sees it through its run context.
     preempt: Arc<AtomicBool>,
+    /// Wakes an idle worker when a job is queued (default: the store's own signal).
+    wake: Option<watch::Receiver<u64>>,
 }
 
 impl Worker {
@@ -87,7 +89,15 @@ impl Worker {
             runner,
             config,
             preempt: Arc::new(AtomicBool::new(false)),
+            wake: None,
         }
+    }
+
+    /// Wakes on `signal` instead of the store's signal: a supervised worker process learns from its
+    /// supervisor that the API queued a job.
+    pub fn with_wake(mut self, signal: watch::Receiver<u64>) -> Self {
+        self.wake = Some(signal);
+        self
     }
 
     /// Works until `shutdown` turns true. A job in progress is asked to checkpoint at its next safe point
@@ -96,7 +106,7 @@ impl Worker {
         info!(worker = %self.config.worker_id, "worker started");
         let mut failures: u32 = 0;
         // Subscribed before the first claim, so a job queued after a claim found nothing is never missed.
-        let mut queued = self.store.queue_signal();
+        let mut queued = self.wake.clone().or_else(|| self.store.queue_signal());
         while !*shutdown.borrow() {
             if let Some(queued) = queued.as_mut() {
                 queued.borrow_and_update();

@@ -74,6 +74,17 @@ impl JobStore for Flaky {
         self.check()?;
         self.inner.requeue_expired(max_retries).await
     }
+    async fn requeue_lost_worker(
+        &self,
+        worker_id: &str,
+        cause: &str,
+        max_retries: u32,
+    ) -> Result<Requeued> {
+        self.check()?;
+        self.inner
+            .requeue_lost_worker(worker_id, cause, max_retries)
+            .await
+    }
     async fn release_job(&self, lease: &Lease, reason: &str) -> Result<()> {
         self.check()?;
         self.inner.release_job(lease, reason).await

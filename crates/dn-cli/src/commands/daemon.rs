@@ -4,13 +4,14 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use dn_server::{AppState, Catalog};
-use dn_store::{JobStore, SqlStore};
+use dn_store::JobStore;
 use dn_types::SftDefaults;
-use dn_worker::{JobRunner, SftRunner, Worker};
+use dn_worker::{SftRunner, Worker};
 use tokio::sync::watch;
 use tracing::info;
 
 use crate::cli::{KeysCommand, ServeArgs, WorkerArgs};
+use crate::commands::supervise::{WorkerProcesses, supervise};
 use crate::config::{self, FileConfig};
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -35,29 +36,35 @@ async fn shutdown_signal() {
     }
 }
 
-fn spawn_workers(
-    store: &Arc<SqlStore>,
-    runner: Arc<dyn JobRunner>,
-    count: usize,
-    base_id: &str,
-    config: &dn_worker::WorkerConfig,
-    shutdown: &watch::Receiver<bool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..count)
-        .map(|i| {
-            let mut worker_config = config.clone();
-            worker_config.worker_id = if count == 1 {
-                base_id.to_owned()
-            } else {
-                format!("{base_id}-{i}")
-            };
-            let worker = Worker::new(store.clone(), runner.clone(), worker_config);
-            tokio::spawn(worker.run(shutdown.clone()))
-        })
-        .collect()
+/// The logging flags a child process is given (they have no environment variable to inherit).
+#[derive(Debug, Clone)]
+pub struct Logging {
+    pub filter: String,
+    pub json: bool,
 }
 
-pub async fn serve(args: ServeArgs) -> Result<()> {
+impl Logging {
+    fn child_args(&self) -> Vec<String> {
+        let mut args = vec!["--log".to_owned(), self.filter.clone()];
+        if self.json {
+            args.push("--log-json".into());
+        }
+        args
+    }
+}
+
+/// The settings of `dn serve` its worker processes need, as the variables `dn worker` reads.
+fn worker_env(args: &ServeArgs) -> Vec<(&'static str, String)> {
+    let mut env = args.store.env();
+    env.extend(args.storage.env());
+    env.extend(args.lease.env());
+    if let Some(device) = &args.device {
+        env.push(("DN_DEVICE", device.clone()));
+    }
+    env
+}
+
+pub async fn serve(args: ServeArgs, logging: Logging) -> Result<()> {
     let file = FileConfig::load(args.store.config.as_deref())?;
     let limits = config::server_limits(&args, &file)?;
     let store = config::open_store(&args.store, &file).await?;
@@ -94,24 +101,22 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let (stop, stopped) = watch::channel(false);
     let workers = args.workers.or(file.workers).unwrap_or(1);
     let worker_config = config::worker_config(config::default_worker_id(), &args.lease, &file);
-    let work_dir = config::data_dir(&args.store, &file).join("work");
-    let device = match workers {
-        0 => "auto".to_owned(),
-        _ => {
-            let (spec, label) = config::device(&args.device, &file)?;
-            info!(device = %label, "in-process workers train on {label}");
-            spec
-        }
+    let handles = if workers == 0 {
+        Vec::new()
+    } else {
+        // Checked here too, so that a device this node cannot use stops the server at startup.
+        let (_, label) = config::device(&args.device, &file)?;
+        info!(device = %label, "{workers} worker process(es) train on {label}");
+        let plan = WorkerProcesses {
+            exe: std::env::current_exe().context("cannot find the dn executable")?,
+            args: logging.child_args(),
+            env: worker_env(&args),
+            base_id: worker_config.worker_id.clone(),
+            max_retries: worker_config.max_retries,
+            shutdown_grace: worker_config.shutdown_grace,
+        };
+        supervise(store.clone(), plan, workers, stopped)
     };
-    let runner = Arc::new(SftRunner::new(registry.clone(), work_dir).with_device(device));
-    let handles = spawn_workers(
-        &store,
-        runner,
-        workers,
-        &worker_config.worker_id,
-        &worker_config,
-        &stopped,
-    );
     let state = AppState {
         store: store.clone(),
         registry,
@@ -155,15 +160,43 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         "dn worker ready: training on {label}"
     );
     let runner = Arc::new(SftRunner::new(registry, work_dir).with_device(device));
-    let handles = spawn_workers(&store, runner, 1, &worker_id, &worker_config, &stopped);
-    shutdown_signal().await;
+    let mut worker = Worker::new(store.clone(), runner, worker_config);
+    let (wake, woken) = watch::channel(0u64);
+    if args.supervised {
+        worker = worker.with_wake(woken);
+    }
+    let supervisor = args
+        .supervised
+        .then(move || tokio::spawn(read_supervisor(wake)));
+    let handle = tokio::spawn(worker.run(stopped));
+    let supervisor_gone = async move {
+        match supervisor {
+            Some(reader) => {
+                let _ = reader.await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = shutdown_signal() => {}
+        () = supervisor_gone => {}
+    }
     info!("shutting down: the job in progress checkpoints and goes back to the queue");
     let _ = stop.send(true);
-    for handle in handles {
-        let _ = handle.await;
-    }
+    let _ = handle.await;
     store.close().await;
     Ok(())
+}
+
+/// A supervised worker's stdin: each byte read is a queued job; the end of it is the supervisor gone.
+async fn read_supervisor(wake: watch::Sender<u64>) {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buffer = [0u8; 64];
+    while let Ok(n @ 1..) = stdin.read(&mut buffer).await {
+        let _ = n;
+        wake.send_modify(|count| *count = count.wrapping_add(1));
+    }
 }
 
 pub async fn keys(command: KeysCommand, json: bool) -> Result<()> {

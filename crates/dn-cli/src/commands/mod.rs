@@ -4,4 +4,5 @@ pub mod follow;
 pub mod local;
 pub mod model;
 pub mod registry;
+pub mod supervise;
 pub mod train;
