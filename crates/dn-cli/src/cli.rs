@@ -74,6 +74,13 @@ pub enum Command {
     /// API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Run by a worker: prepares a job's data under a memory limit (REQUEST, RESULT, LIMIT in bytes).
+    #[command(hide = true)]
+    PrepareData {
+        request: PathBuf,
+        result: PathBuf,
+        memory_limit: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -459,6 +466,27 @@ impl LeaseArgs {
     }
 }
 
+/// Data preparation of the workers (`serve`'s and `worker`).
+#[derive(Debug, Clone, Args)]
+pub struct PrepareArgs {
+    /// A job's data (decoding its files, rendering them with the chat template) is prepared in a child
+    /// process limited to this many MiB of heap (default: half of this node's memory; 0: no child
+    /// process, no limit). A job that needs more fails naming the file or rows.
+    #[arg(long, env = "DN_PREPARE_MEMORY_MB")]
+    pub prepare_memory_mb: Option<u64>,
+}
+
+impl PrepareArgs {
+    /// These settings as the `DN_*` variables their flags read.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        env_of([(
+            "DN_PREPARE_MEMORY_MB",
+            self.prepare_memory_mb.map(|n| n.to_string()),
+        )])
+        .collect()
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[arg(long, env = "DN_LISTEN")]
@@ -500,6 +528,8 @@ pub struct ServeArgs {
     pub storage: StorageArgs,
     #[command(flatten)]
     pub lease: LeaseArgs,
+    #[command(flatten)]
+    pub prepare: PrepareArgs,
 }
 
 #[derive(Debug, Args)]
@@ -516,6 +546,8 @@ pub struct WorkerArgs {
     pub storage: StorageArgs,
     #[command(flatten)]
     pub lease: LeaseArgs,
+    #[command(flatten)]
+    pub prepare: PrepareArgs,
     /// Run by `dn serve`: wake on a byte from stdin, shut down when stdin closes (the server is gone).
     #[arg(long, hide = true)]
     pub supervised: bool,

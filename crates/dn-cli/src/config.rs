@@ -43,6 +43,8 @@ pub struct FileConfig {
     pub shutdown_grace_seconds: Option<u64>,
     pub max_retries: Option<u32>,
     pub retry_backoff_seconds: Option<f64>,
+    /// MiB of heap a job's data preparation may use (0: in the worker process, no limit).
+    pub prepare_memory_mb: Option<u64>,
     pub worker_id: Option<String>,
     /// auto, cpu, cuda or cuda:N.
     pub device: Option<String>,
@@ -180,6 +182,21 @@ pub fn device(arg: &Option<String>, file: &FileConfig) -> Result<(String, String
     Ok((spec, label))
 }
 
+/// Where workers prepare a job's data: a child process of this executable under a memory limit (flag,
+/// then file, then half of the node's memory), or this process when the limit is 0.
+pub fn sandbox(
+    args: &crate::cli::PrepareArgs,
+    file: &FileConfig,
+) -> Result<Option<dn_worker::Sandbox>> {
+    let memory_limit = match args.prepare_memory_mb.or(file.prepare_memory_mb) {
+        Some(0) => return Ok(None),
+        Some(mb) => mb.saturating_mul(1 << 20),
+        None => dn_worker::default_memory_limit(),
+    };
+    let exe = std::env::current_exe().context("cannot find the dn executable")?;
+    Ok(Some(dn_worker::Sandbox { exe, memory_limit }))
+}
+
 /// `hostname-pid`: unique per worker process on a node.
 pub fn default_worker_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
@@ -270,6 +287,36 @@ mod tests {
         assert_eq!(limits.header_read_timeout, Duration::from_secs(3));
         let e = server_limits(&serve(&["--max-connections", "0"]), &file).unwrap_err();
         assert!(e.to_string().starts_with("max_connections:"), "{e}");
+    }
+
+    /// `dn serve` hands its settings to its worker processes as variables `dn worker` reads.
+    #[test]
+    fn worker_processes_read_every_setting_serve_passes_on() {
+        use clap::{CommandFactory, Parser};
+        let cli = crate::cli::Cli::command();
+        let known = env_names(cli.find_subcommand("worker").unwrap());
+        let serve = cli.find_subcommand("serve").unwrap();
+        let mut args = vec!["dn".to_owned(), "serve".to_owned()];
+        for arg in serve.get_arguments().filter(|a| a.get_long().is_some()) {
+            let long = arg.get_long().unwrap();
+            if ["model", "model-root", "catalog-only"].contains(&long) {
+                continue;
+            }
+            args.push(format!("--{long}"));
+            args.push(if long == "s3-allow-http" { "true" } else { "1" }.to_owned());
+        }
+        let parsed = crate::cli::Cli::try_parse_from(&args).unwrap();
+        let crate::cli::Command::Serve(serve) = parsed.command else {
+            unreachable!()
+        };
+        let passed = crate::commands::daemon::worker_env(&serve);
+        assert!(passed.len() >= 17, "{passed:?}");
+        for (name, _) in passed {
+            assert!(
+                known.iter().any(|k| k == name),
+                "dn worker does not read {name}"
+            );
+        }
     }
 
     /// The environment variables a subcommand reads (its flags' `env`).

@@ -36,6 +36,17 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             commands::daemon::serve(args, logging).await.map(|_| 0)
         }
         Command::Worker(args) => commands::daemon::worker(args).await.map(|_| 0),
+        Command::PrepareData {
+            request,
+            result,
+            memory_limit,
+        } => match dn_worker::run_child(&request, &result, memory_limit) {
+            Ok(()) => Ok(0),
+            Err(message) => {
+                eprintln!("error: {message}");
+                Ok(2)
+            }
+        },
         Command::Keys(command) => commands::daemon::keys(command, cli.json).await.map(|_| 0),
         Command::Train(cli::TrainCommand::Sft(args)) if args.local => {
             commands::local::sft_local(*args, cli.json).await

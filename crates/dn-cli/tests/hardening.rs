@@ -1,5 +1,6 @@
 //! What careless or hostile input must not do through the CLI: push files from outside the pushed
-//! directory, or keep using a key that was revoked or has expired.
+//! directory, keep using a key that was revoked or has expired, or run a worker out of memory with a
+//! chat template.
 
 mod common;
 
@@ -155,4 +156,97 @@ async fn keys_are_listed_revoked_and_expire() {
         response.starts_with("HTTP/1.1 401") && response.contains("invalid API key"),
         "{response}"
     );
+}
+
+/// `dn train sft --local` on the llama fixture with `template`, one row whose user message is `boom`, and
+/// 256 MiB for data preparation: its exit code and output.
+fn local_job_with_template(template: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/families/llama/model");
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for entry in std::fs::read_dir(&fixture).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, model.join(path.file_name().unwrap())).unwrap();
+    }
+    write(&model, "chat_template.jinja", template);
+    let dataset = dir.path().join("doubling");
+    write(
+        &dataset,
+        "dataset.yaml",
+        "name: doubling\nversion: 0.1.0\nformat: jsonl\n",
+    );
+    write(
+        &dataset,
+        "train.jsonl",
+        "{\"messages\":[{\"role\":\"user\",\"content\":\"boom\"},{\"role\":\"assistant\",\"content\":\"a\"}]}\n",
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dn"))
+        .args(["train", "sft", "--local", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--model")
+        .arg(&model)
+        .args([
+            "--capability",
+            &common::examples("capabilities/support-agent"),
+        ])
+        .arg("--dataset")
+        .arg(&dataset)
+        .args(["--steps", "1", "--poll-interval-sec", "0.2"])
+        .args(["--timeout-sec", "120"])
+        .env("HOME", dir.path())
+        .env("DN_PREPARE_MEMORY_MB", "256")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), text)
+}
+
+/// A chat template that doubles a string in a loop would take the node's memory in seconds; a job's
+/// data (and the template's load probes) are prepared in a child process under `DN_PREPARE_MEMORY_MB`,
+/// so the job fails at once, naming the row (or the probes) and the setting.
+#[test]
+fn a_template_that_doubles_a_string_fails_the_job_naming_the_row() {
+    // 40 doublings: 1 TiB.
+    let doubling = |condition: &str| {
+        format!(
+            "{{% if {condition} %}}{{% set ns = namespace(s='x') %}}\
+             {{% for i in range(40) %}}{{% set ns.s = ns.s ~ ns.s %}}{{% endfor %}}\
+             {{{{ ns.s | length }}}}{{% endif %}}\
+             {{% for m in messages %}}<{{{{ m.role }}}}>{{{{ m.content }}}}{{% endfor %}}\
+             {{% if add_generation_prompt %}}<assistant>{{% endif %}}"
+        )
+    };
+    let limit = "ran past the data-preparation memory limit of 256 MiB (worker setting \
+                 prepare_memory_mb, DN_PREPARE_MEMORY_MB)";
+    for (condition, expected) in [
+        (
+            "messages | selectattr('content', 'equalto', 'boom') | list | length > 0",
+            format!(
+                "doubling@0.1.0/train.jsonl: row 1: rendering it with the chat template {limit}"
+            ),
+        ),
+        (
+            "true",
+            format!(
+                "loading the model's chat template (rendering its probe conversations) {limit}"
+            ),
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let (code, text) = local_job_with_template(&doubling(condition));
+        assert_ne!(code, Some(0), "{text}");
+        assert!(text.contains(&expected), "{condition}: {text}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 }

@@ -1,5 +1,5 @@
 /// The one error type of `dn-data`: what was wrong, and where (file, row, field).
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum Error {
     /// One row does not fit any accepted shape; the row is skipped.
     #[error("{file}: row {row}: {message}")]

@@ -9,6 +9,8 @@ use crate::reader::{Format, MAX_ROW_BYTES, read_rows};
 #[derive(Debug, Default)]
 pub struct Loaded {
     pub conversations: Vec<Conversation>,
+    /// The row number of each conversation (as in row errors).
+    pub rows: Vec<usize>,
     /// Rows that were skipped, in order.
     pub errors: Vec<Error>,
 }
@@ -34,7 +36,10 @@ pub fn load_conversations(bytes: &[u8], format: Format, file: &str) -> Result<Lo
             })
         });
         match result {
-            Ok(conversation) => loaded.conversations.push(conversation),
+            Ok(conversation) => {
+                loaded.conversations.push(conversation);
+                loaded.rows.push(row);
+            }
             Err(error) => loaded.errors.push(error),
         }
     }

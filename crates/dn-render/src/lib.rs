@@ -24,7 +24,9 @@ pub use encode::{
 pub use error::{Error, Result};
 pub use hf_hub::api::Progress as DownloadProgress;
 pub use import::{ImportSummary, hf_config, import_gguf};
-pub use prepare::{PrepareOptions, PrepareStats, Prepared, prepare, prepare_until};
+pub use prepare::{
+    PrepareOptions, PrepareStats, Prepared, prepare, prepare_observed, prepare_until,
+};
 pub use resolve::{resolve_model, resolve_model_for_training, resolve_model_path};
 pub use template::{ChatTemplate, SystemRole};
 pub use tokenizer::tokenizer_from_gguf;

@@ -2,7 +2,7 @@
 
 use dn_data::{Conversation, apply_system_prompt};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::artifacts::ModelArtifacts;
 use crate::encode::{Example, SystemFit, TrainOn, encode_conversation};
@@ -18,7 +18,7 @@ pub struct PrepareOptions {
 }
 
 /// What preparation did, for logs and previews.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PrepareStats {
     pub conversations: usize,
     pub examples: usize,
@@ -91,17 +91,32 @@ pub fn prepare_until(
     options: &PrepareOptions,
     stop: &std::sync::atomic::AtomicBool,
 ) -> Prepared {
+    prepare_observed(artifacts, conversations, options, stop, &|_, _| {})
+}
+
+/// [`prepare_until`], calling `observe(index, true)` before conversation `index` is rendered and
+/// `observe(index, false)` after (from the rendering threads): what a supervisor needs to name the row
+/// a process died on.
+pub fn prepare_observed(
+    artifacts: &ModelArtifacts,
+    conversations: Vec<Conversation>,
+    options: &PrepareOptions,
+    stop: &std::sync::atomic::AtomicBool,
+    observe: &(dyn Fn(usize, bool) + Sync),
+) -> Prepared {
     // A template that runs past its limits on one conversation is stopped for all: no row waits out the
     // same runaway loop again.
     let stopped = std::sync::atomic::AtomicBool::new(false);
     let results: Vec<_> = conversations
         .into_par_iter()
-        .map(|mut conversation| {
+        .enumerate()
+        .map(|(index, mut conversation)| {
             if stopped.load(std::sync::atomic::Ordering::Relaxed)
                 || stop.load(std::sync::atomic::Ordering::Relaxed)
             {
                 return None;
             }
+            observe(index, true);
             apply_system_prompt(&mut conversation, &options.system_prompt);
             let result = encode_conversation(
                 artifacts,
@@ -109,6 +124,7 @@ pub fn prepare_until(
                 options.max_sequence_length,
                 options.train_on,
             );
+            observe(index, false);
             if matches!(result, Err(Error::TemplateLimit(_))) {
                 stopped.store(true, std::sync::atomic::Ordering::Relaxed);
             }

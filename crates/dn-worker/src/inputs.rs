@@ -2,22 +2,26 @@
 //! normalized, scaffolded, rendered and masked, in a deterministic order (the dataset, then each trajectory
 //! dataset in the order given; files in manifest order; rows in file order).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use dn_data::{Conversation, Error as RowError, Format, load_conversations};
+use dn_data::{Error as RowError, Format};
 use dn_registry::Registry;
 use dn_render::hub::Need;
-use dn_render::{Example, ModelArtifacts, PrepareOptions, PrepareStats, TrainOn, prepare_until};
+use dn_render::{Example, PrepareStats, TrainOn};
 use dn_types::{ArtifactRef, DatasetRef, SftConfig, TrainingJob};
 use serde_json::{Map, Value, json};
 
+use crate::dataprep::{DataFile, PrepareRequest, Unobserved, load_model, prepare_groups};
 use crate::runner::RunError;
+use crate::sandbox::{Sandbox, prepare_in_child};
 use crate::training::check_memory;
 
 /// What the trainer consumes.
 pub struct PreparedInputs {
-    pub model: Arc<ModelArtifacts>,
+    /// The model's family (from its config.json).
+    pub family: dn_arch::Family,
     pub config: SftConfig,
     pub train: Vec<Example>,
     pub train_stats: PrepareStats,
@@ -32,10 +36,7 @@ impl PreparedInputs {
     pub fn summary(&self) -> Map<String, Value> {
         let mut data = Map::new();
         data.insert("event".into(), "data_prepared".into());
-        data.insert(
-            "model_family".into(),
-            self.model.family().map(|f| f.name()).into(),
-        );
+        data.insert("model_family".into(), self.family.name().into());
         data.insert("train".into(), json!(self.train_stats));
         if let Some(eval) = &self.eval_stats {
             data.insert("eval".into(), json!(eval));
@@ -61,35 +62,53 @@ fn artifact_ref(r: &DatasetRef, field: &str) -> Result<ArtifactRef, RunError> {
     ArtifactRef::from_parts(&r.name, &r.version, field).map_err(|e| failed(e.to_string()))
 }
 
-/// Rows of one dataset version, normalized, with their row errors.
-async fn dataset_conversations(
+/// The files of one dataset version, downloaded into `dir` (named by their position, `first` onwards).
+async fn download_dataset(
     registry: &Registry,
     org: &str,
     reference: &ArtifactRef,
-) -> Result<(Vec<Conversation>, Vec<RowError>), RunError> {
+    dir: &Path,
+    first: usize,
+) -> Result<Vec<DataFile>, RunError> {
     let owner = reference.org_or(org);
     let manifest = registry
         .dataset(owner, &reference.name, &reference.version)
         .await
         .map_err(|e| registry_error(format!("dataset {reference}"), e))?;
-    let format = Format::parse(&manifest.format, &reference.to_string())
-        .map_err(|e| failed(e.to_string()))?;
-    let (mut conversations, mut errors) = (Vec::new(), Vec::new());
+    Format::parse(&manifest.format, &reference.to_string()).map_err(|e| failed(e.to_string()))?;
+    let mut files = Vec::new();
     for file in &manifest.data_files {
         let bytes = registry
             .dataset_file(&manifest, file)
             .await
             .map_err(|e| registry_error(format!("dataset {reference}"), e))?;
-        let label = format!("{reference}/{file}");
-        let loaded =
-            tokio::task::spawn_blocking(move || load_conversations(&bytes, format, &label))
-                .await
-                .map_err(|e| failed(format!("reading dataset {reference}: {e}")))?
-                .map_err(|e| failed(e.to_string()))?;
-        conversations.extend(loaded.conversations);
-        errors.extend(loaded.errors);
+        let path = dir.join(format!("{:04}", first + files.len()));
+        tokio::fs::write(&path, bytes)
+            .await
+            .map_err(|e| RunError::transient(format!("cannot write {}: {e}", path.display())))?;
+        files.push(DataFile {
+            label: format!("{reference}/{file}"),
+            format: manifest.format.clone(),
+            path,
+        });
     }
-    Ok((conversations, errors))
+    Ok(files)
+}
+
+/// Where a job's data is prepared: in this process, or in a child process under a memory limit; and a
+/// scratch directory for this attempt (removed afterwards).
+pub struct Preparation<'a> {
+    pub sandbox: Option<&'a Sandbox>,
+    pub scratch: PathBuf,
+}
+
+/// Removes the scratch directory however preparation ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Resolves and prepares everything a job trains on. Fails with a clear error when something is missing
@@ -98,6 +117,7 @@ pub async fn prepare_inputs(
     registry: &Registry,
     job: &TrainingJob,
     device: &str,
+    preparation: Preparation<'_>,
     stop: Arc<AtomicBool>,
 ) -> Result<PreparedInputs, RunError> {
     let config =
@@ -107,20 +127,16 @@ pub async fn prepare_inputs(
     // The architecture and the memory it needs first: a model dn cannot train, or a job that cannot fit
     // this node, fails at once, by name, before any data is read or weights downloaded (a hub model's
     // `config.json` and tokenizer come first).
-    let mut model = tokio::task::spawn_blocking(move || -> Result<ModelArtifacts, String> {
+    let (model_path, family) = tokio::task::spawn_blocking(move || {
         let path = dn_render::resolve_model(&model_id, Need::Config, &mut ())
             .map_err(|e| e.to_string())?;
         let model_config = dn_train::BaseModel::read_config(&path).map_err(|e| e.to_string())?;
         check_memory(&model_config, &job_config, &device)?;
-        ModelArtifacts::load(&path).map_err(|e| e.to_string())
+        Ok::<_, String>((path, model_config.family))
     })
     .await
     .map_err(|e| failed(format!("loading model {}: {e}", job.model)))?
     .map_err(failed)?;
-    // Templates that print today's date (Llama 3.x) render the job's creation date, so every attempt
-    // of the job trains on the same tokens.
-    model.template.set_now(job.created_at.fixed_offset());
-    let model = Arc::new(model);
 
     let cap = ArtifactRef::from_parts(&job.capability.name, &job.capability.version, "capability")
         .map_err(|e| failed(e.to_string()))?;
@@ -147,43 +163,65 @@ pub async fn prepare_inputs(
             &format!("config.trajectory_dataset_refs[{i}]"),
         )?);
     }
-    let (mut conversations, mut skipped_rows) = (Vec::new(), Vec::new());
-    for reference in &train_refs {
-        let (c, e) = dataset_conversations(registry, org, reference).await?;
-        conversations.extend(c);
-        skipped_rows.extend(e);
-    }
-    let train_on = TrainOn::parse(&config.extras.train_on).ok_or_else(|| {
+    let eval_ref = config
+        .eval_dataset_ref
+        .as_ref()
+        .map(|r| artifact_ref(r, "config.eval_dataset_ref"))
+        .transpose()?;
+    TrainOn::parse(&config.extras.train_on).ok_or_else(|| {
         failed(format!(
             "job config: train_on {:?} is not one of {}",
             config.extras.train_on,
             TrainOn::NAMES.join(", ")
         ))
     })?;
-    let options = PrepareOptions {
+
+    let scratch = RemoveOnDrop(preparation.scratch.clone());
+    let files_dir = scratch.0.join("files");
+    tokio::fs::create_dir_all(&files_dir)
+        .await
+        .map_err(|e| RunError::transient(format!("cannot create {}: {e}", files_dir.display())))?;
+    let mut train_files = Vec::new();
+    for reference in &train_refs {
+        let first = train_files.len();
+        train_files.extend(download_dataset(registry, org, reference, &files_dir, first).await?);
+    }
+    let mut groups = vec![train_files];
+    if let Some(reference) = &eval_ref {
+        let first = groups[0].len();
+        groups.push(download_dataset(registry, org, reference, &files_dir, first).await?);
+    }
+    // Templates that print today's date (Llama 3.x) render the job's creation date, so every attempt
+    // of the job trains on the same tokens.
+    let request = PrepareRequest {
+        model_path,
+        now: job.created_at.fixed_offset(),
         max_sequence_length: config.max_sequence_length as usize,
         system_prompt: manifest.system_prompt.clone(),
-        train_on,
+        train_on: config.extras.train_on.clone(),
+        groups,
     };
-    let rows_read = conversations.len() + skipped_rows.len();
-    let (prepared_model, prepared_options) = (model.clone(), options.clone());
-    let train_stop = stop.clone();
-    let train = tokio::task::spawn_blocking(move || {
-        prepare_until(
-            &prepared_model,
-            conversations,
-            &prepared_options,
-            &train_stop,
-        )
-    })
-    .await
-    .map_err(|e| failed(format!("preparing training data: {e}")))?;
-    if let Some(limit) = &train.template_limit {
+    let mut prepared = match preparation.sandbox {
+        Some(sandbox) => prepare_in_child(sandbox, &request, scratch.0.join("child")).await?,
+        // The template's load probes render too: under the limit, in the child.
+        None => tokio::task::spawn_blocking(move || {
+            let model = load_model(&request)?;
+            prepare_groups(&request, &model, &stop, &Unobserved)
+        })
+        .await
+        .map_err(|e| failed(format!("preparing the data: {e}")))?
+        .map_err(failed)?,
+    };
+    drop(scratch);
+    if let Some(limit) = prepared.iter().find_map(|g| g.template_limit.as_ref()) {
         return Err(failed(format!(
             "model {}: chat template: {limit}",
             job.model
         )));
     }
+    let eval = (prepared.len() > 1).then(|| prepared.remove(1));
+    let train = prepared.remove(0);
+    let mut skipped_rows = train.skipped_rows;
     if train.examples.is_empty() {
         let first: Vec<String> = skipped_rows
             .iter()
@@ -192,8 +230,9 @@ pub async fn prepare_inputs(
             .take(5)
             .collect();
         return Err(failed(format!(
-            "Training inputs did not produce any usable conversations: {rows_read} row(s) read, {} skipped, \
+            "Training inputs did not produce any usable conversations: {} row(s) read, {} skipped, \
              {} failed to render, {} left with no supervised token. First errors: {}",
+            train.rows_read,
             skipped_rows.len(),
             train.stats.failed,
             train.stats.dropped_no_supervised,
@@ -204,35 +243,19 @@ pub async fn prepare_inputs(
             }
         )));
     }
-
-    let (eval, eval_stats) = match &config.eval_dataset_ref {
-        Some(r) => {
-            let reference = artifact_ref(r, "config.eval_dataset_ref")?;
-            let (conversations, errors) = dataset_conversations(registry, org, &reference).await?;
-            skipped_rows.extend(errors);
-            let eval_model = model.clone();
-            let eval_stop = stop.clone();
-            let prepared = tokio::task::spawn_blocking(move || {
-                prepare_until(&eval_model, conversations, &options, &eval_stop)
-            })
-            .await
-            .map_err(|e| failed(format!("preparing eval data: {e}")))?;
-            if let Some(limit) = &prepared.template_limit {
-                return Err(failed(format!(
-                    "model {}: chat template: {limit}",
-                    job.model
-                )));
-            }
-            (prepared.examples, Some(prepared.stats))
+    let (eval_examples, eval_stats) = match eval {
+        Some(eval) => {
+            skipped_rows.extend(eval.skipped_rows);
+            (eval.examples, Some(eval.stats))
         }
         None => (Vec::new(), None),
     };
     Ok(PreparedInputs {
-        model,
+        family,
         config,
         train: train.examples,
         train_stats: train.stats,
-        eval,
+        eval: eval_examples,
         eval_stats,
         skipped_rows,
     })

@@ -14,10 +14,11 @@ use dn_types::{LogLevel, TrainingJob};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::inputs::{PreparedInputs, prepare_inputs};
+use crate::inputs::{Preparation, PreparedInputs, prepare_inputs};
 use crate::report::{artifacts, event_entry, final_metrics, metrics};
 use crate::resume::{ResumePoint, find_resume_point};
 use crate::runner::{JobRunner, RunContext, RunError, RunOutput};
+use crate::sandbox::Sandbox;
 use crate::training::{TrainMessage, TrainRequest, TrainSignals, spawn_training};
 
 pub struct SftRunner {
@@ -26,6 +27,8 @@ pub struct SftRunner {
     work_dir: PathBuf,
     /// `auto`, `cpu`, `cuda` or `cuda:N`.
     device: String,
+    /// Data preparation in a memory-limited child process (`None`: in this process).
+    sandbox: Option<Sandbox>,
 }
 
 impl SftRunner {
@@ -34,7 +37,14 @@ impl SftRunner {
             registry,
             work_dir,
             device: "auto".into(),
+            sandbox: None,
         }
+    }
+
+    /// Prepares each job's data in a child process under a memory limit (see [`Sandbox`]).
+    pub fn with_sandbox(mut self, sandbox: Sandbox) -> Self {
+        self.sandbox = Some(sandbox);
+        self
     }
 
     /// Trains on `device` (`auto`, `cpu`, `cuda`, `cuda:N`) instead of the default `auto`.
@@ -46,10 +56,7 @@ impl SftRunner {
 
 async fn log_prepared(inputs: &PreparedInputs, ctx: &RunContext) -> Result<(), RunError> {
     let s = &inputs.train_stats;
-    let family = inputs
-        .model
-        .family()
-        .map_or("unknown family".to_owned(), |f| format!("{f} family"));
+    let family = format!("{} family", inputs.family);
     let message = format!(
         "prepared {} training example(s) for a {family} model: {} tokens, {} supervised, {} truncated, {} dropped; {} row(s) skipped",
         s.examples,
@@ -128,7 +135,15 @@ impl JobRunner for SftRunner {
         // Data preparation stops within a poll of a cancel request or a lost lease (the rendering still
         // running on other threads gives up on the conversations it has not reached).
         let stop = Arc::new(AtomicBool::new(false));
-        let prepared = prepare_inputs(&self.registry, job, &self.device, stop.clone());
+        let preparation = Preparation {
+            sandbox: self.sandbox.as_ref(),
+            scratch: self.work_dir.join("prepare").join(format!(
+                "{}-{}",
+                job.id,
+                uuid::Uuid::new_v4().simple()
+            )),
+        };
+        let prepared = prepare_inputs(&self.registry, job, &self.device, preparation, stop.clone());
         let interrupted = async {
             while !ctx.cancel_requested() && !ctx.lease_lost() {
                 tokio::time::sleep(Duration::from_millis(200)).await;

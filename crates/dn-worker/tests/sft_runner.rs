@@ -198,14 +198,19 @@ async fn an_unwritable_checkpoint_is_retried_then_fails_the_job_naming_the_path(
     let setup = setup().await;
     let Some(model) = test_model() else { return };
     let job = create_job(&setup, &model, "demos", &[], 1).await;
-    let blocked = setup._dir.path().join("not-a-directory");
-    std::fs::write(&blocked, "a file where the work directory should be").unwrap();
+    let work = setup._dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(
+        work.join(&job.id),
+        "a file where the job's checkpoint directory should be",
+    )
+    .unwrap();
     let mut config = WorkerConfig::new("w");
     config.max_retries = 1;
     config.retry_backoff = Duration::from_millis(20);
     let worker = Worker::new(
         setup.store.clone(),
-        Arc::new(SftRunner::new(setup.registry.clone(), blocked.clone())),
+        Arc::new(SftRunner::new(setup.registry.clone(), work.clone())),
         config,
     );
     assert!(worker.reap_and_run_once().await.unwrap());
@@ -217,7 +222,7 @@ async fn an_unwritable_checkpoint_is_retried_then_fails_the_job_naming_the_path(
     assert_eq!((failed.status, failed.attempt), (JobStatus::Failed, 2));
     let error = failed.error.unwrap();
     assert!(
-        error.starts_with("training failed:") && error.contains("not-a-directory"),
+        error.starts_with("training failed:") && error.contains(&job.id),
         "{error}"
     );
 }

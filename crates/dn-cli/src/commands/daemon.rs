@@ -54,10 +54,11 @@ impl Logging {
 }
 
 /// The settings of `dn serve` its worker processes need, as the variables `dn worker` reads.
-fn worker_env(args: &ServeArgs) -> Vec<(&'static str, String)> {
+pub fn worker_env(args: &ServeArgs) -> Vec<(&'static str, String)> {
     let mut env = args.store.env();
     env.extend(args.storage.env());
     env.extend(args.lease.env());
+    env.extend(args.prepare.env());
     if let Some(device) = &args.device {
         env.push(("DN_DEVICE", device.clone()));
     }
@@ -159,8 +160,11 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         work_dir = %work_dir.display(),
         "dn worker ready: training on {label}"
     );
-    let runner = Arc::new(SftRunner::new(registry, work_dir).with_device(device));
-    let mut worker = Worker::new(store.clone(), runner, worker_config);
+    let mut runner = SftRunner::new(registry, work_dir).with_device(device);
+    if let Some(sandbox) = config::sandbox(&args.prepare, &file)? {
+        runner = runner.with_sandbox(sandbox);
+    }
+    let mut worker = Worker::new(store.clone(), Arc::new(runner), worker_config);
     let (wake, woken) = watch::channel(0u64);
     if args.supervised {
         worker = worker.with_wake(woken);

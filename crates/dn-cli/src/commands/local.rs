@@ -95,7 +95,17 @@ pub async fn sft_local(mut args: SftArgs, json: bool) -> Result<i32> {
     let server = tokio::spawn(dn_server::serve(listener, state, async move {
         let _ = server_stop.changed().await;
     }));
-    let runner = Arc::new(SftRunner::new(registry, data_dir.join("work")));
+    let mut runner = SftRunner::new(registry, data_dir.join("work"));
+    // `DN_PREPARE_MEMORY_MB` as for `dn worker`.
+    let prepare = crate::cli::PrepareArgs {
+        prepare_memory_mb: std::env::var("DN_PREPARE_MEMORY_MB")
+            .ok()
+            .and_then(|mb| mb.trim().parse().ok()),
+    };
+    if let Some(sandbox) = config::sandbox(&prepare, &config::FileConfig::default())? {
+        runner = runner.with_sandbox(sandbox);
+    }
+    let runner = Arc::new(runner);
     let worker = Worker::new(store.clone(), runner, WorkerConfig::new("local"));
     let worker = tokio::spawn(worker.run(stopped));
 

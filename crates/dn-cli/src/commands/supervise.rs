@@ -7,13 +7,13 @@
 //! the API queued a job from a byte on its stdin, and shuts down gracefully when its stdin closes: when the
 //! server shuts down, or dies.
 
-use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dn_store::JobStore;
+use dn_worker::describe_exit;
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -74,24 +74,6 @@ fn start(plan: &WorkerProcesses, worker_id: &str) -> std::io::Result<Child> {
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-}
-
-/// How a worker process ended, in words for the log and its jobs' logs.
-pub fn describe_exit(status: ExitStatus) -> String {
-    match (status.code(), status.signal()) {
-        (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(9)) => {
-            "was killed by signal 9 (SIGKILL: what the kernel's out-of-memory killer \
-                            sends)"
-                .into()
-        }
-        (None, Some(6)) => {
-            "aborted (signal 6, SIGABRT: a memory allocation that failed, or an abort)".into()
-        }
-        (None, Some(11)) => "crashed (signal 11, SIGSEGV)".into(),
-        (None, Some(signal)) => format!("was killed by signal {signal}"),
-        (None, None) => "ended".into(),
-    }
 }
 
 /// Resolves when `signal` changes; never if there is none.

@@ -1,0 +1,133 @@
+//! Dataset files -> training examples: decode each file (JSONL, JSON, CSV, Parquet), normalize its rows,
+//! then scaffold, render, tokenize and mask them with the model's chat template. Everything here reads
+//! what users pushed, so a worker can run it in a child process (`sandbox`) under a memory limit; the
+//! same function runs in-process where no limit is asked for.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+
+use chrono::{DateTime, FixedOffset};
+use dn_data::{Error as RowError, Format, load_conversations};
+use dn_render::{Example, ModelArtifacts, PrepareOptions, PrepareStats, TrainOn, prepare_observed};
+use serde::{Deserialize, Serialize};
+
+/// One dataset file: its name in errors (`name@version/path`), its format, where its bytes are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DataFile {
+    pub label: String,
+    pub format: String,
+    pub path: PathBuf,
+}
+
+/// Everything preparation needs, as plain data (a child process reads it from a file).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrepareRequest {
+    /// A local model directory or file (a hub model is resolved before).
+    pub model_path: PathBuf,
+    /// What `strftime_now` returns: the job's creation time.
+    pub now: DateTime<FixedOffset>,
+    pub max_sequence_length: usize,
+    pub system_prompt: String,
+    pub train_on: String,
+    /// Prepared one group after the other (the training files, then the eval files).
+    pub groups: Vec<Vec<DataFile>>,
+}
+
+/// What one group of files became.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct PreparedGroup {
+    #[serde(skip)]
+    pub examples: Vec<Example>,
+    pub stats: PrepareStats,
+    /// Conversations the template could not render or mask, one message each.
+    pub errors: Vec<String>,
+    /// Rows that fit no shape (file and row in each).
+    pub skipped_rows: Vec<RowError>,
+    /// The chat template ran past a limit; the rest was not rendered.
+    pub template_limit: Option<String>,
+    /// Rows read from the files: conversations and skipped rows.
+    pub rows_read: usize,
+}
+
+/// Where preparation is: what a supervisor reports if the process running it dies.
+pub trait Observer: Sync {
+    /// The model's tokenizer and chat template are about to be loaded (the template is probed).
+    fn loading_model(&self) {}
+    /// A file is about to be decoded.
+    fn reading(&self, file: &DataFile);
+    /// The conversation from `row` of `file` (number `index` of its group) starts (`started`) or ends
+    /// rendering.
+    fn rendering(&self, index: usize, file: &str, row: usize, started: bool);
+}
+
+/// Observes nothing (in-process preparation).
+pub struct Unobserved;
+
+impl Observer for Unobserved {
+    fn reading(&self, _: &DataFile) {}
+    fn rendering(&self, _: usize, _: &str, _: usize, _: bool) {}
+}
+
+/// The model's tokenizer and template, as preparation uses them.
+pub fn load_model(request: &PrepareRequest) -> Result<ModelArtifacts, String> {
+    let mut model = ModelArtifacts::load(&request.model_path).map_err(|e| e.to_string())?;
+    model.template.set_now(request.now);
+    Ok(model)
+}
+
+/// Prepares every group. `Err` is a file that cannot be read at all (the job's input is unusable).
+pub fn prepare_groups(
+    request: &PrepareRequest,
+    model: &ModelArtifacts,
+    stop: &AtomicBool,
+    observer: &dyn Observer,
+) -> Result<Vec<PreparedGroup>, String> {
+    let train_on = TrainOn::parse(&request.train_on).ok_or_else(|| {
+        format!(
+            "job config: train_on {:?} is not one of {}",
+            request.train_on,
+            TrainOn::NAMES.join(", ")
+        )
+    })?;
+    let options = PrepareOptions {
+        max_sequence_length: request.max_sequence_length,
+        system_prompt: request.system_prompt.clone(),
+        train_on,
+    };
+    let mut groups = Vec::new();
+    for files in &request.groups {
+        let (mut conversations, mut sources, mut skipped_rows) = (Vec::new(), Vec::new(), vec![]);
+        for (file_index, file) in files.iter().enumerate() {
+            observer.reading(file);
+            let format = Format::parse(&file.format, &file.label).map_err(|e| e.to_string())?;
+            let bytes = std::fs::read(&file.path)
+                .map_err(|e| format!("{}: cannot read the downloaded copy: {e}", file.label))?;
+            let loaded =
+                load_conversations(&bytes, format, &file.label).map_err(|e| e.to_string())?;
+            drop(bytes);
+            conversations.extend(loaded.conversations);
+            sources.extend(loaded.rows.into_iter().map(|row| (file_index, row)));
+            skipped_rows.extend(loaded.errors);
+        }
+        let rows_read = conversations.len() + skipped_rows.len();
+        let observe = |index: usize, started: bool| {
+            if let Some((file, row)) = sources.get(index) {
+                observer.rendering(index, &files[*file].label, *row, started);
+            }
+        };
+        let prepared = prepare_observed(model, conversations, &options, stop, &observe);
+        let limited = prepared.template_limit.is_some();
+        groups.push(PreparedGroup {
+            examples: prepared.examples,
+            stats: prepared.stats,
+            errors: prepared.errors,
+            skipped_rows,
+            template_limit: prepared.template_limit,
+            rows_read,
+        });
+        if limited {
+            break;
+        }
+    }
+    Ok(groups)
+}
