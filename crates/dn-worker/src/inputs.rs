@@ -123,16 +123,17 @@ pub async fn prepare_inputs(
     let config =
         SftConfig::from_map(&job.config).map_err(|e| failed(format!("job config: {e}")))?;
     let org = job.organization_id.as_str();
+    let device_spec = device;
     let (model_id, device, job_config) = (job.model.clone(), device.to_owned(), config.clone());
     // The architecture and the memory it needs first: a model dn cannot train, or a job that cannot fit
     // this node, fails at once, by name, before any data is read or weights downloaded (a hub model's
     // `config.json` and tokenizer come first).
-    let (model_path, family) = tokio::task::spawn_blocking(move || {
+    let (model_path, model_config) = tokio::task::spawn_blocking(move || {
         let path = dn_render::resolve_model(&model_id, Need::Config, &mut ())
             .map_err(|e| e.to_string())?;
         let model_config = dn_train::BaseModel::read_config(&path).map_err(|e| e.to_string())?;
-        check_memory(&model_config, &job_config, &device)?;
-        Ok::<_, String>((path, model_config.family))
+        check_memory(&model_config, &job_config, &device, 1)?;
+        Ok::<_, String>((path, model_config))
     })
     .await
     .map_err(|e| failed(format!("loading model {}: {e}", job.model)))?
@@ -243,6 +244,22 @@ pub async fn prepare_inputs(
             }
         )));
     }
+    // Again with the longest example: its pass's activations must fit too.
+    let longest = train
+        .examples
+        .iter()
+        .chain(eval.iter().flat_map(|e| &e.examples))
+        .map(|e| e.input_ids.len())
+        .max()
+        .unwrap_or(1);
+    let (job_config, device_spec) = (config.clone(), device_spec.to_owned());
+    let family = model_config.family;
+    tokio::task::spawn_blocking(move || {
+        check_memory(&model_config, &job_config, &device_spec, longest)
+    })
+    .await
+    .map_err(|e| failed(format!("memory check: {e}")))?
+    .map_err(failed)?;
     let (eval_examples, eval_stats) = match eval {
         Some(eval) => {
             skipped_rows.extend(eval.skipped_rows);

@@ -48,16 +48,19 @@ pub fn train_options(config: &SftConfig) -> dn_train::Result<TrainOptions> {
 /// Refuses a job whose estimated memory (weights, LoRA state, one pass's activations) exceeds what the
 /// device has free now, naming the fields to change; decided from `config.json` before any weights are
 /// loaded or downloaded. A device whose free memory cannot be told is not checked.
+/// `longest` is the longest prepared example in tokens (1 before the data is prepared: the weights and
+/// the LoRA state must fit whatever the data).
 pub fn check_memory(
     model: &ModelConfig,
     config: &SftConfig,
     device_spec: &str,
+    longest: usize,
 ) -> Result<(), String> {
     let device = select_device(device_spec).map_err(|e| e.to_string())?;
     let lora = lora_config(config)
         .resolve(model)
         .map_err(|e| e.to_string())?;
-    let longest = config.max_sequence_length as usize;
+    let longest = longest.clamp(1, config.max_sequence_length.max(1) as usize);
     // A pass packs up to `tokens_per_pass` tokens of one micro-batch; a longer example goes alone.
     let tokens = (config.batch_size as usize * longest)
         .min(TrainOptions::default().tokens_per_pass.max(longest));
