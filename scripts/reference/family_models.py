@@ -237,4 +237,5 @@ def main():
             gemma3_multimodal()
 
 
-main()
+if __name__ == "__main__":
+    main()

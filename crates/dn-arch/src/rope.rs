@@ -69,6 +69,17 @@ impl Rope {
         matches!(self.kind, RopeKind::LongRope { .. })
     }
 
+    /// The length past which the frequencies change (longrope's original context), if they do.
+    pub fn switch_length(&self) -> Option<usize> {
+        match &self.kind {
+            RopeKind::LongRope {
+                original_max_position_embeddings,
+                ..
+            } => Some(*original_max_position_embeddings),
+            _ => None,
+        }
+    }
+
     /// The frequencies for an example of `len` tokens (transformers picks longrope's long factors when the
     /// largest position + 1 exceeds the original context).
     pub fn frequencies(&self, len: usize) -> Frequencies {

@@ -2,12 +2,14 @@
 //! model, the masked loss, AdamW, the schedule, checkpoints in PEFT's adapter layout, and the training
 //! loop. No async runtime, no store: the worker drives it on a dedicated thread.
 
+mod adapter;
 mod budget;
 mod checkpoint;
 mod cpu;
 mod device;
 mod error;
 mod frozen;
+mod generate;
 mod graph;
 mod kernels;
 mod lora;
@@ -29,6 +31,7 @@ pub use device::{base_dtype, device_label, select_device};
 pub use dn_arch::{Family, ModelConfig};
 pub use error::{Error, Result};
 pub use frozen::Frozen;
+pub use generate::{Completion, Finish, SamplingOptions, generate, pick};
 pub use lora::{ALL_LINEAR, LoraConfig, LoraPair, seeded_rng};
 pub use loss::{
     BatchLoss, Sequence, count_targets, evaluate, forward_backward, logits_at, targets,

@@ -27,15 +27,15 @@ pub struct Heads {
 }
 
 impl Heads {
-    fn q_width(&self) -> usize {
+    pub(super) fn q_width(&self) -> usize {
         self.heads * self.hd
     }
 
-    fn kv_width(&self) -> usize {
+    pub(super) fn kv_width(&self) -> usize {
         self.kv * self.hd
     }
 
-    fn groups(&self) -> usize {
+    pub(super) fn groups(&self) -> usize {
         self.heads / self.kv
     }
 
@@ -44,12 +44,12 @@ impl Heads {
     }
 
     /// The first key any of the query rows `r0..` sees.
-    fn first_key(&self, r0: usize) -> usize {
+    pub(super) fn first_key(&self, r0: usize) -> usize {
         self.window.map_or(0, |w| (r0 + 1).saturating_sub(w))
     }
 
     /// The keys query `i` sees: `lo..=i`.
-    fn visible(&self, i: usize) -> std::ops::Range<usize> {
+    pub(super) fn visible(&self, i: usize) -> std::ops::Range<usize> {
         self.first_key(i)..i + 1
     }
 }
@@ -62,6 +62,31 @@ fn cap_scores<T: Real>(row: &mut [T], softcap: Option<f64>) {
             *s = cap * (*s / cap).tanh();
         }
     }
+}
+
+/// Soft-caps and normalises the scores `row[lo..hi]` into probabilities, the rest of the row set to 0;
+/// returns their log-sum-exp.
+pub(super) fn softmax_visible<T: Real>(
+    row: &mut [T],
+    lo: usize,
+    hi: usize,
+    softcap: Option<f64>,
+) -> T {
+    let visible = &mut row[lo..hi];
+    cap_scores(visible, softcap);
+    let max = visible.iter().copied().fold(T::NEG_INFINITY, T::maximum);
+    let mut sum = T::ZERO;
+    for p in visible.iter_mut() {
+        *p = (*p - max).exp();
+        sum += *p;
+    }
+    let inv = T::ONE / sum;
+    for p in visible.iter_mut() {
+        *p *= inv;
+    }
+    row[..lo].fill(T::ZERO);
+    row[hi..].fill(T::ZERO);
+    max + sum.ln()
 }
 
 /// Query rows processed at once: scores are `[QUERY_BLOCK, keys]`, and a block only looks at the keys up
@@ -136,22 +161,7 @@ fn unit_forward<T: Real>(
         scores(s, q, k, h, start, r0, rows, l);
         for (i, row) in s.chunks_mut(keys).enumerate() {
             let seen = l.visible(r0 + i);
-            let (lo, hi) = (seen.start - k0, seen.end - k0);
-            let visible = &mut row[lo..hi];
-            cap_scores(visible, l.softcap);
-            let max = visible.iter().copied().fold(T::NEG_INFINITY, T::maximum);
-            let mut sum = T::ZERO;
-            for p in visible.iter_mut() {
-                *p = (*p - max).exp();
-                sum += *p;
-            }
-            let inv = T::ONE / sum;
-            for p in visible.iter_mut() {
-                *p *= inv;
-            }
-            row[..lo].fill(T::ZERO);
-            row[hi..].fill(T::ZERO);
-            row_lse[r0 + i] = max + sum.ln();
+            row_lse[r0 + i] = softmax_visible(row, seen.start - k0, seen.end - k0, l.softcap);
         }
         let vg = Mat::strided(
             v,

@@ -72,7 +72,7 @@ pub struct Context<'a, T> {
 }
 
 impl<T> Context<'_, T> {
-    fn layout(&self, window: Option<usize>) -> Heads {
+    pub fn layout(&self, window: Option<usize>) -> Heads {
         Heads {
             heads: self.heads,
             kv: self.kv,
@@ -214,20 +214,33 @@ fn residual_add<T: Real>(
     }
 }
 
-/// The block's output for input `x [n, hidden]`, and what its backward needs.
-pub fn forward<T: Real>(
+/// The attention inputs of a block: q, k, v after their norms and rope, with what produced them.
+pub struct Qkv<T> {
+    pub q: Vec<T>,
+    pub k: Vec<T>,
+    pub v: Vec<T>,
+    q_pre: Option<Normed<T>>,
+    k_pre: Option<Normed<T>>,
+    inv1: Vec<f64>,
+    /// `x a^T` of each projection (the attention inputs' now, the others' in [`tail`]).
+    pub u: Vec<Vec<T>>,
+}
+
+/// q, k and v of input `x [n, hidden]`, rotated by `table` (one row of angles per row of `x`).
+pub fn qkv<T: Real>(
     w: &BlockWeights<'_, T>,
     c: &Context<'_, T>,
-    x: Vec<T>,
+    x: &[T],
+    table: &RopeTable<T>,
     scratch: &mut Scratch<T>,
-) -> (Vec<T>, Saved<T>) {
+) -> Qkv<T> {
     let (n, d) = (c.n, c.hidden);
     let (qw, kvw) = (c.heads * c.hd, c.kv * c.hd);
     let mut u: Vec<Vec<T>> = vec![Vec::new(); w.projections.len()];
     let mut inv1 = vec![0.0; n];
-    inv_rms_rows(&x, d, c.eps, &mut inv1);
+    inv_rms_rows(x, d, c.eps, &mut inv1);
     let h = sized(&mut scratch.h, n * d);
-    apply_rows(&x, w.input_norm, &inv1, h);
+    apply_rows(x, w.input_norm, &inv1, h);
     let (mut q, mut k, mut v) = (
         vec![T::ZERO; n * qw],
         vec![T::ZERO; n * kvw],
@@ -243,20 +256,47 @@ pub fn forward<T: Real>(
     }
     let q_pre = w.q_norm.map(|qn| head_norm(&mut q, qn, c.eps));
     let k_pre = w.k_norm.map(|kn| head_norm(&mut k, kn, c.eps));
-    let table = &c.ropes[w.rope];
     rope(&mut q, c.heads, c.hd, table, false);
     rope(&mut k, c.kv, c.hd, table, false);
-    let mut attn = vec![T::ZERO; n * qw];
-    let mut lse = vec![T::ZERO; n * c.heads];
-    let layout = c.layout(w.window);
-    attention::forward(&q, &k, &v, c.segments, layout, &mut attn, &mut lse);
+    Qkv {
+        q,
+        k,
+        v,
+        q_pre,
+        k_pre,
+        inv1,
+        u,
+    }
+}
+
+/// The rest of a block after attention: o and its residual, the MLP and its residual.
+pub struct Tail<T> {
+    pub out: Vec<T>,
+    o_out: Option<Normed<T>>,
+    x2: Vec<T>,
+    inv2: Vec<f64>,
+    gate: Vec<T>,
+    up: Vec<T>,
+    m: Option<Normed<T>>,
+}
+
+/// The block's output from its input `x` and its attention output `attn`.
+pub fn tail<T: Real>(
+    w: &BlockWeights<'_, T>,
+    c: &Context<'_, T>,
+    x: &[T],
+    attn: &[T],
+    scratch: &mut Scratch<T>,
+    u: &mut [Vec<T>],
+) -> Tail<T> {
+    let (n, d) = (c.n, c.hidden);
     let oi = w.o_index();
     let (x2, o_out) = residual_add(
         &w.projections[oi],
         w.post_attention_norm,
-        &attn,
+        attn,
         n,
-        &x,
+        x,
         c.eps,
         &mut u[oi],
     );
@@ -278,6 +318,47 @@ pub fn forward<T: Real>(
     glu::forward(c.activation, &gate, &up, a);
     let di = w.down_index();
     let (out, m) = residual_add(down, w.post_mlp_norm, a, n, &x2, c.eps, &mut u[di]);
+    Tail {
+        out,
+        o_out,
+        x2,
+        inv2,
+        gate,
+        up,
+        m,
+    }
+}
+
+/// The block's output for input `x [n, hidden]`, and what its backward needs.
+pub fn forward<T: Real>(
+    w: &BlockWeights<'_, T>,
+    c: &Context<'_, T>,
+    x: Vec<T>,
+    scratch: &mut Scratch<T>,
+) -> (Vec<T>, Saved<T>) {
+    let Qkv {
+        q,
+        k,
+        v,
+        q_pre,
+        k_pre,
+        inv1,
+        mut u,
+    } = qkv(w, c, &x, &c.ropes[w.rope], scratch);
+    let qw = c.heads * c.hd;
+    let mut attn = vec![T::ZERO; c.n * qw];
+    let mut lse = vec![T::ZERO; c.n * c.heads];
+    let layout = c.layout(w.window);
+    attention::forward(&q, &k, &v, c.segments, layout, &mut attn, &mut lse);
+    let Tail {
+        out,
+        o_out,
+        x2,
+        inv2,
+        gate,
+        up,
+        m,
+    } = tail(w, c, &x, &attn, scratch, &mut u);
     let saved = Saved {
         x,
         inv1,

@@ -66,6 +66,33 @@ fn capped_row_nll<T: Real>(row: &mut [T], target: usize, scale: Option<f64>, cap
     sum.ln() - picked
 }
 
+/// Logits `[m, vocab]` of the rows `x [m, hidden]`: the final norm, the output projection and the
+/// family's soft-cap.
+pub fn logits<T: Real>(head: &Head<'_, T>, x: &[T]) -> Vec<T> {
+    let d = head.norm.len();
+    let m = x.len() / d;
+    let mut inv = vec![0.0; m];
+    inv_rms_rows(x, d, head.eps, &mut inv);
+    let mut normed = vec![T::ZERO; m * d];
+    apply_rows(x, head.norm, &inv, &mut normed);
+    let mut logits = vec![T::ZERO; m * head.vocab];
+    let w = Mat::new(head.w, head.vocab, d);
+    let dst = MatMut::new(&mut logits, m, head.vocab);
+    matmul(
+        dst,
+        Mat::new(&normed, m, d),
+        w.t(),
+        T::ONE,
+        false,
+        Threads::All,
+    );
+    if let Some(cap) = head.softcap {
+        let cap = T::from_f64(cap);
+        logits.iter_mut().for_each(|l| *l = cap * (*l / cap).tanh());
+    }
+    logits
+}
+
 /// The summed NLL of `tokens` predicted from `rows` of the last block's output `x [n, hidden]`; with
 /// `scale`, also the gradient of `scale * sum(nll)` with respect to `x`.
 pub fn loss<T: Real>(

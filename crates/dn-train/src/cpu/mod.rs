@@ -7,6 +7,7 @@
 
 mod attention;
 mod block;
+pub mod decode;
 mod glu;
 mod head;
 mod matmul;
@@ -135,6 +136,35 @@ fn views<'a, T: Real>(model: &LoraModel, slices: &[&'a [T]]) -> Weights<'a, T> {
     }
 }
 
+/// Calls `f` with views of every weight of `model` as `T` slices (read locks held meanwhile).
+fn with_views<T: Real, R>(
+    model: &LoraModel,
+    f: impl FnOnce(&Weights<'_, T>) -> Result<R>,
+) -> Result<R> {
+    let borrowed = tensors(model)
+        .into_iter()
+        .map(Borrowed::new)
+        .collect::<Result<Vec<_>>>()?;
+    let slices = borrowed
+        .iter()
+        .map(|b| b.slice::<T>())
+        .collect::<Result<Vec<_>>>()?;
+    f(&views(model, &slices))
+}
+
+/// The embeddings `[ids, d]` of `ids`, scaled where the family does.
+fn embed_rows<T: Real>(embed: &[T], ids: &[u32], d: usize, scale: Option<f64>) -> Vec<T> {
+    let scale = scale.map(T::from_f64);
+    let mut x = vec![T::ZERO; ids.len() * d];
+    for (row, &id) in x.chunks_mut(d).zip(ids) {
+        row.copy_from_slice(&embed[id as usize * d..(id as usize + 1) * d]);
+        if let Some(scale) = scale {
+            row.iter_mut().for_each(|v| *v *= scale);
+        }
+    }
+    x
+}
+
 /// Runs the engine over a packed batch: the NLL sum of `targets` and, with `scale`, the LoRA gradients of
 /// `scale * sum(nll)` in [`LoraModel::trainable`] order.
 pub fn run<T: Real>(
@@ -144,15 +174,17 @@ pub fn run<T: Real>(
     targets: &Targets,
     scale: Option<f64>,
 ) -> Result<(f64, Option<Vec<Tensor>>)> {
-    let borrowed = tensors(model)
-        .into_iter()
-        .map(Borrowed::new)
-        .collect::<Result<Vec<_>>>()?;
-    let slices = borrowed
-        .iter()
-        .map(|b| b.slice::<T>())
-        .collect::<Result<Vec<_>>>()?;
-    let w = views(model, &slices);
+    with_views::<T, _>(model, |w| run_on(model, w, batch, ids, targets, scale))
+}
+
+fn run_on<T: Real>(
+    model: &LoraModel,
+    w: &Weights<'_, T>,
+    batch: &Packed,
+    ids: &[u32],
+    targets: &Targets,
+    scale: Option<f64>,
+) -> Result<(f64, Option<Vec<Tensor>>)> {
     let c = &model.config;
     let (d, n) = (c.hidden_size, batch.len());
     let ropes: Vec<RopeTable<T>> = (0..c.ropes.len())
@@ -179,14 +211,7 @@ pub fn run<T: Real>(
         segments: &batch.segments,
         ropes: &ropes,
     };
-    let embed_scale = c.embedding_scale.map(T::from_f64);
-    let mut x = vec![T::ZERO; n * d];
-    for (row, &id) in x.chunks_mut(d).zip(ids) {
-        row.copy_from_slice(&w.embed[id as usize * d..(id as usize + 1) * d]);
-        if let Some(scale) = embed_scale {
-            row.iter_mut().for_each(|v| *v *= scale);
-        }
-    }
+    let mut x = embed_rows(w.embed, ids, d, c.embedding_scale);
     let mut scratch = Scratch::default();
     let training = scale.is_some();
     let recompute = training && model.recomputes();

@@ -278,18 +278,34 @@ impl LoraModel {
     /// setting's factor applied, rounded to f32 as transformers computes them (except in f64, for the
     /// gradient checks). Frequencies that depend on the length (longrope) follow each example's own.
     pub(crate) fn rope_tables(&self, rope: usize, batch: &Packed) -> (Vec<f64>, Vec<f64>) {
+        let spans: Vec<(usize, usize, usize)> = batch
+            .segments
+            .iter()
+            .map(|&(start, len)| (batch.positions[start] as usize, len, len))
+            .collect();
+        self.rope_rows(rope, &spans)
+    }
+
+    /// [`rope_tables`](Self::rope_tables) for rows given as spans `(first position, rows, length)`: the
+    /// positions `first..first + rows` of a sequence of `length` tokens (what length-dependent frequencies
+    /// follow).
+    pub(crate) fn rope_rows(
+        &self,
+        rope: usize,
+        spans: &[(usize, usize, usize)],
+    ) -> (Vec<f64>, Vec<f64>) {
         let setting = &self.config.ropes[rope];
         let half = setting.rotary_dim / 2;
         let exact = self.dtype == DType::F64;
-        let n = batch.len();
+        let n: usize = spans.iter().map(|s| s.1).sum();
         let (mut cos, mut sin) = (Vec::with_capacity(n * half), Vec::with_capacity(n * half));
         let mut frequencies = setting.frequencies(0);
-        for &(start, len) in &batch.segments {
+        for &(first, rows, len) in spans {
             if setting.depends_on_length() {
                 frequencies = setting.frequencies(len);
             }
             let factor = frequencies.attention_factor;
-            for &p in &batch.positions[start..start + len] {
+            for p in first as u32..(first + rows) as u32 {
                 for f in &frequencies.inv_freq {
                     if exact {
                         let angle = p as f64 * *f as f64;

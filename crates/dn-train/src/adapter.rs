@@ -1,0 +1,187 @@
+//! PEFT LoRA adapters read back (a job's checkpoint, or any PEFT adapter directory): `adapter_config.json`
+//! checked for what dn applies (plain LoRA, `scale = lora_alpha / r`, on the family's projections), the
+//! pairs loaded from `adapter_model.safetensors` into a [`LoraModel`] over a base.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use candle_core::Tensor;
+use serde_json::Value;
+
+use crate::checkpoint::{ADAPTER_CONFIG_FILE, ADAPTER_FILE};
+use crate::error::{Error, Result};
+use crate::lora::LoraConfig;
+use crate::model::LoraModel;
+use crate::weights::BaseModel;
+
+/// The largest `adapter_config.json` read.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+fn adapter_error(path: &Path, message: impl Into<String>) -> Error {
+    Error::checkpoint(path, message.into())
+}
+
+/// Rank and alpha of a PEFT LoRA adapter; anything that changes what the pairs compute and that dn
+/// does not apply is refused by name.
+fn read_config(dir: &Path) -> Result<(usize, f64)> {
+    let path = dir.join(ADAPTER_CONFIG_FILE);
+    let size = std::fs::metadata(&path)
+        .map_err(|e| adapter_error(&path, format!("cannot read: {e}")))?
+        .len();
+    if size > MAX_CONFIG_BYTES {
+        return Err(adapter_error(&path, "larger than 1 MiB"));
+    }
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| adapter_error(&path, format!("cannot read: {e}")))?;
+    let config: Value =
+        serde_json::from_str(&text).map_err(|e| adapter_error(&path, format!("not JSON: {e}")))?;
+    let field = |name: &str| config.get(name).filter(|v| !v.is_null());
+    if let Some(kind) = field("peft_type").and_then(Value::as_str)
+        && kind != "LORA"
+    {
+        return Err(adapter_error(
+            &path,
+            format!("peft_type {kind:?}: only LORA adapters are supported"),
+        ));
+    }
+    let unsupported = [
+        (
+            "use_dora",
+            field("use_dora").and_then(Value::as_bool) == Some(true),
+        ),
+        (
+            "use_rslora",
+            field("use_rslora").and_then(Value::as_bool) == Some(true),
+        ),
+        (
+            "fan_in_fan_out",
+            field("fan_in_fan_out").and_then(Value::as_bool) == Some(true),
+        ),
+        (
+            "rank_pattern",
+            field("rank_pattern")
+                .and_then(Value::as_object)
+                .is_some_and(|m| !m.is_empty()),
+        ),
+        (
+            "alpha_pattern",
+            field("alpha_pattern")
+                .and_then(Value::as_object)
+                .is_some_and(|m| !m.is_empty()),
+        ),
+        (
+            "layers_to_transform",
+            field("layers_to_transform").is_some(),
+        ),
+        (
+            "modules_to_save",
+            field("modules_to_save")
+                .and_then(Value::as_array)
+                .is_some_and(|m| !m.is_empty()),
+        ),
+        (
+            "bias",
+            field("bias")
+                .and_then(Value::as_str)
+                .is_some_and(|b| b != "none"),
+        ),
+    ];
+    if let Some((name, _)) = unsupported.iter().find(|(_, set)| *set) {
+        return Err(adapter_error(
+            &path,
+            format!("{name} is set: dn applies plain LoRA adapters only"),
+        ));
+    }
+    let rank = field("r")
+        .and_then(Value::as_u64)
+        .filter(|r| *r >= 1)
+        .ok_or_else(|| adapter_error(&path, "r must be a whole number of at least 1"))?;
+    // PEFT's default alpha is 8.
+    let alpha = match field("lora_alpha") {
+        None => 8.0,
+        Some(v) => v
+            .as_f64()
+            .filter(|a| *a > 0.0)
+            .ok_or_else(|| adapter_error(&path, "lora_alpha must be a positive number"))?,
+    };
+    Ok((rank as usize, alpha))
+}
+
+/// `base_model.model.{module}.lora_{A,B}.weight` -> `(module, is_a)`.
+fn pair_name(name: &str) -> Option<(&str, bool)> {
+    let module = name.strip_prefix("base_model.model.")?;
+    if let Some(m) = module.strip_suffix(".lora_A.weight") {
+        return Some((m, true));
+    }
+    module.strip_suffix(".lora_B.weight").map(|m| (m, false))
+}
+
+impl LoraModel {
+    /// `base` with the LoRA adapter in `dir` (its pairs' values, not fresh ones). Every pair of the
+    /// file must belong to a projection of this model, and every targeted projection must have its pair.
+    pub fn with_adapter(base: &BaseModel, dir: &Path) -> Result<Self> {
+        let (rank, alpha) = read_config(dir)?;
+        let file = dir.join(ADAPTER_FILE);
+        let tensors: HashMap<String, Tensor> =
+            candle_core::safetensors::load(&file, &candle_core::Device::Cpu)
+                .map_err(|e| adapter_error(&file, format!("cannot read: {e}")))?;
+        let mut targets = BTreeSet::new();
+        for name in tensors.keys() {
+            let (module, _) = pair_name(name).ok_or_else(|| {
+                adapter_error(&file, format!("{name} is not a PEFT LoRA tensor name"))
+            })?;
+            let short = module.rsplit('.').next().unwrap_or(module);
+            targets.insert(short.to_owned());
+        }
+        if targets.is_empty() {
+            return Err(adapter_error(&file, "holds no LoRA tensor"));
+        }
+        let lora = LoraConfig {
+            rank,
+            alpha,
+            target_modules: targets.into_iter().collect(),
+        };
+        let model = LoraModel::new(base, &lora, 0)?;
+        let dtype = model.lora_dtype();
+        let mut used = 0;
+        for pair in model.lora_pairs() {
+            for (var, name) in [(&pair.a, pair.peft_a_name()), (&pair.b, pair.peft_b_name())] {
+                let tensor = tensors.get(&name).ok_or_else(|| {
+                    adapter_error(
+                        &file,
+                        format!("{name} is missing (its pair's other half is there)"),
+                    )
+                })?;
+                if tensor.dims() != var.as_tensor().dims() {
+                    return Err(adapter_error(
+                        &file,
+                        format!(
+                            "{name} has shape {:?}; this model and r = {rank} make it {:?}",
+                            tensor.dims(),
+                            var.as_tensor().dims()
+                        ),
+                    ));
+                }
+                var.set(&tensor.to_dtype(dtype)?.to_device(model.device())?)?;
+                used += 1;
+            }
+        }
+        if used != tensors.len() {
+            let known: BTreeSet<String> = model
+                .lora_pairs()
+                .iter()
+                .flat_map(|p| [p.peft_a_name(), p.peft_b_name()])
+                .collect();
+            let stray = tensors
+                .keys()
+                .find(|n| !known.contains(*n))
+                .cloned()
+                .unwrap_or_default();
+            return Err(adapter_error(
+                &file,
+                format!("{stray} belongs to no projection of this model"),
+            ));
+        }
+        Ok(model)
+    }
+}
