@@ -237,7 +237,7 @@ pub(crate) fn read_rope(
         .or(d.partial_rotary_factor)
         .unwrap_or(1.0);
     let rotary_dim = (d.head_dim as f64 * fraction) as usize;
-    if !(fraction > 0.0 && fraction <= 1.0) || rotary_dim == 0 || rotary_dim % 2 != 0 {
+    if !(fraction > 0.0 && fraction <= 1.0) || rotary_dim == 0 || !rotary_dim.is_multiple_of(2) {
         return Err(Error::new(
             file,
             format!(

@@ -216,6 +216,10 @@ pub struct SftArgs {
     /// messages with `"weight": 0` are left out.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(dn_types::TRAIN_ON))]
     pub train_on: Option<String>,
+    /// Eval conversations the job completes greedily after evaluating, to compare with their reference
+    /// answers in its log (dn extension; default 4; 0: none).
+    #[arg(long)]
+    pub eval_samples: Option<i64>,
     /// Wait for the job to finish; exits non-zero unless it completed.
     #[arg(long)]
     pub wait: bool,

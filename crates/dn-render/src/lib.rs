@@ -11,6 +11,7 @@ mod import;
 pub mod inventory;
 pub mod model_files;
 mod prepare;
+mod prompt;
 mod resolve;
 mod template;
 mod tokenizer;
@@ -27,6 +28,8 @@ pub use import::{ImportSummary, hf_config, import_gguf};
 pub use prepare::{
     PrepareOptions, PrepareStats, Prepared, prepare, prepare_observed, prepare_until,
 };
+pub use prompt::{EvalPrompt, decode, encode_prompt, eval_prompt, load_tokenizer};
 pub use resolve::{resolve_model, resolve_model_for_training, resolve_model_path};
 pub use template::{ChatTemplate, SystemRole};
 pub use tokenizer::tokenizer_from_gguf;
+pub use tokenizers::Tokenizer;

@@ -66,6 +66,8 @@ pub enum Finish {
     Stop,
     /// It reached `max_tokens`.
     Length,
+    /// The caller stopped generation (`on_token` returned false).
+    Interrupted,
 }
 
 impl Finish {
@@ -73,6 +75,7 @@ impl Finish {
         match self {
             Finish::Stop => "stop",
             Finish::Length => "length",
+            Finish::Interrupted => "interrupted",
         }
     }
 }
@@ -146,12 +149,13 @@ fn step<T: Real>(
     }
 }
 
-/// Completes each prompt; `on_token(i, token)` sees every token of sequence `i` as it is chosen.
+/// Completes each prompt; `on_token(i, token)` sees every token of sequence `i` as it is chosen, and
+/// ends all generation by returning false (the unfinished sequences end [`Finish::Interrupted`]).
 pub fn generate(
     model: &LoraModel,
     prompts: &[Vec<u32>],
     options: &SamplingOptions,
-    on_token: &mut dyn FnMut(usize, u32),
+    on_token: &mut dyn FnMut(usize, u32) -> bool,
 ) -> Result<Vec<Completion>> {
     options.validate()?;
     if let Some(i) = prompts.iter().position(|p| p.is_empty()) {
@@ -175,7 +179,7 @@ fn run<T: Real>(
     model: &LoraModel,
     prompts: &[Vec<u32>],
     options: &SamplingOptions,
-    on_token: &mut dyn FnMut(usize, u32),
+    on_token: &mut dyn FnMut(usize, u32) -> bool,
     cached: bool,
 ) -> Result<Vec<Completion>> {
     let mut backend: Backend<T> = if cached {
@@ -203,12 +207,23 @@ fn run<T: Real>(
     let mut logits = step(model, &mut backend, &sequences, &active, &new)?;
     for _ in 0..options.max_tokens {
         let mut chosen = Vec::with_capacity(active.len());
+        let mut go_on = true;
         for (&i, row) in active.iter().zip(logits.iter_mut()) {
             let token = pick(row, options, &mut rngs[i]);
             completions[i].tokens.push(token);
             sequences[i].push(token);
-            on_token(i, token);
+            go_on &= on_token(i, token);
             chosen.push((i, token));
+        }
+        if !go_on {
+            for (i, token) in chosen {
+                completions[i].finish = if options.stop.contains(&token) {
+                    Finish::Stop
+                } else {
+                    Finish::Interrupted
+                };
+            }
+            break;
         }
         active = chosen
             .iter()

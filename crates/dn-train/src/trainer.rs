@@ -9,6 +9,7 @@ use candle_core::Tensor;
 
 use crate::checkpoint::{self, Checkpoint, StepRecord, TrainerState};
 use crate::error::{Error, Result};
+use crate::generate::{SamplingOptions, generate};
 use crate::loss::{Sequence, count_targets, evaluate, forward_backward};
 use crate::model::LoraModel;
 use crate::optim::{AdamW, AdamWConfig, Schedule, clip_grad_norm};
@@ -51,6 +52,10 @@ pub struct TrainOptions {
     pub tokens_per_pass: usize,
     /// Layer-by-layer recompute (gradient checkpointing); `None`: the model's default for its device.
     pub recompute: Option<bool>,
+    /// Prompts completed after each periodic evaluation and after training ([`Event::EvalSamples`]).
+    pub eval_prompts: Vec<Vec<u32>>,
+    /// How they are completed.
+    pub sampling: SamplingOptions,
 }
 
 impl Default for TrainOptions {
@@ -70,6 +75,8 @@ impl Default for TrainOptions {
             warmup_steps: 0,
             tokens_per_pass: 4096,
             recompute: None,
+            eval_prompts: Vec::new(),
+            sampling: SamplingOptions::greedy(256, Vec::new()),
         }
     }
 }
@@ -99,6 +106,15 @@ pub enum Event {
         loss: f64,
         examples: usize,
         tokens: usize,
+    },
+    /// A token of the eval samples was generated (progress: lets the caller stop generation).
+    Sampling {
+        step: u64,
+    },
+    /// The completions of [`TrainOptions::eval_prompts`], in order.
+    EvalSamples {
+        step: u64,
+        completions: Vec<crate::generate::Completion>,
     },
 }
 
@@ -268,7 +284,10 @@ impl Trainer<'_> {
             state.history.push(record.clone());
             let mut control = observe(&Event::StepComplete(record));
             let last = state.step == total;
-            if o.eval_interval > 0 && state.step % o.eval_interval == 0 && !last && !eval.is_empty()
+            if o.eval_interval > 0
+                && state.step.is_multiple_of(o.eval_interval)
+                && !last
+                && !eval.is_empty()
             {
                 let (loss, examples, tokens) = self.evaluate(eval)?;
                 state.eval_history.push((state.step, loss));
@@ -279,8 +298,12 @@ impl Trainer<'_> {
                     tokens,
                 };
                 control = control.max(observe(&e));
+                if control == Control::Continue {
+                    control = self.sample(state.step, observe)?;
+                }
             }
-            let interval = o.checkpoint_interval > 0 && state.step % o.checkpoint_interval == 0;
+            let interval =
+                o.checkpoint_interval > 0 && state.step.is_multiple_of(o.checkpoint_interval);
             if !last && (interval || control == Control::Suspend) {
                 let name = checkpoint_name(state.step);
                 let path = self.save(&name, &optimizer, &state)?;
@@ -316,6 +339,8 @@ impl Trainer<'_> {
             name: "final".into(),
             path,
         });
+        // Training is done: a stop here only cuts the samples short.
+        self.sample(state.step, observe)?;
         let spe = crate::schedule::steps_per_epoch(train.len(), per_step);
         Ok(TrainSummary {
             epochs_completed: state.step as f64 / spe as f64,
@@ -402,6 +427,22 @@ impl Trainer<'_> {
     }
 
     /// Mean NLL per supervised token over `eval` (same masking and normalisation as training).
+    /// Completes the eval prompts (nothing without any); a stop answered to a token ends generation
+    /// and is returned.
+    fn sample(&self, step: u64, observe: &mut dyn FnMut(&Event) -> Control) -> Result<Control> {
+        let prompts = &self.options.eval_prompts;
+        if prompts.is_empty() {
+            return Ok(Control::Continue);
+        }
+        let mut control = Control::Continue;
+        let completions = generate(self.model, prompts, &self.options.sampling, &mut |_, _| {
+            control = control.max(observe(&Event::Sampling { step }));
+            control == Control::Continue
+        })?;
+        control = control.max(observe(&Event::EvalSamples { step, completions }));
+        Ok(control)
+    }
+
     pub fn evaluate(&self, eval: &[TrainExample]) -> Result<(f64, usize, usize)> {
         let lengths: Vec<(usize, usize)> = eval
             .iter()

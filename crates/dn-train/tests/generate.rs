@@ -19,7 +19,7 @@ fn reference(path: PathBuf) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
 
 fn greedy(model: &LoraModel, prompts: &[Vec<u32>], max_tokens: usize) -> Vec<Vec<u32>> {
     let options = SamplingOptions::greedy(max_tokens, vec![]);
-    generate(model, prompts, &options, &mut |_, _| {})
+    generate(model, prompts, &options, &mut |_, _| true)
         .unwrap()
         .into_iter()
         .map(|c| {
@@ -71,8 +71,17 @@ fn smollm2_with_a_peft_adapter_generates_what_peft_generates() {
     assert_eq!(greedy(&model, &prompts, 32), want);
     // Stopping: the chat prompt's completion ends at <|im_end|> (id 2) after " Paris." or so.
     let options = SamplingOptions::greedy(32, vec![2]);
-    let stopped = generate(&model, &prompts[1..], &options, &mut |_, _| {}).unwrap();
+    let stopped = generate(&model, &prompts[1..], &options, &mut |_, _| true).unwrap();
     let end = want[1].iter().position(|&t| t == 2).unwrap();
     assert_eq!(stopped[0].tokens, want[1][..=end]);
     assert_eq!(stopped[0].finish, Finish::Stop);
+    // Interrupted after 3 tokens.
+    let mut seen = 0;
+    let cut = generate(&model, &prompts[..1], &options, &mut |_, _| {
+        seen += 1;
+        seen < 3
+    })
+    .unwrap();
+    assert_eq!(cut[0].tokens, want[0][..3]);
+    assert_eq!(cut[0].finish, Finish::Interrupted);
 }

@@ -72,7 +72,20 @@ pub struct TrainingExtras {
     /// One of [`TRAIN_ON`].
     #[serde(default = "assistant")]
     pub train_on: String,
+    /// Eval conversations completed (greedy, cut before their last assistant turn) after each periodic
+    /// evaluation and after training, logged as an `eval_samples` event; 0: none.
+    #[serde(default = "four")]
+    pub eval_samples: u32,
 }
+
+fn four() -> u32 {
+    DEFAULT_EVAL_SAMPLES
+}
+
+/// Eval samples generated unless a job says otherwise.
+pub const DEFAULT_EVAL_SAMPLES: u32 = 4;
+/// The most eval samples a job may ask for.
+pub const MAX_EVAL_SAMPLES: i64 = 64;
 
 impl Default for TrainingExtras {
     fn default() -> Self {
@@ -87,6 +100,7 @@ impl Default for TrainingExtras {
             gradient_checkpointing: None,
             save_total_limit: None,
             train_on: assistant(),
+            eval_samples: DEFAULT_EVAL_SAMPLES,
         }
     }
 }
@@ -168,6 +182,8 @@ pub fn validate_extras(c: &TinkerSftJobConfig) -> Result<TrainingExtras> {
     };
     Ok(TrainingExtras {
         train_on,
+        eval_samples: non_negative_int(c.eval_samples, "config.eval_samples", MAX_EVAL_SAMPLES)?
+            .map_or(DEFAULT_EVAL_SAMPLES, |v| v as u32),
         seed: non_negative_int(c.seed, "config.seed", u32::MAX as i64)?.map_or(0, |v| v as u64),
         lr_scheduler,
         warmup_steps: non_negative_int(c.warmup_steps, "config.warmup_steps", 100_000_000)?

@@ -95,6 +95,12 @@ pub struct TinkerSftJobConfig {
     /// assistant message with OpenAI's `"weight": 0` is left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub train_on: Option<String>,
+    /// Eval conversations completed greedily (cut before their last assistant turn, at most 256 new
+    /// tokens) after each periodic evaluation and after training, logged as an `eval_samples` event with
+    /// the prompt's last user message, the reference answer and the generated one. Default 4, 0: none,
+    /// at most 64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_samples: Option<i64>,
 }
 
 /// `CreateTinkerSFTJobRequest`.

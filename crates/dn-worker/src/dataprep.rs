@@ -8,7 +8,10 @@ use std::sync::atomic::AtomicBool;
 
 use chrono::{DateTime, FixedOffset};
 use dn_data::{Error as RowError, Format, load_conversations};
-use dn_render::{Example, ModelArtifacts, PrepareOptions, PrepareStats, TrainOn, prepare_observed};
+use dn_render::{
+    EvalPrompt, Example, ModelArtifacts, PrepareOptions, PrepareStats, TrainOn, eval_prompt,
+    prepare_observed,
+};
 use serde::{Deserialize, Serialize};
 
 /// One dataset file: its name in errors (`name@version/path`), its format, where its bytes are.
@@ -31,6 +34,9 @@ pub struct PrepareRequest {
     pub train_on: String,
     /// Prepared one group after the other (the training files, then the eval files).
     pub groups: Vec<Vec<DataFile>>,
+    /// Eval conversations (of the second group) also made into generation prompts.
+    #[serde(default)]
+    pub eval_samples: usize,
 }
 
 /// What one group of files became.
@@ -47,6 +53,12 @@ pub struct PreparedGroup {
     pub template_limit: Option<String>,
     /// Rows read from the files: conversations and skipped rows.
     pub rows_read: usize,
+    /// Up to `eval_samples` conversations cut before their last assistant turn (eval group only).
+    #[serde(default)]
+    pub samples: Vec<EvalPrompt>,
+    /// The ids that end an assistant turn.
+    #[serde(default)]
+    pub stop_ids: Vec<u32>,
 }
 
 /// Where preparation is: what a supervisor reports if the process running it dies.
@@ -75,6 +87,21 @@ pub fn load_model(request: &PrepareRequest) -> Result<ModelArtifacts, String> {
     Ok(model)
 }
 
+/// The first `eval_samples` conversations that end with an assistant turn and whose prompt fits in
+/// `max_sequence_length`, as generation prompts (one the template cannot render is passed over).
+fn eval_prompts(
+    model: &ModelArtifacts,
+    conversations: &[dn_data::Conversation],
+    request: &PrepareRequest,
+) -> Vec<EvalPrompt> {
+    conversations
+        .iter()
+        .filter_map(|c| eval_prompt(model, c, &request.system_prompt)?.ok())
+        .filter(|p| p.prompt_ids.len() < request.max_sequence_length)
+        .take(request.eval_samples)
+        .collect()
+}
+
 /// Prepares every group. `Err` is a file that cannot be read at all (the job's input is unusable).
 pub fn prepare_groups(
     request: &PrepareRequest,
@@ -95,7 +122,7 @@ pub fn prepare_groups(
         train_on,
     };
     let mut groups = Vec::new();
-    for files in &request.groups {
+    for (group, files) in request.groups.iter().enumerate() {
         let (mut conversations, mut sources, mut skipped_rows) = (Vec::new(), Vec::new(), vec![]);
         for (file_index, file) in files.iter().enumerate() {
             observer.reading(file);
@@ -110,6 +137,11 @@ pub fn prepare_groups(
             skipped_rows.extend(loaded.errors);
         }
         let rows_read = conversations.len() + skipped_rows.len();
+        let samples = if group == 1 {
+            eval_prompts(model, &conversations, request)
+        } else {
+            Vec::new()
+        };
         let observe = |index: usize, started: bool| {
             if let Some((file, row)) = sources.get(index) {
                 observer.rendering(index, &files[*file].label, *row, started);
@@ -124,6 +156,8 @@ pub fn prepare_groups(
             skipped_rows,
             template_limit: prepared.template_limit,
             rows_read,
+            samples,
+            stop_ids: model.stop_ids(),
         });
         if limited {
             break;

@@ -29,6 +29,10 @@ pub struct PreparedInputs {
     pub eval_stats: Option<PrepareStats>,
     /// Rows that fit no shape, in order (file and row number in each).
     pub skipped_rows: Vec<RowError>,
+    /// Eval conversations to complete after evaluating (`eval_samples` of them at most).
+    pub eval_samples: Vec<dn_render::EvalPrompt>,
+    /// The ids that end an assistant turn.
+    pub stop_ids: Vec<u32>,
 }
 
 impl PreparedInputs {
@@ -201,6 +205,7 @@ pub async fn prepare_inputs(
         system_prompt: manifest.system_prompt.clone(),
         train_on: config.extras.train_on.clone(),
         groups,
+        eval_samples: config.extras.eval_samples as usize,
     };
     let mut prepared = match preparation.sandbox {
         Some(sandbox) => prepare_in_child(sandbox, &request, scratch.0.join("child")).await?,
@@ -260,12 +265,13 @@ pub async fn prepare_inputs(
     .await
     .map_err(|e| failed(format!("memory check: {e}")))?
     .map_err(failed)?;
-    let (eval_examples, eval_stats) = match eval {
+    let stop_ids = train.stop_ids;
+    let (eval_examples, eval_stats, eval_samples) = match eval {
         Some(eval) => {
             skipped_rows.extend(eval.skipped_rows);
-            (eval.examples, Some(eval.stats))
+            (eval.examples, Some(eval.stats), eval.samples)
         }
-        None => (Vec::new(), None),
+        None => (Vec::new(), None, Vec::new()),
     };
     Ok(PreparedInputs {
         family,
@@ -275,5 +281,7 @@ pub async fn prepare_inputs(
         eval: eval_examples,
         eval_stats,
         skipped_rows,
+        eval_samples,
+        stop_ids,
     })
 }

@@ -67,7 +67,10 @@ pub fn event_entry(event: &Event, total_steps: u64) -> Option<NewLogEntry> {
             json!({"event": "eval_complete", "step": step, "eval/loss": loss,
                    "eval/num_examples": examples, "eval/num_tokens": tokens}),
         ),
-        Event::CheckpointSaved { .. } => return None,
+        // Checkpoints are logged once stored; samples once decoded (by the training thread).
+        Event::CheckpointSaved { .. } | Event::Sampling { .. } | Event::EvalSamples { .. } => {
+            return None;
+        }
     })
 }
 

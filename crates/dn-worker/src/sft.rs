@@ -226,6 +226,23 @@ impl JobRunner for SftRunner {
                         }
                     }
                 }
+                Some(TrainMessage::Samples { step, data }) => {
+                    if failure.is_some() || lease_lost {
+                        continue;
+                    }
+                    let count = data["samples"].as_array().map_or(0, Vec::len);
+                    let message = format!("eval samples after step {step}: {count} generated");
+                    let mut data = data;
+                    data["step"] = step.into();
+                    if let Err(e) = ctx.progress().log(LogLevel::Info, message, data).await {
+                        stop.store(true, Ordering::SeqCst);
+                        if matches!(e, RunError::LeaseLost) {
+                            lease_lost = true;
+                        } else {
+                            failure = Some(e);
+                        }
+                    }
+                }
                 Some(TrainMessage::Done(result)) => match failure.take() {
                     Some(e) => break Err(e),
                     None => break Ok(result),
@@ -333,6 +350,7 @@ impl SftRunner {
                 state.device = device.clone();
             }
             Event::StepComplete(record) => state.history.push(record.clone()),
+            Event::Sampling { .. } | Event::EvalSamples { .. } => {}
             Event::EvalComplete {
                 loss, examples: n, ..
             } => state.eval = Some((*loss, *n)),

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use dn_train::{
-    AdamWConfig, BaseModel, Control, Event, LoraConfig, LoraModel, ModelConfig, Schedule,
-    TrainExample, TrainOptions, TrainSummary, Trainer, available_memory, base_dtype, check_fits,
-    device_label, estimate_memory, select_device,
+    AdamWConfig, BaseModel, Control, Event, LoraConfig, LoraModel, ModelConfig, SamplingOptions,
+    Schedule, TrainExample, TrainOptions, TrainSummary, Trainer, available_memory, base_dtype,
+    check_fits, device_label, estimate_memory, select_device,
 };
 use dn_types::SftConfig;
 use tokio::sync::mpsc::UnboundedSender;
@@ -17,6 +17,11 @@ use crate::inputs::PreparedInputs;
 
 pub enum TrainMessage {
     Event(Event),
+    /// The eval samples' texts after `step`: the `eval_samples` log event's data.
+    Samples {
+        step: u64,
+        data: serde_json::Value,
+    },
     Done(dn_train::Result<TrainSummary>),
 }
 
@@ -148,7 +153,16 @@ fn train(
     let device = select_device(&request.device)?;
     let base = BaseModel::load(&request.model_path, base_dtype(&device), &device)?;
     let lora = lora_config(&config);
-    let options = train_options(&config)?;
+    let mut options = train_options(&config)?;
+    let samples = request.inputs.eval_samples;
+    options.eval_prompts = samples.iter().map(|s| s.prompt_ids.clone()).collect();
+    options.sampling = SamplingOptions::greedy(EVAL_SAMPLE_TOKENS, request.inputs.stop_ids.clone());
+    let tokenizer = match samples.is_empty() {
+        true => None,
+        false => Some(dn_render::load_tokenizer(&request.model_path).map_err(|e| {
+            dn_train::Error::model(request.model_path.display().to_string(), e.to_string())
+        })?),
+    };
     let model = LoraModel::new(&base, &lora, options.seed)?;
     drop(base);
     let (train, eval) = (
@@ -162,9 +176,56 @@ fn train(
         base_model_name: request.model_name,
     };
     trainer.run(&train, &eval, request.resume.as_deref(), &mut |event| {
-        let _ = tx.send(TrainMessage::Event(event.clone()));
+        match (event, &tokenizer) {
+            // Progress inside generation: only the signals matter.
+            (Event::Sampling { .. }, _) => {}
+            (Event::EvalSamples { step, completions }, Some(tokenizer)) => {
+                let data = samples_data(&samples, completions, tokenizer);
+                let _ = tx.send(TrainMessage::Samples { step: *step, data });
+            }
+            _ => {
+                let _ = tx.send(TrainMessage::Event(event.clone()));
+            }
+        }
         signals.control()
     })
+}
+
+/// New tokens of each eval sample at most.
+pub const EVAL_SAMPLE_TOKENS: usize = 256;
+/// Characters of a prompt or reference kept in the log.
+const SAMPLE_TEXT_CHARS: usize = 4000;
+
+fn clipped(text: &str) -> String {
+    match text.char_indices().nth(SAMPLE_TEXT_CHARS) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+/// The `eval_samples` event's data: per sample the prompt's last user message, the reference answer and
+/// the generated one.
+fn samples_data(
+    samples: &[dn_render::EvalPrompt],
+    completions: &[dn_train::Completion],
+    tokenizer: &dn_render::Tokenizer,
+) -> serde_json::Value {
+    let list: Vec<serde_json::Value> = samples
+        .iter()
+        .zip(completions)
+        .map(|(sample, completion)| {
+            let generated = dn_render::decode(tokenizer, &completion.tokens)
+                .unwrap_or_else(|e| format!("(cannot decode: {e})"));
+            serde_json::json!({
+                "prompt": clipped(&sample.prompt),
+                "reference": clipped(&sample.reference),
+                "generated": generated,
+                "num_tokens": completion.tokens.len(),
+                "finish_reason": completion.finish.name(),
+            })
+        })
+        .collect();
+    serde_json::json!({"event": "eval_samples", "samples": list})
 }
 
 /// Starts the training thread; its last message is always `Done` unless it panicked (then the channel

@@ -73,6 +73,7 @@ pub fn sft_request(args: &SftArgs, project: Option<&str>) -> Result<CreateTinker
             gradient_checkpointing: args.gradient_checkpointing,
             save_total_limit: args.save_total_limit,
             train_on: args.train_on.clone(),
+            eval_samples: args.eval_samples,
         },
     })
 }

@@ -8,7 +8,8 @@ use rayon::prelude::*;
 use super::attention::{Heads, softmax_visible};
 use super::block::{self, Context, Qkv, RopeTable, Scratch};
 use super::head;
-use super::matmul::{Mat, MatMut, Threads, matmul};
+use super::matmul::{FEW_ROWS, Mat, MatMut, Threads, matmul};
+use super::simd::dot;
 use super::{embed_rows, with_views};
 use crate::error::Result;
 use crate::kernels::Real;
@@ -141,6 +142,46 @@ fn attend<T: Real>(
     }
 }
 
+/// [`unit`]'s block of `rows` query rows (rows `q0..` of `q`, absolute positions `p0..`) against the
+/// cached keys `k0..k0 + keys`, with dot products and scaled sums of cached rows.
+#[allow(clippy::too_many_arguments)]
+fn few_rows_attention<T: Real>(
+    s: &mut [T],
+    o: &mut [T],
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    (q0, rows): (usize, usize),
+    (k0, keys): (usize, usize),
+    h: usize,
+    p0: usize,
+    l: Heads,
+) {
+    let g = h / l.groups();
+    let scale = T::from_f64(l.scale);
+    for i in 0..rows {
+        let qi = &q[(q0 + i) * l.q_width() + h * l.hd..][..l.hd];
+        let row = &mut s[i * keys..(i + 1) * keys];
+        for (j, score) in row.iter_mut().enumerate() {
+            let kj = &k[(k0 + j) * l.kv_width() + g * l.hd..][..l.hd];
+            *score = dot(qi, kj) * scale;
+        }
+        let seen = l.visible(p0 + i);
+        softmax_visible(row, seen.start - k0, seen.end - k0, l.softcap);
+        let out = &mut o[i * l.hd..(i + 1) * l.hd];
+        out.fill(T::ZERO);
+        for (j, &p) in row.iter().enumerate() {
+            if p == T::ZERO {
+                continue;
+            }
+            let vj = &v[(k0 + j) * l.kv_width() + g * l.hd..][..l.hd];
+            for (o, x) in out.iter_mut().zip(vj) {
+                *o += p * *x;
+            }
+        }
+    }
+}
+
 /// Head `h`'s output `[len, hd]` for the `len` new rows of one sequence (rows `start..` of `q`), whose
 /// cache `k`/`v` holds `total` tokens, the new ones last.
 fn unit<T: Real>(
@@ -162,6 +203,22 @@ fn unit<T: Real>(
         let k0 = l.first_key(old + r0);
         let keys = old + r0 + rows - k0;
         let s = &mut s[..rows * keys];
+        if rows <= FEW_ROWS {
+            // A few rows (a decoding step): dot products and sums over the cached rows, no packing.
+            few_rows_attention(
+                s,
+                &mut o[r0 * l.hd..],
+                q,
+                k,
+                v,
+                (start + r0, rows),
+                (k0, keys),
+                h,
+                old + r0,
+                l,
+            );
+            continue;
+        }
         let qh = Mat::strided(
             q,
             (start + r0) * l.q_width() + h * l.hd,

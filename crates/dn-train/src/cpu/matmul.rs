@@ -3,6 +3,7 @@
 //! with its strides swapped).
 
 use gemm::Parallelism;
+use rayon::prelude::*;
 
 use crate::kernels::Real;
 
@@ -148,5 +149,121 @@ pub fn matmul<T: Real>(
             false,
             parallelism,
         )
+    }
+}
+
+/// Rows at most that [`few_rows_wt`] takes instead of gemm: generation's rows per step.
+pub const FEW_ROWS: usize = 16;
+/// Multiply-adds below which [`few_rows_wt`] stays on the calling thread.
+const SERIAL_WORK: usize = 1 << 16;
+
+/// `part[r * n + i] = dot(x_i, rows_r)` for every row `r` of a block of `w` and row `i` of `x`.
+fn block_dots<T: Real>(part: &mut [T], rows: &[T], x: &[T], n: usize, inp: usize) {
+    let count = part.len() / n.max(1);
+    let row = |r: usize| &rows[r * inp..(r + 1) * inp];
+    let mut r = 0;
+    // Four rows of `w` at a time: each chunk of a row of `x` is loaded once for the four.
+    while r + 4 <= count {
+        for i in 0..n {
+            let sums = super::simd::dot4(
+                &x[i * inp..(i + 1) * inp],
+                [row(r), row(r + 1), row(r + 2), row(r + 3)],
+            );
+            for (k, s) in sums.into_iter().enumerate() {
+                part[(r + k) * n + i] = s;
+            }
+        }
+        r += 4;
+    }
+    for r in r..count {
+        for i in 0..n {
+            part[r * n + i] = super::simd::dot(&x[i * inp..(i + 1) * inp], row(r));
+        }
+    }
+}
+
+/// `y (+)= beta * x w^T` for a few rows `x [n, inp]` and a row-major `w [out, inp]`: every output is the
+/// dot product of two contiguous rows and `w` is read once, in parallel blocks of its rows. Decoding
+/// is bound by reading the weights; gemm would pack all of `w` again for each call.
+#[allow(clippy::too_many_arguments)]
+pub fn few_rows_wt<T: Real>(
+    y: &mut [T],
+    x: &[T],
+    n: usize,
+    w: &[T],
+    out: usize,
+    inp: usize,
+    beta: T,
+    accumulate: bool,
+) {
+    assert!(x.len() >= n * inp && w.len() >= out * inp && y.len() >= n * out);
+    if n == 0 || out == 0 {
+        return;
+    }
+    if inp == 0 {
+        if !accumulate {
+            y[..n * out].fill(T::ZERO);
+        }
+        return;
+    }
+    let block = (out / (rayon::current_num_threads() * 4)).clamp(16, 512);
+    let dots = |rows: &[T]| {
+        let count = rows.len() / inp;
+        let mut part = vec![T::ZERO; count * n];
+        block_dots(&mut part, rows, x, n, inp);
+        part
+    };
+    let chunks = w[..out * inp].chunks(block * inp);
+    // A small product (a LoRA pair's) costs less than handing it to other threads.
+    let parts: Vec<Vec<T>> = if out * inp * n < SERIAL_WORK {
+        chunks.map(dots).collect()
+    } else {
+        w[..out * inp].par_chunks(block * inp).map(dots).collect()
+    };
+    for (b, part) in parts.iter().enumerate() {
+        for (r, values) in part.chunks(n).enumerate() {
+            let o = b * block + r;
+            for (i, v) in values.iter().enumerate() {
+                let dst = &mut y[i * out + o];
+                *dst = if accumulate {
+                    *dst + beta * *v
+                } else {
+                    beta * *v
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn few_rows_equal_gemm() {
+        for (n, out, inp) in [(1, 37, 19), (3, 600, 64), (16, 5, 130), (2, 1000, 16)] {
+            let x: Vec<f64> = (0..n * inp)
+                .map(|k| ((k * 7 % 11) as f64 - 5.0) / 3.0)
+                .collect();
+            let w: Vec<f64> = (0..out * inp)
+                .map(|k| ((k * 5 % 13) as f64 - 6.0) / 7.0)
+                .collect();
+            for accumulate in [false, true] {
+                let mut want = vec![0.5; n * out];
+                let mut got = want.clone();
+                matmul(
+                    MatMut::new(&mut want, n, out),
+                    Mat::new(&x, n, inp),
+                    Mat::new(&w, out, inp).t(),
+                    1.5,
+                    accumulate,
+                    Threads::One,
+                );
+                few_rows_wt(&mut got, &x, n, &w, out, inp, 1.5, accumulate);
+                for (a, b) in want.iter().zip(&got) {
+                    assert!((a - b).abs() < 1e-9, "{n}x{out}x{inp}: {a} vs {b}");
+                }
+            }
+        }
     }
 }

@@ -12,6 +12,7 @@ mod glu;
 mod head;
 mod matmul;
 mod proj;
+mod simd;
 
 use std::ops::{Deref, Range};
 
