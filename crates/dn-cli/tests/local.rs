@@ -21,7 +21,7 @@ fn a_local_job_trains_and_leaves_a_peft_adapter() {
         examples("datasets/support-trajectories"),
         examples("datasets/support-eval"),
     );
-    let run = || {
+    let run = |eval_samples: &str| {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dn"))
             .args([
                 "train",
@@ -47,6 +47,8 @@ fn a_local_job_trains_and_leaves_a_peft_adapter() {
                 "256",
                 "--lora-rank",
                 "4",
+                "--eval-samples",
+                eval_samples,
                 "--poll-interval-sec",
                 "0.2",
                 "--timeout-sec",
@@ -67,7 +69,7 @@ fn a_local_job_trains_and_leaves_a_peft_adapter() {
         let _ = child.kill();
         child.wait_with_output().unwrap()
     };
-    let out = run();
+    let out = run("1");
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -81,6 +83,14 @@ fn a_local_job_trains_and_leaves_a_peft_adapter() {
     assert!(stderr.contains("step 2/2: loss"), "{stderr}");
     assert!(stderr.contains("eval after step 0: loss"), "{stderr}");
     assert!(stderr.contains("training finished: 2 step(s)"), "{stderr}");
+    // The eval conversations completed by the trained model, beside their reference answers.
+    assert!(
+        stderr.contains("eval samples after step 2: 1 generated"),
+        "{stderr}"
+    );
+    for field in ["prompt:", "reference:", "generated:"] {
+        assert!(stderr.contains(field), "{stderr}");
+    }
     assert!(stdout.contains(" completed "), "{stdout}");
     let jobs = data.join("storage/jobs/default");
     let job = std::fs::read_dir(&jobs)
@@ -94,7 +104,7 @@ fn a_local_job_trains_and_leaves_a_peft_adapter() {
     assert!(adapter.join("adapter_config.json").is_file());
 
     // The same data dir again: the pushes are no-ops and the kept key still works.
-    let again = run();
+    let again = run("0");
     assert_eq!(
         again.status.code(),
         Some(0),

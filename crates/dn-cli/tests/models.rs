@@ -54,6 +54,8 @@ fn local_job<'a>(data: &'a str, model: &'a str, paths: &'a [String; 3]) -> Vec<&
         &paths[1],
         "--eval-dataset",
         &paths[2],
+        "--eval-samples",
+        "0",
         "--steps",
         "2",
         "--batch-size",

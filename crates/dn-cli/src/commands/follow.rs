@@ -14,16 +14,53 @@ use crate::output;
 /// Consecutive failed (re)connections before giving up.
 const MAX_RECONNECTS: u32 = 30;
 
-/// `TIMESTAMP LEVEL MESSAGE`, as `dn train logs` prints an entry.
+/// `TIMESTAMP LEVEL MESSAGE`, as `dn train logs` prints an entry (with an `eval_samples` entry's
+/// samples on the lines after it).
 pub fn entry_line(entry: &TrainingJobLogEntry) -> String {
     format!(
-        "{} {:<7} {}",
+        "{} {:<7} {}{}",
         entry
             .timestamp
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         entry.level.as_str(),
-        entry.message
+        entry.message,
+        sample_lines(entry)
     )
+}
+
+/// Characters of a sample's text shown per line.
+const SAMPLE_CHARS: usize = 300;
+
+fn one_line(text: &str) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    match flat.char_indices().nth(SAMPLE_CHARS) {
+        Some((end, _)) => format!("{}...", &flat[..end]),
+        None => flat,
+    }
+}
+
+/// An `eval_samples` entry's samples, each as prompt / reference / generated lines (empty for other
+/// entries).
+pub fn sample_lines(entry: &TrainingJobLogEntry) -> String {
+    if entry.data.get("event").and_then(|e| e.as_str()) != Some("eval_samples") {
+        return String::new();
+    }
+    let mut out = String::new();
+    let samples = entry.data.get("samples").and_then(|s| s.as_array());
+    for (i, sample) in samples.into_iter().flatten().enumerate() {
+        let text = |key: &str| one_line(sample.get(key).and_then(|v| v.as_str()).unwrap_or(""));
+        out.push_str(&format!(
+            "\n  [{}] prompt:    {}\n      reference: {}\n      generated: {}",
+            i + 1,
+            text("prompt"),
+            text("reference"),
+            text("generated")
+        ));
+    }
+    out
 }
 
 fn print_entry(entry: &TrainingJobLogEntry, raw: &str, json: bool, bar: Option<&ProgressBar>) {

@@ -247,7 +247,12 @@ async fn print_new_logs(
         .await?;
     let mut last = after;
     for entry in &logs.items {
-        let line = format!("{} {}", entry.level.as_str(), entry.message);
+        let line = format!(
+            "{} {}{}",
+            entry.level.as_str(),
+            entry.message,
+            super::follow::sample_lines(entry)
+        );
         match bar {
             Some(bar) => bar.println(line),
             None => eprintln!("{line}"),

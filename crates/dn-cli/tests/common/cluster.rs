@@ -71,6 +71,7 @@ impl JobSpec {
         }
         if self.eval {
             args.extend(["--eval-dataset".to_owned(), "support-eval@0.1.0".to_owned()]);
+            args.extend(["--eval-samples".to_owned(), "0".to_owned()]);
         }
         args
     }

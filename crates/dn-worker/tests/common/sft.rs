@@ -155,6 +155,8 @@ pub async fn create_job_with(
             lr_scheduler: "cosine".into(),
             warmup_steps: 1,
             lora_target_modules: vec!["q_proj".into(), "v_proj".into()],
+            // Generation has tests of its own; these jobs need not spend time on it.
+            eval_samples: 0,
             ..Default::default()
         },
     };
