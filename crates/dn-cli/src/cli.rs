@@ -116,6 +116,9 @@ pub enum TrainCommand {
         #[arg(long, requires = "download")]
         checkpoint: Option<String>,
     },
+    /// Complete a prompt with a job's adapter (or its base model), rendered with the model's chat template
+    /// and the job's capability system prompt as training rendered it; the completion streams to stdout.
+    Sample(Box<SampleArgs>),
     /// Cancel a job (asks for confirmation; without a terminal, pass --yes).
     Cancel {
         job_id: String,
@@ -303,6 +306,45 @@ pub struct PreviewArgs {
     /// Show at most this many examples.
     #[arg(long, default_value_t = 5)]
     pub limit: usize,
+}
+
+/// `dn train sample`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["prompt", "messages"])))]
+pub struct SampleArgs {
+    pub job_id: String,
+    /// Which checkpoint (step-NNNNNN or final; default: final, else the last one saved).
+    #[arg(long)]
+    pub checkpoint: Option<String>,
+    /// One user message.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// A JSONL file of conversations (any shape a dataset row may have); one ending with an assistant
+    /// turn is cut before it, and that turn is shown as the reference.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub messages: Option<PathBuf>,
+    #[arg(long, default_value_t = 256)]
+    pub max_tokens: usize,
+    /// 0: greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f64,
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Sample the base model (no adapter), for comparison.
+    #[arg(long)]
+    pub base: bool,
+    /// Leave the capability's system prompt out.
+    #[arg(long)]
+    pub no_system_prompt: bool,
+    /// The job is in this data dir's embedded store (as `dn train sft --local` left it).
+    #[arg(long)]
+    pub local: bool,
+    #[arg(long, env = "DN_DATA_DIR", requires = "local")]
+    pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -51,6 +51,16 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Train(cli::TrainCommand::Sft(args)) if args.local => {
             commands::local::sft_local(*args, cli.json).await
         }
+        Command::Train(cli::TrainCommand::Sample(args)) if args.local => {
+            let data_dir = args
+                .data_dir
+                .clone()
+                .unwrap_or_else(config::default_data_dir);
+            let local = commands::local::LocalServer::start(data_dir).await?;
+            let result = commands::sample::sample(*args, &local.conn, cli.json).await;
+            local.close(None).await;
+            result
+        }
         Command::Train(command) => {
             let conn = Connection::resolve(&cli.connection)?;
             commands::train::run(command, &conn, cli.json).await

@@ -103,6 +103,43 @@ fn a_local_job_trains_and_leaves_a_peft_adapter() {
     assert!(adapter.join("adapter_model.safetensors").is_file());
     assert!(adapter.join("adapter_config.json").is_file());
 
+    // `dn train sample` renders the eval conversation as training did: its greedy completion begins as
+    // the eval sample the job logged (32 tokens of it, to keep the test short).
+    let job_id = job.file_name().unwrap().to_str().unwrap().to_owned();
+    let first_eval = dir.path().join("first-eval.jsonl");
+    let eval_file = std::fs::read_to_string(format!("{eval}/eval.jsonl")).unwrap();
+    std::fs::write(&first_eval, eval_file.lines().next().unwrap()).unwrap();
+    let sampled = Command::new(env!("CARGO_BIN_EXE_dn"))
+        .args(["train", "sample", &job_id, "--local", "--data-dir"])
+        .arg(&data)
+        .arg("--messages")
+        .arg(&first_eval)
+        .args(["--json", "--max-tokens", "32"])
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    let sampled_out = String::from_utf8_lossy(&sampled.stdout);
+    assert!(
+        sampled.status.success(),
+        "{sampled_out}{}",
+        String::from_utf8_lossy(&sampled.stderr)
+    );
+    let sample: serde_json::Value = serde_json::from_str(sampled_out.trim()).unwrap();
+    let completion: String = sample["completion"]
+        .as_str()
+        .unwrap()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    assert!(completion.chars().count() > 40, "{completion}");
+    let logged = stderr
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("generated: "))
+        .unwrap();
+    let head: String = completion.chars().take(40).collect();
+    assert!(logged.starts_with(&head), "{completion:?} vs {logged:?}");
+    assert!(!sample["reference"].as_str().unwrap().is_empty());
+
     // The same data dir again: the pushes are no-ops and the kept key still works.
     let again = run("0");
     assert_eq!(

@@ -61,41 +61,85 @@ async fn push_if_dir(
     Ok(pushed.version_ref)
 }
 
+/// The API of a data dir's embedded store and storage on a loopback port, with the data dir's own key.
+pub struct LocalServer {
+    pub conn: Connection,
+    pub store: Arc<SqlStore>,
+    pub registry: Registry,
+    stop: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl LocalServer {
+    pub async fn start(data_dir: PathBuf) -> Result<LocalServer> {
+        let store = Arc::new(
+            SqlStore::open_data_dir(&data_dir)
+                .await
+                .with_context(|| format!("cannot open the job store in {}", data_dir.display()))?,
+        );
+        let registry = Registry::new(
+            &StorageConfig::Local {
+                root: data_dir.join("storage"),
+            },
+            1 << 30,
+        )?;
+        let key = local_key(&store, &data_dir).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        let state = AppState {
+            store: store.clone(),
+            registry: registry.clone(),
+            catalog: Arc::new(
+                Catalog::load(&[])
+                    .map_err(anyhow::Error::msg)?
+                    .with_hub_cache(Some(dn_render::hub::hub_cache_dir())),
+            ),
+            defaults: SftDefaults::default(),
+        };
+        let mut server_stop = stopped;
+        let server = tokio::spawn(dn_server::serve(listener, state, async move {
+            let _ = server_stop.changed().await;
+        }));
+        let conn = Connection {
+            server: format!("http://{addr}"),
+            api_key: Some(key),
+            organization: DEFAULT_ORGANIZATION.into(),
+            workspace: DEFAULT_WORKSPACE.into(),
+            project: None,
+        };
+        Ok(LocalServer {
+            conn,
+            store,
+            registry,
+            stop,
+            server,
+        })
+    }
+
+    /// Turns true when [`close`](Self::close) begins: what a worker of this server stops on.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    /// Stops `worker` (started on [`stopping`](Self::stopping)), then the server, then closes the store.
+    pub async fn close(self, worker: Option<tokio::task::JoinHandle<()>>) {
+        let _ = self.stop.send(true);
+        if let Some(worker) = worker {
+            let _ = worker.await;
+        }
+        let _ = self.server.await;
+        self.store.close().await;
+    }
+}
+
 pub async fn sft_local(mut args: SftArgs, json: bool) -> Result<i32> {
     let data_dir: PathBuf = args
         .data_dir
         .clone()
         .unwrap_or_else(config::default_data_dir);
-    let store = Arc::new(
-        SqlStore::open_data_dir(&data_dir)
-            .await
-            .with_context(|| format!("cannot open the job store in {}", data_dir.display()))?,
-    );
-    let registry = Registry::new(
-        &StorageConfig::Local {
-            root: data_dir.join("storage"),
-        },
-        1 << 30,
-    )?;
-    let key = local_key(&store, &data_dir).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = watch::channel(false);
-    let state = AppState {
-        store: store.clone(),
-        registry: registry.clone(),
-        catalog: Arc::new(
-            Catalog::load(&[])
-                .map_err(anyhow::Error::msg)?
-                .with_hub_cache(Some(dn_render::hub::hub_cache_dir())),
-        ),
-        defaults: SftDefaults::default(),
-    };
-    let mut server_stop = stopped.clone();
-    let server = tokio::spawn(dn_server::serve(listener, state, async move {
-        let _ = server_stop.changed().await;
-    }));
-    let mut runner = SftRunner::new(registry, data_dir.join("work"));
+    let local = LocalServer::start(data_dir.clone()).await?;
+    let mut runner = SftRunner::new(local.registry.clone(), data_dir.join("work"));
     // `DN_PREPARE_MEMORY_MB` as for `dn worker`.
     let prepare = crate::cli::PrepareArgs {
         prepare_memory_mb: std::env::var("DN_PREPARE_MEMORY_MB")
@@ -106,16 +150,9 @@ pub async fn sft_local(mut args: SftArgs, json: bool) -> Result<i32> {
         runner = runner.with_sandbox(sandbox);
     }
     let runner = Arc::new(runner);
-    let worker = Worker::new(store.clone(), runner, WorkerConfig::new("local"));
-    let worker = tokio::spawn(worker.run(stopped));
-
-    let conn = Connection {
-        server: format!("http://{addr}"),
-        api_key: Some(key),
-        organization: DEFAULT_ORGANIZATION.into(),
-        workspace: DEFAULT_WORKSPACE.into(),
-        project: None,
-    };
+    let worker = Worker::new(local.store.clone(), runner, WorkerConfig::new("local"));
+    let worker = tokio::spawn(worker.run(local.stopping()));
+    let conn = local.conn.clone();
     let result = async {
         let client = conn.client()?;
         args.capability =
@@ -146,10 +183,7 @@ pub async fn sft_local(mut args: SftArgs, json: bool) -> Result<i32> {
         wait(&client, &conn, &job.id, &args.wait_args, json, true).await
     }
     .await;
-    let _ = stop.send(true);
-    let _ = worker.await;
-    let _ = server.await;
-    store.close().await;
+    local.close(Some(worker)).await;
     result
 }
 

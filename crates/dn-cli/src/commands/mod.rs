@@ -4,5 +4,6 @@ pub mod follow;
 pub mod local;
 pub mod model;
 pub mod registry;
+pub mod sample;
 pub mod supervise;
 pub mod train;

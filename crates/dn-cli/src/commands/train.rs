@@ -185,6 +185,7 @@ pub async fn run(command: TrainCommand, conn: &Connection, json: bool) -> Result
                 println!("{}", file.display());
             }
         }
+        TrainCommand::Sample(args) => return super::sample::sample(*args, conn, json).await,
         TrainCommand::Cancel { job_id, yes } => {
             if !yes && !confirm(&format!("Cancel training job {job_id}?"))? {
                 eprintln!("not cancelled");
