@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod config;
 mod connection;
+mod daemon_args;
 mod output;
 
 use clap::Parser;
