@@ -119,6 +119,8 @@ pub enum TrainCommand {
     /// Complete a prompt with a job's adapter (or its base model), rendered with the model's chat template
     /// and the job's capability system prompt as training rendered it; the completion streams to stdout.
     Sample(Box<SampleArgs>),
+    /// Merge a job's adapter into its base model and write the result (see `dn model merge`).
+    Export(Box<ExportArgs>),
     /// Cancel a job (asks for confirmation; without a terminal, pass --yes).
     Cancel {
         job_id: String,
@@ -260,6 +262,20 @@ pub enum ModelCommand {
         #[arg(long, env = "DN_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Merge a PEFT LoRA adapter into its base model (a model directory, a .gguf file or a hub id) and
+    /// write a Hugging Face model directory: W + (alpha / r) B A in safetensors shards of at most 5 GB,
+    /// the base's config, tokenizer, chat template and generation config.
+    Merge {
+        #[arg(long)]
+        base: String,
+        #[arg(long)]
+        adapter: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// bf16, f16 or f32 (default: the base's dtype).
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["bf16", "f16", "f32"]))]
+        dtype: Option<String>,
+    },
     /// Write a GGUF model (llama, qwen2, qwen3) as a Hugging Face model directory (dequantized f32
     /// safetensors, config, tokenizer, chat template).
     Import {
@@ -306,6 +322,23 @@ pub struct PreviewArgs {
     /// Show at most this many examples.
     #[arg(long, default_value_t = 5)]
     pub limit: usize,
+}
+
+/// `dn train export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    pub job_id: String,
+    /// Which checkpoint (default: final, else the last one saved).
+    #[arg(long)]
+    pub checkpoint: Option<String>,
+    /// merged: a Hugging Face model directory with the adapter folded into the weights.
+    #[arg(long, default_value = "merged", value_parser = clap::builder::PossibleValuesParser::new(["merged"]))]
+    pub format: String,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// bf16, f16 or f32 (default: the base's dtype).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["bf16", "f16", "f32"]))]
+    pub dtype: Option<String>,
 }
 
 /// `dn train sample`.

@@ -8,6 +8,7 @@ mod checkpoint;
 mod cpu;
 mod device;
 mod error;
+mod export;
 mod frozen;
 mod generate;
 mod graph;
@@ -30,6 +31,7 @@ pub use checkpoint::{
 pub use device::{base_dtype, device_label, select_device};
 pub use dn_arch::{Family, ModelConfig};
 pub use error::{Error, Result};
+pub use export::{MAX_SHARD_BYTES, MergeSummary, merge_adapter};
 pub use frozen::Frozen;
 pub use generate::{Completion, Finish, SamplingOptions, generate, pick};
 pub use lora::{ALL_LINEAR, LoraConfig, LoraPair, seeded_rng};

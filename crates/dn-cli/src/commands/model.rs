@@ -17,6 +17,12 @@ pub async fn run(command: ModelCommand, json: bool) -> Result<i32> {
     match command {
         ModelCommand::Pull { id, revision } => pull(id, revision, json).await,
         ModelCommand::List { data_dir, config } => list(data_dir, config, json).await,
+        ModelCommand::Merge {
+            base,
+            adapter,
+            out,
+            dtype,
+        } => super::export::merge_command(base, adapter, out, dtype, json).await,
         ModelCommand::Import { gguf, out } => {
             let summary = tokio::task::spawn_blocking(move || {
                 dn_render::import_gguf(&gguf, &out).map(|s| (s, out))

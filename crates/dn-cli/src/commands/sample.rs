@@ -123,6 +123,25 @@ fn prompt(
     })
 }
 
+/// The directory of the job's checkpoint `asked` (see [`checkpoint_name`]), downloaded into the cache
+/// unless it is there already.
+pub async fn fetch_checkpoint(
+    client: &dn_client::Client,
+    conn: &Connection,
+    job: &TrainingJob,
+    asked: Option<&str>,
+) -> Result<PathBuf> {
+    let name = checkpoint_name(job, asked)?;
+    let dir = checkpoint_cache().join(&job.id).join(&name);
+    if !dir.join(dn_train::ADAPTER_FILE).is_file() {
+        client
+            .download_checkpoint(&conn.organization, &conn.workspace, &job.id, &name, &dir)
+            .await
+            .with_context(|| format!("downloading checkpoint {name} of job {}", job.id))?;
+    }
+    Ok(dir)
+}
+
 /// The job, its adapter directory (downloaded unless `--base`) and the capability's system prompt.
 async fn fetch(
     conn: &Connection,
@@ -134,15 +153,7 @@ async fn fetch(
     let adapter = if args.base {
         None
     } else {
-        let name = checkpoint_name(&job, args.checkpoint.as_deref())?;
-        let dir = checkpoint_cache().join(&job.id).join(&name);
-        if !dir.join(dn_train::ADAPTER_FILE).is_file() {
-            client
-                .download_checkpoint(org, ws, &job.id, &name, &dir)
-                .await
-                .with_context(|| format!("downloading checkpoint {name} of job {}", job.id))?;
-        }
-        Some(dir)
+        Some(fetch_checkpoint(&client, conn, &job, args.checkpoint.as_deref()).await?)
     };
     let system_prompt = if args.no_system_prompt {
         String::new()

@@ -186,6 +186,7 @@ pub async fn run(command: TrainCommand, conn: &Connection, json: bool) -> Result
             }
         }
         TrainCommand::Sample(args) => return super::sample::sample(*args, conn, json).await,
+        TrainCommand::Export(args) => return super::export::export(*args, conn, json).await,
         TrainCommand::Cancel { job_id, yes } => {
             if !yes && !confirm(&format!("Cancel training job {job_id}?"))? {
                 eprintln!("not cancelled");

@@ -1,0 +1,266 @@
+//! A base model with a LoRA adapter merged into its weights (`W + (alpha / r) B A`), written as a Hugging
+//! Face model directory: the base's config.json (its dtype updated), safetensors shards of at most
+//! `max_shard_bytes` with an index when there are several, and the tokenizer, chat template and generation
+//! files copied. Each output tensor is computed when its bytes are written: memory stays at the loaded
+//! base plus one merged tensor.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use safetensors::{Dtype, View};
+use serde_json::{Value, json};
+
+use crate::error::{Error, Result};
+use crate::model::LoraModel;
+use crate::weights::BaseModel;
+
+/// Files of the base's directory copied as they are.
+const COPIED: [&str; 5] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "generation_config.json",
+    "special_tokens_map.json",
+];
+
+/// Shards at most this large unless asked otherwise (transformers' default for pushes).
+pub const MAX_SHARD_BYTES: u64 = 5_000_000_000;
+
+/// What [`merge_adapter`] wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergeSummary {
+    pub tensors: usize,
+    /// Projections that had a LoRA pair.
+    pub merged: usize,
+    pub shards: Vec<PathBuf>,
+    pub bytes: u64,
+}
+
+fn export_error(path: &Path, message: impl Into<String>) -> Error {
+    Error::checkpoint(path, message.into())
+}
+
+/// The name transformers gives a dtype in config.json.
+fn dtype_name(dtype: DType) -> Result<&'static str> {
+    match dtype {
+        DType::F32 => Ok("float32"),
+        DType::BF16 => Ok("bfloat16"),
+        DType::F16 => Ok("float16"),
+        other => Err(Error::invalid(
+            "dtype",
+            format!("{other:?}: merged weights are written as f32, bf16 or f16"),
+        )),
+    }
+}
+
+/// One output tensor: a base weight, with its LoRA pair folded in when it has one.
+struct Merged {
+    base: Tensor,
+    pair: Option<(Tensor, Tensor, f64)>,
+    dtype: DType,
+}
+
+impl Merged {
+    fn value(&self) -> candle_core::Result<Tensor> {
+        match &self.pair {
+            None => self.base.to_dtype(self.dtype),
+            Some((a, b, scale)) => {
+                let delta = (b.to_dtype(DType::F32)?.matmul(&a.to_dtype(DType::F32)?)? * *scale)?;
+                (self.base.to_dtype(DType::F32)? + delta)?.to_dtype(self.dtype)
+            }
+        }
+    }
+}
+
+impl View for &Merged {
+    fn dtype(&self) -> Dtype {
+        match self.dtype {
+            DType::BF16 => Dtype::BF16,
+            DType::F16 => Dtype::F16,
+            _ => Dtype::F32,
+        }
+    }
+
+    fn shape(&self) -> &[usize] {
+        self.base.dims()
+    }
+
+    fn data(&self) -> Cow<'_, [u8]> {
+        // The writer asks once per tensor; a failure here has no error channel, and none is expected
+        // (shapes were checked when the adapter was loaded).
+        let tensor = self
+            .value()
+            .and_then(|t| t.flatten_all())
+            .expect("merged tensor");
+        let bytes = match self.dtype {
+            DType::BF16 => le_bytes(tensor.to_vec1::<half::bf16>(), half::bf16::to_le_bytes),
+            DType::F16 => le_bytes(tensor.to_vec1::<half::f16>(), half::f16::to_le_bytes),
+            _ => le_bytes(tensor.to_vec1::<f32>(), f32::to_le_bytes),
+        };
+        Cow::Owned(bytes)
+    }
+
+    fn data_len(&self) -> usize {
+        self.base.elem_count() * self.dtype.size_in_bytes()
+    }
+}
+
+fn le_bytes<T, const N: usize>(
+    values: candle_core::Result<Vec<T>>,
+    bytes: fn(T) -> [u8; N],
+) -> Vec<u8> {
+    values
+        .expect("values of the tensor's dtype")
+        .into_iter()
+        .flat_map(bytes)
+        .collect()
+}
+
+/// Merges the adapter in `adapter` into the model directory `base_dir` and writes the result to `out`
+/// (created; must not exist yet) in `dtype`.
+pub fn merge_adapter(
+    base_dir: &Path,
+    adapter: &Path,
+    out: &Path,
+    dtype: DType,
+    max_shard_bytes: u64,
+) -> Result<MergeSummary> {
+    let dtype_label = dtype_name(dtype)?;
+    if !base_dir.is_dir() {
+        return Err(export_error(
+            base_dir,
+            "merging needs the base as a model directory (import a .gguf first: dn model import)",
+        ));
+    }
+    if out.exists() {
+        return Err(export_error(out, "already exists: choose a new directory"));
+    }
+    let base = BaseModel::load(base_dir, dtype, &Device::Cpu)?;
+    if base.config.prefix != "model." {
+        return Err(export_error(
+            base_dir,
+            "a multimodal checkpoint: merged export writes text models only",
+        ));
+    }
+    let model = LoraModel::with_adapter(&base, adapter)?;
+    let mut pairs: HashMap<String, (Tensor, Tensor, f64)> = HashMap::new();
+    for pair in model.lora_pairs() {
+        pairs.insert(
+            format!("{}.weight", pair.module),
+            (
+                pair.a.as_tensor().clone(),
+                pair.b.as_tensor().clone(),
+                pair.scale,
+            ),
+        );
+    }
+    let merged = pairs.len();
+    let names: Vec<&String> = {
+        let mut names: Vec<&String> = base.tensors.keys().collect();
+        names.sort();
+        names
+    };
+    let tensors: Vec<(String, Merged)> = names
+        .into_iter()
+        .map(|name| {
+            let merged = Merged {
+                base: base.tensors[name].clone(),
+                pair: pairs.remove(name),
+                dtype,
+            };
+            (name.clone(), merged)
+        })
+        .collect();
+    if let Some(stray) = pairs.keys().next() {
+        return Err(export_error(
+            adapter,
+            format!("no base weight {stray} to merge into"),
+        ));
+    }
+    // Shards in name order, each as large as the limit allows (a larger tensor alone).
+    let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut size = 0u64;
+    for (i, (_, t)) in tensors.iter().enumerate() {
+        let len = (&t).data_len() as u64;
+        if size > 0 && size + len > max_shard_bytes {
+            shards.push(Vec::new());
+            size = 0;
+        }
+        shards.last_mut().expect("one shard").push(i);
+        size += len;
+    }
+    let partial = out.with_extension("partial");
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)
+            .map_err(|e| export_error(&partial, format!("cannot clear: {e}")))?;
+    }
+    std::fs::create_dir_all(&partial)
+        .map_err(|e| export_error(&partial, format!("cannot create: {e}")))?;
+    let count = shards.len();
+    let mut weight_map = BTreeMap::new();
+    let mut files = Vec::new();
+    let mut bytes = 0u64;
+    for (s, indices) in shards.iter().enumerate() {
+        let file = if count == 1 {
+            "model.safetensors".to_owned()
+        } else {
+            format!("model-{:05}-of-{count:05}.safetensors", s + 1)
+        };
+        let views: Vec<(&str, &Merged)> = indices
+            .iter()
+            .map(|&i| (tensors[i].0.as_str(), &tensors[i].1))
+            .collect();
+        for (name, view) in &views {
+            weight_map.insert((*name).to_owned(), Value::from(file.clone()));
+            bytes += view.data_len() as u64;
+        }
+        let metadata = HashMap::from([("format".to_owned(), "pt".to_owned())]);
+        let path = partial.join(&file);
+        safetensors::serialize_to_file(views, Some(metadata), &path)
+            .map_err(|e| export_error(&path, format!("cannot write: {e}")))?;
+        files.push(out.join(&file));
+    }
+    if count > 1 {
+        let index = json!({"metadata": {"total_size": bytes}, "weight_map": weight_map});
+        write_json(&partial.join("model.safetensors.index.json"), &index)?;
+    }
+    let config_path = base_dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| export_error(&config_path, format!("cannot read: {e}")))?;
+    let mut config: Value = serde_json::from_str(&text)
+        .map_err(|e| export_error(&config_path, format!("not JSON: {e}")))?;
+    // transformers 5 writes `dtype`, older versions `torch_dtype`: whichever the base has (or the latter).
+    let keys: Vec<&str> = ["dtype", "torch_dtype"]
+        .into_iter()
+        .filter(|k| config.get(*k).is_some())
+        .collect();
+    for key in if keys.is_empty() {
+        vec!["torch_dtype"]
+    } else {
+        keys
+    } {
+        config[key] = Value::from(dtype_label);
+    }
+    write_json(&partial.join("config.json"), &config)?;
+    for name in COPIED {
+        let from = base_dir.join(name);
+        if from.is_file() {
+            std::fs::copy(&from, partial.join(name))
+                .map_err(|e| export_error(&from, format!("cannot copy: {e}")))?;
+        }
+    }
+    std::fs::rename(&partial, out).map_err(|e| export_error(out, format!("cannot commit: {e}")))?;
+    Ok(MergeSummary {
+        tensors: tensors.len(),
+        merged,
+        shards: files,
+        bytes,
+    })
+}
+
+fn write_json(path: &Path, value: &Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("json");
+    std::fs::write(path, text).map_err(|e| export_error(path, format!("cannot write: {e}")))
+}

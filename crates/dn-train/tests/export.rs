@@ -1,0 +1,126 @@
+//! Merged export: a base model with a LoRA adapter folded into its weights, written as a model directory,
+//! computes what the base with the adapter computes (the families' tiny models: logits within 1e-5
+//! relative in f32, sharded; SmolLM2 from its GGUF with a PEFT adapter: the same 32 greedy tokens as
+//! transformers + PEFT).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
+use common::families::{FAMILIES, model, model_dir, reference};
+use common::sequences;
+use dn_train::{
+    BaseModel, DType, Device, LoraConfig, LoraModel, SamplingOptions, adapter_config, generate,
+    logits_at, merge_adapter,
+};
+
+/// The model's adapter as PEFT saves it.
+fn save_adapter(model: &LoraModel, dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for pair in model.lora_pairs() {
+        tensors.insert(pair.peft_a_name(), pair.a.as_tensor().clone());
+        tensors.insert(pair.peft_b_name(), pair.b.as_tensor().clone());
+    }
+    candle_core::safetensors::save(&tensors, dir.join(dn_train::ADAPTER_FILE)).unwrap();
+    let config = adapter_config(model, "base");
+    std::fs::write(
+        dir.join(dn_train::ADAPTER_CONFIG_FILE),
+        serde_json::to_string(&config).unwrap(),
+    )
+    .unwrap();
+}
+
+/// The merged model alone (its LoRA pairs add nothing: B = 0).
+fn plain(dir: &Path) -> LoraModel {
+    let base = BaseModel::load(dir, DType::F32, &Device::Cpu).unwrap();
+    LoraModel::new(&base, &LoraConfig::new(1, 1.0), 0).unwrap()
+}
+
+fn max_relative(a: &Tensor, b: &Tensor) -> f64 {
+    let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+    let scale = b.abs().unwrap().max_all().unwrap();
+    diff.to_scalar::<f32>().unwrap() as f64 / scale.to_scalar::<f32>().unwrap() as f64
+}
+
+#[test]
+fn every_family_merged_computes_the_base_with_its_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    for family in FAMILIES {
+        let with_adapter = model(family, DType::F32);
+        let adapter = dir.path().join(format!("{family}-adapter"));
+        save_adapter(&with_adapter, &adapter);
+        let out = dir.path().join(format!("{family}-merged"));
+        // Small shards, so that the index is written too.
+        let summary =
+            merge_adapter(&model_dir(family), &adapter, &out, DType::F32, 20_000).unwrap();
+        assert_eq!(summary.merged, with_adapter.lora_pairs().len(), "{family}");
+        assert!(summary.shards.len() > 1, "{family}: {:?}", summary.shards);
+        assert!(out.join("model.safetensors.index.json").is_file());
+        for file in ["tokenizer.json", "tokenizer_config.json", "config.json"] {
+            assert!(out.join(file).is_file(), "{family}: {file}");
+        }
+        let r = reference(family);
+        let seqs = sequences(&r.examples);
+        let rows: Vec<u32> =
+            (0..seqs.iter().map(|s| s.input_ids.len()).sum::<usize>() as u32).collect();
+        let want = logits_at(&with_adapter, &seqs, &rows).unwrap();
+        let got = logits_at(&plain(&out), &seqs, &rows).unwrap();
+        let rel = max_relative(&got, &want);
+        assert!(rel < 1e-5, "{family}: merged logits relative error {rel:e}");
+    }
+}
+
+#[test]
+fn a_merged_directory_in_bf16_says_so_and_existing_outputs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_adapter = model("llama", DType::F32);
+    let adapter = dir.path().join("adapter");
+    save_adapter(&with_adapter, &adapter);
+    let out = dir.path().join("merged");
+    let summary =
+        merge_adapter(&model_dir("llama"), &adapter, &out, DType::BF16, u64::MAX).unwrap();
+    assert_eq!(summary.shards, vec![out.join("model.safetensors")]);
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["dtype"], "bfloat16");
+    let base = BaseModel::load(&out, DType::BF16, &Device::Cpu).unwrap();
+    assert!(base.tensors.values().all(|t| t.dtype() == DType::BF16));
+    let again = merge_adapter(&model_dir("llama"), &adapter, &out, DType::F32, u64::MAX);
+    assert!(again.unwrap_err().to_string().contains("already exists"));
+}
+
+#[test]
+fn smollm2_merged_with_a_peft_adapter_generates_what_peft_generates() {
+    let Some(gguf) = common::test_model() else {
+        return;
+    };
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/generate");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("smollm2.json")).unwrap())
+            .unwrap();
+    let prompts: Vec<Vec<u32>> = serde_json::from_value(json["prompts"].clone()).unwrap();
+    let want: Vec<Vec<u32>> = serde_json::from_value(json["tokens"].clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let imported = dir.path().join("base");
+    dn_render::import_gguf(&gguf, &imported).unwrap();
+    let out = dir.path().join("merged");
+    merge_adapter(
+        &imported,
+        &fixtures.join("smollm2-adapter"),
+        &out,
+        DType::F32,
+        u64::MAX,
+    )
+    .unwrap();
+    let model = plain(&out);
+    let options = SamplingOptions::greedy(32, vec![]);
+    let got: Vec<Vec<u32>> = generate(&model, &prompts, &options, &mut |_, _| true)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.tokens)
+        .collect();
+    assert_eq!(got, want);
+}
