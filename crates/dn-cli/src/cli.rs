@@ -272,9 +272,8 @@ pub enum ModelCommand {
         adapter: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        /// bf16, f16 or f32 (default: the base's dtype).
-        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["bf16", "f16", "f32"]))]
-        dtype: Option<String>,
+        #[command(flatten)]
+        target: ExportTarget,
     },
     /// Write a GGUF model (llama, qwen2, qwen3) as a Hugging Face model directory (dequantized f32
     /// safetensors, config, tokenizer, chat template).
@@ -331,14 +330,24 @@ pub struct ExportArgs {
     /// Which checkpoint (default: final, else the last one saved).
     #[arg(long)]
     pub checkpoint: Option<String>,
-    /// merged: a Hugging Face model directory with the adapter folded into the weights.
-    #[arg(long, default_value = "merged", value_parser = clap::builder::PossibleValuesParser::new(["merged"]))]
-    pub format: String,
     #[arg(long)]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub target: ExportTarget,
+}
+
+/// What a merged model is written as.
+#[derive(Debug, Clone, Args)]
+pub struct ExportTarget {
+    /// merged: a Hugging Face model directory; gguf: one llama.cpp file (llama, qwen2, qwen3).
+    #[arg(long, default_value = "merged", value_parser = clap::builder::PossibleValuesParser::new(["merged", "gguf"]))]
+    pub format: String,
     /// bf16, f16 or f32 (default: the base's dtype).
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["bf16", "f16", "f32"]))]
     pub dtype: Option<String>,
+    /// GGUF only: q8_0 matrices (norms stay f32).
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["q8_0"]))]
+    pub quant: Option<String>,
 }
 
 /// `dn train sample`.

@@ -6,6 +6,8 @@ mod artifacts;
 mod encode;
 mod error;
 pub mod gguf;
+pub mod gguf_vocab;
+pub mod gguf_write;
 pub mod hub;
 mod import;
 pub mod inventory;

@@ -32,13 +32,15 @@ pub fn tensor_bytes(info: &TensorInfo) -> Result<usize> {
     };
     match info.kind {
         0 => Ok(n * 4),
-        1 => Ok(n * 2),
+        1 | 30 => Ok(n * 2),
         2 => per_block(18),
         3 => per_block(20),
         8 => per_block(34),
         other => Err(unsupported(
             &info.name,
-            format!("ggml type {other} cannot be imported yet (F32, F16, Q4_0, Q4_1 and Q8_0 can)"),
+            format!(
+                "ggml type {other} cannot be imported yet (F32, F16, BF16, Q4_0, Q4_1 and Q8_0 can)"
+            ),
         )),
     }
 }
@@ -67,6 +69,11 @@ pub fn dequantize(info: &TensorInfo, bytes: &[u8]) -> Result<Vec<f32>> {
             bytes
                 .chunks_exact(2)
                 .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()),
+        ),
+        30 => out.extend(
+            bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
         ),
         2 => {
             for block in bytes.chunks_exact(18) {
@@ -98,38 +105,73 @@ pub fn dequantize(info: &TensorInfo, bytes: &[u8]) -> Result<Vec<f32>> {
 /// The GGUF architectures whose tensors map to transformers names here.
 pub const GGUF_ARCHITECTURES: [&str; 3] = ["llama", "qwen2", "qwen3"];
 
+/// llama.cpp's names of a block's tensors and transformers' (after `model.layers.N.`).
+const BLOCK_NAMES: [(&str, &str); 14] = [
+    ("attn_q.weight", "self_attn.q_proj.weight"),
+    ("attn_k.weight", "self_attn.k_proj.weight"),
+    ("attn_v.weight", "self_attn.v_proj.weight"),
+    ("attn_q.bias", "self_attn.q_proj.bias"),
+    ("attn_k.bias", "self_attn.k_proj.bias"),
+    ("attn_v.bias", "self_attn.v_proj.bias"),
+    ("attn_q_norm.weight", "self_attn.q_norm.weight"),
+    ("attn_k_norm.weight", "self_attn.k_norm.weight"),
+    ("attn_output.weight", "self_attn.o_proj.weight"),
+    ("ffn_gate.weight", "mlp.gate_proj.weight"),
+    ("ffn_up.weight", "mlp.up_proj.weight"),
+    ("ffn_down.weight", "mlp.down_proj.weight"),
+    ("attn_norm.weight", "input_layernorm.weight"),
+    ("ffn_norm.weight", "post_attention_layernorm.weight"),
+];
+
+/// llama.cpp's names of the tensors outside the blocks and transformers'.
+const FIXED_NAMES: [(&str, &str); 3] = [
+    ("token_embd.weight", "model.embed_tokens.weight"),
+    ("output_norm.weight", "model.norm.weight"),
+    ("output.weight", "lm_head.weight"),
+];
+
 /// The transformers name of a llama.cpp tensor, if it is one of a llama, qwen2 or qwen3 model's.
 pub fn hf_name(gguf_name: &str) -> Option<String> {
-    let fixed = match gguf_name {
-        "token_embd.weight" => Some("model.embed_tokens.weight"),
-        "output_norm.weight" => Some("model.norm.weight"),
-        "output.weight" => Some("lm_head.weight"),
-        _ => None,
-    };
-    if let Some(name) = fixed {
-        return Some(name.to_owned());
+    if let Some((_, hf)) = FIXED_NAMES.iter().find(|(g, _)| *g == gguf_name) {
+        return Some((*hf).to_owned());
     }
     let rest = gguf_name.strip_prefix("blk.")?;
     let (layer, part) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
-    let module = match part {
-        "attn_q.weight" => "self_attn.q_proj.weight",
-        "attn_k.weight" => "self_attn.k_proj.weight",
-        "attn_v.weight" => "self_attn.v_proj.weight",
-        "attn_q.bias" => "self_attn.q_proj.bias",
-        "attn_k.bias" => "self_attn.k_proj.bias",
-        "attn_v.bias" => "self_attn.v_proj.bias",
-        "attn_q_norm.weight" => "self_attn.q_norm.weight",
-        "attn_k_norm.weight" => "self_attn.k_norm.weight",
-        "attn_output.weight" => "self_attn.o_proj.weight",
-        "ffn_gate.weight" => "mlp.gate_proj.weight",
-        "ffn_up.weight" => "mlp.up_proj.weight",
-        "ffn_down.weight" => "mlp.down_proj.weight",
-        "attn_norm.weight" => "input_layernorm.weight",
-        "ffn_norm.weight" => "post_attention_layernorm.weight",
-        _ => return None,
-    };
+    let (_, module) = BLOCK_NAMES.iter().find(|(g, _)| *g == part)?;
     Some(format!("model.layers.{layer}.{module}"))
+}
+
+/// The llama.cpp name of a transformers tensor of a llama, qwen2 or qwen3 model (the inverse of
+/// [`hf_name`]).
+pub fn gguf_name(hf_name: &str) -> Option<String> {
+    if let Some((gguf, _)) = FIXED_NAMES.iter().find(|(_, h)| *h == hf_name) {
+        return Some((*gguf).to_owned());
+    }
+    let rest = hf_name.strip_prefix("model.layers.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let layer: usize = layer.parse().ok()?;
+    let (gguf, _) = BLOCK_NAMES.iter().find(|(_, h)| *h == part)?;
+    Some(format!("blk.{layer}.{gguf}"))
+}
+
+/// llama.cpp's q/k row permutation for llama (the inverse of [`unpermute_rows`]): row
+/// `h*hd + a*(hd/2) + d` goes to `h*hd + d*2 + a`.
+pub fn permute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    let head_dim = rows / heads;
+    let half = head_dim / 2;
+    let mut out = vec![0.0; values.len()];
+    for h in 0..heads {
+        for d in 0..half {
+            for a in 0..2 {
+                let from = h * head_dim + a * half + d;
+                let to = h * head_dim + d * 2 + a;
+                out[to * cols..(to + 1) * cols]
+                    .copy_from_slice(&values[from * cols..(from + 1) * cols]);
+            }
+        }
+    }
+    out
 }
 
 /// Undoes llama.cpp's q/k row permutation: row `h*hd + d*2 + a` goes back to `h*hd + a*(hd/2) + d`.
@@ -218,4 +260,30 @@ pub fn hf_tensors(meta: &GgufMetadata, data: &[u8], file: &str) -> Result<Vec<Hf
         });
     }
     Ok(tensors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_permutations_invert() {
+        for name in [
+            "token_embd.weight",
+            "output.weight",
+            "blk.3.attn_q.weight",
+            "blk.0.ffn_norm.weight",
+        ] {
+            assert_eq!(gguf_name(&hf_name(name).unwrap()).as_deref(), Some(name));
+        }
+        assert_eq!(
+            gguf_name("model.layers.2.mlp.up_proj.weight").as_deref(),
+            Some("blk.2.ffn_up.weight")
+        );
+        assert_eq!(gguf_name("model.vision.x"), None);
+        let values: Vec<f32> = (0..8 * 3).map(|v| v as f32).collect();
+        let permuted = permute_rows(&values, 8, 3, 2);
+        assert_ne!(permuted, values);
+        assert_eq!(unpermute_rows(&permuted, 8, 3, 2), values);
+    }
 }

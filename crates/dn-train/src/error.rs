@@ -11,6 +11,9 @@ pub enum Error {
     /// A checkpoint cannot be written or read; names the directory.
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: String, message: String },
+    /// A merged model cannot be written; names the file or directory.
+    #[error("{path}: {message}")]
+    Export { path: String, message: String },
     /// Training stopped at a step boundary because the caller asked it to.
     #[error("stopped at step {step}")]
     Stopped { step: u64 },

@@ -38,8 +38,11 @@ pub struct MergeSummary {
     pub bytes: u64,
 }
 
-fn export_error(path: &Path, message: impl Into<String>) -> Error {
-    Error::checkpoint(path, message.into())
+pub(crate) fn export_error(path: &Path, message: impl Into<String>) -> Error {
+    Error::Export {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
 }
 
 /// The name transformers gives a dtype in config.json.
@@ -56,14 +59,14 @@ fn dtype_name(dtype: DType) -> Result<&'static str> {
 }
 
 /// One output tensor: a base weight, with its LoRA pair folded in when it has one.
-struct Merged {
-    base: Tensor,
+pub(crate) struct Merged {
+    pub(crate) base: Tensor,
     pair: Option<(Tensor, Tensor, f64)>,
     dtype: DType,
 }
 
 impl Merged {
-    fn value(&self) -> candle_core::Result<Tensor> {
+    pub(crate) fn value(&self) -> candle_core::Result<Tensor> {
         match &self.pair {
             None => self.base.to_dtype(self.dtype),
             Some((a, b, scale)) => {
@@ -144,41 +147,7 @@ pub fn merge_adapter(
             "a multimodal checkpoint: merged export writes text models only",
         ));
     }
-    let model = LoraModel::with_adapter(&base, adapter)?;
-    let mut pairs: HashMap<String, (Tensor, Tensor, f64)> = HashMap::new();
-    for pair in model.lora_pairs() {
-        pairs.insert(
-            format!("{}.weight", pair.module),
-            (
-                pair.a.as_tensor().clone(),
-                pair.b.as_tensor().clone(),
-                pair.scale,
-            ),
-        );
-    }
-    let merged = pairs.len();
-    let names: Vec<&String> = {
-        let mut names: Vec<&String> = base.tensors.keys().collect();
-        names.sort();
-        names
-    };
-    let tensors: Vec<(String, Merged)> = names
-        .into_iter()
-        .map(|name| {
-            let merged = Merged {
-                base: base.tensors[name].clone(),
-                pair: pairs.remove(name),
-                dtype,
-            };
-            (name.clone(), merged)
-        })
-        .collect();
-    if let Some(stray) = pairs.keys().next() {
-        return Err(export_error(
-            adapter,
-            format!("no base weight {stray} to merge into"),
-        ));
-    }
+    let (tensors, merged) = merged_tensors(&base, adapter, dtype)?;
     // Shards in name order, each as large as the limit allows (a larger tensor alone).
     let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
     let mut size = 0u64;
@@ -258,6 +227,48 @@ pub fn merge_adapter(
         shards: files,
         bytes,
     })
+}
+
+/// Every tensor of `base` in name order, with the pairs of the adapter in `adapter` folded in (computed
+/// when asked for), and how many were.
+pub(crate) fn merged_tensors(
+    base: &BaseModel,
+    adapter: &Path,
+    dtype: DType,
+) -> Result<(Vec<(String, Merged)>, usize)> {
+    let model = LoraModel::with_adapter(base, adapter)?;
+    let mut pairs: HashMap<String, (Tensor, Tensor, f64)> = HashMap::new();
+    for pair in model.lora_pairs() {
+        pairs.insert(
+            format!("{}.weight", pair.module),
+            (
+                pair.a.as_tensor().clone(),
+                pair.b.as_tensor().clone(),
+                pair.scale,
+            ),
+        );
+    }
+    let merged = pairs.len();
+    let mut names: Vec<&String> = base.tensors.keys().collect();
+    names.sort();
+    let tensors: Vec<(String, Merged)> = names
+        .into_iter()
+        .map(|name| {
+            let merged = Merged {
+                base: base.tensors[name].clone(),
+                pair: pairs.remove(name),
+                dtype,
+            };
+            (name.clone(), merged)
+        })
+        .collect();
+    if let Some(stray) = pairs.keys().next() {
+        return Err(export_error(
+            adapter,
+            format!("no base weight {stray} to merge into"),
+        ));
+    }
+    Ok((tensors, merged))
 }
 
 fn write_json(path: &Path, value: &Value) -> Result<()> {

@@ -9,6 +9,7 @@ mod cpu;
 mod device;
 mod error;
 mod export;
+mod export_gguf;
 mod frozen;
 mod generate;
 mod graph;
@@ -30,8 +31,10 @@ pub use checkpoint::{
 };
 pub use device::{base_dtype, device_label, select_device};
 pub use dn_arch::{Family, ModelConfig};
+pub use dn_render::gguf_write::TensorType;
 pub use error::{Error, Result};
 pub use export::{MAX_SHARD_BYTES, MergeSummary, merge_adapter};
+pub use export_gguf::{GgufSummary, export_gguf};
 pub use frozen::Frozen;
 pub use generate::{Completion, Finish, SamplingOptions, generate, pick};
 pub use lora::{ALL_LINEAR, LoraConfig, LoraPair, seeded_rng};

@@ -1,7 +1,8 @@
-//! Merged export: a base model with a LoRA adapter folded into its weights, written as a model directory,
-//! computes what the base with the adapter computes (the families' tiny models: logits within 1e-5
-//! relative in f32, sharded; SmolLM2 from its GGUF with a PEFT adapter: the same 32 greedy tokens as
-//! transformers + PEFT).
+//! Merged export: a base model with a LoRA adapter folded into its weights, written as a model directory
+//! or a GGUF file, computes what the base with the adapter computes (the families' tiny models: logits
+//! within 1e-5 relative in f32, sharded; SmolLM2 from its GGUF with a PEFT adapter: the same 32 greedy
+//! tokens as transformers + PEFT, its tokenizer read back from the GGUF tokenizing alike, q8_0 within its
+//! quantization error).
 
 mod common;
 
@@ -12,8 +13,8 @@ use candle_core::Tensor;
 use common::families::{FAMILIES, model, model_dir, reference};
 use common::sequences;
 use dn_train::{
-    BaseModel, DType, Device, LoraConfig, LoraModel, SamplingOptions, adapter_config, generate,
-    logits_at, merge_adapter,
+    BaseModel, DType, Device, LoraConfig, LoraModel, SamplingOptions, TensorType, adapter_config,
+    export_gguf, generate, logits_at, merge_adapter,
 };
 
 /// The model's adapter as PEFT saves it.
@@ -123,4 +124,103 @@ fn smollm2_merged_with_a_peft_adapter_generates_what_peft_generates() {
         .map(|c| c.tokens)
         .collect();
     assert_eq!(got, want);
+}
+
+#[test]
+fn smollm2_exported_to_gguf_generates_what_peft_generates() {
+    let Some(gguf) = common::test_model() else {
+        return;
+    };
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/generate");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures.join("smollm2.json")).unwrap())
+            .unwrap();
+    let prompts: Vec<Vec<u32>> = serde_json::from_value(json["prompts"].clone()).unwrap();
+    let want: Vec<Vec<u32>> = serde_json::from_value(json["tokens"].clone()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let imported = dir.path().join("base");
+    dn_render::import_gguf(&gguf, &imported).unwrap();
+    let adapter = fixtures.join("smollm2-adapter");
+    let out = dir.path().join("merged.gguf");
+    let summary = export_gguf(&imported, &adapter, &out, TensorType::F32).unwrap();
+    assert_eq!(summary.merged, 90);
+    let model = plain(&out);
+    let options = SamplingOptions::greedy(32, vec![]);
+    let generated = |model: &LoraModel| -> Vec<Vec<u32>> {
+        generate(model, &prompts, &options, &mut |_, _| true)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.tokens)
+            .collect()
+    };
+    assert_eq!(generated(&model), want);
+    // The tokenizer read back from the file tokenizes as the model directory's does.
+    let meta = dn_render::gguf::GgufMetadata::read(&out).unwrap();
+    let from_gguf = dn_render::tokenizer_from_gguf(&meta, "merged.gguf").unwrap();
+    let original = dn_render::load_tokenizer(&imported).unwrap();
+    for text in [
+        "The capital of France is",
+        "<|im_start|>user\nHi 123!<|im_end|>\n",
+        "  tabs\tand ünïcode",
+    ] {
+        assert_eq!(
+            from_gguf.encode(text, false).unwrap().get_ids(),
+            original.encode(text, false).unwrap().get_ids(),
+            "{text:?}"
+        );
+    }
+    assert_eq!(meta.str("general.architecture"), Some("llama"));
+    assert!(meta.str("tokenizer.chat_template").is_some());
+    // q8_0: a quarter of the size, logits within its quantization error.
+    let q8 = dir.path().join("merged-q8_0.gguf");
+    let small = export_gguf(&imported, &adapter, &q8, TensorType::Q8_0).unwrap();
+    assert!(
+        small.bytes * 3 < summary.bytes,
+        "{} vs {}",
+        small.bytes,
+        summary.bytes
+    );
+    let seqs = [dn_train::Sequence {
+        input_ids: &prompts[1],
+        loss_mask: &vec![0; prompts[1].len()],
+    }];
+    let last = prompts[1].len() as u32 - 1;
+    let rel = max_relative(
+        &logits_at(&plain(&q8), &seqs, &[last]).unwrap(),
+        &logits_at(&model, &seqs, &[last]).unwrap(),
+    );
+    assert!(rel < 0.05, "q8_0 logits relative error {rel}");
+}
+
+#[test]
+fn qwen3_exported_to_gguf_computes_the_merged_model_and_other_models_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_adapter = model("qwen3", DType::F32);
+    let adapter = dir.path().join("adapter");
+    save_adapter(&with_adapter, &adapter);
+    let out = dir.path().join("qwen3.gguf");
+    export_gguf(&model_dir("qwen3"), &adapter, &out, TensorType::F32).unwrap();
+    let r = reference("qwen3");
+    let seqs = sequences(&r.examples);
+    let rows: Vec<u32> =
+        (0..seqs.iter().map(|s| s.input_ids.len()).sum::<usize>() as u32).collect();
+    let rel = max_relative(
+        &logits_at(&plain(&out), &seqs, &rows).unwrap(),
+        &logits_at(&with_adapter, &seqs, &rows).unwrap(),
+    );
+    assert!(rel < 1e-5, "qwen3 GGUF logits relative error {rel:e}");
+    for (family, says) in [("gemma2", "not written yet"), ("qwen2", "rope scaling")] {
+        let m = model(family, DType::F32);
+        let adapter = dir.path().join(format!("{family}-adapter"));
+        save_adapter(&m, &adapter);
+        let e = export_gguf(
+            &model_dir(family),
+            &adapter,
+            &dir.path().join(format!("{family}.gguf")),
+            TensorType::F16,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(says), "{family}: {e}");
+    }
 }

@@ -1,6 +1,6 @@
 //! `dn model merge` (any PEFT LoRA adapter into its base) and `dn train export` (a job's checkpoint):
-//! the merged model as a Hugging Face model directory (dn_train::merge_adapter). A `.gguf` base is
-//! imported into a temporary model directory first.
+//! the merged model as a Hugging Face model directory (dn_train::merge_adapter) or a llama.cpp GGUF file
+//! (dn_train::export_gguf). A `.gguf` base is imported into a temporary model directory first.
 
 use std::path::{Path, PathBuf};
 
@@ -39,19 +39,52 @@ fn output_dtype(asked: Option<&str>, base_dir: &Path) -> Result<DType> {
     }
 }
 
+/// What to write: a model directory, or a GGUF file (q8_0 when `quant` says so).
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub format: String,
+    pub dtype: Option<String>,
+    pub quant: Option<String>,
+}
+
+/// What was written, for the report.
+pub enum Written {
+    Directory(MergeSummary),
+    Gguf(dn_train::GgufSummary),
+}
+
+fn write(base_dir: &Path, adapter: &Path, out: &Path, target: &Target) -> Result<Written> {
+    let dtype = output_dtype(target.dtype.as_deref(), base_dir)?;
+    if target.format == "gguf" {
+        let kind = match (target.quant.as_deref(), dtype) {
+            (Some("q8_0"), _) => dn_train::TensorType::Q8_0,
+            (Some(other), _) => bail!("--quant {other:?}: q8_0 is the one written"),
+            (None, DType::BF16) => dn_train::TensorType::BF16,
+            (None, DType::F16) => dn_train::TensorType::F16,
+            (None, _) => dn_train::TensorType::F32,
+        };
+        return Ok(Written::Gguf(dn_train::export_gguf(
+            base_dir, adapter, out, kind,
+        )?));
+    }
+    if target.quant.is_some() {
+        bail!("--quant applies to --format gguf");
+    }
+    Ok(Written::Directory(merge_adapter(
+        base_dir,
+        adapter,
+        out,
+        dtype,
+        dn_train::MAX_SHARD_BYTES,
+    )?))
+}
+
 /// Merges `adapter` into the model `base` (a directory, a `.gguf` file or a hub id) and writes `out`.
-pub fn merge(base: &str, adapter: &Path, out: &Path, dtype: Option<&str>) -> Result<MergeSummary> {
+pub fn merge(base: &str, adapter: &Path, out: &Path, target: &Target) -> Result<Written> {
     let path = dn_render::resolve_model_for_training(base)
         .with_context(|| format!("base model {base} is not available here"))?;
     if path.is_dir() {
-        let dtype = output_dtype(dtype, &path)?;
-        return Ok(merge_adapter(
-            &path,
-            adapter,
-            out,
-            dtype,
-            dn_train::MAX_SHARD_BYTES,
-        )?);
+        return write(&path, adapter, out, target);
     }
     let imported = PathBuf::from(format!("{}.import", out.display()));
     if imported.exists() {
@@ -60,34 +93,25 @@ pub fn merge(base: &str, adapter: &Path, out: &Path, dtype: Option<&str>) -> Res
     }
     let result = dn_render::import_gguf(&path, &imported)
         .map_err(anyhow::Error::from)
-        .and_then(|_| {
-            let dtype = output_dtype(dtype, &imported)?;
-            Ok(merge_adapter(
-                &imported,
-                adapter,
-                out,
-                dtype,
-                dn_train::MAX_SHARD_BYTES,
-            )?)
-        });
+        .and_then(|_| write(&imported, adapter, out, target));
     let _ = std::fs::remove_dir_all(&imported);
     result
 }
 
-fn report(summary: &MergeSummary, out: &Path, json: bool) -> Result<()> {
+fn report(written: &Written, out: &Path, json: bool) -> Result<()> {
+    let (tensors, merged, files, bytes) = match written {
+        Written::Directory(s) => (s.tensors, s.merged, s.shards.clone(), s.bytes),
+        Written::Gguf(s) => (s.tensors, s.merged, vec![out.to_path_buf()], s.bytes),
+    };
     if json {
         return crate::output::print_json(&serde_json::json!({
-            "out": out, "tensors": summary.tensors, "merged": summary.merged,
-            "shards": summary.shards, "bytes": summary.bytes,
+            "out": out, "tensors": tensors, "merged": merged, "files": files, "bytes": bytes,
         }));
     }
     println!(
-        "wrote {}: {} tensors ({} with a LoRA pair merged) in {} shard(s), {} bytes",
+        "wrote {}: {tensors} tensors ({merged} with a LoRA pair merged) in {} file(s), {bytes} bytes",
         out.display(),
-        summary.tensors,
-        summary.merged,
-        summary.shards.len(),
-        summary.bytes
+        files.len(),
     );
     Ok(())
 }
@@ -97,18 +121,17 @@ pub async fn merge_command(
     base: String,
     adapter: PathBuf,
     out: PathBuf,
-    dtype: Option<String>,
+    target: Target,
     json: bool,
 ) -> Result<i32> {
-    let target = out.clone();
-    let summary =
-        tokio::task::spawn_blocking(move || merge(&base, &adapter, &out, dtype.as_deref()))
-            .await??;
-    report(&summary, &target, json)?;
+    let path = out.clone();
+    let written =
+        tokio::task::spawn_blocking(move || merge(&base, &adapter, &out, &target)).await??;
+    report(&written, &path, json)?;
     Ok(0)
 }
 
-/// `dn train export JOB --format merged --out PATH`: the job's checkpoint (fetched through the API)
+/// `dn train export JOB --out PATH [--format F]`: the job's checkpoint (fetched through the API)
 /// merged into its base model.
 pub async fn export(args: ExportArgs, conn: &Connection, json: bool) -> Result<i32> {
     let client = conn.client()?;
@@ -118,10 +141,14 @@ pub async fn export(args: ExportArgs, conn: &Connection, json: bool) -> Result<i
     let adapter =
         super::sample::fetch_checkpoint(&client, conn, &job, args.checkpoint.as_deref()).await?;
     let out = args.out.clone();
-    let summary = tokio::task::spawn_blocking(move || {
-        merge(&job.model, &adapter, &args.out, args.dtype.as_deref())
-    })
-    .await??;
-    report(&summary, &out, json)?;
+    let target = Target {
+        format: args.target.format.clone(),
+        dtype: args.target.dtype.clone(),
+        quant: args.target.quant.clone(),
+    };
+    let written =
+        tokio::task::spawn_blocking(move || merge(&job.model, &adapter, &args.out, &target))
+            .await??;
+    report(&written, &out, json)?;
     Ok(0)
 }

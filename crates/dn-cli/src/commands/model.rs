@@ -21,8 +21,15 @@ pub async fn run(command: ModelCommand, json: bool) -> Result<i32> {
             base,
             adapter,
             out,
-            dtype,
-        } => super::export::merge_command(base, adapter, out, dtype, json).await,
+            target,
+        } => {
+            let target = super::export::Target {
+                format: target.format,
+                dtype: target.dtype,
+                quant: target.quant,
+            };
+            super::export::merge_command(base, adapter, out, target, json).await
+        }
         ModelCommand::Import { gguf, out } => {
             let summary = tokio::task::spawn_blocking(move || {
                 dn_render::import_gguf(&gguf, &out).map(|s| (s, out))

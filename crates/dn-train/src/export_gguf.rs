@@ -1,0 +1,185 @@
+//! A base model with a LoRA adapter merged in, written as a llama.cpp GGUF file: the architecture's
+//! metadata keys, the tokenizer and chat template (dn_render::gguf_vocab), the tensors in llama.cpp's
+//! names and layout (q/k rows permuted for llama) in f32, f16, bf16 or q8_0 (norms stay f32). Written for
+//! llama, qwen2 and qwen3 models with plain rope and full attention; anything else is refused by name.
+
+use std::path::Path;
+
+use candle_core::{DType, Device};
+use dn_arch::{Family, RopeKind};
+use dn_render::gguf_write::{KvValue, TensorSpec, TensorType, write_gguf};
+use dn_render::weights::{gguf_name, permute_rows};
+
+use crate::error::{Error, Result};
+use crate::export::{export_error, merged_tensors};
+use crate::weights::BaseModel;
+
+/// What [`export_gguf`] wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GgufSummary {
+    pub tensors: usize,
+    pub merged: usize,
+    pub bytes: u64,
+}
+
+/// Block order: the embedding, each block's tensors, then the final norm and head.
+fn order(name: &str) -> (usize, usize, String) {
+    match name.strip_prefix("blk.") {
+        Some(rest) => {
+            let (layer, part) = rest.split_once('.').unwrap_or((rest, ""));
+            (1, layer.parse().unwrap_or(0), part.to_owned())
+        }
+        None if name.starts_with("token_embd") => (0, 0, name.to_owned()),
+        None => (2, 0, name.to_owned()),
+    }
+}
+
+/// Writes the model directory `base_dir` with the adapter in `adapter` merged in to the GGUF file `out`
+/// (matrices in `kind`; q8_0 falls back to f16 for a matrix whose rows are not a multiple of 32).
+pub fn export_gguf(
+    base_dir: &Path,
+    adapter: &Path,
+    out: &Path,
+    kind: TensorType,
+) -> Result<GgufSummary> {
+    if out.exists() {
+        return Err(export_error(out, "already exists: choose a new file"));
+    }
+    let base = BaseModel::load(base_dir, DType::F32, &Device::Cpu)?;
+    let c = base.config.clone();
+    let refuse = |what: String| export_error(base_dir, format!("GGUF export: {what}"));
+    let arch = match c.family {
+        Family::Llama => "llama",
+        Family::Qwen2 => "qwen2",
+        Family::Qwen3 => "qwen3",
+        other => {
+            return Err(refuse(format!(
+                "{other} models are not written yet (llama, qwen2 and qwen3 are; use the merged model \
+                 directory with llama.cpp's convert_hf_to_gguf.py)"
+            )));
+        }
+    };
+    if c.prefix != "model." {
+        return Err(refuse("a multimodal checkpoint".into()));
+    }
+    if c.ropes.len() != 1
+        || !matches!(c.ropes[0].kind, RopeKind::Default)
+        || c.ropes[0].rotary_dim != c.head_dim
+    {
+        return Err(refuse(
+            "its rope scaling or partial rotary dimensions are not written yet".into(),
+        ));
+    }
+    if c.layers.iter().any(|l| l.window.is_some()) {
+        return Err(refuse(
+            "sliding-window attention has no GGUF form for this architecture".into(),
+        ));
+    }
+    let (tensors, merged) = merged_tensors(&base, adapter, DType::F32)?;
+    let mut named: Vec<(String, usize)> = Vec::with_capacity(tensors.len());
+    for (i, (name, _)) in tensors.iter().enumerate() {
+        let gguf = gguf_name(name)
+            .ok_or_else(|| refuse(format!("tensor {name} has no llama.cpp name")))?;
+        named.push((gguf, i));
+    }
+    named.sort_by_key(|(name, _)| order(name));
+    let specs: Vec<TensorSpec> = named
+        .iter()
+        .map(|(name, i)| {
+            let shape = tensors[*i].1.base.dims().to_vec();
+            let matrix_kind = match kind {
+                TensorType::Q8_0 if shape.last().is_some_and(|c| c % 32 != 0) => TensorType::F16,
+                other => other,
+            };
+            TensorSpec {
+                name: name.clone(),
+                kind: if shape.len() == 2 {
+                    matrix_kind
+                } else {
+                    TensorType::F32
+                },
+                shape,
+            }
+        })
+        .collect();
+    let key = |k: &str| format!("{arch}.{k}");
+    let name = base_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let mut kv = vec![
+        ("general.architecture".to_owned(), KvValue::Str(arch.into())),
+        ("general.name".to_owned(), KvValue::Str(name)),
+        (
+            "general.file_type".to_owned(),
+            KvValue::U32(kind.file_type()),
+        ),
+        (
+            key("context_length"),
+            KvValue::U32(c.max_position_embeddings as u32),
+        ),
+        (key("embedding_length"), KvValue::U32(c.hidden_size as u32)),
+        (key("block_count"), KvValue::U32(c.num_hidden_layers as u32)),
+        (
+            key("feed_forward_length"),
+            KvValue::U32(c.intermediate_size as u32),
+        ),
+        (
+            key("attention.head_count"),
+            KvValue::U32(c.num_attention_heads as u32),
+        ),
+        (
+            key("attention.head_count_kv"),
+            KvValue::U32(c.num_key_value_heads as u32),
+        ),
+        (key("attention.key_length"), KvValue::U32(c.head_dim as u32)),
+        (
+            key("attention.value_length"),
+            KvValue::U32(c.head_dim as u32),
+        ),
+        (key("rope.freq_base"), KvValue::F32(c.ropes[0].theta as f32)),
+        (key("rope.dimension_count"), KvValue::U32(c.head_dim as u32)),
+        (
+            key("attention.layer_norm_rms_epsilon"),
+            KvValue::F32(c.rms_norm_eps as f32),
+        ),
+        (key("vocab_size"), KvValue::U32(c.vocab_size as u32)),
+    ];
+    kv.extend(
+        dn_render::gguf_vocab::tokenizer_kv(base_dir, c.vocab_size)
+            .map_err(|e| refuse(e.to_string()))?,
+    );
+    let permuted = arch == "llama";
+    let bytes = write_gguf(out, &kv, &specs, &mut |k| {
+        let (gguf, i) = &named[k];
+        let value = tensors[*i]
+            .1
+            .value()
+            .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
+            .map_err(|e| dn_render::Error::Model {
+                path: gguf.clone(),
+                message: e.to_string(),
+            })?;
+        let shape = &specs[k].shape;
+        let heads = if gguf.ends_with("attn_q.weight") {
+            Some(c.num_attention_heads)
+        } else if gguf.ends_with("attn_k.weight") {
+            Some(c.num_key_value_heads)
+        } else {
+            None
+        };
+        Ok(match heads {
+            Some(heads) if permuted => permute_rows(&value, shape[0], shape[1], heads),
+            _ => value,
+        })
+    })
+    .map_err(|e| match e {
+        dn_render::Error::Model { path, message } => Error::model(path, message),
+        other => Error::model(out.display().to_string(), other.to_string()),
+    })?;
+    Ok(GgufSummary {
+        tensors: specs.len(),
+        merged,
+        bytes,
+    })
+}
