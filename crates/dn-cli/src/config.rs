@@ -309,7 +309,7 @@ mod tests {
         let crate::cli::Command::Serve(serve) = parsed.command else {
             unreachable!()
         };
-        let passed = crate::commands::daemon::worker_env(&serve);
+        let passed = serve.node.env();
         assert!(passed.len() >= 17, "{passed:?}");
         for (name, _) in passed {
             assert!(

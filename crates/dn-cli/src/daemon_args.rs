@@ -186,8 +186,15 @@ pub struct ServeArgs {
     /// Requests of one API key handled at once at most; more get 429 (default 64).
     #[arg(long, env = "DN_MAX_REQUESTS_PER_KEY")]
     pub max_requests_per_key: Option<usize>,
-    /// Where the worker processes train: auto (a GPU if this build has CUDA and one is visible), cpu,
-    /// cuda or cuda:N.
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// What a worker needs, given to `dn worker` and to `dn serve` (which hands it on to its worker
+/// processes): device, store, storage, lease timing, data preparation.
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// Where to train: auto (a GPU if this build has CUDA and one is visible), cpu, cuda or cuda:N.
     #[arg(long, env = "DN_DEVICE")]
     pub device: Option<String>,
     #[command(flatten)]
@@ -200,22 +207,25 @@ pub struct ServeArgs {
     pub prepare: PrepareArgs,
 }
 
+impl NodeArgs {
+    /// These settings as the `DN_*` variables `dn worker` reads them from.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = env_of([("DN_DEVICE", self.device.clone())]).collect::<Vec<_>>();
+        env.extend(self.store.env());
+        env.extend(self.storage.env());
+        env.extend(self.lease.env());
+        env.extend(self.prepare.env());
+        env
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
     /// Unique worker name (default: hostname-pid).
     #[arg(long, env = "DN_WORKER_ID")]
     pub worker_id: Option<String>,
-    /// Where to train: auto (a GPU if this build has CUDA and one is visible), cpu, cuda or cuda:N.
-    #[arg(long, env = "DN_DEVICE")]
-    pub device: Option<String>,
     #[command(flatten)]
-    pub store: StoreArgs,
-    #[command(flatten)]
-    pub storage: StorageArgs,
-    #[command(flatten)]
-    pub lease: LeaseArgs,
-    #[command(flatten)]
-    pub prepare: PrepareArgs,
+    pub node: NodeArgs,
     /// Run by `dn serve`: wake on a byte from stdin, shut down when stdin closes (the server is gone).
     #[arg(long, hide = true)]
     pub supervised: bool,

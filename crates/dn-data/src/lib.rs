@@ -12,6 +12,6 @@ mod trajectory;
 pub use error::{Error, Result};
 pub use load::{Loaded, load_conversations};
 pub use message::{ChatMessage, Conversation, FunctionCall, Role, ToolCall};
-pub use normalize::{COMPLETION_KEYS, PROMPT_KEYS, normalize_row};
+pub use normalize::{COMPLETION_KEYS, PROMPT_KEYS, normalize_row, row_conversation};
 pub use reader::{Format, MAX_ROW_BYTES, Row, read_rows};
 pub use scaffold::apply_system_prompt;

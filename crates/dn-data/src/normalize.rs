@@ -19,6 +19,20 @@ pub const COMPLETION_KEYS: [&str; 6] = [
 
 /// Normalizes one row; the error message names the field at fault.
 pub fn normalize_row(row: &Value) -> Result<Conversation, String> {
+    let conversation = row_conversation(row)?;
+    if !conversation
+        .messages
+        .iter()
+        .any(|m| m.role == Role::Assistant)
+    {
+        return Err("no assistant message: nothing to train on".into());
+    }
+    Ok(conversation)
+}
+
+/// A row of any accepted shape as a conversation, with or without an assistant message (a prompt to
+/// complete); [`normalize_row`] is this plus the training data's rule that there is something to learn.
+pub fn row_conversation(row: &Value) -> Result<Conversation, String> {
     let object = row
         .as_object()
         .ok_or_else(|| format!("expected a JSON object, found {}", kind(row)))?;
@@ -30,13 +44,6 @@ pub fn normalize_row(row: &Value) -> Result<Conversation, String> {
     } else {
         prompt_completion_row(object)?
     };
-    if !conversation
-        .messages
-        .iter()
-        .any(|m| m.role == Role::Assistant)
-    {
-        return Err("no assistant message: nothing to train on".into());
-    }
     Ok(conversation)
 }
 

@@ -352,3 +352,18 @@ fn truncated_parquet_never_panics() {
         assert!(load_conversations(&good[..i], Format::Parquet, "cut.parquet").is_err());
     }
 }
+
+/// A prompt to complete needs no answer: `row_conversation` takes a user-only row that training data
+/// (`normalize_row`) refuses, and still names what is wrong with a malformed one.
+#[test]
+fn prompts_need_no_assistant_message() {
+    let row = json!({"messages": [{"role": "user", "content": "only a question"}]});
+    assert!(normalize_row(&row).is_err());
+    let conversation = dn_data::row_conversation(&row).unwrap();
+    assert_eq!(roles(&conversation.messages), vec!["user"]);
+    let bad = json!({"messages": [{"content": "x"}]});
+    assert_eq!(
+        dn_data::row_conversation(&bad).unwrap_err(),
+        "messages[0].role: missing"
+    );
+}

@@ -248,6 +248,17 @@ impl Registry {
         self.blob(manifest, path).await
     }
 
+    /// Streams one file of a dataset version into the local file `dest` (never whole in memory).
+    pub async fn download_dataset_file(
+        &self,
+        manifest: &DatasetManifest,
+        path: &str,
+        dest: &std::path::Path,
+    ) -> Result<()> {
+        let key = blob_key_of(manifest, path)?;
+        self.download_file(&key, dest).await
+    }
+
     async fn blob<M: Manifest>(&self, manifest: &M, path: &str) -> Result<Bytes> {
         Ok(self.get_blob(manifest, path).await?.bytes().await?)
     }
@@ -257,19 +268,8 @@ impl Registry {
         manifest: &M,
         path: &str,
     ) -> Result<object_store::GetResult> {
-        let entry = manifest
-            .files()
-            .iter()
-            .find(|f| f.path == path)
-            .ok_or_else(|| {
-                let (name, version) = manifest.name_version();
-                Error::FileNotFound {
-                    kind: M::KIND,
-                    reference: display_ref(manifest.org(), name, version),
-                    path: path.to_owned(),
-                }
-            })?;
-        Ok(self.store.get(&blob_key(&entry.sha256)).await?)
+        let key = blob_key_of(manifest, path)?;
+        Ok(self.store.get(&key).await?)
     }
 
     async fn manifest<M: Manifest>(&self, org: &str, name: &str, version: &str) -> Result<M> {
@@ -396,4 +396,21 @@ impl Registry {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The storage key of one file of a manifest (an error naming the file when it has none).
+fn blob_key_of<M: Manifest>(manifest: &M, path: &str) -> Result<StorePath> {
+    let entry = manifest
+        .files()
+        .iter()
+        .find(|f| f.path == path)
+        .ok_or_else(|| {
+            let (name, version) = manifest.name_version();
+            Error::FileNotFound {
+                kind: M::KIND,
+                reference: display_ref(manifest.org(), name, version),
+                path: path.to_owned(),
+            }
+        })?;
+    Ok(blob_key(&entry.sha256))
 }

@@ -30,7 +30,9 @@ pub use import::{ImportSummary, hf_config, import_gguf};
 pub use prepare::{
     PrepareOptions, PrepareStats, Prepared, prepare, prepare_observed, prepare_until,
 };
-pub use prompt::{EvalPrompt, decode, encode_prompt, eval_prompt, load_tokenizer};
+pub use prompt::{
+    EvalPrompt, completion_prompt, decode, encode_prompt, eval_prompt, load_tokenizer,
+};
 pub use resolve::{resolve_model, resolve_model_for_training, resolve_model_path};
 pub use template::{ChatTemplate, SystemRole};
 pub use tokenizer::tokenizer_from_gguf;

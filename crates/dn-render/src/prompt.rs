@@ -75,24 +75,39 @@ pub fn eval_prompt(
     conversation: &Conversation,
     system_prompt: &str,
 ) -> Option<Result<EvalPrompt>> {
-    let (last, prompt) = conversation.messages.split_last()?;
-    if last.role != Role::Assistant || prompt.is_empty() {
-        return None;
-    }
-    let mut cut = Conversation {
+    let ends_with_answer =
+        conversation.messages.len() > 1 && conversation.messages.last()?.role == Role::Assistant;
+    ends_with_answer.then(|| completion_prompt(artifacts, conversation, system_prompt))
+}
+
+/// The prompt to complete for a conversation, `system_prompt` scaffolded as training does: cut before
+/// its last message when that is an assistant's (then the reference), else all of it.
+pub fn completion_prompt(
+    artifacts: &ModelArtifacts,
+    conversation: &Conversation,
+    system_prompt: &str,
+) -> Result<EvalPrompt> {
+    let messages = &conversation.messages;
+    let (prompt, reference) = match messages.split_last() {
+        Some((last, before)) if last.role == Role::Assistant && !before.is_empty() => {
+            (before, last.content.clone())
+        }
+        _ => (messages.as_slice(), String::new()),
+    };
+    let mut scaffolded = Conversation {
         messages: prompt.to_vec(),
         tools: conversation.tools.clone(),
     };
-    dn_data::apply_system_prompt(&mut cut, system_prompt);
+    dn_data::apply_system_prompt(&mut scaffolded, system_prompt);
     let user = prompt
         .iter()
         .rev()
         .find(|m| m.role == Role::User)
         .map(|m| m.content.clone())
         .unwrap_or_default();
-    Some(encode_prompt(artifacts, &cut).map(|prompt_ids| EvalPrompt {
-        prompt_ids,
+    Ok(EvalPrompt {
+        prompt_ids: encode_prompt(artifacts, &scaffolded)?,
         prompt: user,
-        reference: last.content.clone(),
-    }))
+        reference,
+    })
 }

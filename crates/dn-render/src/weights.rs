@@ -158,32 +158,30 @@ pub fn gguf_name(hf_name: &str) -> Option<String> {
 /// llama.cpp's q/k row permutation for llama (the inverse of [`unpermute_rows`]): row
 /// `h*hd + a*(hd/2) + d` goes to `h*hd + d*2 + a`.
 pub fn permute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
-    let head_dim = rows / heads;
-    let half = head_dim / 2;
-    let mut out = vec![0.0; values.len()];
-    for h in 0..heads {
-        for d in 0..half {
-            for a in 0..2 {
-                let from = h * head_dim + a * half + d;
-                let to = h * head_dim + d * 2 + a;
-                out[to * cols..(to + 1) * cols]
-                    .copy_from_slice(&values[from * cols..(from + 1) * cols]);
-            }
-        }
-    }
-    out
+    move_rows(values, rows, cols, heads, true)
 }
 
 /// Undoes llama.cpp's q/k row permutation: row `h*hd + d*2 + a` goes back to `h*hd + a*(hd/2) + d`.
 pub fn unpermute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    move_rows(values, rows, cols, heads, false)
+}
+
+/// Moves each head's rows between transformers' halves layout (`a*(hd/2) + d`) and llama.cpp's
+/// interleaved one (`d*2 + a`): towards llama.cpp when `interleave`, back otherwise.
+fn move_rows(values: &[f32], rows: usize, cols: usize, heads: usize, interleave: bool) -> Vec<f32> {
     let head_dim = rows / heads;
     let half = head_dim / 2;
     let mut out = vec![0.0; values.len()];
     for h in 0..heads {
         for d in 0..half {
             for a in 0..2 {
-                let from = h * head_dim + d * 2 + a;
-                let to = h * head_dim + a * half + d;
+                let halves = h * head_dim + a * half + d;
+                let interleaved = h * head_dim + d * 2 + a;
+                let (from, to) = if interleave {
+                    (halves, interleaved)
+                } else {
+                    (interleaved, halves)
+                };
                 out[to * cols..(to + 1) * cols]
                     .copy_from_slice(&values[from * cols..(from + 1) * cols]);
             }

@@ -14,9 +14,6 @@ use crate::lora::LoraConfig;
 use crate::model::LoraModel;
 use crate::weights::BaseModel;
 
-/// The largest `adapter_config.json` read.
-const MAX_CONFIG_BYTES: u64 = 1 << 20;
-
 fn adapter_error(path: &Path, message: impl Into<String>) -> Error {
     Error::checkpoint(path, message.into())
 }
@@ -25,16 +22,7 @@ fn adapter_error(path: &Path, message: impl Into<String>) -> Error {
 /// does not apply is refused by name.
 fn read_config(dir: &Path) -> Result<(usize, f64)> {
     let path = dir.join(ADAPTER_CONFIG_FILE);
-    let size = std::fs::metadata(&path)
-        .map_err(|e| adapter_error(&path, format!("cannot read: {e}")))?
-        .len();
-    if size > MAX_CONFIG_BYTES {
-        return Err(adapter_error(&path, "larger than 1 MiB"));
-    }
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| adapter_error(&path, format!("cannot read: {e}")))?;
-    let config: Value =
-        serde_json::from_str(&text).map_err(|e| adapter_error(&path, format!("not JSON: {e}")))?;
+    let config = dn_render::model_files::read_json(&path).map_err(|e| adapter_error(dir, e))?;
     let field = |name: &str| config.get(name).filter(|v| !v.is_null());
     if let Some(kind) = field("peft_type").and_then(Value::as_str)
         && kind != "LORA"
@@ -107,13 +95,12 @@ fn read_config(dir: &Path) -> Result<(usize, f64)> {
     Ok((rank as usize, alpha))
 }
 
-/// `base_model.model.{module}.lora_{A,B}.weight` -> `(module, is_a)`.
-fn pair_name(name: &str) -> Option<(&str, bool)> {
+/// `base_model.model.{module}.lora_{A,B}.weight` -> `module`.
+fn pair_module(name: &str) -> Option<&str> {
     let module = name.strip_prefix("base_model.model.")?;
-    if let Some(m) = module.strip_suffix(".lora_A.weight") {
-        return Some((m, true));
-    }
-    module.strip_suffix(".lora_B.weight").map(|m| (m, false))
+    module
+        .strip_suffix(".lora_A.weight")
+        .or_else(|| module.strip_suffix(".lora_B.weight"))
 }
 
 impl LoraModel {
@@ -127,7 +114,7 @@ impl LoraModel {
                 .map_err(|e| adapter_error(&file, format!("cannot read: {e}")))?;
         let mut targets = BTreeSet::new();
         for name in tensors.keys() {
-            let (module, _) = pair_name(name).ok_or_else(|| {
+            let module = pair_module(name).ok_or_else(|| {
                 adapter_error(&file, format!("{name} is not a PEFT LoRA tensor name"))
             })?;
             let short = module.rsplit('.').next().unwrap_or(module);

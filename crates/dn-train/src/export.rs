@@ -28,6 +28,21 @@ const COPIED: [&str; 5] = [
 /// Shards at most this large unless asked otherwise (transformers' default for pushes).
 pub const MAX_SHARD_BYTES: u64 = 5_000_000_000;
 
+/// The dtype a model directory's weights are stored in, as its config.json says (`dtype`, or the older
+/// `torch_dtype`): bf16, f16, or else f32.
+pub fn stored_dtype(dir: &Path) -> Result<DType> {
+    let config = dn_render::model_files::read_json(&dir.join("config.json"))
+        .map_err(|e| export_error(dir, e))?;
+    let stored = ["dtype", "torch_dtype"]
+        .iter()
+        .find_map(|k| config.get(*k).and_then(Value::as_str));
+    Ok(match stored {
+        Some("bfloat16") => DType::BF16,
+        Some("float16") => DType::F16,
+        _ => DType::F32,
+    })
+}
+
 /// What [`merge_adapter`] wrote.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MergeSummary {
@@ -196,10 +211,8 @@ pub fn merge_adapter(
         write_json(&partial.join("model.safetensors.index.json"), &index)?;
     }
     let config_path = base_dir.join("config.json");
-    let text = std::fs::read_to_string(&config_path)
-        .map_err(|e| export_error(&config_path, format!("cannot read: {e}")))?;
-    let mut config: Value = serde_json::from_str(&text)
-        .map_err(|e| export_error(&config_path, format!("not JSON: {e}")))?;
+    let mut config =
+        dn_render::model_files::read_json(&config_path).map_err(|e| export_error(base_dir, e))?;
     // transformers 5 writes `dtype`, older versions `torch_dtype`: whichever the base has (or the latter).
     let keys: Vec<&str> = ["dtype", "torch_dtype"]
         .into_iter()

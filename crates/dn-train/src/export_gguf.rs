@@ -11,7 +11,7 @@ use dn_render::gguf_write::{KvValue, TensorSpec, TensorType, write_gguf};
 use dn_render::weights::{gguf_name, permute_rows};
 
 use crate::error::{Error, Result};
-use crate::export::{export_error, merged_tensors};
+use crate::export::{export_error, merged_tensors, stored_dtype};
 use crate::weights::BaseModel;
 
 /// What [`export_gguf`] wrote.
@@ -45,7 +45,8 @@ pub fn export_gguf(
     if out.exists() {
         return Err(export_error(out, "already exists: choose a new file"));
     }
-    let base = BaseModel::load(base_dir, DType::F32, &Device::Cpu)?;
+    // Loaded as stored (a bf16 base stays bf16 in memory); each tensor is widened to f32 when written.
+    let base = BaseModel::load(base_dir, stored_dtype(base_dir)?, &Device::Cpu)?;
     let c = base.config.clone();
     let refuse = |what: String| export_error(base_dir, format!("GGUF export: {what}"));
     let arch = match c.family {

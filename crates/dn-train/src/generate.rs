@@ -208,34 +208,27 @@ fn run<T: Real>(
     for _ in 0..options.max_tokens {
         let mut chosen = Vec::with_capacity(active.len());
         let mut go_on = true;
-        for (&i, row) in active.iter().zip(logits.iter_mut()) {
+        for (&i, row) in active.iter().zip(&logits) {
             let token = pick(row, options, &mut rngs[i]);
             completions[i].tokens.push(token);
             sequences[i].push(token);
             go_on &= on_token(i, token);
             chosen.push((i, token));
         }
-        if !go_on {
-            for (i, token) in chosen {
-                completions[i].finish = if options.stop.contains(&token) {
-                    Finish::Stop
+        // A sequence ends at a stop id or `max_tokens` (its finish stays `Length`); the others go on,
+        // or are interrupted when `on_token` said so.
+        active.clear();
+        for (i, token) in chosen {
+            if options.stop.contains(&token) {
+                completions[i].finish = Finish::Stop;
+            } else if completions[i].tokens.len() < options.max_tokens {
+                if go_on {
+                    active.push(i);
                 } else {
-                    Finish::Interrupted
-                };
-            }
-            break;
-        }
-        active = chosen
-            .iter()
-            .filter(|(i, token)| {
-                let stopped = options.stop.contains(token);
-                if stopped {
-                    completions[*i].finish = Finish::Stop;
+                    completions[i].finish = Finish::Interrupted;
                 }
-                !stopped && completions[*i].tokens.len() < options.max_tokens
-            })
-            .map(|(i, _)| *i)
-            .collect();
+            }
+        }
         if active.is_empty() {
             break;
         }
@@ -249,9 +242,9 @@ fn run<T: Real>(
     Ok(completions)
 }
 
-/// The next token from one row of logits (modified in place): greedy at temperature 0, else drawn after
-/// temperature, top-k and top-p, in that order (as transformers' `generate` applies them).
-pub fn pick(logits: &mut [f32], options: &SamplingOptions, rng: &mut ChaCha8Rng) -> u32 {
+/// The next token from one row of logits: greedy at temperature 0, else drawn after temperature, top-k
+/// and top-p, in that order (as transformers' `generate` applies them).
+pub fn pick(logits: &[f32], options: &SamplingOptions, rng: &mut ChaCha8Rng) -> u32 {
     if options.temperature == 0.0 {
         let mut best = 0;
         for (i, &l) in logits.iter().enumerate() {
@@ -263,10 +256,17 @@ pub fn pick(logits: &mut [f32], options: &SamplingOptions, rng: &mut ChaCha8Rng)
     }
     let inv = 1.0 / options.temperature as f32;
     let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-    order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
-    let keep = options.top_k.unwrap_or(order.len()).min(order.len());
-    order.truncate(keep);
-    let max = logits[order[0] as usize] * inv;
+    // Only top-k and top-p need the tokens by probability.
+    if options.top_k.is_some() || options.top_p.is_some() {
+        order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        let keep = options.top_k.unwrap_or(order.len()).min(order.len());
+        order.truncate(keep);
+    }
+    let max = order
+        .iter()
+        .map(|&i| logits[i as usize])
+        .fold(f32::NEG_INFINITY, f32::max)
+        * inv;
     let mut probs: Vec<f64> = order
         .iter()
         .map(|&i| ((logits[i as usize] * inv - max) as f64).exp())
@@ -314,8 +314,8 @@ mod tests {
     #[test]
     fn greedy_takes_the_first_of_the_best() {
         let mut rng = crate::lora::seeded_rng(0);
-        let mut logits = vec![0.5, 2.0, -1.0, 2.0];
-        assert_eq!(pick(&mut logits, &options(0.0, None, None), &mut rng), 1);
+        let logits = vec![0.5, 2.0, -1.0, 2.0];
+        assert_eq!(pick(&logits, &options(0.0, None, None), &mut rng), 1);
     }
 
     #[test]
@@ -323,20 +323,16 @@ mod tests {
         let mut rng = crate::lora::seeded_rng(7);
         let logits = vec![3.0, 2.9, -5.0, -6.0, 0.0];
         for _ in 0..200 {
-            let t = pick(&mut logits.clone(), &options(1.0, Some(2), None), &mut rng);
+            let t = pick(&logits, &options(1.0, Some(2), None), &mut rng);
             assert!(t == 0 || t == 1, "{t}");
             // Token 0 alone holds about half of the mass, 0 and 1 together ~97%.
-            let t = pick(
-                &mut logits.clone(),
-                &options(1.0, None, Some(0.4)),
-                &mut rng,
-            );
+            let t = pick(&logits, &options(1.0, None, Some(0.4)), &mut rng);
             assert_eq!(t, 0);
         }
         // A high temperature flattens: every token shows up.
         let mut seen = [false; 5];
         for _ in 0..2000 {
-            seen[pick(&mut logits.clone(), &options(100.0, None, None), &mut rng) as usize] = true;
+            seen[pick(&logits, &options(100.0, None, None), &mut rng) as usize] = true;
         }
         assert!(seen.iter().all(|s| *s), "{seen:?}");
     }

@@ -33,7 +33,7 @@ pub use device::{base_dtype, device_label, select_device};
 pub use dn_arch::{Family, ModelConfig};
 pub use dn_render::gguf_write::TensorType;
 pub use error::{Error, Result};
-pub use export::{MAX_SHARD_BYTES, MergeSummary, merge_adapter};
+pub use export::{MAX_SHARD_BYTES, MergeSummary, merge_adapter, stored_dtype};
 pub use export_gguf::{GgufSummary, export_gguf};
 pub use frozen::Frozen;
 pub use generate::{Completion, Finish, SamplingOptions, generate, pick};

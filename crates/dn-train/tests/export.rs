@@ -7,14 +7,15 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::Tensor;
 use common::families::{FAMILIES, model, model_dir, reference};
+use common::generation::{self, fixtures, greedy, imported_smollm2};
 use common::sequences;
 use dn_train::{
-    BaseModel, DType, Device, LoraConfig, LoraModel, SamplingOptions, TensorType, adapter_config,
-    export_gguf, generate, logits_at, merge_adapter,
+    BaseModel, DType, Device, LoraConfig, LoraModel, TensorType, adapter_config, export_gguf,
+    logits_at, merge_adapter,
 };
 
 /// The model's adapter as PEFT saves it.
@@ -95,65 +96,30 @@ fn a_merged_directory_in_bf16_says_so_and_existing_outputs_are_refused() {
 
 #[test]
 fn smollm2_merged_with_a_peft_adapter_generates_what_peft_generates() {
-    let Some(gguf) = common::test_model() else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(imported) = imported_smollm2(dir.path()) else {
         return;
     };
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/generate");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures.join("smollm2.json")).unwrap())
-            .unwrap();
-    let prompts: Vec<Vec<u32>> = serde_json::from_value(json["prompts"].clone()).unwrap();
-    let want: Vec<Vec<u32>> = serde_json::from_value(json["tokens"].clone()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let imported = dir.path().join("base");
-    dn_render::import_gguf(&gguf, &imported).unwrap();
+    let (prompts, want) = generation::reference(&fixtures().join("smollm2.json"));
     let out = dir.path().join("merged");
-    merge_adapter(
-        &imported,
-        &fixtures.join("smollm2-adapter"),
-        &out,
-        DType::F32,
-        u64::MAX,
-    )
-    .unwrap();
-    let model = plain(&out);
-    let options = SamplingOptions::greedy(32, vec![]);
-    let got: Vec<Vec<u32>> = generate(&model, &prompts, &options, &mut |_, _| true)
-        .unwrap()
-        .into_iter()
-        .map(|c| c.tokens)
-        .collect();
-    assert_eq!(got, want);
+    let adapter = fixtures().join("smollm2-adapter");
+    merge_adapter(&imported, &adapter, &out, DType::F32, u64::MAX).unwrap();
+    assert_eq!(greedy(&plain(&out), &prompts, 32), want);
 }
 
 #[test]
 fn smollm2_exported_to_gguf_generates_what_peft_generates() {
-    let Some(gguf) = common::test_model() else {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(imported) = imported_smollm2(dir.path()) else {
         return;
     };
-    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/generate");
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures.join("smollm2.json")).unwrap())
-            .unwrap();
-    let prompts: Vec<Vec<u32>> = serde_json::from_value(json["prompts"].clone()).unwrap();
-    let want: Vec<Vec<u32>> = serde_json::from_value(json["tokens"].clone()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let imported = dir.path().join("base");
-    dn_render::import_gguf(&gguf, &imported).unwrap();
-    let adapter = fixtures.join("smollm2-adapter");
+    let (prompts, want) = generation::reference(&fixtures().join("smollm2.json"));
+    let adapter = fixtures().join("smollm2-adapter");
     let out = dir.path().join("merged.gguf");
     let summary = export_gguf(&imported, &adapter, &out, TensorType::F32).unwrap();
     assert_eq!(summary.merged, 90);
     let model = plain(&out);
-    let options = SamplingOptions::greedy(32, vec![]);
-    let generated = |model: &LoraModel| -> Vec<Vec<u32>> {
-        generate(model, &prompts, &options, &mut |_, _| true)
-            .unwrap()
-            .into_iter()
-            .map(|c| c.tokens)
-            .collect()
-    };
-    assert_eq!(generated(&model), want);
+    assert_eq!(greedy(&model, &prompts, 32), want);
     // The tokenizer read back from the file tokenizes as the model directory's does.
     let meta = dn_render::gguf::GgufMetadata::read(&out).unwrap();
     let from_gguf = dn_render::tokenizer_from_gguf(&meta, "merged.gguf").unwrap();

@@ -5,34 +5,14 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::families::{FAMILIES, family_dir, model};
+use common::generation::{fixtures, greedy, reference};
 use dn_train::{BaseModel, DType, Device, Finish, LoraModel, SamplingOptions, generate};
-use serde_json::Value;
-
-fn reference(path: PathBuf) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let ids = |key: &str| serde_json::from_value(json[key].clone()).unwrap();
-    (ids("prompts"), ids("tokens"))
-}
-
-fn greedy(model: &LoraModel, prompts: &[Vec<u32>], max_tokens: usize) -> Vec<Vec<u32>> {
-    let options = SamplingOptions::greedy(max_tokens, vec![]);
-    generate(model, prompts, &options, &mut |_, _| true)
-        .unwrap()
-        .into_iter()
-        .map(|c| {
-            assert_eq!(c.finish, Finish::Length);
-            c.tokens
-        })
-        .collect()
-}
 
 #[test]
 fn every_family_generates_what_transformers_and_peft_generate() {
     for family in FAMILIES {
-        let (prompts, want) = reference(family_dir(family).join("generate.json"));
+        let (prompts, want) = reference(&family_dir(family).join("generate.json"));
         let model = model(family, DType::F32);
         assert_eq!(greedy(&model, &prompts, 32), want, "{family}: batched");
         for (prompt, want) in prompts.iter().zip(&want) {
@@ -49,7 +29,7 @@ fn every_family_generates_what_transformers_and_peft_generate() {
 fn cached_decoding_equals_recomputing_each_sequence() {
     for family in FAMILIES {
         // Phi-3's first prompt crosses longrope's switch (8 tokens), where a cache is recomputed.
-        let (prompts, _) = reference(family_dir(family).join("generate.json"));
+        let (prompts, _) = reference(&family_dir(family).join("generate.json"));
         let model = model(family, DType::F64);
         let cached = greedy(&model, &prompts, 12);
         model.set_cpu_engine(false);
@@ -62,8 +42,8 @@ fn smollm2_with_a_peft_adapter_generates_what_peft_generates() {
     let Some(gguf) = common::test_model() else {
         return;
     };
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/generate");
-    let (prompts, want) = reference(dir.join("smollm2.json"));
+    let dir = fixtures();
+    let (prompts, want) = reference(&dir.join("smollm2.json"));
     let base = BaseModel::load(&gguf, DType::F32, &Device::Cpu).unwrap();
     let model = LoraModel::with_adapter(&base, &dir.join("smollm2-adapter")).unwrap();
     assert_eq!(model.lora.rank, 4);

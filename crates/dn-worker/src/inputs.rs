@@ -82,14 +82,11 @@ async fn download_dataset(
     Format::parse(&manifest.format, &reference.to_string()).map_err(|e| failed(e.to_string()))?;
     let mut files = Vec::new();
     for file in &manifest.data_files {
-        let bytes = registry
-            .dataset_file(&manifest, file)
+        let path = dir.join(format!("{:04}", first + files.len()));
+        registry
+            .download_dataset_file(&manifest, file, &path)
             .await
             .map_err(|e| registry_error(format!("dataset {reference}"), e))?;
-        let path = dir.join(format!("{:04}", first + files.len()));
-        tokio::fs::write(&path, bytes)
-            .await
-            .map_err(|e| RunError::transient(format!("cannot write {}: {e}", path.display())))?;
         files.push(DataFile {
             label: format!("{reference}/{file}"),
             format: manifest.format.clone(),
@@ -208,7 +205,7 @@ pub async fn prepare_inputs(
         eval_samples: config.extras.eval_samples as usize,
     };
     let mut prepared = match preparation.sandbox {
-        Some(sandbox) => prepare_in_child(sandbox, &request, scratch.0.join("child")).await?,
+        Some(sandbox) => prepare_in_child(sandbox, &request, &scratch.0).await?,
         // The template's load probes render too: under the limit, in the child.
         None => tokio::task::spawn_blocking(move || {
             let model = load_model(&request)?;

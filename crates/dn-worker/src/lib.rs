@@ -18,4 +18,4 @@ pub use runner::{JobRunner, Progress, RunContext, RunError, RunOutput, Unavailab
 pub use sandbox::{Sandbox, default_memory_limit, describe_exit, run_child};
 pub use sft::SftRunner;
 pub use training::{check_device, lora_config, train_options};
-pub use worker::{Worker, WorkerConfig};
+pub use worker::{Worker, WorkerConfig, job_queued};

@@ -73,15 +73,6 @@ struct Header {
     result: Result<Vec<PreparedGroup>, String>,
 }
 
-/// Removes the request and result files however preparation ends (a cancel drops the future).
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// What the child is doing, from its stdout.
 #[derive(Default)]
 struct Whereabouts {
@@ -150,16 +141,14 @@ impl Whereabouts {
     }
 }
 
-/// Runs [`prepare_groups`] in a child process; `scratch` is a directory for this job's files.
+/// Runs [`prepare_groups`] in a child process; `scratch` is an existing directory for the request and
+/// the result, which the caller removes.
 pub async fn prepare_in_child(
     sandbox: &Sandbox,
     request: &PrepareRequest,
-    scratch: PathBuf,
+    scratch: &Path,
 ) -> Result<Vec<PreparedGroup>, RunError> {
-    std::fs::create_dir_all(&scratch)
-        .map_err(|e| RunError::transient(format!("cannot create {}: {e}", scratch.display())))?;
-    let scratch = Scratch(scratch);
-    let (request_path, output_path) = (scratch.0.join("request.json"), scratch.0.join("result"));
+    let (request_path, output_path) = (scratch.join("request.json"), scratch.join("result"));
     let body = serde_json::to_vec(request).map_err(|e| RunError::failed(e.to_string()))?;
     std::fs::write(&request_path, body).map_err(|e| {
         RunError::transient(format!("cannot write {}: {e}", request_path.display()))

@@ -54,6 +54,14 @@ impl SftRunner {
     }
 }
 
+/// The `eval_samples` entry of the job's log.
+async fn log_samples(ctx: &RunContext, step: u64, mut data: Value) -> Result<(), RunError> {
+    let count = data["samples"].as_array().map_or(0, Vec::len);
+    data["step"] = step.into();
+    let message = format!("eval samples after step {step}: {count} generated");
+    ctx.progress().log(LogLevel::Info, message, data).await
+}
+
 async fn log_prepared(inputs: &PreparedInputs, ctx: &RunContext) -> Result<(), RunError> {
     let s = &inputs.train_stats;
     let family = format!("{} family", inputs.family);
@@ -212,37 +220,14 @@ impl JobRunner for SftRunner {
                 }
             };
             steer(ctx, &signals);
-            match message {
+            // After a failure or a lost lease the thread is only drained until it is done.
+            let draining = failure.is_some() || lease_lost;
+            let recorded = match message {
+                Some(TrainMessage::Event(_) | TrainMessage::Samples { .. }) if draining => continue,
                 Some(TrainMessage::Event(event)) => {
-                    if failure.is_some() || lease_lost {
-                        continue;
-                    }
-                    if let Err(e) = self.on_event(job, ctx, &event, &mut state, examples).await {
-                        stop.store(true, Ordering::SeqCst);
-                        if matches!(e, RunError::LeaseLost) {
-                            lease_lost = true;
-                        } else {
-                            failure = Some(e);
-                        }
-                    }
+                    self.on_event(job, ctx, &event, &mut state, examples).await
                 }
-                Some(TrainMessage::Samples { step, data }) => {
-                    if failure.is_some() || lease_lost {
-                        continue;
-                    }
-                    let count = data["samples"].as_array().map_or(0, Vec::len);
-                    let message = format!("eval samples after step {step}: {count} generated");
-                    let mut data = data;
-                    data["step"] = step.into();
-                    if let Err(e) = ctx.progress().log(LogLevel::Info, message, data).await {
-                        stop.store(true, Ordering::SeqCst);
-                        if matches!(e, RunError::LeaseLost) {
-                            lease_lost = true;
-                        } else {
-                            failure = Some(e);
-                        }
-                    }
-                }
+                Some(TrainMessage::Samples { step, data }) => log_samples(ctx, step, data).await,
                 Some(TrainMessage::Done(result)) => match failure.take() {
                     Some(e) => break Err(e),
                     None => break Ok(result),
@@ -251,6 +236,14 @@ impl JobRunner for SftRunner {
                     break Err(RunError::transient(
                         "the training thread stopped without a result",
                     ));
+                }
+            };
+            if let Err(e) = recorded {
+                stop.store(true, Ordering::SeqCst);
+                if matches!(e, RunError::LeaseLost) {
+                    lease_lost = true;
+                } else {
+                    failure = Some(e);
                 }
             }
         };

@@ -47,7 +47,7 @@ impl WorkerConfig {
 }
 
 /// Resolves when the store signals a queued job; never without a signal (or once its sender is gone).
-async fn job_queued(signal: &mut Option<watch::Receiver<u64>>) {
+pub async fn job_queued(signal: &mut Option<watch::Receiver<u64>>) {
     if let Some(receiver) = signal
         && receiver.changed().await.is_ok()
     {

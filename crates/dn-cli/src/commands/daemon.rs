@@ -53,23 +53,11 @@ impl Logging {
     }
 }
 
-/// The settings of `dn serve` its worker processes need, as the variables `dn worker` reads.
-pub fn worker_env(args: &ServeArgs) -> Vec<(&'static str, String)> {
-    let mut env = args.store.env();
-    env.extend(args.storage.env());
-    env.extend(args.lease.env());
-    env.extend(args.prepare.env());
-    if let Some(device) = &args.device {
-        env.push(("DN_DEVICE", device.clone()));
-    }
-    env
-}
-
 pub async fn serve(args: ServeArgs, logging: Logging) -> Result<()> {
-    let file = FileConfig::load(args.store.config.as_deref())?;
+    let file = FileConfig::load(args.node.store.config.as_deref())?;
     let limits = config::server_limits(&args, &file)?;
-    let store = config::open_store(&args.store, &file).await?;
-    let registry = config::open_registry(&args.storage, &args.store, &file)?;
+    let store = config::open_store(&args.node.store, &file).await?;
+    let registry = config::open_registry(&args.node.storage, &args.node.store, &file)?;
     let models = if args.models.is_empty() {
         file.models.clone()
     } else {
@@ -101,17 +89,17 @@ pub async fn serve(args: ServeArgs, logging: Logging) -> Result<()> {
         .with_context(|| format!("cannot listen on {listen}"))?;
     let (stop, stopped) = watch::channel(false);
     let workers = args.workers.or(file.workers).unwrap_or(1);
-    let worker_config = config::worker_config(config::default_worker_id(), &args.lease, &file);
+    let worker_config = config::worker_config(config::default_worker_id(), &args.node.lease, &file);
     let handles = if workers == 0 {
         Vec::new()
     } else {
         // Checked here too, so that a device this node cannot use stops the server at startup.
-        let (_, label) = config::device(&args.device, &file)?;
+        let (_, label) = config::device(&args.node.device, &file)?;
         info!(device = %label, "{workers} worker process(es) train on {label}");
         let plan = WorkerProcesses {
             exe: std::env::current_exe().context("cannot find the dn executable")?,
             args: logging.child_args(),
-            env: worker_env(&args),
+            env: args.node.env(),
             base_id: worker_config.worker_id.clone(),
             max_retries: worker_config.max_retries,
             shutdown_grace: worker_config.shutdown_grace,
@@ -141,18 +129,18 @@ pub async fn serve(args: ServeArgs, logging: Logging) -> Result<()> {
 }
 
 pub async fn worker(args: WorkerArgs) -> Result<()> {
-    let file = FileConfig::load(args.store.config.as_deref())?;
-    let store = config::open_store(&args.store, &file).await?;
-    let registry = config::open_registry(&args.storage, &args.store, &file)?;
+    let file = FileConfig::load(args.node.store.config.as_deref())?;
+    let store = config::open_store(&args.node.store, &file).await?;
+    let registry = config::open_registry(&args.node.storage, &args.node.store, &file)?;
     let worker_id = args
         .worker_id
         .clone()
         .or(file.worker_id.clone())
         .unwrap_or_else(config::default_worker_id);
-    let worker_config = config::worker_config(worker_id.clone(), &args.lease, &file);
+    let worker_config = config::worker_config(worker_id.clone(), &args.node.lease, &file);
     let (stop, stopped) = watch::channel(false);
-    let work_dir = config::data_dir(&args.store, &file).join("work");
-    let (device, label) = config::device(&args.device, &file)?;
+    let work_dir = config::data_dir(&args.node.store, &file).join("work");
+    let (device, label) = config::device(&args.node.device, &file)?;
     info!(
         worker = %worker_id,
         device = %label,
@@ -161,7 +149,7 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         "dn worker ready: training on {label}"
     );
     let mut runner = SftRunner::new(registry, work_dir).with_device(device);
-    if let Some(sandbox) = config::sandbox(&args.prepare, &file)? {
+    if let Some(sandbox) = config::sandbox(&args.node.prepare, &file)? {
         runner = runner.with_sandbox(sandbox);
     }
     let mut worker = Worker::new(store.clone(), Arc::new(runner), worker_config);
@@ -197,8 +185,7 @@ async fn read_supervisor(wake: watch::Sender<u64>) {
     use tokio::io::AsyncReadExt;
     let mut stdin = tokio::io::stdin();
     let mut buffer = [0u8; 64];
-    while let Ok(n @ 1..) = stdin.read(&mut buffer).await {
-        let _ = n;
+    while let Ok(1..) = stdin.read(&mut buffer).await {
         wake.send_modify(|count| *count = count.wrapping_add(1));
     }
 }

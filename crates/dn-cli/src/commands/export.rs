@@ -12,30 +12,12 @@ use crate::connection::Connection;
 
 /// `bf16 | f16 | f32`, or the base's own dtype (config.json's `torch_dtype` / `dtype`; f32 otherwise).
 fn output_dtype(asked: Option<&str>, base_dir: &Path) -> Result<DType> {
-    let name = match asked {
-        Some(name) => name.to_owned(),
-        None => {
-            let config: serde_json::Value = std::fs::read_to_string(base_dir.join("config.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str(&t).ok())
-                .unwrap_or_default();
-            let stored = ["torch_dtype", "dtype"]
-                .iter()
-                .find_map(|k| config.get(*k).and_then(|v| v.as_str()))
-                .unwrap_or("float32");
-            match stored {
-                "bfloat16" => "bf16",
-                "float16" => "f16",
-                _ => "f32",
-            }
-            .to_owned()
-        }
-    };
-    match name.as_str() {
-        "bf16" => Ok(DType::BF16),
-        "f16" => Ok(DType::F16),
-        "f32" => Ok(DType::F32),
-        other => bail!("--dtype {other:?}: one of bf16, f16, f32"),
+    match asked {
+        None => Ok(dn_train::stored_dtype(base_dir)?),
+        Some("bf16") => Ok(DType::BF16),
+        Some("f16") => Ok(DType::F16),
+        Some("f32") => Ok(DType::F32),
+        Some(other) => bail!("--dtype {other:?}: one of bf16, f16, f32"),
     }
 }
 

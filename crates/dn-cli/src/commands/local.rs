@@ -138,14 +138,19 @@ pub async fn sft_local(mut args: SftArgs, json: bool) -> Result<i32> {
         .data_dir
         .clone()
         .unwrap_or_else(config::default_data_dir);
-    let local = LocalServer::start(data_dir.clone()).await?;
-    let mut runner = SftRunner::new(local.registry.clone(), data_dir.join("work"));
     // `DN_PREPARE_MEMORY_MB` as for `dn worker`.
     let prepare = crate::cli::PrepareArgs {
         prepare_memory_mb: std::env::var("DN_PREPARE_MEMORY_MB")
             .ok()
-            .and_then(|mb| mb.trim().parse().ok()),
+            .map(|mb| {
+                mb.trim().parse().with_context(|| {
+                    format!("DN_PREPARE_MEMORY_MB {mb:?}: expected a whole number of MiB")
+                })
+            })
+            .transpose()?,
     };
+    let local = LocalServer::start(data_dir.clone()).await?;
+    let mut runner = SftRunner::new(local.registry.clone(), data_dir.join("work"));
     if let Some(sandbox) = config::sandbox(&prepare, &config::FileConfig::default())? {
         runner = runner.with_sandbox(sandbox);
     }

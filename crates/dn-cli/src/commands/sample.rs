@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use dn_data::{ChatMessage, Conversation, Role};
-use dn_render::{EvalPrompt, ModelArtifacts, decode, encode_prompt, eval_prompt};
+use dn_render::{ModelArtifacts, completion_prompt, decode};
 use dn_train::{BaseModel, DType, Device, LoraConfig, LoraModel, SamplingOptions, generate};
 use dn_types::{ArtifactRef, TrainingJob};
 use serde_json::json;
@@ -85,42 +85,20 @@ fn conversations(args: &SampleArgs) -> Result<Vec<Conversation>> {
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let label = path.display().to_string();
-    let loaded = dn_data::load_conversations(&bytes, dn_data::Format::Jsonl, &label)?;
-    if let Some(error) = loaded.errors.first() {
-        bail!("{error}");
-    }
-    if loaded.conversations.is_empty() {
+    let rows = dn_data::read_rows(&bytes, dn_data::Format::Jsonl, &label)?;
+    if rows.is_empty() {
         bail!("{label}: no conversation");
     }
-    if loaded.conversations.len() > MAX_CONVERSATIONS {
+    if rows.len() > MAX_CONVERSATIONS {
         bail!("{label}: more than {MAX_CONVERSATIONS} conversations");
     }
-    Ok(loaded.conversations)
-}
-
-/// A prompt: the conversation as given, or cut before its last assistant turn (then the reference).
-fn prompt(
-    artifacts: &ModelArtifacts,
-    conversation: &Conversation,
-    system_prompt: &str,
-) -> Result<EvalPrompt> {
-    if let Some(cut) = eval_prompt(artifacts, conversation, system_prompt) {
-        return Ok(cut?);
-    }
-    let mut scaffolded = conversation.clone();
-    dn_data::apply_system_prompt(&mut scaffolded, system_prompt);
-    let last_user = conversation
-        .messages
-        .iter()
-        .rev()
-        .find(|m| m.role == Role::User)
-        .map(|m| m.content.clone())
-        .unwrap_or_default();
-    Ok(EvalPrompt {
-        prompt_ids: encode_prompt(artifacts, &scaffolded)?,
-        prompt: last_user,
-        reference: String::new(),
-    })
+    rows.into_iter()
+        .map(|(row, value)| {
+            // A prompt needs no answer: the training data's "no assistant message" rule does not apply.
+            dn_data::row_conversation(&value?)
+                .map_err(|m| anyhow::anyhow!("{label}: row {row}: {m}"))
+        })
+        .collect()
 }
 
 /// The directory of the job's checkpoint `asked` (see [`checkpoint_name`]), downloaded into the cache
@@ -202,8 +180,21 @@ fn complete(
     artifacts.template.set_now(job.created_at.fixed_offset());
     let prompts = conversations
         .iter()
-        .map(|c| prompt(&artifacts, c, system_prompt))
+        .map(|c| completion_prompt(&artifacts, c, system_prompt).map_err(anyhow::Error::from))
         .collect::<Result<Vec<_>>>()?;
+    // The prefill holds every prompt token at once: nothing longer than the model reads.
+    if let Some(context) = artifacts.context_length
+        && let Some((i, p)) = prompts
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.prompt_ids.len() as u64 > context)
+    {
+        bail!(
+            "conversation {}: its prompt is {} tokens, longer than the model's context of {context}",
+            i + 1,
+            p.prompt_ids.len()
+        );
+    }
     let base = BaseModel::load(&model_path, DType::F32, &Device::Cpu)?;
     let model = match adapter {
         Some(dir) => LoraModel::with_adapter(&base, dir)?,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dn_store::JobStore;
-use dn_worker::describe_exit;
+use dn_worker::{describe_exit, job_queued};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -74,16 +74,6 @@ fn start(plan: &WorkerProcesses, worker_id: &str) -> std::io::Result<Child> {
         .process_group(0)
         .kill_on_drop(true)
         .spawn()
-}
-
-/// Resolves when `signal` changes; never if there is none.
-async fn changed(signal: &mut Option<watch::Receiver<u64>>) {
-    if let Some(receiver) = signal
-        && receiver.changed().await.is_ok()
-    {
-        return;
-    }
-    std::future::pending().await
 }
 
 async fn run_slot(
@@ -148,7 +138,7 @@ async fn watch_child(
                     Err(e) => format!("could not be waited for: {e}"),
                 });
             }
-            () = changed(queued) => {
+            () = job_queued(queued) => {
                 if let Some(pipe) = stdin.as_mut() {
                     // A child that stopped reading must not stall its supervisor.
                     let write = tokio::time::timeout(Duration::from_secs(1), pipe.write_all(b"\n"));

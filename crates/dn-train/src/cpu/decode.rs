@@ -6,11 +6,11 @@
 use rayon::prelude::*;
 
 use super::attention::{Heads, softmax_visible};
-use super::block::{self, Context, Qkv, RopeTable, Scratch};
+use super::block::{self, Qkv, RopeTable, Scratch};
 use super::head;
 use super::matmul::{FEW_ROWS, Mat, MatMut, Threads, matmul};
 use super::simd::dot;
-use super::{embed_rows, with_views};
+use super::{context, embed_rows, rope_tables, with_views};
 use crate::error::Result;
 use crate::kernels::Real;
 use crate::model::LoraModel;
@@ -60,30 +60,8 @@ pub fn extend<T: Real>(
             .zip(new)
             .map(|(cache, t)| (cache.len, t.len(), cache.len + t.len()))
             .collect();
-        let ropes: Vec<RopeTable<T>> = (0..c.ropes.len())
-            .map(|i| {
-                let (cos, sin) = model.rope_rows(i, &spans);
-                RopeTable {
-                    cos: cos.into_iter().map(T::from_f64).collect(),
-                    sin: sin.into_iter().map(T::from_f64).collect(),
-                    rotary: c.ropes[i].rotary_dim,
-                }
-            })
-            .collect();
-        let ctx = Context {
-            n,
-            hidden: d,
-            heads: c.num_attention_heads,
-            kv: c.num_key_value_heads,
-            hd: c.head_dim,
-            query_block: super::attention::QUERY_BLOCK,
-            attention_scale: c.attention_scale,
-            softcap: c.attn_logit_softcap,
-            activation: c.activation,
-            eps: c.rms_norm_eps,
-            segments: &segments,
-            ropes: &ropes,
-        };
+        let ropes: Vec<RopeTable<T>> = rope_tables(model, &spans);
+        let ctx = context(model, n, &segments, &ropes);
         let mut x = embed_rows(w.embed, &ids, d, c.embedding_scale);
         let mut scratch = Scratch::default();
         for (layer, b) in w.blocks.iter().enumerate() {

@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use super::matmul::{Mat, MatMut, Threads, matmul};
+use super::matmul::{Mat, MatMut, Threads, matmul, rows_times_wt};
 use crate::kernels::Real;
 use crate::loss::LOGIT_CHUNK_ROWS;
 use crate::norm::{apply_rows, backward_rows, inv_rms_rows};
@@ -76,15 +76,15 @@ pub fn logits<T: Real>(head: &Head<'_, T>, x: &[T]) -> Vec<T> {
     let mut normed = vec![T::ZERO; m * d];
     apply_rows(x, head.norm, &inv, &mut normed);
     let mut logits = vec![T::ZERO; m * head.vocab];
-    let w = Mat::new(head.w, head.vocab, d);
-    let dst = MatMut::new(&mut logits, m, head.vocab);
-    matmul(
-        dst,
-        Mat::new(&normed, m, d),
-        w.t(),
+    rows_times_wt(
+        &mut logits,
+        &normed,
+        m,
+        head.w,
+        head.vocab,
+        d,
         T::ONE,
         false,
-        Threads::All,
     );
     if let Some(cap) = head.softcap {
         let cap = T::from_f64(cap);

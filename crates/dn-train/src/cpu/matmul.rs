@@ -182,11 +182,37 @@ fn block_dots<T: Real>(part: &mut [T], rows: &[T], x: &[T], n: usize, inp: usize
     }
 }
 
+/// `y (+)= beta * x w^T` for `x [n, inp]` and a row-major `w [out, inp]` (a projection): gemm on all
+/// threads, or [`few_rows_wt`] for up to [`FEW_ROWS`] rows (a decoding step).
+#[allow(clippy::too_many_arguments)]
+pub fn rows_times_wt<T: Real>(
+    y: &mut [T],
+    x: &[T],
+    n: usize,
+    w: &[T],
+    out: usize,
+    inp: usize,
+    beta: T,
+    accumulate: bool,
+) {
+    if n <= FEW_ROWS {
+        return few_rows_wt(y, x, n, w, out, inp, beta, accumulate);
+    }
+    matmul(
+        MatMut::new(y, n, out),
+        Mat::new(x, n, inp),
+        Mat::new(w, out, inp).t(),
+        beta,
+        accumulate,
+        Threads::All,
+    );
+}
+
 /// `y (+)= beta * x w^T` for a few rows `x [n, inp]` and a row-major `w [out, inp]`: every output is the
 /// dot product of two contiguous rows and `w` is read once, in parallel blocks of its rows. Decoding
 /// is bound by reading the weights; gemm would pack all of `w` again for each call.
 #[allow(clippy::too_many_arguments)]
-pub fn few_rows_wt<T: Real>(
+fn few_rows_wt<T: Real>(
     y: &mut [T],
     x: &[T],
     n: usize,

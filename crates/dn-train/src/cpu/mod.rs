@@ -153,6 +153,46 @@ fn with_views<T: Real, R>(
     f(&views(model, &slices))
 }
 
+/// Each rope setting's tables for rows given as spans `(first position, rows, length)` (see
+/// [`LoraModel::rope_rows`]).
+fn rope_tables<T: Real>(model: &LoraModel, spans: &[(usize, usize, usize)]) -> Vec<RopeTable<T>> {
+    let c = &model.config;
+    (0..c.ropes.len())
+        .map(|i| {
+            let (cos, sin) = model.rope_rows(i, spans);
+            RopeTable {
+                cos: cos.into_iter().map(T::from_f64).collect(),
+                sin: sin.into_iter().map(T::from_f64).collect(),
+                rotary: c.ropes[i].rotary_dim,
+            }
+        })
+        .collect()
+}
+
+/// The shapes and constants of `n` packed rows of `model` in `segments`.
+fn context<'a, T>(
+    model: &LoraModel,
+    n: usize,
+    segments: &'a [(usize, usize)],
+    ropes: &'a [RopeTable<T>],
+) -> Context<'a, T> {
+    let c = &model.config;
+    Context {
+        n,
+        hidden: c.hidden_size,
+        heads: c.num_attention_heads,
+        kv: c.num_key_value_heads,
+        hd: c.head_dim,
+        query_block: attention::QUERY_BLOCK,
+        attention_scale: c.attention_scale,
+        softcap: c.attn_logit_softcap,
+        activation: c.activation,
+        eps: c.rms_norm_eps,
+        segments,
+        ropes,
+    }
+}
+
 /// The embeddings `[ids, d]` of `ids`, scaled where the family does.
 fn embed_rows<T: Real>(embed: &[T], ids: &[u32], d: usize, scale: Option<f64>) -> Vec<T> {
     let scale = scale.map(T::from_f64);
@@ -188,30 +228,8 @@ fn run_on<T: Real>(
 ) -> Result<(f64, Option<Vec<Tensor>>)> {
     let c = &model.config;
     let (d, n) = (c.hidden_size, batch.len());
-    let ropes: Vec<RopeTable<T>> = (0..c.ropes.len())
-        .map(|i| {
-            let (cos, sin) = model.rope_tables(i, batch);
-            RopeTable {
-                cos: cos.into_iter().map(T::from_f64).collect(),
-                sin: sin.into_iter().map(T::from_f64).collect(),
-                rotary: c.ropes[i].rotary_dim,
-            }
-        })
-        .collect();
-    let ctx = Context {
-        n,
-        hidden: d,
-        heads: c.num_attention_heads,
-        kv: c.num_key_value_heads,
-        hd: c.head_dim,
-        query_block: attention::QUERY_BLOCK,
-        attention_scale: c.attention_scale,
-        softcap: c.attn_logit_softcap,
-        activation: c.activation,
-        eps: c.rms_norm_eps,
-        segments: &batch.segments,
-        ropes: &ropes,
-    };
+    let ropes: Vec<RopeTable<T>> = rope_tables(model, &batch.spans());
+    let ctx = context(model, n, &batch.segments, &ropes);
     let mut x = embed_rows(w.embed, ids, d, c.embedding_scale);
     let mut scratch = Scratch::default();
     let training = scale.is_some();

@@ -4,7 +4,7 @@
 
 use rayon::prelude::*;
 
-use super::matmul::{FEW_ROWS, Mat, MatMut, Threads, few_rows_wt, matmul};
+use super::matmul::{Mat, MatMut, Threads, matmul, rows_times_wt};
 use crate::kernels::Real;
 
 /// A LoRA pair's tensors: `a [rank, in]`, `b [out, rank]`, applied as `scale * (x a^T) b^T`.
@@ -40,19 +40,7 @@ impl<T: Real> Proj<'_, T> {
 
     /// `y (+)= x w^T + bias + scale * (x a^T) b^T` for `x [n, in]`; `x a^T` goes to `u`.
     pub fn forward(&self, x: &[T], n: usize, y: &mut [T], accumulate: bool, u: &mut Vec<T>) {
-        if n <= FEW_ROWS {
-            return self.forward_few(x, n, y, accumulate, u);
-        }
-        let x = Mat::new(x, n, self.inp);
-        let w = Mat::new(self.w, self.out, self.inp).t();
-        matmul(
-            MatMut::new(y, n, self.out),
-            x,
-            w,
-            T::ONE,
-            accumulate,
-            Threads::All,
-        );
+        rows_times_wt(y, x, n, self.w, self.out, self.inp, T::ONE, accumulate);
         if let Some(bias) = self.bias {
             y.par_chunks_mut(self.out).for_each(|row| {
                 for (y, b) in row.iter_mut().zip(bias) {
@@ -63,29 +51,8 @@ impl<T: Real> Proj<'_, T> {
         if let Some(l) = &self.lora {
             u.clear();
             u.resize(n * l.rank, T::ZERO);
-            let a = Mat::new(l.a, l.rank, self.inp).t();
-            matmul(MatMut::new(u, n, l.rank), x, a, T::ONE, false, Threads::All);
-            let b = Mat::new(l.b, self.out, l.rank).t();
-            let dst = MatMut::new(y, n, self.out);
-            matmul(dst, Mat::new(u, n, l.rank), b, l.scale, true, Threads::All);
-        }
-    }
-
-    /// [`forward`](Self::forward) for a few rows (generation): each weight read once, no packing.
-    fn forward_few(&self, x: &[T], n: usize, y: &mut [T], accumulate: bool, u: &mut Vec<T>) {
-        few_rows_wt(y, x, n, self.w, self.out, self.inp, T::ONE, accumulate);
-        if let Some(bias) = self.bias {
-            for row in y[..n * self.out].chunks_mut(self.out) {
-                for (y, b) in row.iter_mut().zip(bias) {
-                    *y += *b;
-                }
-            }
-        }
-        if let Some(l) = &self.lora {
-            u.clear();
-            u.resize(n * l.rank, T::ZERO);
-            few_rows_wt(u, x, n, l.a, l.rank, self.inp, T::ONE, false);
-            few_rows_wt(y, u, n, l.b, self.out, l.rank, l.scale, true);
+            rows_times_wt(u, x, n, l.a, l.rank, self.inp, T::ONE, false);
+            rows_times_wt(y, u, n, l.b, self.out, l.rank, l.scale, true);
         }
     }
 

@@ -101,6 +101,14 @@ impl Packed {
         })
     }
 
+    /// Each example as a span of rope rows `(first position, rows, length)`.
+    pub(crate) fn spans(&self) -> Vec<(usize, usize, usize)> {
+        self.segments
+            .iter()
+            .map(|&(start, len)| (self.positions[start] as usize, len, len))
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.positions.len()
     }
@@ -278,12 +286,7 @@ impl LoraModel {
     /// setting's factor applied, rounded to f32 as transformers computes them (except in f64, for the
     /// gradient checks). Frequencies that depend on the length (longrope) follow each example's own.
     pub(crate) fn rope_tables(&self, rope: usize, batch: &Packed) -> (Vec<f64>, Vec<f64>) {
-        let spans: Vec<(usize, usize, usize)> = batch
-            .segments
-            .iter()
-            .map(|&(start, len)| (batch.positions[start] as usize, len, len))
-            .collect();
-        self.rope_rows(rope, &spans)
+        self.rope_rows(rope, &batch.spans())
     }
 
     /// [`rope_tables`](Self::rope_tables) for rows given as spans `(first position, rows, length)`: the

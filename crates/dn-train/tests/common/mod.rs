@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod families;
+pub mod generation;
 pub mod tiny;
 
 use std::path::PathBuf;
