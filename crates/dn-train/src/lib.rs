@@ -3,6 +3,7 @@
 //! loop. No async runtime, no store: the worker drives it on a dedicated thread.
 
 mod adapter;
+mod blocked_attention;
 mod budget;
 mod checkpoint;
 mod cpu;
@@ -20,7 +21,6 @@ mod model;
 mod norm;
 mod optim;
 mod schedule;
-mod softmax;
 mod trainer;
 mod weights;
 

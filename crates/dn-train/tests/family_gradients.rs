@@ -1,5 +1,5 @@
-//! Every family in f64: the CPU engine, the candle graph and layer-by-layer recompute compute the same loss
-//! and gradients, and those gradients are the loss's derivatives (central finite differences along a
+//! Every family in f64: the CPU engine, the candle graph (its attention in blocks of query rows of any
+//! size) and layer-by-layer recompute compute the same loss and gradients, and those gradients are the loss's derivatives (central finite differences along a
 //! random direction per LoRA tensor).
 
 mod common;
@@ -25,11 +25,22 @@ fn engine_graph_and_recompute_agree_in_f64() {
         let seqs = sequences(&r.examples);
         let model = model(family, DType::F64);
         let engine = loss_and_grads(&model, &seqs);
-        for (cpu_engine, recompute) in [(false, false), (true, true), (false, true)] {
+        // Attention blocks of 3 and 5 query rows: the examples (13, 9, 6 tokens) span several blocks,
+        // and the windows (4 to 7) cut into earlier ones.
+        for (cpu_engine, recompute, block) in [
+            (false, false, 0),
+            (true, true, 0),
+            (false, true, 0),
+            (false, false, 3),
+            (false, true, 5),
+        ] {
             model.set_cpu_engine(cpu_engine);
             model.set_recompute(recompute);
+            model.set_attention_block_rows(block);
             let other = loss_and_grads(&model, &seqs);
-            let label = format!("{family} (engine {cpu_engine}, recompute {recompute})");
+            let label = format!(
+                "{family} (engine {cpu_engine}, recompute {recompute}, attention block {block})"
+            );
             let rel = (other.0 - engine.0).abs() / engine.0;
             assert!(rel < 1e-12, "{label}: loss differs by {rel:e}");
             for (a, b) in other.1.iter().zip(&engine.1) {

@@ -3,20 +3,22 @@
 
 use std::collections::HashMap;
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{D, Tensor};
 use dn_arch::{Activation, Role};
 
 use super::{Block, LoraModel, Packed, compute_dtype};
+use crate::blocked_attention::{AttentionSpec, MaskBand, auto_block_rows, blocked_attention};
 use crate::error::Result;
 use crate::norm::fused_rms_norm;
-use crate::softmax::causal_softmax;
 
 /// Per-batch inputs every block reads.
 pub(crate) struct BatchContext {
     /// Cos and sin `[n, 1, rotary_dim]` per rope setting.
     ropes: Vec<(Tensor, Tensor)>,
-    /// Additive masks by (example length, window), on the primitive attention path.
-    masks: HashMap<(usize, Option<usize>), Tensor>,
+    /// The query-block masks of each window (`None`: causal only).
+    masks: HashMap<Option<usize>, MaskBand>,
+    /// Query rows per attention block.
+    block: usize,
 }
 
 /// RMSNorm from primitives: `x / sqrt(mean(x^2) + eps) * w`, normalised in f32 at least. A weight in the
@@ -35,16 +37,6 @@ fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     }
     Ok(normed
         .broadcast_mul(&weight.to_dtype(normed.dtype())?)?
-        .to_dtype(x.dtype())?)
-}
-
-/// Softmax over the last dimension from primitives, in f32 at least (the max is a constant shift: no
-/// gradient needed).
-fn softmax_last(x: &Tensor) -> Result<Tensor> {
-    let xf = x.to_dtype(compute_dtype(x.dtype()))?;
-    let max = xf.max_keepdim(D::Minus1)?.detach();
-    let e = xf.broadcast_sub(&max)?.exp()?;
-    Ok(e.broadcast_div(&e.sum_keepdim(D::Minus1)?)?
         .to_dtype(x.dtype())?)
 }
 
@@ -78,20 +70,6 @@ fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
     Ok(((x * 0.5)? * (inner.tanh()? + 1.0)?)?)
 }
 
-/// `[len, len]`: 0 where a token may attend (itself and the `window - 1` before it, or all before it),
-/// -inf elsewhere.
-fn causal_mask(len: usize, window: Option<usize>, dtype: DType, device: &Device) -> Result<Tensor> {
-    let values: Vec<f32> = (0..len)
-        .flat_map(|i| {
-            (0..len).map(move |j| {
-                let seen = j <= i && window.is_none_or(|w| i - j < w);
-                if seen { 0.0 } else { f32::NEG_INFINITY }
-            })
-        })
-        .collect();
-    Ok(Tensor::from_vec(values, (len, len), device)?.to_dtype(dtype)?)
-}
-
 impl LoraModel {
     /// Cos and sin `[n, 1, rotary_dim]` (each half-row repeated, as `rotate_half` pairs them).
     fn rotary(&self, rope: usize, batch: &Packed) -> Result<(Tensor, Tensor)> {
@@ -109,28 +87,35 @@ impl LoraModel {
         Ok((repeat(cos)?, repeat(sin)?))
     }
 
-    /// What every block of a batch shares: rotary cos/sin per rope setting and, on the primitive attention
-    /// path, the additive masks by example length and window.
+    /// What every block of a batch shares, built once per batch: rotary cos/sin per rope setting and the
+    /// attention masks of each window.
     pub(crate) fn batch_context(&self, batch: &Packed) -> Result<BatchContext> {
         let ropes = (0..self.config.ropes.len())
             .map(|i| self.rotary(i, batch))
             .collect::<Result<Vec<_>>>()?;
-        // Additive masks only for the primitive attention path (GPU or half precision); the CPU uses the
-        // fused causal softmax.
+        let max_len = batch.segments.iter().map(|s| s.1).max().unwrap_or(0);
+        let block = match self.attention_block_rows() {
+            0 => auto_block_rows(self.config.num_attention_heads, max_len),
+            rows => rows,
+        };
         let mut masks = HashMap::new();
-        let primitive =
-            !(self.device().is_cpu() && matches!(self.dtype(), DType::F32 | DType::F64));
-        if primitive {
-            for layer in &self.config.layers {
-                for &(_, len) in &batch.segments {
-                    let key = (len, layer.window);
-                    if let std::collections::hash_map::Entry::Vacant(slot) = masks.entry(key) {
-                        slot.insert(causal_mask(len, layer.window, self.dtype(), self.device())?);
-                    }
-                }
+        for layer in &self.config.layers {
+            if let std::collections::hash_map::Entry::Vacant(slot) = masks.entry(layer.window) {
+                let dtype = compute_dtype(self.dtype());
+                slot.insert(MaskBand::new(
+                    block,
+                    max_len,
+                    layer.window,
+                    dtype,
+                    self.device(),
+                )?);
             }
         }
-        Ok(BatchContext { ropes, masks })
+        Ok(BatchContext {
+            ropes,
+            masks,
+            block,
+        })
     }
 
     pub(crate) fn final_norm(&self, x: &Tensor) -> Result<Tensor> {
@@ -215,34 +200,25 @@ impl LoraModel {
         let (cos, sin) = &ctx.ropes[b.layer.rope];
         let q = rope(&q, cos, sin)?;
         let k = rope(&k, cos, sin)?;
-        let window = b.layer.window;
+        let spec = AttentionSpec {
+            scale: c.attention_scale,
+            softcap: c.attn_logit_softcap,
+            window: b.layer.window,
+            block: ctx.block,
+        };
+        let mask = &ctx.masks[&b.layer.window];
         let mut outputs = Vec::with_capacity(batch.segments.len());
         for &(start, len) in &batch.segments {
             // Query heads that share a key/value head sit next to each other (transformers' repeat_kv),
-            // so [heads, len, hd] regroups as [kv, groups * len, hd] without copying keys or values.
+            // so [heads, len, hd] regroups as [kv, groups, len, hd] without copying keys or values.
             let qs = q
                 .narrow(0, start, len)?
                 .transpose(0, 1)?
                 .contiguous()?
-                .reshape((kv, groups * len, hd))?;
+                .reshape((kv, groups, len, hd))?;
             let ks = k.narrow(0, start, len)?.transpose(0, 1)?.contiguous()?;
             let vs = v.narrow(0, start, len)?.transpose(0, 1)?.contiguous()?;
-            let raw = qs.matmul(&ks.t()?)?;
-            let (scores, scale) = match c.attn_logit_softcap {
-                Some(cap) => (softcap(&(raw * c.attention_scale)?, cap)?, 1.0),
-                None => (raw, c.attention_scale),
-            };
-            let probs = match causal_softmax(&scores, scale, window)? {
-                Some(probs) => probs,
-                None => {
-                    let scores = (scores * scale)?
-                        .reshape((kv, groups, len, len))?
-                        .broadcast_add(&ctx.masks[&(len, window)])?;
-                    softmax_last(&scores)?.reshape((kv, groups * len, len))?
-                }
-            };
-            let out = probs
-                .matmul(&vs)?
+            let out = blocked_attention(&qs, &ks, &vs, &spec, mask, track)?
                 .reshape((heads, len, hd))?
                 .transpose(0, 1)?
                 .reshape((len, heads * hd))?;

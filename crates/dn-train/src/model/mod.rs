@@ -7,7 +7,7 @@
 
 mod layers;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use candle_core::{DType, Device, Tensor, Var};
 use dn_arch::{Layer, ModelConfig, Projection, Role};
@@ -135,6 +135,8 @@ pub struct LoraModel {
     cpu_engine: AtomicBool,
     /// Keep only each block's input in the forward and recompute the block in the backward.
     recompute: AtomicBool,
+    /// Query rows per attention block on the graph (0: from the heads and the longest example).
+    attention_block: AtomicUsize,
 }
 
 /// Half-precision inputs are computed in f32 where precision matters (norms, softmax), as transformers does.
@@ -221,6 +223,7 @@ impl LoraModel {
             lora_dtype,
             cpu_engine: AtomicBool::new(cpu_default),
             recompute: AtomicBool::new(!device.is_cpu()),
+            attention_block: AtomicUsize::new(0),
             device,
         })
     }
@@ -240,6 +243,16 @@ impl LoraModel {
 
     pub fn set_recompute(&self, on: bool) {
         self.recompute.store(on, Ordering::Relaxed);
+    }
+
+    /// Query rows per attention block on the graph; 0 (the default) picks them from the number of heads
+    /// and the longest example, so one block's scores stay under 128 MB.
+    pub fn attention_block_rows(&self) -> usize {
+        self.attention_block.load(Ordering::Relaxed)
+    }
+
+    pub fn set_attention_block_rows(&self, rows: usize) {
+        self.attention_block.store(rows, Ordering::Relaxed);
     }
 
     /// Switches the CPU engine off (the candle graph instead, as on CUDA) or back on where it applies;
