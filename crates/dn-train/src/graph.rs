@@ -4,32 +4,34 @@
 //! with its graph and pushes the gradient through it, so at most one block's activations are alive.
 
 use candle_core::backprop::GradStore;
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 
 use crate::error::Result;
-use crate::loss::{LOGIT_CHUNK_ROWS, Targets, chunk_nll, to_f64};
+use crate::loss::{LOGIT_CHUNK_ROWS, Targets, chunk_nll};
 use crate::model::{LoraModel, Packed};
 
-/// The summed NLL of the targets, and the gradient of `scale * nll` with respect to `hidden` (the final
-/// norm's output; only its target rows are non-zero), a chunk of logits at a time.
+/// The summed NLL of the targets (an f64 scalar on the device: not read here), and the gradient of
+/// `scale * nll` with respect to `hidden` (the final norm's output; only its target rows are non-zero),
+/// a chunk of logits at a time.
 fn head(
     model: &LoraModel,
     hidden: &Tensor,
     targets: &Targets,
     scale: f64,
-) -> Result<(f64, Tensor)> {
+) -> Result<(Tensor, Tensor)> {
     let device = model.device();
     let rows = Tensor::new(targets.rows.as_slice(), device)?;
+    let all_tokens = Tensor::new(targets.tokens.as_slice(), device)?;
     let selected = hidden.index_select(&rows, 0)?.detach();
-    let mut nll_sum = 0.0;
+    let mut nll_sum = Tensor::zeros((), DType::F64, device)?;
     let mut grads = Vec::new();
     let mut start = 0;
     while start < targets.rows.len() {
         let len = LOGIT_CHUNK_ROWS.min(targets.rows.len() - start);
         let leaf = Var::from_tensor(&selected.narrow(0, start, len)?)?;
-        let tokens = Tensor::new(&targets.tokens[start..start + len], device)?;
+        let tokens = all_tokens.narrow(0, start, len)?;
         let nll = chunk_nll(model, leaf.as_tensor(), &tokens)?.sum_all()?;
-        nll_sum += to_f64(&nll)?;
+        nll_sum = (nll_sum + nll.detach().to_dtype(DType::F64)?)?;
         let chunk_grads = (nll * scale)?.backward()?;
         let grad = chunk_grads
             .get(leaf.as_tensor())
@@ -61,13 +63,14 @@ fn collect(model: &LoraModel, store: &GradStore, slots: &mut [Option<Tensor>]) -
     Ok(())
 }
 
-/// The NLL sum and the LoRA gradients of `scale * nll`, in [`LoraModel::trainable`] order.
+/// The NLL sum (an f64 scalar on the device) and the LoRA gradients of `scale * nll`, in
+/// [`LoraModel::trainable`] order. Nothing is read back to the host.
 pub fn forward_backward(
     model: &LoraModel,
     batch: &Packed,
     targets: &Targets,
     scale: f64,
-) -> Result<(f64, Vec<Tensor>)> {
+) -> Result<(Tensor, Vec<Tensor>)> {
     let mut slots: Vec<Option<Tensor>> = vec![None; model.trainable().len()];
     let ctx = model.batch_context(batch)?;
     let mut x = model.embed(batch)?;

@@ -79,16 +79,28 @@ pub(crate) fn chunk_nll(model: &LoraModel, hidden: &Tensor, targets: &Tensor) ->
     Ok((lse - picked)?.squeeze(1)?)
 }
 
-pub(crate) fn to_f64(t: &Tensor) -> Result<f64> {
-    Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()?)
-}
-
 /// What one forward(+backward) over a packed batch produced.
 pub struct BatchLoss {
-    /// Sum of the targets' negative log-likelihoods.
-    pub nll_sum: f64,
+    /// Sum of the targets' negative log-likelihoods: an f64 scalar on the model's device, left there so
+    /// that the passes of a step add up without a host synchronisation.
+    pub nll: Tensor,
     pub targets: usize,
     pub tokens: usize,
+}
+
+impl BatchLoss {
+    fn empty(model: &LoraModel, targets: usize, tokens: usize) -> Result<Self> {
+        Ok(BatchLoss {
+            nll: Tensor::zeros((), DType::F64, model.device())?,
+            targets,
+            tokens,
+        })
+    }
+
+    /// The NLL sum read back to the host (a synchronisation on a GPU).
+    pub fn nll_sum(&self) -> Result<f64> {
+        Ok(self.nll.to_scalar::<f64>()?)
+    }
 }
 
 fn pack<'a>(model: &LoraModel, sequences: &[Sequence<'a>]) -> Result<(Packed, Targets)> {
@@ -123,50 +135,44 @@ pub fn forward_backward(
     normaliser: usize,
 ) -> Result<(BatchLoss, Option<Vec<Tensor>>)> {
     let (batch, targets) = pack(model, sequences)?;
-    let mut loss = BatchLoss {
-        nll_sum: 0.0,
-        targets: targets.rows.len(),
-        tokens: batch.len(),
-    };
+    let mut loss = BatchLoss::empty(model, targets.rows.len(), batch.len())?;
     if targets.rows.is_empty() {
         return Ok((loss, None));
     }
     let scale = 1.0 / normaliser as f64;
     if model.uses_cpu_engine() {
         let (nll, grads) = on_cpu_engine(model, sequences, &batch, &targets, Some(scale))?;
-        loss.nll_sum = nll;
+        loss.nll = Tensor::new(nll, model.device())?;
         return Ok((loss, grads));
     }
     let (nll, grads) = crate::graph::forward_backward(model, &batch, &targets, scale)?;
-    loss.nll_sum = nll;
+    loss.nll = nll;
     Ok((loss, Some(grads)))
 }
 
 /// The summed NLL of `sequences` with no graph recorded (evaluation).
 pub fn evaluate(model: &LoraModel, sequences: &[Sequence<'_>]) -> Result<BatchLoss> {
     let (batch, targets) = pack(model, sequences)?;
-    let mut loss = BatchLoss {
-        nll_sum: 0.0,
-        targets: targets.rows.len(),
-        tokens: batch.len(),
-    };
+    let mut loss = BatchLoss::empty(model, targets.rows.len(), batch.len())?;
     if targets.rows.is_empty() {
         return Ok(loss);
     }
     if model.uses_cpu_engine() {
-        loss.nll_sum = on_cpu_engine(model, sequences, &batch, &targets, None)?.0;
+        let nll = on_cpu_engine(model, sequences, &batch, &targets, None)?.0;
+        loss.nll = Tensor::new(nll, model.device())?;
         return Ok(loss);
     }
     let device = model.device();
     let hidden = model.hidden(&batch, false)?;
     let rows = Tensor::new(targets.rows.as_slice(), device)?;
+    let all_tokens = Tensor::new(targets.tokens.as_slice(), device)?;
     let selected = hidden.index_select(&rows, 0)?;
     let mut start = 0;
     while start < targets.rows.len() {
         let len = LOGIT_CHUNK_ROWS.min(targets.rows.len() - start);
-        let tokens = Tensor::new(&targets.tokens[start..start + len], device)?;
+        let tokens = all_tokens.narrow(0, start, len)?;
         let nll = chunk_nll(model, &selected.narrow(0, start, len)?, &tokens)?;
-        loss.nll_sum += to_f64(&nll.sum_all()?)?;
+        loss.nll = (loss.nll + nll.sum_all()?.to_dtype(DType::F64)?)?;
         start += len;
     }
     Ok(loss)

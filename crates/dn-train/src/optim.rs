@@ -83,21 +83,23 @@ impl AdamW {
 }
 
 /// Scales `grads` in place so their global L2 norm is at most `max_norm` (as torch's
-/// `clip_grad_norm_`: coefficient `max_norm / (norm + 1e-6)`, capped at 1). Returns the norm before.
-pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<f64> {
-    // Summed sequentially on the host: a fixed order, so the same gradients always give the same norm.
-    let mut sum = 0.0;
+/// `clip_grad_norm_`: coefficient `max_norm / (norm + 1e-6)`, capped at 1). Returns the norm before, an
+/// f64 scalar on the gradients' device: computed there, in f64, tensor by tensor in a fixed order, with
+/// nothing read back (the trainer reads it with the loss, once per step).
+pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<Tensor> {
+    let Some(first) = grads.first() else {
+        return Err(Error::invalid("optimizer", "no gradients to clip"));
+    };
+    let mut sum = Tensor::zeros((), DType::F64, first.device())?;
     for g in grads.iter() {
-        let values: Vec<f64> = g.flatten_all()?.to_dtype(DType::F64)?.to_vec1()?;
-        sum += values.iter().map(|v| v * v).sum::<f64>();
+        sum = (sum + g.to_dtype(DType::F64)?.sqr()?.sum_all()?)?;
     }
-    let norm = sum.sqrt();
+    let norm = sum.sqrt()?;
     if max_norm > 0.0 {
-        let coef = max_norm / (norm + 1e-6);
-        if coef < 1.0 {
-            for g in grads.iter_mut() {
-                *g = (&*g * coef)?;
-            }
+        // min(1, max_norm / (norm + 1e-6)): exactly 1 when the norm is within the limit.
+        let coef = ((&norm + 1e-6)?.recip()? * max_norm)?.minimum(1.0)?;
+        for g in grads.iter_mut() {
+            *g = g.broadcast_mul(&coef.to_dtype(g.dtype())?)?;
         }
     }
     Ok(norm)
@@ -167,7 +169,7 @@ mod tests {
     fn clipping_scales_to_the_max_norm() {
         let mut grads = vec![Tensor::new(&[3.0f64, 4.0], &Device::Cpu).unwrap()];
         let norm = clip_grad_norm(&mut grads, 1.0).unwrap();
-        assert_eq!(norm, 5.0);
+        assert_eq!(norm.to_scalar::<f64>().unwrap(), 5.0);
         let v = grads[0].to_vec1::<f64>().unwrap();
         assert!((v[0] - 0.6).abs() < 1e-6 && (v[1] - 0.8).abs() < 1e-6);
     }

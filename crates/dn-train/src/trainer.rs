@@ -377,7 +377,9 @@ impl Trainer<'_> {
         let sequences: Vec<Sequence<'_>> = indices.iter().map(|i| train[*i].sequence()).collect();
         let normaliser = count_targets(&sequences);
         let mut grads: Vec<Option<Tensor>> = vec![None; params.len()];
-        let (mut nll_sum, mut tokens) = (0.0, 0);
+        // Added up on the device: one read per step, with the gradient norm.
+        let mut nll_sum = Tensor::zeros((), candle_core::DType::F64, self.model.device())?;
+        let mut tokens = 0;
         for micro in indices.chunks(o.batch_size) {
             let lengths: Vec<(usize, usize)> = micro
                 .iter()
@@ -386,7 +388,7 @@ impl Trainer<'_> {
             for pass in passes(&lengths, o.tokens_per_pass) {
                 let seqs: Vec<Sequence<'_>> = pass.iter().map(|i| train[*i].sequence()).collect();
                 let (loss, store) = forward_backward(self.model, &seqs, normaliser.max(1))?;
-                nll_sum += loss.nll_sum;
+                nll_sum = (nll_sum + loss.nll)?;
                 tokens += loss.tokens;
                 let Some(pass_grads) = store else { continue };
                 for (slot, g) in grads.iter_mut().zip(pass_grads) {
@@ -409,6 +411,12 @@ impl Trainer<'_> {
         if normaliser > 0 {
             optimizer.step(params, &grads, lr)?;
         }
+        let [nll_sum, grad_norm] = Tensor::stack(&[nll_sum, grad_norm], 0)?
+            .to_vec1::<f64>()?
+            .try_into()
+            .map_err(|_| {
+                Error::invalid("optimizer", "loss and norm read back as other than two")
+            })?;
         Ok(StepRecord {
             step: step + 1,
             epoch,
@@ -449,13 +457,15 @@ impl Trainer<'_> {
             .enumerate()
             .map(|(i, e)| (i, e.input_ids.len()))
             .collect();
-        let (mut nll, mut targets) = (0.0, 0);
+        let mut nll = Tensor::zeros((), candle_core::DType::F64, self.model.device())?;
+        let mut targets = 0;
         for pass in passes(&lengths, self.options.tokens_per_pass) {
             let seqs: Vec<Sequence<'_>> = pass.iter().map(|i| eval[*i].sequence()).collect();
             let loss = evaluate(self.model, &seqs)?;
-            nll += loss.nll_sum;
+            nll = (nll + loss.nll)?;
             targets += loss.targets;
         }
+        let nll = nll.to_scalar::<f64>()?;
         Ok((
             if targets > 0 {
                 nll / targets as f64

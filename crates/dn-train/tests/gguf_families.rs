@@ -11,7 +11,8 @@ fn loss(base: &BaseModel, examples: &[TrainExample]) -> f64 {
     let model = LoraModel::new(base, &LoraConfig::new(4, 8.0), 1).unwrap();
     evaluate(&model, &common::sequences(examples))
         .unwrap()
-        .nll_sum
+        .nll_sum()
+        .unwrap()
 }
 
 #[test]
