@@ -13,6 +13,8 @@ async fn a_worker_with_an_unusable_device_exits_at_once_saying_why() {
     let mut cases = vec![("gpu", "expected cpu, cuda, cuda:N or auto")];
     if !cfg!(feature = "cuda") {
         cases.push(("cuda:0", "built without CUDA"));
+    } else if !std::path::Path::new("/dev/nvidia0").exists() {
+        cases.push(("cuda:0", "no usable CUDA GPU"));
     }
     for (device, expected) in cases {
         let args = ["worker", "--data-dir", data_dir, "--device", device];
