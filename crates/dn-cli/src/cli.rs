@@ -225,6 +225,10 @@ pub struct SftArgs {
     /// answers in its log (dn extension; default 4; 0: none).
     #[arg(long)]
     pub eval_samples: Option<i64>,
+    /// Most tokens in one forward/backward pass (dn extension; default: from the GPU's free memory on
+    /// CUDA, 4096 on the CPU). Lower it if a job runs out of GPU memory.
+    #[arg(long)]
+    pub tokens_per_pass: Option<i64>,
     /// Wait for the job to finish; exits non-zero unless it completed.
     #[arg(long)]
     pub wait: bool,

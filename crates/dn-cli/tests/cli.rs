@@ -165,6 +165,8 @@ async fn cli_round_trips() {
         "true",
         "--save-total-limit",
         "3",
+        "--tokens-per-pass",
+        "2048",
         "--json",
     ];
     let job: Value = serde_json::from_str(&env.ok(&sft, &conn).await).unwrap();
@@ -226,6 +228,7 @@ async fn cli_round_trips() {
         (&0.5.into(), &0.01.into(), &true.into())
     );
     assert_eq!(c["save_total_limit"], 3);
+    assert_eq!(c["tokens_per_pass"], 2048);
 
     // The worker has no trainer: the job fails honestly, and wait exits non-zero.
     let out = env

@@ -71,6 +71,29 @@ pub fn estimate_memory(
     }
 }
 
+/// The most tokens per pass allowed when derived from memory.
+pub const MAX_DERIVED_TOKENS_PER_PASS: usize = 1 << 16;
+
+/// Tokens per pass that fit in `free` bytes of device memory once the weights are loaded: the LoRA
+/// state and the per-token activations of [`estimate_memory`] in 90% of it (the rest for the
+/// allocator's fragmentation and library workspaces), rounded down to a multiple of 256, between
+/// [`crate::MIN_TOKENS_PER_PASS`] and [`MAX_DERIVED_TOKENS_PER_PASS`].
+pub fn tokens_per_pass_for_memory(
+    config: &ModelConfig,
+    lora: &LoraConfig,
+    device: &Device,
+    recompute: bool,
+    free: u64,
+) -> usize {
+    let at = |tokens: usize| estimate_memory(config, lora, device, tokens, recompute);
+    let (small, large) = (at(1024), at(2048));
+    let per_token = (large.activations - small.activations) / 1024;
+    let fixed = small.activations - 1024 * per_token + small.lora;
+    let budget = (free / 10 * 9).saturating_sub(fixed);
+    let tokens = (budget / per_token.max(1)) as usize / 256 * 256;
+    tokens.clamp(crate::MIN_TOKENS_PER_PASS, MAX_DERIVED_TOKENS_PER_PASS)
+}
+
 /// Bytes of memory the device can still give: the GPU's free memory, or the host's `MemAvailable`;
 /// `None` when it cannot be told.
 pub fn available_memory(device: &Device) -> Option<u64> {
@@ -149,5 +172,28 @@ mod tests {
         );
         check_fits(&cpu, 1 << 40, "cpu").unwrap();
         assert!(available_memory(&Device::Cpu).is_some_and(|m| m > 0));
+    }
+
+    #[test]
+    fn tokens_per_pass_follow_free_memory_and_fit_in_it() {
+        let config = llama_8b();
+        let lora = LoraConfig::new(16, 32.0).resolve(&config).unwrap();
+        let fits = |free: u64| {
+            let tokens = tokens_per_pass_for_memory(&config, &lora, &Device::Cpu, true, free);
+            let e = estimate_memory(&config, &lora, &Device::Cpu, tokens, true);
+            (tokens, e.lora + e.activations)
+        };
+        let (small, used) = fits(8 << 30);
+        assert!(
+            small % 256 == 0 && used <= 8 << 30,
+            "{small} tokens need {used}"
+        );
+        let (large, used) = fits(40 << 30);
+        assert!(
+            large > 4 * small && used <= 40 << 30,
+            "{large} tokens need {used}"
+        );
+        assert_eq!(fits(1 << 20).0, crate::MIN_TOKENS_PER_PASS);
+        assert_eq!(fits(1 << 50).0, MAX_DERIVED_TOKENS_PER_PASS);
     }
 }

@@ -24,7 +24,10 @@ mod schedule;
 mod trainer;
 mod weights;
 
-pub use budget::{MemoryEstimate, available_memory, check_fits, estimate_memory};
+pub use budget::{
+    MAX_DERIVED_TOKENS_PER_PASS, MemoryEstimate, available_memory, check_fits, estimate_memory,
+    tokens_per_pass_for_memory,
+};
 pub use checkpoint::{
     ADAPTER_CONFIG_FILE, ADAPTER_FILE, Checkpoint, OPTIMIZER_FILE, STATE_FILE, StepRecord,
     TrainerState, adapter_config,
@@ -46,7 +49,9 @@ pub use optim::{AdamW, AdamWConfig, Schedule, clip_grad_norm};
 pub use schedule::{
     epoch_order, passes, step_examples, step_position, steps_per_epoch, total_steps,
 };
-pub use trainer::{Control, Event, TrainExample, TrainOptions, TrainSummary, Trainer};
+pub use trainer::{
+    Control, Event, MIN_TOKENS_PER_PASS, TrainExample, TrainOptions, TrainSummary, Trainer,
+};
 pub use weights::BaseModel;
 
 pub use candle_core::{DType, Device};

@@ -31,6 +31,9 @@ impl TrainExample {
     }
 }
 
+/// The fewest tokens per pass a step that ran out of memory is retried with.
+pub const MIN_TOKENS_PER_PASS: usize = 256;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainOptions {
     pub learning_rate: f64,
@@ -50,6 +53,9 @@ pub struct TrainOptions {
     pub warmup_steps: u64,
     /// Most tokens packed into one forward/backward pass (a micro-batch is split to fit).
     pub tokens_per_pass: usize,
+    /// `tokens_per_pass` was derived from the device's memory: a step that runs out of device memory
+    /// is redone with half as many (down to [`MIN_TOKENS_PER_PASS`]) instead of failing the run.
+    pub shrink_pass_on_oom: bool,
     /// Layer-by-layer recompute (gradient checkpointing); `None`: the model's default for its device.
     pub recompute: Option<bool>,
     /// Prompts completed after each periodic evaluation and after training ([`Event::EvalSamples`]).
@@ -74,6 +80,7 @@ impl Default for TrainOptions {
             schedule: Schedule::Constant,
             warmup_steps: 0,
             tokens_per_pass: 4096,
+            shrink_pass_on_oom: false,
             recompute: None,
             eval_prompts: Vec::new(),
             sampling: SamplingOptions::greedy(256, Vec::new()),
@@ -94,6 +101,13 @@ pub enum Event {
         trainable_parameters: usize,
         /// `cpu` or `cuda:N`.
         device: String,
+        tokens_per_pass: usize,
+    },
+    /// A step ran out of device memory and is redone with passes of at most `tokens_per_pass` tokens.
+    PassShrunk {
+        step: u64,
+        tokens_per_pass: usize,
+        error: String,
     },
     StepComplete(StepRecord),
     CheckpointSaved {
@@ -257,6 +271,7 @@ impl Trainer<'_> {
             eval_examples: eval.len(),
             trainable_parameters,
             device: crate::device::device_label(self.model.device()),
+            tokens_per_pass: o.tokens_per_pass,
         }) != Control::Continue
         {
             return Err(Error::Stopped { step: state.step });
@@ -276,8 +291,32 @@ impl Trainer<'_> {
                 return Err(Error::Stopped { step: 0 });
             }
         }
+        let mut pass_tokens = o.tokens_per_pass;
         while state.step < total {
-            let record = self.step(train, &params, &mut optimizer, state.step, total)?;
+            let record = match self.step(
+                train,
+                &params,
+                &mut optimizer,
+                state.step,
+                total,
+                pass_tokens,
+            ) {
+                Err(Error::OutOfMemory { message, .. })
+                    if o.shrink_pass_on_oom && pass_tokens > MIN_TOKENS_PER_PASS =>
+                {
+                    pass_tokens = (pass_tokens / 2).max(MIN_TOKENS_PER_PASS);
+                    let event = Event::PassShrunk {
+                        step: state.step + 1,
+                        tokens_per_pass: pass_tokens,
+                        error: message,
+                    };
+                    if observe(&event) != Control::Continue {
+                        return Err(Error::Stopped { step: state.step });
+                    }
+                    continue;
+                }
+                other => other?,
+            };
             state.step += 1;
             (state.epoch, state.data_position) = step_position(train.len(), per_step, state.step);
             state.optimizer_updates = optimizer.updates;
@@ -369,6 +408,7 @@ impl Trainer<'_> {
         optimizer: &mut AdamW,
         step: u64,
         total: u64,
+        tokens_per_pass: usize,
     ) -> Result<StepRecord> {
         let started = Instant::now();
         let o = &self.options;
@@ -385,9 +425,10 @@ impl Trainer<'_> {
                 .iter()
                 .map(|i| (*i, train[*i].input_ids.len()))
                 .collect();
-            for pass in passes(&lengths, o.tokens_per_pass) {
+            for pass in passes(&lengths, tokens_per_pass) {
                 let seqs: Vec<Sequence<'_>> = pass.iter().map(|i| train[*i].sequence()).collect();
-                let (loss, store) = forward_backward(self.model, &seqs, normaliser.max(1))?;
+                let (loss, store) = forward_backward(self.model, &seqs, normaliser.max(1))
+                    .map_err(|e| e.out_of_memory(self.model.device(), tokens_per_pass))?;
                 nll_sum = (nll_sum + loss.nll)?;
                 tokens += loss.tokens;
                 let Some(pass_grads) = store else { continue };

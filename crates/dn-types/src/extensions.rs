@@ -76,7 +76,13 @@ pub struct TrainingExtras {
     /// evaluation and after training, logged as an `eval_samples` event; 0: none.
     #[serde(default = "four")]
     pub eval_samples: u32,
+    /// Most tokens in one forward/backward pass; absent: the worker derives it from the device's memory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_pass: Option<u32>,
 }
+
+/// The most tokens a job may put in one pass.
+pub const MAX_TOKENS_PER_PASS: i64 = 1 << 20;
 
 fn four() -> u32 {
     DEFAULT_EVAL_SAMPLES
@@ -101,6 +107,7 @@ impl Default for TrainingExtras {
             save_total_limit: None,
             train_on: assistant(),
             eval_samples: DEFAULT_EVAL_SAMPLES,
+            tokens_per_pass: None,
         }
     }
 }
@@ -185,6 +192,15 @@ pub fn validate_extras(c: &TinkerSftJobConfig) -> Result<TrainingExtras> {
         eval_samples: non_negative_int(c.eval_samples, "config.eval_samples", MAX_EVAL_SAMPLES)?
             .map_or(DEFAULT_EVAL_SAMPLES, |v| v as u32),
         seed: non_negative_int(c.seed, "config.seed", u32::MAX as i64)?.map_or(0, |v| v as u64),
+        tokens_per_pass: match c.tokens_per_pass {
+            Some(n) if !(1..=MAX_TOKENS_PER_PASS).contains(&n) => {
+                return Err(Error::invalid(
+                    "config.tokens_per_pass",
+                    format!("must be between 1 and {MAX_TOKENS_PER_PASS} (got {n})"),
+                ));
+            }
+            other => other.map(|n| n as u32),
+        },
         lr_scheduler,
         warmup_steps: non_negative_int(c.warmup_steps, "config.warmup_steps", 100_000_000)?
             .map_or(0, |v| v as u32),
@@ -257,6 +273,11 @@ mod tests {
         );
         c.train_on = Some("last_assistant".into());
         assert_eq!(validate_extras(&c).unwrap().train_on, "last_assistant");
+        c.tokens_per_pass = Some(0);
+        let e = validate_extras(&c).unwrap_err().to_string();
+        assert!(e.contains("config.tokens_per_pass"), "{e}");
+        c.tokens_per_pass = Some(8192);
+        assert_eq!(validate_extras(&c).unwrap().tokens_per_pass, Some(8192));
         c.weight_decay = Some(-0.1);
         assert!(
             validate_extras(&c)

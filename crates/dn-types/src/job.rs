@@ -101,6 +101,10 @@ pub struct TinkerSftJobConfig {
     /// at most 64.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_samples: Option<i64>,
+    /// Most tokens packed into one forward/backward pass (a micro-batch is split into passes that fit;
+    /// a longer example goes alone). Default: derived from the GPU's free memory on CUDA, 4096 on the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_pass: Option<i64>,
 }
 
 /// `CreateTinkerSFTJobRequest`.

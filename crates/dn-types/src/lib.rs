@@ -12,7 +12,8 @@ mod spec;
 
 pub use error::{Error, Result};
 pub use extensions::{
-    ALL_LINEAR, LR_SCHEDULERS, TRAIN_ON, TrainingExtras, lora_target_names, validate_extras,
+    ALL_LINEAR, LR_SCHEDULERS, MAX_TOKENS_PER_PASS, TRAIN_ON, TrainingExtras, lora_target_names,
+    validate_extras,
 };
 pub use job::*;
 pub use refs::{ArtifactKind, ArtifactRef, validate_name, validate_version};

@@ -38,13 +38,27 @@ pub fn event_entry(event: &Event, total_steps: u64) -> Option<NewLogEntry> {
             eval_examples,
             trainable_parameters,
             device,
+            tokens_per_pass,
         } => entry(
             format!(
-                "training started on {device}: {total_steps} step(s) over {examples} example(s), {trainable_parameters} trainable parameters"
+                "training started on {device}: {total_steps} step(s) over {examples} example(s), {trainable_parameters} trainable parameters, up to {tokens_per_pass} tokens per pass"
             ),
             json!({"event": "training_start", "total_steps": total_steps, "start_step": start_step,
                    "num_examples": examples, "num_eval_examples": eval_examples,
-                   "trainable_parameters": trainable_parameters, "device": device}),
+                   "trainable_parameters": trainable_parameters, "device": device,
+                   "tokens_per_pass": tokens_per_pass}),
+        ),
+        Event::PassShrunk {
+            step,
+            tokens_per_pass,
+            error,
+        } => crate::runner::log_entry(
+            LogLevel::Warning,
+            format!(
+                "step {step} ran out of device memory: redoing it with up to {tokens_per_pass} tokens per pass ({error})"
+            ),
+            json!({"event": "pass_shrunk", "step": step, "tokens_per_pass": tokens_per_pass,
+                   "error": error}),
         ),
         Event::StepComplete(r) => entry(
             format!(

@@ -343,7 +343,7 @@ impl SftRunner {
                 state.device = device.clone();
             }
             Event::StepComplete(record) => state.history.push(record.clone()),
-            Event::Sampling { .. } | Event::EvalSamples { .. } => {}
+            Event::Sampling { .. } | Event::EvalSamples { .. } | Event::PassShrunk { .. } => {}
             Event::EvalComplete {
                 loss, examples: n, ..
             } => state.eval = Some((*loss, *n)),

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use dn_train::{
     AdamWConfig, BaseModel, Control, Event, LoraConfig, LoraModel, ModelConfig, SamplingOptions,
     Schedule, TrainExample, TrainOptions, TrainSummary, Trainer, available_memory, base_dtype,
-    check_fits, device_label, estimate_memory, select_device,
+    check_fits, device_label, estimate_memory, select_device, tokens_per_pass_for_memory,
 };
 use dn_types::SftConfig;
 use tokio::sync::mpsc::UnboundedSender;
@@ -66,9 +66,14 @@ pub fn check_memory(
         .resolve(model)
         .map_err(|e| e.to_string())?;
     let longest = longest.clamp(1, config.max_sequence_length.max(1) as usize);
-    // A pass packs up to `tokens_per_pass` tokens of one micro-batch; a longer example goes alone.
-    let tokens = (config.batch_size as usize * longest)
-        .min(TrainOptions::default().tokens_per_pass.max(longest));
+    // A pass packs up to `tokens_per_pass` tokens of one micro-batch; a longer example goes alone. On
+    // CUDA with no setting, passes are sized from the memory left (one example at least must fit).
+    let per_pass = match config.extras.tokens_per_pass {
+        Some(tokens) => tokens as usize,
+        None if device.is_cuda() => longest,
+        None => TrainOptions::default().tokens_per_pass,
+    };
+    let tokens = (config.batch_size as usize * longest).min(per_pass.max(longest));
     let recompute = config
         .extras
         .gradient_checkpointing
@@ -165,6 +170,7 @@ fn train(
     };
     let model = LoraModel::new(&base, &lora, options.seed)?;
     drop(base);
+    set_tokens_per_pass(&mut options, &config, &model);
     let (train, eval) = (
         examples(request.inputs.train),
         examples(request.inputs.eval),
@@ -189,6 +195,26 @@ fn train(
         }
         signals.control()
     })
+}
+
+/// Tokens per pass: the job's `tokens_per_pass`; else on CUDA what the free memory holds once the
+/// weights are loaded (shrunk by the trainer if a step still runs out); else the trainer's default.
+fn set_tokens_per_pass(options: &mut TrainOptions, config: &SftConfig, model: &LoraModel) {
+    if let Some(tokens) = config.extras.tokens_per_pass {
+        options.tokens_per_pass = tokens as usize;
+        return;
+    }
+    let device = model.device();
+    if !device.is_cuda() {
+        return;
+    }
+    let Some(free) = available_memory(device) else {
+        return;
+    };
+    let recompute = options.recompute.unwrap_or(true);
+    options.tokens_per_pass =
+        tokens_per_pass_for_memory(&model.config, &model.lora, device, recompute, free);
+    options.shrink_pass_on_oom = true;
 }
 
 /// New tokens of each eval sample at most.

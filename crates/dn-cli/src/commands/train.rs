@@ -74,6 +74,7 @@ pub fn sft_request(args: &SftArgs, project: Option<&str>) -> Result<CreateTinker
             save_total_limit: args.save_total_limit,
             train_on: args.train_on.clone(),
             eval_samples: args.eval_samples,
+            tokens_per_pass: args.tokens_per_pass,
         },
     })
 }
