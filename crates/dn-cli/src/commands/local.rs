@@ -151,6 +151,11 @@ pub async fn sft_local(mut args: SftArgs, json: bool) -> Result<i32> {
     };
     let local = LocalServer::start(data_dir.clone()).await?;
     let mut runner = SftRunner::new(local.registry.clone(), data_dir.join("work"));
+    // `DN_DEVICE` as for `dn worker` (default auto).
+    if let Ok(device) = std::env::var("DN_DEVICE") {
+        dn_worker::check_device(&device).map_err(|e| anyhow::anyhow!("DN_DEVICE={device}: {e}"))?;
+        runner = runner.with_device(device);
+    }
     if let Some(sandbox) = config::sandbox(&prepare, &config::FileConfig::default())? {
         runner = runner.with_sandbox(sandbox);
     }

@@ -1,0 +1,141 @@
+//! The GPU check, in one binary that `scripts/gpu/build.sh` builds with `--features cuda` and
+//! `scripts/gpu/check.sh` runs on a GPU machine: CUDA bf16 against the CPU engine in f32 (`parity`),
+//! training with checkpoints and a resume (`training`), and the speed and memory of a
+//! Llama-3.1-8B-shaped model extrapolated from a few random layers (`throughput`). Each part reports
+//! `ok` and its figures; a part that fails reports its error and the others still run. Writes one JSON.
+//!
+//! `gpu_check [--out FILE] [--layers 2,4] [--seq 2048] [--batch 8] [--steps 4] [--peak-tflops 989]
+//! [--skip parity,training,throughput] [--device cuda] [--small-layers 30]`; a dry run on the CPU:
+//! `--device cpu --small-layers 2 --layers 1,2 --seq 256 --batch 2 --steps 2`.
+
+mod parity;
+mod random;
+mod throughput;
+mod training;
+
+use std::time::Instant;
+
+use dn_train::{available_memory, device_label, select_device};
+use serde_json::{Value, json};
+
+struct Args {
+    out: Option<String>,
+    skip: Vec<String>,
+    device: String,
+    /// Layers of the SmolLM2-shaped model of the parity and training parts.
+    small_layers: usize,
+    throughput: throughput::Settings,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut args = Args {
+        out: None,
+        skip: Vec::new(),
+        device: "cuda".into(),
+        small_layers: 30,
+        throughput: throughput::Settings {
+            layers: vec![2, 4],
+            seq: 2048,
+            batch: 8,
+            steps: 4,
+            peak_tflops: 989.0,
+        },
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
+        let number = |v: String| v.parse::<usize>().map_err(|e| format!("{flag} {v}: {e}"));
+        let t = &mut args.throughput;
+        match flag.as_str() {
+            "--out" => args.out = Some(value()?),
+            "--device" => args.device = value()?,
+            "--small-layers" => args.small_layers = number(value()?)?,
+            "--skip" => args.skip = value()?.split(',').map(str::to_owned).collect(),
+            "--layers" => {
+                t.layers = value()?
+                    .split(',')
+                    .map(|v| number(v.to_owned()))
+                    .collect::<Result<_, _>>()?
+            }
+            "--seq" => t.seq = number(value()?)?,
+            "--batch" => t.batch = number(value()?)?,
+            "--steps" => t.steps = number(value()?)? as u64,
+            "--peak-tflops" => {
+                t.peak_tflops = value()?.parse().map_err(|e| format!("{flag}: {e}"))?
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if args.throughput.layers.len() < 2 || args.throughput.steps < 2 {
+        return Err("--layers needs two counts and --steps at least 2".into());
+    }
+    Ok(args)
+}
+
+fn part(name: &str, skip: &[String], f: impl FnOnce() -> dn_train::Result<Value>) -> Value {
+    if skip.iter().any(|s| s == name) {
+        return json!({"skipped": true});
+    }
+    eprintln!("gpu_check: {name}...");
+    let started = Instant::now();
+    let mut value = match f() {
+        Ok(v) => v,
+        Err(e) => json!({"ok": false, "error": e.to_string()}),
+    };
+    value["wall_seconds"] = json!(started.elapsed().as_secs_f64());
+    eprintln!("gpu_check: {name}: {value}");
+    value
+}
+
+fn main() {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("gpu_check: {e}");
+            std::process::exit(2);
+        }
+    };
+    let device = match select_device(&args.device) {
+        Ok(d) => d,
+        Err(e) => {
+            let report = json!({"ok": false, "environment": {"error": e.to_string()}});
+            write(&args, &report);
+            std::process::exit(1);
+        }
+    };
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let environment = json!({
+        "device": device_label(&device),
+        "free_bytes_at_start": available_memory(&device),
+        "dn_commit": option_env!("DN_COMMIT"),
+    });
+    let small = args.small_layers;
+    let parity = part("parity", &args.skip, || parity::run(&device, small));
+    let training = part("training", &args.skip, || {
+        training::run(&device, small, scratch.path())
+    });
+    let throughput = part("throughput", &args.skip, || {
+        throughput::run(&device, &args.throughput)
+    });
+    let ok = [&parity, &training, &throughput]
+        .iter()
+        .all(|p| p["ok"].as_bool().unwrap_or(p["skipped"] == json!(true)));
+    let report = json!({
+        "ok": ok,
+        "environment": environment,
+        "parity": parity,
+        "training": training,
+        "throughput": throughput,
+    });
+    write(&args, &report);
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
+/// The report to stdout and to `--out`.
+fn write(args: &Args, report: &Value) {
+    let text = serde_json::to_string_pretty(report).expect("JSON");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &text).expect("the report written");
+    }
+    println!("{text}");
+}
