@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 # dn for GPU nodes: a CUDA devel image builds `dn` with --features cuda (candle's CUDA backend compiles its
 # kernels with nvcc), a CUDA runtime image runs it (cuBLAS, cuRAND, NVRTC come with the runtime image).
+# CUDA is loaded at run time (scripts/lib/cuda.sh): without a GPU the same binary serves and trains on
+# the CPU.
 #   docker build -t dn:cuda --build-arg CUDA_COMPUTE_CAP=90 .      # 90: H100/H200; 80: A100; 89: L4/L40S
 #   docker run --gpus all -v /etc/dn:/etc/dn -v hf-cache:/root/.cache/huggingface dn:cuda
 # The same image runs the control plane: `dn serve --config /etc/dn/server.toml` (no GPU needed).
@@ -19,7 +21,8 @@ ENV PATH=/root/.cargo/bin:${PATH} \
     CUDA_COMPUTE_CAP=${CUDA_COMPUTE_CAP}
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p dn-cli --features cuda \
+RUN bash -c 'source scripts/lib/cuda.sh && cuda_runtime_loading /src \
+      && cargo build --release -p dn-cli --features cuda "${CUDA_CARGO_ARGS[@]}"' \
  && install -m 0755 target/release/dn /usr/local/bin/dn
 
 FROM nvidia/cuda:${CUDA_VERSION}-runtime-${UBUNTU}
