@@ -53,6 +53,75 @@ pub fn progress(job: &TrainingJob) -> String {
     parts.join(" ")
 }
 
+/// Characters of a sparkline at most.
+const SPARK_WIDTH: usize = 40;
+
+/// The train loss so far as a text sparkline, `▇▆▅▃▂▁ 2.3101 -> 1.0502 (12 steps)`: each character the
+/// mean of its share of the steps, scaled between the lowest and highest; `None` before the first step.
+pub fn loss_sparkline(job: &TrainingJob) -> Option<String> {
+    let losses: Vec<f64> = job
+        .metrics
+        .get("train/loss")?
+        .as_array()?
+        .iter()
+        .filter_map(|v| v.as_f64())
+        .filter(|v| v.is_finite())
+        .collect();
+    let (first, last) = (*losses.first()?, *losses.last()?);
+    Some(format!(
+        "{} {first:.4} -> {last:.4} ({} steps)",
+        sparkline(&losses, SPARK_WIDTH),
+        losses.len()
+    ))
+}
+
+/// `values` in at most `width` block characters.
+pub fn sparkline(values: &[f64], width: usize) -> String {
+    const BARS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    if values.is_empty() || width == 0 {
+        return String::new();
+    }
+    let cells = values.len().min(width);
+    let means: Vec<f64> = (0..cells)
+        .map(|c| {
+            let (start, end) = (c * values.len() / cells, (c + 1) * values.len() / cells);
+            values[start..end].iter().sum::<f64>() / (end - start) as f64
+        })
+        .collect();
+    let (low, high) = means
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| {
+            (l.min(*v), h.max(*v))
+        });
+    means
+        .iter()
+        .map(|v| {
+            let share = if high > low {
+                (v - low) / (high - low)
+            } else {
+                0.5
+            };
+            BARS[((share * 7.0).round() as usize).min(7)]
+        })
+        .collect()
+}
+
 pub fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sparkline;
+
+    #[test]
+    fn a_falling_loss_draws_a_falling_line_within_its_width() {
+        assert_eq!(sparkline(&[3.0, 2.0, 1.0], 40), "█▅▁");
+        let long: Vec<f64> = (0..400).map(|i| 400.0 - i as f64).collect();
+        let line = sparkline(&long, 40);
+        assert_eq!(line.chars().count(), 40);
+        assert!(line.starts_with('█') && line.ends_with('▁'), "{line}");
+        assert_eq!(sparkline(&[1.5, 1.5], 40), "▅▅");
+        assert_eq!(sparkline(&[], 40), "");
+    }
 }

@@ -1,5 +1,6 @@
 //! The `dn` control plane: the reference platform's training-job routes (under `/api/v1`, and at the root),
-//! registries of datasets and capabilities, API-key auth per organization, the catalog, health and OpenAPI.
+//! registries of datasets and capabilities, API-key auth per organization, the catalog, health and OpenAPI,
+//! and the web console at `/` (`routes::console`).
 //!
 //! `router(state)` builds the app; `serve(listener, state, shutdown)` runs it, so tests start servers
 //! in-process on `127.0.0.1:0`.
@@ -37,7 +38,7 @@ pub struct AppState {
 
 /// The routes, served under `/api/v1` (where the reference SDK looks) and at the root.
 pub fn router(state: AppState) -> Router {
-    use routes::{checkpoints, jobs, meta, registry, stream};
+    use routes::{checkpoints, console, jobs, meta, registry, stream};
     // Multipart framing adds a little to the files themselves; the registry enforces the exact limit.
     let upload_limit = usize::try_from(state.registry.max_upload_bytes())
         .unwrap_or(usize::MAX)
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(meta::metrics))
         .route("/openapi.json", get(meta::openapi_json))
         .route("/training/catalog", get(meta::catalog))
+        .route("/whoami", get(meta::whoami))
         .route(jobs_path, post(jobs::create_job).get(jobs::list_jobs))
         .route(&format!("{jobs_path}/{{id}}"), get(jobs::get_job))
         .route(
@@ -102,7 +104,11 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state);
-    Router::new().nest("/api/v1", api.clone()).merge(api)
+    Router::new()
+        .route("/", get(console::index))
+        .route("/console/{file}", get(console::file))
+        .nest("/api/v1", api.clone())
+        .merge(api)
 }
 
 /// Serves until `shutdown` resolves.

@@ -380,6 +380,12 @@ pub struct ErrorBody {
     pub code: String,
 }
 
+/// `GET /whoami`: the organization of the caller's API key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WhoAmI {
+    pub organization: String,
+}
+
 /// `GET /health`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct HealthResponse {

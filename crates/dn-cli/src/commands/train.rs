@@ -137,6 +137,9 @@ pub async fn run(command: TrainCommand, conn: &Connection, json: bool) -> Result
                     println!("  dataset: {}@{}", d.name, d.version);
                 }
                 println!("  progress: {}", output::progress(&job));
+                if let Some(line) = output::loss_sparkline(&job) {
+                    println!("  loss: {line}");
+                }
                 if let Some(error) = &job.error {
                     println!("  error: {error}");
                 }
@@ -298,7 +301,10 @@ pub async fn wait(
         }
         let line = output::progress(&job);
         match &bar {
-            Some(bar) => bar.set_message(format!("{job_id} {line}")),
+            Some(bar) => bar.set_message(match output::loss_sparkline(&job) {
+                Some(spark) => format!("{job_id} {line} {spark}"),
+                None => format!("{job_id} {line}"),
+            }),
             // Following logs without a terminal: the entries already tell the progress.
             None if line != last_line && !json && (!follow_logs || job.status.is_terminal()) => {
                 eprintln!("{job_id} {line}")
@@ -311,6 +317,9 @@ pub async fn wait(
                 bar.finish_and_clear();
             }
             print_job(&job, json)?;
+            if let Some(spark) = output::loss_sparkline(&job).filter(|_| !json) {
+                eprintln!("loss: {spark}");
+            }
             if let Some(error) = &job.error {
                 eprintln!("error: {error}");
             }

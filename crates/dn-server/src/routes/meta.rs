@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use dn_types::{HealthResponse, TrainingCatalogResponse};
+use dn_types::{HealthResponse, TrainingCatalogResponse, WhoAmI};
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
 
@@ -15,6 +15,17 @@ pub async fn health() -> Json<HealthResponse> {
     Json(HealthResponse {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
+    })
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/whoami", tag = "meta",
+    responses((status = 200, body = WhoAmI), (status = 401, body = dn_types::ErrorBody))
+)]
+/// The organization of the caller's key (the console's sign-in).
+pub async fn whoami(caller: Caller) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        organization: caller.org,
     })
 }
 
@@ -85,7 +96,7 @@ pub async fn catalog(
     info(title = "dn", description = "Self-hosted supervised fine-tuning (LoRA) control plane. Every route \
         is also served without the /api/v1 prefix."),
     paths(
-        health, catalog,
+        health, whoami, catalog,
         crate::routes::jobs::create_job, crate::routes::jobs::list_jobs, crate::routes::jobs::get_job,
         crate::routes::jobs::cancel_job, crate::routes::jobs::retry_job, crate::routes::jobs::job_logs,
         crate::routes::jobs::job_artifacts, crate::routes::checkpoints::checkpoint_files,

@@ -1,4 +1,5 @@
 pub mod checkpoints;
+pub mod console;
 pub mod jobs;
 pub mod meta;
 pub mod registry;

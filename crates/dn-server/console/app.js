@@ -1,0 +1,461 @@
+// The dn console. Plain DOM, no framework, no build step. Every value that comes from the API is put on the
+// page as text (textContent, attributes set one by one), never parsed as HTML. The API key lives in this
+// tab's sessionStorage and travels in the X-API-Key header only.
+"use strict";
+
+const MAX_LOG_LINES = 5000;
+const STREAM_RECONNECTS = 1000;
+
+// ---------- DOM helpers ----------
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (name === "class") node.className = value;
+    else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+    else node.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
+  for (const child of children.flat()) if (child) node.append(child instanceof Node ? child : String(child));
+  return node;
+}
+
+function show(...nodes) {
+  const main = document.getElementById("main");
+  main.replaceChildren(...nodes);
+}
+
+function when(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return isNaN(d) ? String(iso) : d.toLocaleString();
+}
+
+function number(x, digits) {
+  return typeof x === "number" && isFinite(x) ? x.toFixed(digits) : "";
+}
+
+// ---------- session and API ----------
+
+const session = {
+  get key() { return sessionStorage.getItem("dn.key"); },
+  get org() { return sessionStorage.getItem("dn.org"); },
+  get ws() { return sessionStorage.getItem("dn.ws") || "default"; },
+  set(key, org) { sessionStorage.setItem("dn.key", key); sessionStorage.setItem("dn.org", org); },
+  setWs(ws) { sessionStorage.setItem("dn.ws", ws); },
+  clear() { sessionStorage.clear(); },
+};
+
+class ApiError extends Error {}
+
+async function api(path, options) {
+  const opts = options || {};
+  const headers = { "X-API-Key": session.key || "" };
+  if (opts.body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch("/api/v1" + path, {
+    method: opts.method || "GET",
+    headers,
+    body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+    credentials: "omit",
+    cache: "no-store",
+    signal: opts.signal,
+  });
+  if (!response.ok) {
+    let detail = response.statusText;
+    try { const body = await response.json(); detail = body.detail || JSON.stringify(body); } catch (_) { /* not JSON */ }
+    if (response.status === 401) { session.clear(); location.hash = "#/signin"; }
+    throw new ApiError(`${response.status}: ${detail}`);
+  }
+  return response;
+}
+
+async function getJson(path) {
+  return (await api(path)).json();
+}
+
+function scope() {
+  return `/org/${encodeURIComponent(session.org)}/ws/${encodeURIComponent(session.ws)}`;
+}
+
+function errorBox(error) {
+  return el("p", { class: "error", role: "alert" }, String(error.message || error));
+}
+
+// ---------- navigation ----------
+
+function nav() {
+  const box = document.getElementById("nav");
+  if (!session.key) { box.replaceChildren(); return; }
+  const ws = el("input", { id: "ws", value: session.ws, size: 12, "aria-label": "workspace", title: "workspace" });
+  ws.addEventListener("change", () => { session.setWs(ws.value.trim() || "default"); route(); });
+  box.replaceChildren(
+    el("a", { href: "#/jobs" }, "Jobs"),
+    el("a", { href: "#/datasets" }, "Datasets"),
+    el("a", { href: "#/capabilities" }, "Capabilities"),
+    el("span", { class: "muted" }, "organization ", el("strong", { id: "org" }, session.org), " workspace "),
+    ws,
+    el("button", { id: "signout", onclick: () => { session.clear(); location.hash = "#/signin"; } }, "Sign out"),
+  );
+}
+
+let stopCurrent = () => {};
+
+async function route() {
+  stopCurrent();
+  stopCurrent = () => {};
+  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  if (!session.key && parts[0] !== "signin") { location.hash = "#/signin"; return; }
+  nav();
+  try {
+    switch (parts[0]) {
+      case "signin": return signIn();
+      case "job": return await jobPage(parts[1]);
+      case "datasets": return await registryPage("datasets", parts[1], parts[2]);
+      case "capabilities": return await registryPage("capabilities", parts[1], parts[2]);
+      default: return await jobsPage(new URLSearchParams(location.hash.split("?")[1] || ""));
+    }
+  } catch (error) {
+    show(errorBox(error));
+  }
+}
+
+// ---------- sign-in ----------
+
+function signIn() {
+  const key = el("input", { id: "key", type: "password", autocomplete: "off", required: true, size: 48 });
+  const message = el("p", { class: "muted" }, "The key is kept in this tab only and sent as a header.");
+  const form = el("form", { id: "signin" },
+    el("h1", {}, "Sign in"),
+    el("label", {}, "API key ", key),
+    el("button", { type: "submit" }, "Sign in"),
+    message);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      sessionStorage.setItem("dn.key", key.value.trim());
+      const who = await getJson("/whoami");
+      session.set(key.value.trim(), who.organization);
+      location.hash = "#/jobs";
+    } catch (error) {
+      session.clear();
+      message.replaceChildren(errorBox(error));
+    }
+  });
+  show(form);
+  key.focus();
+}
+
+// ---------- jobs ----------
+
+const STATUSES = ["", "queued", "running", "completed", "failed", "cancelled"];
+
+function badge(status) {
+  return el("span", { class: `badge ${status}` }, status);
+}
+
+function progress(job) {
+  const steps = (job.metrics || {})["train/steps"];
+  const total = (job.config || {}).steps;
+  if (steps === undefined) return "";
+  return total ? `${steps}/${total}` : String(steps);
+}
+
+async function jobsPage(query) {
+  const page = Math.max(1, parseInt(query.get("page") || "1", 10) || 1);
+  const status = STATUSES.includes(query.get("status") || "") ? query.get("status") || "" : "";
+  const params = new URLSearchParams({ page: String(page), page_size: "20" });
+  if (status) params.set("status", status);
+  const list = await getJson(`${scope()}/training/jobs?${params}`);
+  const filter = el("select", { id: "status-filter", "aria-label": "status" },
+    STATUSES.map((s) => el("option", { value: s, selected: s === status }, s || "all statuses")));
+  filter.addEventListener("change", () => { location.hash = `#/jobs?status=${filter.value}`; });
+  const rows = list.items.map((job) => el("tr", { class: "job-row" },
+    el("td", {}, el("a", { href: `#/job/${encodeURIComponent(job.id)}`, class: "job-link" }, job.name || job.id)),
+    el("td", {}, badge(job.status)),
+    el("td", {}, job.model),
+    el("td", {}, progress(job)),
+    el("td", {}, number((job.metrics || {})["train/loss_last"], 4)),
+    el("td", {}, when(job.created_at)),
+    el("td", {}, when(job.updated_at)),
+  ));
+  const pages = Math.max(1, Math.ceil(list.total / list.page_size));
+  const link = (p, label) => el("a", { href: `#/jobs?status=${status}&page=${p}` }, label);
+  show(
+    el("h1", {}, "Training jobs"),
+    el("p", {}, filter, " ", el("span", { class: "muted" }, `${list.total} job(s)`)),
+    el("table", { id: "jobs" },
+      el("thead", {}, el("tr", {}, ["Job", "Status", "Model", "Steps", "Last loss", "Created", "Updated"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, rows)),
+    el("p", { class: "pager" },
+      page > 1 ? link(page - 1, "← newer") : "", ` page ${page} of ${pages} `,
+      page < pages ? link(page + 1, "older →") : ""),
+  );
+}
+
+// A line chart of the train loss (and learning rate) by step, with the eval loss as points on the same axes.
+class LossChart {
+  constructor() {
+    this.train = [];
+    this.rate = [];
+    this.eval = [];
+    this.node = svg("svg", { id: "loss-chart", viewBox: "0 0 640 260", role: "img", "aria-label": "loss by step" });
+  }
+
+  addStep(step, loss, rate) {
+    if (typeof loss === "number") this.train.push([step, loss]);
+    if (typeof rate === "number") this.rate.push([step, rate]);
+  }
+
+  addEval(step, loss) {
+    if (typeof loss === "number") this.eval.push([step, loss]);
+  }
+
+  draw() {
+    const [w, h, left, right, top, bottom] = [640, 260, 56, 56, 12, 28];
+    const points = this.train.concat(this.eval);
+    const children = [];
+    if (points.length === 0) {
+      children.push(svg("text", { x: w / 2, y: h / 2, "text-anchor": "middle", class: "axis" }, "no steps yet"));
+      this.node.replaceChildren(...children);
+      return;
+    }
+    const xs = points.map((p) => p[0]);
+    const ys = points.map((p) => p[1]);
+    const [x0, x1] = [Math.min(...xs), Math.max(...xs, Math.min(...xs) + 1)];
+    let [y0, y1] = [Math.min(...ys), Math.max(...ys)];
+    if (y1 - y0 < 1e-9) { y0 -= 0.5; y1 += 0.5; }
+    const X = (x) => left + (x - x0) / (x1 - x0) * (w - left - right);
+    const Y = (y) => top + (y1 - y) / (y1 - y0) * (h - top - bottom);
+    children.push(svg("rect", { x: left, y: top, width: w - left - right, height: h - top - bottom, class: "frame" }));
+    for (const y of [y0, (y0 + y1) / 2, y1]) {
+      children.push(svg("text", { x: left - 4, y: Y(y) + 4, "text-anchor": "end", class: "axis" }, y.toFixed(3)));
+    }
+    children.push(svg("text", { x: left, y: h - 8, class: "axis" }, `step ${x0}`));
+    children.push(svg("text", { x: w - right, y: h - 8, "text-anchor": "end", class: "axis" }, `step ${x1}`));
+    if (this.rate.length > 1) {
+      const rs = this.rate.map((p) => p[1]);
+      const [r0, r1] = [Math.min(...rs), Math.max(...rs)];
+      const R = (r) => r1 - r0 < 1e-30 ? top + (h - top - bottom) / 2 : top + (r1 - r) / (r1 - r0) * (h - top - bottom);
+      children.push(svg("polyline", { class: "rate", points: this.rate.map(([x, r]) => `${X(x)},${R(r)}`).join(" ") }));
+      children.push(svg("text", { x: w - right + 4, y: top + 10, class: "axis rate-label" }, `lr ${r1.toExponential(1)}`));
+    }
+    if (this.train.length > 0) {
+      children.push(svg("polyline", { class: "train", points: this.train.map(([x, y]) => `${X(x)},${Y(y)}`).join(" ") }));
+    }
+    for (const [x, y] of this.eval) {
+      children.push(svg("circle", { class: "eval", cx: X(x), cy: Y(y), r: 4 }, svg("title", {}, `eval loss ${y.toFixed(4)} at step ${x}`)));
+    }
+    this.node.replaceChildren(...children);
+    this.node.dataset.points = String(this.train.length);
+    this.node.dataset.evalPoints = String(this.eval.length);
+  }
+}
+
+// Reads a server-sent-event stream from fetch (EventSource cannot send the key as a header).
+async function readEvents(response, onEvent) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  let event = { type: "message", data: [], id: null };
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n")) >= 0) {
+      const line = buffer.slice(0, cut).replace(/\r$/, "");
+      buffer = buffer.slice(cut + 1);
+      if (line === "") {
+        if (event.data.length) onEvent(event.type, event.data.join("\n"), event.id);
+        event = { type: "message", data: [], id: null };
+      } else if (line.startsWith("event:")) event.type = line.slice(6).trim();
+      else if (line.startsWith("data:")) event.data.push(line.slice(5).replace(/^ /, ""));
+      else if (line.startsWith("id:")) event.id = line.slice(3).trim();
+    }
+  }
+}
+
+function configTable(job) {
+  const rows = Object.entries(job.config || {}).map(([k, v]) =>
+    el("tr", {}, el("th", {}, k), el("td", {}, typeof v === "object" ? JSON.stringify(v) : String(v))));
+  return el("table", { class: "config" }, el("tbody", {}, rows));
+}
+
+async function download(path, name) {
+  const blob = await (await api(path)).blob();
+  const url = URL.createObjectURL(blob);
+  const a = el("a", { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+async function jobPage(id) {
+  const base = `${scope()}/training/jobs/${encodeURIComponent(id)}`;
+  let job = await getJson(base);
+  const chart = new LossChart();
+  const header = el("div", { id: "job-header" });
+  const logBox = el("pre", { id: "logs", class: "logs" });
+  const samplesBox = el("div", { id: "samples" });
+  const artifactsBox = el("div", { id: "artifacts" });
+  const level = el("select", { id: "log-level", "aria-label": "log level" },
+    ["all", "info", "warning", "error"].map((l) => el("option", { value: l }, l)));
+  const follow = el("input", { id: "follow", type: "checkbox", checked: true });
+  const entries = [];
+  let lastSeq = 0;
+
+  const renderHeader = () => {
+    const terminal = ["completed", "failed", "cancelled"].includes(job.status);
+    const cancel = el("button", { id: "cancel", disabled: terminal, onclick: async () => {
+      if (!confirm(`Cancel job ${job.name || job.id}?`)) return;
+      try { job = await (await api(`${base}/cancel`, { method: "POST" })).json(); renderHeader(); } catch (e) { header.append(errorBox(e)); }
+    } }, "Cancel");
+    const retry = el("button", { id: "retry", disabled: !["failed", "cancelled"].includes(job.status), onclick: async () => {
+      if (!confirm(`Retry job ${job.name || job.id}?`)) return;
+      try { job = await (await api(`${base}/retry`, { method: "POST" })).json(); renderHeader(); } catch (e) { header.append(errorBox(e)); }
+    } }, "Retry");
+    header.replaceChildren(
+      el("h1", {}, job.name || job.id),
+      el("p", {}, badge(job.status), " ", el("span", { id: "job-model" }, job.model), " ",
+        el("span", { class: "muted" }, `steps ${progress(job)} · created ${when(job.created_at)}` +
+          (job.started_at ? ` · started ${when(job.started_at)}` : "") +
+          (job.completed_at ? ` · ended ${when(job.completed_at)}` : ""))),
+      job.error ? el("p", { class: "error" }, job.error) : "",
+      el("p", {}, cancel, " ", retry),
+    );
+  };
+
+  const renderLogs = () => {
+    const wanted = level.value;
+    const lines = entries.filter((e) => wanted === "all" || e.level === wanted).slice(-MAX_LOG_LINES)
+      .map((e) => el("span", { class: `log ${e.level}` }, `${when(e.timestamp)} ${e.level} ${e.message}\n`));
+    logBox.replaceChildren(...lines);
+    if (follow.checked) logBox.scrollTop = logBox.scrollHeight;
+  };
+
+  const addSamples = (data) => {
+    const cards = (data.samples || []).map((s) => el("div", { class: "sample" },
+      el("div", { class: "prompt" }, el("h4", {}, "Prompt"), el("p", {}, s.prompt || "")),
+      el("div", { class: "reference" }, el("h4", {}, "Reference"), el("p", {}, s.reference || "")),
+      el("div", { class: "generated" }, el("h4", {}, "Generated"), el("p", {}, s.generated || ""))));
+    samplesBox.replaceChildren(el("h3", {}, `Eval samples after step ${data.step}`), ...cards);
+  };
+
+  const take = (entry) => {
+    const data = entry.data || {};
+    if (typeof data.seq === "number") lastSeq = Math.max(lastSeq, data.seq);
+    entries.push(entry);
+    if (data.event === "step_complete") chart.addStep(data.step, data["train/loss"], data["train/learning_rate"]);
+    if (data.event === "eval_complete") chart.addEval(data.step, data["eval/loss"]);
+    if (data.event === "eval_samples") addSamples(data);
+  };
+
+  const renderArtifacts = async () => {
+    try {
+      const response = await getJson(`${base}/artifacts`);
+      const checkpoints = (response.artifacts || {}).checkpoints || [];
+      const items = [];
+      for (const c of checkpoints) {
+        const name = c.name || c;
+        const files = el("span", { class: "files" });
+        const open = el("button", { class: "list-files", onclick: async () => {
+          try {
+            const listing = await getJson(`${base}/checkpoints/${encodeURIComponent(name)}`);
+            files.replaceChildren(...(listing.files || []).map((f) => {
+              const path = f.path || f;
+              return el("button", { class: "link", onclick: () => download(`${base}/checkpoints/${encodeURIComponent(name)}/files/${encodeURIComponent(path)}`, path) }, path);
+            }));
+          } catch (e) { files.replaceChildren(errorBox(e)); }
+        } }, "files");
+        items.push(el("li", {}, el("strong", {}, name), " ", open, " ", files));
+      }
+      artifactsBox.replaceChildren(el("h3", {}, "Checkpoints"), items.length ? el("ul", {}, items) : el("p", { class: "muted" }, "none yet"));
+    } catch (e) {
+      artifactsBox.replaceChildren(errorBox(e));
+    }
+  };
+
+  renderHeader();
+  show(header,
+    el("section", {}, el("h2", {}, "Loss"), chart.node,
+      el("p", { class: "legend" }, el("span", { class: "key train" }, "train loss"), " ",
+        el("span", { class: "key eval" }, "eval loss"), " ", el("span", { class: "key rate" }, "learning rate"))),
+    el("section", {}, el("h2", {}, "Logs"), el("p", {}, "level ", level, " ", el("label", {}, follow, " follow")), logBox),
+    el("section", {}, samplesBox),
+    el("section", {}, artifactsBox),
+    el("section", {}, el("h2", {}, "Configuration"), configTable(job)));
+  level.addEventListener("change", renderLogs);
+
+  const history = await getJson(`${base}/logs`);
+  for (const entry of history.items || history.logs || history) take(entry);
+  chart.draw();
+  renderLogs();
+  renderArtifacts();
+
+  // Follow the job live: the stream ends when the job is terminal, or after a minute (reconnect then).
+  const controller = new AbortController();
+  stopCurrent = () => controller.abort();
+  (async () => {
+    for (let attempt = 0; attempt < STREAM_RECONNECTS && !controller.signal.aborted; attempt++) {
+      let ended = false;
+      try {
+        const response = await api(`${base}/logs/stream?after=${lastSeq}`, { signal: controller.signal });
+        await readEvents(response, (type, data) => {
+          if (type === "log") {
+            take(JSON.parse(data));
+            chart.draw();
+            renderLogs();
+          } else if (type === "end") {
+            ended = true;
+          }
+        });
+      } catch (e) {
+        if (controller.signal.aborted) return;
+        await new Promise((r) => setTimeout(r, 2000));
+      }
+      try { job = await getJson(base); renderHeader(); renderArtifacts(); } catch (_) { /* next round */ }
+      if (ended) return;
+    }
+  })();
+}
+
+// ---------- datasets and capabilities ----------
+
+async function registryPage(kind, name, version) {
+  const root = `/org/${encodeURIComponent(session.org)}/${kind}`;
+  const title = kind === "datasets" ? "Datasets" : "Capabilities";
+  if (name && version) {
+    const manifest = await getJson(`${root}/${encodeURIComponent(name)}/${encodeURIComponent(version)}`);
+    const rows = Object.entries(manifest).map(([k, v]) =>
+      el("tr", {}, el("th", {}, k), el("td", {}, el("pre", {}, typeof v === "string" ? v : JSON.stringify(v, null, 2)))));
+    show(el("h1", {}, `${name}@${version}`), el("p", {}, el("a", { href: `#/${kind}` }, `← ${title}`)),
+      el("table", { class: "config manifest" }, el("tbody", {}, rows)));
+    return;
+  }
+  const list = await getJson(root);
+  const items = list.items || list[kind] || list;
+  const rows = (Array.isArray(items) ? items : []).map((item) => {
+    const n = item.name, v = item.version;
+    return el("tr", { class: `${kind}-row` },
+      el("td", {}, el("a", { href: `#/${kind}/${encodeURIComponent(n)}/${encodeURIComponent(v)}` }, `${n}@${v}`)),
+      el("td", {}, item.description || ""),
+      el("td", {}, when(item.created_at)));
+  });
+  show(el("h1", {}, title),
+    el("table", { id: kind }, el("thead", {}, el("tr", {}, ["Name@version", "Description", "Created"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, rows)));
+}
+
+window.addEventListener("hashchange", route);
+window.addEventListener("DOMContentLoaded", route);
