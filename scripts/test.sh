@@ -5,7 +5,9 @@
 #  - a throwaway S3-compatible server (moto from PyPI, bucket dn-test) for the storage and multi-node tests;
 #  - the Rust tests of every crate;
 #  - the architecture invariants (tests/architecture.sh);
-#  - the reference Python SDK against a real `dn serve` (scripts/reference/run_sdk_check.sh).
+#  - the reference Python SDK against a real `dn serve` (scripts/reference/run_sdk_check.sh);
+#  - the web console in headless Chromium against a real `dn serve` training the test model
+#    (scripts/browser/console_check.sh; installs Debian's chromium and chromium-driver if missing).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -25,3 +27,4 @@ cargo build --workspace --all-targets
 cargo test --workspace
 bash tests/architecture.sh
 bash scripts/reference/run_sdk_check.sh "$root/target/debug/dn"
+bash scripts/browser/console_check.sh "$root/target/debug/dn"

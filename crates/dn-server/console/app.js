@@ -95,7 +95,10 @@ function errorBox(error) {
 
 function nav() {
   const box = document.getElementById("nav");
-  if (!session.key) { box.replaceChildren(); return; }
+  if (!session.key) { box.replaceChildren(); delete box.dataset.org; return; }
+  // Built once per sign-in: the workspace field keeps its focus and state across pages.
+  if (box.dataset.org === session.org && box.childElementCount) return;
+  box.dataset.org = session.org;
   const ws = el("input", { id: "ws", value: session.ws, size: 12, "aria-label": "workspace", title: "workspace" });
   ws.addEventListener("change", () => { session.setWs(ws.value.trim() || "default"); route(); });
   box.replaceChildren(
