@@ -11,9 +11,10 @@ cuda_toolchain "$root"
 cuda_runtime_loading "$root"
 cd "$root"
 target=$root/target/cuda
-cargo build --release -p dn-cli --features cuda --target-dir "$target" "${CUDA_CARGO_ARGS[@]}"
-cargo build --release -p dn-train --features cuda --example gpu_check --target-dir "$target" \
-  "${CUDA_CARGO_ARGS[@]}"
+# One invocation: both binaries share one resolution of features, so the dependencies (candle-kernels'
+# nvcc run above all) are built once.
+cargo build --release -p dn-cli -p dn-train --features dn-cli/cuda,dn-train/cuda --bin dn \
+  --example gpu_check --target-dir "$target" "${CUDA_CARGO_ARGS[@]}"
 payload=$root/target/gpu/payload
 rm -rf "$payload" && mkdir -p "$payload"
 for bin in "$target/release/dn" "$target/release/examples/gpu_check"; do
