@@ -77,20 +77,21 @@ mod cuda {
     const LIBRARIES: [&str; 3] = ["cublas", "cublasLt", "curand"];
 
     fn open(name: &str, versions: &[&str]) -> std::result::Result<Library, String> {
-        let mut last = String::new();
+        let mut first = String::new();
         for version in versions {
             let file = format!("lib{name}.so{version}");
             // SAFETY: loading a CUDA library runs its initialisers, which have no preconditions.
             match unsafe { Library::new(&file) } {
                 Ok(lib) => return Ok(lib),
                 // libloading's own text is "dlopen failed"; dlerror()'s is its source.
-                Err(e) => {
-                    last = std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string())
+                Err(e) if first.is_empty() => {
+                    first = std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string())
                 }
+                Err(_) => {}
             }
         }
         Err(format!(
-            "lib{name}.so{} cannot be loaded ({last}); install it or put its directory on LD_LIBRARY_PATH",
+            "lib{name}.so{} cannot be loaded ({first}); install it or put its directory on LD_LIBRARY_PATH",
             versions[0]
         ))
     }

@@ -107,7 +107,6 @@ fn main() {
     let environment = json!({
         "device": device_label(&device),
         "free_bytes_at_start": available_memory(&device),
-        "dn_commit": option_env!("DN_COMMIT"),
     });
     let small = args.small_layers;
     let parity = part("parity", &args.skip, || parity::run(&device, small));
