@@ -2,7 +2,8 @@
 key, finds both jobs in the list (the queued one named with a script-injection probe, shown as text),
 opens the running job and sees its loss curve gain points as steps complete, reads its logs, cancels the
 queued job through its page (confirming the dialog), lists the datasets (one described with the probe),
-and checks after every page that nothing the probe carries ran. Screenshots go to --screenshots.
+opens the dataset viewer on the probe dataset (supervised tokens highlighted, the bad row listed as
+skipped), and checks after every page that nothing the probe carries ran. Screenshots go to --screenshots.
 Every wait is bounded."""
 
 import argparse
@@ -114,6 +115,27 @@ def main():
         check("probe@0.1.0" in text and args.probe in text, "the probe dataset's description is shown as text")
         nothing_ran("datasets")
         shot("datasets")
+
+        # The viewer: the probe row rendered with the model's template and the capability's prompt.
+        driver.get(f"{args.url}/#/datasets/probe/0.1.0")
+        wait.until(EC.presence_of_element_located((By.ID, "preview-run")))
+        capability = driver.find_element(By.ID, "preview-capability")
+        for option in capability.find_elements(By.TAG_NAME, "option"):
+            if option.get_attribute("value") == "support-agent@1.0.0":
+                option.click()
+        driver.find_element(By.ID, "preview-run").click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#preview .tok.sup") or d.find_elements(By.CSS_SELECTOR, "#preview .error"))
+        supervised = driver.find_elements(By.CSS_SELECTOR, "#preview .tok.sup")
+        check(len(supervised) > 0, f"the viewer highlights supervised tokens ({len(supervised)})")
+        tokens = driver.find_element(By.CSS_SELECTOR, "#preview pre.tokens").text
+        check("window.__pwned=1" in tokens and "<script>" in tokens, "the probe row is shown as text")
+        check("support" in tokens.lower(), "the capability's system prompt scaffolds the row")
+        unsupervised_text = "".join(t.text for t in driver.find_elements(By.CSS_SELECTOR, "#preview .tok:not(.sup)"))
+        check("<|im_start|>" in unsupervised_text or "system" in unsupervised_text, "the template's own tokens are shown unsupervised")
+        skipped = driver.find_elements(By.CSS_SELECTOR, "#preview .skipped li")
+        check(len(skipped) == 1 and "row 2" in skipped[0].text, "the bad row is listed as skipped with its row")
+        nothing_ran("viewer")
+        shot("viewer")
     finally:
         driver.quit()
     if failures:

@@ -46,7 +46,8 @@ printf 'name: probe\nversion: 0.1.0\nformat: jsonl\ndescription: %s\n' "'$probe'
 python3 - "$work/probe/rows.jsonl" "$probe" <<'PY'
 import json, sys
 row = {"messages": [{"role": "user", "content": sys.argv[2]}, {"role": "assistant", "content": sys.argv[2]}]}
-open(sys.argv[1], "w").write(json.dumps(row) + "\n")
+bad = {"colour": "no messages here"}
+open(sys.argv[1], "w").write(json.dumps(row) + "\n" + json.dumps(bad) + "\n")
 PY
 "$dn" dataset push "$work/probe" >/dev/null
 common=(--model "$model" --capability support-agent@1.0.0 --dataset support-demos@0.1.0

@@ -6,6 +6,7 @@ mod config;
 mod connection;
 mod daemon_args;
 mod output;
+mod previewer;
 
 use clap::Parser;
 use dn_types::ArtifactKind;

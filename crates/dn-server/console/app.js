@@ -435,6 +435,59 @@ async function jobPage(id) {
 
 // ---------- datasets and capabilities ----------
 
+// The dataset viewer: the first rows rendered with a catalog model's chat template and a capability's
+// system prompt, supervised tokens highlighted.
+async function viewer(root, name, version) {
+  const catalog = await getJson("/training/catalog?limit=500");
+  const capabilities = await getJson(`/org/${encodeURIComponent(session.org)}/capabilities`);
+  const model = el("select", { id: "preview-model", "aria-label": "model" },
+    (catalog.models || []).map((m) => el("option", { value: m.tinker_id }, m.display_name || m.tinker_id)));
+  const capability = el("select", { id: "preview-capability", "aria-label": "capability" },
+    el("option", { value: "" }, "no system prompt"),
+    (capabilities.items || []).map((c) => el("option", { value: `${c.name}@${c.version}` }, `${c.name}@${c.version}`)));
+  const limit = el("input", { id: "preview-limit", type: "number", min: 1, max: 20, value: 5, "aria-label": "rows" });
+  const out = el("div", { id: "preview" });
+  const run = el("button", { id: "preview-run", type: "button", onclick: async () => {
+    out.replaceChildren(el("p", { class: "muted" }, "Rendering…"));
+    try {
+      const body = { model: model.value, limit: parseInt(limit.value, 10) || 5 };
+      if (capability.value) body.capability = capability.value;
+      const path = `${root}/${encodeURIComponent(name)}/${encodeURIComponent(version)}/preview`;
+      const preview = await (await api(path, { method: "POST", body })).json();
+      out.replaceChildren(...renderPreview(preview));
+    } catch (e) {
+      out.replaceChildren(errorBox(e));
+    }
+  } }, "Render");
+  if (!model.options.length) {
+    return el("section", {}, el("h2", {}, "Viewer"), el("p", { class: "muted" }, "No model in this server's catalog."));
+  }
+  return el("section", { class: "viewer" }, el("h2", {}, "Viewer"),
+    el("p", {}, "model ", model, " capability ", capability, " rows ", limit, " ", run),
+    el("p", { class: "legend" }, el("span", { class: "tok sup" }, "supervised"), " ", el("span", { class: "tok" }, "not supervised")),
+    out);
+}
+
+function renderPreview(preview) {
+  const nodes = [el("p", { class: "muted" },
+    `${preview.rows_read} row(s) read; ${preview.examples.length} example(s) shown; ` +
+    `${preview.skipped_rows.length} row(s) skipped; ${preview.errors.length} failed`)];
+  for (const note of preview.notes) nodes.push(el("p", { class: "muted" }, note));
+  preview.examples.forEach((example, i) => {
+    nodes.push(el("div", { class: "example" },
+      el("h4", {}, `Example ${i + 1}: ${example.num_tokens} tokens, ${example.num_supervised} supervised` +
+        (example.truncated ? ", truncated" : "")),
+      el("pre", { class: "tokens" }, example.tokens.map((t) => el("span", { class: t.supervised ? "tok sup" : "tok" }, t.text)))));
+  });
+  if (preview.skipped_rows.length) {
+    nodes.push(el("h4", {}, "Skipped rows"), el("ul", { class: "skipped" }, preview.skipped_rows.map((e) => el("li", {}, e))));
+  }
+  if (preview.errors.length) {
+    nodes.push(el("h4", {}, "Failed"), el("ul", { class: "failed" }, preview.errors.map((e) => el("li", { class: "error" }, e))));
+  }
+  return nodes;
+}
+
 async function registryPage(kind, name, version) {
   const root = `/org/${encodeURIComponent(session.org)}/${kind}`;
   const title = kind === "datasets" ? "Datasets" : "Capabilities";
@@ -443,6 +496,8 @@ async function registryPage(kind, name, version) {
     const rows = Object.entries(manifest).map(([k, v]) =>
       el("tr", {}, el("th", {}, k), el("td", {}, el("pre", {}, typeof v === "string" ? v : JSON.stringify(v, null, 2)))));
     show(el("h1", {}, `${name}@${version}`), el("p", {}, el("a", { href: `#/${kind}` }, `← ${title}`)),
+      kind === "datasets" ? await viewer(root, name, version) : "",
+      el("h2", {}, "Manifest"),
       el("table", { class: "config manifest" }, el("tbody", {}, rows)));
     return;
   }

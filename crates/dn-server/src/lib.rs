@@ -26,6 +26,7 @@ pub use catalog::Catalog;
 pub use error::ApiError;
 pub use listen::ServerLimits;
 pub use routes::meta::ApiDoc;
+pub use routes::preview::{DatasetPreviewer, PreviewJob};
 
 /// Everything a request handler can reach.
 #[derive(Clone)]
@@ -34,11 +35,13 @@ pub struct AppState {
     pub registry: Registry,
     pub catalog: Arc<Catalog>,
     pub defaults: SftDefaults,
+    /// Renders the dataset viewer's previews (`None`: the route answers 503).
+    pub previewer: Option<Arc<dyn DatasetPreviewer>>,
 }
 
 /// The routes, served under `/api/v1` (where the reference SDK looks) and at the root.
 pub fn router(state: AppState) -> Router {
-    use routes::{checkpoints, console, jobs, meta, registry, stream};
+    use routes::{checkpoints, console, jobs, meta, preview, registry, stream};
     // Multipart framing adds a little to the files themselves; the registry enforces the exact limit.
     let upload_limit = usize::try_from(state.registry.max_upload_bytes())
         .unwrap_or(usize::MAX)
@@ -83,6 +86,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/org/{org}/datasets/{name}/{version}",
             get(registry::get_dataset),
+        )
+        .route(
+            "/org/{org}/datasets/{name}/{version}/preview",
+            post(preview::preview_dataset),
         )
         .route(
             "/org/{org}/datasets/{name}/{version}/files/{*path}",

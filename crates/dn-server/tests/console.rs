@@ -69,3 +69,61 @@ async fn the_console_is_served_under_a_strict_policy_and_signs_in_by_header() {
         .await;
     assert_eq!(status, 401);
 }
+
+/// The dataset viewer's route checks what it is asked before anything renders: the organization, the
+/// dataset, a catalog model, the limits; a server without a previewer says so.
+#[tokio::test]
+async fn the_preview_route_checks_its_request_and_needs_a_previewer() {
+    let server = common::start().await;
+    let client = server.client(&server.key_a);
+    client
+        .push_dataset(
+            "acme",
+            common::dataset_files("demos", "0.1.0", common::ROWS),
+        )
+        .await
+        .unwrap();
+    let path = "/api/v1/org/acme/datasets/demos/0.1.0/preview";
+    let ask = |body: serde_json::Value, key: &str| {
+        let key = key.to_owned();
+        let server = &server;
+        async move {
+            server
+                .call(Method::POST, path, Some(&key), Some(body))
+                .await
+        }
+    };
+    let model = server.model.clone();
+    let (status, body) = ask(
+        serde_json::json!({"model": model, "limit": 0}),
+        &server.key_a,
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert!(body["detail"].as_str().unwrap().contains("limit"), "{body}");
+    let (status, body) = ask(serde_json::json!({"model": "/etc"}), &server.key_a).await;
+    assert_eq!(status, 422);
+    assert!(
+        body["detail"].as_str().unwrap().contains("catalog"),
+        "{body}"
+    );
+    let (status, body) = ask(
+        serde_json::json!({"model": model, "colour": 1}),
+        &server.key_a,
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let (status, _) = ask(serde_json::json!({"model": model}), &server.key_b).await;
+    assert_eq!(status, 404, "another organization's dataset is not found");
+    let (status, body) = server
+        .call(
+            Method::POST,
+            "/api/v1/org/acme/datasets/missing/0.1.0/preview",
+            Some(&server.key_a),
+            Some(serde_json::json!({"model": model})),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = ask(serde_json::json!({"model": model}), &server.key_a).await;
+    assert_eq!(status, 503, "{body}");
+}

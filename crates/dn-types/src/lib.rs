@@ -6,6 +6,7 @@
 mod error;
 mod extensions;
 mod job;
+mod preview;
 mod refs;
 mod registry;
 mod spec;
@@ -16,6 +17,7 @@ pub use extensions::{
     validate_extras,
 };
 pub use job::*;
+pub use preview::*;
 pub use refs::{ArtifactKind, ArtifactRef, validate_name, validate_version};
 pub use registry::*;
 pub use spec::{SftConfig, SftDefaults, SftJobSpec, SftLimits, validate_sft_request};

@@ -37,6 +37,9 @@ pub struct PrepareRequest {
     /// Eval conversations (of the second group) also made into generation prompts.
     #[serde(default)]
     pub eval_samples: usize,
+    /// Render only the first this many conversations of each group (the dataset viewer's preview).
+    #[serde(default)]
+    pub max_conversations: Option<usize>,
 }
 
 /// What one group of files became.
@@ -137,6 +140,9 @@ pub fn prepare_groups(
             skipped_rows.extend(loaded.errors);
         }
         let rows_read = conversations.len() + skipped_rows.len();
+        if let Some(limit) = request.max_conversations {
+            conversations.truncate(limit);
+        }
         let samples = if group == 1 {
             eval_prompts(model, &conversations, request)
         } else {

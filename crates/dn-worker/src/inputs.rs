@@ -203,6 +203,7 @@ pub async fn prepare_inputs(
         train_on: config.extras.train_on.clone(),
         groups,
         eval_samples: config.extras.eval_samples as usize,
+        max_conversations: None,
     };
     let mut prepared = match preparation.sandbox {
         Some(sandbox) => prepare_in_child(sandbox, &request, &scratch.0).await?,

@@ -106,6 +106,13 @@ pub async fn serve(args: ServeArgs, logging: Logging) -> Result<()> {
         };
         supervise(store.clone(), plan, workers, stopped)
     };
+    let previewer = crate::previewer::SandboxPreviewer {
+        registry: registry.clone(),
+        sandbox: config::sandbox(&args.node.prepare, &file)?,
+        scratch: config::data_dir(&args.node.store, &file)
+            .join("work")
+            .join("preview"),
+    };
     let state = AppState {
         store: store.clone(),
         registry,
@@ -114,6 +121,7 @@ pub async fn serve(args: ServeArgs, logging: Logging) -> Result<()> {
             limits: file.job_limits,
             ..SftDefaults::default()
         },
+        previewer: Some(Arc::new(previewer)),
     };
     info!(%listen, workers, "dn serve: listening on http://{}", listener.local_addr()?);
     dn_server::serve_with_limits(listener, state, limits, async move {

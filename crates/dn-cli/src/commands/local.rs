@@ -96,6 +96,8 @@ impl LocalServer {
                     .with_hub_cache(Some(dn_render::hub::hub_cache_dir())),
             ),
             defaults: SftDefaults::default(),
+            // Local jobs name their model by path, which no catalog holds: no dataset viewer here.
+            previewer: None,
         };
         let mut server_stop = stopped;
         let server = tokio::spawn(dn_server::serve(listener, state, async move {

@@ -72,6 +72,7 @@ pub async fn start_with_catalog(
                 .catalog_only(catalog_only),
         ),
         defaults: SftDefaults::default(),
+        previewer: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

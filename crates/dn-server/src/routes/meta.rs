@@ -103,6 +103,7 @@ pub async fn catalog(
         crate::routes::checkpoints::checkpoint_file,
         crate::routes::registry::push_dataset, crate::routes::registry::list_datasets,
         crate::routes::registry::get_dataset, crate::routes::registry::dataset_file,
+        crate::routes::preview::preview_dataset,
         crate::routes::registry::push_capability, crate::routes::registry::list_capabilities,
         crate::routes::registry::get_capability, crate::routes::registry::capability_file,
     ),

@@ -2,6 +2,7 @@ pub mod checkpoints;
 pub mod console;
 pub mod jobs;
 pub mod meta;
+pub mod preview;
 pub mod registry;
 pub mod stream;
 

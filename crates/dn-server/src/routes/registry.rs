@@ -84,7 +84,7 @@ async fn read_upload(mut multipart: Multipart, limit: u64) -> ApiResult<Received
     })
 }
 
-fn check_ref(name: &str, version: &str) -> ApiResult<()> {
+pub(crate) fn check_ref(name: &str, version: &str) -> ApiResult<()> {
     validate_name(name).map_err(|m| ApiError::validation(format!("name '{name}': {m}")))?;
     validate_version(version).map_err(|m| ApiError::validation(format!("version '{version}': {m}")))
 }

@@ -60,6 +60,7 @@ pub async fn start_with_limits(max_upload_bytes: u64, limits: ServerLimits) -> T
     )
     .unwrap();
     let state = AppState {
+        previewer: None,
         store: store.clone(),
         registry,
         catalog: Arc::new(Catalog::load(std::slice::from_ref(&model)).unwrap()),
