@@ -12,6 +12,7 @@ import sys
 import time
 
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
@@ -33,7 +34,8 @@ def main():
         parser.add_argument(f"--{name}", required=True)
     args = parser.parse_args()
     driver = chromium()
-    wait = WebDriverWait(driver, 60)
+    # The job page redraws its header as the job moves on: an element found may be replaced next moment.
+    wait = WebDriverWait(driver, 60, ignored_exceptions=(StaleElementReferenceException,))
     failures = []
 
     def check(condition, message):
@@ -46,6 +48,14 @@ def main():
         driver.save_screenshot(path)
         print(f"screenshot {path}", flush=True)
 
+    def text_of(css):
+        for _ in range(50):
+            try:
+                return driver.find_element(By.CSS_SELECTOR, css).text
+            except StaleElementReferenceException:
+                time.sleep(0.1)
+        raise AssertionError(f"{css} kept being replaced")
+
     def nothing_ran(where):
         pwned = driver.execute_script("return window.__pwned === undefined ? null : window.__pwned;")
         check(pwned is None, f"{where}: the probe's script did not run")
@@ -57,6 +67,9 @@ def main():
         wait.until(EC.presence_of_element_located((By.ID, "ws")))
         check(driver.execute_script("return document.cookie") == "", "no cookie after sign-in")
         check(args.key not in driver.current_url, "the key is not in the URL")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#workspaces option")) >= 1)
+        picks = [o.get_attribute("value") for o in driver.find_elements(By.CSS_SELECTOR, "#workspaces option")]
+        check(picks == ["main"], f"the workspace picker offers the workspaces with jobs ({picks})")
         ws = driver.find_element(By.ID, "ws")
         ws.clear()
         ws.send_keys("main\n")
@@ -88,7 +101,7 @@ def main():
         # Until the job ends (bounded), for the eval points and samples in the screenshot.
         deadline = time.time() + 300
         while time.time() < deadline:
-            badge = driver.find_element(By.CSS_SELECTOR, "#job-header .badge").text
+            badge = text_of("#job-header .badge")
             if badge in ("completed", "failed", "cancelled"):
                 break
             time.sleep(1)
@@ -99,11 +112,16 @@ def main():
         shot("job")
 
         driver.get(f"{args.url}/#/job/{args.queued}")
-        cancel = wait.until(EC.element_to_be_clickable((By.ID, "cancel")))
-        heading = driver.find_element(By.CSS_SELECTOR, "#job-header h1").text
+        wait.until(EC.element_to_be_clickable((By.ID, "cancel")))
+        heading = text_of("#job-header h1")
         check(heading == args.probe, "the job page shows the probe name as text")
         nothing_ran("probe job page")
-        cancel.click()
+        for _ in range(50):
+            try:
+                driver.find_element(By.ID, "cancel").click()
+                break
+            except StaleElementReferenceException:
+                time.sleep(0.1)
         WebDriverWait(driver, 10).until(EC.alert_is_present()).accept()
         wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#job-header .badge").text in ("cancelled",))
         check(True, "the queued job was cancelled from its page")

@@ -99,14 +99,20 @@ function nav() {
   // Built once per sign-in: the workspace field keeps its focus and state across pages.
   if (box.dataset.org === session.org && box.childElementCount) return;
   box.dataset.org = session.org;
-  const ws = el("input", { id: "ws", value: session.ws, size: 12, "aria-label": "workspace", title: "workspace" });
+  // The workspaces that hold jobs, offered as picks; typing another name opens that workspace.
+  const picks = el("datalist", { id: "workspaces" });
+  const ws = el("input", { id: "ws", value: session.ws, size: 12, list: "workspaces", "aria-label": "workspace", title: "workspace" });
   ws.addEventListener("change", () => { session.setWs(ws.value.trim() || "default"); route(); });
+  getJson(`/org/${encodeURIComponent(session.org)}/workspaces`)
+    .then((list) => picks.replaceChildren(...list.items.map((w) => el("option", { value: w }))))
+    .catch(() => {});
   box.replaceChildren(
     el("a", { href: "#/jobs" }, "Jobs"),
     el("a", { href: "#/datasets" }, "Datasets"),
     el("a", { href: "#/capabilities" }, "Capabilities"),
     el("span", { class: "muted" }, "organization ", el("strong", { id: "org" }, session.org), " workspace "),
     ws,
+    picks,
     el("button", { id: "signout", onclick: () => { session.clear(); location.hash = "#/signin"; } }, "Sign out"),
   );
 }

@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(meta::openapi_json))
         .route("/training/catalog", get(meta::catalog))
         .route("/whoami", get(meta::whoami))
+        .route("/org/{org}/workspaces", get(meta::workspaces))
         .route(jobs_path, post(jobs::create_job).get(jobs::list_jobs))
         .route(&format!("{jobs_path}/{{id}}"), get(jobs::get_job))
         .route(

@@ -68,6 +68,32 @@ async fn the_console_is_served_under_a_strict_policy_and_signs_in_by_header() {
         .call(Method::GET, "/whoami", Some("nope"), None)
         .await;
     assert_eq!(status, 401);
+    common::push_fixtures(&server.client(&server.key_a), "acme").await;
+    assert_eq!(server.create_docs_job().await.0, 200);
+    let (status, body) = server
+        .call(
+            Method::GET,
+            "/api/v1/org/acme/workspaces",
+            Some(&server.key_a),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, &body["items"]),
+        (200, &serde_json::json!(["main"]))
+    );
+    let (status, _) = server
+        .call(
+            Method::GET,
+            "/api/v1/org/acme/workspaces",
+            Some(&server.key_b),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status, 404,
+        "another organization's workspaces are not found"
+    );
 }
 
 /// The dataset viewer's route checks what it is asked before anything renders: the organization, the

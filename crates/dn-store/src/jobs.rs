@@ -68,6 +68,22 @@ impl SqlStore {
         job_from_row(&row)
     }
 
+    pub(crate) async fn workspaces(&self, org: &str) -> Result<Vec<String>> {
+        let sql = format!(
+            "SELECT DISTINCT workspace_id FROM jobs WHERE organization_id = $1 \
+             ORDER BY workspace_id LIMIT {}",
+            crate::MAX_WORKSPACES_LISTED
+        );
+        let rows = sqlx::query(&sql)
+            .bind(org.to_owned())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| row.try_get("workspace_id"))
+            .collect::<std::result::Result<Vec<String>, _>>()?)
+    }
+
     pub(crate) async fn query_jobs(&self, filter: &JobFilter) -> Result<(Vec<TrainingJob>, i64)> {
         let mut conditions = vec!["organization_id = $1", "workspace_id = $2"];
         let mut values: Vec<String> =

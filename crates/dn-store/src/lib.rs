@@ -21,6 +21,9 @@ use async_trait::async_trait;
 use dn_types::{JobStatus, LogLevel, TrainingJob, TrainingJobLogEntry};
 use serde_json::{Map, Value};
 
+/// The most workspace names one listing returns.
+pub const MAX_WORKSPACES_LISTED: i64 = 1000;
+
 pub use error::{Error, Result};
 pub use keys::ApiKeyInfo;
 pub use sql::{Dialect, SqlStore};
@@ -137,6 +140,9 @@ pub trait JobStore: Send + Sync + 'static {
     async fn get_job_by_id(&self, id: &str) -> Result<TrainingJob>;
     /// The page of jobs (newest first) and the total that match.
     async fn list_jobs(&self, filter: &JobFilter) -> Result<(Vec<TrainingJob>, i64)>;
+
+    /// The workspaces of `org` that hold jobs, by name, at most [`MAX_WORKSPACES_LISTED`].
+    async fn list_workspaces(&self, org: &str) -> Result<Vec<String>>;
 
     /// Claims the oldest queued job: status `running`, attempt + 1, leased to `worker_id` for `lease`.
     async fn claim_job(&self, worker_id: &str, lease: Duration) -> Result<Option<ClaimedJob>>;

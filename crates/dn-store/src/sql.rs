@@ -160,6 +160,9 @@ impl crate::JobStore for SqlStore {
     ) -> Result<(Vec<dn_types::TrainingJob>, i64)> {
         self.query_jobs(filter).await
     }
+    async fn list_workspaces(&self, org: &str) -> Result<Vec<String>> {
+        self.workspaces(org).await
+    }
     async fn claim_job(
         &self,
         worker_id: &str,

@@ -108,6 +108,16 @@ async fn create_get_list_and_scope(backend: &Backend) {
         .await
         .unwrap();
     assert_eq!(total, 5);
+    store
+        .create_job(new_job("acme", "dev", "elsewhere"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.list_workspaces("acme").await.unwrap(),
+        ["dev", "main"]
+    );
+    assert_eq!(store.list_workspaces("other").await.unwrap(), ["main"]);
+    assert!(store.list_workspaces("nobody").await.unwrap().is_empty());
 }
 
 async fn claim_heartbeat_progress_finish(backend: &Backend) {

@@ -380,6 +380,12 @@ pub struct ErrorBody {
     pub code: String,
 }
 
+/// `GET /org/{org}/workspaces`: the workspaces that hold the organization's jobs, by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkspaceList {
+    pub items: Vec<String>,
+}
+
 /// `GET /whoami`: the organization of the caller's API key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WhoAmI {

@@ -45,6 +45,9 @@ impl JobStore for Flaky {
     async fn list_jobs(&self, filter: &JobFilter) -> Result<(Vec<TrainingJob>, i64)> {
         self.inner.list_jobs(filter).await
     }
+    async fn list_workspaces(&self, org: &str) -> Result<Vec<String>> {
+        self.inner.list_workspaces(org).await
+    }
     async fn claim_job(&self, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>> {
         self.check()?;
         self.inner.claim_job(worker, lease).await

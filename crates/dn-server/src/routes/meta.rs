@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use dn_types::{HealthResponse, TrainingCatalogResponse, WhoAmI};
+use dn_types::{HealthResponse, TrainingCatalogResponse, WhoAmI, WorkspaceList};
 use serde::Deserialize;
 use utoipa::{IntoParams, OpenApi};
 
@@ -27,6 +27,22 @@ pub async fn whoami(caller: Caller) -> Json<WhoAmI> {
     Json(WhoAmI {
         organization: caller.org,
     })
+}
+
+#[utoipa::path(
+    get, path = "/api/v1/org/{org}/workspaces", tag = "meta", params(("org" = String, Path)),
+    responses((status = 200, body = WorkspaceList), (status = 404, body = dn_types::ErrorBody))
+)]
+/// The workspaces that hold the organization's jobs (the console's workspace picker).
+pub async fn workspaces(
+    State(app): State<AppState>,
+    caller: Caller,
+    axum::extract::Path(org): axum::extract::Path<String>,
+) -> ApiResult<Json<WorkspaceList>> {
+    caller.require_org(&org)?;
+    Ok(Json(WorkspaceList {
+        items: app.store.list_workspaces(&org).await?,
+    }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -96,7 +112,7 @@ pub async fn catalog(
     info(title = "dn", description = "Self-hosted supervised fine-tuning (LoRA) control plane. Every route \
         is also served without the /api/v1 prefix."),
     paths(
-        health, whoami, catalog,
+        health, whoami, workspaces, catalog,
         crate::routes::jobs::create_job, crate::routes::jobs::list_jobs, crate::routes::jobs::get_job,
         crate::routes::jobs::cancel_job, crate::routes::jobs::retry_job, crate::routes::jobs::job_logs,
         crate::routes::jobs::job_artifacts, crate::routes::checkpoints::checkpoint_files,
