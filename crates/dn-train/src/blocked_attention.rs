@@ -4,7 +4,6 @@
 //! reductions). The graph keeps q, k, v, the output and the log-sum-exp: memory linear in the length,
 //! plus one block's scores at a time. Held to the CPU engine in f64 by the tests.
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, D, DType, Device, Layout, Shape, Storage, Tensor};
 use std::sync::Mutex;
 
@@ -37,6 +36,7 @@ pub(crate) struct AttentionSpec {
 /// The additive masks of every query block for one window, as views of one band
 /// `[block, max_len + block]` built once per batch: row `a`, column `c` is open when
 /// `max_len + a - window < c <= max_len + a`.
+#[derive(Clone)]
 pub(crate) struct MaskBand {
     band: Tensor,
     shift: usize,
@@ -174,8 +174,7 @@ struct BlockedAttention {
     /// Taken by the forward.
     output: Mutex<Option<Tensor>>,
     lse: Tensor,
-    mask: Tensor,
-    shift: usize,
+    mask: MaskBand,
 }
 
 impl BlockedAttention {
@@ -188,18 +187,7 @@ impl BlockedAttention {
             .ok_or_else(|| {
                 candle_core::Error::Msg("blocked attention: forward ran twice".into())
             })?;
-        let shape = out.shape().clone();
-        let (storage, layout) = out.storage_and_layout();
-        if !layout.is_contiguous() {
-            candle_core::bail!("blocked attention: output must be contiguous");
-        }
-        let owned = match &*storage {
-            Storage::Cpu(s) => Storage::Cpu(s.try_clone(layout)?),
-            #[cfg(feature = "cuda")]
-            Storage::Cuda(s) => Storage::Cuda(s.try_clone(layout)?),
-            _ => candle_core::bail!("blocked attention: unsupported device"),
-        };
-        Ok((owned, shape))
+        crate::frozen::owned_storage(&out)
     }
 
     fn backward(
@@ -212,10 +200,7 @@ impl BlockedAttention {
     ) -> Result<(Tensor, Tensor, Tensor)> {
         let (q, k, v) = (q.detach(), k.detach(), v.detach());
         let (kv, groups, len, hd) = q.dims4()?;
-        let mask = MaskBand {
-            band: self.mask.clone(),
-            shift: self.shift,
-        };
+        let mask = &self.mask;
         let cdt = mask.band.dtype();
         let grad = grad.detach().contiguous()?;
         // D = rowsum(dO * O): the softmax backward's per-row term.
@@ -225,7 +210,7 @@ impl BlockedAttention {
         let mut dv = dk.clone();
         for blk in QueryBlock::all(len, &self.spec) {
             let (qb, kb, vb) = block_inputs(blk, &q, &k, &v)?;
-            let (scores, slope) = block_scores(&self.spec, blk, &qb, &kb, &mask, groups)?;
+            let (scores, slope) = block_scores(&self.spec, blk, &qb, &kb, mask, groups)?;
             let lse = self.lse.narrow(2, blk.start, blk.rows)?;
             let probs = scores.broadcast_sub(&lse)?.exp()?;
             let gb = grad
@@ -331,8 +316,7 @@ pub(crate) fn blocked_attention(
         spec: *spec,
         output: Mutex::new(Some(out)),
         lse,
-        mask: mask.band.clone(),
-        shift: mask.shift,
+        mask: mask.clone(),
     };
     Ok(q.apply_op3(k, v, op)?)
 }

@@ -24,15 +24,22 @@ fn untracked(storage: Storage, layout: &Layout) -> candle_core::Result<Tensor> {
 }
 
 fn plain_matmul(x: Tensor, w_t: &Tensor) -> candle_core::Result<(Storage, Shape)> {
-    let y = x.broadcast_matmul(w_t)?.contiguous()?;
+    owned_storage(&x.broadcast_matmul(w_t)?.contiguous()?)
+}
+
+/// A copy of a contiguous tensor's storage with its shape: what a custom op's forward returns when the
+/// result was computed with tensor ops.
+pub(crate) fn owned_storage(y: &Tensor) -> candle_core::Result<(Storage, Shape)> {
     let shape = y.shape().clone();
     let (storage, layout) = y.storage_and_layout();
-    debug_assert!(layout.is_contiguous() && layout.start_offset() == 0);
+    if !layout.is_contiguous() || layout.start_offset() != 0 {
+        candle_core::bail!("custom op: the result must be a whole contiguous tensor");
+    }
     let owned = match &*storage {
         Storage::Cpu(s) => Storage::Cpu(s.clone()),
         #[cfg(feature = "cuda")]
         Storage::Cuda(s) => Storage::Cuda(s.try_clone(layout)?),
-        _ => candle_core::bail!("frozen linear: unsupported device"),
+        _ => candle_core::bail!("custom op: unsupported device"),
     };
     Ok((owned, shape))
 }
