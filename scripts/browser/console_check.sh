@@ -17,26 +17,19 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
 fi
 ensure_venv "$cache/venv-browser" "$root/scripts/browser/requirements.txt"
 
+# shellcheck source=scripts/lib/dn_serve.sh
+source "$root/scripts/lib/dn_serve.sh"
 work=$(mktemp -d)
-server_pid=
 cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  dn_serve_stop
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-HOME=$work "$dn" serve --listen "127.0.0.1:$port" --data-dir "$work/data" --workers 1 --model "$model" \
-  >"$work/serve.out" 2>"$work/serve.err" &
-server_pid=$!
-for _ in $(seq 1 100); do
-  grep -q '^dn_' "$work/serve.out" 2>/dev/null && break
-  sleep 0.1
-done
-key=$(grep '^dn_' "$work/serve.out" | head -n1)
-[ -n "$key" ] || { cat "$work/serve.err" >&2; echo "dn serve printed no key" >&2; exit 1; }
-
-export HOME=$work DN_SERVER="http://127.0.0.1:$port" DN_API_KEY="$key" DN_WORKSPACE=main
+export HOME=$work
+dn_serve_start "$dn" "$work" --workers 1 --model "$model"
+port=$DN_SERVE_PORT key=$DN_SERVE_KEY
+export DN_SERVER="http://127.0.0.1:$port" DN_API_KEY="$key" DN_WORKSPACE=main
 probe='<img src=x onerror="window.__pwned=1"><script>window.__pwned=1</script>'
 "$dn" capability push "$root/examples/capabilities/support-agent" >/dev/null
 "$dn" dataset push "$root/examples/datasets/support-demos" >/dev/null

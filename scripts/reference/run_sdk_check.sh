@@ -16,10 +16,11 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import dreadnode.app.
     || { cat "$cache/pip-sdk.log" >&2; exit 1; }
 fi
 
+# shellcheck source=scripts/lib/dn_serve.sh
+source "$root/scripts/lib/dn_serve.sh"
 work=$(mktemp -d)
-server_pid=
 cleanup() {
-  [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null
+  dn_serve_stop
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -35,16 +36,8 @@ echo '{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":
 printf 'name: support-eval\nversion: 0.1.0\nformat: jsonl\n' >"$work/eval/dataset.yaml"
 cp "$work/demos.jsonl" "$work/eval/eval.jsonl"
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$dn" serve --listen "127.0.0.1:$port" --data-dir "$work/data" --workers 0 --model "$work/model" \
-  >"$work/serve.out" 2>"$work/serve.err" &
-server_pid=$!
-for _ in $(seq 1 100); do
-  grep -q '^dn_' "$work/serve.out" 2>/dev/null && break
-  sleep 0.1
-done
-key=$(grep '^dn_' "$work/serve.out" | head -n1)
-[ -n "$key" ] || { cat "$work/serve.err" >&2; echo "dn serve printed no key" >&2; exit 1; }
+dn_serve_start "$dn" "$work" --workers 0 --model "$work/model"
+port=$DN_SERVE_PORT key=$DN_SERVE_KEY
 other=$("$dn" keys create --org rival --data-dir "$work/data")
 
 export DN_SERVER="http://127.0.0.1:$port" DN_API_KEY="$key" DN_WORKSPACE=main
