@@ -67,6 +67,9 @@ pub enum Command {
     /// Model files.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// What this node can do: the device it would train on and why, each CUDA library and the file it
+    /// resolved to, the driver and its GPUs, host memory and cores, the data dir and the hub cache.
+    Doctor(DoctorArgs),
     /// Run the control plane (HTTP API), with one supervised worker process by default.
     Serve(ServeArgs),
     /// Run a worker against the store directly (one per GPU node).
@@ -431,5 +434,5 @@ pub enum RegistryCommand {
 }
 
 pub use crate::daemon_args::{
-    KeysCommand, LeaseArgs, PrepareArgs, ServeArgs, StorageArgs, StoreArgs, WorkerArgs,
+    DoctorArgs, KeysCommand, LeaseArgs, PrepareArgs, ServeArgs, StorageArgs, StoreArgs, WorkerArgs,
 };

@@ -231,6 +231,17 @@ pub struct WorkerArgs {
     pub supervised: bool,
 }
 
+/// `dn doctor`: the node's device as a worker would pick it, and where its data and models live.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The device to check, as `dn worker --device` takes it: auto, cpu, cuda or cuda:N (default: the
+    /// config file's, else auto).
+    #[arg(long, env = "DN_DEVICE")]
+    pub device: Option<String>,
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Create an API key for an organization and print it (alone, on stdout).

@@ -38,6 +38,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
             commands::daemon::serve(args, logging).await.map(|_| 0)
         }
         Command::Worker(args) => commands::daemon::worker(args).await.map(|_| 0),
+        Command::Doctor(args) => commands::doctor::run(&args, cli.json),
         Command::PrepareData {
             request,
             result,

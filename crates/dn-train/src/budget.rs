@@ -94,28 +94,16 @@ pub fn tokens_per_pass_for_memory(
     tokens.clamp(crate::MIN_TOKENS_PER_PASS, MAX_DERIVED_TOKENS_PER_PASS)
 }
 
-/// Bytes of memory the device can still give: the GPU's free memory, or the host's `MemAvailable`;
-/// `None` when it cannot be told.
+/// Bytes of memory the device can still give: the GPU's free memory (with what dn's memory pool holds
+/// unused), or the host's `MemAvailable`; `None` when it cannot be told.
 pub fn available_memory(device: &Device) -> Option<u64> {
     if device.is_cuda() {
-        return cuda_free_memory(device);
+        return crate::device::cuda_free_memory(device);
     }
     let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
-}
-
-#[cfg(feature = "cuda")]
-fn cuda_free_memory(device: &Device) -> Option<u64> {
-    let cuda = device.as_cuda_device().ok()?;
-    let (free, _total) = cuda.cuda_stream().context().mem_get_info().ok()?;
-    Some(free as u64)
-}
-
-#[cfg(not(feature = "cuda"))]
-fn cuda_free_memory(_device: &Device) -> Option<u64> {
-    None
 }
 
 fn gib(bytes: u64) -> String {

@@ -2,9 +2,7 @@
 //! candle's matmul backward always computes the weight gradient as well (a full extra matmul and a
 //! weight-sized buffer per use), which a LoRA trainer never needs for base weights.
 
-#[cfg(feature = "cuda")]
 use candle_core::backend::BackendStorage;
-use candle_core::op::BackpropOp;
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
 
 use crate::error::Result;
@@ -15,16 +13,30 @@ struct FrozenLinear {
     weight: Tensor,
 }
 
-/// A plain, untracked tensor over a copy of `storage` viewed through `layout`.
-fn untracked(storage: Storage, layout: &Layout) -> candle_core::Result<Tensor> {
-    let elements = layout.start_offset() + layout.shape().elem_count();
-    let flat = Tensor::from_storage(storage, elements, BackpropOp::none(), false);
-    flat.narrow(0, layout.start_offset(), layout.shape().elem_count())?
-        .reshape(layout.shape())
-}
-
-fn plain_matmul(x: Tensor, w_t: &Tensor) -> candle_core::Result<(Storage, Shape)> {
-    owned_storage(&x.broadcast_matmul(w_t)?.contiguous()?)
+/// `x @ W^T` straight on the input's storage: one matrix product (the one candle's matmul would run on
+/// the same layouts), no copy of the input or of the result.
+fn matmul_storage<S: BackendStorage>(
+    x: &S,
+    layout: &Layout,
+    weight_t: &S,
+    weight_layout: &Layout,
+) -> candle_core::Result<(S, Shape)> {
+    if !layout.is_contiguous() {
+        candle_core::bail!("frozen linear: input must be contiguous");
+    }
+    let k = layout.dims().last().copied().unwrap_or(1);
+    let (wk, n) = weight_layout.shape().dims2()?;
+    if wk != k {
+        candle_core::bail!("frozen linear: input width {k}, weight expects {wk}");
+    }
+    let m = layout.shape().elem_count() / k.max(1);
+    let rows = Layout::contiguous_with_offset((m, k), layout.start_offset());
+    let y = x.matmul(weight_t, (1, m, n, k), &rows, weight_layout)?;
+    let mut dims = layout.dims().to_vec();
+    if let Some(last) = dims.last_mut() {
+        *last = n;
+    }
+    Ok((y, Shape::from(dims)))
 }
 
 /// A copy of a contiguous tensor's storage with its shape: what a custom op's forward returns when the
@@ -54,13 +66,10 @@ impl CustomOp1 for FrozenLinear {
         storage: &CpuStorage,
         layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        if !layout.is_contiguous() {
-            candle_core::bail!("frozen linear: input must be contiguous");
-        }
-        let x = untracked(Storage::Cpu(storage.clone()), layout)?;
-        match plain_matmul(x, &self.weight_t)? {
-            (Storage::Cpu(s), shape) => Ok((s, shape)),
-            _ => candle_core::bail!("frozen linear: result left the cpu"),
+        let (weight, weight_layout) = self.weight_t.storage_and_layout();
+        match &*weight {
+            Storage::Cpu(w) => matmul_storage(storage, layout, w, weight_layout),
+            _ => candle_core::bail!("frozen linear: the weight is not on the cpu"),
         }
     }
 
@@ -70,13 +79,10 @@ impl CustomOp1 for FrozenLinear {
         storage: &candle_core::CudaStorage,
         layout: &Layout,
     ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        if !layout.is_contiguous() {
-            candle_core::bail!("frozen linear: input must be contiguous");
-        }
-        let x = untracked(Storage::Cuda(storage.try_clone(layout)?), layout)?;
-        match plain_matmul(x, &self.weight_t)? {
-            (Storage::Cuda(s), shape) => Ok((s, shape)),
-            _ => candle_core::bail!("frozen linear: result left the gpu"),
+        let (weight, weight_layout) = self.weight_t.storage_and_layout();
+        match &*weight {
+            Storage::Cuda(w) => matmul_storage(storage, layout, w, weight_layout),
+            _ => candle_core::bail!("frozen linear: the weight is not on the gpu"),
         }
     }
 

@@ -32,7 +32,10 @@ pub use checkpoint::{
     ADAPTER_CONFIG_FILE, ADAPTER_FILE, Checkpoint, OPTIMIZER_FILE, STATE_FILE, StepRecord,
     TrainerState, adapter_config,
 };
-pub use device::{base_dtype, device_label, select_device};
+pub use device::{
+    CudaReport, GpuInfo, LibraryStatus, base_dtype, cuda_report, device_label, device_warning,
+    release_cached_memory, select_device,
+};
 pub use dn_arch::{Family, ModelConfig};
 pub use dn_render::gguf_write::TensorType;
 pub use error::{Error, Result};

@@ -138,8 +138,14 @@ impl LoraPair {
         })
     }
 
-    /// `scale * (x A^T) B^T` for `x [n, in]`, computed in the adapter's dtype (f32 under a bf16 base, as
-    /// PEFT does) and returned in `x`'s; `track` false builds no graph (evaluation).
+    /// The dtype of A and B (f32 under a half-precision base, as PEFT keeps them).
+    pub fn dtype(&self) -> DType {
+        self.a.as_tensor().dtype()
+    }
+
+    /// `scale * (x A^T) B^T` for `x [n, in]`, computed and returned in the adapter's dtype (`x` is cast
+    /// to it first when it is not: the caller shares one cast between the projections of one input);
+    /// `track` false builds no graph (evaluation).
     pub fn delta(&self, x: &Tensor, track: bool) -> Result<Tensor> {
         let (a, b) = if track {
             (self.a.as_tensor().clone(), self.b.as_tensor().clone())
@@ -149,8 +155,7 @@ impl LoraPair {
         // The scale goes on B (out x r), not on the product (tokens x out): one activation-sized tensor
         // fewer kept for the backward.
         let down = x.to_dtype(a.dtype())?.matmul(&a.t()?)?;
-        let up = down.matmul(&(b * self.scale)?.t()?)?;
-        Ok(up.to_dtype(x.dtype())?)
+        Ok(down.matmul(&(b * self.scale)?.t()?)?)
     }
 
     pub fn peft_a_name(&self) -> String {

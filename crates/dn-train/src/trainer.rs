@@ -305,6 +305,9 @@ impl Trainer<'_> {
                     if o.shrink_pass_on_oom && pass_tokens > MIN_TOKENS_PER_PASS =>
                 {
                     pass_tokens = (pass_tokens / 2).max(MIN_TOKENS_PER_PASS);
+                    // The failed pass's buffers, kept by the pool, back to the driver: the smaller
+                    // pass maps what it needs afresh.
+                    crate::device::release_cached_memory(self.model.device());
                     let event = Event::PassShrunk {
                         step: state.step + 1,
                         tokens_per_pass: pass_tokens,

@@ -151,6 +151,30 @@ fn cpu_engine_graph_and_recompute_agree() {
     );
 }
 
+/// The graph's rope rows come from tables kept per model and grown when a longer example comes: after a
+/// short batch (a 256-row table), a batch of 600 tokens still computes the CPU engine's loss in f64.
+#[test]
+fn graph_rope_tables_grow_with_the_longest_example() {
+    let base = tiny_model(DType::F64, true, 5);
+    let model = LoraModel::new(&base, &LoraConfig::new(3, 6.0), 2).unwrap();
+    randomize_b(&model, 4);
+    let long: Vec<dn_train::TrainExample> = [600, 37]
+        .iter()
+        .map(|&len| dn_train::TrainExample {
+            input_ids: (0..len).map(|i| (i * 7 % 40) as u32).collect(),
+            loss_mask: (0..len).map(|i| u8::from(i % 3 == 0)).collect(),
+        })
+        .collect();
+    let (short, long) = (tiny_examples(4, 9), long);
+    let n = dn_train::count_targets(&sequences(&long));
+    let engine = loss(&model, &sequences(&long), n);
+    model.set_cpu_engine(false);
+    loss(&model, &sequences(&short), 1);
+    let graph = loss(&model, &sequences(&long), n);
+    let rel = (graph - engine).abs() / engine;
+    assert!(rel < 1e-12, "loss relative difference {rel:e}");
+}
+
 #[test]
 fn every_lora_tensor_gets_a_nonzero_gradient_after_one_step() {
     let base = tiny_model(DType::F32, false, 1);

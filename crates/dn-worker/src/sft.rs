@@ -62,7 +62,11 @@ async fn log_samples(ctx: &RunContext, step: u64, mut data: Value) -> Result<(),
     ctx.progress().log(LogLevel::Info, message, data).await
 }
 
-async fn log_prepared(inputs: &PreparedInputs, ctx: &RunContext) -> Result<(), RunError> {
+async fn log_prepared(
+    inputs: &PreparedInputs,
+    device: &str,
+    ctx: &RunContext,
+) -> Result<(), RunError> {
     let s = &inputs.train_stats;
     let family = format!("{} family", inputs.family);
     let message = format!(
@@ -82,6 +86,16 @@ async fn log_prepared(inputs: &PreparedInputs, ctx: &RunContext) -> Result<(), R
     if let Some(eval) = &inputs.eval_stats {
         stats.system_merged_into_user += eval.system_merged_into_user;
         stats.system_dropped_by_template += eval.system_dropped_by_template;
+    }
+    // A GPU this node cannot use: every job says so, not only the worker's start.
+    if let Some(warning) = dn_train::device_warning(device) {
+        ctx.progress()
+            .log(
+                LogLevel::Warning,
+                warning.clone(),
+                json!({"event": "device_warning", "warning": warning}),
+            )
+            .await?;
     }
     for note in stats.system_notes() {
         ctx.progress()
@@ -165,7 +179,7 @@ impl JobRunner for SftRunner {
                 return Err(RunError::Cancelled { partial: Box::default() });
             }
         };
-        log_prepared(&inputs, ctx).await?;
+        log_prepared(&inputs, &self.device, ctx).await?;
         if ctx.cancel_requested() {
             return Err(RunError::Cancelled {
                 partial: Box::default(),

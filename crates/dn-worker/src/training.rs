@@ -142,11 +142,14 @@ impl TrainSignals {
 }
 
 /// Checks a `--device` value where a worker starts, so a misconfigured node fails at once instead of
-/// failing every job it claims; returns the device it names (`cpu`, `cuda:0`, ...).
+/// failing every job it claims; returns the device it names (`cpu`, `cuda:0`, ...). `auto` on a node
+/// whose GPU cannot be used is logged as a warning saying what is missing.
 pub fn check_device(spec: &str) -> Result<String, String> {
-    select_device(spec)
-        .map(|device| dn_train::device_label(&device))
-        .map_err(|e| e.to_string())
+    let device = select_device(spec).map_err(|e| e.to_string())?;
+    if let Some(warning) = dn_train::device_warning(spec) {
+        tracing::warn!("{warning}");
+    }
+    Ok(device_label(&device))
 }
 
 fn train(
@@ -181,7 +184,7 @@ fn train(
         checkpoint_dir: request.checkpoint_dir,
         base_model_name: request.model_name,
     };
-    trainer.run(&train, &eval, request.resume.as_deref(), &mut |event| {
+    let result = trainer.run(&train, &eval, request.resume.as_deref(), &mut |event| {
         match (event, &tokenizer) {
             // Progress inside generation: only the signals matter.
             (Event::Sampling { .. }, _) => {}
@@ -194,7 +197,11 @@ fn train(
             }
         }
         signals.control()
-    })
+    });
+    // The GPU memory the job used goes back to the driver with its model, not kept for the next job.
+    drop(model);
+    dn_train::release_cached_memory(&device);
+    result
 }
 
 /// Tokens per pass: the job's `tokens_per_pass`; else on CUDA what the free memory holds once the

@@ -1,5 +1,6 @@
 pub mod daemon;
 pub mod data;
+pub mod doctor;
 pub mod export;
 pub mod follow;
 pub mod local;

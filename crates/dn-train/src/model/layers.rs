@@ -6,10 +6,13 @@ use std::collections::HashMap;
 use candle_core::{D, Tensor};
 use dn_arch::{Activation, Role};
 
-use super::{Block, LoraModel, Packed, compute_dtype};
+use super::{Block, LoraModel, Packed, ProjectionInput, compute_dtype};
 use crate::blocked_attention::{AttentionSpec, MaskBand, auto_block_rows, blocked_attention};
 use crate::error::Result;
 use crate::norm::fused_rms_norm;
+
+/// Rows of a rope table at least (a short first batch does not make the next one rebuild it).
+const ROPE_TABLE_MIN_ROWS: usize = 256;
 
 /// Per-batch inputs every block reads.
 pub(crate) struct BatchContext {
@@ -71,11 +74,48 @@ fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
 }
 
 impl LoraModel {
-    /// Cos and sin `[n, 1, rotary_dim]` (each half-row repeated, as `rotate_half` pairs them).
-    fn rotary(&self, rope: usize, batch: &Packed) -> Result<(Tensor, Tensor)> {
+    /// Cos and sin `[n, 1, rotary_dim]` of a batch's tokens (each half-row repeated, as `rotate_half`
+    /// pairs them): gathered by position from a table kept on the device, or computed for the batch when
+    /// the frequencies follow each example's length (longrope).
+    fn rotary(&self, rope: usize, batch: &Packed, positions: &Tensor) -> Result<(Tensor, Tensor)> {
+        if self.config.ropes[rope].depends_on_length() {
+            return self.rotary_rows(rope, &batch.spans());
+        }
+        let longest = batch.segments.iter().map(|s| s.1).max().unwrap_or(0);
+        let (cos, sin) = self.rope_table(rope, longest)?;
+        Ok((
+            cos.index_select(positions, 0)?,
+            sin.index_select(positions, 0)?,
+        ))
+    }
+
+    /// The cached cos and sin rows of positions `0..` at least `len`, grown (to a power of two) when a
+    /// longer example comes.
+    fn rope_table(&self, rope: usize, len: usize) -> Result<(Tensor, Tensor)> {
+        let mut cache = self
+            .rope_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((cos, sin)) = &cache[rope]
+            && cos.dim(0)? >= len
+        {
+            return Ok((cos.clone(), sin.clone()));
+        }
+        let rows = len.next_power_of_two().max(ROPE_TABLE_MIN_ROWS);
+        let table = self.rotary_rows(rope, &[(0, rows, rows)])?;
+        cache[rope] = Some(table.clone());
+        Ok(table)
+    }
+
+    /// Cos and sin `[n, 1, rotary_dim]` of rows given as spans (see [`LoraModel::rope_rows`]).
+    fn rotary_rows(
+        &self,
+        rope: usize,
+        spans: &[(usize, usize, usize)],
+    ) -> Result<(Tensor, Tensor)> {
         let half = self.config.ropes[rope].rotary_dim / 2;
-        let n = batch.len();
-        let (cos, sin) = self.rope_tables(rope, batch);
+        let (cos, sin) = self.rope_rows(rope, spans);
+        let n = cos.len() / half.max(1);
         let repeat = |v: Vec<f64>| -> Result<Tensor> {
             let full: Vec<f64> = v
                 .chunks(half)
@@ -90,8 +130,9 @@ impl LoraModel {
     /// What every block of a batch shares, built once per batch: rotary cos/sin per rope setting and the
     /// attention masks of each window.
     pub(crate) fn batch_context(&self, batch: &Packed) -> Result<BatchContext> {
+        let positions = Tensor::new(batch.positions.as_slice(), self.device())?;
         let ropes = (0..self.config.ropes.len())
-            .map(|i| self.rotary(i, batch))
+            .map(|i| self.rotary(i, batch, &positions))
             .collect::<Result<Vec<_>>>()?;
         let max_len = batch.segments.iter().map(|s| s.1).max().unwrap_or(0);
         let block = match self.attention_block_rows() {
@@ -135,12 +176,15 @@ impl LoraModel {
         let eps = self.config.rms_norm_eps;
         let h = rms_norm(x, &b.input_norm, eps)?;
         let attn = self.attention(b, &h, ctx, batch, track)?;
-        let mut o = b.linear(Role::O).forward(&attn, track)?;
+        let mut o = b
+            .linear(Role::O)
+            .forward(&ProjectionInput::new(&attn), track)?;
         if let Some(w) = &b.post_attention_norm {
             o = rms_norm(&o, w, eps)?;
         }
         let x = (x + o)?;
         let h = rms_norm(&x, &b.mlp_norm, eps)?;
+        let h = ProjectionInput::new(&h);
         let (gate, up) = if self.config.fused_projections {
             let both = b.linear(Role::GateUp).forward(&h, track)?;
             let f = self.config.intermediate_size;
@@ -155,7 +199,10 @@ impl LoraModel {
             Activation::Silu => gate.silu()?,
             Activation::GeluTanh => gelu_tanh(&gate)?,
         };
-        let mut m = b.linear(Role::Down).forward(&(act * up)?, track)?;
+        let inner = (act * up)?;
+        let mut m = b
+            .linear(Role::Down)
+            .forward(&ProjectionInput::new(&inner), track)?;
         if let Some(w) = &b.post_mlp_norm {
             m = rms_norm(&m, w, eps)?;
         }
@@ -175,8 +222,9 @@ impl LoraModel {
         let groups = heads / kv;
         let n = h.dim(0)?;
         let eps = c.rms_norm_eps;
+        let h = ProjectionInput::new(h);
         let (q, k, v) = if c.fused_projections {
-            let qkv = b.linear(Role::Qkv).forward(h, track)?;
+            let qkv = b.linear(Role::Qkv).forward(&h, track)?;
             let (qw, kvw) = (c.q_width(), c.kv_width());
             (
                 qkv.narrow(1, 0, qw)?,
@@ -185,9 +233,9 @@ impl LoraModel {
             )
         } else {
             (
-                b.linear(Role::Q).forward(h, track)?,
-                b.linear(Role::K).forward(h, track)?,
-                b.linear(Role::V).forward(h, track)?,
+                b.linear(Role::Q).forward(&h, track)?,
+                b.linear(Role::K).forward(&h, track)?,
+                b.linear(Role::V).forward(&h, track)?,
             )
         };
         let mut q = q.reshape((n, heads, hd))?;

@@ -7,6 +7,8 @@
 
 mod layers;
 
+use std::cell::OnceCell;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -27,14 +29,41 @@ pub struct Linear {
     pub(crate) role: Role,
 }
 
+/// A projection's input and its cast to the adapters' dtype, made once when a LoRA pair first asks:
+/// the projections that read one input (q, k, v; gate and up) share the cast and its backward.
+pub(crate) struct ProjectionInput<'a> {
+    x: &'a Tensor,
+    cast: OnceCell<Tensor>,
+}
+
+impl<'a> ProjectionInput<'a> {
+    pub(crate) fn new(x: &'a Tensor) -> Self {
+        ProjectionInput {
+            x,
+            cast: OnceCell::new(),
+        }
+    }
+
+    fn cast(&self, dtype: DType) -> Result<&Tensor> {
+        if let Some(cast) = self.cast.get() {
+            return Ok(cast);
+        }
+        let cast = self.x.to_dtype(dtype)?;
+        Ok(self.cast.get_or_init(|| cast))
+    }
+}
+
 impl Linear {
-    fn forward(&self, x: &Tensor, track: bool) -> Result<Tensor> {
-        let mut y = self.base.forward(x)?;
+    fn forward(&self, input: &ProjectionInput<'_>, track: bool) -> Result<Tensor> {
+        let mut y = self.base.forward(input.x)?;
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
         }
         match &self.lora {
-            Some(lora) => Ok((y + lora.delta(x, track)?)?),
+            Some(lora) => {
+                let delta = lora.delta(input.cast(lora.dtype())?, track)?;
+                Ok((y + delta.to_dtype(input.x.dtype())?)?)
+            }
             None => Ok(y),
         }
     }
@@ -137,6 +166,9 @@ pub struct LoraModel {
     recompute: AtomicBool,
     /// Query rows per attention block on the graph (0: from the heads and the longest example).
     attention_block: AtomicUsize,
+    /// Per rope setting, the graph's cos and sin rows `[positions, 1, rotary_dim]` of positions `0..`,
+    /// in the model's dtype on its device: built once, grown when a longer example comes.
+    rope_cache: Mutex<Vec<Option<(Tensor, Tensor)>>>,
 }
 
 /// Half-precision inputs are computed in f32 where precision matters (norms, softmax), as transformers does.
@@ -217,6 +249,7 @@ impl LoraModel {
             lm_head: Frozen::new(head)?,
             embed,
             blocks,
+            rope_cache: Mutex::new(vec![None; config.ropes.len()]),
             config,
             lora,
             dtype,
@@ -295,16 +328,10 @@ impl LoraModel {
             .collect()
     }
 
-    /// Cos and sin `[n, rotary_dim / 2]` of every token's rotary angles for rope setting `rope`, with the
-    /// setting's factor applied, rounded to f32 as transformers computes them (except in f64, for the
-    /// gradient checks). Frequencies that depend on the length (longrope) follow each example's own.
-    pub(crate) fn rope_tables(&self, rope: usize, batch: &Packed) -> (Vec<f64>, Vec<f64>) {
-        self.rope_rows(rope, &batch.spans())
-    }
-
-    /// [`rope_tables`](Self::rope_tables) for rows given as spans `(first position, rows, length)`: the
-    /// positions `first..first + rows` of a sequence of `length` tokens (what length-dependent frequencies
-    /// follow).
+    /// Cos and sin `[n, rotary_dim / 2]` of the rotary angles of rope setting `rope` for rows given as
+    /// spans `(first position, rows, length)`: the positions `first..first + rows` of a sequence of
+    /// `length` tokens (what length-dependent frequencies follow), with the setting's factor applied,
+    /// rounded to f32 as transformers computes them (except in f64, for the gradient checks).
     pub(crate) fn rope_rows(
         &self,
         rope: usize,
