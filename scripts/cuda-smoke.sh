@@ -29,6 +29,11 @@ if out=$(timeout 60 "$dn" worker --device cuda --data-dir "$work/data" 2>&1); th
 fi
 grep -q "no usable CUDA GPU" <<<"$out" || { echo "unexpected refusal: $out" >&2; exit 1; }
 echo "--device cuda refused: $(grep -o 'no usable CUDA GPU.*' <<<"$out" | head -n 1)"
+# The stand-in's missing cuRAND must be missing on this machine too.
+if ldconfig -p 2>/dev/null | grep -q 'libcurand\.so'; then
+  echo "a cuRAND is installed here: the stand-in driver check needs a machine without one" >&2
+  exit 1
+fi
 fake=$work/stand-in-driver
 mkdir -p "$fake"
 cat > "$fake/cuda.c" <<'C'
@@ -56,7 +61,7 @@ assert c["driver_cuda_version"] == "13.0" and c["gpus"][0]["name"] == "Stand-in 
 assert c["driver"]["path"] == f"{fake}/libcuda.so.1", c["driver"]
 assert [l["file"] for l in c["libraries"]] == ["libcublas.so.13", "libcublasLt.so.13", None], c
 PY
-echo "dn doctor with a GPU it cannot use: $(LD_LIBRARY_PATH=$fake "$dn" doctor --data-dir "$work/data" | grep '^warning')"
+echo "dn doctor with a GPU it cannot use: $(LD_LIBRARY_PATH=$fake timeout 60 "$dn" doctor --data-dir "$work/data" | grep '^warning')"
 out=$(LD_LIBRARY_PATH=$fake timeout 300 "$dn" train sft --local --data-dir "$work/data" \
   --model "$root/tests/fixtures/families/llama/model" \
   --capability "$root/examples/capabilities/support-agent" \

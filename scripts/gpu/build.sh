@@ -30,8 +30,9 @@ done
   echo; } > "$payload/commit"
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 payload_bytes=$(du -sb "$payload" | cut -f1)
-tree_bytes=$(git -C "$root" ls-files -z --cached --others --exclude-standard \
-  | (cd "$root" && du -cb --files0-from=- 2>/dev/null) | tail -n 1 | cut -f1)
+# du skips (and complains about) tracked files deleted in the tree; its total stands.
+tree_bytes=$(cd "$root" && { git ls-files -z --cached --others --exclude-standard \
+  | du -cb --files0-from=- 2>/dev/null || true; } | tail -n 1 | cut -f1)
 ls -l "$payload"
 echo "payload: $(mib "$payload_bytes") in $payload"
 echo "working tree carried with it: $(mib "$tree_bytes"); together $(mib $((payload_bytes + tree_bytes))) of 64 MiB"

@@ -27,11 +27,13 @@ fn open(file: &str, symbol: &str) -> Result<(Library, PathBuf), String> {
     // SAFETY: dladdr reads the loader's tables for an address inside a loaded object.
     let path = if unsafe { libc::dladdr(address, &mut info) } != 0 && !info.dli_fname.is_null() {
         // SAFETY: dli_fname is a NUL-terminated path owned by the loader.
-        PathBuf::from(
+        let found = PathBuf::from(
             unsafe { CStr::from_ptr(info.dli_fname) }
                 .to_string_lossy()
                 .into_owned(),
-        )
+        );
+        // The versioned file behind the soname's link.
+        std::fs::canonicalize(&found).unwrap_or(found)
     } else {
         PathBuf::from(file)
     };
@@ -136,10 +138,22 @@ impl Driver<'_> {
     }
 }
 
+/// The architecture of candle's kernels: the `.target` line of their PTX (`sm_90`).
+fn kernel_target() -> Option<String> {
+    candle_core::cuda::kernels::AFFINE
+        .ptx()
+        .lines()
+        .find_map(|line| line.trim().strip_prefix(".target "))
+        .map(|target| target.split(',').next().unwrap_or(target).trim().to_owned())
+}
+
 /// Loads the driver and the libraries candle needs and asks the driver for its GPUs.
 pub fn probe() -> CudaReport {
+    let version = sys::CUDA_VERSION;
     let mut report = CudaReport {
         built_with_cuda: true,
+        built_for_cuda: Some(format!("{}.{}", version / 1000, version % 1000 / 10)),
+        kernel_target: kernel_target(),
         ..CudaReport::default()
     };
     let (driver, library) = load(&DRIVER);
@@ -167,28 +181,49 @@ pub fn prepare(device: &Device) -> candle_core::Result<()> {
     let cuda = device.as_cuda_device()?;
     // SAFETY: see above; no other stream is ever created on this context.
     unsafe { cuda.disable_event_tracking() };
-    let pool = default_pool(device)?;
+    let Some(pool) = memory_pool(device) else {
+        return Ok(());
+    };
     let mut threshold = u64::MAX;
     // SAFETY: the attribute takes a cuuint64_t.
-    unsafe {
+    let set = unsafe {
         result::mem_pool::set_attribute(
             pool,
             sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
             (&mut threshold as *mut u64).cast(),
         )
+    };
+    if let Err(e) = set {
+        tracing::warn!(
+            "the CUDA memory pool will unmap what it frees at every synchronisation: {e}"
+        );
     }
-    .map_err(|e| candle_core::Error::Msg(format!("cannot keep the CUDA memory pool: {e}")))
+    Ok(())
 }
 
-fn default_pool(device: &Device) -> candle_core::Result<sys::CUmemoryPool> {
-    let cuda = device.as_cuda_device()?;
-    let context = cuda.cuda_stream().context().clone();
-    context
-        .bind_to_thread()
-        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+/// The pool cudarc allocates from (the device's current one), or `None` where it allocates without one
+/// (a device without memory pools: cudarc falls back to `cuMemAlloc`, as it decides at the same
+/// attribute).
+fn memory_pool(device: &Device) -> Option<sys::CUmemoryPool> {
+    let context = device
+        .as_cuda_device()
+        .ok()?
+        .cuda_stream()
+        .context()
+        .clone();
+    context.bind_to_thread().ok()?;
     // SAFETY: the device handle comes from a live context.
-    unsafe { result::device::get_default_mem_pool(context.cu_device()) }
-        .map_err(|e| candle_core::Error::Msg(format!("no CUDA memory pool: {e}")))
+    unsafe {
+        let supported = result::device::get_attribute(
+            context.cu_device(),
+            sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MEMORY_POOLS_SUPPORTED,
+        )
+        .ok()?;
+        if supported <= 0 {
+            return None;
+        }
+        result::device::get_mem_pool(context.cu_device()).ok()
+    }
 }
 
 /// Bytes the device can still give this process: the driver's free memory plus what the pool holds
@@ -211,20 +246,22 @@ fn pool_unused(device: &Device) -> Option<u64> {
     use sys::CUmemPool_attribute::{
         CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, CU_MEMPOOL_ATTR_USED_MEM_CURRENT,
     };
-    let pool = default_pool(device).ok()?;
+    let pool = memory_pool(device)?;
     let reserved = pool_attribute(pool, CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT)?;
     let used = pool_attribute(pool, CU_MEMPOOL_ATTR_USED_MEM_CURRENT)?;
     Some(reserved.saturating_sub(used))
 }
 
 /// Gives the pool's unused memory back to the driver (other processes, a fresh layout after an
-/// out-of-memory); waits for the device's pending frees first.
+/// out-of-memory); waits for the context's pending work, and so its frees, first.
 pub fn trim(device: &Device) {
-    let Ok(pool) = default_pool(device) else {
+    let Some(pool) = memory_pool(device) else {
         return;
     };
-    let _ = device.synchronize();
-    // SAFETY: the pool is the device's default pool.
+    if let Ok(cuda) = device.as_cuda_device() {
+        let _ = cuda.cuda_stream().context().synchronize();
+    }
+    // SAFETY: the pool is the device's current pool.
     if let Err(e) = unsafe { result::mem_pool::trim_to(pool, 0) } {
         tracing::debug!("cannot trim the CUDA memory pool: {e}");
     }

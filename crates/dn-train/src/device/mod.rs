@@ -80,6 +80,9 @@ pub fn select_device(spec: &str) -> Result<Device> {
                     ),
                 ));
             }
+            if let Some(problem) = report.gpu_problem(ordinal) {
+                return Err(Error::invalid("device", format!("{spec}: {problem}")));
+            }
             new_cuda(ordinal)
                 .map_err(|reason| Error::invalid("device", format!("{spec}: {reason}")))
         }
@@ -96,7 +99,10 @@ pub fn device_warning(spec: &str) -> Option<String> {
     let reason = match &report.unusable {
         Some(reason) if report.gpu_unusable() => reason.clone(),
         Some(_) => return None,
-        None => AUTO_FAILURE.lock().ok()?.clone()?,
+        None => AUTO_FAILURE
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?,
     };
     let reason = reason.trim_start_matches("no usable CUDA GPU: ");
     Some(format!(

@@ -122,7 +122,27 @@ pub struct CudaReport {
     pub driver_cuda_version: Option<String>,
     pub gpus: Vec<GpuInfo>,
     pub libraries: Vec<LibraryStatus>,
+    /// The CUDA version this dn was built with (`13.0`): the driver must support it, or candle's
+    /// kernels (PTX of that toolkit) do not load.
+    pub built_for_cuda: Option<String>,
+    /// The GPU architecture candle's kernels were compiled for (`sm_90`): older GPUs cannot run them.
+    pub kernel_target: Option<String>,
     pub unusable: Option<String>,
+}
+
+/// `(major, minor)` of `13.0` or `9.0`.
+fn major_minor(text: &str) -> Option<(u32, u32)> {
+    let (major, minor) = text.split_once('.')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// `(major, minor)` of an architecture `sm_90`, `sm_90a`, `sm_120`.
+fn architecture(target: &str) -> Option<(u32, u32)> {
+    let digits = target
+        .strip_prefix("sm_")?
+        .trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let split = digits.len().checked_sub(1)?;
+    Some((digits[..split].parse().ok()?, digits[split..].parse().ok()?))
 }
 
 impl CudaReport {
@@ -140,19 +160,55 @@ impl CudaReport {
         self.unusable.is_some() && !self.gpus.is_empty()
     }
 
-    /// Sets [`Self::unusable`] from what was found: the first missing piece, in the order candle needs
-    /// them (driver, GPUs, then each library).
-    pub fn conclude(&mut self, driver_error: Option<String>) {
-        self.unusable = if let Some(e) = driver_error {
-            Some(format!("no usable CUDA GPU: {e}"))
-        } else if self.gpus.is_empty() {
-            Some("no usable CUDA GPU: the driver sees no GPU".into())
+    /// Why GPU `ordinal` cannot run this build's kernels, if it cannot: older than their target, or
+    /// another architecture than an architecture-specific target (`sm_90a` runs on 9.0 only).
+    pub fn gpu_problem(&self, ordinal: usize) -> Option<String> {
+        let gpu = self.gpus.get(ordinal)?;
+        let target = self.kernel_target.as_deref()?;
+        let (have, needed) = (major_minor(&gpu.compute_capability)?, architecture(target)?);
+        let specific = target.ends_with('a');
+        let runs = if specific {
+            have == needed
         } else {
-            self.libraries
-                .iter()
-                .find_map(|l| l.error.as_ref())
-                .map(|e| format!("no usable CUDA GPU: {e}"))
+            have >= needed
         };
+        (!runs).then(|| {
+            format!(
+                "cuda:{ordinal} ({}, compute {}) cannot run the {target} kernels this dn was built \
+                 with: build dn with CUDA_COMPUTE_CAP={}{}",
+                gpu.name, gpu.compute_capability, have.0, have.1
+            )
+        })
+    }
+
+    /// Why the driver cannot load this build's kernels (it supports an older CUDA), if so.
+    fn driver_problem(&self) -> Option<String> {
+        let (driver, built) = (
+            self.driver_cuda_version.as_deref()?,
+            self.built_for_cuda.as_deref()?,
+        );
+        (major_minor(driver)? < major_minor(built)?).then(|| {
+            format!(
+                "the driver supports CUDA {driver}, older than the CUDA {built} this dn was built \
+                 with (its kernels would not load): update the NVIDIA driver, or build dn with CUDA \
+                 {driver}"
+            )
+        })
+    }
+
+    /// Sets [`Self::unusable`] from what was found: the first missing piece, in the order candle needs
+    /// them (driver, GPUs, a driver and a first GPU new enough for the kernels, then each library).
+    pub fn conclude(&mut self, driver_error: Option<String>) {
+        let problem = if let Some(e) = driver_error {
+            Some(e)
+        } else if self.gpus.is_empty() {
+            Some("the driver sees no GPU".into())
+        } else {
+            self.driver_problem()
+                .or_else(|| self.gpu_problem(0))
+                .or_else(|| self.libraries.iter().find_map(|l| l.error.clone()))
+        };
+        self.unusable = problem.map(|p| format!("no usable CUDA GPU: {p}"));
     }
 }
 
@@ -254,6 +310,42 @@ mod tests {
             "{why}"
         );
         assert!(report.gpu_unusable());
+
+        // A driver older than the build, then a GPU older than the kernels' target.
+        let mut old_driver = CudaReport {
+            driver_cuda_version: Some("12.4".into()),
+            built_for_cuda: Some("13.0".into()),
+            kernel_target: Some("sm_90".into()),
+            libraries: Vec::new(),
+            ..report.clone()
+        };
+        old_driver.conclude(None);
+        let why = old_driver.unusable.clone().unwrap();
+        assert!(
+            why.contains("the driver supports CUDA 12.4, older than the CUDA 13.0"),
+            "{why}"
+        );
+        old_driver.driver_cuda_version = Some("13.0".into());
+        old_driver.gpus[0].compute_capability = "8.0".into();
+        old_driver.conclude(None);
+        let why = old_driver.unusable.clone().unwrap();
+        assert!(
+            why.contains("cuda:0 (NVIDIA H200, compute 8.0) cannot run the sm_90 kernels")
+                && why.contains("CUDA_COMPUTE_CAP=80"),
+            "{why}"
+        );
+        old_driver.gpus[0].compute_capability = "12.0".into();
+        old_driver.conclude(None);
+        assert_eq!(old_driver.unusable, None);
+        // Architecture-specific kernels (candle builds sm_90a for 90) run on their architecture only.
+        old_driver.kernel_target = Some("sm_90a".into());
+        old_driver.conclude(None);
+        assert!(old_driver.unusable.is_some());
+        old_driver.gpus[0].compute_capability = "9.0".into();
+        old_driver.conclude(None);
+        assert_eq!(old_driver.unusable, None);
+        assert_eq!(architecture("sm_90a"), Some((9, 0)));
+        assert_eq!(architecture("sm_120"), Some((12, 0)));
 
         let mut cpu_node = CudaReport {
             built_with_cuda: true,

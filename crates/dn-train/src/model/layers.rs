@@ -81,16 +81,16 @@ impl LoraModel {
         if self.config.ropes[rope].depends_on_length() {
             return self.rotary_rows(rope, &batch.spans());
         }
-        let longest = batch.segments.iter().map(|s| s.1).max().unwrap_or(0);
-        let (cos, sin) = self.rope_table(rope, longest)?;
+        let rows = batch.positions.iter().max().map_or(0, |p| *p as usize + 1);
+        let (cos, sin) = self.rope_table(rope, rows)?;
         Ok((
             cos.index_select(positions, 0)?,
             sin.index_select(positions, 0)?,
         ))
     }
 
-    /// The cached cos and sin rows of positions `0..` at least `len`, grown (to a power of two) when a
-    /// longer example comes.
+    /// The cached cos and sin rows of positions `0..len` at least, grown (to a power of two) when a
+    /// later position comes.
     fn rope_table(&self, rope: usize, len: usize) -> Result<(Tensor, Tensor)> {
         let mut cache = self
             .rope_cache
