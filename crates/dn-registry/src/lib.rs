@@ -8,6 +8,8 @@
 mod capability;
 mod dataset;
 mod error;
+#[cfg(test)]
+mod failing_store;
 mod frontmatter;
 mod runs;
 mod storage;

@@ -123,6 +123,17 @@ fn display_ref(org: &str, name: &str, version: &str) -> String {
 }
 
 impl Registry {
+    /// A registry over `store` (tests: a store that fails on demand).
+    #[cfg(test)]
+    pub(crate) fn with_store(store: Arc<dyn ObjectStore>) -> Self {
+        Registry {
+            store,
+            max_upload_bytes: u64::MAX,
+            location: "memory".into(),
+            local: false,
+        }
+    }
+
     pub fn new(config: &StorageConfig, max_upload_bytes: u64) -> Result<Self> {
         let (store, location): (Arc<dyn ObjectStore>, String) = match config {
             StorageConfig::Local { root } => {

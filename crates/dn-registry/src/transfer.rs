@@ -29,20 +29,19 @@ impl Registry {
             .map_err(|e| io_error("read", path, e))?;
         let mut writer = BufWriter::with_capacity(self.store.clone(), key, UPLOAD_BUFFER)
             .with_max_concurrency(UPLOAD_CONCURRENCY);
-        let copied = async {
-            tokio::io::copy(&mut file, &mut writer).await?;
-            writer.shutdown().await
-        }
-        .await;
-        if let Err(e) = copied {
+        let failed = |e: &dyn std::fmt::Display| {
+            Error::Config(format!("cannot upload {}: {e}", path.display()))
+        };
+        if let Err(e) = tokio::io::copy(&mut file, &mut writer).await {
             // Abandon the multipart upload (if one started) rather than leave its parts behind.
-            let _ = writer.abort().await;
-            return Err(Error::Config(format!(
-                "cannot upload {}: {e}",
-                path.display()
-            )));
+            return Err(match writer.abort().await {
+                Ok(()) => failed(&e),
+                Err(abort) => failed(&format!("{e} (and abandoning its parts failed: {abort})")),
+            });
         }
-        Ok(())
+        // The writer is shut down whatever the outcome: a multipart upload whose completion failed was
+        // aborted inside, and aborting a shut-down writer would panic.
+        writer.shutdown().await.map_err(|e| failed(&e))
     }
 
     /// Streams object `key` into a local file.
@@ -57,5 +56,50 @@ impl Registry {
                 .map_err(|e| io_error("write", path, e))?;
         }
         file.flush().await.map_err(|e| io_error("write", path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    use object_store::path::Path as StorePath;
+
+    use crate::failing_store::FailingStore;
+    use crate::storage::Registry;
+
+    /// A put refused at shutdown (small file) and a multipart upload refused mid-copy (large file) both
+    /// come back as errors naming the file and the store's cause, never a panic; once the store
+    /// answers again the same upload goes through.
+    #[tokio::test]
+    async fn failed_uploads_report_their_cause_and_leave_the_writer_usable() {
+        let store = Arc::new(FailingStore::default());
+        let failing = store.failing.clone();
+        let registry = Registry::with_store(store.clone());
+        let dir = tempfile::tempdir().unwrap();
+        for (name, size) in [("small.bin", 1000usize), ("large.bin", 20 << 20)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, vec![7u8; size]).unwrap();
+            let key = StorePath::from(format!("up/{name}"));
+            failing.store(true, Ordering::SeqCst);
+            let e = registry.upload_file(&path, key.clone()).await.unwrap_err();
+            let text = e.to_string();
+            assert!(
+                text.contains(name) && text.contains("No space left on device"),
+                "{text}"
+            );
+            failing.store(false, Ordering::SeqCst);
+            registry.upload_file(&path, key.clone()).await.unwrap();
+            let stored = registry
+                .store
+                .get(&key)
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            assert_eq!(stored.len(), size);
+        }
     }
 }

@@ -96,11 +96,15 @@ impl SqlStore {
         }
         let last_used: Option<i64> = row.try_get("last_used_at")?;
         if last_used.is_none_or(|t| now - t >= LAST_USED_RESOLUTION_MICROS) {
-            sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE key_hash = $2")
+            // Best effort: a store that can be read but not written (a full disk) still authenticates.
+            let touched = sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE key_hash = $2")
                 .bind(now)
                 .bind(&hash)
                 .execute(&self.pool)
-                .await?;
+                .await;
+            if let Err(e) = touched {
+                tracing::warn!("cannot record an API key's last use: {e}");
+            }
         }
         Ok(Some(row.try_get("organization_id")?))
     }

@@ -14,6 +14,7 @@ mod rows;
 mod sql;
 mod stats;
 mod wake;
+mod write_tx;
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use dn_types::LogLevel;
 use serde_json::{Map, Value};
 use sqlx::any::AnyRow;
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 use crate::error::{Error, Result};
 use crate::rows::{JOB_COLUMNS, job_from_row, now_micros, to_json};
@@ -14,7 +14,7 @@ use crate::sql::{Dialect, SqlStore};
 use crate::{ClaimedJob, Heartbeat, JobOutcome, Lease, NewLogEntry, Requeued};
 
 pub(crate) async fn insert_event(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     job_id: &str,
     attempt: i64,
     level: LogLevel,
@@ -31,7 +31,7 @@ pub(crate) async fn insert_event(
     .bind(level.as_str())
     .bind(message)
     .bind(to_json(data))
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }
@@ -442,7 +442,7 @@ struct LostJobs<'a> {
 }
 
 async fn close_attempt(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     job_id: &str,
     attempt: i64,
     outcome: &str,
@@ -458,7 +458,7 @@ async fn close_attempt(
     .bind(error.map(str::to_owned))
     .bind(job_id)
     .bind(attempt)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(())
 }

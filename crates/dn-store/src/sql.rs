@@ -9,6 +9,7 @@ use sqlx::{AnyPool, Executor};
 
 use crate::error::{Error, Result};
 use crate::wake::WakeUps;
+use crate::write_tx::WriteTx;
 
 /// Which database a [`SqlStore`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,11 +98,12 @@ impl SqlStore {
 
     /// Starts a write transaction. On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`), so
     /// concurrent writers queue on the busy timeout instead of failing on a stale read snapshot.
-    pub(crate) async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Dialect::Postgres => self.pool.begin().await?,
-        })
+    pub(crate) async fn begin_write(&self) -> Result<WriteTx> {
+        let statement = match self.dialect {
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+            Dialect::Postgres => "BEGIN",
+        };
+        WriteTx::begin(&self.pool, statement).await
     }
 
     /// For tests and first-time setup: creates an empty database named `name` (letters, digits and `_`)
