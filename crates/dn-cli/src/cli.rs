@@ -400,7 +400,9 @@ pub struct SampleArgs {
 pub struct WaitArgs {
     #[arg(long, default_value_t = 5.0)]
     pub poll_interval_sec: f64,
-    /// Give up after this many seconds (exit code 2).
+    /// Give up after this many seconds (exit code 2; 3 when the server was unreachable then). A server
+    /// that does not answer (restarting, a network blip) is tried again until then, or without this
+    /// for 10 minutes.
     #[arg(long)]
     pub timeout_sec: Option<f64>,
 }

@@ -7,8 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::{
-    Cluster, FAST_LEASES, JobSpec, checkpoint_names, children_of, count, free_port, kill, signal,
-    steps_done,
+    Cluster, JobSpec, checkpoint_names, children_of, count, free_port, kill, signal, steps_done,
 };
 use dn_store::JobStore;
 use dn_types::JobStatus;
@@ -154,22 +153,7 @@ async fn a_serve_worker_process_killed_mid_job_leaves_the_api_answering_and_is_r
     };
     // A second server on the cluster's store, with one worker process of its own.
     let listen = format!("127.0.0.1:{}", free_port());
-    let mut server = std::process::Command::new(env!("CARGO_BIN_EXE_dn"))
-        .args([
-            "serve",
-            "--listen",
-            &listen,
-            "--data-dir",
-            &c.env.data_dir(),
-        ])
-        .args(["--workers", "1"])
-        .args(FAST_LEASES)
-        .env("HOME", c.env.dir.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut server = c.serve(&listen, 1);
     let health = dn_client::Client::new(&format!("http://{listen}"), None).unwrap();
     let id = c.submit(&spec()).await;
     c.wait_for(&id, "step 4", LIMIT, |_, events| steps_done(events) >= 4)

@@ -57,6 +57,21 @@ impl Error {
             _ => None,
         }
     }
+
+    /// The server could not be reached or said "not now" (502, 503, 504: restarting, or behind a proxy
+    /// whose upstream is down): worth retrying, unlike an answer about the request itself.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Transport { .. } => true,
+            Error::Api { status, .. } => matches!(
+                *status,
+                StatusCode::BAD_GATEWAY
+                    | StatusCode::SERVICE_UNAVAILABLE
+                    | StatusCode::GATEWAY_TIMEOUT
+            ),
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

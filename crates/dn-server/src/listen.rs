@@ -177,6 +177,7 @@ async fn limit_per_key(
                 "too_many_requests",
                 format!("this API key has {max} requests in flight already (the server's limit)"),
             )
+            .retry_after(1)
             .into_response();
         }
         *count += 1;

@@ -108,6 +108,21 @@ async fn one_key_gets_a_bounded_number_of_requests_in_flight() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(status, 429);
+    // Past the limit the answer says when to come back.
+    let refused = reqwest::Client::new()
+        .get(format!("{}/org/acme/datasets", server.url))
+        .header("X-API-Key", &server.key_a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap()),
+        Some("1")
+    );
     // Another organization's key is not affected; the slots free when those requests end.
     let (status, _) = server
         .call(

@@ -19,6 +19,13 @@ use crate::output::{self, print_job, print_json, summary};
 pub const EXIT_NOT_COMPLETED: i32 = 1;
 /// Exit code of `wait` on --timeout-sec.
 pub const EXIT_TIMEOUT: i32 = 2;
+/// Exit code of `wait` when the server stayed unreachable until --timeout-sec (or, without one, for
+/// [`UNREACHABLE_GIVE_UP`]).
+pub const EXIT_UNREACHABLE: i32 = 3;
+/// How long `wait` without --timeout-sec keeps trying a server that does not answer.
+const UNREACHABLE_GIVE_UP: Duration = Duration::from_secs(600);
+/// The longest pause between tries of an unreachable server.
+const UNREACHABLE_RETRY_MAX: Duration = Duration::from_secs(5);
 
 fn wire_ref(text: &str, flag: &str) -> Result<DatasetRef> {
     let parsed = ArtifactRef::parse(text, flag)?;
@@ -247,7 +254,7 @@ async fn print_new_logs(
     job_id: &str,
     after: i64,
     bar: Option<&ProgressBar>,
-) -> Result<i64> {
+) -> dn_client::Result<i64> {
     let logs = client
         .job_logs(&conn.organization, &conn.workspace, job_id, after)
         .await?;
@@ -292,13 +299,52 @@ pub async fn wait(
     });
     let mut last_line = String::new();
     let mut log_position = 0;
+    // Since when the server has not answered (a restart, a network blip), and the pause before the next try.
+    let mut unreachable: Option<(Instant, Duration)> = None;
     loop {
-        let job = client
-            .get_job(&conn.organization, &conn.workspace, job_id)
-            .await?;
-        if follow_logs && !json {
-            log_position = print_new_logs(client, conn, job_id, log_position, bar.as_ref()).await?;
+        let polled = async {
+            let job = client
+                .get_job(&conn.organization, &conn.workspace, job_id)
+                .await?;
+            if follow_logs && !json {
+                log_position =
+                    print_new_logs(client, conn, job_id, log_position, bar.as_ref()).await?;
+            }
+            Ok::<_, dn_client::Error>(job)
         }
+        .await;
+        let job = match polled {
+            Ok(job) => {
+                if unreachable.take().is_some() {
+                    eprintln!("{job_id}: the server answers again");
+                }
+                job
+            }
+            Err(e) if e.is_transient() => {
+                let (since, pause) = *unreachable.get_or_insert_with(|| {
+                    eprintln!("{job_id}: {e}; trying again");
+                    (Instant::now(), interval.min(UNREACHABLE_RETRY_MAX))
+                });
+                let out_of_time = match args.timeout_sec {
+                    Some(limit) => started.elapsed().as_secs_f64() >= limit,
+                    None => since.elapsed() >= UNREACHABLE_GIVE_UP,
+                };
+                if out_of_time {
+                    if let Some(bar) = &bar {
+                        bar.finish_and_clear();
+                    }
+                    eprintln!(
+                        "gave up on {job_id}: the server has not answered for {:.0}s ({e})",
+                        since.elapsed().as_secs_f64()
+                    );
+                    return Ok(EXIT_UNREACHABLE);
+                }
+                tokio::time::sleep(pause).await;
+                unreachable = Some((since, (pause * 2).min(UNREACHABLE_RETRY_MAX)));
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let line = output::progress(&job);
         match &bar {
             Some(bar) => bar.set_message(match output::loss_sparkline(&job) {

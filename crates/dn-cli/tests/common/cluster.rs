@@ -133,6 +133,27 @@ impl Cluster {
             .unwrap()
     }
 
+    /// A `dn serve` process on this cluster's store at `listen` with `workers` worker processes (2 s
+    /// leases, 1 s heartbeats).
+    pub fn serve(&self, listen: &str, workers: usize) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_dn"))
+            .args([
+                "serve",
+                "--listen",
+                listen,
+                "--data-dir",
+                &self.env.data_dir(),
+            ])
+            .args(["--workers", &workers.to_string()])
+            .args(FAST_LEASES)
+            .env("HOME", self.env.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     pub async fn job(&self, id: &str) -> TrainingJob {
         self.store.get_job_by_id(id).await.unwrap()
     }
