@@ -58,7 +58,7 @@ async fn wait_rides_through_a_server_killed_and_started_again() {
     server.kill().unwrap();
     server.wait().unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut server = c.serve(&listen, 0);
+    let _server = c.serve(&listen, 0);
     answering(&listen).await;
     // The job completes (its worker is not the point here).
     let claimed = c
@@ -76,8 +76,6 @@ async fn wait_rides_through_a_server_killed_and_started_again() {
         .await
         .expect("dn train wait ended on its own")
         .unwrap();
-    let _ = server.kill();
-    let _ = server.wait();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(

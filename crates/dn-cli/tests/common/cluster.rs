@@ -134,9 +134,9 @@ impl Cluster {
     }
 
     /// A `dn serve` process on this cluster's store at `listen` with `workers` worker processes (2 s
-    /// leases, 1 s heartbeats).
-    pub fn serve(&self, listen: &str, workers: usize) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_dn"))
+    /// leases, 1 s heartbeats), killed when dropped.
+    pub fn serve(&self, listen: &str, workers: usize) -> Server {
+        let child = Command::new(env!("CARGO_BIN_EXE_dn"))
             .args([
                 "serve",
                 "--listen",
@@ -151,7 +151,8 @@ impl Cluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap()
+            .unwrap();
+        Server(child)
     }
 
     pub async fn job(&self, id: &str) -> TrainingJob {
@@ -190,6 +191,32 @@ impl Cluster {
                 job.error
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A server process that is killed (and reaped) when dropped: a test that fails leaves none behind.
+pub struct Server(pub Child);
+
+impl std::ops::Deref for Server {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
         }
     }
 }
