@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use dn_registry::{Registry, S3Credentials, StorageConfig};
+use dn_registry::{DEFAULT_S3_RETRY_TIMEOUT, Registry, S3Credentials, StorageConfig};
 use dn_store::SqlStore;
 use dn_worker::WorkerConfig;
 use serde::Deserialize;
@@ -37,12 +37,16 @@ pub struct FileConfig {
     pub header_timeout_seconds: Option<u64>,
     pub max_requests_per_key: Option<usize>,
     pub max_upload_bytes: Option<u64>,
+    /// How long a database call waits for a pooled connection before failing (API: 503); default 5.
+    pub db_acquire_timeout_seconds: Option<u64>,
     pub lease_seconds: Option<u64>,
     pub heartbeat_seconds: Option<u64>,
     pub poll_interval_ms: Option<u64>,
     pub shutdown_grace_seconds: Option<u64>,
     pub max_retries: Option<u32>,
     pub retry_backoff_seconds: Option<f64>,
+    /// An idle worker whose database stays unreachable this long exits (0: never).
+    pub exit_after_outage_seconds: Option<u64>,
     /// MiB of heap a job's data preparation may use (0: in the worker process, no limit).
     pub prepare_memory_mb: Option<u64>,
     pub worker_id: Option<String>,
@@ -63,6 +67,8 @@ pub struct FileStorage {
     /// A static access key (both or neither); otherwise AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
     pub s3_access_key_id: Option<String>,
     pub s3_secret_access_key: Option<String>,
+    /// How long an S3 request is retried while the bucket is unreachable (default 60).
+    pub s3_retry_seconds: Option<u64>,
 }
 
 impl FileConfig {
@@ -93,15 +99,20 @@ pub fn data_dir(args: &StoreArgs, file: &FileConfig) -> PathBuf {
 }
 
 pub async fn open_store(args: &StoreArgs, file: &FileConfig) -> Result<Arc<SqlStore>> {
+    let acquire = file
+        .db_acquire_timeout_seconds
+        .map_or(dn_store::DEFAULT_ACQUIRE_TIMEOUT, |s| {
+            Duration::from_secs(s.max(1))
+        });
     let store = match args
         .database_url
         .clone()
         .or_else(|| file.database_url.clone())
     {
-        Some(url) => SqlStore::connect(&url).await?,
+        Some(url) => SqlStore::connect_with(&url, acquire).await?,
         None => {
             let dir = data_dir(args, file);
-            SqlStore::open_data_dir(&dir)
+            SqlStore::open_data_dir_with(&dir, acquire)
                 .await
                 .with_context(|| format!("cannot open the job store in {}", dir.display()))?
         }
@@ -130,6 +141,10 @@ pub fn open_registry(args: &StorageArgs, store: &StoreArgs, file: &FileConfig) -
                 .or(file.storage.s3_allow_http)
                 .unwrap_or(false),
             credentials: file_credentials(&file.storage)?,
+            retry_timeout: file
+                .storage
+                .s3_retry_seconds
+                .map_or(DEFAULT_S3_RETRY_TIMEOUT, Duration::from_secs),
         },
         None => StorageConfig::Local {
             root: args
@@ -165,6 +180,9 @@ pub fn worker_config(worker_id: String, args: &LeaseArgs, file: &FileConfig) -> 
     }
     if let Some(s) = args.retry_backoff_seconds.or(file.retry_backoff_seconds) {
         config.retry_backoff = Duration::from_secs_f64(s.clamp(0.0, 600.0));
+    }
+    if let Some(s) = file.exit_after_outage_seconds {
+        config.exit_after_outage = (s > 0).then(|| Duration::from_secs(s));
     }
     config
 }

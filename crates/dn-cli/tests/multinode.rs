@@ -360,6 +360,7 @@ async fn workers_on_separate_nodes_share_the_postgres_queue_and_s3_checkpoints()
             region: Some("us-east-1".into()),
             allow_http: true,
             credentials: None,
+            retry_timeout: dn_registry::DEFAULT_S3_RETRY_TIMEOUT,
         },
         1 << 20,
     )

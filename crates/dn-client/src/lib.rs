@@ -213,17 +213,35 @@ impl Client {
         self.send(self.request(Method::GET, "/health")).await
     }
 
+    /// Creates a job. The request carries an `Idempotency-Key`, and is sent again under the same key when
+    /// the server could not be reached or answered 502/503/504 (at most 4 more times, within about 15 s):
+    /// a create that reached the server before the connection dropped makes one job, not two.
     pub async fn create_job(
         &self,
         org: &str,
         ws: &str,
         request: &CreateTinkerSftJobRequest,
     ) -> Result<TrainingJob> {
-        self.send(
-            self.request(Method::POST, &Self::jobs_path(org, ws))
-                .json(request),
-        )
-        .await
+        let key = uuid::Uuid::new_v4().to_string();
+        let mut pause = std::time::Duration::from_millis(500);
+        let mut resends = 0;
+        loop {
+            let sent = self
+                .send(
+                    self.request(Method::POST, &Self::jobs_path(org, ws))
+                        .header("Idempotency-Key", &key)
+                        .json(request),
+                )
+                .await;
+            match sent {
+                Err(e) if e.is_transient() && resends < 4 => {
+                    resends += 1;
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
     }
 
     pub async fn list_jobs(

@@ -22,7 +22,7 @@ pub use dataset::parse_dataset;
 pub use error::{Error, Result};
 pub use frontmatter::strip_front_matter;
 pub use runs::{ByteStream, COMMIT_MARKER};
-pub use storage::{Registry, S3Credentials, StorageConfig};
+pub use storage::{DEFAULT_S3_RETRY_TIMEOUT, Registry, S3Credentials, StorageConfig};
 pub use upload::{
     FileContent, FileReceiver, SPOOL_ABOVE, Upload, UploadFile, sha256_id, validate_relative_path,
 };

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use dn_types::{ArtifactKind, CapabilityManifest, DatasetManifest, FileEntry, PushResult};
@@ -9,7 +10,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+use object_store::{BackoffConfig, ObjectStore, PutMode, PutOptions, PutPayload, RetryConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -30,8 +31,14 @@ pub enum StorageConfig {
         region: Option<String>,
         allow_http: bool,
         credentials: Option<S3Credentials>,
+        /// How long a request is retried while the bucket is unreachable or answers 5xx (a storage blip
+        /// shorter than this costs nothing); past it, the call fails with the last error.
+        retry_timeout: Duration,
     },
 }
+
+/// How long S3 requests are retried by default (`storage.s3_retry_seconds`).
+pub const DEFAULT_S3_RETRY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A static S3 access key; `Debug` does not show the secret.
 #[derive(Clone, PartialEq)]
@@ -158,10 +165,23 @@ impl Registry {
                 region,
                 allow_http,
                 credentials,
+                retry_timeout,
             } => {
+                // Retries bounded by time, not by a count of quick tries (ten of which pass in about
+                // two seconds of connection refusals): the pauses grow to 5 s.
+                let retry = RetryConfig {
+                    backoff: BackoffConfig {
+                        init_backoff: Duration::from_millis(100),
+                        max_backoff: Duration::from_secs(5),
+                        base: 2.0,
+                    },
+                    max_retries: usize::MAX,
+                    retry_timeout: *retry_timeout,
+                };
                 let mut builder = AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
-                    .with_allow_http(*allow_http);
+                    .with_allow_http(*allow_http)
+                    .with_retry(retry);
                 if let Some(endpoint) = endpoint {
                     builder = builder.with_endpoint(endpoint);
                 }
@@ -182,6 +202,25 @@ impl Registry {
             local: matches!(config, StorageConfig::Local { .. }),
             location,
         })
+    }
+
+    /// Whether storage answers a read now (readiness checks): a lookup of a key that does not exist.
+    pub async fn check_reachable(&self) -> Result<()> {
+        match self.store.head(&StorePath::from("probes/none")).await {
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether storage takes a write now (a worker deciding whether an outage or a full disk is over):
+    /// writes and deletes a small object of its own.
+    pub async fn check_writable(&self) -> Result<()> {
+        let key = StorePath::from(format!("probes/{}", uuid::Uuid::new_v4().simple()));
+        self.store
+            .put(&key, PutPayload::from_static(b"probe"))
+            .await?;
+        self.store.delete(&key).await?;
+        Ok(())
     }
 
     pub fn max_upload_bytes(&self) -> u64 {

@@ -28,6 +28,7 @@ fn s3_config() -> Option<StorageConfig> {
         region: Some("us-east-1".into()),
         allow_http: true,
         credentials: None,
+        retry_timeout: dn_registry::DEFAULT_S3_RETRY_TIMEOUT,
     })
 }
 

@@ -56,6 +56,23 @@ impl ApiError {
     }
 }
 
+/// How long a client is told to wait when the database or storage is unavailable.
+pub(crate) const UNAVAILABLE_RETRY_AFTER: u64 = 5;
+
+impl ApiError {
+    /// 503 with Retry-After: `what` (the job store, storage) is down or overloaded; the request may work
+    /// in a moment. The cause goes to the server log.
+    pub(crate) fn unavailable(what: &str, error: &dyn std::fmt::Display) -> Self {
+        tracing::warn!(error = %error, "{what} unavailable");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("{what} is unavailable right now; retry in a few seconds"),
+        )
+        .retry_after(UNAVAILABLE_RETRY_AFTER)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
@@ -87,6 +104,7 @@ impl From<dn_store::Error> for ApiError {
             E::Conflict(_) | E::LeaseLost { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
+            other if other.is_unavailable() => ApiError::unavailable("the job store", &other),
             other => ApiError::internal("job store error", other),
         }
     }
@@ -106,6 +124,8 @@ impl From<dn_registry::Error> for ApiError {
                 "payload_too_large",
                 e.to_string(),
             ),
+            // Storage answered with an error after its retries (unreachable, refusing, 5xx).
+            E::Storage(error) => ApiError::unavailable("storage", &error),
             other => ApiError::internal("storage error", other),
         }
     }

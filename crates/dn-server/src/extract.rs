@@ -57,6 +57,36 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     }
 }
 
+/// The optional `Idempotency-Key` header of a create: 1 to 255 visible ASCII characters.
+pub struct IdempotencyKey(pub Option<String>);
+
+/// The longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get("idempotency-key") else {
+            return Ok(IdempotencyKey(None));
+        };
+        let key = value
+            .to_str()
+            .ok()
+            .filter(|k| {
+                (1..=MAX_IDEMPOTENCY_KEY).contains(&k.len())
+                    && k.bytes().all(|b| b.is_ascii_graphic())
+            })
+            .ok_or_else(|| {
+                ApiError::validation(format!(
+                    "header Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters \
+                     (a UUID is usual)"
+                ))
+            })?;
+        Ok(IdempotencyKey(Some(key.to_owned())))
+    }
+}
+
 /// The organization of the caller's API key (`X-API-Key: KEY` or `Authorization: Bearer KEY`).
 pub struct Caller {
     pub org: String,

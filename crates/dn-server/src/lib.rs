@@ -49,6 +49,8 @@ pub fn router(state: AppState) -> Router {
     let jobs_path = "/org/{org}/ws/{ws}/training/jobs";
     let api = Router::new()
         .route("/health", get(meta::health))
+        .route("/health/live", get(meta::health))
+        .route("/health/ready", get(meta::ready))
         .route("/metrics", get(meta::metrics))
         .route("/openapi.json", get(meta::openapi_json))
         .route("/training/catalog", get(meta::catalog))

@@ -12,31 +12,8 @@ use crate::{JobFilter, NewJob, StoredLogEntry};
 
 impl SqlStore {
     pub(crate) async fn insert_job(&self, job: NewJob) -> Result<TrainingJob> {
-        let id = uuid::Uuid::new_v4().to_string();
-        let now = now_micros();
         let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO jobs (id, organization_id, workspace_id, status, name, backend, trainer_type, \
-             model, project_ref, run_ref, dataset_ref, trajectory_dataset_refs, capability, config, metrics, \
-             artifacts, tags, created_at, updated_at, attempt) VALUES ($1, $2, $3, 'queued', $4, 'tinker', \
-             'sft', $5, $6, $7, $8, $9, $10, $11, '{}', '{}', $12, $13, $13, 0)",
-        )
-        .bind(&id)
-        .bind(&job.organization_id)
-        .bind(&job.workspace_id)
-        .bind(job.name.clone())
-        .bind(&job.model)
-        .bind(job.project_ref.clone())
-        .bind(job.run_ref.clone())
-        .bind(job.dataset_ref.as_ref().map(to_json))
-        .bind(to_json(&job.trajectory_dataset_refs))
-        .bind(to_json(&job.capability))
-        .bind(to_json(&job.config))
-        .bind(to_json(&job.tags))
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        insert_event(&mut tx, &id, 0, LogLevel::Info, "job queued", &Map::new()).await?;
+        let id = insert_job_row(&mut tx, &job).await?;
         tx.commit().await?;
         self.fetch_job(&id).await
     }
@@ -243,4 +220,33 @@ impl SqlStore {
         .await?;
         rows.iter().map(event_from_row).collect()
     }
+}
+
+/// Inserts a queued job (and its "job queued" event) in `tx`; its new id.
+pub(crate) async fn insert_job_row(conn: &mut sqlx::AnyConnection, job: &NewJob) -> Result<String> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let now = now_micros();
+    sqlx::query(
+        "INSERT INTO jobs (id, organization_id, workspace_id, status, name, backend, trainer_type, \
+         model, project_ref, run_ref, dataset_ref, trajectory_dataset_refs, capability, config, metrics, \
+         artifacts, tags, created_at, updated_at, attempt) VALUES ($1, $2, $3, 'queued', $4, 'tinker', \
+         'sft', $5, $6, $7, $8, $9, $10, $11, '{}', '{}', $12, $13, $13, 0)",
+    )
+    .bind(&id)
+    .bind(&job.organization_id)
+    .bind(&job.workspace_id)
+    .bind(job.name.clone())
+    .bind(&job.model)
+    .bind(job.project_ref.clone())
+    .bind(job.run_ref.clone())
+    .bind(job.dataset_ref.as_ref().map(to_json))
+    .bind(to_json(&job.trajectory_dataset_refs))
+    .bind(to_json(&job.capability))
+    .bind(to_json(&job.config))
+    .bind(to_json(&job.tags))
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    insert_event(conn, &id, 0, LogLevel::Info, "job queued", &Map::new()).await?;
+    Ok(id)
 }

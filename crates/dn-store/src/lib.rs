@@ -7,6 +7,7 @@
 //! can never both win; the attempt number is the fencing token of a lease.
 
 mod error;
+mod idempotency;
 mod jobs;
 mod keys;
 mod queue;
@@ -26,8 +27,9 @@ use serde_json::{Map, Value};
 pub const MAX_WORKSPACES_LISTED: i64 = 1000;
 
 pub use error::{Error, Result};
+pub use idempotency::IDEMPOTENCY_KEY_LIFETIME;
 pub use keys::ApiKeyInfo;
-pub use sql::{Dialect, SqlStore};
+pub use sql::{DEFAULT_ACQUIRE_TIMEOUT, Dialect, SqlStore};
 pub use stats::StoreStats;
 pub use wake::QUEUE_CHANNEL;
 
@@ -135,6 +137,14 @@ pub struct Requeued {
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
     async fn create_job(&self, job: NewJob) -> Result<TrainingJob>;
+    /// Creates the job unless `org` created one with `key` in the last 24 hours: then that job, and
+    /// `false`. The same key with another request (`fingerprint` differs) is a `Conflict`.
+    async fn create_job_once(
+        &self,
+        job: NewJob,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<(TrainingJob, bool)>;
     /// A job of this organization and workspace; `NotFound` for any other.
     async fn get_job(&self, org: &str, workspace: &str, id: &str) -> Result<TrainingJob>;
     /// A job by id alone, for workers (which are trusted and org-agnostic).
@@ -179,9 +189,10 @@ pub trait JobStore: Send + Sync + 'static {
         cause: &str,
         max_retries: u32,
     ) -> Result<Requeued>;
-    /// Gives a running job back to the queue (the worker is shutting down: preemption, not a failure);
+    /// Gives a running job back to the queue without spending a retry (the worker is shutting down, or
+    /// the infrastructure it needs is unreachable: not the job's fault), claimable again after `after`;
     /// `reason` goes into the job's log. Fenced by the lease.
-    async fn release_job(&self, lease: &Lease, reason: &str) -> Result<()>;
+    async fn release_job(&self, lease: &Lease, reason: &str, after: Duration) -> Result<()>;
 
     /// Queued: `cancelled` at once. Running: `cancel_requested_at` set. Cancelled: unchanged.
     /// Completed or failed: `Conflict`.
@@ -199,6 +210,11 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Aggregates for monitoring (no per-job or per-organization detail).
     async fn stats(&self) -> Result<StoreStats>;
+
+    /// Whether the database answers (readiness checks, a worker deciding whether an outage is over).
+    async fn ping(&self) -> Result<()> {
+        self.count_api_keys().await.map(|_| ())
+    }
 
     /// Creates an API key for `org` and returns it in clear (stored hashed).
     async fn create_api_key(&self, org: &str) -> Result<String> {

@@ -290,16 +290,17 @@ impl SqlStore {
         Ok(job)
     }
 
-    pub(crate) async fn release(&self, lease: &Lease, reason: &str) -> Result<()> {
+    pub(crate) async fn release(&self, lease: &Lease, reason: &str, after: Duration) -> Result<()> {
         let now = now_micros();
         let mut tx = self.begin_write().await?;
         let released = sqlx::query(
             "UPDATE jobs SET status = 'queued', updated_at = $1, lease_owner = NULL, \
-             lease_expires_at = NULL WHERE id = $2 AND attempt = $3 AND status = 'running'",
+             lease_expires_at = NULL, not_before = $4 WHERE id = $2 AND attempt = $3 AND status = 'running'",
         )
         .bind(now)
         .bind(&lease.job_id)
         .bind(lease.attempt)
+        .bind(now.saturating_add(micros(after)))
         .execute(&mut *tx)
         .await?;
         if released.rows_affected() != 1 {

@@ -11,6 +11,9 @@ use crate::error::{Error, Result};
 use crate::wake::WakeUps;
 use crate::write_tx::WriteTx;
 
+/// How long a call waits for a pooled connection by default (`db_acquire_timeout_seconds`).
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Which database a [`SqlStore`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -32,6 +35,11 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 impl SqlStore {
     /// Opens (creating if needed) the embedded SQLite database `dn.db` in `data_dir`.
     pub async fn open_data_dir(data_dir: &Path) -> Result<Self> {
+        Self::open_data_dir_with(data_dir, DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// [`open_data_dir`](Self::open_data_dir) with its own limit on the wait for a pooled connection.
+    pub async fn open_data_dir_with(data_dir: &Path, acquire_timeout: Duration) -> Result<Self> {
         let config_error = |e: String| Error::Database(sqlx::Error::Configuration(e.into()));
         if !data_dir.exists() {
             // Owner only: it holds the key hashes, job data and checkpoints.
@@ -48,11 +56,23 @@ impl SqlStore {
         }
         let path = data_dir.join("dn.db");
         owner_only_file(&path).map_err(|e| config_error(format!("{}: {e}", path.display())))?;
-        Self::connect(&format!("sqlite://{}?mode=rwc", path.display())).await
+        Self::connect_with(
+            &format!("sqlite://{}?mode=rwc", path.display()),
+            acquire_timeout,
+        )
+        .await
     }
 
-    /// Connects to `sqlite://PATH[?mode=rwc]` or `postgres://...` and runs pending migrations.
+    /// Connects to `sqlite://PATH[?mode=rwc]` or `postgres://...` and runs pending migrations; a call
+    /// waits at most [`DEFAULT_ACQUIRE_TIMEOUT`] for a pooled connection.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// [`connect`](Self::connect) with its own limit on the wait for a pooled connection: past it, a
+    /// call fails with `PoolTimedOut` (the API answers 503 with Retry-After) instead of hanging while the
+    /// database is down.
+    pub async fn connect_with(url: &str, acquire_timeout: Duration) -> Result<Self> {
         install_default_drivers();
         let dialect = if url.starts_with("sqlite:") {
             Dialect::Sqlite
@@ -61,7 +81,7 @@ impl SqlStore {
         } else {
             return Err(Error::UnsupportedUrl(redact(url)));
         };
-        let options = AnyPoolOptions::new().acquire_timeout(Duration::from_secs(30));
+        let options = AnyPoolOptions::new().acquire_timeout(acquire_timeout);
         let pool = match dialect {
             Dialect::Sqlite => {
                 options
@@ -150,6 +170,18 @@ impl crate::JobStore for SqlStore {
         self.job_queued().await;
         Ok(job)
     }
+    async fn create_job_once(
+        &self,
+        job: crate::NewJob,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<(dn_types::TrainingJob, bool)> {
+        let (job, created) = self.insert_job_once(job, key, fingerprint).await?;
+        if created {
+            self.job_queued().await;
+        }
+        Ok((job, created))
+    }
     async fn get_job(&self, org: &str, workspace: &str, id: &str) -> Result<dn_types::TrainingJob> {
         self.fetch_scoped_job(org, workspace, id).await
     }
@@ -203,6 +235,10 @@ impl crate::JobStore for SqlStore {
     async fn stats(&self) -> Result<crate::StoreStats> {
         SqlStore::stats(self).await
     }
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
     async fn requeue_expired(&self, max_retries: u32) -> Result<crate::Requeued> {
         let reaped = self.reap(max_retries).await?;
         if !reaped.requeued.is_empty() {
@@ -222,8 +258,8 @@ impl crate::JobStore for SqlStore {
         }
         Ok(reaped)
     }
-    async fn release_job(&self, lease: &crate::Lease, reason: &str) -> Result<()> {
-        self.release(lease, reason).await?;
+    async fn release_job(&self, lease: &crate::Lease, reason: &str, after: Duration) -> Result<()> {
+        self.release(lease, reason, after).await?;
         self.job_queued().await;
         Ok(())
     }

@@ -190,14 +190,14 @@ async fn released_jobs_go_back_to_the_queue_fenced(backend: &Backend) {
         .unwrap();
     let lease = store.claim_job("w1", LEASE).await.unwrap().unwrap().lease;
     store
-        .release_job(&lease, "worker shutting down")
+        .release_job(&lease, "worker shutting down", Duration::ZERO)
         .await
         .unwrap();
     let released = store.get_job("acme", "main", &job.id).await.unwrap();
     assert_eq!(released.status, JobStatus::Queued);
     assert!(
         matches!(
-            store.release_job(&lease, "again").await,
+            store.release_job(&lease, "again", Duration::ZERO).await,
             Err(Error::LeaseLost { .. })
         ),
         "a released attempt can write nothing more"
@@ -211,7 +211,17 @@ async fn released_jobs_go_back_to_the_queue_fenced(backend: &Backend) {
         "the release is logged"
     );
     let next = store.claim_job("w2", LEASE).await.unwrap().unwrap();
-    assert_eq!(next.job.id, job.id);
+    assert_eq!((next.job.id.as_str(), next.retries), (job.id.as_str(), 0));
+    // Storage unreachable: back to the queue, no retry spent, not claimable before the pause is over.
+    store
+        .release_job(
+            &next.lease,
+            "storage unreachable",
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+    assert!(store.claim_job("w3", LEASE).await.unwrap().is_none());
 }
 
 async fn retries_wait_for_their_backoff_and_reset_on_manual_retry(backend: &Backend) {
@@ -274,6 +284,39 @@ async fn lease_renewals_of_every_node_are_counted(backend: &Backend) {
     assert_eq!(server.stats().await.unwrap().lease_renewals, 3);
 }
 
+/// A create retried under the same Idempotency-Key returns the first job; the key with another request
+/// is refused; another organization's key of the same text is its own.
+async fn creates_under_one_idempotency_key_make_one_job(backend: &Backend) {
+    let store = backend.store().await;
+    let first = store
+        .create_job_once(new_job("acme", "main", "once"), "key-1", "fp-a")
+        .await
+        .unwrap();
+    assert!(first.1, "the first create makes the job");
+    let again = store
+        .create_job_once(new_job("acme", "main", "once"), "key-1", "fp-a")
+        .await
+        .unwrap();
+    assert_eq!((again.0.id.as_str(), again.1), (first.0.id.as_str(), false));
+    let other = store
+        .create_job_once(new_job("acme", "main", "other"), "key-1", "fp-b")
+        .await;
+    assert!(
+        matches!(&other, Err(Error::Conflict(m)) if m.contains("Idempotency-Key 'key-1'")),
+        "{other:?}"
+    );
+    let rival = store
+        .create_job_once(new_job("rival", "main", "once"), "key-1", "fp-a")
+        .await
+        .unwrap();
+    assert!(rival.1 && rival.0.id != first.0.id);
+    assert_eq!(
+        store.list_jobs(&common::filter("acme")).await.unwrap().1,
+        1,
+        "one job, not two"
+    );
+}
+
 on_both_backends!(
     lease_renewals_of_every_node_are_counted,
     a_job_that_keeps_losing_its_worker_fails_when_its_retries_are_spent,
@@ -281,4 +324,5 @@ on_both_backends!(
     released_jobs_go_back_to_the_queue_fenced,
     a_dead_workers_jobs_are_requeued_without_waiting_for_the_lease,
     retries_wait_for_their_backoff_and_reset_on_manual_retry,
+    creates_under_one_idempotency_key_make_one_job,
 );

@@ -4,23 +4,10 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::{Backend, LEASE, new_job};
+use common::{Backend, LEASE, filter, new_job};
 use dn_store::{Error, JobFilter, JobOutcome, JobStore, NewLogEntry, SqlStore};
 use dn_types::{JobStatus, LogLevel};
 use serde_json::{Map, json};
-
-fn filter(org: &str) -> JobFilter {
-    JobFilter {
-        organization_id: org.into(),
-        workspace_id: "main".into(),
-        status: None,
-        backend: None,
-        trainer_type: None,
-        project_ref: None,
-        page: 1,
-        page_size: 20,
-    }
-}
 
 fn metrics(step: i64) -> Map<String, serde_json::Value> {
     json!({"train/steps": step}).as_object().unwrap().clone()

@@ -2,9 +2,11 @@
 //! job to a [`JobRunner`], and records how it ended. Several workers (in one process or many) may share a
 //! store; the store's guarded updates make every claim exclusive.
 
+mod attempt;
 mod dataprep;
 mod inputs;
 mod preview;
+mod progress;
 mod report;
 mod resume;
 mod runner;

@@ -7,7 +7,7 @@ use dn_types::{LogLevel, SftConfig, TrainingJob};
 use serde_json::{Map, Value, json};
 
 fn entry(message: String, data: Value) -> NewLogEntry {
-    crate::runner::log_entry(LogLevel::Info, message, data)
+    crate::progress::log_entry(LogLevel::Info, message, data)
 }
 
 /// One step's metrics as `step_complete` carries them.
@@ -52,7 +52,7 @@ pub fn event_entry(event: &Event, total_steps: u64) -> Option<NewLogEntry> {
             step,
             tokens_per_pass,
             error,
-        } => crate::runner::log_entry(
+        } => crate::progress::log_entry(
             LogLevel::Warning,
             format!(
                 "step {step} ran out of device memory: redoing it with up to {tokens_per_pass} tokens per pass ({error})"

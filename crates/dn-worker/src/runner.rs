@@ -3,16 +3,12 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use dn_store::{JobStore, Lease, NewLogEntry};
-use dn_types::{LogLevel, TrainingJob};
+use dn_types::TrainingJob;
 use serde_json::{Map, Value};
-use tracing::warn;
 
-/// How long progress writes are retried while the store is unreachable.
-const PROGRESS_RETRY_BUDGET: Duration = Duration::from_secs(30);
+pub use crate::progress::Progress;
 
 /// What a runner hands back when a job completed.
 #[derive(Debug, Clone, Default)]
@@ -36,6 +32,11 @@ pub enum RunError {
         partial: Box<RunOutput>,
         retryable: bool,
     },
+    /// What the job needs could not be reached (the database until the lease ran out, storage, a full
+    /// disk): not the job's fault. The job goes back to the queue without spending a retry once the
+    /// database answers again.
+    #[error("{message}")]
+    Unavailable { message: String },
     /// This worker lost the job's lease; nothing more may be written.
     #[error("lease lost")]
     LeaseLost,
@@ -86,6 +87,12 @@ fn is_resource_exhaustion(message: &str) -> bool {
 #[async_trait]
 pub trait JobRunner: Send + Sync + 'static {
     async fn run(&self, job: &TrainingJob, ctx: &RunContext) -> Result<RunOutput, RunError>;
+
+    /// Whether what this runner needs besides the database (storage, scratch space) works now: after an
+    /// attempt failed, a failing check says the infrastructure failed it, not the job. `Err` says what.
+    async fn check_infrastructure(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// The runner of a worker with no trainer: every job fails with a clear error, never a fake success.
@@ -127,83 +134,6 @@ impl RunContext {
     /// back.
     pub fn preempt_requested(&self) -> bool {
         self.preempt.load(Ordering::SeqCst)
-    }
-}
-
-/// Appends log entries and metrics to the running job, fenced by its lease.
-#[derive(Clone)]
-pub struct Progress {
-    pub(crate) store: Arc<dyn JobStore>,
-    pub(crate) lease: Lease,
-}
-
-/// A log entry; `data` is a JSON object (anything else logs no data).
-pub(crate) fn log_entry(
-    level: LogLevel,
-    message: impl Into<String>,
-    data: impl Into<Value>,
-) -> NewLogEntry {
-    NewLogEntry {
-        level,
-        message: message.into(),
-        data: match data.into() {
-            Value::Object(map) => map,
-            _ => Map::new(),
-        },
-    }
-}
-
-impl Progress {
-    /// Appends one entry; `data` is a map or a `json!({...})` object.
-    pub async fn log(
-        &self,
-        level: LogLevel,
-        message: impl Into<String>,
-        data: impl Into<Value>,
-    ) -> Result<(), RunError> {
-        self.report(&[log_entry(level, message, data)], None).await
-    }
-
-    /// Asks the store whether this attempt still owns the job (a read, no write): `LeaseLost` when not.
-    /// For writes outside the store that must not happen after a takeover, like committing a checkpoint.
-    pub async fn ensure_lease(&self) -> Result<(), RunError> {
-        match self.store.cancel_requested(&self.lease).await {
-            Ok(_) => Ok(()),
-            Err(dn_store::Error::LeaseLost { .. }) => Err(RunError::LeaseLost),
-            Err(e) => Err(RunError::transient(format!(
-                "cannot check the job's lease: {e}"
-            ))),
-        }
-    }
-
-    /// Appends entries and, if given, replaces the job's metrics. A database error (the store unreachable
-    /// for a while) is retried with backoff for about 30 s before the job fails; a lost lease is final.
-    pub async fn report(
-        &self,
-        entries: &[NewLogEntry],
-        metrics: Option<&Map<String, Value>>,
-    ) -> Result<(), RunError> {
-        let mut delay = Duration::from_millis(250);
-        let mut waited = Duration::ZERO;
-        loop {
-            match self
-                .store
-                .append_progress(&self.lease, entries, metrics)
-                .await
-            {
-                Ok(()) => return Ok(()),
-                Err(dn_store::Error::LeaseLost { .. }) => return Err(RunError::LeaseLost),
-                Err(e @ dn_store::Error::Database(_)) if waited < PROGRESS_RETRY_BUDGET => {
-                    warn!(job = %self.lease.job_id, error = %e, "cannot record progress; retrying in {delay:?}");
-                    tokio::time::sleep(delay).await;
-                    waited += delay;
-                    delay = (delay * 2).min(Duration::from_secs(8));
-                }
-                Err(e) => {
-                    return Err(RunError::transient(format!("cannot record progress: {e}")));
-                }
-            }
-        }
     }
 }
 

@@ -142,8 +142,29 @@ impl RunState {
     }
 }
 
+/// What a scratch-space check writes: a disk with less room than this fails it.
+const SCRATCH_PROBE_BYTES: usize = 1 << 20;
+
 #[async_trait]
 impl JobRunner for SftRunner {
+    /// Storage takes a write, and the scratch directory a 1 MiB file.
+    async fn check_infrastructure(&self) -> Result<(), String> {
+        self.registry
+            .check_writable()
+            .await
+            .map_err(|e| format!("storage {}: {e}", self.registry.location()))?;
+        let probe = self
+            .work_dir
+            .join(format!(".probe-{}", uuid::Uuid::new_v4().simple()));
+        let written = async {
+            tokio::fs::create_dir_all(&self.work_dir).await?;
+            tokio::fs::write(&probe, vec![0u8; SCRATCH_PROBE_BYTES]).await
+        }
+        .await;
+        let _ = tokio::fs::remove_file(&probe).await;
+        written.map_err(|e| format!("scratch space {}: {e}", self.work_dir.display()))
+    }
+
     async fn run(&self, job: &TrainingJob, ctx: &RunContext) -> Result<RunOutput, RunError> {
         if !std::path::Path::new(&job.model).exists() {
             // A hub id: the first use on this node downloads the model, which can take a while.

@@ -1,14 +1,15 @@
-//! The claim loop: reap expired leases, claim, heartbeat while the runner works, record the outcome.
+//! The claim loop: reap expired leases, claim, run the attempt (`attempt.rs`); back off while the database
+//! or storage is unreachable, and exit when the database stays unreachable (its supervisor restarts it).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use dn_store::{ClaimedJob, JobOutcome, JobStore, Lease};
+use dn_store::JobStore;
 use tokio::sync::watch;
-use tracing::{Instrument, info, warn};
+use tracing::{info, warn};
 
-use crate::runner::{JobRunner, Progress, RunContext, RunError, RunOutput};
+use crate::runner::JobRunner;
 
 /// Timing of one worker.
 #[derive(Debug, Clone)]
@@ -29,8 +30,15 @@ pub struct WorkerConfig {
     /// Failed attempts with a retryable error get up to this many more attempts.
     pub max_retries: u32,
     /// The first retry waits about this long; each next one twice as long, up to `RETRY_BACKOFF_CAP`,
-    /// with jitter (50-100% of the nominal wait) so that retries of many jobs spread out.
+    /// with jitter (50-100% of the nominal wait) so that retries of many jobs spread out. Also how long a
+    /// job the infrastructure failed waits in the queue.
     pub retry_backoff: Duration,
+    /// How long the end of an attempt (its outcome, or its release) is retried while the database is
+    /// unreachable before the worker leaves the job to the reaper.
+    pub outcome_patience: Duration,
+    /// An idle worker whose database stays unreachable this long exits with an error, so that its
+    /// supervisor (dn serve, systemd) starts a fresh process; `None`: it keeps waiting.
+    pub exit_after_outage: Option<Duration>,
 }
 
 /// The longest wait between automatic retries.
@@ -67,19 +75,42 @@ impl WorkerConfig {
             shutdown_grace: Duration::from_secs(30),
             max_retries: 3,
             retry_backoff: Duration::from_secs(10),
+            outcome_patience: Duration::from_secs(600),
+            exit_after_outage: Some(Duration::from_secs(600)),
         }
     }
 }
 
 /// One worker: a store, a runner and its timing.
 pub struct Worker {
-    store: Arc<dyn JobStore>,
-    runner: Arc<dyn JobRunner>,
-    config: WorkerConfig,
+    pub(crate) store: Arc<dyn JobStore>,
+    pub(crate) runner: Arc<dyn JobRunner>,
+    pub(crate) config: WorkerConfig,
     /// Set once shutdown begins; the job in progress sees it through its run context.
-    preempt: Arc<AtomicBool>,
+    pub(crate) preempt: Arc<AtomicBool>,
     /// Wakes an idle worker when a job is queued (default: the store's own signal).
     wake: Option<watch::Receiver<u64>>,
+    /// What this worker has seen of the database lately.
+    health: Mutex<StoreHealth>,
+    /// Set when an attempt failed for want of storage or disk: claims wait for the runner's check.
+    infrastructure_suspect: AtomicBool,
+}
+
+/// The database as one worker has seen it.
+#[derive(Debug, Default)]
+struct StoreHealth {
+    /// Since when every call failed; `None` while it answers.
+    failing_since: Option<Instant>,
+    /// When it answered again after failing.
+    reconnected_at: Option<Instant>,
+}
+
+/// Why [`Worker::run`] gave up.
+#[derive(Debug, thiserror::Error)]
+#[error("the database has been unreachable for {:.0?}: {last}", .outage)]
+pub struct OutageTooLong {
+    pub outage: Duration,
+    pub last: dn_store::Error,
 }
 
 impl Worker {
@@ -90,6 +121,8 @@ impl Worker {
             config,
             preempt: Arc::new(AtomicBool::new(false)),
             wake: None,
+            health: Mutex::default(),
+            infrastructure_suspect: AtomicBool::new(false),
         }
     }
 
@@ -101,8 +134,9 @@ impl Worker {
     }
 
     /// Works until `shutdown` turns true. A job in progress is asked to checkpoint at its next safe point
-    /// and is given back to the queue; the worker waits for that up to `shutdown_grace`.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// and is given back to the queue; the worker waits for that up to `shutdown_grace`. Ends with an
+    /// error when the database stayed unreachable for `exit_after_outage`.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), OutageTooLong> {
         info!(worker = %self.config.worker_id, "worker started");
         let mut failures: u32 = 0;
         // Subscribed before the first claim, so a job queued after a claim found nothing is never missed.
@@ -136,6 +170,13 @@ impl Worker {
                     (self.config.poll_interval, true)
                 }
                 Err(e) => {
+                    let outage = self.failing_for();
+                    if let Some(limit) = self.config.exit_after_outage
+                        && outage >= limit
+                    {
+                        warn!(worker = %self.config.worker_id, error = %e, "database unreachable for {outage:.0?}: exiting so that a fresh process takes over");
+                        return Err(OutageTooLong { outage, last: e });
+                    }
                     failures = failures.saturating_add(1);
                     let backoff = self.config.poll_interval * 2u32.saturating_pow(failures.min(5));
                     warn!(worker = %self.config.worker_id, error = %e, "store unavailable; retrying in {backoff:?}");
@@ -149,164 +190,106 @@ impl Worker {
             }
         }
         info!(worker = %self.config.worker_id, "worker stopped");
+        Ok(())
     }
 
     /// Requeues expired leases, then claims and runs at most one job. `Ok(true)` if a job ran.
     pub async fn reap_and_run_once(&self) -> dn_store::Result<bool> {
-        let reaped = self.store.requeue_expired(self.config.max_retries).await?;
-        for id in &reaped.requeued {
-            warn!(job = %id, "lease expired: job requeued");
-        }
-        for id in &reaped.failed {
-            warn!(job = %id, "lease expired again: retries spent, job failed");
-        }
-        match self
-            .store
-            .claim_job(&self.config.worker_id, self.config.lease)
-            .await?
-        {
-            Some(claimed) => {
-                self.run_claimed(claimed).await;
+        let turn = self.reap_and_claim().await;
+        self.note_database(turn.as_ref().err());
+        match turn? {
+            Some((claimed, claimed_at)) => {
+                self.run_claimed(claimed, claimed_at).await;
                 Ok(true)
             }
             None => Ok(false),
         }
     }
 
-    async fn run_claimed(&self, claimed: ClaimedJob) {
-        let ClaimedJob {
-            job,
-            lease,
-            retries,
-        } = claimed;
-        info!(job = %job.id, attempt = lease.attempt, worker = %lease.worker_id, "job claimed");
-        let cancel = Arc::new(AtomicBool::new(job.cancel_requested_at.is_some()));
-        let lease_lost = Arc::new(AtomicBool::new(false));
-        let heartbeat = tokio::spawn(heartbeat_loop(
-            self.store.clone(),
-            lease.clone(),
-            self.config.clone(),
-            cancel.clone(),
-            lease_lost.clone(),
-        ));
-        let ctx = RunContext {
-            progress: Progress {
-                store: self.store.clone(),
-                lease: lease.clone(),
-            },
-            cancel,
-            lease_lost,
-            preempt: self.preempt.clone(),
-        };
-        let runner = self.runner.clone();
-        let run_job = job.clone();
-        // Its own task, so a panicking runner fails the job instead of leaving it running.
-        // Everything the runner logs carries the job's span (id, attempt, worker).
-        let span = tracing::info_span!("job", id = %job.id, attempt = lease.attempt, worker = %lease.worker_id);
-        let result = tokio::spawn(async move { runner.run(&run_job, &ctx).await }.instrument(span))
-            .await
-            .unwrap_or_else(|e| {
-                Err(RunError::transient(format!(
-                    "worker crashed while running the job: {e}"
-                )))
-            });
-        heartbeat.abort();
-
-        let outcome = match result {
-            Ok(RunOutput { metrics, artifacts }) => JobOutcome::Completed { metrics, artifacts },
-            Err(RunError::Cancelled { partial }) => JobOutcome::Cancelled {
-                metrics: partial.metrics,
-                artifacts: partial.artifacts,
-            },
-            Err(RunError::Failed {
-                message,
-                retryable: true,
-                ..
-            }) if retries < i64::from(self.config.max_retries) => {
-                let after = self.config.backoff(retries);
-                warn!(job = %job.id, error = %message, "attempt failed; retrying in {after:?}");
-                JobOutcome::Retry {
-                    error: message,
-                    after,
-                }
+    async fn reap_and_claim(&self) -> dn_store::Result<Option<(dn_store::ClaimedJob, Instant)>> {
+        if self.may_reap() {
+            let reaped = self.store.requeue_expired(self.config.max_retries).await?;
+            for id in &reaped.requeued {
+                warn!(job = %id, "lease expired: job requeued");
             }
-            Err(RunError::Failed {
-                message, partial, ..
-            }) => JobOutcome::Failed {
-                error: message,
-                metrics: partial.metrics,
-                artifacts: partial.artifacts,
-            },
-            Err(RunError::LeaseLost) => {
-                warn!(job = %job.id, attempt = lease.attempt, "lease lost: leaving the job to its new owner");
-                return;
+            for id in &reaped.failed {
+                warn!(job = %id, "lease expired again: retries spent, job failed");
             }
-            Err(RunError::Preempted) => {
-                match self.store.release_job(&lease, "worker shutting down").await {
-                    Ok(()) => info!(job = %job.id, "job released to the queue"),
-                    Err(e) => {
-                        warn!(job = %job.id, error = %e, "cannot release the job: the reaper will requeue it")
-                    }
-                }
-                return;
-            }
-        };
-        self.finish(&lease, outcome).await;
-    }
-
-    /// Records the outcome, retrying while the store is unreachable (bounded).
-    async fn finish(&self, lease: &Lease, outcome: JobOutcome) {
-        for attempt in 0..8u32 {
-            match self.store.finish_job(lease, outcome.clone()).await {
-                Ok(job) => {
-                    info!(job = %job.id, status = %job.status, "job finished");
-                    return;
-                }
-                Err(dn_store::Error::LeaseLost { .. }) => {
-                    warn!(job = %lease.job_id, "lease lost before the outcome was recorded");
-                    return;
-                }
-                Err(e) => {
-                    warn!(job = %lease.job_id, error = %e, "cannot record the outcome; retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt))).await;
-                }
-            }
-        }
-        warn!(job = %lease.job_id, "giving up on recording the outcome: the reaper will requeue the job");
-    }
-}
-
-async fn heartbeat_loop(
-    store: Arc<dyn JobStore>,
-    lease: Lease,
-    config: WorkerConfig,
-    cancel: Arc<AtomicBool>,
-    lease_lost: Arc<AtomicBool>,
-) {
-    let tick = config.heartbeat.min(config.cancel_poll);
-    let mut last_beat = tokio::time::Instant::now();
-    loop {
-        tokio::time::sleep(tick).await;
-        let answer = if last_beat.elapsed() + tick / 2 >= config.heartbeat {
-            let beat = store.heartbeat(&lease, config.lease).await;
-            if beat.is_ok() {
-                last_beat = tokio::time::Instant::now();
-            }
-            beat.map(|beat| beat.cancel_requested)
         } else {
-            store.cancel_requested(&lease).await
-        };
-        match answer {
-            Ok(requested) => {
-                if requested {
-                    cancel.store(true, Ordering::SeqCst);
+            // Confirms the database answers before a claim (and ends the outage for `health`).
+            self.store.ping().await?;
+        }
+        if self.infrastructure_suspect.load(Ordering::SeqCst) {
+            match self.runner.check_infrastructure().await {
+                Ok(()) => {
+                    info!(worker = %self.config.worker_id, "storage and scratch space work again: claiming jobs");
+                    self.infrastructure_suspect.store(false, Ordering::SeqCst);
+                }
+                Err(why) => {
+                    warn!(worker = %self.config.worker_id, "not claiming jobs: {why}");
+                    return Ok(None);
                 }
             }
-            Err(dn_store::Error::LeaseLost { .. }) => {
-                lease_lost.store(true, Ordering::SeqCst);
-                return;
-            }
-            Err(e) => warn!(job = %lease.job_id, error = %e, "heartbeat failed; retrying"),
         }
+        let claimed_at = Instant::now();
+        let claimed = self
+            .store
+            .claim_job(&self.config.worker_id, self.config.lease)
+            .await?;
+        Ok(claimed.map(|c| (c, claimed_at)))
+    }
+
+    /// Keeps track of the outage: `error` is what the last turn met, if anything.
+    fn note_database(&self, error: Option<&dn_store::Error>) {
+        let mut health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        match error {
+            None => {
+                if health.failing_since.take().is_some() {
+                    health.reconnected_at = Some(Instant::now());
+                }
+            }
+            Some(e) if e.is_unavailable() => {
+                health.failing_since.get_or_insert_with(Instant::now);
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// A worker that has just reached the database again waits a lease period before reaping: the
+    /// workers that kept training through the outage get to renew their leases first.
+    fn may_reap(&self) -> bool {
+        let health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        health.failing_since.is_none()
+            && health
+                .reconnected_at
+                .is_none_or(|at| at.elapsed() >= self.config.lease)
+    }
+
+    /// How long every call to the database has failed (zero while it answers).
+    fn failing_for(&self) -> Duration {
+        let health = self.health.lock().unwrap_or_else(|e| e.into_inner());
+        health
+            .failing_since
+            .map_or(Duration::ZERO, |since| since.elapsed())
+    }
+
+    pub(crate) fn suspect_infrastructure(&self) {
+        self.infrastructure_suspect.store(true, Ordering::SeqCst);
+    }
+
+    /// What of the infrastructure fails now (the database, or what the runner needs), if anything: an
+    /// attempt that failed meanwhile is not the job's fault. Marks the worker to check before claiming.
+    pub(crate) async fn infrastructure_trouble(&self) -> Option<String> {
+        let check = self.config.lease.min(Duration::from_secs(30));
+        let database = tokio::time::timeout(check, self.store.ping()).await;
+        let cause = match database {
+            Ok(Ok(())) => self.runner.check_infrastructure().await.err(),
+            Ok(Err(e)) => Some(format!("database: {e}")),
+            Err(_) => Some(format!("database: no answer in {check:?}")),
+        };
+        if cause.is_some() {
+            self.suspect_infrastructure();
+        }
+        cause
     }
 }

@@ -1,5 +1,9 @@
-//! The store unreachable for a while: a running job's progress writes are retried and nothing is lost; if
-//! the lease ran out meanwhile and another worker took the job, the first worker writes nothing more.
+//! The store unreachable for a while: a running job keeps training and its progress is written when the
+//! store answers again, nothing lost or doubled; past the lease's deadline the attempt ends and the job goes
+//! back to the queue without spending a retry; if another worker took the job meanwhile, the first writes
+//! nothing more. Storage or scratch space failing an attempt spends no retry either, and the worker claims
+//! nothing until they work again. A worker that just reconnected waits a lease before reaping, and one
+//! whose database stays away exits.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,128 +12,11 @@ use std::time::Duration;
 mod common;
 
 use async_trait::async_trait;
-use dn_store::{
-    ClaimedJob, Heartbeat, JobFilter, JobOutcome, JobStore, Lease, NewJob, NewLogEntry, Requeued,
-    Result, SqlStore, StoreStats, StoredLogEntry,
-};
+use common::flaky::Flaky;
+use dn_store::{JobStore, SqlStore};
 use dn_types::{JobStatus, LogLevel, TrainingJob};
 use dn_worker::{JobRunner, RunContext, RunError, RunOutput, Worker, WorkerConfig};
-use serde_json::{Map, Value};
-
-/// A store whose worker-side writes fail with a database error while `down` is set.
-struct Flaky {
-    inner: Arc<SqlStore>,
-    down: AtomicBool,
-}
-
-impl Flaky {
-    fn check(&self) -> Result<()> {
-        if self.down.load(Ordering::SeqCst) {
-            return Err(dn_store::Error::Database(sqlx::Error::PoolTimedOut));
-        }
-        Ok(())
-    }
-}
-
-#[async_trait]
-impl JobStore for Flaky {
-    async fn create_job(&self, job: NewJob) -> Result<TrainingJob> {
-        self.inner.create_job(job).await
-    }
-    async fn get_job(&self, org: &str, ws: &str, id: &str) -> Result<TrainingJob> {
-        self.inner.get_job(org, ws, id).await
-    }
-    async fn get_job_by_id(&self, id: &str) -> Result<TrainingJob> {
-        self.inner.get_job_by_id(id).await
-    }
-    async fn list_jobs(&self, filter: &JobFilter) -> Result<(Vec<TrainingJob>, i64)> {
-        self.inner.list_jobs(filter).await
-    }
-    async fn list_workspaces(&self, org: &str) -> Result<Vec<String>> {
-        self.inner.list_workspaces(org).await
-    }
-    async fn claim_job(&self, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>> {
-        self.check()?;
-        self.inner.claim_job(worker, lease).await
-    }
-    async fn heartbeat(&self, lease: &Lease, duration: Duration) -> Result<Heartbeat> {
-        self.check()?;
-        self.inner.heartbeat(lease, duration).await
-    }
-    async fn cancel_requested(&self, lease: &Lease) -> Result<bool> {
-        self.check()?;
-        self.inner.cancel_requested(lease).await
-    }
-    async fn append_progress(
-        &self,
-        lease: &Lease,
-        entries: &[NewLogEntry],
-        metrics: Option<&Map<String, Value>>,
-    ) -> Result<()> {
-        self.check()?;
-        self.inner.append_progress(lease, entries, metrics).await
-    }
-    async fn finish_job(&self, lease: &Lease, outcome: JobOutcome) -> Result<TrainingJob> {
-        self.check()?;
-        self.inner.finish_job(lease, outcome).await
-    }
-    async fn requeue_expired(&self, max_retries: u32) -> Result<Requeued> {
-        self.check()?;
-        self.inner.requeue_expired(max_retries).await
-    }
-    async fn requeue_lost_worker(
-        &self,
-        worker_id: &str,
-        cause: &str,
-        max_retries: u32,
-    ) -> Result<Requeued> {
-        self.check()?;
-        self.inner
-            .requeue_lost_worker(worker_id, cause, max_retries)
-            .await
-    }
-    async fn release_job(&self, lease: &Lease, reason: &str) -> Result<()> {
-        self.check()?;
-        self.inner.release_job(lease, reason).await
-    }
-    async fn cancel_job(&self, org: &str, ws: &str, id: &str) -> Result<TrainingJob> {
-        self.inner.cancel_job(org, ws, id).await
-    }
-    async fn retry_job(&self, org: &str, ws: &str, id: &str) -> Result<TrainingJob> {
-        self.inner.retry_job(org, ws, id).await
-    }
-    async fn list_logs(
-        &self,
-        org: &str,
-        ws: &str,
-        id: &str,
-        after: i64,
-    ) -> Result<Vec<StoredLogEntry>> {
-        self.inner.list_logs(org, ws, id, after).await
-    }
-    async fn stats(&self) -> Result<StoreStats> {
-        self.inner.stats().await
-    }
-    async fn create_expiring_api_key(
-        &self,
-        org: &str,
-        expires_at: Option<chrono::DateTime<chrono::Utc>>,
-    ) -> Result<String> {
-        self.inner.create_expiring_api_key(org, expires_at).await
-    }
-    async fn list_api_keys(&self, org: &str) -> Result<Vec<dn_store::ApiKeyInfo>> {
-        self.inner.list_api_keys(org).await
-    }
-    async fn revoke_api_key(&self, id: &str) -> Result<Option<dn_store::ApiKeyInfo>> {
-        self.inner.revoke_api_key(id).await
-    }
-    async fn organization_for_key(&self, key: &str) -> Result<Option<String>> {
-        self.inner.organization_for_key(key).await
-    }
-    async fn count_api_keys(&self) -> Result<i64> {
-        self.inner.count_api_keys().await
-    }
-}
+use serde_json::Map;
 
 /// Logs `steps` entries 100 ms apart.
 struct Steps(u32);
@@ -170,14 +57,9 @@ fn config(lease_ms: u64) -> WorkerConfig {
 }
 
 async fn step_messages(store: &Flaky, id: &str) -> Vec<String> {
-    store
-        .list_logs("acme", "main", id, 0)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.entry.message)
-        .filter(|m| m.starts_with("step "))
-        .collect()
+    let mut log = job_log(store, id).await;
+    log.retain(|m| m.starts_with("step "));
+    log
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -243,5 +125,172 @@ async fn a_worker_whose_lease_ran_out_during_an_outage_writes_nothing_more() {
         logs.iter()
             .filter(|l| l.entry.message.starts_with("step "))
             .all(|l| l.attempt == 1)
+    );
+}
+
+async fn job_log(store: &Flaky, id: &str) -> Vec<String> {
+    store
+        .list_logs("acme", "main", id, 0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.entry.message)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_past_the_lease_gives_the_job_back_without_spending_a_retry() {
+    let (store, id, _dir) = setup().await;
+    let mut config = config(600);
+    config.max_retries = 0;
+    config.retry_backoff = Duration::ZERO;
+    let worker = Worker::new(store.clone(), Arc::new(Steps(30)), config);
+    let run = tokio::spawn(async move { worker.reap_and_run_once().await });
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    store.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    store.down.store(false, Ordering::SeqCst);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(20), run)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+    );
+    let job = store.get_job_by_id(&id).await.unwrap();
+    assert_eq!(job.status, JobStatus::Queued, "{:?}", job.error);
+    let log = job_log(&store, &id).await;
+    assert!(
+        log.iter().any(
+            |m| m.contains("the database stayed unreachable until the lease ran out")
+                && m.contains("no retry spent")
+        ),
+        "{log:?}"
+    );
+    // What was trained before the deadline was written when the database came back, in order.
+    let steps = step_messages(&store, &id).await;
+    let expected: Vec<String> = (1..=steps.len() as u32)
+        .map(|s| format!("step {s}"))
+        .collect();
+    assert!(steps.len() >= 3, "{steps:?}");
+    assert_eq!(steps, expected);
+    let again = store
+        .inner
+        .claim_job("w2", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((again.lease.attempt, again.retries), (2, 0));
+}
+
+/// Fails while `down` is set, as a checkpoint upload to an unreachable bucket does; so does its check.
+struct NeedsStorage(Arc<AtomicBool>);
+
+#[async_trait]
+impl JobRunner for NeedsStorage {
+    async fn run(&self, _job: &TrainingJob, _ctx: &RunContext) -> Result<RunOutput, RunError> {
+        if self.0.load(Ordering::SeqCst) {
+            return Err(RunError::transient(
+                "cannot store checkpoint step-000010: connection refused",
+            ));
+        }
+        Ok(RunOutput::default())
+    }
+
+    async fn check_infrastructure(&self) -> Result<(), String> {
+        match self.0.load(Ordering::SeqCst) {
+            true => Err("storage s3://dn: connection refused".into()),
+            false => Ok(()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_storage_spends_no_retry_and_stops_claims_until_it_works() {
+    let (store, id, _dir) = setup().await;
+    let storage_down = Arc::new(AtomicBool::new(true));
+    let mut config = config(10_000);
+    config.max_retries = 0;
+    config.retry_backoff = Duration::ZERO;
+    let worker = Worker::new(
+        store.clone(),
+        Arc::new(NeedsStorage(storage_down.clone())),
+        config,
+    );
+    assert!(worker.reap_and_run_once().await.unwrap());
+    let job = store.get_job_by_id(&id).await.unwrap();
+    assert_eq!(
+        job.status,
+        JobStatus::Queued,
+        "no retry left, yet not failed: {:?}",
+        job.error
+    );
+    assert!(
+        job_log(&store, &id)
+            .await
+            .iter()
+            .any(|m| m.contains("storage s3://dn: connection refused")
+                && m.contains("no retry spent"))
+    );
+    assert!(
+        !worker.reap_and_run_once().await.unwrap(),
+        "no claim while storage is down"
+    );
+    assert_eq!(store.get_job_by_id(&id).await.unwrap().attempt, 1);
+    storage_down.store(false, Ordering::SeqCst);
+    assert!(worker.reap_and_run_once().await.unwrap());
+    let job = store.get_job_by_id(&id).await.unwrap();
+    assert_eq!((job.status, job.attempt), (JobStatus::Completed, 2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_just_reconnected_waits_a_lease_before_reaping() {
+    let (store, id, _dir) = setup().await;
+    // Another worker holds the job; its lease runs out during the outage.
+    store
+        .inner
+        .claim_job("w-other", Duration::from_millis(200))
+        .await
+        .unwrap()
+        .unwrap();
+    let worker = Worker::new(store.clone(), Arc::new(Steps(1)), config(800));
+    store.down.store(true, Ordering::SeqCst);
+    assert!(worker.reap_and_run_once().await.is_err());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    store.down.store(false, Ordering::SeqCst);
+    assert!(!worker.reap_and_run_once().await.unwrap());
+    assert_eq!(
+        store.get_job_by_id(&id).await.unwrap().status,
+        JobStatus::Running,
+        "not reaped yet"
+    );
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    // A lease later: reaped, then claimed and run by this worker.
+    assert!(worker.reap_and_run_once().await.unwrap());
+    assert_eq!(
+        store.get_job_by_id(&id).await.unwrap().status,
+        JobStatus::Completed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_database_stays_away_exits() {
+    let (store, _id, _dir) = setup().await;
+    store.down.store(true, Ordering::SeqCst);
+    let mut config = config(10_000);
+    config.poll_interval = Duration::from_millis(20);
+    config.exit_after_outage = Some(Duration::from_millis(500));
+    let worker = Worker::new(store.clone(), Arc::new(Steps(1)), config);
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let ended = tokio::time::timeout(Duration::from_secs(10), worker.run(stopped))
+        .await
+        .unwrap();
+    let error = ended.unwrap_err();
+    assert!(error.outage >= Duration::from_millis(500), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("the database has been unreachable"),
+        "{error}"
     );
 }

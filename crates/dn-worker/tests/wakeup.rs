@@ -54,6 +54,7 @@ async fn start_latencies(worker_store: Arc<SqlStore>, queue_store: &SqlStore) ->
     tokio::time::timeout(Duration::from_secs(10), handle)
         .await
         .unwrap()
+        .unwrap()
         .unwrap();
     latencies
 }

@@ -335,5 +335,6 @@ async fn run_stops_on_shutdown() {
     tokio::time::timeout(Duration::from_secs(5), handle)
         .await
         .unwrap()
+        .unwrap()
         .unwrap();
 }

@@ -168,7 +168,7 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     let supervisor = args
         .supervised
         .then(move || tokio::spawn(read_supervisor(wake)));
-    let handle = tokio::spawn(worker.run(stopped));
+    let mut handle = tokio::spawn(worker.run(stopped));
     let supervisor_gone = async move {
         match supervisor {
             Some(reader) => {
@@ -177,15 +177,24 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
             None => std::future::pending().await,
         }
     };
-    tokio::select! {
-        () = shutdown_signal() => {}
-        () = supervisor_gone => {}
-    }
-    info!("shutting down: the job in progress checkpoints and goes back to the queue");
-    let _ = stop.send(true);
-    let _ = handle.await;
+    let ended = tokio::select! {
+        () = shutdown_signal() => None,
+        () = supervisor_gone => None,
+        ended = &mut handle => Some(ended),
+    };
+    let ended = match ended {
+        Some(ended) => ended,
+        None => {
+            info!("shutting down: the job in progress checkpoints and goes back to the queue");
+            let _ = stop.send(true);
+            handle.await
+        }
+    };
     store.close().await;
-    Ok(())
+    match ended {
+        Ok(result) => Ok(result?),
+        Err(e) => Err(anyhow::anyhow!("the worker task ended abnormally: {e}")),
+    }
 }
 
 /// A supervised worker's stdin: each byte read is a queued job; the end of it is the supervisor gone.

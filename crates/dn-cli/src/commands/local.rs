@@ -162,8 +162,15 @@ pub async fn sft_local(mut args: SftArgs, json: bool) -> Result<i32> {
         runner = runner.with_sandbox(sandbox);
     }
     let runner = Arc::new(runner);
-    let worker = Worker::new(local.store.clone(), runner, WorkerConfig::new("local"));
-    let worker = tokio::spawn(worker.run(local.stopping()));
+    // No supervisor to start a fresh one: the in-process worker waits out any outage.
+    let mut worker_config = WorkerConfig::new("local");
+    worker_config.exit_after_outage = None;
+    let worker = Worker::new(local.store.clone(), runner, worker_config);
+    let stopping = local.stopping();
+    let worker = tokio::spawn(async move {
+        // Without `exit_after_outage` the worker only ends when asked to.
+        let _ = worker.run(stopping).await;
+    });
     let conn = local.conn.clone();
     let result = async {
         let client = conn.client()?;

@@ -12,7 +12,8 @@ use utoipa::IntoParams;
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiQuery, Caller};
+use crate::extract::{ApiJson, ApiQuery, Caller, IdempotencyKey};
+use axum::response::{IntoResponse, Response};
 
 /// Checks the caller may act in `org` and that `ws` is a valid workspace name.
 pub(crate) fn scope(caller: &Caller, org: &str, ws: &str) -> ApiResult<()> {
@@ -39,17 +40,22 @@ fn ref_org<'a>(
 #[utoipa::path(
     post, path = "/api/v1/org/{org}/ws/{ws}/training/jobs", tag = "training",
     params(("org" = String, Path), ("ws" = String, Path)),
+    params(("Idempotency-Key" = Option<String>, Header,
+             description = "A retried create with the same key (24 hours) returns the job the first one made, with Idempotent-Replayed: true")),
     request_body = CreateTinkerSftJobRequest,
     responses((status = 200, body = TrainingJob), (status = 404, body = dn_types::ErrorBody),
-              (status = 422, body = dn_types::ErrorBody))
+              (status = 409, body = dn_types::ErrorBody), (status = 422, body = dn_types::ErrorBody),
+              (status = 503, body = dn_types::ErrorBody))
 )]
 pub async fn create_job(
     State(app): State<AppState>,
     caller: Caller,
     Path((org, ws)): Path<(String, String)>,
+    IdempotencyKey(idempotency_key): IdempotencyKey,
     ApiJson(request): ApiJson<CreateTinkerSftJobRequest>,
-) -> ApiResult<Json<TrainingJob>> {
+) -> ApiResult<Response> {
     scope(&caller, &org, &ws)?;
+    let fingerprint = request_fingerprint(&ws, &request);
     let spec = validate_sft_request(&request, &app.defaults)?;
     let (catalog, model) = (app.catalog.clone(), spec.model.clone());
     tokio::task::spawn_blocking(move || catalog.check_model(&model))
@@ -80,31 +86,51 @@ pub async fn create_job(
             }
             other => other.into(),
         })?;
-    let job = app
-        .store
-        .create_job(NewJob {
-            organization_id: org,
-            workspace_id: ws,
-            name: spec.name,
-            model: spec.model,
-            project_ref: spec.project_ref,
-            run_ref: spec.run_ref,
-            dataset_ref: spec.config.dataset_ref.clone(),
-            trajectory_dataset_refs: spec.config.trajectory_dataset_refs.clone(),
-            capability: CapabilitySnapshot {
-                artifact_id: Some(manifest.digest.clone()),
-                name: cap.wire_name(),
-                version: cap.version.clone(),
-                runtime_digest: None,
-                organization_id: Some(manifest.organization_id.clone()),
-                content_digest: Some(manifest.digest.clone()),
-                system_prompt_digest: Some(manifest.system_prompt_digest.clone()),
-            },
-            config: spec.config.to_map(),
-            tags: spec.tags,
-        })
-        .await?;
-    Ok(Json(job))
+    let job = NewJob {
+        organization_id: org,
+        workspace_id: ws,
+        name: spec.name,
+        model: spec.model,
+        project_ref: spec.project_ref,
+        run_ref: spec.run_ref,
+        dataset_ref: spec.config.dataset_ref.clone(),
+        trajectory_dataset_refs: spec.config.trajectory_dataset_refs.clone(),
+        capability: CapabilitySnapshot {
+            artifact_id: Some(manifest.digest.clone()),
+            name: cap.wire_name(),
+            version: cap.version.clone(),
+            runtime_digest: None,
+            organization_id: Some(manifest.organization_id.clone()),
+            content_digest: Some(manifest.digest.clone()),
+            system_prompt_digest: Some(manifest.system_prompt_digest.clone()),
+        },
+        config: spec.config.to_map(),
+        tags: spec.tags,
+    };
+    let Some(key) = idempotency_key else {
+        return Ok(Json(app.store.create_job(job).await?).into_response());
+    };
+    let (job, created) = app.store.create_job_once(job, &key, &fingerprint).await?;
+    let mut response = Json(job).into_response();
+    if !created {
+        response.headers_mut().insert(
+            "idempotent-replayed",
+            axum::http::HeaderValue::from_static("true"),
+        );
+    }
+    Ok(response)
+}
+
+/// What makes two creates the same request: the workspace and the body as parsed.
+fn request_fingerprint(ws: &str, request: &CreateTinkerSftJobRequest) -> String {
+    use sha2::{Digest, Sha256};
+    let body = serde_json::to_string(request).unwrap_or_default();
+    let digest = Sha256::new()
+        .chain_update(ws.as_bytes())
+        .chain_update([0u8])
+        .chain_update(body.as_bytes())
+        .finalize();
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -260,7 +286,52 @@ pub async fn job_artifacts(
 ) -> ApiResult<Json<TrainingJobArtifacts>> {
     scope(&caller, &org, &ws)?;
     let job = app.store.get_job(&org, &ws, &id).await?;
-    Ok(Json(TrainingJobArtifacts {
-        artifacts: job.artifacts,
-    }))
+    let mut artifacts = job.artifacts;
+    // An attempt that failed (or a job the reaper failed) may not have recorded the checkpoints earlier
+    // attempts committed: storage has them, and they stay the user's to download or resume from.
+    if matches!(job.status, JobStatus::Failed | JobStatus::Cancelled) {
+        match app.registry.committed_checkpoints(&org, &id).await {
+            Ok(names) => merge_committed(&app.registry, &org, &id, &names, &mut artifacts),
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "cannot list the job's committed checkpoints")
+            }
+        }
+    }
+    Ok(Json(TrainingJobArtifacts { artifacts }))
+}
+
+/// `artifacts.checkpoints` as the committed `names` in storage, keeping the recorded entries.
+fn merge_committed(
+    registry: &dn_registry::Registry,
+    org: &str,
+    job_id: &str,
+    names: &[String],
+    artifacts: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    if names.is_empty() {
+        return;
+    }
+    let recorded = artifacts
+        .get("checkpoints")
+        .and_then(|c| c.as_array())
+        .cloned()
+        .unwrap_or_default();
+    let checkpoints = names
+        .iter()
+        .map(|name| {
+            recorded
+                .iter()
+                .find(|c| c["name"] == name.as_str())
+                .cloned()
+                .unwrap_or_else(|| {
+                    let step = name
+                        .strip_prefix("step-")
+                        .and_then(|n| n.parse::<u64>().ok());
+                    let uri =
+                        registry.uri(&dn_registry::Registry::checkpoint_prefix(org, job_id, name));
+                    serde_json::json!({"name": name, "step": step, "uri": uri})
+                })
+        })
+        .collect();
+    artifacts.insert("checkpoints".into(), serde_json::Value::Array(checkpoints));
 }

@@ -10,12 +10,70 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiQuery, Caller};
 
+/// Liveness: the process answers (also `/health/live`). Says nothing of the database or storage: a load
+/// balancer routes by `/health/ready`.
 #[utoipa::path(get, path = "/api/v1/health", tag = "meta", responses((status = 200, body = HealthResponse)))]
 pub async fn health() -> Json<HealthResponse> {
     Json(HealthResponse {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
     })
+}
+
+/// How long readiness waits for each dependency.
+const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Readiness: 200 when the job store and storage both answer within 2 s, else 503 (with Retry-After)
+/// naming what failed. For load balancers and orchestrators; `/health` is liveness.
+#[utoipa::path(
+    get, path = "/api/v1/health/ready", tag = "meta",
+    responses((status = 200, body = ReadinessResponse), (status = 503, body = ReadinessResponse))
+)]
+pub async fn ready(State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let database = tokio::time::timeout(READINESS_TIMEOUT, state.store.ping());
+    let storage = tokio::time::timeout(READINESS_TIMEOUT, state.registry.check_reachable());
+    let (database, storage) = tokio::join!(database, storage);
+    let describe = |result: Result<Result<(), String>, tokio::time::error::Elapsed>| match result {
+        Ok(Ok(())) => "ok".to_owned(),
+        Ok(Err(e)) => e,
+        Err(_) => format!("no answer in {READINESS_TIMEOUT:?}"),
+    };
+    let checks = ReadinessChecks {
+        database: describe(database.map(|r| r.map_err(|e| e.to_string()))),
+        storage: describe(storage.map(|r| r.map_err(|e| e.to_string()))),
+    };
+    let ready = checks.database == "ok" && checks.storage == "ok";
+    let body = ReadinessResponse {
+        status: if ready { "ready" } else { "unavailable" }.into(),
+        checks,
+    };
+    if ready {
+        Json(body).into_response()
+    } else {
+        let mut response =
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from(crate::error::UNAVAILABLE_RETRY_AFTER),
+        );
+        response
+    }
+}
+
+/// What `/health/ready` found.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ReadinessResponse {
+    /// `ready` or `unavailable`.
+    pub status: String,
+    pub checks: ReadinessChecks,
+}
+
+/// Each dependency: `ok`, or why not.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ReadinessChecks {
+    pub database: String,
+    pub storage: String,
 }
 
 #[utoipa::path(
@@ -112,7 +170,7 @@ pub async fn catalog(
     info(title = "dn", description = "Self-hosted supervised fine-tuning (LoRA) control plane. Every route \
         is also served without the /api/v1 prefix."),
     paths(
-        health, whoami, workspaces, catalog,
+        health, ready, whoami, workspaces, catalog,
         crate::routes::jobs::create_job, crate::routes::jobs::list_jobs, crate::routes::jobs::get_job,
         crate::routes::jobs::cancel_job, crate::routes::jobs::retry_job, crate::routes::jobs::job_logs,
         crate::routes::jobs::job_artifacts, crate::routes::checkpoints::checkpoint_files,

@@ -101,3 +101,18 @@ pub fn new_job(org: &str, ws: &str, name: &str) -> NewJob {
         tags: vec!["t".into()],
     }
 }
+
+/// The first page of `org`'s jobs in workspace `main`.
+#[allow(dead_code)] // not every test file lists jobs
+pub fn filter(org: &str) -> dn_store::JobFilter {
+    dn_store::JobFilter {
+        organization_id: org.into(),
+        workspace_id: "main".into(),
+        status: None,
+        backend: None,
+        trainer_type: None,
+        project_ref: None,
+        page: 1,
+        page_size: 20,
+    }
+}

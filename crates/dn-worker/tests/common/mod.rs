@@ -1,6 +1,7 @@
 //! Shared by the worker tests: a minimal job (its runner decides what happens), and the SFT runner's setup.
 #![allow(dead_code)]
 
+pub mod flaky;
 pub mod sft;
 
 use dn_store::NewJob;
