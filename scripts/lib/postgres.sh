@@ -2,6 +2,8 @@
 # A throwaway PostgreSQL 15 cluster on loopback for tests. Source this file, then:
 #   pg_start DIR   -> exports DN_TEST_DATABASE_URL (database "postgres", user "postgres", no password)
 #   pg_stop        -> stops the cluster and deletes DIR
+#   pg_halt DIR    -> stops the cluster of DIR, keeping its data (an outage)
+#   pg_resume DIR  -> starts it again on the same port
 # Installs the Debian package postgresql-15 if its binaries are missing. initdb refuses to run as root, so
 # the cluster runs as the postgres user on a directory that user owns.
 
@@ -29,9 +31,8 @@ pg_start() {
   [ "$(id -u)" -ne 0 ] && as_pg=()
   "${as_pg[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 >"$PG_DIR/initdb.log" 2>&1 \
     || { cat "$PG_DIR/initdb.log" >&2; return 1; }
-  "${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c max_connections=200 -c fsync=off" start >/dev/null \
-    || { cat "$PG_DIR/server.log" >&2; return 1; }
+  echo "$PG_PORT" >"$PG_DIR/port"
+  pg_resume "$PG_DIR" || return 1
   export PG_DIR PG_PORT
   export DN_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
   echo "postgres running on 127.0.0.1:$PG_PORT" >&2
@@ -44,4 +45,18 @@ pg_stop() {
   "${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate -w stop >/dev/null 2>&1 || true
   rm -rf "$PG_DIR"
   unset PG_DIR
+}
+
+pg_resume() {
+  local dir=$1 as_pg=(runuser -u postgres --)
+  [ "$(id -u)" -ne 0 ] && as_pg=()
+  "${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+    -o "-c listen_addresses=127.0.0.1 -p $(cat "$dir/port") -k $dir -c max_connections=200 -c fsync=off" start >/dev/null \
+    || { cat "$dir/server.log" >&2; return 1; }
+}
+
+pg_halt() {
+  local dir=$1 as_pg=(runuser -u postgres --)
+  [ "$(id -u)" -ne 0 ] && as_pg=()
+  "${as_pg[@]}" "$PG_BIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
 }

@@ -325,9 +325,12 @@ pub struct PreviewArgs {
     /// What the loss covers, as `dn train sft --train-on`.
     #[arg(long, default_value = "assistant", value_parser = clap::builder::PossibleValuesParser::new(dn_types::TRAIN_ON))]
     pub train_on: String,
-    /// Show at most this many examples.
+    /// Show at most this many examples (only as many rows are decoded).
     #[arg(long, default_value_t = 5)]
     pub limit: usize,
+    /// The rows are rendered in a memory-limited child process, as a job's are.
+    #[command(flatten)]
+    pub prepare: PrepareArgs,
 }
 
 /// `dn train export`.

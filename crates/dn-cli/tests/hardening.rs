@@ -158,9 +158,9 @@ async fn keys_are_listed_revoked_and_expire() {
     );
 }
 
-/// `dn train sft --local` on the llama fixture with `template`, one row whose user message is `boom`, and
-/// 256 MiB for data preparation: its exit code and output.
-fn local_job_with_template(template: &str) -> (Option<i32>, String) {
+/// The llama fixture with `template` (`dir/model`) and a dataset of one row whose user message is `boom`
+/// (`dir/doubling`).
+fn fixture_with_template(template: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/families/llama/model");
@@ -182,20 +182,14 @@ fn local_job_with_template(template: &str) -> (Option<i32>, String) {
         "train.jsonl",
         "{\"messages\":[{\"role\":\"user\",\"content\":\"boom\"},{\"role\":\"assistant\",\"content\":\"a\"}]}\n",
     );
+    dir
+}
+
+/// Runs `dn` with `args` (`HOME` in `dir`) and 256 MiB for data preparation: its exit code and output.
+fn dn_with_limit(dir: &std::path::Path, args: &[std::ffi::OsString]) -> (Option<i32>, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dn"))
-        .args(["train", "sft", "--local", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .arg("--model")
-        .arg(&model)
-        .args([
-            "--capability",
-            &common::examples("capabilities/support-agent"),
-        ])
-        .arg("--dataset")
-        .arg(&dataset)
-        .args(["--steps", "1", "--poll-interval-sec", "0.2"])
-        .args(["--timeout-sec", "120"])
-        .env("HOME", dir.path())
+        .args(args)
+        .env("HOME", dir)
         .env("DN_PREPARE_MEMORY_MB", "256")
         .stdin(std::process::Stdio::null())
         .output()
@@ -208,23 +202,84 @@ fn local_job_with_template(template: &str) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
+fn os_args(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<std::ffi::OsString> {
+    args.iter().map(|a| a.as_ref().to_owned()).collect()
+}
+
+/// `dn train sft --local` on the llama fixture with `template`, one row whose user message is `boom`, and
+/// 256 MiB for data preparation: its exit code and output.
+fn local_job_with_template(template: &str) -> (Option<i32>, String) {
+    let dir = fixture_with_template(template);
+    let capability = common::examples("capabilities/support-agent");
+    let args = os_args(&[
+        &"train",
+        &"sft",
+        &"--local",
+        &"--data-dir",
+        &dir.path().join("data"),
+        &"--model",
+        &dir.path().join("model"),
+        &"--capability",
+        &capability,
+        &"--dataset",
+        &dir.path().join("doubling"),
+        &"--steps",
+        &"1",
+        &"--poll-interval-sec",
+        &"0.2",
+        &"--timeout-sec",
+        &"120",
+    ]);
+    dn_with_limit(dir.path(), &args)
+}
+
+/// 40 doublings of a string (1 TiB) when `condition` holds, then a plain template.
+fn doubling(condition: &str) -> String {
+    format!(
+        "{{% if {condition} %}}{{% set ns = namespace(s='x') %}}\
+         {{% for i in range(40) %}}{{% set ns.s = ns.s ~ ns.s %}}{{% endfor %}}\
+         {{{{ ns.s | length }}}}{{% endif %}}\
+         {{% for m in messages %}}<{{{{ m.role }}}}>{{{{ m.content }}}}{{% endfor %}}\
+         {{% if add_generation_prompt %}}<assistant>{{% endif %}}"
+    )
+}
+
+const LIMIT_MESSAGE: &str = "ran past the data-preparation memory limit of 256 MiB (worker setting \
+                             prepare_memory_mb, DN_PREPARE_MEMORY_MB)";
+
+/// `dn data preview` renders in the same memory-limited child as jobs: the runaway row fails the
+/// preview with the row named, and the CLI process is not taken down.
+#[test]
+fn a_template_that_doubles_a_string_fails_the_preview_naming_the_row() {
+    let dir = fixture_with_template(&doubling(
+        "messages | selectattr('content', 'equalto', 'boom') | list | length > 0",
+    ));
+    let rows = dir.path().join("doubling/train.jsonl");
+    let started = std::time::Instant::now();
+    let args = os_args(&[
+        &"data",
+        &"preview",
+        &"--model",
+        &dir.path().join("model"),
+        &"--file",
+        &rows,
+    ]);
+    let (code, text) = dn_with_limit(dir.path(), &args);
+    assert_eq!(code, Some(1), "{text}");
+    let expected = format!(
+        "{}: row 1: rendering it with the chat template {LIMIT_MESSAGE}",
+        rows.display()
+    );
+    assert!(text.contains(&expected), "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}
+
 /// A chat template that doubles a string in a loop would take the node's memory in seconds; a job's
 /// data (and the template's load probes) are prepared in a child process under `DN_PREPARE_MEMORY_MB`,
 /// so the job fails at once, naming the row (or the probes) and the setting.
 #[test]
 fn a_template_that_doubles_a_string_fails_the_job_naming_the_row() {
-    // 40 doublings: 1 TiB.
-    let doubling = |condition: &str| {
-        format!(
-            "{{% if {condition} %}}{{% set ns = namespace(s='x') %}}\
-             {{% for i in range(40) %}}{{% set ns.s = ns.s ~ ns.s %}}{{% endfor %}}\
-             {{{{ ns.s | length }}}}{{% endif %}}\
-             {{% for m in messages %}}<{{{{ m.role }}}}>{{{{ m.content }}}}{{% endfor %}}\
-             {{% if add_generation_prompt %}}<assistant>{{% endif %}}"
-        )
-    };
-    let limit = "ran past the data-preparation memory limit of 256 MiB (worker setting \
-                 prepare_memory_mb, DN_PREPARE_MEMORY_MB)";
+    let limit = LIMIT_MESSAGE;
     for (condition, expected) in [
         (
             "messages | selectattr('content', 'equalto', 'boom') | list | length > 0",

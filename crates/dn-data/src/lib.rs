@@ -10,8 +10,8 @@ mod scaffold;
 mod trajectory;
 
 pub use error::{Error, Result};
-pub use load::{Loaded, load_conversations};
+pub use load::{Loaded, load_conversations, load_first_conversations};
 pub use message::{ChatMessage, Conversation, FunctionCall, Role, ToolCall};
 pub use normalize::{COMPLETION_KEYS, PROMPT_KEYS, normalize_row, row_conversation};
-pub use reader::{Format, MAX_ROW_BYTES, Row, read_rows};
+pub use reader::{Format, MAX_ROW_BYTES, Row, read_rows, rows};
 pub use scaffold::apply_system_prompt;

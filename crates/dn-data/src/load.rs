@@ -3,7 +3,7 @@
 use crate::error::Error;
 use crate::message::Conversation;
 use crate::normalize::normalize_row;
-use crate::reader::{Format, MAX_ROW_BYTES, read_rows};
+use crate::reader::{Format, MAX_ROW_BYTES, rows};
 
 /// What one file yielded.
 #[derive(Debug, Default)]
@@ -18,8 +18,24 @@ pub struct Loaded {
 /// Reads and normalizes every row of one file; a file-level problem (empty, unreadable JSON array) is an
 /// error, a bad row is recorded and skipped.
 pub fn load_conversations(bytes: &[u8], format: Format, file: &str) -> Result<Loaded, Error> {
+    load_first_conversations(bytes, format, file, usize::MAX)
+}
+
+/// [`load_conversations`] that stops once it has `limit` conversations: the rest of the file is not
+/// decoded (a preview of three rows of a large file reads three rows, and the bad ones before them).
+pub fn load_first_conversations(
+    bytes: &[u8],
+    format: Format,
+    file: &str,
+    limit: usize,
+) -> Result<Loaded, Error> {
     let mut loaded = Loaded::default();
-    for (row, value) in read_rows(bytes, format, file)? {
+    let mut rows = rows(bytes, format, file)?;
+    while loaded.conversations.len() < limit {
+        let Some(next) = rows.next() else {
+            break;
+        };
+        let (row, value) = next?;
         let result = value.and_then(|value| {
             let size = text_bytes(&value, MAX_ROW_BYTES + 1);
             if size > MAX_ROW_BYTES {

@@ -52,6 +52,17 @@ pub type Row = (usize, Result<Value, Error>);
 
 /// Reads every row of `bytes` (the content of `file`).
 pub fn read_rows(bytes: &[u8], format: Format, file: &str) -> Result<Vec<Row>, Error> {
+    rows(bytes, format, file)?.collect()
+}
+
+/// The rows of `bytes`, decoded as they are asked for: a caller that stops early (a preview of a few
+/// rows) decodes no more of the file (JSON is the exception: the document is parsed whole). An `Err` item
+/// is a file-level error and the last item.
+pub fn rows<'a>(
+    bytes: &'a [u8],
+    format: Format,
+    file: &'a str,
+) -> Result<Box<dyn Iterator<Item = Result<Row, Error>> + 'a>, Error> {
     let file_error = |message: String| Error::File {
         file: file.to_owned(),
         message,
@@ -59,55 +70,54 @@ pub fn read_rows(bytes: &[u8], format: Format, file: &str) -> Result<Vec<Row>, E
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(file_error("the file is empty".into()));
     }
-    let row_error = |row: usize, message: String| Error::Row {
+    let row_error = move |row: usize, message: String| Error::Row {
         file: file.to_owned(),
         row,
         message,
     };
     match format {
-        Format::Jsonl => Ok(bytes
-            .split(|b| *b == b'\n')
-            .enumerate()
-            .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
-            .map(|(i, line)| {
-                let row = i + 1;
-                if line.len() > MAX_ROW_BYTES {
-                    return (
-                        row,
-                        Err(row_error(
-                            row,
-                            format!("row is {} bytes (limit {MAX_ROW_BYTES})", line.len()),
-                        )),
-                    );
-                }
-                let parsed = std::str::from_utf8(line)
-                    .map_err(|e| row_error(row, format!("invalid UTF-8: {e}")))
-                    .and_then(|text| {
-                        serde_json::from_str(text)
-                            .map_err(|e| row_error(row, format!("invalid JSON: {e}")))
-                    });
-                (row, parsed)
-            })
-            .collect()),
+        Format::Jsonl => Ok(Box::new(
+            bytes
+                .split(|b| *b == b'\n')
+                .enumerate()
+                .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+                .map(move |(i, line)| {
+                    let row = i + 1;
+                    if line.len() > MAX_ROW_BYTES {
+                        let message =
+                            format!("row is {} bytes (limit {MAX_ROW_BYTES})", line.len());
+                        return Ok((row, Err(row_error(row, message))));
+                    }
+                    let parsed = std::str::from_utf8(line)
+                        .map_err(|e| row_error(row, format!("invalid UTF-8: {e}")))
+                        .and_then(|text| {
+                            serde_json::from_str(text)
+                                .map_err(|e| row_error(row, format!("invalid JSON: {e}")))
+                        });
+                    Ok((row, parsed))
+                }),
+        )),
         Format::Json => {
             let text = std::str::from_utf8(bytes)
                 .map_err(|e| file_error(format!("invalid UTF-8: {e}")))?;
             let value: Value =
                 serde_json::from_str(text).map_err(|e| file_error(format!("invalid JSON: {e}")))?;
-            Ok(match value {
-                Value::Array(items) => items
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, v)| (i + 1, Ok(v)))
-                    .collect(),
-                object @ Value::Object(_) => vec![(1, Ok(object))],
+            let items = match value {
+                Value::Array(items) => items,
+                object @ Value::Object(_) => vec![object],
                 other => {
                     return Err(file_error(format!(
                         "expected an array of rows, found {}",
                         crate::normalize::kind(&other)
                     )));
                 }
-            })
+            };
+            Ok(Box::new(
+                items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| Ok((i + 1, Ok(v)))),
+            ))
         }
         Format::Parquet => parquet_rows(bytes, file),
         Format::Csv => {
@@ -116,23 +126,23 @@ pub fn read_rows(bytes: &[u8], format: Format, file: &str) -> Result<Vec<Row>, E
                 .headers()
                 .map_err(|e| file_error(format!("cannot read the CSV header: {e}")))?
                 .clone();
-            Ok(reader
-                .records()
-                .enumerate()
-                .map(|(i, record)| {
+            Ok(Box::new(reader.into_records().enumerate().map(
+                move |(i, record)| {
                     let row = i + 1;
                     let record = match record {
                         Ok(record) => record,
-                        Err(e) => return (row, Err(row_error(row, format!("invalid CSV: {e}")))),
+                        Err(e) => {
+                            return Ok((row, Err(row_error(row, format!("invalid CSV: {e}")))));
+                        }
                     };
                     let object: Map<String, Value> = headers
                         .iter()
                         .zip(record.iter())
                         .map(|(key, cell)| (key.to_owned(), csv_cell(cell)))
                         .collect();
-                    (row, Ok(Value::Object(object)))
-                })
-                .collect())
+                    Ok((row, Ok(Value::Object(object))))
+                },
+            )))
         }
     }
 }
@@ -152,8 +162,12 @@ fn csv_cell(cell: &str) -> Value {
     Value::String(cell.to_owned())
 }
 
-fn parquet_rows(bytes: &[u8], file: &str) -> Result<Vec<Row>, Error> {
+fn parquet_rows<'a>(
+    bytes: &[u8],
+    file: &'a str,
+) -> Result<Box<dyn Iterator<Item = Result<Row, Error>> + 'a>, Error> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::reader::RowIter;
     let reader = SerializedFileReader::new(bytes::Bytes::copy_from_slice(bytes)).map_err(|e| {
         Error::File {
             file: file.to_owned(),
@@ -163,20 +177,29 @@ fn parquet_rows(bytes: &[u8], file: &str) -> Result<Vec<Row>, Error> {
     // The footer says how many rows there are; a corrupt file's reader may go on yielding errors (or
     // rows) for ever, so no more than that are read, and a decoding error ends the file.
     let expected = usize::try_from(reader.metadata().file_metadata().num_rows()).unwrap_or(0);
-    let rows = reader.get_row_iter(None).map_err(|e| Error::File {
-        file: file.to_owned(),
-        message: format!("cannot read Parquet rows: {e}"),
-    })?;
-    let mut out = Vec::new();
-    for (i, row) in rows.take(expected).enumerate() {
-        let row = row.map_err(|e| Error::File {
-            file: file.to_owned(),
-            message: format!(
-                "cannot decode Parquet record {}: {e} (a corrupt file?)",
-                i + 1
-            ),
-        })?;
-        out.push((i + 1, Ok(row.to_json_value())));
-    }
-    Ok(out)
+    let reader: Box<dyn FileReader> = Box::new(reader);
+    let mut failed = false;
+    Ok(Box::new(
+        RowIter::from_file_into(reader)
+            .take(expected)
+            .enumerate()
+            .map_while(move |(i, row)| {
+                if failed {
+                    return None;
+                }
+                Some(match row {
+                    Ok(row) => Ok((i + 1, Ok(row.to_json_value()))),
+                    Err(e) => {
+                        failed = true;
+                        Err(Error::File {
+                            file: file.to_owned(),
+                            message: format!(
+                                "cannot decode Parquet record {}: {e} (a corrupt file?)",
+                                i + 1
+                            ),
+                        })
+                    }
+                })
+            }),
+    ))
 }

@@ -83,3 +83,30 @@ fn a_row_with_more_text_than_the_limit_is_skipped_naming_it() {
         "{e}"
     );
 }
+
+/// A preview of the first rows of a large file decodes those rows and stops: the malformed rows after
+/// them are never reached (no errors), in JSONL and CSV alike.
+#[test]
+fn the_first_rows_of_a_file_are_read_without_decoding_the_rest() {
+    let good = "{\"prompt\":\"Hi\",\"completion\":\"Hello\"}\n";
+    let jsonl = format!("{}{}{}", good, good, "{not json\n".repeat(200_000));
+    let loaded =
+        dn_data::load_first_conversations(jsonl.as_bytes(), Format::Jsonl, "big.jsonl", 2).unwrap();
+    assert_eq!((loaded.conversations.len(), loaded.errors.len()), (2, 0));
+    assert_eq!(loaded.rows, vec![1, 2]);
+    // A bad row before the limit is reported, and reading goes on to the next good one.
+    let mixed = format!("{}{{bad\n{}{}", good, good, "{not json\n".repeat(1000));
+    let loaded =
+        dn_data::load_first_conversations(mixed.as_bytes(), Format::Jsonl, "m.jsonl", 2).unwrap();
+    assert_eq!((loaded.rows.clone(), loaded.errors.len()), (vec![1, 3], 1));
+    let csv = format!(
+        "prompt,completion\nHi,Hello\nHey,Yo\n{}",
+        "a,b,c,d\n".repeat(200_000)
+    );
+    let loaded =
+        dn_data::load_first_conversations(csv.as_bytes(), Format::Csv, "big.csv", 2).unwrap();
+    assert_eq!((loaded.conversations.len(), loaded.errors.len()), (2, 0));
+    // Without a limit every row is read, and the bad ones reported.
+    let all = load_conversations(csv.as_bytes(), Format::Csv, "big.csv").unwrap();
+    assert_eq!((all.conversations.len(), all.errors.len()), (2, 200_000));
+}

@@ -43,6 +43,18 @@ pub enum Error {
 }
 
 impl Error {
+    /// Storage could not be reached or could not do the operation, after the client's retries (refused
+    /// connections, timeouts, 5xx answers, a local disk that is full or failing): the infrastructure's
+    /// trouble, not the caller's input. Not found, conflicts, refused permissions and bad input are not.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Error::Storage(
+                object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+            )
+        )
+    }
+
     pub fn invalid(file: impl Into<String>, message: impl Into<String>) -> Self {
         Error::Invalid {
             file: file.into(),

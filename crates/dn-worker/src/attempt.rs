@@ -13,6 +13,9 @@ use crate::progress::{LeaseClock, Progress};
 use crate::runner::{RunContext, RunError, RunOutput};
 use crate::worker::{Worker, WorkerConfig};
 
+/// Releases without spending a retry of one job whose outage was over when the worker checked, at most.
+const MAX_RELEASES_AFTER_RECOVERY: u32 = 3;
+
 /// How an attempt ends in the store.
 #[derive(Debug, Clone)]
 enum Ending {
@@ -92,33 +95,59 @@ impl Worker {
                 after: Duration::ZERO,
             },
             Err(RunError::Unavailable { message }) => {
-                self.suspect_infrastructure();
-                self.infrastructure_release(job_id, &message, None)
+                match self.infrastructure_trouble().await {
+                    Some(cause) => self.infrastructure_release(job_id, &message, Some(&cause)),
+                    // Over by now: another attempt will likely get through. A job whose attempts keep
+                    // meeting an "outage" that is over at once is not meeting one: after a few such
+                    // releases it spends retries like any failure.
+                    None if self.recovered_outage(job_id) <= MAX_RELEASES_AFTER_RECOVERY => {
+                        self.infrastructure_release(job_id, &message, None)
+                    }
+                    None => {
+                        self.retry_or_fail(job_id, message, RunOutput::default(), true, retries)
+                    }
+                }
             }
             Err(RunError::Failed {
                 message,
                 partial,
                 retryable,
             }) => {
-                if retryable && let Some(cause) = self.infrastructure_trouble().await {
-                    self.infrastructure_release(job_id, &message, Some(&cause))
-                } else if retryable && retries < i64::from(self.config.max_retries) {
-                    let after = self.config.backoff(retries);
-                    warn!(job = %job_id, error = %message, "attempt failed; retrying in {after:?}");
-                    Ending::Finish(JobOutcome::Retry {
-                        error: message,
-                        after,
-                    })
-                } else {
-                    Ending::Finish(JobOutcome::Failed {
-                        error: message,
-                        metrics: partial.metrics,
-                        artifacts: partial.artifacts,
-                    })
+                let trouble = match retryable {
+                    true => self.infrastructure_trouble().await,
+                    false => None,
+                };
+                match trouble {
+                    Some(cause) => self.infrastructure_release(job_id, &message, Some(&cause)),
+                    None => self.retry_or_fail(job_id, message, *partial, retryable, retries),
                 }
             }
         };
         Some(ending)
+    }
+
+    /// Another attempt after a backoff while retries remain and the failure may pass; else failed.
+    fn retry_or_fail(
+        &self,
+        job_id: &str,
+        message: String,
+        partial: RunOutput,
+        retryable: bool,
+        retries: i64,
+    ) -> Ending {
+        if retryable && retries < i64::from(self.config.max_retries) {
+            let after = self.config.backoff(retries);
+            warn!(job = %job_id, error = %message, "attempt failed; retrying in {after:?}");
+            return Ending::Finish(JobOutcome::Retry {
+                error: message,
+                after,
+            });
+        }
+        Ending::Finish(JobOutcome::Failed {
+            error: message,
+            metrics: partial.metrics,
+            artifacts: partial.artifacts,
+        })
     }
 
     fn infrastructure_release(&self, job_id: &str, message: &str, cause: Option<&str>) -> Ending {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use chrono::{DateTime, FixedOffset};
-use dn_data::{Error as RowError, Format, load_conversations};
+use dn_data::{Error as RowError, Format, load_first_conversations};
 use dn_render::{
     EvalPrompt, Example, ModelArtifacts, PrepareOptions, PrepareStats, TrainOn, eval_prompt,
     prepare_observed,
@@ -62,6 +62,11 @@ pub struct PreparedGroup {
     /// The ids that end an assistant turn.
     #[serde(default)]
     pub stop_ids: Vec<u32>,
+    /// The model's `model_type` (config.json, or the GGUF's architecture), and the family dn trains it as.
+    #[serde(default)]
+    pub model_type: Option<String>,
+    #[serde(default)]
+    pub family: Option<String>,
 }
 
 /// Where preparation is: what a supervisor reports if the process running it dies.
@@ -105,6 +110,37 @@ fn eval_prompts(
         .collect()
 }
 
+/// A downloaded file's bytes, mapped rather than read: rows are decoded as they are asked for, so a
+/// preview that stops after a few rows loads only the pages it touched.
+fn map_file(file: &DataFile) -> Result<FileBytes, String> {
+    let cannot =
+        |e: std::io::Error| format!("{}: cannot read the downloaded copy: {e}", file.label);
+    let handle = std::fs::File::open(&file.path).map_err(cannot)?;
+    if handle.metadata().map_err(cannot)?.len() == 0 {
+        return Ok(FileBytes::Empty);
+    }
+    // SAFETY: the file is this process's own scratch copy, written before preparation starts and not
+    // changed while it is mapped.
+    let map = unsafe { memmap2::Mmap::map(&handle) }.map_err(cannot)?;
+    Ok(FileBytes::Mapped(map))
+}
+
+/// A dataset file's content (a zero-length file cannot be mapped).
+enum FileBytes {
+    Empty,
+    Mapped(memmap2::Mmap),
+}
+
+impl std::ops::Deref for FileBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            FileBytes::Empty => &[],
+            FileBytes::Mapped(map) => map,
+        }
+    }
+}
+
 /// Prepares every group. `Err` is a file that cannot be read at all (the job's input is unusable).
 pub fn prepare_groups(
     request: &PrepareRequest,
@@ -127,22 +163,23 @@ pub fn prepare_groups(
     let mut groups = Vec::new();
     for (group, files) in request.groups.iter().enumerate() {
         let (mut conversations, mut sources, mut skipped_rows) = (Vec::new(), Vec::new(), vec![]);
+        let limit = request.max_conversations.unwrap_or(usize::MAX);
         for (file_index, file) in files.iter().enumerate() {
+            if conversations.len() >= limit {
+                break;
+            }
             observer.reading(file);
             let format = Format::parse(&file.format, &file.label).map_err(|e| e.to_string())?;
-            let bytes = std::fs::read(&file.path)
-                .map_err(|e| format!("{}: cannot read the downloaded copy: {e}", file.label))?;
+            let bytes = map_file(file)?;
             let loaded =
-                load_conversations(&bytes, format, &file.label).map_err(|e| e.to_string())?;
+                load_first_conversations(&bytes, format, &file.label, limit - conversations.len())
+                    .map_err(|e| e.to_string())?;
             drop(bytes);
             conversations.extend(loaded.conversations);
             sources.extend(loaded.rows.into_iter().map(|row| (file_index, row)));
             skipped_rows.extend(loaded.errors);
         }
         let rows_read = conversations.len() + skipped_rows.len();
-        if let Some(limit) = request.max_conversations {
-            conversations.truncate(limit);
-        }
         let samples = if group == 1 {
             eval_prompts(model, &conversations, request)
         } else {
@@ -164,6 +201,8 @@ pub fn prepare_groups(
             rows_read,
             samples,
             stop_ids: model.stop_ids(),
+            model_type: model.model_type.clone(),
+            family: model.family().map(|f| f.to_string()),
         });
         if limited {
             break;

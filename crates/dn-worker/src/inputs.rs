@@ -57,7 +57,7 @@ fn failed(message: impl Into<String>) -> RunError {
 /// A registry read that failed: storage trouble may pass (retried), anything else is the input's fault.
 fn registry_error(what: String, e: dn_registry::Error) -> RunError {
     match e {
-        dn_registry::Error::Storage(_) => RunError::transient(format!("{what}: {e}")),
+        dn_registry::Error::Storage(_) => RunError::storage(what, &e),
         _ => failed(format!("{what}: {e}")),
     }
 }

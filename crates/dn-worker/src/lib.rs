@@ -17,7 +17,7 @@ mod worker;
 
 pub use dataprep::{DataFile, PrepareRequest, PreparedGroup, prepare_groups};
 pub use inputs::{Preparation, PreparedInputs, prepare_inputs};
-pub use preview::{PreviewRequest, preview_dataset};
+pub use preview::{PreviewRequest, prepare_group, preview_dataset};
 pub use runner::{JobRunner, Progress, RunContext, RunError, RunOutput, UnavailableTrainer};
 pub use sandbox::{Sandbox, default_memory_limit, describe_exit, run_child};
 pub use sft::SftRunner;

@@ -8,7 +8,9 @@ use std::sync::atomic::AtomicBool;
 use dn_registry::Registry;
 use dn_types::{DatasetManifest, DatasetPreview, PreviewExample, PreviewToken};
 
-use crate::dataprep::{DataFile, PrepareRequest, Unobserved, load_model, prepare_groups};
+use crate::dataprep::{
+    DataFile, PrepareRequest, PreparedGroup, Unobserved, load_model, prepare_groups,
+};
 use crate::sandbox::{Sandbox, prepare_in_child};
 
 /// What to preview and how.
@@ -20,6 +22,31 @@ pub struct PreviewRequest<'a> {
     pub limit: usize,
     pub max_sequence_length: usize,
     pub train_on: &'a str,
+}
+
+/// Prepares the request's first group as a job would: in the memory-limited child process when a sandbox
+/// is given (`scratch`: an empty directory the caller removes), else on a blocking thread here. For
+/// previews (the API's and `dn data preview`'s).
+pub async fn prepare_group(
+    sandbox: Option<&Sandbox>,
+    prepare: PrepareRequest,
+    scratch: &Path,
+) -> Result<PreparedGroup, String> {
+    let groups = match sandbox {
+        Some(sandbox) => prepare_in_child(sandbox, &prepare, scratch)
+            .await
+            .map_err(|e| e.to_string())?,
+        None => tokio::task::spawn_blocking(move || {
+            let model = load_model(&prepare)?;
+            prepare_groups(&prepare, &model, &AtomicBool::new(false), &Unobserved)
+        })
+        .await
+        .map_err(|e| e.to_string())??,
+    };
+    groups
+        .into_iter()
+        .next()
+        .ok_or_else(|| "preparation returned nothing".to_owned())
 }
 
 /// Prepares the first `limit` conversations of the dataset in `scratch` (an empty directory the caller
@@ -59,21 +86,7 @@ pub async fn preview_dataset(
         eval_samples: 0,
         max_conversations: Some(request.limit),
     };
-    let groups = match sandbox {
-        Some(sandbox) => prepare_in_child(sandbox, &prepare, scratch)
-            .await
-            .map_err(|e| e.to_string())?,
-        None => tokio::task::spawn_blocking(move || {
-            let model = load_model(&prepare)?;
-            prepare_groups(&prepare, &model, &AtomicBool::new(false), &Unobserved)
-        })
-        .await
-        .map_err(|e| e.to_string())??,
-    };
-    let group = groups
-        .into_iter()
-        .next()
-        .ok_or("preparation returned nothing")?;
+    let group = prepare_group(sandbox, prepare, scratch).await?;
     if let Some(limit) = &group.template_limit {
         return Err(format!("chat template: {limit}"));
     }

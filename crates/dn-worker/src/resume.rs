@@ -36,10 +36,7 @@ pub async fn find_resume_point(
 ) -> Result<Option<ResumePoint>, RunError> {
     let org = &job.organization_id;
     let storage = |e: dn_registry::Error| {
-        RunError::transient(format!(
-            "cannot read the checkpoints of job {}: {e}",
-            job.id
-        ))
+        RunError::storage(format!("cannot read the checkpoints of job {}", job.id), &e)
     };
     let names = registry
         .committed_checkpoints(org, &job.id)

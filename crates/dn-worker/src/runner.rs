@@ -59,6 +59,16 @@ impl RunError {
         }
     }
 
+    /// A failure of storage: `Unavailable` when storage could not be reached or take the operation
+    /// (after its retries), else a failure another attempt may not meet.
+    pub fn storage(message: impl Into<String>, error: &dn_registry::Error) -> Self {
+        let message = format!("{}: {error}", message.into());
+        match error.is_unavailable() {
+            true => RunError::Unavailable { message },
+            false => RunError::transient(message),
+        }
+    }
+
     /// A failure another attempt may not meet.
     pub fn transient(message: impl Into<String>) -> Self {
         RunError::Failed {

@@ -384,7 +384,7 @@ impl SftRunner {
             } => state.eval = Some((*loss, *n)),
             Event::CheckpointSaved { step, name, path } => {
                 let storage = |e: dn_registry::Error| {
-                    RunError::transient(format!("cannot store checkpoint {name}: {e}"))
+                    RunError::storage(format!("cannot store checkpoint {name}"), &e)
                 };
                 let org = &job.organization_id;
                 self.registry
@@ -445,9 +445,7 @@ impl SftRunner {
             self.registry
                 .delete_checkpoint(&job.organization_id, &job.id, &name)
                 .await
-                .map_err(|e| {
-                    RunError::transient(format!("cannot delete checkpoint {name}: {e}"))
-                })?;
+                .map_err(|e| RunError::storage(format!("cannot delete checkpoint {name}"), &e))?;
             state.checkpoints.remove(oldest);
             let data = json!({"event": "checkpoint_deleted", "name": name});
             ctx.progress()

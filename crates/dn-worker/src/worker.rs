@@ -1,6 +1,7 @@
 //! The claim loop: reap expired leases, claim, run the attempt (`attempt.rs`); back off while the database
 //! or storage is unreachable, and exit when the database stays unreachable (its supervisor restarts it).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -94,6 +95,8 @@ pub struct Worker {
     health: Mutex<StoreHealth>,
     /// Set when an attempt failed for want of storage or disk: claims wait for the runner's check.
     infrastructure_suspect: AtomicBool,
+    /// Per job: attempts released as failed by an outage that was over when the worker checked.
+    recovered_outages: Mutex<HashMap<String, u32>>,
 }
 
 /// The database as one worker has seen it.
@@ -123,6 +126,7 @@ impl Worker {
             wake: None,
             health: Mutex::default(),
             infrastructure_suspect: AtomicBool::new(false),
+            recovered_outages: Mutex::default(),
         }
     }
 
@@ -277,13 +281,32 @@ impl Worker {
         self.infrastructure_suspect.store(true, Ordering::SeqCst);
     }
 
+    /// Counts an attempt of `job_id` released for an outage that was over when checked; the count so far.
+    pub(crate) fn recovered_outage(&self, job_id: &str) -> u32 {
+        let mut counts = self
+            .recovered_outages
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if counts.len() > 10_000 {
+            counts.clear();
+        }
+        let count = counts.entry(job_id.to_owned()).or_default();
+        *count += 1;
+        *count
+    }
+
     /// What of the infrastructure fails now (the database, or what the runner needs), if anything: an
     /// attempt that failed meanwhile is not the job's fault. Marks the worker to check before claiming.
     pub(crate) async fn infrastructure_trouble(&self) -> Option<String> {
-        let check = self.config.lease.min(Duration::from_secs(30));
+        let check = self.config.lease.min(Duration::from_secs(15));
         let database = tokio::time::timeout(check, self.store.ping()).await;
         let cause = match database {
-            Ok(Ok(())) => self.runner.check_infrastructure().await.err(),
+            Ok(Ok(())) => {
+                match tokio::time::timeout(check, self.runner.check_infrastructure()).await {
+                    Ok(result) => result.err(),
+                    Err(_) => Some(format!("storage or scratch space: no answer in {check:?}")),
+                }
+            }
             Ok(Err(e)) => Some(format!("database: {e}")),
             Err(_) => Some(format!("database: no answer in {check:?}")),
         };

@@ -1,29 +1,31 @@
 //! `dn data preview`: what the trainer will see, token by token.
 
 use std::io::IsTerminal;
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use dn_data::{Conversation, Error as DataError, Format, load_conversations};
-use dn_render::{Example, ModelArtifacts, PrepareOptions, TrainOn, prepare};
+use dn_data::Format;
+use dn_render::{Example, Tokenizer};
 use dn_types::ArtifactRef;
+use dn_worker::{DataFile, PrepareRequest};
 
 use crate::cli::{ConnectionArgs, PreviewArgs};
 use crate::connection::Connection;
 
-/// Rows of every data file of the source, with the bad rows reported.
-async fn load_source(
+/// The source's data files: the local `--file`, or the pushed dataset's files downloaded into `scratch`.
+async fn source_files(
     args: &PreviewArgs,
     connection: &ConnectionArgs,
-) -> Result<(Vec<Conversation>, Vec<DataError>)> {
+    scratch: &Path,
+) -> Result<Vec<DataFile>> {
     if let Some(path) = &args.file {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let loaded = load_conversations(
-            &bytes,
-            Format::from_path(path)?,
-            &path.display().to_string(),
-        )?;
-        return Ok((loaded.conversations, loaded.errors));
+        let format = Format::from_path(path)?;
+        return Ok(vec![DataFile {
+            label: path.display().to_string(),
+            format: format_name(format).into(),
+            path: std::path::absolute(path)
+                .with_context(|| format!("cannot resolve {}", path.display()))?,
+        }]);
     }
     let (text, flag) = match (&args.dataset, &args.trajectory_dataset) {
         (Some(d), _) => (d, "--dataset"),
@@ -37,17 +39,31 @@ async fn load_source(
     let manifest = client
         .get_dataset(org, &reference.name, &reference.version)
         .await?;
-    let format = Format::parse(&manifest.format, &reference.to_string())?;
-    let (mut conversations, mut errors) = (Vec::new(), Vec::new());
-    for file in &manifest.data_files {
+    Format::parse(&manifest.format, &reference.to_string())?;
+    let mut files = Vec::new();
+    for (i, file) in manifest.data_files.iter().enumerate() {
         let bytes = client
             .dataset_file(org, &reference.name, &reference.version, file)
             .await?;
-        let loaded = load_conversations(&bytes, format, &format!("{reference}/{file}"))?;
-        conversations.extend(loaded.conversations);
-        errors.extend(loaded.errors);
+        let path = scratch.join(format!("file-{i}"));
+        std::fs::write(&path, &bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        files.push(DataFile {
+            label: format!("{reference}/{file}"),
+            format: manifest.format.clone(),
+            path,
+        });
     }
-    Ok((conversations, errors))
+    Ok(files)
+}
+
+fn format_name(format: Format) -> &'static str {
+    match format {
+        Format::Jsonl => "jsonl",
+        Format::Json => "json",
+        Format::Csv => "csv",
+        Format::Parquet => "parquet",
+    }
 }
 
 async fn system_prompt(args: &PreviewArgs, connection: &ConnectionArgs) -> Result<String> {
@@ -74,27 +90,42 @@ async fn system_prompt(args: &PreviewArgs, connection: &ConnectionArgs) -> Resul
 }
 
 pub async fn preview(args: PreviewArgs, connection: &ConnectionArgs, json: bool) -> Result<i32> {
-    let artifacts = ModelArtifacts::resolve(&super::local::absolute_if_local(&args.model))?;
-    let (mut conversations, row_errors) = load_source(&args, connection).await?;
-    let prompt = system_prompt(&args, connection).await?;
-    let total_rows = conversations.len() + row_errors.len();
-    conversations.truncate(args.limit);
-    let prepared = prepare(
-        &artifacts,
-        conversations,
-        &PrepareOptions {
-            max_sequence_length: args.max_sequence_length,
-            system_prompt: prompt,
-            train_on: TrainOn::parse(&args.train_on).unwrap_or_default(),
-        },
-    );
-    let family = artifacts
-        .family()
-        .map_or("not a family dn trains".to_owned(), |f| f.to_string());
+    let model = super::local::absolute_if_local(&args.model);
+    let model_path = {
+        let model = model.clone();
+        tokio::task::spawn_blocking(move || dn_render::resolve_model_path(&model)).await??
+    };
+    let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
+    let files = source_files(&args, connection, scratch.path()).await?;
+    let request = PrepareRequest {
+        model_path: model_path.clone(),
+        now: chrono::Utc::now().fixed_offset(),
+        max_sequence_length: args.max_sequence_length,
+        system_prompt: system_prompt(&args, connection).await?,
+        train_on: args.train_on.clone(),
+        groups: vec![files],
+        eval_samples: 0,
+        max_conversations: Some(args.limit),
+    };
+    // Decoding and rendering what users pushed happens where a job's would: in a child process under
+    // a memory limit (a runaway template fails the preview, naming the rows, not this process).
+    let sandbox = crate::config::sandbox(&args.prepare, &crate::config::FileConfig::default())?;
+    let child_scratch = scratch.path().join("prepare");
+    std::fs::create_dir_all(&child_scratch)?;
+    let prepared = dn_worker::prepare_group(sandbox.as_ref(), request, &child_scratch)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let tokenizer =
+        tokio::task::spawn_blocking(move || dn_render::load_tokenizer(&model_path)).await??;
+    let model_type = prepared.model_type.as_deref();
+    let family = prepared
+        .family
+        .as_deref()
+        .unwrap_or("not a family dn trains");
     eprintln!(
         "model {} (family: {family}, model_type: {})",
         args.model,
-        artifacts.model_type.as_deref().unwrap_or("unknown")
+        model_type.unwrap_or("unknown")
     );
     for example in &prepared.examples {
         if json {
@@ -108,9 +139,10 @@ pub async fn preview(args: PreviewArgs, connection: &ConnectionArgs, json: bool)
                 })
             );
         } else {
-            println!("{}\n", highlighted(&artifacts, example)?);
+            println!("{}\n", highlighted(&tokenizer, example)?);
         }
     }
+    let row_errors = &prepared.skipped_rows;
     for error in row_errors.iter().take(10) {
         eprintln!("skipped: {error}");
     }
@@ -125,8 +157,9 @@ pub async fn preview(args: PreviewArgs, connection: &ConnectionArgs, json: bool)
         eprintln!("{note}");
     }
     eprintln!(
-        "rows {total_rows} (skipped {}), previewed {} conversation(s): {} example(s), {} tokens, {} supervised, \
+        "rows {} (skipped {}), previewed {} conversation(s): {} example(s), {} tokens, {} supervised, \
          {} truncated, {} dropped (no supervised token), {} failed",
+        prepared.rows_read,
         row_errors.len(),
         s.conversations,
         s.examples,
@@ -140,7 +173,7 @@ pub async fn preview(args: PreviewArgs, connection: &ConnectionArgs, json: bool)
 }
 
 /// The example's text with supervised tokens in green (on a terminal) or between ⟦ and ⟧.
-fn highlighted(artifacts: &ModelArtifacts, example: &Example) -> Result<String> {
+fn highlighted(tokenizer: &Tokenizer, example: &Example) -> Result<String> {
     let color = std::io::stdout().is_terminal();
     let (open, close) = if color {
         ("\x1b[1;32m", "\x1b[0m")
@@ -154,8 +187,7 @@ fn highlighted(artifacts: &ModelArtifacts, example: &Example) -> Result<String> 
         let end = (start..example.input_ids.len())
             .find(|i| example.loss_mask[*i] != supervised)
             .unwrap_or(example.input_ids.len());
-        let text = artifacts
-            .tokenizer
+        let text = tokenizer
             .decode(&example.input_ids[start..end], false)
             .map_err(|e| anyhow::anyhow!("cannot decode tokens: {e}"))?;
         if supervised == 1 {
