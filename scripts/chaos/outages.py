@@ -54,6 +54,11 @@ class Proxy:
         threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
 
     def cut(self):
+        # shutdown wakes the thread blocked in accept(), so that the port is free to bind again.
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.listener.close()
         with self.lock:
             for c in self.conns:
@@ -257,12 +262,17 @@ def main():
         p.add_argument(flag, required=True)
     p.add_argument("--faults", default="database,storage,disk,server")
     p.add_argument("--lengths", default="10,30,90")
-    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--steps", type=int, default=150)
     args = p.parse_args()
-    d = Deployment(args)
+    faults = args.faults.split(",")
+    # Figures of faults not run this time are kept (a run may redo some faults only).
     results = []
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            results = [r for r in json.load(f) if r["fault"] not in faults]
+    d = Deployment(args)
     try:
-        for fault in args.faults.split(","):
+        for fault in faults:
             for length in map(int, args.lengths.split(",")):
                 result = scenario(d, fault, length)
                 print(json.dumps(result), flush=True)

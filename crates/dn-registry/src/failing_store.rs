@@ -84,3 +84,27 @@ impl ObjectStore for FailingStore {
         self.inner.copy_if_not_exists(from, to).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Registry;
+
+    /// A storage that refuses writes: the worker's check says so, and the error counts as storage being
+    /// away (not the job's fault); a read still works, and a missing object is no outage.
+    #[tokio::test]
+    async fn a_refused_write_is_storage_being_away_and_the_write_check_sees_it() {
+        let store = Arc::new(FailingStore::default());
+        let registry = Registry::with_store(store.clone());
+        registry.check_writable().await.unwrap();
+        store.failing.store(true, Ordering::SeqCst);
+        let refused = registry.check_writable().await.unwrap_err();
+        assert!(refused.is_unavailable(), "{refused}");
+        assert!(refused.to_string().contains("No space left on device"));
+        registry.check_reachable().await.unwrap();
+        let missing = registry.dataset("acme", "nope", "1.0.0").await.unwrap_err();
+        assert!(!missing.is_unavailable(), "{missing}");
+        store.failing.store(false, Ordering::SeqCst);
+        registry.check_writable().await.unwrap();
+    }
+}
