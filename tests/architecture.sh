@@ -13,7 +13,8 @@ forbid() { # crate, forbidden dependency
     echo "ok: $1 does not depend on $2"
   fi
 }
-for dep in tokio sqlx axum candle-core object_store reqwest; do forbid dn-types "$dep"; forbid dn-arch "$dep"; done
+for dep in tokio sqlx axum candle-core object_store reqwest; do forbid dn-types "$dep"; forbid dn-arch "$dep"; forbid dn-spec "$dep"; done
+for dep in utoipa chrono semver; do forbid dn-spec "$dep"; done
 for dep in tokenizers minijinja safetensors; do forbid dn-arch "$dep"; done
 for dep in axum candle-core; do forbid dn-store "$dep"; forbid dn-registry "$dep"; done
 for dep in tokio sqlx axum candle-core; do forbid dn-data "$dep"; forbid dn-render "$dep"; done

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use dn_spec::{LrSchedule, TrainOn, defaults};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -193,8 +194,8 @@ pub struct SftArgs {
     #[arg(long)]
     pub seed: Option<i64>,
     /// constant (default), linear or cosine (dn extension).
-    #[arg(long)]
-    pub lr_scheduler: Option<String>,
+    #[arg(long, value_parser = LrSchedule::parse)]
+    pub lr_scheduler: Option<LrSchedule>,
     /// Linear warmup steps (dn extension; default 0).
     #[arg(long)]
     pub warmup_steps: Option<i64>,
@@ -222,8 +223,8 @@ pub struct SftArgs {
     /// What the loss covers: assistant (every assistant message), last_assistant (each conversation's
     /// last one) or all (every token) (dn extension; default assistant). With the first two, assistant
     /// messages with `"weight": 0` are left out.
-    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(dn_types::TRAIN_ON))]
-    pub train_on: Option<String>,
+    #[arg(long, value_parser = TrainOn::parse)]
+    pub train_on: Option<TrainOn>,
     /// Eval conversations the job completes greedily after evaluating, to compare with their reference
     /// answers in its log (dn extension; default 4; 0: none).
     #[arg(long)]
@@ -320,13 +321,13 @@ pub struct PreviewArgs {
     /// A file holding the system prompt.
     #[arg(long)]
     pub system_prompt_file: Option<PathBuf>,
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = defaults::MAX_SEQUENCE_LENGTH as usize)]
     pub max_sequence_length: usize,
-    /// What the loss covers, as `dn train sft --train-on`.
-    #[arg(long, default_value = "assistant", value_parser = clap::builder::PossibleValuesParser::new(dn_types::TRAIN_ON))]
-    pub train_on: String,
+    /// What the loss covers, as `dn train sft --train-on`: assistant, last_assistant or all.
+    #[arg(long, default_value_t, value_parser = TrainOn::parse)]
+    pub train_on: TrainOn,
     /// Show at most this many examples (only as many rows are decoded).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = defaults::PREVIEW_ROWS as usize)]
     pub limit: usize,
     /// The rows are rendered in a memory-limited child process, as a job's are.
     #[command(flatten)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use dn_registry::{DEFAULT_S3_RETRY_TIMEOUT, Registry, S3Credentials, StorageConfig};
+use dn_spec::DeviceSpec;
 use dn_store::SqlStore;
 use dn_worker::WorkerConfig;
 use serde::Deserialize;
@@ -51,7 +52,7 @@ pub struct FileConfig {
     pub prepare_memory_mb: Option<u64>,
     pub worker_id: Option<String>,
     /// auto, cpu, cuda or cuda:N.
-    pub device: Option<String>,
+    pub device: Option<DeviceSpec>,
     #[serde(default)]
     pub storage: FileStorage,
 }
@@ -190,13 +191,10 @@ pub fn worker_config(worker_id: String, args: &LeaseArgs, file: &FileConfig) -> 
 /// Where this process's workers train (flag, then file, then `auto`), checked now: a device this build or
 /// this machine cannot use is an error at startup, not a failure of every job. Returns the spec and the
 /// device it names.
-pub fn device(arg: &Option<String>, file: &FileConfig) -> Result<(String, String)> {
-    let spec = arg
-        .clone()
-        .or(file.device.clone())
-        .unwrap_or_else(|| "auto".into());
+pub fn device(arg: &Option<DeviceSpec>, file: &FileConfig) -> Result<(DeviceSpec, String)> {
+    let spec = arg.or(file.device).unwrap_or_default();
     let label =
-        dn_worker::check_device(&spec).map_err(|e| anyhow::anyhow!("--device {spec}: {e}"))?;
+        dn_worker::check_device(spec).map_err(|e| anyhow::anyhow!("--device {spec}: {e}"))?;
     Ok((spec, label))
 }
 

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use dn_spec::DeviceSpec;
 
 /// Where jobs live: `--database-url`, else SQLite in `--data-dir`.
 #[derive(Debug, Clone, Args)]
@@ -195,8 +196,8 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct NodeArgs {
     /// Where to train: auto (a GPU if this build has CUDA and one is visible), cpu, cuda or cuda:N.
-    #[arg(long, env = "DN_DEVICE")]
-    pub device: Option<String>,
+    #[arg(long, env = "DN_DEVICE", value_parser = DeviceSpec::parse)]
+    pub device: Option<DeviceSpec>,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
@@ -210,7 +211,8 @@ pub struct NodeArgs {
 impl NodeArgs {
     /// These settings as the `DN_*` variables `dn worker` reads them from.
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        let mut env = env_of([("DN_DEVICE", self.device.clone())]).collect::<Vec<_>>();
+        let device = self.device.map(|d| d.to_string());
+        let mut env = env_of([("DN_DEVICE", device)]).collect::<Vec<_>>();
         env.extend(self.store.env());
         env.extend(self.storage.env());
         env.extend(self.lease.env());
@@ -236,8 +238,8 @@ pub struct WorkerArgs {
 pub struct DoctorArgs {
     /// The device to check, as `dn worker --device` takes it: auto, cpu, cuda or cuda:N (default: the
     /// config file's, else auto).
-    #[arg(long, env = "DN_DEVICE")]
-    pub device: Option<String>,
+    #[arg(long, env = "DN_DEVICE", value_parser = DeviceSpec::parse)]
+    pub device: Option<DeviceSpec>,
     #[command(flatten)]
     pub store: StoreArgs,
 }

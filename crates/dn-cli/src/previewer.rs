@@ -33,7 +33,7 @@ impl DatasetPreviewer for SandboxPreviewer {
                 system_prompt: &job.system_prompt,
                 limit: job.limit,
                 max_sequence_length: job.max_sequence_length,
-                train_on: &job.train_on,
+                train_on: job.train_on,
             },
         )
         .await

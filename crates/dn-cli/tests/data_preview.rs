@@ -22,21 +22,28 @@ async fn data_preview_from_a_file_and_from_the_registry() {
     let prompt = root.join("prompt.txt").to_string_lossy().into_owned();
 
     // --file needs no server.
-    let out = env
-        .dn(
-            &[
-                "data",
-                "preview",
-                "--model",
-                &model,
-                "--file",
-                &rows,
-                "--system-prompt-file",
-                &prompt,
-            ],
-            &[],
-        )
+    let args = [
+        "data",
+        "preview",
+        "--model",
+        &model,
+        "--file",
+        &rows,
+        "--system-prompt-file",
+        &prompt,
+    ];
+    // A value an option does not take is an error naming the option, never the default in its place.
+    let bad = env
+        .dn(&[&args[..], &["--train-on", "bogus"]].concat(), &[])
         .await;
+    assert_eq!(bad.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr
+            .contains("train_on: unknown value \"bogus\" (one of assistant, last_assistant, all)"),
+        "{stderr}"
+    );
+    let out = env.dn(&args, &[]).await;
     assert!(
         out.status.success(),
         "{}",

@@ -37,12 +37,9 @@ fn postgres_script(function: &str, dir: &Path) -> std::process::Output {
 impl Postgres {
     /// `None` (skipped) where PostgreSQL 15 is not installed, unless `DN_REQUIRE_POSTGRES=1`.
     fn start(dir: PathBuf) -> Option<Postgres> {
-        if !Path::new("/usr/lib/postgresql/15/bin/initdb").exists() {
-            assert!(
-                std::env::var("DN_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-                "DN_REQUIRE_POSTGRES=1 but PostgreSQL 15 is not installed"
-            );
-            eprintln!("skipping: PostgreSQL 15 is not installed (scripts/test.sh installs it)");
+        let installed = Path::new("/usr/lib/postgresql/15/bin/initdb").exists();
+        let what = "PostgreSQL 15 is not installed (scripts/test.sh installs it)";
+        if !dn_testkit::available(installed, what, "DN_REQUIRE_POSTGRES") {
             return None;
         }
         let out = postgres_script("pg_start", &dir);

@@ -21,20 +21,6 @@ use serde_json::Value;
 
 const LIMIT: Duration = Duration::from_secs(240);
 
-fn required(var: &str, require: &str) -> Option<String> {
-    match std::env::var(var) {
-        Ok(value) => Some(value),
-        Err(_) => {
-            assert!(
-                std::env::var(require).as_deref() != Ok("1"),
-                "{require}=1 but {var} is not set"
-            );
-            eprintln!("skipping: {var} is not set (scripts/test.sh sets it)");
-            None
-        }
-    }
-}
-
 /// The deployment: settings every process shares, the server, and the workers by name.
 struct Deployment {
     dir: tempfile::TempDir,
@@ -63,9 +49,8 @@ impl Drop for Deployment {
 impl Deployment {
     async fn start() -> Option<Deployment> {
         let model = common::test_model()?;
-        let admin_url = required("DN_TEST_DATABASE_URL", "DN_REQUIRE_POSTGRES")?;
-        let endpoint = required("DN_TEST_S3_ENDPOINT", "DN_REQUIRE_S3")?;
-        let bucket = std::env::var("DN_TEST_S3_BUCKET").unwrap_or_else(|_| "dn-test".into());
+        let admin_url = dn_testkit::postgres_url()?;
+        let dn_testkit::S3Server { endpoint, bucket } = dn_testkit::s3_server()?;
         let name = format!("dn_nodes_{}", uuid_like());
         let database_url = SqlStore::create_postgres_database(&admin_url, &name)
             .await

@@ -13,5 +13,5 @@ pub use error::{Error, Result};
 pub use load::{Loaded, load_conversations, load_first_conversations};
 pub use message::{ChatMessage, Conversation, FunctionCall, Role, ToolCall};
 pub use normalize::{COMPLETION_KEYS, PROMPT_KEYS, normalize_row, row_conversation};
-pub use reader::{Format, MAX_ROW_BYTES, Row, read_rows, rows};
+pub use reader::{Format, MAX_ROW_BYTES, Row, format_of_path, read_rows, readable, rows};
 pub use scaffold::apply_system_prompt;

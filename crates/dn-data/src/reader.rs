@@ -14,37 +14,31 @@ use crate::error::Error;
 /// tokenization's memory per row bounded).
 pub const MAX_ROW_BYTES: usize = 8 << 20;
 
-/// The file formats rows are read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    Jsonl,
-    Json,
-    Csv,
-    Parquet,
+/// The file formats rows are read from: dn-spec's `format` option (arrow is known, not readable yet).
+pub use dn_spec::DataFormat as Format;
+
+/// `format` if rows can be read from it, else an error naming `file`.
+pub fn readable(format: Format, file: &str) -> Result<Format, Error> {
+    if format.is_readable() {
+        return Ok(format);
+    }
+    Err(Error::File {
+        file: file.to_owned(),
+        message: format!("format '{format}' cannot be read yet (jsonl, json, csv and parquet can)"),
+    })
 }
 
-impl Format {
-    /// `jsonl | json | csv | parquet` (the dataset.yaml `format`); arrow is not readable yet.
-    pub fn parse(name: &str, file: &str) -> Result<Format, Error> {
-        match name {
-            "jsonl" => Ok(Format::Jsonl),
-            "json" => Ok(Format::Json),
-            "csv" => Ok(Format::Csv),
-            "parquet" => Ok(Format::Parquet),
-            other => Err(Error::File {
-                file: file.to_owned(),
-                message: format!(
-                    "format '{other}' cannot be read yet (jsonl, json, csv and parquet can)"
-                ),
-            }),
-        }
-    }
-
-    /// From a file name's extension.
-    pub fn from_path(path: &Path) -> Result<Format, Error> {
-        let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        Format::parse(extension, &path.display().to_string())
-    }
+/// A readable format from a file name's extension.
+pub fn format_of_path(path: &Path) -> Result<Format, Error> {
+    let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let file = path.display().to_string();
+    let format = Format::parse(extension).map_err(|_| Error::File {
+        file: file.clone(),
+        message: format!(
+            "extension '{extension}' names no dataset format (jsonl, json, csv or parquet)"
+        ),
+    })?;
+    readable(format, &file)
 }
 
 /// A row with its 1-based number (line for JSONL, element for JSON, record for CSV).
@@ -120,6 +114,7 @@ pub fn rows<'a>(
             ))
         }
         Format::Parquet => parquet_rows(bytes, file),
+        Format::Arrow => Err(readable(format, file).unwrap_err()),
         Format::Csv => {
             let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(bytes);
             let headers = reader

@@ -243,12 +243,8 @@ fn unreadable_files_are_file_errors() {
         let err = load_conversations(bytes, format, "f").unwrap_err();
         assert!(err.to_string().contains(needle), "{err}");
     }
-    assert!(
-        Format::parse("arrow", "d.arrow")
-            .unwrap_err()
-            .to_string()
-            .contains("cannot be read yet")
-    );
+    let err = load_conversations(b"ARROW1", Format::Arrow, "d.arrow").unwrap_err();
+    assert!(err.to_string().contains("cannot be read yet"), "{err}");
     let err = load_conversations(b"PAR1 not really", Format::Parquet, "d.parquet").unwrap_err();
     assert!(
         err.to_string().contains("not a readable Parquet file"),

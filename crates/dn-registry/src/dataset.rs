@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use chrono::Utc;
+use dn_spec::DataFormat;
 use dn_types::{DatasetManifest, validate_name, validate_version};
 use serde::Deserialize;
 use serde_json::Value;
@@ -12,7 +13,6 @@ use crate::upload::Upload;
 use crate::yaml::parse_yaml;
 
 const FILE: &str = "dataset.yaml";
-const FORMATS: [&str; 5] = ["parquet", "csv", "arrow", "json", "jsonl"];
 
 #[derive(Debug, Deserialize)]
 struct DatasetYaml {
@@ -40,16 +40,16 @@ pub fn parse_dataset(upload: &Upload, org: &str) -> Result<DatasetManifest> {
         .ok_or_else(|| Error::invalid(FILE, "version must be a string like 0.1.0"))?;
     validate_version(&version)
         .map_err(|m| Error::invalid(FILE, format!("version '{version}': {m}")))?;
-    if !FORMATS.contains(&yaml.format.as_str()) {
-        return Err(Error::invalid(
+    let format = DataFormat::parse(&yaml.format).map_err(|_| {
+        Error::invalid(
             FILE,
             format!(
                 "format '{}' must be one of {}",
                 yaml.format,
-                FORMATS.join(", ")
+                DataFormat::NAMES.join(", ")
             ),
-        ));
-    }
+        )
+    })?;
     for (split, path) in &yaml.splits {
         require_file(upload, path, &format!("splits.{split}"))?;
     }
@@ -68,7 +68,7 @@ pub fn parse_dataset(upload: &Upload, org: &str) -> Result<DatasetManifest> {
     } else if !yaml.files.is_empty() {
         yaml.files.clone()
     } else {
-        let extension = format!(".{}", yaml.format);
+        let extension = format!(".{format}");
         upload
             .files()
             .iter()
@@ -79,10 +79,7 @@ pub fn parse_dataset(upload: &Upload, org: &str) -> Result<DatasetManifest> {
     if data_files.is_empty() {
         return Err(Error::invalid(
             FILE,
-            format!(
-                "no data files: list them under 'files' or upload *.{} files",
-                yaml.format
-            ),
+            format!("no data files: list them under 'files' or upload *.{format} files"),
         ));
     }
     let (files, digest) = upload.digest();
@@ -90,7 +87,7 @@ pub fn parse_dataset(upload: &Upload, org: &str) -> Result<DatasetManifest> {
         organization_id: org.to_owned(),
         name: yaml.name,
         version,
-        format: yaml.format,
+        format,
         data_files,
         splits: yaml.splits,
         row_count: yaml.row_count,

@@ -14,17 +14,10 @@ use object_store::path::Path as StorePath;
 const LARGE: usize = 20 << 20;
 
 fn s3_config() -> Option<StorageConfig> {
-    let Ok(endpoint) = std::env::var("DN_TEST_S3_ENDPOINT") else {
-        assert!(
-            std::env::var("DN_REQUIRE_S3").as_deref() != Ok("1"),
-            "DN_REQUIRE_S3=1 but DN_TEST_S3_ENDPOINT is not set"
-        );
-        eprintln!("skipping S3: DN_TEST_S3_ENDPOINT is not set (scripts/test.sh sets it)");
-        return None;
-    };
+    let server = dn_testkit::s3_server()?;
     Some(StorageConfig::S3 {
-        bucket: std::env::var("DN_TEST_S3_BUCKET").unwrap_or_else(|_| "dn-test".into()),
-        endpoint: Some(endpoint),
+        bucket: server.bucket,
+        endpoint: Some(server.endpoint),
         region: Some("us-east-1".into()),
         allow_http: true,
         credentials: None,

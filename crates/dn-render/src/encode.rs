@@ -28,30 +28,8 @@ impl Example {
     }
 }
 
-/// What the loss covers (a job's `train_on`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum TrainOn {
-    /// Every assistant message (but those of weight 0).
-    #[default]
-    Assistant,
-    /// Only the conversation's last assistant message (unless its weight is 0).
-    LastAssistant,
-    /// Every token of the rendering (continued pre-training on chats); weights do not apply.
-    All,
-}
-
-impl TrainOn {
-    pub const NAMES: [&'static str; 3] = ["assistant", "last_assistant", "all"];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "assistant" => TrainOn::Assistant,
-            "last_assistant" => TrainOn::LastAssistant,
-            "all" => TrainOn::All,
-            _ => return None,
-        })
-    }
-}
+/// What the loss covers (a job's `train_on`): dn-spec's option, used here as it is.
+pub use dn_spec::TrainOn;
 
 /// A rendered conversation and the byte ranges of it that carry loss.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,29 +1,11 @@
 //! A hub id resolves through the local hub cache (offline), and an HF model directory renders exactly as
 //! the GGUF it was made from.
 
-use std::path::PathBuf;
-
 use dn_data::{ChatMessage, Conversation, Role};
 use dn_render::gguf::GgufMetadata;
 use dn_render::{ModelArtifacts, encode, resolve_model_path};
 
-fn gguf_path() -> Option<PathBuf> {
-    let path = std::env::var("DN_TEST_MODEL_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../.cache/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("DN_REQUIRE_TEST_MODEL").as_deref() != Ok("1"),
-        "{} missing",
-        path.display()
-    );
-    None
-}
+use dn_testkit::test_model as gguf_path;
 
 #[test]
 fn hub_ids_resolve_offline_from_the_cache() {

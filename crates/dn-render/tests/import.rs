@@ -1,30 +1,12 @@
 //! `import_gguf` against the reference: every tensor dequantized and un-permuted as gguf-py and
 //! transformers do (scripts/reference/gguf_import.py), and the written directory usable as a model.
 
-use std::path::PathBuf;
-
 use dn_data::{ChatMessage, Conversation, Role};
 use dn_render::{ModelArtifacts, encode, import_gguf};
 use safetensors::SafeTensors;
 use serde_json::Value;
 
-fn gguf_path() -> Option<PathBuf> {
-    let path = std::env::var("DN_TEST_MODEL_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../.cache/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    if path.is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("DN_REQUIRE_TEST_MODEL").as_deref() != Ok("1"),
-        "{} missing",
-        path.display()
-    );
-    None
-}
+use dn_testkit::test_model as gguf_path;
 
 fn close(a: f64, b: f64, tolerance: f64) -> bool {
     (a - b).abs() <= tolerance * (1.0 + b.abs())

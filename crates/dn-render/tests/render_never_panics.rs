@@ -2,7 +2,6 @@
 //! any Unicode) never make rendering or masking panic, and every supervised run still ends an assistant
 //! turn.
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use dn_data::{ChatMessage, Conversation, Role};
@@ -13,21 +12,7 @@ fn model() -> Option<&'static ModelArtifacts> {
     static MODEL: OnceLock<Option<ModelArtifacts>> = OnceLock::new();
     MODEL
         .get_or_init(|| {
-            let path = std::env::var("DN_TEST_MODEL_GGUF")
-                .map(PathBuf::from)
-                .unwrap_or_else(|_| {
-                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(
-                        "../../.cache/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
-                    )
-                });
-            if !path.is_file() {
-                assert!(
-                    std::env::var("DN_REQUIRE_TEST_MODEL").as_deref() != Ok("1"),
-                    "{} missing",
-                    path.display()
-                );
-                return None;
-            }
+            let path = dn_testkit::test_model()?;
             Some(ModelArtifacts::load(&path).unwrap())
         })
         .as_ref()

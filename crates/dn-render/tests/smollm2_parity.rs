@@ -25,24 +25,7 @@ struct Case {
 /// The GGUF fetched by scripts/fetch-test-model.sh; `None` (test skipped) when absent, unless the test
 /// script requires it.
 fn model() -> Option<ModelArtifacts> {
-    let path = std::env::var("DN_TEST_MODEL_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../.cache/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    if !path.is_file() {
-        assert!(
-            std::env::var("DN_REQUIRE_TEST_MODEL").as_deref() != Ok("1"),
-            "DN_REQUIRE_TEST_MODEL=1 but {} is missing (scripts/fetch-test-model.sh)",
-            path.display()
-        );
-        eprintln!(
-            "skipping: {} not found (run scripts/fetch-test-model.sh)",
-            path.display()
-        );
-        return None;
-    }
+    let path = dn_testkit::test_model()?;
     Some(ModelArtifacts::load(&path).unwrap())
 }
 

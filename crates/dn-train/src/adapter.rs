@@ -126,7 +126,7 @@ impl LoraModel {
         let lora = LoraConfig {
             rank,
             alpha,
-            target_modules: targets.into_iter().collect(),
+            target_modules: crate::lora::LoraTargets::Modules(targets.into_iter().collect()),
         };
         let model = LoraModel::new(base, &lora, 0)?;
         let dtype = model.lora_dtype();

@@ -33,8 +33,8 @@ pub use checkpoint::{
     TrainerState, adapter_config,
 };
 pub use device::{
-    CudaReport, GpuInfo, LibraryStatus, base_dtype, cuda_report, device_label, device_warning,
-    release_cached_memory, select_device,
+    CudaReport, DeviceSpec, GpuInfo, LibraryStatus, base_dtype, cuda_report, device_label,
+    device_warning, release_cached_memory, select_device,
 };
 pub use dn_arch::{Family, ModelConfig};
 pub use dn_render::gguf_write::TensorType;
@@ -43,12 +43,12 @@ pub use export::{MAX_SHARD_BYTES, MergeSummary, merge_adapter, stored_dtype};
 pub use export_gguf::{GgufSummary, export_gguf};
 pub use frozen::Frozen;
 pub use generate::{Completion, Finish, SamplingOptions, generate, pick};
-pub use lora::{ALL_LINEAR, LoraConfig, LoraPair, seeded_rng};
+pub use lora::{ALL_LINEAR, LoraConfig, LoraPair, LoraTargets, seeded_rng};
 pub use loss::{
     BatchLoss, Sequence, count_targets, evaluate, forward_backward, logits_at, targets,
 };
 pub use model::{LoraModel, Packed};
-pub use optim::{AdamW, AdamWConfig, Schedule, clip_grad_norm};
+pub use optim::{AdamW, AdamWConfig, Schedule, clip_grad_norm, scheduled_rate};
 pub use schedule::{
     epoch_order, passes, step_examples, step_position, steps_per_epoch, total_steps,
 };

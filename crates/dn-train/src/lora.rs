@@ -11,15 +11,15 @@ use crate::error::{Error, Result};
 use crate::frozen::Frozen;
 use dn_arch::ModelConfig;
 
-/// PEFT's name for "every linear projection of the blocks" (the default target).
-pub const ALL_LINEAR: &str = "all-linear";
+pub use dn_spec::{ALL_LINEAR, LoraTargets};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LoraConfig {
     pub rank: usize,
     pub alpha: f64,
-    /// Short module names (`q_proj`, `qkv_proj`, ...), or [`ALL_LINEAR`].
-    pub target_modules: Vec<String>,
+    /// `all-linear` or short module names (`q_proj`, `qkv_proj`, ...); after [`LoraConfig::resolve`],
+    /// the model's own names in execution order.
+    pub target_modules: LoraTargets,
 }
 
 impl LoraConfig {
@@ -28,7 +28,7 @@ impl LoraConfig {
         LoraConfig {
             rank,
             alpha,
-            target_modules: vec![ALL_LINEAR.to_owned()],
+            target_modules: LoraTargets::AllLinear,
         }
     }
 
@@ -43,7 +43,7 @@ impl LoraConfig {
         if self.alpha.is_nan() || self.alpha <= 0.0 {
             return Err(Error::invalid("lora_alpha", "must be positive"));
         }
-        if self.target_modules.is_empty() {
+        if self.target_modules == LoraTargets::Modules(Vec::new()) {
             return Err(Error::invalid(
                 "lora_target_modules",
                 "must name at least one module",
@@ -58,11 +58,13 @@ impl LoraConfig {
         self.validate()?;
         let names = config.target_names();
         let mut targets: Vec<String> = Vec::new();
-        for m in &self.target_modules {
-            if m == ALL_LINEAR {
-                targets.extend(names.iter().map(|n| n.to_string()));
-            } else if names.contains(&m.as_str()) {
-                targets.push(m.clone());
+        let asked: Vec<String> = match &self.target_modules {
+            LoraTargets::AllLinear => names.iter().map(|n| n.to_string()).collect(),
+            LoraTargets::Modules(modules) => modules.clone(),
+        };
+        for m in asked {
+            if names.contains(&m.as_str()) {
+                targets.push(m);
             } else {
                 return Err(Error::invalid(
                     "lora_target_modules",
@@ -81,25 +83,26 @@ impl LoraConfig {
             .map(|n| n.to_string())
             .collect();
         Ok(LoraConfig {
-            target_modules: targets,
+            target_modules: LoraTargets::Modules(targets),
             ..self.clone()
         })
     }
 
+    /// Whether `module` gets a pair (of a resolved configuration).
     pub fn targets(&self, module: &str) -> bool {
-        self.target_modules.iter().any(|m| m == module)
+        self.target_modules.as_names().contains(&module)
     }
 
     /// `target_modules` as PEFT should read it for `config`: the names, or, for the text model inside a
     /// multimodal checkpoint, a pattern that matches its blocks only (not the vision tower's).
     pub fn peft_target_modules(&self, config: &ModelConfig) -> serde_json::Value {
         if config.prefix == "model." {
-            return serde_json::json!(self.target_modules);
+            return serde_json::json!(self.target_modules.as_names());
         }
         let prefix = config.prefix.replace('.', r"\.");
         serde_json::json!(format!(
             r"{prefix}layers\.\d+\.(self_attn|mlp)\.({})",
-            self.target_modules.join("|")
+            self.target_modules.as_names().join("|")
         ))
     }
 }

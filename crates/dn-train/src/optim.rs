@@ -105,45 +105,21 @@ pub fn clip_grad_norm(grads: &mut [Tensor], max_norm: f64) -> Result<Tensor> {
     Ok(norm)
 }
 
-/// How the learning rate moves over the run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Schedule {
-    /// The reference's: the same rate at every step (after warmup, if any).
-    #[default]
-    Constant,
-    /// Linear decay to 0 at the last step.
-    Linear,
-    /// Cosine decay to 0 at the last step.
-    Cosine,
-}
+/// How the learning rate moves over the run: dn-spec's `lr_scheduler` option.
+pub use dn_spec::LrSchedule as Schedule;
 
-impl Schedule {
-    pub fn parse(text: &str) -> Result<Self> {
-        match text {
-            "constant" => Ok(Schedule::Constant),
-            "linear" => Ok(Schedule::Linear),
-            "cosine" => Ok(Schedule::Cosine),
-            other => Err(Error::invalid(
-                "lr_scheduler",
-                format!("unknown schedule {other:?} (constant, linear or cosine)"),
-            )),
-        }
+/// The rate of optimizer step `step` (0-based) of `total` under `schedule`, after `warmup` linear warmup
+/// steps (transformers' `get_*_schedule_with_warmup` formulas).
+pub fn scheduled_rate(schedule: Schedule, base: f64, step: u64, total: u64, warmup: u64) -> f64 {
+    if step < warmup {
+        return base * (step + 1) as f64 / warmup as f64;
     }
-
-    /// The rate of optimizer step `step` (0-based) of `total`, after `warmup` linear warmup steps
-    /// (transformers' `get_*_schedule_with_warmup` formulas).
-    pub fn rate(self, base: f64, step: u64, total: u64, warmup: u64) -> f64 {
-        if step < warmup {
-            return base * (step + 1) as f64 / warmup as f64;
-        }
-        let span = total.saturating_sub(warmup).max(1) as f64;
-        let progress = (step - warmup) as f64 / span;
-        match self {
-            Schedule::Constant => base,
-            Schedule::Linear => base * (1.0 - progress).max(0.0),
-            Schedule::Cosine => base * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
-        }
+    let span = total.saturating_sub(warmup).max(1) as f64;
+    let progress = (step - warmup) as f64 / span;
+    match schedule {
+        Schedule::Constant => base,
+        Schedule::Linear => base * (1.0 - progress).max(0.0),
+        Schedule::Cosine => base * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
     }
 }
 
@@ -176,9 +152,9 @@ mod tests {
 
     #[test]
     fn schedules() {
-        assert_eq!(Schedule::Constant.rate(1.0, 5, 10, 0), 1.0);
-        assert_eq!(Schedule::Linear.rate(1.0, 0, 10, 2), 0.5);
-        assert_eq!(Schedule::Linear.rate(1.0, 6, 10, 2), 0.5);
-        assert!((Schedule::Cosine.rate(1.0, 5, 10, 0) - 0.5).abs() < 1e-12);
+        assert_eq!(scheduled_rate(Schedule::Constant, 1.0, 5, 10, 0), 1.0);
+        assert_eq!(scheduled_rate(Schedule::Linear, 1.0, 0, 10, 2), 0.5);
+        assert_eq!(scheduled_rate(Schedule::Linear, 1.0, 6, 10, 2), 0.5);
+        assert!((scheduled_rate(Schedule::Cosine, 1.0, 5, 10, 0) - 0.5).abs() < 1e-12);
     }
 }

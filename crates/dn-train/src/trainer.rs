@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::Tensor;
+use dn_spec::defaults;
 
 use crate::checkpoint::{self, Checkpoint, StepRecord, TrainerState};
 use crate::error::{Error, Result};
 use crate::generate::{SamplingOptions, generate};
 use crate::loss::{Sequence, count_targets, evaluate, forward_backward};
 use crate::model::LoraModel;
-use crate::optim::{AdamW, AdamWConfig, Schedule, clip_grad_norm};
+use crate::optim::{AdamW, AdamWConfig, Schedule, clip_grad_norm, scheduled_rate};
 use crate::schedule::{passes, step_examples, step_position, total_steps};
 
 /// A tokenized example: ids and the loss mask (1 = target).
@@ -67,19 +68,19 @@ pub struct TrainOptions {
 impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
-            learning_rate: 1e-4,
-            batch_size: 16,
-            gradient_accumulation_steps: 1,
+            learning_rate: defaults::LEARNING_RATE,
+            batch_size: defaults::BATCH_SIZE as usize,
+            gradient_accumulation_steps: defaults::GRADIENT_ACCUMULATION_STEPS as usize,
             steps: None,
             epochs: None,
-            checkpoint_interval: 10,
+            checkpoint_interval: defaults::CHECKPOINT_INTERVAL.into(),
             eval_interval: 0,
             seed: 0,
             adam: AdamWConfig::default(),
-            max_grad_norm: 1.0,
-            schedule: Schedule::Constant,
+            max_grad_norm: defaults::MAX_GRAD_NORM,
+            schedule: Schedule::default(),
             warmup_steps: 0,
-            tokens_per_pass: 4096,
+            tokens_per_pass: defaults::CPU_TOKENS_PER_PASS as usize,
             shrink_pass_on_oom: false,
             recompute: None,
             eval_prompts: Vec::new(),
@@ -443,9 +444,7 @@ impl Trainer<'_> {
                 }
             }
         }
-        let lr = o
-            .schedule
-            .rate(o.learning_rate, step, total, o.warmup_steps);
+        let lr = scheduled_rate(o.schedule, o.learning_rate, step, total, o.warmup_steps);
         let mut grads: Vec<Tensor> = grads
             .into_iter()
             .zip(params)

@@ -12,10 +12,7 @@ mod registry;
 mod spec;
 
 pub use error::{Error, Result};
-pub use extensions::{
-    ALL_LINEAR, LR_SCHEDULERS, MAX_TOKENS_PER_PASS, TRAIN_ON, TrainingExtras, lora_target_names,
-    validate_extras,
-};
+pub use extensions::{TrainingExtras, validate_extras};
 pub use job::*;
 pub use preview::*;
 pub use refs::{ArtifactKind, ArtifactRef, validate_name, validate_version};

@@ -6,6 +6,7 @@
 use std::fmt;
 
 use crate::error::{Error, Result};
+use crate::job::DatasetRef;
 
 /// What a ref points at; used in messages ("dataset support-demos@0.1.0 not found").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,6 +81,38 @@ impl ArtifactRef {
             Some(org) => format!("{org}/{}", self.name),
             None => self.name.clone(),
         }
+    }
+}
+
+impl ArtifactRef {
+    /// The wire shape `{name, version}`.
+    pub fn to_wire(&self) -> DatasetRef {
+        DatasetRef {
+            name: self.wire_name(),
+            version: self.version.clone(),
+        }
+    }
+}
+
+/// Stored and sent as the wire shape `{name, version}`; read back, it is checked again (a stored config
+/// whose ref no longer validates is an error naming the ref, not a path into storage).
+impl serde::Serialize for ArtifactRef {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&self.to_wire(), serializer)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ArtifactRef {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        let wire = <DatasetRef as serde::Deserialize>::deserialize(deserializer)?;
+        ArtifactRef::from_parts(&wire.name, &wire.version, "ref").map_err(|e| match e {
+            Error::InvalidField { message, .. } => serde::de::Error::custom(message),
+        })
     }
 }
 

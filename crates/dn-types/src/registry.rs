@@ -24,7 +24,8 @@ pub struct DatasetManifest {
     pub name: String,
     pub version: String,
     /// `parquet | csv | arrow | json | jsonl`.
-    pub format: String,
+    #[schema(value_type = String)]
+    pub format: dn_spec::DataFormat,
     /// The data files training reads, in order (the `train` split when splits exist).
     pub data_files: Vec<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -1,72 +1,47 @@
 //! Validation of a create-job request into a checked [`SftJobSpec`]. The server validates once; the worker
-//! reads the effective config back ([`SftConfig`]) and never re-checks.
+//! reads the effective config back ([`SftConfig::from_map`]), typed: options are dn-spec's enums and refs
+//! are [`ArtifactRef`]s, so nothing below parses a string again (a stored value this build does not know
+//! is an error naming its field).
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::extensions::{TrainingExtras, validate_extras};
+use dn_spec::defaults as spec;
+
 use crate::job::{CreateTinkerSftJobRequest, DatasetRef};
 use crate::refs::ArtifactRef;
 
-/// The reference worker's defaults; `lora_alpha` defaults to 2 x rank (the reference ignores alpha).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// The values a request's missing fields take and the deployment's limits. The values are dn-spec's
+/// defaults; a deployment sets only [`SftLimits`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct SftDefaults {
-    pub max_sequence_length: u32,
-    pub batch_size: u32,
-    pub gradient_accumulation_steps: u32,
-    pub learning_rate: f64,
-    pub lora_rank: u32,
-    pub checkpoint_interval: u32,
     /// The largest values a job may ask for (a deployment setting).
     pub limits: SftLimits,
 }
 
-impl Default for SftDefaults {
-    fn default() -> Self {
-        SftDefaults {
-            max_sequence_length: 2048,
-            batch_size: 16,
-            gradient_accumulation_steps: 1,
-            learning_rate: 1e-4,
-            lora_rank: 16,
-            checkpoint_interval: 10,
-            limits: SftLimits::default(),
-        }
-    }
-}
-
-/// Maxima of the config fields that size a job's memory and time: well above what real jobs use
-/// (Llama 3.1 reads 128k tokens; PEFT ranks stay under a few hundred), well below what takes a node down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SftLimits {
-    pub lora_rank: u32,
-    pub batch_size: u32,
-    pub max_sequence_length: u32,
-    pub steps: u32,
-}
-
-impl Default for SftLimits {
-    fn default() -> Self {
-        SftLimits {
-            lora_rank: 512,
-            batch_size: 4096,
-            max_sequence_length: 131_072,
-            steps: 1_000_000,
-        }
-    }
-}
+/// The deployment's maxima of the options that size a job (dn-spec's one limits table).
+pub type SftLimits = dn_spec::Limits;
 
 /// The effective SFT configuration stored on the job (`TrainingJob.config`): every default filled in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SftConfig {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dataset_ref: Option<DatasetRef>,
-    #[serde(default)]
-    pub trajectory_dataset_refs: Vec<DatasetRef>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eval_dataset_ref: Option<DatasetRef>,
+    /// Stored under the wire's names (`dataset_ref`, ...), read back as checked refs.
+    #[serde(
+        rename = "dataset_ref",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dataset: Option<ArtifactRef>,
+    #[serde(rename = "trajectory_dataset_refs", default)]
+    pub trajectory_datasets: Vec<ArtifactRef>,
+    #[serde(
+        rename = "eval_dataset_ref",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub eval_dataset: Option<ArtifactRef>,
     pub max_sequence_length: u32,
     pub batch_size: u32,
     pub gradient_accumulation_steps: u32,
@@ -91,27 +66,25 @@ impl SftConfig {
         }
     }
 
-    pub fn from_map(map: &Map<String, Value>) -> std::result::Result<Self, serde_json::Error> {
-        serde_json::from_value(Value::Object(map.clone()))
+    /// A stored config read back; an error names the field (`train_on: unknown value ...`,
+    /// `trajectory_dataset_refs[1]: ...`).
+    pub fn from_map(map: &Map<String, Value>) -> Result<Self> {
+        serde_path_to_error::deserialize(Value::Object(map.clone())).map_err(|e| {
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
+            // A flattened field's path is `?`; dn-spec's errors name their option (`train_on: ...`).
+            match path.as_str() {
+                "." | "?" => match message.split_once(": ") {
+                    Some((field, rest)) if !field.contains(char::is_whitespace) => {
+                        Error::invalid(format!("config.{field}"), rest)
+                    }
+                    _ => Error::invalid("config", message),
+                },
+                _ => Error::invalid(format!("config.{path}"), message),
+            }
+        })
     }
-}
 
-/// A create-job request that passed every check that needs no I/O.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SftJobSpec {
-    pub name: Option<String>,
-    pub model: String,
-    pub project_ref: Option<String>,
-    pub run_ref: Option<String>,
-    pub tags: Vec<String>,
-    pub capability: ArtifactRef,
-    pub dataset: Option<ArtifactRef>,
-    pub trajectory_datasets: Vec<ArtifactRef>,
-    pub eval_dataset: Option<ArtifactRef>,
-    pub config: SftConfig,
-}
-
-impl SftJobSpec {
     /// Every dataset ref with the JSON path it came from, in the order training merges them.
     pub fn dataset_refs(&self) -> Vec<(String, &ArtifactRef)> {
         let mut refs = Vec::new();
@@ -126,6 +99,18 @@ impl SftJobSpec {
         }
         refs
     }
+}
+
+/// A create-job request that passed every check that needs no I/O.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SftJobSpec {
+    pub name: Option<String>,
+    pub model: String,
+    pub project_ref: Option<String>,
+    pub run_ref: Option<String>,
+    pub tags: Vec<String>,
+    pub capability: ArtifactRef,
+    pub config: SftConfig,
 }
 
 const REQUIRE_DATASET: &str =
@@ -177,7 +162,7 @@ pub fn validate_sft_request(
         .map(|r| wire_ref(r, "config.eval_dataset_ref"))
         .transpose()?;
 
-    let learning_rate = c.learning_rate.unwrap_or(defaults.learning_rate);
+    let learning_rate = c.learning_rate.unwrap_or(spec::LEARNING_RATE);
     if !(learning_rate.is_finite() && learning_rate > 0.0 && learning_rate <= 1.0) {
         return Err(Error::invalid(
             "config.learning_rate",
@@ -186,45 +171,50 @@ pub fn validate_sft_request(
     }
     let limits = &defaults.limits;
     let lora_rank = bounded(c.lora_rank, "config.lora_rank", 1, limits.lora_rank.into())?
-        .unwrap_or(defaults.lora_rank);
+        .unwrap_or(spec::LORA_RANK);
     let config = SftConfig {
-        dataset_ref: c.dataset_ref.clone(),
-        trajectory_dataset_refs: c.trajectory_dataset_refs.clone(),
-        eval_dataset_ref: c.eval_dataset_ref.clone(),
+        dataset,
+        trajectory_datasets,
+        eval_dataset,
         max_sequence_length: bounded(
             c.max_sequence_length,
             "config.max_sequence_length",
             1,
             limits.max_sequence_length.into(),
         )?
-        .unwrap_or(defaults.max_sequence_length),
+        .unwrap_or(spec::MAX_SEQUENCE_LENGTH),
         batch_size: bounded(
             c.batch_size,
             "config.batch_size",
             1,
             limits.batch_size.into(),
         )?
-        .unwrap_or(defaults.batch_size),
+        .unwrap_or(spec::BATCH_SIZE),
         gradient_accumulation_steps: bounded(
             c.gradient_accumulation_steps,
             "config.gradient_accumulation_steps",
             1,
-            1 << 16,
+            spec::MAX_GRADIENT_ACCUMULATION_STEPS.into(),
         )?
-        .unwrap_or(defaults.gradient_accumulation_steps),
+        .unwrap_or(spec::GRADIENT_ACCUMULATION_STEPS),
         learning_rate,
         steps: bounded(c.steps, "config.steps", 1, limits.steps.into())?,
-        epochs: bounded(c.epochs, "config.epochs", 1, 1_000_000)?,
+        epochs: bounded(c.epochs, "config.epochs", 1, spec::MAX_EPOCHS.into())?,
         lora_rank,
-        lora_alpha: bounded(c.lora_alpha, "config.lora_alpha", 1, 1 << 16)?
-            .unwrap_or(2 * lora_rank),
+        lora_alpha: bounded(
+            c.lora_alpha,
+            "config.lora_alpha",
+            1,
+            spec::MAX_LORA_ALPHA.into(),
+        )?
+        .unwrap_or(spec::lora_alpha(lora_rank)),
         checkpoint_interval: bounded(
             c.checkpoint_interval,
             "config.checkpoint_interval",
             1,
-            100_000_000,
+            spec::MAX_CHECKPOINT_INTERVAL.into(),
         )?
-        .unwrap_or(defaults.checkpoint_interval),
+        .unwrap_or(spec::CHECKPOINT_INTERVAL),
         extras: validate_extras(c)?,
     };
     Ok(SftJobSpec {
@@ -234,9 +224,6 @@ pub fn validate_sft_request(
         run_ref,
         tags: req.tags.clone(),
         capability,
-        dataset,
-        trajectory_datasets,
-        eval_dataset,
         config,
     })
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DataFile {
     pub label: String,
-    pub format: String,
+    pub format: Format,
     pub path: PathBuf,
 }
 
@@ -31,7 +31,7 @@ pub struct PrepareRequest {
     pub now: DateTime<FixedOffset>,
     pub max_sequence_length: usize,
     pub system_prompt: String,
-    pub train_on: String,
+    pub train_on: TrainOn,
     /// Prepared one group after the other (the training files, then the eval files).
     pub groups: Vec<Vec<DataFile>>,
     /// Eval conversations (of the second group) also made into generation prompts.
@@ -148,17 +148,10 @@ pub fn prepare_groups(
     stop: &AtomicBool,
     observer: &dyn Observer,
 ) -> Result<Vec<PreparedGroup>, String> {
-    let train_on = TrainOn::parse(&request.train_on).ok_or_else(|| {
-        format!(
-            "job config: train_on {:?} is not one of {}",
-            request.train_on,
-            TrainOn::NAMES.join(", ")
-        )
-    })?;
     let options = PrepareOptions {
         max_sequence_length: request.max_sequence_length,
         system_prompt: request.system_prompt.clone(),
-        train_on,
+        train_on: request.train_on,
     };
     let mut groups = Vec::new();
     for (group, files) in request.groups.iter().enumerate() {
@@ -169,7 +162,7 @@ pub fn prepare_groups(
                 break;
             }
             observer.reading(file);
-            let format = Format::parse(&file.format, &file.label).map_err(|e| e.to_string())?;
+            let format = dn_data::readable(file.format, &file.label).map_err(|e| e.to_string())?;
             let bytes = map_file(file)?;
             let loaded =
                 load_first_conversations(&bytes, format, &file.label, limit - conversations.len())

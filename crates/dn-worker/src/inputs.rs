@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use dn_data::{Error as RowError, Format};
+use dn_data::Error as RowError;
 use dn_registry::Registry;
 use dn_render::hub::Need;
-use dn_render::{Example, PrepareStats, TrainOn};
-use dn_types::{ArtifactRef, DatasetRef, SftConfig, TrainingJob};
+use dn_render::{Example, PrepareStats};
+use dn_train::DeviceSpec;
+use dn_types::{ArtifactRef, SftConfig, TrainingJob};
 use serde_json::{Map, Value, json};
 
 use crate::dataprep::{DataFile, PrepareRequest, Unobserved, load_model, prepare_groups};
@@ -62,10 +63,6 @@ fn registry_error(what: String, e: dn_registry::Error) -> RunError {
     }
 }
 
-fn artifact_ref(r: &DatasetRef, field: &str) -> Result<ArtifactRef, RunError> {
-    ArtifactRef::from_parts(&r.name, &r.version, field).map_err(|e| failed(e.to_string()))
-}
-
 /// The files of one dataset version, downloaded into `dir` (named by their position, `first` onwards).
 async fn download_dataset(
     registry: &Registry,
@@ -79,7 +76,8 @@ async fn download_dataset(
         .dataset(owner, &reference.name, &reference.version)
         .await
         .map_err(|e| registry_error(format!("dataset {reference}"), e))?;
-    Format::parse(&manifest.format, &reference.to_string()).map_err(|e| failed(e.to_string()))?;
+    dn_data::readable(manifest.format, &reference.to_string())
+        .map_err(|e| failed(e.to_string()))?;
     let mut files = Vec::new();
     for file in &manifest.data_files {
         let path = dir.join(format!("{:04}", first + files.len()));
@@ -89,7 +87,7 @@ async fn download_dataset(
             .map_err(|e| registry_error(format!("dataset {reference}"), e))?;
         files.push(DataFile {
             label: format!("{reference}/{file}"),
-            format: manifest.format.clone(),
+            format: manifest.format,
             path,
         });
     }
@@ -117,15 +115,14 @@ impl Drop for RemoveOnDrop {
 pub async fn prepare_inputs(
     registry: &Registry,
     job: &TrainingJob,
-    device: &str,
+    device: DeviceSpec,
     preparation: Preparation<'_>,
     stop: Arc<AtomicBool>,
 ) -> Result<PreparedInputs, RunError> {
     let config =
-        SftConfig::from_map(&job.config).map_err(|e| failed(format!("job config: {e}")))?;
+        SftConfig::from_map(&job.config).map_err(|e| failed(format!("invalid job config: {e}")))?;
     let org = job.organization_id.as_str();
-    let device_spec = device;
-    let (model_id, device, job_config) = (job.model.clone(), device.to_owned(), config.clone());
+    let (model_id, job_config) = (job.model.clone(), config.clone());
     // The architecture and the memory it needs first: a model dn cannot train, or a job that cannot fit
     // this node, fails at once, by name, before any data is read or weights downloaded (a hub model's
     // `config.json` and tokenizer come first).
@@ -133,7 +130,7 @@ pub async fn prepare_inputs(
         let path = dn_render::resolve_model(&model_id, Need::Config, &mut ())
             .map_err(|e| e.to_string())?;
         let model_config = dn_train::BaseModel::read_config(&path).map_err(|e| e.to_string())?;
-        check_memory(&model_config, &job_config, &device, 1)?;
+        check_memory(&model_config, &job_config, device, 1)?;
         Ok::<_, String>((path, model_config))
     })
     .await
@@ -155,28 +152,13 @@ pub async fn prepare_inputs(
         )));
     }
 
-    let mut train_refs = Vec::new();
-    if let Some(r) = &config.dataset_ref {
-        train_refs.push(artifact_ref(r, "config.dataset_ref")?);
-    }
-    for (i, r) in config.trajectory_dataset_refs.iter().enumerate() {
-        train_refs.push(artifact_ref(
-            r,
-            &format!("config.trajectory_dataset_refs[{i}]"),
-        )?);
-    }
-    let eval_ref = config
-        .eval_dataset_ref
-        .as_ref()
-        .map(|r| artifact_ref(r, "config.eval_dataset_ref"))
-        .transpose()?;
-    TrainOn::parse(&config.extras.train_on).ok_or_else(|| {
-        failed(format!(
-            "job config: train_on {:?} is not one of {}",
-            config.extras.train_on,
-            TrainOn::NAMES.join(", ")
-        ))
-    })?;
+    // The refs were checked when the job was created and again when its config was read back.
+    let train_refs: Vec<&ArtifactRef> = config
+        .dataset
+        .iter()
+        .chain(&config.trajectory_datasets)
+        .collect();
+    let eval_ref = config.eval_dataset.as_ref();
 
     let scratch = RemoveOnDrop(preparation.scratch.clone());
     let files_dir = scratch.0.join("files");
@@ -184,12 +166,12 @@ pub async fn prepare_inputs(
         .await
         .map_err(|e| RunError::transient(format!("cannot create {}: {e}", files_dir.display())))?;
     let mut train_files = Vec::new();
-    for reference in &train_refs {
+    for reference in train_refs {
         let first = train_files.len();
         train_files.extend(download_dataset(registry, org, reference, &files_dir, first).await?);
     }
     let mut groups = vec![train_files];
-    if let Some(reference) = &eval_ref {
+    if let Some(reference) = eval_ref {
         let first = groups[0].len();
         groups.push(download_dataset(registry, org, reference, &files_dir, first).await?);
     }
@@ -200,7 +182,7 @@ pub async fn prepare_inputs(
         now: job.created_at.fixed_offset(),
         max_sequence_length: config.max_sequence_length as usize,
         system_prompt: manifest.system_prompt.clone(),
-        train_on: config.extras.train_on.clone(),
+        train_on: config.extras.train_on,
         groups,
         eval_samples: config.extras.eval_samples as usize,
         max_conversations: None,
@@ -255,14 +237,12 @@ pub async fn prepare_inputs(
         .map(|e| e.input_ids.len())
         .max()
         .unwrap_or(1);
-    let (job_config, device_spec) = (config.clone(), device_spec.to_owned());
+    let job_config = config.clone();
     let family = model_config.family;
-    tokio::task::spawn_blocking(move || {
-        check_memory(&model_config, &job_config, &device_spec, longest)
-    })
-    .await
-    .map_err(|e| failed(format!("memory check: {e}")))?
-    .map_err(failed)?;
+    tokio::task::spawn_blocking(move || check_memory(&model_config, &job_config, device, longest))
+        .await
+        .map_err(|e| failed(format!("memory check: {e}")))?
+        .map_err(failed)?;
     let stop_ids = train.stop_ids;
     let (eval_examples, eval_stats, eval_samples) = match eval {
         Some(eval) => {

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use dn_registry::Registry;
+use dn_render::TrainOn;
 use dn_types::{DatasetManifest, DatasetPreview, PreviewExample, PreviewToken};
 
 use crate::dataprep::{
@@ -21,7 +22,7 @@ pub struct PreviewRequest<'a> {
     pub system_prompt: &'a str,
     pub limit: usize,
     pub max_sequence_length: usize,
-    pub train_on: &'a str,
+    pub train_on: TrainOn,
 }
 
 /// Prepares the request's first group as a job would: in the memory-limited child process when a sandbox
@@ -72,7 +73,7 @@ pub async fn preview_dataset(
             .map_err(|e| format!("{}@{}/{file}: {e}", manifest.name, manifest.version))?;
         files.push(DataFile {
             label: format!("{}@{}/{file}", manifest.name, manifest.version),
-            format: manifest.format.clone(),
+            format: manifest.format,
             path: dest,
         });
     }
@@ -81,7 +82,7 @@ pub async fn preview_dataset(
         now: chrono::Utc::now().fixed_offset(),
         max_sequence_length: request.max_sequence_length,
         system_prompt: request.system_prompt.to_owned(),
-        train_on: request.train_on.to_owned(),
+        train_on: request.train_on,
         groups: vec![files],
         eval_samples: 0,
         max_conversations: Some(request.limit),

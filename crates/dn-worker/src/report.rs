@@ -3,7 +3,7 @@
 
 use dn_store::NewLogEntry;
 use dn_train::{Event, StepRecord, TrainSummary};
-use dn_types::{LogLevel, SftConfig, TrainingJob};
+use dn_types::{ArtifactRef, LogLevel, SftConfig, TrainingJob};
 use serde_json::{Map, Value, json};
 
 fn entry(message: String, data: Value) -> NewLogEntry {
@@ -172,24 +172,21 @@ pub fn artifacts(
             job.capability.name, job.capability.version
         )),
     );
-    if let Some(d) = &config.dataset_ref {
-        a.insert("dataset".into(), json!(format!("{}@{}", d.name, d.version)));
+    if let Some(d) = &config.dataset {
+        a.insert("dataset".into(), json!(d.to_string()));
     }
     a.insert(
         "trajectory_datasets".into(),
         json!(
             config
-                .trajectory_dataset_refs
+                .trajectory_datasets
                 .iter()
-                .map(|d| format!("{}@{}", d.name, d.version))
+                .map(ArtifactRef::to_string)
                 .collect::<Vec<_>>()
         ),
     );
-    if let Some(d) = &config.eval_dataset_ref {
-        a.insert(
-            "eval_dataset".into(),
-            json!(format!("{}@{}", d.name, d.version)),
-        );
+    if let Some(d) = &config.eval_dataset {
+        a.insert("eval_dataset".into(), json!(d.to_string()));
     }
     a.insert("checkpoints".into(), Value::Array(checkpoints.to_vec()));
     if let Some(last) = checkpoints.last()

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dn_registry::Registry;
-use dn_train::{Event, StepRecord, TrainSummary};
+use dn_train::{DeviceSpec, Event, StepRecord, TrainSummary};
 use dn_types::{LogLevel, TrainingJob};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -25,8 +25,7 @@ pub struct SftRunner {
     registry: Registry,
     /// Local scratch space: checkpoints are written here, then uploaded to storage.
     work_dir: PathBuf,
-    /// `auto`, `cpu`, `cuda` or `cuda:N`.
-    device: String,
+    device: DeviceSpec,
     /// Data preparation in a memory-limited child process (`None`: in this process).
     sandbox: Option<Sandbox>,
 }
@@ -36,7 +35,7 @@ impl SftRunner {
         SftRunner {
             registry,
             work_dir,
-            device: "auto".into(),
+            device: DeviceSpec::Auto,
             sandbox: None,
         }
     }
@@ -47,9 +46,9 @@ impl SftRunner {
         self
     }
 
-    /// Trains on `device` (`auto`, `cpu`, `cuda`, `cuda:N`) instead of the default `auto`.
-    pub fn with_device(mut self, device: impl Into<String>) -> Self {
-        self.device = device.into();
+    /// Trains on `device` instead of the default `auto`.
+    pub fn with_device(mut self, device: DeviceSpec) -> Self {
+        self.device = device;
         self
     }
 }
@@ -64,7 +63,7 @@ async fn log_samples(ctx: &RunContext, step: u64, mut data: Value) -> Result<(),
 
 async fn log_prepared(
     inputs: &PreparedInputs,
-    device: &str,
+    device: DeviceSpec,
     ctx: &RunContext,
 ) -> Result<(), RunError> {
     let s = &inputs.train_stats;
@@ -186,7 +185,7 @@ impl JobRunner for SftRunner {
                 uuid::Uuid::new_v4().simple()
             )),
         };
-        let prepared = prepare_inputs(&self.registry, job, &self.device, preparation, stop.clone());
+        let prepared = prepare_inputs(&self.registry, job, self.device, preparation, stop.clone());
         let interrupted = async {
             while !ctx.cancel_requested() && !ctx.lease_lost() {
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -200,7 +199,7 @@ impl JobRunner for SftRunner {
                 return Err(RunError::Cancelled { partial: Box::default() });
             }
         };
-        log_prepared(&inputs, &self.device, ctx).await?;
+        log_prepared(&inputs, self.device, ctx).await?;
         if ctx.cancel_requested() {
             return Err(RunError::Cancelled {
                 partial: Box::default(),
@@ -232,7 +231,7 @@ impl JobRunner for SftRunner {
         let stop = signals.stop.clone();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let request = TrainRequest {
-            device: self.device.clone(),
+            device: self.device,
             model_path,
             model_name: job.model.clone(),
             inputs,

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use dn_train::{
-    AdamWConfig, BaseModel, Control, Event, LoraConfig, LoraModel, ModelConfig, SamplingOptions,
-    Schedule, TrainExample, TrainOptions, TrainSummary, Trainer, available_memory, base_dtype,
-    check_fits, device_label, estimate_memory, select_device, tokens_per_pass_for_memory,
+    AdamWConfig, BaseModel, Control, DeviceSpec, Event, LoraConfig, LoraModel, ModelConfig,
+    SamplingOptions, TrainExample, TrainOptions, TrainSummary, Trainer, available_memory,
+    base_dtype, check_fits, device_label, estimate_memory, select_device,
+    tokens_per_pass_for_memory,
 };
 use dn_types::SftConfig;
 use tokio::sync::mpsc::UnboundedSender;
@@ -26,10 +27,10 @@ pub enum TrainMessage {
 }
 
 /// The trainer's options from a job's effective config.
-pub fn train_options(config: &SftConfig) -> dn_train::Result<TrainOptions> {
+pub fn train_options(config: &SftConfig) -> TrainOptions {
     let x = &config.extras;
     let defaults = TrainOptions::default();
-    Ok(TrainOptions {
+    TrainOptions {
         learning_rate: config.learning_rate,
         batch_size: config.batch_size as usize,
         gradient_accumulation_steps: config.gradient_accumulation_steps as usize,
@@ -43,11 +44,11 @@ pub fn train_options(config: &SftConfig) -> dn_train::Result<TrainOptions> {
             ..defaults.adam.clone()
         },
         max_grad_norm: x.max_grad_norm,
-        schedule: Schedule::parse(&x.lr_scheduler)?,
+        schedule: x.lr_scheduler,
         warmup_steps: u64::from(x.warmup_steps),
         recompute: x.gradient_checkpointing,
         ..defaults
-    })
+    }
 }
 
 /// Refuses a job whose estimated memory (weights, LoRA state, one pass's activations) exceeds what the
@@ -58,7 +59,7 @@ pub fn train_options(config: &SftConfig) -> dn_train::Result<TrainOptions> {
 pub fn check_memory(
     model: &ModelConfig,
     config: &SftConfig,
-    device_spec: &str,
+    device_spec: DeviceSpec,
     longest: usize,
 ) -> Result<(), String> {
     let device = select_device(device_spec).map_err(|e| e.to_string())?;
@@ -110,8 +111,7 @@ fn examples(list: Vec<dn_render::Example>) -> Vec<TrainExample> {
 
 /// Everything the training thread needs.
 pub struct TrainRequest {
-    /// `auto`, `cpu`, `cuda` or `cuda:N`.
-    pub device: String,
+    pub device: DeviceSpec,
     pub model_path: PathBuf,
     pub model_name: String,
     pub inputs: PreparedInputs,
@@ -144,7 +144,7 @@ impl TrainSignals {
 /// Checks a `--device` value where a worker starts, so a misconfigured node fails at once instead of
 /// failing every job it claims; returns the device it names (`cpu`, `cuda:0`, ...). `auto` on a node
 /// whose GPU cannot be used is logged as a warning saying what is missing.
-pub fn check_device(spec: &str) -> Result<String, String> {
+pub fn check_device(spec: DeviceSpec) -> Result<String, String> {
     let device = select_device(spec).map_err(|e| e.to_string())?;
     if let Some(warning) = dn_train::device_warning(spec) {
         tracing::warn!("{warning}");
@@ -158,10 +158,10 @@ fn train(
     tx: &UnboundedSender<TrainMessage>,
 ) -> dn_train::Result<TrainSummary> {
     let config = request.inputs.config.clone();
-    let device = select_device(&request.device)?;
+    let device = select_device(request.device)?;
     let base = BaseModel::load(&request.model_path, base_dtype(&device), &device)?;
     let lora = lora_config(&config);
-    let mut options = train_options(&config)?;
+    let mut options = train_options(&config);
     let samples = request.inputs.eval_samples;
     options.eval_prompts = samples.iter().map(|s| s.prompt_ids.clone()).collect();
     options.sampling = SamplingOptions::greedy(EVAL_SAMPLE_TOKENS, request.inputs.stop_ids.clone());

@@ -32,7 +32,7 @@ async fn a_job_trains_every_family() {
         ("phi3", 4, None),
     ] {
         let job = create_job_with(&setup, &model_dir(family), "demos", &[], 2, |c| {
-            c.extras.lora_target_modules = vec!["all-linear".into()];
+            c.extras.lora_target_modules = dn_spec::LoraTargets::AllLinear;
             c.learning_rate = 1e-2;
         })
         .await;
@@ -103,7 +103,7 @@ async fn a_job_trains_every_family() {
 async fn a_lora_target_the_family_lacks_fails_the_job_naming_it() {
     let setup = setup().await;
     let job = create_job_with(&setup, &model_dir("phi3"), "demos", &[], 2, |c| {
-        c.extras.lora_target_modules = vec!["q_proj".into()];
+        c.extras.lora_target_modules = dn_spec::LoraTargets::parse(&["q_proj"]).unwrap();
     })
     .await;
     assert!(worker(&setup).reap_and_run_once().await.unwrap());

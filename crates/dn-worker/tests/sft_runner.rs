@@ -10,6 +10,7 @@ use common::sft::*;
 use dn_store::JobStore;
 use dn_types::JobStatus;
 use dn_worker::{SftRunner, Worker, WorkerConfig};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_trains_evaluates_and_stores_its_checkpoints() {
@@ -138,6 +139,46 @@ async fn jobs_fail_clearly_on_unusable_inputs() {
         error.contains("junk@0.1.0/train.jsonl: row 1: matches no row shape"),
         "{error}"
     );
+}
+
+/// A stored config holding a value this build does not know (written by another version of dn, or by
+/// hand) fails the job when it is claimed, naming the field, before anything is read or trained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_config_with_an_unknown_value_fails_at_claim_naming_the_field() {
+    let setup = setup().await;
+    for (field, value, expected) in [
+        (
+            "train_on",
+            json!("bogus"),
+            "invalid job config: config.train_on: unknown value \"bogus\" (one of assistant, last_assistant, all)",
+        ),
+        (
+            "lr_scheduler",
+            json!("step"),
+            "config.lr_scheduler: unknown value \"step\"",
+        ),
+        (
+            "lora_target_modules",
+            json!(["q_proj", "lm_head"]),
+            "config.lora_target_modules[1]: unknown value \"lm_head\"",
+        ),
+        (
+            "dataset_ref",
+            json!({"name": "../x", "version": "0.1.0"}),
+            "config.dataset_ref: organization in '../x'",
+        ),
+    ] {
+        let job = create_job_with_stored_config(&setup, "/no/model/needed", |config| {
+            config.insert(field.into(), value);
+        })
+        .await;
+        assert!(worker(&setup).reap_and_run_once().await.unwrap());
+        let job = setup.store.get_job_by_id(&job.id).await.unwrap();
+        assert_eq!(job.status, JobStatus::Failed, "{field}");
+        let error = job.error.unwrap();
+        assert!(error.contains(expected), "{field}: {error}");
+        assert!(!error.contains("/no/model/needed"), "{error}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -75,12 +75,7 @@ fn report(what: &str, latencies: &[Duration]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_an_idle_worker_is_woken_by_notify() {
-    let Ok(admin_url) = std::env::var("DN_TEST_DATABASE_URL") else {
-        assert!(
-            std::env::var("DN_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-            "DN_REQUIRE_POSTGRES=1 but DN_TEST_DATABASE_URL is not set"
-        );
-        eprintln!("skipping: DN_TEST_DATABASE_URL is not set (scripts/test.sh sets it)");
+    let Some(admin_url) = dn_testkit::postgres_url() else {
         return;
     };
     let name = format!("dn_wake_{}", uuid::Uuid::new_v4().simple());

@@ -119,7 +119,6 @@ pub async fn serve(args: ServeArgs, logging: Logging) -> Result<()> {
         catalog: Arc::new(catalog),
         defaults: SftDefaults {
             limits: file.job_limits,
-            ..SftDefaults::default()
         },
         previewer: Some(Arc::new(previewer)),
     };

@@ -4,7 +4,6 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use dn_data::Format;
 use dn_render::{Example, Tokenizer};
 use dn_types::ArtifactRef;
 use dn_worker::{DataFile, PrepareRequest};
@@ -19,10 +18,10 @@ async fn source_files(
     scratch: &Path,
 ) -> Result<Vec<DataFile>> {
     if let Some(path) = &args.file {
-        let format = Format::from_path(path)?;
+        let format = dn_data::format_of_path(path)?;
         return Ok(vec![DataFile {
             label: path.display().to_string(),
-            format: format_name(format).into(),
+            format,
             path: std::path::absolute(path)
                 .with_context(|| format!("cannot resolve {}", path.display()))?,
         }]);
@@ -39,7 +38,7 @@ async fn source_files(
     let manifest = client
         .get_dataset(org, &reference.name, &reference.version)
         .await?;
-    Format::parse(&manifest.format, &reference.to_string())?;
+    dn_data::readable(manifest.format, &reference.to_string())?;
     let mut files = Vec::new();
     for (i, file) in manifest.data_files.iter().enumerate() {
         let bytes = client
@@ -50,20 +49,11 @@ async fn source_files(
             .with_context(|| format!("cannot write {}", path.display()))?;
         files.push(DataFile {
             label: format!("{reference}/{file}"),
-            format: manifest.format.clone(),
+            format: manifest.format,
             path,
         });
     }
     Ok(files)
-}
-
-fn format_name(format: Format) -> &'static str {
-    match format {
-        Format::Jsonl => "jsonl",
-        Format::Json => "json",
-        Format::Csv => "csv",
-        Format::Parquet => "parquet",
-    }
 }
 
 async fn system_prompt(args: &PreviewArgs, connection: &ConnectionArgs) -> Result<String> {
@@ -102,7 +92,7 @@ pub async fn preview(args: PreviewArgs, connection: &ConnectionArgs, json: bool)
         now: chrono::Utc::now().fixed_offset(),
         max_sequence_length: args.max_sequence_length,
         system_prompt: system_prompt(&args, connection).await?,
-        train_on: args.train_on.clone(),
+        train_on: args.train_on,
         groups: vec![files],
         eval_samples: 0,
         max_conversations: Some(args.limit),

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use dn_train::{CudaReport, LibraryStatus};
+use dn_train::{CudaReport, DeviceSpec, LibraryStatus};
 use serde_json::{Value, json};
 
 use crate::cli::DoctorArgs;
@@ -40,36 +40,32 @@ fn free_disk(path: &Path) -> Option<u64> {
 }
 
 /// The device `spec` gives, as a worker picks it, with its free memory; or why it cannot be used.
-fn device(spec: &str, cuda: &CudaReport) -> Value {
+fn device(spec: DeviceSpec, cuda: &CudaReport) -> Value {
     match dn_train::select_device(spec) {
         Ok(device) => {
             let label = dn_train::device_label(&device);
             let why = if device.is_cuda() {
                 "the driver, a GPU and the CUDA libraries are usable".to_string()
-            } else if spec.trim() == "cpu" {
+            } else if spec == DeviceSpec::Cpu {
                 "asked for".to_string()
             } else {
                 cuda.unusable
                     .clone()
                     .unwrap_or_else(|| "the GPU did not start".into())
             };
-            json!({"spec": spec, "device": label, "why": why,
+            json!({"spec": spec.to_string(), "device": label, "why": why,
                    "free_bytes": dn_train::available_memory(&device),
                    "warning": dn_train::device_warning(spec)})
         }
-        Err(e) => json!({"spec": spec, "device": null, "error": e.to_string()}),
+        Err(e) => json!({"spec": spec.to_string(), "device": null, "error": e.to_string()}),
     }
 }
 
 pub fn run(args: &DoctorArgs, as_json: bool) -> Result<i32> {
     let file = FileConfig::load(args.store.config.as_deref())?;
-    let spec = args
-        .device
-        .clone()
-        .or(file.device.clone())
-        .unwrap_or_else(|| "auto".into());
+    let spec = args.device.or(file.device).unwrap_or_default();
     let cuda = dn_train::cuda_report();
-    let device = device(&spec, cuda);
+    let device = device(spec, cuda);
     let (total, available) = host_memory();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let data = data_dir(&args.store, &file);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use dn_registry::{Registry, StorageConfig};
 use dn_server::{AppState, Catalog};
+use dn_spec::DeviceSpec;
 use dn_store::{JobStore, SqlStore};
 use dn_types::{ArtifactKind, SftDefaults};
 use dn_worker::{SftRunner, Worker, WorkerConfig};
@@ -154,8 +155,9 @@ pub async fn sft_local(mut args: SftArgs, json: bool) -> Result<i32> {
     let local = LocalServer::start(data_dir.clone()).await?;
     let mut runner = SftRunner::new(local.registry.clone(), data_dir.join("work"));
     // `DN_DEVICE` as for `dn worker` (default auto).
-    if let Ok(device) = std::env::var("DN_DEVICE") {
-        dn_worker::check_device(&device).map_err(|e| anyhow::anyhow!("DN_DEVICE={device}: {e}"))?;
+    if let Ok(text) = std::env::var("DN_DEVICE") {
+        let device = DeviceSpec::parse(&text).map_err(|e| anyhow::anyhow!("DN_DEVICE: {e}"))?;
+        dn_worker::check_device(device).map_err(|e| anyhow::anyhow!("DN_DEVICE={device}: {e}"))?;
         runner = runner.with_device(device);
     }
     if let Some(sandbox) = config::sandbox(&prepare, &config::FileConfig::default())? {

@@ -201,7 +201,7 @@ pub async fn run(
                         .map(|m| {
                             (
                                 format!("{}@{}", m.name, m.version),
-                                m.format.clone(),
+                                m.format.to_string(),
                                 m.digest.clone(),
                             )
                         })

@@ -175,20 +175,4 @@ pub fn write(root: &Path, path: &str, text: &str) {
 }
 
 /// The test model (scripts/fetch-test-model.sh); `None` skips, unless the test script requires it.
-pub fn test_model() -> Option<String> {
-    let path = std::env::var("DN_TEST_MODEL_GGUF").unwrap_or_else(|_| {
-        format!(
-            "{}/../../.cache/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
-            env!("CARGO_MANIFEST_DIR")
-        )
-    });
-    if Path::new(&path).is_file() {
-        return Some(path);
-    }
-    assert!(
-        std::env::var("DN_REQUIRE_TEST_MODEL").as_deref() != Ok("1"),
-        "{path} is missing"
-    );
-    eprintln!("skipping: {path} not found");
-    None
-}
+pub use dn_testkit::test_model_name as test_model;

@@ -62,7 +62,7 @@ pub async fn create_job(
         .await
         .map_err(|e| ApiError::internal("model check", e))?
         .map_err(|m| ApiError::validation(format!("model: {m}")))?;
-    for (field, dataset) in spec.dataset_refs() {
+    for (field, dataset) in spec.config.dataset_refs() {
         let owner = ref_org(&caller, dataset, "dataset", &field)?;
         app.registry
             .dataset(owner, &dataset.name, &dataset.version)
@@ -93,8 +93,13 @@ pub async fn create_job(
         model: spec.model,
         project_ref: spec.project_ref,
         run_ref: spec.run_ref,
-        dataset_ref: spec.config.dataset_ref.clone(),
-        trajectory_dataset_refs: spec.config.trajectory_dataset_refs.clone(),
+        dataset_ref: spec.config.dataset.as_ref().map(ArtifactRef::to_wire),
+        trajectory_dataset_refs: spec
+            .config
+            .trajectory_datasets
+            .iter()
+            .map(ArtifactRef::to_wire)
+            .collect(),
         capability: CapabilitySnapshot {
             artifact_id: Some(manifest.digest.clone()),
             name: cap.wire_name(),

@@ -8,10 +8,8 @@ use async_trait::async_trait;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use dn_types::{
-    ArtifactRef, DEFAULT_PREVIEW_ROWS, DatasetManifest, DatasetPreview, DatasetPreviewRequest,
-    MAX_PREVIEW_ROWS, TRAIN_ON,
-};
+use dn_spec::TrainOn;
+use dn_types::{DatasetManifest, DatasetPreview, DatasetPreviewRequest, validate_preview_request};
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -27,7 +25,7 @@ pub struct PreviewJob {
     pub system_prompt: String,
     pub limit: usize,
     pub max_sequence_length: usize,
-    pub train_on: String,
+    pub train_on: TrainOn,
 }
 
 /// Renders a preview (implemented by the `dn` binary, which can start the preparation process).
@@ -36,9 +34,6 @@ pub trait DatasetPreviewer: Send + Sync {
     /// `Err`: why the rows cannot be shown (the model cannot load, the template ran past a limit).
     async fn preview(&self, job: PreviewJob) -> Result<DatasetPreview, String>;
 }
-
-/// Longest sequence a preview renders.
-const MAX_PREVIEW_TOKENS: i64 = 32768;
 
 #[utoipa::path(
     post, path = "/api/v1/org/{org}/datasets/{name}/{version}/preview", tag = "datasets",
@@ -55,32 +50,12 @@ pub async fn preview_dataset(
 ) -> ApiResult<Json<DatasetPreview>> {
     caller.require_org(&org)?;
     check_ref(&name, &version)?;
-    let limit = request.limit.unwrap_or(DEFAULT_PREVIEW_ROWS);
-    if !(1..=MAX_PREVIEW_ROWS).contains(&limit) {
-        return Err(ApiError::validation(format!(
-            "limit: must be between 1 and {MAX_PREVIEW_ROWS} (got {limit})"
-        )));
-    }
-    let max_sequence_length = request.max_sequence_length.unwrap_or(2048);
-    if !(1..=MAX_PREVIEW_TOKENS).contains(&max_sequence_length) {
-        return Err(ApiError::validation(format!(
-            "max_sequence_length: must be between 1 and {MAX_PREVIEW_TOKENS} (got {max_sequence_length})"
-        )));
-    }
-    let train_on = request.train_on.unwrap_or_else(|| "assistant".into());
-    if !TRAIN_ON.contains(&train_on.as_str()) {
-        return Err(ApiError::validation(format!(
-            "train_on: {train_on:?} is not one of {}",
-            TRAIN_ON.join(", ")
-        )));
-    }
+    let spec =
+        validate_preview_request(&request).map_err(|e| ApiError::validation(e.to_string()))?;
     let dataset = app.registry.dataset(&org, &name, &version).await?;
-    let system_prompt = match &request.capability {
+    let system_prompt = match &spec.capability {
         None => String::new(),
-        Some(text) => {
-            let reference = ArtifactRef::parse(text, "capability")
-                .map_err(|e| ApiError::validation(e.to_string()))?;
-            check_ref(&reference.name, &reference.version)?;
+        Some(reference) => {
             app.registry
                 .capability(&org, &reference.name, &reference.version)
                 .await?
@@ -92,10 +67,10 @@ pub async fn preview_dataset(
     let models = tokio::task::spawn_blocking(move || catalog.models())
         .await
         .map_err(|e| ApiError::internal("catalog", e))?;
-    if !models.iter().any(|m| m.tinker_id == request.model) {
+    if !models.iter().any(|m| m.tinker_id == spec.model) {
         return Err(ApiError::validation(format!(
             "model: {:?} is not in this server's catalog (GET /training/catalog)",
-            request.model
+            spec.model
         )));
     }
     let Some(previewer) = app.previewer.clone() else {
@@ -108,11 +83,11 @@ pub async fn preview_dataset(
     let job = PreviewJob {
         org,
         dataset,
-        model: request.model,
+        model: spec.model,
         system_prompt,
-        limit: limit as usize,
-        max_sequence_length: max_sequence_length as usize,
-        train_on,
+        limit: spec.limit,
+        max_sequence_length: spec.max_sequence_length,
+        train_on: spec.train_on,
     };
     previewer
         .preview(job)

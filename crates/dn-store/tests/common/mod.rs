@@ -24,16 +24,7 @@ impl Backend {
     }
 
     pub async fn postgres() -> Option<Backend> {
-        let Ok(admin_url) = std::env::var("DN_TEST_DATABASE_URL") else {
-            assert!(
-                std::env::var("DN_REQUIRE_POSTGRES").as_deref() != Ok("1"),
-                "DN_REQUIRE_POSTGRES=1 but DN_TEST_DATABASE_URL is not set"
-            );
-            eprintln!(
-                "skipping PostgreSQL: DN_TEST_DATABASE_URL is not set (scripts/test.sh sets it)"
-            );
-            return None;
-        };
+        let admin_url = dn_testkit::postgres_url()?;
         let name = format!("dn_test_{}", uuid::Uuid::new_v4().simple());
         let url = SqlStore::create_postgres_database(&admin_url, &name)
             .await

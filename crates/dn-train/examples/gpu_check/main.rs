@@ -18,7 +18,7 @@ mod training;
 
 use std::time::Instant;
 
-use dn_train::{available_memory, device_label, select_device};
+use dn_train::{DeviceSpec, available_memory, device_label, select_device};
 use serde_json::{Value, json};
 
 struct Args {
@@ -26,7 +26,7 @@ struct Args {
     skip: Vec<String>,
     /// Run only these parts (empty: all).
     only: Vec<String>,
-    device: String,
+    device: DeviceSpec,
     /// Layers of the SmolLM2-shaped model of the parity and training parts.
     small_layers: usize,
     throughput: throughput::Settings,
@@ -37,7 +37,7 @@ fn parse() -> Result<Args, String> {
         out: None,
         skip: Vec::new(),
         only: Vec::new(),
-        device: "cuda".into(),
+        device: DeviceSpec::Cuda(0),
         small_layers: 30,
         throughput: throughput::Settings {
             layers: vec![2, 4],
@@ -54,7 +54,7 @@ fn parse() -> Result<Args, String> {
         let t = &mut args.throughput;
         match flag.as_str() {
             "--out" => args.out = Some(value()?),
-            "--device" => args.device = value()?,
+            "--device" => args.device = DeviceSpec::parse(&value()?).map_err(|e| e.to_string())?,
             "--small-layers" => args.small_layers = number(value()?)?,
             "--skip" => args.skip = value()?.split(',').map(str::to_owned).collect(),
             "--only" => args.only = value()?.split(',').map(str::to_owned).collect(),
@@ -114,7 +114,7 @@ fn main() {
         }
     };
     let mut report = json!({"ok": false, "complete": false});
-    let device = match select_device(&args.device) {
+    let device = match select_device(args.device) {
         Ok(d) => d,
         Err(e) => {
             report["environment"] = json!({"error": e.to_string()});

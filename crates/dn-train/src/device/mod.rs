@@ -11,6 +11,7 @@ mod probe;
 use std::sync::{Mutex, OnceLock};
 
 use candle_core::{DType, Device};
+pub use dn_spec::DeviceSpec;
 
 pub use probe::{CudaReport, GpuInfo, LibraryStatus};
 
@@ -33,17 +34,10 @@ static AUTO_FAILURE: Mutex<Option<String>> = Mutex::new(None);
 /// The device `spec` names. `auto` is the first GPU when this build has CUDA and a GPU is usable (the
 /// driver loads, initialises and sees one; the CUDA libraries load; the device starts), else the CPU;
 /// `cuda[:N]` without a usable GPU is an error that says why.
-pub fn select_device(spec: &str) -> Result<Device> {
-    let spec = spec.trim();
-    let expected = || {
-        Error::invalid(
-            "device",
-            format!("{spec:?}: expected cpu, cuda, cuda:N or auto"),
-        )
-    };
+pub fn select_device(spec: DeviceSpec) -> Result<Device> {
     match spec {
-        "cpu" => Ok(Device::Cpu),
-        "auto" | "" => {
+        DeviceSpec::Cpu => Ok(Device::Cpu),
+        DeviceSpec::Auto => {
             if let Some(reason) = &cuda_report().unusable {
                 tracing::debug!("--device auto: the CPU ({reason})");
                 return Ok(Device::Cpu);
@@ -57,15 +51,7 @@ pub fn select_device(spec: &str) -> Result<Device> {
             });
             Ok(started.unwrap_or(Device::Cpu))
         }
-        _ => {
-            let ordinal = match spec.strip_prefix("cuda") {
-                Some("") => 0,
-                Some(rest) => rest
-                    .strip_prefix(':')
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .ok_or_else(expected)?,
-                None => return Err(expected()),
-            };
+        DeviceSpec::Cuda(ordinal) => {
             let report = cuda_report();
             if let Some(reason) = &report.unusable {
                 return Err(Error::invalid("device", format!("{spec}: {reason}")));
@@ -91,8 +77,8 @@ pub fn select_device(spec: &str) -> Result<Device> {
 
 /// What a worker told to train on `spec` should warn about: `auto` on a node whose driver sees a GPU
 /// that dn cannot use (a missing library, a device that did not start), so it trains on the CPU.
-pub fn device_warning(spec: &str) -> Option<String> {
-    if !matches!(spec.trim(), "auto" | "") {
+pub fn device_warning(spec: DeviceSpec) -> Option<String> {
+    if spec != DeviceSpec::Auto {
         return None;
     }
     let report = cuda_report();
@@ -174,21 +160,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpu_and_auto_work_here_and_bad_specs_name_the_field() {
-        assert!(select_device("cpu").unwrap().is_cpu());
-        assert_eq!(base_dtype(&select_device("auto").unwrap()), DType::F32);
-        let e = select_device("tpu").unwrap_err().to_string();
-        assert!(e.starts_with("device:"), "{e}");
+    fn cpu_and_auto_work_here_and_cuda_says_why_not() {
+        assert!(select_device(DeviceSpec::Cpu).unwrap().is_cpu());
+        assert_eq!(
+            base_dtype(&select_device(DeviceSpec::Auto).unwrap()),
+            DType::F32
+        );
         // Without a GPU (this machine, and CI): auto is the CPU, cuda says why not, and a CPU node
         // warns about nothing.
-        let e = select_device("cuda:1").unwrap_err().to_string();
+        let e = select_device(DeviceSpec::Cuda(1)).unwrap_err().to_string();
         assert!(
             e.contains("cuda:1: this dn was built without CUDA")
                 || e.contains("no usable CUDA GPU"),
             "{e}"
         );
-        assert_eq!(device_warning("auto"), None);
-        assert_eq!(device_warning("cpu"), None);
+        assert_eq!(device_warning(DeviceSpec::Auto), None);
+        assert_eq!(device_warning(DeviceSpec::Cpu), None);
         assert!(cuda_report().unusable.is_some());
     }
 }

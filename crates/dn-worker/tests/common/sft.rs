@@ -3,32 +3,17 @@
 //! `junk@0.1.0`: none usable), jobs on them, and a worker that runs them.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use dn_registry::{Registry, StorageConfig, Upload, UploadFile};
+use dn_spec::{LoraTargets, LrSchedule};
 use dn_store::{JobStore, NewJob, SqlStore};
-use dn_types::{CapabilitySnapshot, DatasetRef, SftConfig, TrainingExtras, TrainingJob};
+use dn_types::{ArtifactRef, CapabilitySnapshot, SftConfig, TrainingExtras, TrainingJob};
 use dn_worker::{SftRunner, Worker, WorkerConfig};
 
-pub fn test_model() -> Option<String> {
-    let path = std::env::var("DN_TEST_MODEL_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../.cache/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    if path.is_file() {
-        return Some(path.to_string_lossy().into_owned());
-    }
-    assert!(
-        std::env::var("DN_REQUIRE_TEST_MODEL").as_deref() != Ok("1"),
-        "{} missing",
-        path.display()
-    );
-    None
-}
+#[allow(unused_imports)] // not every test binary uses it
+pub use dn_testkit::test_model_name as test_model;
 
 pub fn upload(files: &[(&str, &str)]) -> Upload {
     let files = files
@@ -120,28 +105,11 @@ pub async fn create_job_with(
     steps: u32,
     adjust: impl FnOnce(&mut SftConfig),
 ) -> TrainingJob {
-    let system_prompt_digest = setup
-        .registry
-        .capability("acme", "agent", "1.0.0")
-        .await
-        .unwrap()
-        .system_prompt_digest;
+    let dataset_ref = |name: &str| ArtifactRef::parse(&format!("{name}@0.1.0"), "dataset").unwrap();
     let mut config = SftConfig {
-        dataset_ref: Some(DatasetRef {
-            name: dataset.into(),
-            version: "0.1.0".into(),
-        }),
-        trajectory_dataset_refs: trajectories
-            .iter()
-            .map(|name| DatasetRef {
-                name: (*name).into(),
-                version: "0.1.0".into(),
-            })
-            .collect(),
-        eval_dataset_ref: Some(DatasetRef {
-            name: "demos".into(),
-            version: "0.1.0".into(),
-        }),
+        dataset: Some(dataset_ref(dataset)),
+        trajectory_datasets: trajectories.iter().map(|name| dataset_ref(name)).collect(),
+        eval_dataset: Some(dataset_ref("demos")),
         max_sequence_length: 2048,
         batch_size: 8,
         gradient_accumulation_steps: 1,
@@ -152,15 +120,50 @@ pub async fn create_job_with(
         lora_alpha: 16,
         checkpoint_interval: 2,
         extras: TrainingExtras {
-            lr_scheduler: "cosine".into(),
+            lr_scheduler: LrSchedule::Cosine,
             warmup_steps: 1,
-            lora_target_modules: vec!["q_proj".into(), "v_proj".into()],
+            lora_target_modules: LoraTargets::parse(&["q_proj", "v_proj"]).unwrap(),
             // Generation has tests of its own; these jobs need not spend time on it.
             eval_samples: 0,
             ..Default::default()
         },
     };
     adjust(&mut config);
+    let map = config.to_map();
+    insert_job(setup, model, &config, map).await
+}
+
+/// [`create_job`] with the stored config (as JSON) adjusted by `adjust`: what a database written by
+/// another version of dn, or by hand, may hold.
+pub async fn create_job_with_stored_config(
+    setup: &Setup,
+    model: &str,
+    adjust: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+) -> TrainingJob {
+    let job = create_job(setup, model, "demos", &[], 2).await;
+    let mut map = job.config.clone();
+    adjust(&mut map);
+    let config = SftConfig::from_map(&job.config).unwrap();
+    setup
+        .store
+        .cancel_job("acme", "main", &job.id)
+        .await
+        .unwrap();
+    insert_job(setup, model, &config, map).await
+}
+
+async fn insert_job(
+    setup: &Setup,
+    model: &str,
+    config: &SftConfig,
+    map: serde_json::Map<String, serde_json::Value>,
+) -> TrainingJob {
+    let system_prompt_digest = setup
+        .registry
+        .capability("acme", "agent", "1.0.0")
+        .await
+        .unwrap()
+        .system_prompt_digest;
     setup
         .store
         .create_job(NewJob {
@@ -170,8 +173,12 @@ pub async fn create_job_with(
             model: model.into(),
             project_ref: None,
             run_ref: None,
-            dataset_ref: config.dataset_ref.clone(),
-            trajectory_dataset_refs: config.trajectory_dataset_refs.clone(),
+            dataset_ref: config.dataset.as_ref().map(ArtifactRef::to_wire),
+            trajectory_dataset_refs: config
+                .trajectory_datasets
+                .iter()
+                .map(ArtifactRef::to_wire)
+                .collect(),
             capability: CapabilitySnapshot {
                 artifact_id: None,
                 name: "agent".into(),
@@ -181,7 +188,7 @@ pub async fn create_job_with(
                 content_digest: None,
                 system_prompt_digest: Some(system_prompt_digest),
             },
-            config: config.to_map(),
+            config: map,
             tags: vec![],
         })
         .await
