@@ -24,5 +24,23 @@ forbid dn-server candle-core
 forbid dn-server dn-train
 forbid dn-client candle-core
 forbid dn-client sqlx
+# dn-train's two executors: the CPU engine (src/cpu/) and the candle graph (src/graph/, the only place
+# autograd runs) import nothing from each other; what they share lives beside them (batch, model, kernels).
+exclusive() { # description, command that must print nothing
+  checks=$((checks + 1))
+  local found
+  found=$(eval "$2" || true)
+  if [ -n "$found" ]; then
+    echo "FAILED: $1:"
+    echo "$found"
+    failures=$((failures + 1))
+  else
+    echo "ok: $1"
+  fi
+}
+train=crates/dn-train/src
+exclusive "the CPU engine imports nothing from the graph" "grep -rn 'crate::graph' $train/cpu"
+exclusive "the graph imports nothing from the CPU engine" "grep -rn 'crate::cpu' $train/graph"
+exclusive "autograd runs in src/graph/ only" "grep -rln 'GradStore\\|\\.backward()' $train | grep -v '^$train/graph/'"
 echo "$((checks - failures)) passed, $failures failed"
 [ "$failures" -eq 0 ]

@@ -319,7 +319,12 @@ mod tests {
                 continue;
             }
             args.push(format!("--{long}"));
-            args.push(if long == "s3-allow-http" { "true" } else { "1" }.to_owned());
+            let value = match long {
+                "s3-allow-http" => "true",
+                "device" => "cpu",
+                _ => "1",
+            };
+            args.push(value.to_owned());
         }
         let parsed = crate::cli::Cli::try_parse_from(&args).unwrap();
         let crate::cli::Command::Serve(serve) = parsed.command else {

@@ -3,7 +3,7 @@
 //! loop. No async runtime, no store: the worker drives it on a dedicated thread.
 
 mod adapter;
-mod blocked_attention;
+mod batch;
 mod budget;
 mod checkpoint;
 mod cpu;
@@ -24,6 +24,7 @@ mod schedule;
 mod trainer;
 mod weights;
 
+pub use batch::Packed;
 pub use budget::{
     MAX_DERIVED_TOKENS_PER_PASS, MemoryEstimate, available_memory, check_fits, estimate_memory,
     tokens_per_pass_for_memory,
@@ -47,7 +48,7 @@ pub use lora::{ALL_LINEAR, LoraConfig, LoraPair, LoraTargets, seeded_rng};
 pub use loss::{
     BatchLoss, Sequence, count_targets, evaluate, forward_backward, logits_at, targets,
 };
-pub use model::{LoraModel, Packed};
+pub use model::LoraModel;
 pub use optim::{AdamW, AdamWConfig, Schedule, clip_grad_norm, scheduled_rate};
 pub use schedule::{
     epoch_order, passes, step_examples, step_position, steps_per_epoch, total_steps,

@@ -1,83 +1,15 @@
-//! Masked next-token cross-entropy over supervised positions only. Logits are computed only for the
-//! positions that predict a supervised token, a chunk of rows at a time; in training each chunk's
-//! gradient is taken at once and the chunk's logits freed (two-phase backward), so the vocabulary-sized
-//! logits never exist for the whole batch.
+//! Masked next-token cross-entropy over supervised positions only, and the one place that picks the
+//! executor: the CPU engine (`cpu`) or the candle graph (`graph`), as the model was built for. Logits are
+//! computed only for the positions that predict a supervised token, a chunk of rows at a time; in training
+//! each chunk's gradient is taken at once and the chunk's logits freed (two-phase backward), so the
+//! vocabulary-sized logits never exist for the whole batch.
 
-use candle_core::{D, DType, Tensor};
+use candle_core::{DType, Tensor};
 
+use crate::batch::Packed;
+pub use crate::batch::{Sequence, Targets, count_targets, targets};
 use crate::error::Result;
-use crate::model::{LoraModel, Packed};
-
-/// Rows of logits computed at once.
-pub const LOGIT_CHUNK_ROWS: usize = 512;
-
-/// One example to train or evaluate on.
-pub struct Sequence<'a> {
-    pub input_ids: &'a [u32],
-    /// `loss_mask[i] == 1`: token `i` is a target.
-    pub loss_mask: &'a [u8],
-}
-
-/// The packed rows that predict a supervised token, and those tokens.
-pub struct Targets {
-    pub rows: Vec<u32>,
-    pub tokens: Vec<u32>,
-}
-
-/// Token `t` of an example is predicted from row `t - 1`; a supervised first token has no predictor.
-pub fn targets(sequences: &[Sequence<'_>]) -> Targets {
-    let (mut rows, mut tokens) = (Vec::new(), Vec::new());
-    let mut start = 0u32;
-    for s in sequences {
-        for t in 1..s.input_ids.len() {
-            if s.loss_mask[t] == 1 {
-                rows.push(start + t as u32 - 1);
-                tokens.push(s.input_ids[t]);
-            }
-        }
-        start += s.input_ids.len() as u32;
-    }
-    Targets { rows, tokens }
-}
-
-/// The number of supervised tokens that have a predictor (the loss normaliser's share of these).
-pub fn count_targets(sequences: &[Sequence<'_>]) -> usize {
-    sequences
-        .iter()
-        .map(|s| s.loss_mask.iter().skip(1).filter(|m| **m == 1).count())
-        .sum()
-}
-
-/// Logits of `hidden` rows as the model outputs them (soft-capped where the family does).
-pub(crate) fn head_logits(model: &LoraModel, hidden: &Tensor) -> Result<Tensor> {
-    let logits = model.lm_head().forward(hidden)?;
-    match model.config.final_logit_softcap {
-        Some(cap) => {
-            let wide = if logits.dtype() == DType::F64 {
-                logits
-            } else {
-                logits.to_dtype(DType::F32)?
-            };
-            crate::model::softcap(&wide, cap)
-        }
-        None => Ok(logits),
-    }
-}
-
-/// Negative log-likelihood of each row's target: `logsumexp(logits) - logits[target]`, in f32 or f64.
-pub(crate) fn chunk_nll(model: &LoraModel, hidden: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    let logits = head_logits(model, hidden)?;
-    let logits = if logits.dtype() == DType::F64 {
-        logits
-    } else {
-        logits.to_dtype(DType::F32)?
-    };
-    let max = logits.max_keepdim(D::Minus1)?.detach();
-    let shifted = logits.broadcast_sub(&max)?;
-    let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
-    let picked = shifted.gather(&targets.unsqueeze(1)?, 1)?;
-    Ok((lse - picked)?.squeeze(1)?)
-}
+use crate::model::LoraModel;
 
 /// What one forward(+backward) over a packed batch produced.
 pub struct BatchLoss {
@@ -162,26 +94,12 @@ pub fn evaluate(model: &LoraModel, sequences: &[Sequence<'_>]) -> Result<BatchLo
         loss.nll = Tensor::new(nll, model.device())?;
         return Ok(loss);
     }
-    let device = model.device();
-    let hidden = model.hidden(&batch, false)?;
-    let rows = Tensor::new(targets.rows.as_slice(), device)?;
-    let all_tokens = Tensor::new(targets.tokens.as_slice(), device)?;
-    let selected = hidden.index_select(&rows, 0)?;
-    let mut start = 0;
-    while start < targets.rows.len() {
-        let len = LOGIT_CHUNK_ROWS.min(targets.rows.len() - start);
-        let tokens = all_tokens.narrow(0, start, len)?;
-        let nll = chunk_nll(model, &selected.narrow(0, start, len)?, &tokens)?;
-        loss.nll = (loss.nll + nll.sum_all()?.to_dtype(DType::F64)?)?;
-        start += len;
-    }
+    loss.nll = crate::graph::evaluate(model, &batch, &targets)?;
     Ok(loss)
 }
 
 /// Logits `[rows, vocab]` of the given packed rows, with no graph (parity checks and inspection).
 pub fn logits_at(model: &LoraModel, sequences: &[Sequence<'_>], rows: &[u32]) -> Result<Tensor> {
     let (batch, _) = pack(model, sequences)?;
-    let hidden = model.hidden(&batch, false)?;
-    let rows = Tensor::new(rows, model.device())?;
-    head_logits(model, &hidden.index_select(&rows, 0)?)
+    crate::graph::logits_at(model, &batch, rows)
 }

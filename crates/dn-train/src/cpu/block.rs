@@ -7,7 +7,7 @@
 //! under sandwich norms, and the LoRA down-projections `x A^T`; the other norms and the activation are
 //! recomputed.
 
-use dn_arch::Activation;
+use dn_arch::{Activation, Role};
 use rayon::prelude::*;
 
 use super::attention::{self, Heads};
@@ -24,8 +24,10 @@ pub struct BlockWeights<'a, T> {
     pub post_attention_norm: Option<&'a [T]>,
     pub mlp_norm: &'a [T],
     pub post_mlp_norm: Option<&'a [T]>,
-    /// Attention inputs (q, k, v or the fused qkv), o, MLP inputs (gate, up or the fused gate_up), down.
+    /// The block's projections in execution order, each addressed by its role ([`BlockWeights::at`]).
     pub projections: Vec<Proj<'a, T>>,
+    /// The role of each projection.
+    pub roles: Vec<Role>,
     /// Sliding window of this layer.
     pub window: Option<usize>,
     /// Which of the context's rope tables this layer uses.
@@ -33,19 +35,27 @@ pub struct BlockWeights<'a, T> {
 }
 
 impl<'a, T> BlockWeights<'a, T> {
-    fn fused(&self) -> bool {
-        self.projections.len() == 4
+    /// The index of the projection of `role` (and of its scratch and gradient slots).
+    fn at(&self, role: Role) -> usize {
+        self.roles
+            .iter()
+            .position(|r| *r == role)
+            .expect("the block has every projection its config names")
     }
 
-    /// Indices of o and of the first MLP input.
-    fn o_index(&self) -> usize {
-        if self.fused() { 1 } else { 3 }
+    /// q, k and v are one projection (Phi-3's `qkv_proj`).
+    fn fused_qkv(&self) -> bool {
+        self.roles.contains(&Role::Qkv)
     }
 
-    fn down_index(&self) -> usize {
-        self.projections.len() - 1
+    /// gate and up are one projection (Phi-3's `gate_up_proj`).
+    fn fused_gate_up(&self) -> bool {
+        self.roles.contains(&Role::GateUp)
     }
 }
+
+/// The separate attention inputs, in the order their outputs are split and joined.
+const QKV: [Role; 3] = [Role::Q, Role::K, Role::V];
 
 /// One rope setting's tables for the batch: `[n, rotary / 2]` cos and sin (with its factor applied).
 pub struct RopeTable<T> {
@@ -246,11 +256,13 @@ pub fn qkv<T: Real>(
         vec![T::ZERO; n * kvw],
         vec![T::ZERO; n * kvw],
     );
-    if w.fused() {
-        let qkv = project(&w.projections[0], h, n, &mut u[0]);
+    if w.fused_qkv() {
+        let i = w.at(Role::Qkv);
+        let qkv = project(&w.projections[i], h, n, &mut u[i]);
         split_columns(&qkv, n, &mut [&mut q, &mut k, &mut v]);
     } else {
-        for (i, y) in [&mut q, &mut k, &mut v].into_iter().enumerate() {
+        for (role, y) in QKV.into_iter().zip([&mut q, &mut k, &mut v]) {
+            let i = w.at(role);
             w.projections[i].forward(h, n, y, false, &mut u[i]);
         }
     }
@@ -290,7 +302,7 @@ pub fn tail<T: Real>(
     u: &mut [Vec<T>],
 ) -> Tail<T> {
     let (n, d) = (c.n, c.hidden);
-    let oi = w.o_index();
+    let oi = w.at(Role::O);
     let (x2, o_out) = residual_add(
         &w.projections[oi],
         w.post_attention_norm,
@@ -304,19 +316,21 @@ pub fn tail<T: Real>(
     inv_rms_rows(&x2, d, c.eps, &mut inv2);
     let h = sized(&mut scratch.h, n * d);
     apply_rows(&x2, w.mlp_norm, &inv2, h);
-    let down = &w.projections[w.down_index()];
+    let di = w.at(Role::Down);
+    let down = &w.projections[di];
     let f = down.inp;
     let (mut gate, mut up) = (vec![T::ZERO; n * f], vec![T::ZERO; n * f]);
-    if w.fused() {
-        let gate_up = project(&w.projections[2], h, n, &mut u[2]);
+    if w.fused_gate_up() {
+        let i = w.at(Role::GateUp);
+        let gate_up = project(&w.projections[i], h, n, &mut u[i]);
         split_columns(&gate_up, n, &mut [&mut gate, &mut up]);
     } else {
-        w.projections[4].forward(h, n, &mut gate, false, &mut u[4]);
-        w.projections[5].forward(h, n, &mut up, false, &mut u[5]);
+        let (gi, ui) = (w.at(Role::Gate), w.at(Role::Up));
+        w.projections[gi].forward(h, n, &mut gate, false, &mut u[gi]);
+        w.projections[ui].forward(h, n, &mut up, false, &mut u[ui]);
     }
     let a = sized(&mut scratch.wide, n * f);
     glu::forward(c.activation, &gate, &up, a);
-    let di = w.down_index();
     let (out, m) = residual_add(down, w.post_mlp_norm, a, n, &x2, c.eps, &mut u[di]);
     Tail {
         out,
@@ -410,7 +424,7 @@ pub fn backward<T: Real>(
 ) {
     let (n, d) = (c.n, c.hidden);
     let (qw, kvw) = (c.heads * c.hd, c.kv * c.hd);
-    let (oi, di) = (w.o_index(), w.down_index());
+    let (oi, di) = (w.at(Role::O), w.at(Role::Down));
     let down = &w.projections[di];
     let f = down.inp;
     let Scratch {
@@ -437,13 +451,15 @@ pub fn backward<T: Real>(
     let h2 = sized(h, n * d);
     apply_rows(&s.x2, w.mlp_norm, &s.inv2, h2);
     let dh2 = sized(dh, n * d);
-    if w.fused() {
+    if w.fused_gate_up() {
         let joined = sized(wide, n * 2 * f);
         join_columns(&[&s.gate, &s.up], n, joined);
-        w.projections[2].backward(h2, joined, &s.u[2], n, dh2, false, grads[2].as_mut(), t);
+        let i = w.at(Role::GateUp);
+        w.projections[i].backward(h2, joined, &s.u[i], n, dh2, false, grads[i].as_mut(), t);
     } else {
-        w.projections[4].backward(h2, &s.gate, &s.u[4], n, dh2, false, grads[4].as_mut(), t);
-        w.projections[5].backward(h2, &s.up, &s.u[5], n, dh2, true, grads[5].as_mut(), t);
+        let (gi, ui) = (w.at(Role::Gate), w.at(Role::Up));
+        w.projections[gi].backward(h2, &s.gate, &s.u[gi], n, dh2, false, grads[gi].as_mut(), t);
+        w.projections[ui].backward(h2, &s.up, &s.u[ui], n, dh2, true, grads[ui].as_mut(), t);
     }
     backward_rows(&s.x2, w.mlp_norm, &s.inv2, dh2, dx, true);
     // Attention.
@@ -488,14 +504,16 @@ pub fn backward<T: Real>(
     let h1 = sized(h, n * d);
     apply_rows(&s.x, w.input_norm, &s.inv1, h1);
     let dh1 = sized(dh, n * d);
-    if w.fused() {
+    if w.fused_qkv() {
         let joined = sized(wide, n * (qw + 2 * kvw));
         join_columns(&[&*dq, &*dk, &*dv], n, joined);
-        w.projections[0].backward(h1, joined, &s.u[0], n, dh1, false, grads[0].as_mut(), t);
+        let i = w.at(Role::Qkv);
+        w.projections[i].backward(h1, joined, &s.u[i], n, dh1, false, grads[i].as_mut(), t);
     } else {
-        for (i, dy) in [&*dq, &*dk, &*dv].into_iter().enumerate() {
+        for (j, (role, dy)) in QKV.into_iter().zip([&*dq, &*dk, &*dv]).enumerate() {
+            let i = w.at(role);
             let p = &w.projections[i];
-            p.backward(h1, dy, &s.u[i], n, dh1, i > 0, grads[i].as_mut(), t);
+            p.backward(h1, dy, &s.u[i], n, dh1, j > 0, grads[i].as_mut(), t);
         }
     }
     backward_rows(&s.x, w.input_norm, &s.inv1, dh1, dx, true);

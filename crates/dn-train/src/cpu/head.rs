@@ -6,8 +6,8 @@
 use rayon::prelude::*;
 
 use super::matmul::{Mat, MatMut, Threads, matmul, rows_times_wt};
+use crate::batch::LOGIT_CHUNK_ROWS;
 use crate::kernels::Real;
-use crate::loss::LOGIT_CHUNK_ROWS;
 use crate::norm::{apply_rows, backward_rows, inv_rms_rows};
 
 pub struct Head<'a, T> {

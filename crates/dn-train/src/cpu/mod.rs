@@ -18,10 +18,10 @@ use std::ops::{Deref, Range};
 
 use candle_core::{Storage, Tensor};
 
+use crate::batch::{Packed, Targets};
 use crate::error::Result;
 use crate::kernels::Real;
-use crate::loss::Targets;
-use crate::model::{Linear, LoraModel, Packed};
+use crate::model::{Linear, LoraModel};
 use block::{BlockWeights, Context, RopeTable, Scratch};
 use head::Head;
 use proj::{LoraGrad, Proj};
@@ -117,6 +117,7 @@ fn views<'a, T: Real>(model: &LoraModel, slices: &[&'a [T]]) -> Weights<'a, T> {
             let [q_norm, k_norm, post_attention_norm, mlp_norm, post_mlp_norm] =
                 b.norms().map(|n| n.map(|_| it.next().expect("norm")));
             let projections = b.linears.iter().map(|l| proj(l, &mut it)).collect();
+            let roles = b.linears.iter().map(|l| l.role).collect();
             BlockWeights {
                 input_norm,
                 q_norm,
@@ -125,6 +126,7 @@ fn views<'a, T: Real>(model: &LoraModel, slices: &[&'a [T]]) -> Weights<'a, T> {
                 mlp_norm: mlp_norm.expect("mlp norm"),
                 post_mlp_norm,
                 projections,
+                roles,
                 window: b.layer.window,
                 rope: b.layer.rope,
             }

@@ -1,11 +1,10 @@
-//! A trainable decoder model of any supported family (its [`ModelConfig`] says which features are on) with
-//! LoRA on its projections, as a candle graph whose ops all record a backward (candle-nn's fused RMSNorm,
-//! rope and softmax would cut it; ours are custom ops with a backward). The CPU engine (`cpu`) computes
-//! the same model by hand on the CPU. Hidden states are 2-D `[tokens, hidden]`: a batch is several
-//! examples packed end to end, positions restart per example, and attention never crosses an example
-//! boundary.
-
-mod layers;
+//! A trainable decoder model of any supported family (its [`ModelConfig`] says which features are on):
+//! the frozen base weights and the LoRA pairs on its projections, as both executors read them. The graph
+//! executor (`graph`) computes it as a candle graph whose ops all record a backward (candle-nn's fused
+//! RMSNorm, rope and softmax would cut it; ours are custom ops with a backward); the CPU engine (`cpu`)
+//! computes the same model by hand on the CPU. Hidden states are 2-D `[tokens, hidden]`: a batch is
+//! several examples packed end to end, positions restart per example, and attention never crosses an
+//! example boundary.
 
 use std::cell::OnceCell;
 use std::sync::Mutex;
@@ -13,8 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use candle_core::{DType, Device, Tensor, Var};
 use dn_arch::{Layer, ModelConfig, Projection, Role};
-
-pub(crate) use layers::softcap;
 
 use crate::error::{Error, Result};
 use crate::frozen::Frozen;
@@ -54,7 +51,7 @@ impl<'a> ProjectionInput<'a> {
 }
 
 impl Linear {
-    fn forward(&self, input: &ProjectionInput<'_>, track: bool) -> Result<Tensor> {
+    pub(crate) fn forward(&self, input: &ProjectionInput<'_>, track: bool) -> Result<Tensor> {
         let mut y = self.base.forward(input.x)?;
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
@@ -102,51 +99,6 @@ impl Block {
     }
 }
 
-/// Several examples packed into one sequence.
-pub struct Packed {
-    /// `[tokens]` u32.
-    pub ids: Tensor,
-    /// Position of each token within its own example.
-    pub positions: Vec<u32>,
-    /// `(start, len)` of each example.
-    pub segments: Vec<(usize, usize)>,
-}
-
-impl Packed {
-    pub fn new(examples: &[&[u32]], device: &Device) -> Result<Self> {
-        let mut ids = Vec::new();
-        let mut positions = Vec::new();
-        let mut segments = Vec::new();
-        for tokens in examples {
-            segments.push((ids.len(), tokens.len()));
-            ids.extend_from_slice(tokens);
-            positions.extend(0..tokens.len() as u32);
-        }
-        let n = ids.len();
-        Ok(Packed {
-            ids: Tensor::from_vec(ids, n, device)?,
-            positions,
-            segments,
-        })
-    }
-
-    /// Each example as a span of rope rows `(first position, rows, length)`.
-    pub(crate) fn spans(&self) -> Vec<(usize, usize, usize)> {
-        self.segments
-            .iter()
-            .map(|&(start, len)| (self.positions[start] as usize, len, len))
-            .collect()
-    }
-
-    pub fn len(&self) -> usize {
-        self.positions.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.positions.is_empty()
-    }
-}
-
 pub struct LoraModel {
     pub config: ModelConfig,
     /// The LoRA settings with the target modules resolved for this family (`all-linear` expanded).
@@ -156,10 +108,10 @@ pub struct LoraModel {
     pub(crate) norm: Tensor,
     pub(crate) lm_head: Frozen,
     /// Of the base weights and activations (f32 on CPU, bf16 on CUDA, f64 in gradient tests).
-    dtype: DType,
+    pub(crate) dtype: DType,
     /// Of the LoRA tensors and optimizer state: f32 under a half-precision base, else the base's.
     lora_dtype: DType,
-    device: Device,
+    pub(crate) device: Device,
     /// Train and evaluate with the hand-written CPU engine (`cpu`) rather than the candle graph.
     cpu_engine: AtomicBool,
     /// Keep only each block's input in the forward and recompute the block in the backward.
@@ -168,7 +120,7 @@ pub struct LoraModel {
     attention_block: AtomicUsize,
     /// Per rope setting, the graph's cos and sin rows `[positions, 1, rotary_dim]` of positions `0..`,
     /// in the model's dtype on its device: built once, grown when a longer example comes.
-    rope_cache: Mutex<Vec<Option<(Tensor, Tensor)>>>,
+    pub(crate) rope_cache: Mutex<Vec<Option<(Tensor, Tensor)>>>,
 }
 
 /// Half-precision inputs are computed in f32 where precision matters (norms, softmax), as transformers does.
@@ -365,33 +317,8 @@ impl LoraModel {
         (cos, sin)
     }
 
-    /// The token embeddings of a packed batch, scaled where the family does (no graph: the embedding is
-    /// frozen).
-    pub(crate) fn embed(&self, batch: &Packed) -> Result<Tensor> {
-        let x = self.embed.index_select(&batch.ids, 0)?;
-        match self.config.embedding_scale {
-            // As transformers: the scale rounded to the weights' dtype, then multiplied.
-            Some(scale) => {
-                let scale = Tensor::new(scale, &self.device)?.to_dtype(self.dtype)?;
-                Ok(x.broadcast_mul(&scale)?)
-            }
-            None => Ok(x),
-        }
-    }
-
     pub(crate) fn num_blocks(&self) -> usize {
         self.blocks.len()
-    }
-
-    /// Final hidden states `[tokens, hidden]` (after the last norm) of a packed batch. With `track`
-    /// false no graph is recorded (evaluation: activations are freed layer by layer).
-    pub fn hidden(&self, batch: &Packed, track: bool) -> Result<Tensor> {
-        let ctx = self.batch_context(batch)?;
-        let mut x = self.embed(batch)?;
-        for i in 0..self.blocks.len() {
-            x = self.block_forward(i, &x, &ctx, batch, track)?;
-        }
-        self.final_norm(&x)
     }
 }
 

@@ -6,9 +6,10 @@ use std::collections::HashMap;
 use candle_core::{D, Tensor};
 use dn_arch::{Activation, Role};
 
-use super::{Block, LoraModel, Packed, ProjectionInput, compute_dtype};
-use crate::blocked_attention::{AttentionSpec, MaskBand, auto_block_rows, blocked_attention};
+use super::blocked_attention::{AttentionSpec, MaskBand, auto_block_rows, blocked_attention};
+use crate::batch::Packed;
 use crate::error::Result;
+use crate::model::{Block, LoraModel, ProjectionInput, compute_dtype};
 use crate::norm::fused_rms_norm;
 
 /// Rows of a rope table at least (a short first batch does not make the next one rebuild it).
@@ -125,6 +126,31 @@ impl LoraModel {
             Ok(Tensor::from_vec(full, (n, 1, half * 2), self.device())?.to_dtype(self.dtype())?)
         };
         Ok((repeat(cos)?, repeat(sin)?))
+    }
+
+    /// The token embeddings of a packed batch, scaled where the family does (no graph: the embedding is
+    /// frozen).
+    pub(crate) fn embed(&self, batch: &Packed) -> Result<Tensor> {
+        let x = self.embed.index_select(&batch.ids, 0)?;
+        match self.config.embedding_scale {
+            // As transformers: the scale rounded to the weights' dtype, then multiplied.
+            Some(scale) => {
+                let scale = Tensor::new(scale, &self.device)?.to_dtype(self.dtype)?;
+                Ok(x.broadcast_mul(&scale)?)
+            }
+            None => Ok(x),
+        }
+    }
+
+    /// Final hidden states `[tokens, hidden]` (after the last norm) of a packed batch. With `track`
+    /// false no graph is recorded (evaluation: activations are freed layer by layer).
+    pub fn hidden(&self, batch: &Packed, track: bool) -> Result<Tensor> {
+        let ctx = self.batch_context(batch)?;
+        let mut x = self.embed(batch)?;
+        for i in 0..self.blocks.len() {
+            x = self.block_forward(i, &x, &ctx, batch, track)?;
+        }
+        self.final_norm(&x)
     }
 
     /// What every block of a batch shares, built once per batch: rotary cos/sin per rope setting and the

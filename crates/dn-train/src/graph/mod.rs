@@ -1,4 +1,6 @@
-//! Training on the candle graph (CUDA, half precision, and the CPU when its engine is switched off):
+//! The graph executor: the model as a candle graph (CUDA, half precision, and the CPU when its engine is
+//! switched off) - each block's forward (`layers`), blocked attention, the output head and its chunked
+//! loss (`head`), and training's backward here:
 //! the two-phase chunked loss backward, with or without layer-by-layer recompute. With recompute the
 //! forward records no graph and keeps each block's input; the backward then redoes one block at a time
 //! with its graph and pushes the gradient through it, so at most one block's activations are alive.
@@ -6,9 +8,15 @@
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 
+use crate::batch::{LOGIT_CHUNK_ROWS, Packed, Targets};
 use crate::error::Result;
-use crate::loss::{LOGIT_CHUNK_ROWS, Targets, chunk_nll};
-use crate::model::{LoraModel, Packed};
+use crate::model::LoraModel;
+use head::chunk_nll;
+pub(crate) use head::{evaluate, logits_at};
+
+mod blocked_attention;
+mod head;
+mod layers;
 
 /// The summed NLL of the targets (an f64 scalar on the device: not read here), and the gradient of
 /// `scale * nll` with respect to `hidden` (the final norm's output; only its target rows are non-zero),
