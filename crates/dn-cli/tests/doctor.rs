@@ -63,7 +63,7 @@ fn doctor_reports_the_device_host_data_dir_and_hub_cache() {
     assert_eq!(refused.status.code(), Some(1), "{refused:?}");
     let text = String::from_utf8(refused.stdout).unwrap();
     assert!(
-        text.starts_with("device      cuda: this dn was built without CUDA"),
+        text.starts_with("device      cuda:0: this dn was built without CUDA"),
         "{text}"
     );
 }
