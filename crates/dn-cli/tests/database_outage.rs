@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cluster::{Server, free_port};
+use common::cluster::{JobSpec, Server, free_port};
 use common::{examples, test_model};
 use dn_store::{JobStore, SqlStore};
 use dn_types::{JobStatus, TrainingJob};
@@ -104,28 +104,14 @@ impl Deployment {
     }
 
     fn submit(&self, steps: u32) -> String {
-        let steps = steps.to_string();
-        let out = self.dn(&[
-            "train",
-            "sft",
-            "--model",
-            &self.model,
-            "--capability",
-            "support-agent@1.0.0",
-            "--dataset",
-            "support-demos@0.1.0",
-            "--batch-size",
-            "2",
-            "--lora-rank",
-            "4",
-            "--max-sequence-length",
-            "64",
-            "--steps",
-            &steps,
-            "--checkpoint-interval",
-            "4",
-            "--json",
-        ]);
+        let job = JobSpec {
+            steps: steps.into(),
+            checkpoint_interval: 4,
+            eval: false,
+            max_sequence_length: 64,
+        };
+        let args = job.args(&self.model);
+        let out = self.dn(&args.iter().map(String::as_str).collect::<Vec<_>>());
         assert!(
             out.status.success(),
             "{}",
@@ -200,7 +186,7 @@ async fn deploy() -> Option<Deployment> {
                 "--device",
                 "cpu",
                 "--lease-seconds",
-                "6",
+                "15",
             ])
             .args(["--heartbeat-seconds", "1", "--poll-interval-ms", "500"])
             .args(["--max-retries", "0", "--retry-backoff-seconds", "1"])

@@ -19,13 +19,17 @@ pub use dn_spec::DataFormat as Format;
 
 /// `format` if rows can be read from it, else an error naming `file`.
 pub fn readable(format: Format, file: &str) -> Result<Format, Error> {
-    if format.is_readable() {
-        return Ok(format);
+    match format.is_readable() {
+        true => Ok(format),
+        false => Err(unreadable(format, file)),
     }
-    Err(Error::File {
+}
+
+fn unreadable(format: Format, file: &str) -> Error {
+    Error::File {
         file: file.to_owned(),
         message: format!("format '{format}' cannot be read yet (jsonl, json, csv and parquet can)"),
-    })
+    }
 }
 
 /// A readable format from a file name's extension.
@@ -114,7 +118,7 @@ pub fn rows<'a>(
             ))
         }
         Format::Parquet => parquet_rows(bytes, file),
-        Format::Arrow => Err(readable(format, file).unwrap_err()),
+        Format::Arrow => Err(unreadable(format, file)),
         Format::Csv => {
             let mut reader = csv::ReaderBuilder::new().flexible(false).from_reader(bytes);
             let headers = reader

@@ -162,11 +162,15 @@ pub fn prepare_groups(
                 break;
             }
             observer.reading(file);
-            let format = dn_data::readable(file.format, &file.label).map_err(|e| e.to_string())?;
+            // An unreadable format (arrow) was refused before the download; the reader refuses it too.
             let bytes = map_file(file)?;
-            let loaded =
-                load_first_conversations(&bytes, format, &file.label, limit - conversations.len())
-                    .map_err(|e| e.to_string())?;
+            let loaded = load_first_conversations(
+                &bytes,
+                file.format,
+                &file.label,
+                limit - conversations.len(),
+            )
+            .map_err(|e| e.to_string())?;
             drop(bytes);
             conversations.extend(loaded.conversations);
             sources.extend(loaded.rows.into_iter().map(|row| (file_index, row)));
