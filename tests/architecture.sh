@@ -19,6 +19,11 @@ for dep in tokenizers minijinja safetensors; do forbid dn-arch "$dep"; done
 for dep in axum candle-core; do forbid dn-store "$dep"; forbid dn-registry "$dep"; done
 for dep in tokio sqlx axum candle-core; do forbid dn-data "$dep"; forbid dn-render "$dep"; done
 for dep in tokio sqlx axum object_store reqwest; do forbid dn-train "$dep"; done
+# Model files (GGUF, shards, hub, inventory) live in dn-model; templates and tokenization in dn-render,
+# which sits above it: what needs model files alone does not pull in templates.
+for dep in dn-render minijinja tokio candle-core; do forbid dn-model "$dep"; done
+forbid dn-train dn-render
+forbid dn-server dn-render
 forbid dn-worker axum
 forbid dn-server candle-core
 forbid dn-server dn-train
@@ -42,5 +47,6 @@ train=crates/dn-train/src
 exclusive "the CPU engine imports nothing from the graph" "grep -rn 'crate::graph' $train/cpu"
 exclusive "the graph imports nothing from the CPU engine" "grep -rn 'crate::cpu' $train/graph"
 exclusive "autograd runs in src/graph/ only" "grep -rln 'GradStore\\|\\.backward()' $train | grep -v '^$train/graph/'"
+exclusive "dn-render holds no model-file modules" "ls crates/dn-render/src | grep -E '^(gguf|hub|inventory|weights|model_files|import)'"
 echo "$((checks - failures)) passed, $failures failed"
 [ "$failures" -eq 0 ]

@@ -9,9 +9,9 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use crate::error::{Error, Result};
-use crate::gguf::GgufMetadata;
 use crate::template::ChatTemplate;
-use crate::tokenizer::tokenizer_from_gguf;
+use dn_model::gguf::GgufMetadata;
+use dn_model::{resolve_model_path, tokenizer_from_gguf};
 
 #[derive(Debug)]
 pub struct ModelArtifacts {
@@ -190,5 +190,12 @@ fn special_token(config: &Value, key: &str) -> Option<String> {
         Value::String(s) => Some(s.clone()),
         Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_owned),
         _ => None,
+    }
+}
+
+impl ModelArtifacts {
+    /// Loads `--model`: a `.gguf` file, a model directory, or a hub id (see [`resolve_model_path`]).
+    pub fn resolve(model: &str) -> Result<Self> {
+        ModelArtifacts::load(&resolve_model_path(model)?)
     }
 }

@@ -18,4 +18,12 @@ pub enum Error {
     Tokenizer(String),
 }
 
+impl From<dn_model::Error> for Error {
+    fn from(e: dn_model::Error) -> Self {
+        match e {
+            dn_model::Error::Model { path, message } => Error::Model { path, message },
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

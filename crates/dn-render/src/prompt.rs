@@ -11,8 +11,8 @@ use tokenizers::Tokenizer;
 use crate::artifacts::ModelArtifacts;
 use crate::encode::fit_system_role;
 use crate::error::{Error, Result};
-use crate::gguf::GgufMetadata;
-use crate::tokenizer::tokenizer_from_gguf;
+use dn_model::gguf::GgufMetadata;
+use dn_model::tokenizer_from_gguf;
 
 /// The prompt ids of `conversation` (which should end with a user or tool turn), its system message
 /// fitted to the template as training fits it.
@@ -42,7 +42,7 @@ impl ModelArtifacts {
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     if path.is_file() {
         let meta = GgufMetadata::read(path)?;
-        return tokenizer_from_gguf(&meta, &path.display().to_string());
+        return Ok(tokenizer_from_gguf(&meta, &path.display().to_string())?);
     }
     let file = path.join("tokenizer.json");
     Tokenizer::from_file(&file).map_err(|e| Error::Model {

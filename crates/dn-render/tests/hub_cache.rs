@@ -2,8 +2,9 @@
 //! the GGUF it was made from.
 
 use dn_data::{ChatMessage, Conversation, Role};
-use dn_render::gguf::GgufMetadata;
-use dn_render::{ModelArtifacts, encode, resolve_model_path};
+use dn_model::gguf::GgufMetadata;
+use dn_model::resolve_model_path;
+use dn_render::{ModelArtifacts, encode};
 
 use dn_testkit::test_model as gguf_path;
 

@@ -2,7 +2,8 @@
 //! transformers do (scripts/reference/gguf_import.py), and the written directory usable as a model.
 
 use dn_data::{ChatMessage, Conversation, Role};
-use dn_render::{ModelArtifacts, encode, import_gguf};
+use dn_model::import_gguf;
+use dn_render::{ModelArtifacts, encode};
 use safetensors::SafeTensors;
 use serde_json::Value;
 

@@ -9,8 +9,8 @@
 
 use std::path::{Path, PathBuf};
 
-use dn_render::hub::HubId;
-use dn_render::inventory::{self, ModelInfo};
+use dn_model::hub::HubId;
+use dn_model::inventory::{self, ModelInfo};
 use dn_types::TrainingModel;
 
 /// The deployment's catalog.

@@ -22,7 +22,7 @@ fn adapter_error(path: &Path, message: impl Into<String>) -> Error {
 /// does not apply is refused by name.
 fn read_config(dir: &Path) -> Result<(usize, f64)> {
     let path = dir.join(ADAPTER_CONFIG_FILE);
-    let config = dn_render::model_files::read_json(&path).map_err(|e| adapter_error(dir, e))?;
+    let config = dn_model::model_files::read_json(&path).map_err(|e| adapter_error(dir, e))?;
     let field = |name: &str| config.get(name).filter(|v| !v.is_null());
     if let Some(kind) = field("peft_type").and_then(Value::as_str)
         && kind != "LORA"

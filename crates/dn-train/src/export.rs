@@ -31,7 +31,7 @@ pub const MAX_SHARD_BYTES: u64 = 5_000_000_000;
 /// The dtype a model directory's weights are stored in, as its config.json says (`dtype`, or the older
 /// `torch_dtype`): bf16, f16, or else f32.
 pub fn stored_dtype(dir: &Path) -> Result<DType> {
-    let config = dn_render::model_files::read_json(&dir.join("config.json"))
+    let config = dn_model::model_files::read_json(&dir.join("config.json"))
         .map_err(|e| export_error(dir, e))?;
     let stored = ["dtype", "torch_dtype"]
         .iter()
@@ -212,7 +212,7 @@ pub fn merge_adapter(
     }
     let config_path = base_dir.join("config.json");
     let mut config =
-        dn_render::model_files::read_json(&config_path).map_err(|e| export_error(base_dir, e))?;
+        dn_model::model_files::read_json(&config_path).map_err(|e| export_error(base_dir, e))?;
     // transformers 5 writes `dtype`, older versions `torch_dtype`: whichever the base has (or the latter).
     let keys: Vec<&str> = ["dtype", "torch_dtype"]
         .into_iter()

@@ -1,5 +1,5 @@
 //! A base model with a LoRA adapter merged in, written as a llama.cpp GGUF file: the architecture's
-//! metadata keys, the tokenizer and chat template (dn_render::gguf_vocab), the tensors in llama.cpp's
+//! metadata keys, the tokenizer and chat template (dn_model::gguf_vocab), the tensors in llama.cpp's
 //! names and layout (q/k rows permuted for llama) in f32, f16, bf16 or q8_0 (norms stay f32). Written for
 //! llama, qwen2 and qwen3 models with plain rope and full attention; anything else is refused by name.
 
@@ -7,8 +7,8 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 use dn_arch::{Family, RopeKind};
-use dn_render::gguf_write::{KvValue, TensorSpec, TensorType, write_gguf};
-use dn_render::weights::{gguf_name, permute_rows};
+use dn_model::gguf_write::{KvValue, TensorSpec, TensorType, write_gguf};
+use dn_model::weights::{gguf_name, permute_rows};
 
 use crate::error::{Error, Result};
 use crate::export::{export_error, merged_tensors, stored_dtype};
@@ -147,7 +147,7 @@ pub fn export_gguf(
         (key("vocab_size"), KvValue::U32(c.vocab_size as u32)),
     ];
     kv.extend(
-        dn_render::gguf_vocab::tokenizer_kv(base_dir, c.vocab_size)
+        dn_model::gguf_vocab::tokenizer_kv(base_dir, c.vocab_size)
             .map_err(|e| refuse(e.to_string()))?,
     );
     let permuted = arch == "llama";
@@ -157,7 +157,7 @@ pub fn export_gguf(
             .1
             .value()
             .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
-            .map_err(|e| dn_render::Error::Model {
+            .map_err(|e| dn_model::Error::Model {
                 path: gguf.clone(),
                 message: e.to_string(),
             })?;
@@ -174,10 +174,7 @@ pub fn export_gguf(
             _ => value,
         })
     })
-    .map_err(|e| match e {
-        dn_render::Error::Model { path, message } => Error::model(path, message),
-        other => Error::model(out.display().to_string(), other.to_string()),
-    })?;
+    .map_err(|dn_model::Error::Model { path, message }| Error::model(path, message))?;
     Ok(GgufSummary {
         tensors: specs.len(),
         merged,

@@ -38,7 +38,7 @@ pub use device::{
     device_warning, release_cached_memory, select_device,
 };
 pub use dn_arch::{Family, ModelConfig};
-pub use dn_render::gguf_write::TensorType;
+pub use dn_model::gguf_write::TensorType;
 pub use error::{Error, Result};
 pub use export::{MAX_SHARD_BYTES, MergeSummary, merge_adapter, stored_dtype};
 pub use export_gguf::{GgufSummary, export_gguf};

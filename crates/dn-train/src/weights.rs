@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use dn_render::gguf::GgufMetadata;
-use dn_render::weights::hf_tensors;
+use dn_model::gguf::GgufMetadata;
+use dn_model::weights::hf_tensors;
 
 use crate::error::{Error, Result};
 use dn_arch::ModelConfig;
@@ -119,14 +119,14 @@ impl BaseModel {
 /// A model directory's `config.json`, read as dn-arch describes it.
 fn read_dir_config(dir: &Path) -> Result<ModelConfig> {
     let (_, config) =
-        dn_render::model_files::read_model_config(dir).map_err(|e| model_err(dir, e))?;
+        dn_model::model_files::read_model_config(dir).map_err(|e| model_err(dir, e))?;
     Ok(config)
 }
 
 /// A GGUF's architecture from its metadata (through dn-render's one reading of it).
 fn gguf_config(meta: &GgufMetadata, path: &Path) -> Result<ModelConfig> {
     let name = path.display().to_string();
-    let hf = dn_render::hf_config(meta, &name).map_err(|e| model_err(path, e.to_string()))?;
+    let hf = dn_model::hf_config(meta, &name).map_err(|e| model_err(path, e.to_string()))?;
     Ok(ModelConfig::from_json(&hf, &name)?)
 }
 
@@ -144,10 +144,10 @@ fn current_name(stored: &str) -> String {
 
 /// The safetensors files of a model directory: the shards its index names, or `model.safetensors`.
 fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let index = dir.join(dn_render::model_files::SHARD_INDEX);
+    let index = dir.join(dn_model::model_files::SHARD_INDEX);
     if index.exists() {
         let shards =
-            dn_render::model_files::shard_names(&index).map_err(|e| model_err(&index, e))?;
+            dn_model::model_files::shard_names(&index).map_err(|e| model_err(&index, e))?;
         return Ok(shards.iter().map(|f| dir.join(f)).collect());
     }
     let single = dir.join("model.safetensors");

@@ -121,8 +121,8 @@ fn smollm2_exported_to_gguf_generates_what_peft_generates() {
     let model = plain(&out);
     assert_eq!(greedy(&model, &prompts, 32), want);
     // The tokenizer read back from the file tokenizes as the model directory's does.
-    let meta = dn_render::gguf::GgufMetadata::read(&out).unwrap();
-    let from_gguf = dn_render::tokenizer_from_gguf(&meta, "merged.gguf").unwrap();
+    let meta = dn_model::gguf::GgufMetadata::read(&out).unwrap();
+    let from_gguf = dn_model::tokenizer_from_gguf(&meta, "merged.gguf").unwrap();
     let original = dn_render::load_tokenizer(&imported).unwrap();
     for text in [
         "The capital of France is",

@@ -40,7 +40,7 @@ fn qwen_gguf_files_are_the_same_models_as_their_directories() {
         assert!(rel < 1e-6, "{family}: GGUF loss {x} vs directory {y}");
         // `dn model import` writes the GGUF as a model directory: the same model again.
         let imported = tempfile::tempdir().unwrap();
-        dn_render::import_gguf(&gguf, imported.path()).unwrap();
+        dn_model::import_gguf(&gguf, imported.path()).unwrap();
         let from_import = BaseModel::load(imported.path(), DType::F32, &Device::Cpu).unwrap();
         assert_eq!(from_import.config, from_gguf.config, "{family}");
         assert_eq!(loss(&from_import, &examples), x, "{family}: imported");

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use dn_data::Error as RowError;
+use dn_model::hub::Need;
 use dn_registry::Registry;
-use dn_render::hub::Need;
 use dn_render::{Example, PrepareStats};
 use dn_train::DeviceSpec;
 use dn_types::{ArtifactRef, SftConfig, TrainingJob};
@@ -127,8 +127,8 @@ pub async fn prepare_inputs(
     // this node, fails at once, by name, before any data is read or weights downloaded (a hub model's
     // `config.json` and tokenizer come first).
     let (model_path, model_config) = tokio::task::spawn_blocking(move || {
-        let path = dn_render::resolve_model(&model_id, Need::Config, &mut ())
-            .map_err(|e| e.to_string())?;
+        let path =
+            dn_model::resolve_model(&model_id, Need::Config, &mut ()).map_err(|e| e.to_string())?;
         let model_config = dn_train::BaseModel::read_config(&path).map_err(|e| e.to_string())?;
         check_memory(&model_config, &job_config, device, 1)?;
         Ok::<_, String>((path, model_config))

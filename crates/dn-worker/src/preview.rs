@@ -59,7 +59,7 @@ pub async fn preview_dataset(
     request: PreviewRequest<'_>,
 ) -> Result<DatasetPreview, String> {
     let model = request.model.to_owned();
-    let model_path = tokio::task::spawn_blocking(move || dn_render::resolve_model_path(&model))
+    let model_path = tokio::task::spawn_blocking(move || dn_model::resolve_model_path(&model))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;

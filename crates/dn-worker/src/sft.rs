@@ -207,7 +207,7 @@ impl JobRunner for SftRunner {
         }
         let model = job.model.clone();
         let model_path =
-            tokio::task::spawn_blocking(move || dn_render::resolve_model_for_training(&model))
+            tokio::task::spawn_blocking(move || dn_model::resolve_model_for_training(&model))
                 .await
                 .map_err(|e| RunError::failed(format!("model {}: {e}", job.model)))?
                 .map_err(|e| RunError::failed(e.to_string()))?;

@@ -65,7 +65,7 @@ pub async fn serve(args: ServeArgs, logging: Logging) -> Result<()> {
     };
     let catalog = Catalog::load(&models)
         .map_err(anyhow::Error::msg)?
-        .with_hub_cache(Some(dn_render::hub::hub_cache_dir()))
+        .with_hub_cache(Some(dn_model::hub::hub_cache_dir()))
         .catalog_only(args.catalog_only.or(file.catalog_only).unwrap_or(false))
         .model_roots(if args.model_roots.is_empty() {
             &file.model_roots

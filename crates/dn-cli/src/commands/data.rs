@@ -83,7 +83,7 @@ pub async fn preview(args: PreviewArgs, connection: &ConnectionArgs, json: bool)
     let model = super::local::absolute_if_local(&args.model);
     let model_path = {
         let model = model.clone();
-        tokio::task::spawn_blocking(move || dn_render::resolve_model_path(&model)).await??
+        tokio::task::spawn_blocking(move || dn_model::resolve_model_path(&model)).await??
     };
     let scratch = tempfile::tempdir().context("cannot create a scratch directory")?;
     let files = source_files(&args, connection, scratch.path()).await?;

@@ -69,10 +69,10 @@ pub fn run(args: &DoctorArgs, as_json: bool) -> Result<i32> {
     let (total, available) = host_memory();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let data = data_dir(&args.store, &file);
-    let hub = dn_render::hub::hub_cache_dir();
+    let hub = dn_model::hub::hub_cache_dir();
     let models = hub
         .is_dir()
-        .then(|| dn_render::inventory::hub_cache_models(&hub).len());
+        .then(|| dn_model::inventory::hub_cache_models(&hub).len());
     let report = json!({
         "dn_version": env!("CARGO_PKG_VERSION"),
         "device": device,

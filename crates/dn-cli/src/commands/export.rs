@@ -63,7 +63,7 @@ fn write(base_dir: &Path, adapter: &Path, out: &Path, target: &Target) -> Result
 
 /// Merges `adapter` into the model `base` (a directory, a `.gguf` file or a hub id) and writes `out`.
 pub fn merge(base: &str, adapter: &Path, out: &Path, target: &Target) -> Result<Written> {
-    let path = dn_render::resolve_model_for_training(base)
+    let path = dn_model::resolve_model_for_training(base)
         .with_context(|| format!("base model {base} is not available here"))?;
     if path.is_dir() {
         return write(&path, adapter, out, target);
@@ -73,7 +73,7 @@ pub fn merge(base: &str, adapter: &Path, out: &Path, target: &Target) -> Result<
         std::fs::remove_dir_all(&imported)
             .with_context(|| format!("cannot clear {}", imported.display()))?;
     }
-    let result = dn_render::import_gguf(&path, &imported)
+    let result = dn_model::import_gguf(&path, &imported)
         .map_err(anyhow::Error::from)
         .and_then(|_| write(&imported, adapter, out, target));
     let _ = std::fs::remove_dir_all(&imported);

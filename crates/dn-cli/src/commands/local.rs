@@ -94,7 +94,7 @@ impl LocalServer {
             catalog: Arc::new(
                 Catalog::load(&[])
                     .map_err(anyhow::Error::msg)?
-                    .with_hub_cache(Some(dn_render::hub::hub_cache_dir())),
+                    .with_hub_cache(Some(dn_model::hub::hub_cache_dir())),
             ),
             defaults: SftDefaults::default(),
             // Local jobs name their model by path, which no catalog holds: no dataset viewer here.

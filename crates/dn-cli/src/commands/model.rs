@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use dn_render::DownloadProgress;
-use dn_render::hub::{HubId, Need, hub_cache_dir};
-use dn_render::inventory::{self, ModelInfo, ModelSource};
+use dn_model::DownloadProgress;
+use dn_model::hub::{HubId, Need, hub_cache_dir};
+use dn_model::inventory::{self, ModelInfo, ModelSource};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
 use crate::cli::ModelCommand;
@@ -32,7 +32,7 @@ pub async fn run(command: ModelCommand, json: bool) -> Result<i32> {
         }
         ModelCommand::Import { gguf, out } => {
             let summary = tokio::task::spawn_blocking(move || {
-                dn_render::import_gguf(&gguf, &out).map(|s| (s, out))
+                dn_model::import_gguf(&gguf, &out).map(|s| (s, out))
             })
             .await??;
             let (summary, out) = summary;
@@ -61,7 +61,7 @@ async fn pull(id: String, revision: Option<String>, json: bool) -> Result<i32> {
     let id_shown = id.to_string();
     let (dir, downloaded) = tokio::task::spawn_blocking(move || {
         let mut progress = PullProgress::new();
-        let dir = dn_render::resolve_model(&model, Need::Weights, &mut progress);
+        let dir = dn_model::resolve_model(&model, Need::Weights, &mut progress);
         progress.close();
         dir.map(|dir| (dir, progress.total))
     })

@@ -174,7 +174,7 @@ fn complete(
     conversations: &[Conversation],
     json: bool,
 ) -> Result<i32> {
-    let model_path = dn_render::resolve_model_for_training(&job.model)
+    let model_path = dn_model::resolve_model_for_training(&job.model)
         .with_context(|| format!("the job's base model {} is not available here", job.model))?;
     let mut artifacts = ModelArtifacts::load(&model_path)?;
     artifacts.template.set_now(job.created_at.fixed_offset());

@@ -35,6 +35,6 @@ pub fn greedy(model: &LoraModel, prompts: &[Vec<u32>], max_tokens: usize) -> Vec
 pub fn imported_smollm2(dir: &Path) -> Option<PathBuf> {
     let gguf = super::test_model()?;
     let imported = dir.join("base");
-    dn_render::import_gguf(&gguf, &imported).unwrap();
+    dn_model::import_gguf(&gguf, &imported).unwrap();
     Some(imported)
 }

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use hf_hub::api::Progress;
 
-use crate::artifacts::ModelArtifacts;
 use crate::error::{Error, Result};
 use crate::hub::{Hub, HubId, Need};
 
@@ -36,11 +35,4 @@ pub fn resolve_model(model: &str, need: Need, progress: &mut dyn Progress) -> Re
             .into(),
     })?;
     Hub::from_env()?.fetch(&id, need, progress)
-}
-
-impl ModelArtifacts {
-    /// Loads `--model`: a `.gguf` file, a model directory, or a hub id (see [`resolve_model_path`]).
-    pub fn resolve(model: &str) -> Result<Self> {
-        ModelArtifacts::load(&resolve_model_path(model)?)
-    }
 }

@@ -8,9 +8,9 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::gguf_tokenizer::{LLAMA3_SPLIT, QWEN2_SPLIT};
 use crate::gguf_write::KvValue;
 use crate::model_files::read_json;
-use crate::tokenizer::{LLAMA3_SPLIT, QWEN2_SPLIT};
 
 /// llama.cpp's token types.
 const NORMAL: i32 = 1;

@@ -1,5 +1,4 @@
-//! Tokenizers: `tokenizer.json` of an HF model directory, or built from a GGUF's metadata the way
-//! transformers builds it (gpt2-style byte-level BPE, split first by the regex of the vocabulary's
+//! A GGUF's tokenizer, built from its metadata the way transformers builds it (gpt2-style byte-level BPE, split first by the regex of the vocabulary's
 //! `tokenizer.ggml.pre` where transformers knows one; the GGUF's control tokens as special added tokens).
 
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;

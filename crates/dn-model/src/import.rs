@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::gguf::GgufMetadata;
-use crate::tokenizer::tokenizer_from_gguf;
+use crate::gguf_tokenizer::tokenizer_from_gguf;
 use crate::weights::{gguf_architecture, hf_tensors};
 
 /// What an import wrote.
