@@ -21,7 +21,7 @@ for dep in tokio sqlx axum candle-core; do forbid dn-data "$dep"; forbid dn-rend
 for dep in tokio sqlx axum object_store reqwest; do forbid dn-train "$dep"; done
 # Model files (GGUF, shards, hub, inventory) live in dn-model; templates and tokenization in dn-render,
 # which sits above it: what needs model files alone does not pull in templates.
-for dep in dn-render minijinja tokio candle-core; do forbid dn-model "$dep"; done
+for dep in dn-render minijinja tokio sqlx axum candle-core; do forbid dn-model "$dep"; done
 forbid dn-train dn-render
 forbid dn-server dn-render
 forbid dn-worker axum

@@ -5,6 +5,14 @@
 //! weight names in transformers' layout. The weight loader, both training executors, the PEFT names and
 //! the catalog read this one description; a new family is one arm in `family.rs` and, where it brings a
 //! new feature, that feature in the executors. Pure: no I/O, no tensors.
+//!
+//! Either layout of config.json is read: transformers 5's `rope_parameters` (possibly one per layer type) or
+//! the older top-level rope keys, and Gemma 3's multimodal wrapper through its `text_config`. The description
+//! holds transformers' defaults for what the file leaves out and the weight names in transformers' layout
+//! (`names`: the block's projections in execution order, its norms). `rope` computes the inverse frequencies
+//! and cos/sin factor of each rope type in f32 as transformers does. Anything it cannot describe is refused
+//! by name (other `model_type`s, mixture-of-experts, quantized checkpoints, other rope types).
+//! `lora_target_modules` validation reads it too.
 
 mod error;
 mod family;

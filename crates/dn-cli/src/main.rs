@@ -1,4 +1,13 @@
 //! `dn`: submit and manage fine-tuning jobs, push datasets and capabilities, and run the server and workers.
+//!
+//! Connections resolve as flags > `DN_*` > `DREADNODE_*` > profile; daemon configuration as TOML file < env <
+//! flags. `serve` runs the API and `supervise`: its workers as child processes `dn worker --supervised` in
+//! their own process group, woken by a byte on stdin, stopped by its end, restarted with a 1-60 s backoff
+//! after a death whose jobs are requeued at once with the cause. Besides `worker`, `keys` and the
+//! train/dataset/capability commands: `export` (`dn model merge`, `dn train export`), `sample` (`dn train
+//! sample`: the checkpoint through the API, the base model, generation), `local` (the embedded API on
+//! loopback, shared by `sft --local` and `sample --local`), and `model` (`pull` with a progress bar, or a
+//! line per file and every few seconds without a terminal; `list`; `import`).
 
 mod cli;
 mod commands;

@@ -1,4 +1,8 @@
 //! A typed client of the `dn` HTTP API (the CLI uses it; any Rust program can).
+//!
+//! The CLI uses it. A create carries an `Idempotency-Key` and is sent again under it after a transport error
+//! or a 502/503/504. `sse` reads the log stream, `push` sends multipart pushes (files on disk are streamed
+//! from it), and `download_checkpoint` streams each file to `NAME.partial`, renamed when complete.
 
 use std::time::Duration;
 

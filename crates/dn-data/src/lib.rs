@@ -1,5 +1,10 @@
 //! Dataset rows and agent trajectories -> chat conversations, and the capability system-prompt scaffolding
 //! applied to them. Pure: callers hand in bytes.
+//!
+//! Readers for JSONL, JSON, CSV and Parquet number rows (files memory-mapped, rows decoded lazily except JSON
+//! documents); the shape normalizers (messages, OpenAI tool calls, native agent records, ATIF trajectories,
+//! prompt/completion aliases) give errors that name the field; `scaffold` applies the capability's system
+//! prompt.
 
 mod error;
 mod load;

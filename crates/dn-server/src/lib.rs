@@ -4,6 +4,28 @@
 //!
 //! `router(state)` builds the app; `serve(listener, state, shutdown)` runs it, so tests start servers
 //! in-process on `127.0.0.1:0`.
+//!
+//! `error` is the single error -> HTTP status + code + `detail` mapping (the database or storage away -> 503
+//! with `Retry-After`); `extract` holds the `Caller` extractor (API key -> organization) and JSON and query
+//! extractors that name the offending field (and the `Idempotency-Key` header). `/health` is liveness,
+//! `/health/ready` checks the store and storage, each within 2 s. A failed or cancelled job's artifacts are
+//! completed with the checkpoints storage holds for it. `catalog`: the configured models, refused at startup
+//! if of a family dn cannot train, plus the trainable models of the server's hub cache, described again at
+//! each listing; `catalog_only` limits jobs to it, otherwise any hub id passes. OpenAPI through utoipa;
+//! `/metrics` from the store's aggregates; `routes/checkpoints` lists and streams a job's committed
+//! checkpoint files from storage; `routes/stream` serves a job's log as server-sent events, resumable by
+//! position. `routes/console` is the web console: `console/`'s page, script and style embedded with
+//! `include_str!`, served at `/` and `/console/` under a Content-Security-Policy that allows only those
+//! files; the script is plain DOM code that puts every API value on the page as text, keeps the key in the
+//! tab's session storage and sends it as a header, reads the log stream with `fetch` (EventSource cannot send
+//! headers) and draws the loss chart as SVG; `/whoami` names the key's organization for its sign-in,
+//! `/org/{org}/workspaces` the workspaces of its picker. `routes/preview` is the dataset viewer's route: it
+//! checks the organization, the dataset, that the model is in the catalog and the limits, then hands the
+//! rendering to the `DatasetPreviewer` the binary supplies (`dn serve`'s runs `dn_worker::preview_dataset`,
+//! the job's own preparation in the memory-limited child process, so the server renders nothing users
+//! pushed). `listen` is the accept loop: hyper's HTTP/1.1 connection builder with a timer, a cap on open
+//! connections, a header timeout that also closes idle keep-alive connections, a per-key cap on requests in
+//! flight, accept errors waited out, the fd limit raised.
 
 mod catalog;
 mod error;

@@ -4,6 +4,11 @@
 //! the string the wire and stored configs have always held, so the wire format does not change.
 //!
 //! Pure: serde only, no I/O.
+//!
+//! `TrainOn`, `LrSchedule` and `DataFormat` are closed enums written once by the `choice!` macro (names,
+//! default, parse, serde as the same strings); `LoraTargets` is `all-linear` or known projection names;
+//! `DeviceSpec` is `auto | cpu | cuda[:N]`; `defaults` holds every option's default and bound, and the
+//! deployment's `Limits`. An unknown value is an error naming the option, never a fallback.
 
 mod choice;
 pub mod defaults;

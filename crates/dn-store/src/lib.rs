@@ -5,6 +5,22 @@
 //! how a claim locks (`FOR UPDATE SKIP LOCKED` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite) and in pool
 //! setup. Every state transition is a guarded `UPDATE` (status and attempt in its `WHERE`), so two writers
 //! can never both win; the attempt number is the fencing token of a lease.
+//!
+//! The store holds jobs, log entries, attempts, retries with a `not_before`, releases, the monitoring
+//! aggregates of `stats`, and API keys with expiry, revocation and last use. Claim locking and pool setup
+//! (WAL, busy timeout) are what differ per dialect, besides the migrations (`migrations/sqlite`,
+//! `migrations/postgres`). `wake` moves a counter whenever a job becomes claimable (create, retry, release,
+//! requeue), so idle workers need not wait for their poll: every handle signals its own subscribers (the
+//! worker processes of `dn serve`, through their stdin), and on PostgreSQL a `NOTIFY dn_job_queued` reaches a
+//! listener task in every other process (reconnecting, and signalling once after each reconnect). Write
+//! transactions (`write_tx`) hold a pooled connection of their own, begun and ended with plain SQL, and close
+//! it instead of pooling it unless they ended cleanly (a failed COMMIT on a full disk cannot wedge the pool).
+//! `idempotency` remembers each organization's `Idempotency-Key` of a create for 24 hours in the same
+//! transaction as the job it made. `Error::is_unavailable` says which errors are the database's absence (pool
+//! timeout, I/O, SQLITE_FULL/BUSY/IOERR, PostgreSQL classes 08, 53, 57P0x); calls wait at most
+//! `db_acquire_timeout_seconds` for a connection. One test suite (`tests/store_suite.rs`) runs on both
+//! backends. Why one implementation and not two: the logic that matters (guards, fencing, history) must be
+//! identical, and two copies of it would drift; the trait still lets another backend be added.
 
 mod error;
 mod idempotency;

@@ -12,7 +12,7 @@ use crate::cpu::decode::{KvCache, extend};
 use crate::error::{Error, Result};
 use crate::kernels::Real;
 use crate::loss::{Sequence, logits_at};
-use crate::model::LoraModel;
+use crate::model::{Executor, LoraModel};
 
 /// How tokens are chosen and when generation ends.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,10 +168,10 @@ pub fn generate(
             format!("token id {id} is outside the vocabulary ({vocab})"),
         ));
     }
-    match (model.uses_cpu_engine(), model.dtype()) {
-        (true, DType::F64) => run::<f64>(model, prompts, options, on_token, true),
-        (true, DType::F32) => run::<f32>(model, prompts, options, on_token, true),
-        _ => run::<f32>(model, prompts, options, on_token, false),
+    match (model.executor(), model.dtype()) {
+        (Executor::CpuEngine, DType::F64) => run::<f64>(model, prompts, options, on_token, true),
+        (Executor::CpuEngine, _) => run::<f32>(model, prompts, options, on_token, true),
+        (Executor::Graph, _) => run::<f32>(model, prompts, options, on_token, false),
     }
 }
 

@@ -9,7 +9,7 @@ use candle_core::{DType, Tensor};
 use crate::batch::Packed;
 pub use crate::batch::{Sequence, Targets, count_targets, targets};
 use crate::error::Result;
-use crate::model::LoraModel;
+use crate::model::{Executor, LoraModel};
 
 /// What one forward(+backward) over a packed batch produced.
 pub struct BatchLoss {
@@ -72,14 +72,19 @@ pub fn forward_backward(
         return Ok((loss, None));
     }
     let scale = 1.0 / normaliser as f64;
-    if model.uses_cpu_engine() {
-        let (nll, grads) = on_cpu_engine(model, sequences, &batch, &targets, Some(scale))?;
-        loss.nll = Tensor::new(nll, model.device())?;
-        return Ok((loss, grads));
-    }
-    let (nll, grads) = crate::graph::forward_backward(model, &batch, &targets, scale)?;
-    loss.nll = nll;
-    Ok((loss, Some(grads)))
+    let grads = match model.executor() {
+        Executor::CpuEngine => {
+            let (nll, grads) = on_cpu_engine(model, sequences, &batch, &targets, Some(scale))?;
+            loss.nll = Tensor::new(nll, model.device())?;
+            grads
+        }
+        Executor::Graph => {
+            let (nll, grads) = crate::graph::forward_backward(model, &batch, &targets, scale)?;
+            loss.nll = nll;
+            Some(grads)
+        }
+    };
+    Ok((loss, grads))
 }
 
 /// The summed NLL of `sequences` with no graph recorded (evaluation).
@@ -89,12 +94,13 @@ pub fn evaluate(model: &LoraModel, sequences: &[Sequence<'_>]) -> Result<BatchLo
     if targets.rows.is_empty() {
         return Ok(loss);
     }
-    if model.uses_cpu_engine() {
-        let nll = on_cpu_engine(model, sequences, &batch, &targets, None)?.0;
-        loss.nll = Tensor::new(nll, model.device())?;
-        return Ok(loss);
-    }
-    loss.nll = crate::graph::evaluate(model, &batch, &targets)?;
+    loss.nll = match model.executor() {
+        Executor::CpuEngine => {
+            let nll = on_cpu_engine(model, sequences, &batch, &targets, None)?.0;
+            Tensor::new(nll, model.device())?
+        }
+        Executor::Graph => crate::graph::evaluate(model, &batch, &targets)?,
+    };
     Ok(loss)
 }
 

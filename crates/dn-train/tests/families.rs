@@ -7,13 +7,14 @@ mod common;
 
 use common::sequences;
 
-use common::families::{FAMILIES, model, reference, relative_error};
-use dn_train::{Control, DType, TrainOptions, Trainer, count_targets, forward_backward, logits_at};
+use common::families::{FAMILIES, model, model_on, reference, relative_error};
+use dn_train::{
+    Control, DType, Executor, TrainOptions, Trainer, count_targets, forward_backward, logits_at,
+};
 
-fn step_one(family: &str, cpu_engine: bool) {
+fn step_one(family: &str, executor: Executor) {
     let r = reference(family);
-    let model = model(family, DType::F32);
-    model.set_cpu_engine(cpu_engine);
+    let model = model_on(family, DType::F32, executor);
     let seqs = sequences(&r.examples);
     let normaliser = count_targets(&seqs);
     assert_eq!(normaliser as u64, r.json["normaliser"].as_u64().unwrap());
@@ -22,7 +23,7 @@ fn step_one(family: &str, cpu_engine: bool) {
     let loss = loss.nll_sum().unwrap() / normaliser as f64;
     let want = r.json["losses"][0].as_f64().unwrap();
     let rel = (loss - want).abs() / want;
-    let engine = if cpu_engine { "cpu engine" } else { "graph" };
+    let engine = format!("{executor:?}");
     assert!(
         rel < 1e-4,
         "{family} ({engine}): loss {loss} vs PEFT {want}"
@@ -49,14 +50,14 @@ fn step_one(family: &str, cpu_engine: bool) {
 #[test]
 fn step_one_loss_and_gradients_match_peft_on_the_cpu_engine() {
     for family in FAMILIES {
-        step_one(family, true);
+        step_one(family, Executor::CpuEngine);
     }
 }
 
 #[test]
 fn step_one_loss_and_gradients_match_peft_on_the_graph() {
     for family in FAMILIES {
-        step_one(family, false);
+        step_one(family, Executor::Graph);
     }
 }
 

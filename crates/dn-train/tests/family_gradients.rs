@@ -7,8 +7,8 @@ mod common;
 use common::sequences;
 
 use candle_core::{Device, Tensor};
-use common::families::{FAMILIES, model, reference, relative_error};
-use dn_train::{DType, LoraModel, Sequence, count_targets, evaluate, forward_backward};
+use common::families::{FAMILIES, model, model_on, reference, relative_error};
+use dn_train::{DType, Executor, LoraModel, Sequence, count_targets, evaluate, forward_backward};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -27,20 +27,19 @@ fn engine_graph_and_recompute_agree_in_f64() {
         let engine = loss_and_grads(&model, &seqs);
         // Attention blocks of 3 and 5 query rows: the examples (13, 9, 6 tokens) span several blocks,
         // and the windows (4 to 7) cut into earlier ones.
-        for (cpu_engine, recompute, block) in [
-            (false, false, 0),
-            (true, true, 0),
-            (false, true, 0),
-            (false, false, 3),
-            (false, true, 5),
+        for (executor, recompute, block) in [
+            (Executor::Graph, false, 0),
+            (Executor::CpuEngine, true, 0),
+            (Executor::Graph, true, 0),
+            (Executor::Graph, false, 3),
+            (Executor::Graph, true, 5),
         ] {
-            model.set_cpu_engine(cpu_engine);
+            let model = model_on(family, DType::F64, executor);
             model.set_recompute(recompute);
             model.set_attention_block_rows(block);
             let other = loss_and_grads(&model, &seqs);
-            let label = format!(
-                "{family} (engine {cpu_engine}, recompute {recompute}, attention block {block})"
-            );
+            let label =
+                format!("{family} ({executor:?}, recompute {recompute}, attention block {block})");
             let rel = (other.0 - engine.0).abs() / engine.0;
             assert!(rel < 1e-12, "{label}: loss differs by {rel:e}");
             for (a, b) in other.1.iter().zip(&engine.1) {

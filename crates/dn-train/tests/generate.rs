@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::families::{FAMILIES, family_dir, model};
+use common::families::{FAMILIES, family_dir, model, model_on};
 use common::generation::{fixtures, greedy, reference};
-use dn_train::{BaseModel, DType, Device, Finish, LoraModel, SamplingOptions, generate};
+use dn_train::{BaseModel, DType, Device, Executor, Finish, LoraModel, SamplingOptions, generate};
 
 #[test]
 fn every_family_generates_what_transformers_and_peft_generate() {
@@ -32,8 +32,8 @@ fn cached_decoding_equals_recomputing_each_sequence() {
         let (prompts, _) = reference(&family_dir(family).join("generate.json"));
         let model = model(family, DType::F64);
         let cached = greedy(&model, &prompts, 12);
-        model.set_cpu_engine(false);
-        assert_eq!(greedy(&model, &prompts, 12), cached, "{family}");
+        let graph = model_on(family, DType::F64, Executor::Graph);
+        assert_eq!(greedy(&graph, &prompts, 12), cached, "{family}");
     }
 }
 

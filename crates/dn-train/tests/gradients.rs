@@ -7,7 +7,7 @@ use common::sequences;
 
 use candle_core::{Tensor, Var};
 use common::tiny::{tiny_examples, tiny_model};
-use dn_train::{DType, LoraConfig, LoraModel, Sequence, evaluate, forward_backward};
+use dn_train::{DType, Executor, LoraConfig, LoraModel, Sequence, evaluate, forward_backward};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -39,11 +39,10 @@ fn grad_of<'a>(model: &LoraModel, grads: &'a [Tensor], var: &Var) -> &'a Tensor 
     &grads[i]
 }
 
-fn check_against_finite_differences(tied: bool, cpu_engine: bool) {
+fn check_against_finite_differences(tied: bool, executor: Executor) {
     let base = tiny_model(DType::F64, tied, 7);
-    let model = LoraModel::new(&base, &LoraConfig::new(2, 4.0), 3).unwrap();
-    model.set_cpu_engine(cpu_engine);
-    assert_eq!(model.uses_cpu_engine(), cpu_engine);
+    let model = LoraModel::with_executor(&base, &LoraConfig::new(2, 4.0), 3, executor).unwrap();
+    assert_eq!(model.executor(), executor);
     randomize_b(&model, 11);
     let examples = tiny_examples(3, 5);
     let seqs = sequences(&examples);
@@ -94,25 +93,24 @@ fn set(var: &Var, values: Vec<f64>, dims: &[usize]) {
 
 #[test]
 fn lora_gradients_match_finite_differences_untied() {
-    check_against_finite_differences(false, true);
+    check_against_finite_differences(false, Executor::CpuEngine);
 }
 
 #[test]
 fn lora_gradients_match_finite_differences_tied() {
-    check_against_finite_differences(true, true);
+    check_against_finite_differences(true, Executor::CpuEngine);
 }
 
 #[test]
 fn candle_graph_gradients_match_finite_differences() {
-    check_against_finite_differences(false, false);
+    check_against_finite_differences(false, Executor::Graph);
 }
 
 /// Loss and gradients of one forward/backward in f64 with the given engine and recompute settings.
-fn loss_and_grads(cpu_engine: bool, recompute: bool) -> (f64, Vec<Tensor>) {
+fn loss_and_grads(executor: Executor, recompute: bool) -> (f64, Vec<Tensor>) {
     let base = tiny_model(DType::F64, true, 5);
-    let model = LoraModel::new(&base, &LoraConfig::new(3, 6.0), 2).unwrap();
+    let model = LoraModel::with_executor(&base, &LoraConfig::new(3, 6.0), 2, executor).unwrap();
     randomize_b(&model, 4);
-    model.set_cpu_engine(cpu_engine);
     model.set_recompute(recompute);
     let examples = tiny_examples(4, 9);
     let seqs = sequences(&examples);
@@ -137,16 +135,16 @@ fn assert_same(label: &str, a: &(f64, Vec<Tensor>), b: &(f64, Vec<Tensor>)) {
 /// layer-by-layer recompute changes neither.
 #[test]
 fn cpu_engine_graph_and_recompute_agree() {
-    let engine = loss_and_grads(true, false);
-    assert_same("graph", &loss_and_grads(false, false), &engine);
+    let engine = loss_and_grads(Executor::CpuEngine, false);
+    assert_same("graph", &loss_and_grads(Executor::Graph, false), &engine);
     assert_same(
         "engine with recompute",
-        &loss_and_grads(true, true),
+        &loss_and_grads(Executor::CpuEngine, true),
         &engine,
     );
     assert_same(
         "graph with recompute",
-        &loss_and_grads(false, true),
+        &loss_and_grads(Executor::Graph, true),
         &engine,
     );
 }
@@ -156,8 +154,12 @@ fn cpu_engine_graph_and_recompute_agree() {
 #[test]
 fn graph_rope_tables_grow_with_the_longest_example() {
     let base = tiny_model(DType::F64, true, 5);
-    let model = LoraModel::new(&base, &LoraConfig::new(3, 6.0), 2).unwrap();
-    randomize_b(&model, 4);
+    let build = |executor| {
+        let model = LoraModel::with_executor(&base, &LoraConfig::new(3, 6.0), 2, executor).unwrap();
+        randomize_b(&model, 4);
+        model
+    };
+    let (model, graph_model) = (build(Executor::CpuEngine), build(Executor::Graph));
     let long: Vec<dn_train::TrainExample> = [600, 37]
         .iter()
         .map(|&len| dn_train::TrainExample {
@@ -168,9 +170,8 @@ fn graph_rope_tables_grow_with_the_longest_example() {
     let (short, long) = (tiny_examples(4, 9), long);
     let n = dn_train::count_targets(&sequences(&long));
     let engine = loss(&model, &sequences(&long), n);
-    model.set_cpu_engine(false);
-    loss(&model, &sequences(&short), 1);
-    let graph = loss(&model, &sequences(&long), n);
+    loss(&graph_model, &sequences(&short), 1);
+    let graph = loss(&graph_model, &sequences(&long), n);
     let rel = (graph - engine).abs() / engine;
     assert!(rel < 1e-12, "loss relative difference {rel:e}");
 }

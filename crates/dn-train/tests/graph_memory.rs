@@ -9,7 +9,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::tiny::tiny_model;
-use dn_train::{DType, LoraConfig, LoraModel, Sequence, forward_backward};
+use dn_train::{DType, Executor, LoraConfig, LoraModel, Sequence, forward_backward};
 
 struct Counting;
 
@@ -63,8 +63,8 @@ fn peak_bytes(model: &LoraModel, len: usize) -> usize {
 #[test]
 fn graph_training_memory_grows_linearly_with_length() {
     let base = tiny_model(DType::F32, false, 3);
-    let model = LoraModel::new(&base, &LoraConfig::new(4, 8.0), 1).unwrap();
-    model.set_cpu_engine(false);
+    let model =
+        LoraModel::with_executor(&base, &LoraConfig::new(4, 8.0), 1, Executor::Graph).unwrap();
     let lengths = [512, 1024, 2048];
     let measure = |block: Option<usize>| -> Vec<usize> {
         lengths

@@ -1,9 +1,21 @@
 //! The CPU training engine: the whole model's forward and hand-written backward for f32 (and f64, which
 //! the gradient checks use) on the weights' own storage, with matmuls through `gemm` into reused buffers
 //! and every other op fused and parallel across rows. It computes exactly what the candle graph in
-//! `model.rs` computes (the tests hold the two to each other and to finite differences) at a fraction of
+//! `graph/` computes (the tests hold the two to each other and to finite differences) at a fraction of
 //! the memory and time: no autograd graph, no weight gradients for frozen weights, no materialised
 //! attention probabilities, no broadcast copies. The graph path remains for CUDA and half precision.
+//!
+//! `matmul` wraps `gemm` (candle's CPU matmul; the workspace turns on its AVX-512 kernels) on strided views
+//! into reused buffers; `proj` is a projection with its bias and LoRA pair (and the column splits of fused
+//! ones); `glu` the gated MLP activation (SiLU or tanh-GELU); `block` is one decoder block with every feature
+//! of the description, its projections addressed by role (q/k/v or the fused qkv, o, gate/up or the fused
+//! gate_up, down); it keeps the block input, q/k before their norms, post-rope q/k, v, the attention output
+//! and log-sum-exp, the residual, gate/up, o and down outputs under sandwich norms, and the LoRA `x A^T`, and
+//! recomputes the other norms and the activation. `attention` is causal attention per packed example by query
+//! blocks of 128 rows against the keys the block sees (up to the block, from the window's start: half the
+//! work of a full square, scratch linear in length), soft-capped where the family does, backward flash-style
+//! from the log-sum-exp; `head` is the final norm, output head (soft-capped for Gemma 2) and cross-entropy on
+//! supervised rows only, 512 rows at a time, turned into their gradient in place.
 
 mod attention;
 mod block;

@@ -1,9 +1,24 @@
-//! The graph executor: the model as a candle graph (CUDA, half precision, and the CPU when its engine is
-//! switched off) - each block's forward (`layers`), blocked attention, the output head and its chunked
+//! The graph executor: the model as a candle graph (CUDA, half precision, and the CPU for a model built
+//! with `Executor::Graph`) - each block's forward (`layers`), blocked attention, the output head and its chunked
 //! loss (`head`), and training's backward here:
 //! the two-phase chunked loss backward, with or without layer-by-layer recompute. With recompute the
 //! forward records no graph and keeps each block's input; the backward then redoes one block at a time
 //! with its graph and pushes the gradient through it, so at most one block's activations are alive.
+//!
+//! It works over 2-D `[tokens, hidden]` packed batches (positions restart per example, attention per example,
+//! query heads grouped per key/value head without copying K/V), built only from ops that record a backward:
+//! candle's fused RMSNorm, rope and softmax cut the graph, so ours are primitives or custom ops with a
+//! hand-written backward (`norm` on the CPU, `blocked_attention` everywhere). `blocked_attention` is causal
+//! attention by blocks of query rows against the keys each block sees (windows, soft-caps), keeping the
+//! softmax's log-sum-exp; its backward recomputes each block's probabilities from it (flash attention's
+//! scheme from candle ops with CUDA kernels), so no `[len, len]` tensor is kept and training memory grows
+//! linearly with the length (`tests/graph_memory.rs` measures it); the masks of every block are views of one
+//! band per window built once per batch; rope's cos and sin rows are gathered by position from tables kept on
+//! the device per rope setting. `frozen` (beside `model`, whose projections use it) is a custom op for `x @
+//! W^T` whose backward returns only the input gradient. The projections that read one input share one cast of
+//! it to the adapters' f32 (`ProjectionInput`). Recompute is on by default on CUDA. Nothing is read back to
+//! the host inside a step but the loss and the gradient norm, together, once: the chunk losses add up on the
+//! device and `clip_grad_norm` computes the norm and the clip coefficient there.
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};

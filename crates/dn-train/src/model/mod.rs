@@ -99,6 +99,30 @@ impl Block {
     }
 }
 
+/// The two ways dn-train computes one model, held to each other in f64 by the tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Executor {
+    /// The hand-written CPU engine (`cpu/`): f32 or f64 on the CPU, the default there.
+    CpuEngine,
+    /// The candle graph (`graph/`): CUDA, half precision, or the CPU on request.
+    Graph,
+}
+
+impl Executor {
+    /// The CPU engine where it applies (the CPU, f32 or f64), else the graph.
+    pub fn default_for(device: &Device, dtype: DType) -> Self {
+        if Self::engine_applies(device, dtype) {
+            Executor::CpuEngine
+        } else {
+            Executor::Graph
+        }
+    }
+
+    fn engine_applies(device: &Device, dtype: DType) -> bool {
+        device.is_cpu() && matches!(dtype, DType::F32 | DType::F64)
+    }
+}
+
 pub struct LoraModel {
     pub config: ModelConfig,
     /// The LoRA settings with the target modules resolved for this family (`all-linear` expanded).
@@ -112,8 +136,8 @@ pub struct LoraModel {
     /// Of the LoRA tensors and optimizer state: f32 under a half-precision base, else the base's.
     lora_dtype: DType,
     pub(crate) device: Device,
-    /// Train and evaluate with the hand-written CPU engine (`cpu`) rather than the candle graph.
-    cpu_engine: AtomicBool,
+    /// Which executor computes the loss, its gradients and generation: fixed when the model is built.
+    executor: Executor,
     /// Keep only each block's input in the forward and recompute the block in the backward.
     recompute: AtomicBool,
     /// Query rows per attention block on the graph (0: from the heads and the longest example).
@@ -158,8 +182,29 @@ fn norm_weight(base: &BaseModel, name: &str, width: usize, offset: f64) -> Resul
 }
 
 impl LoraModel {
-    /// The base model with fresh LoRA pairs, initialised from `seed`.
+    /// The base model with fresh LoRA pairs, initialised from `seed`, computed by the executor its device
+    /// and dtype default to ([`Executor::default_for`]).
     pub fn new(base: &BaseModel, lora: &LoraConfig, seed: u64) -> Result<Self> {
+        Self::build(base, lora, seed, None)
+    }
+
+    /// [`LoraModel::new`] computed by `executor`; the CPU engine is refused off the CPU or in half
+    /// precision.
+    pub fn with_executor(
+        base: &BaseModel,
+        lora: &LoraConfig,
+        seed: u64,
+        executor: Executor,
+    ) -> Result<Self> {
+        Self::build(base, lora, seed, Some(executor))
+    }
+
+    fn build(
+        base: &BaseModel,
+        lora: &LoraConfig,
+        seed: u64,
+        executor: Option<Executor>,
+    ) -> Result<Self> {
         let config = base.config.clone();
         let lora = lora.resolve(&config)?;
         let (d, hd) = (config.hidden_size, config.head_dim);
@@ -195,7 +240,15 @@ impl LoraModel {
                 layer: *layer,
             });
         }
-        let cpu_default = device.is_cpu() && matches!(dtype, DType::F32 | DType::F64);
+        let executor = executor.unwrap_or(Executor::default_for(&device, dtype));
+        if executor == Executor::CpuEngine && !Executor::engine_applies(&device, dtype) {
+            return Err(Error::invalid(
+                "executor",
+                format!(
+                    "the CPU engine computes f32 or f64 on the CPU, not {dtype:?} on {device:?}"
+                ),
+            ));
+        }
         Ok(LoraModel {
             norm: norm_weight(base, &config.final_norm_name(), d, offset)?,
             lm_head: Frozen::new(head)?,
@@ -206,16 +259,16 @@ impl LoraModel {
             lora,
             dtype,
             lora_dtype,
-            cpu_engine: AtomicBool::new(cpu_default),
+            executor,
             recompute: AtomicBool::new(!device.is_cpu()),
             attention_block: AtomicUsize::new(0),
             device,
         })
     }
 
-    /// Whether training and evaluation run on the CPU engine (the default for f32/f64 on the CPU).
-    pub fn uses_cpu_engine(&self) -> bool {
-        self.cpu_engine.load(Ordering::Relaxed)
+    /// The executor that computes this model (chosen when it was built).
+    pub fn executor(&self) -> Executor {
+        self.executor
     }
 
     /// Whether training recomputes each block in the backward from its saved input (activation
@@ -238,13 +291,6 @@ impl LoraModel {
 
     pub fn set_attention_block_rows(&self, rows: usize) {
         self.attention_block.store(rows, Ordering::Relaxed);
-    }
-
-    /// Switches the CPU engine off (the candle graph instead, as on CUDA) or back on where it applies;
-    /// tests hold the two paths to each other.
-    pub fn set_cpu_engine(&self, on: bool) {
-        let applies = self.device.is_cpu() && matches!(self.dtype, DType::F32 | DType::F64);
-        self.cpu_engine.store(on && applies, Ordering::Relaxed);
     }
 
     pub fn dtype(&self) -> DType {

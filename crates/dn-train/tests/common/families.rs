@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
-use dn_train::{BaseModel, LoraConfig, LoraModel, TrainExample};
+use dn_train::{BaseModel, Executor, LoraConfig, LoraModel, TrainExample};
 use serde_json::Value;
 
 pub const FAMILIES: [&str; 7] = [
@@ -56,8 +56,13 @@ pub fn reference(family: &str) -> Reference {
 /// closed-form A and B: A = sin(0.7 k + 1.3 o) / sqrt(cols), B = 0.1 cos(0.3 k + 0.9 o), k the flat
 /// index, o the pair's ordinal (layer, then projection order).
 pub fn model(family: &str, dtype: DType) -> LoraModel {
+    model_on(family, dtype, Executor::default_for(&Device::Cpu, dtype))
+}
+
+/// [`model`] computed by `executor`.
+pub fn model_on(family: &str, dtype: DType, executor: Executor) -> LoraModel {
     let base = BaseModel::load(&model_dir(family), dtype, &Device::Cpu).unwrap();
-    let model = LoraModel::new(&base, &LoraConfig::new(4, 8.0), 0).unwrap();
+    let model = LoraModel::with_executor(&base, &LoraConfig::new(4, 8.0), 0, executor).unwrap();
     for (ordinal, pair) in model.lora_pairs().into_iter().enumerate() {
         let o = ordinal as f64;
         for (var, is_a) in [(&pair.a, true), (&pair.b, false)] {
