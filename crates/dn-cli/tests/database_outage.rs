@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{JobSpec, Server, free_port};
 use common::{examples, test_model};
-use dn_store::{JobStore, SqlStore};
+use dn_store::SqlStore;
+use dn_store::prelude::*;
 use dn_types::{JobStatus, TrainingJob};
 
 /// A PostgreSQL cluster of this test alone (scripts/lib/postgres.sh), removed when dropped.

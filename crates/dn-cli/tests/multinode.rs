@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use common::cluster::{FAST_LEASES, JobSpec, count, free_port, kill, steps_done};
 use common::examples;
 use dn_registry::{Registry, StorageConfig};
-use dn_store::{JobStore, SqlStore};
+use dn_store::SqlStore;
+use dn_store::prelude::*;
 use dn_types::{JobStatus, TrainingJob};
 use serde_json::Value;
 

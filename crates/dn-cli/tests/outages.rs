@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use common::cluster::{Cluster, JobSpec, free_port};
 use common::dn_command;
-use dn_store::{JobOutcome, JobStore};
+use dn_store::JobOutcome;
+use dn_store::prelude::*;
 use serde_json::Map;
 
 /// Waits (at most 30 s) until the server at `listen` answers.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::cluster::{
     Cluster, JobSpec, checkpoint_names, children_of, count, free_port, kill, signal, steps_done,
 };
-use dn_store::JobStore;
+use dn_store::prelude::*;
 use dn_types::JobStatus;
 
 const STEPS: u64 = 8;
@@ -117,9 +117,7 @@ async fn a_cancelled_running_job_stops_within_a_step_and_keeps_its_checkpoints()
     c.wait_for(&id, "step 4", LIMIT, |_, events| steps_done(events) >= 4)
         .await;
     let asked = Instant::now();
-    dn_store::JobStore::cancel_job(&c.store, "acme", "main", &id)
-        .await
-        .unwrap();
+    c.store.cancel_job("acme", "main", &id).await.unwrap();
     c.wait_for(&id, "the cancel", LIMIT, |job, _| job.status.is_terminal())
         .await;
     let took = asked.elapsed();

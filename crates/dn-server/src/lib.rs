@@ -34,15 +34,18 @@ mod listen;
 mod routes;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::get;
 use dn_registry::Registry;
-use dn_store::JobStore;
+use dn_store::prelude::*;
 use dn_types::SftDefaults;
 use tokio::net::TcpListener;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use catalog::Catalog;
 pub use error::ApiError;
@@ -61,84 +64,72 @@ pub struct AppState {
     pub previewer: Option<Arc<dyn DatasetPreviewer>>,
 }
 
-/// The routes, served under `/api/v1` (where the reference SDK looks) and at the root.
-pub fn router(state: AppState) -> Router {
-    use routes::{checkpoints, console, jobs, meta, preview, registry, stream};
+/// The API's routes, each declared once: a handler's `#[utoipa::path]` gives both its axum route and its
+/// OpenAPI entry (paths relative to the API root; a `{*rest}` segment is axum's wildcard). Undocumented
+/// routes (aliases, the metrics and the document itself) are plain axum routes.
+fn api_routes(upload_limit: usize) -> OpenApiRouter<AppState> {
+    use routes::{checkpoints, jobs, meta, preview, registry, stream};
     // Multipart framing adds a little to the files themselves; the registry enforces the exact limit.
-    let upload_limit = usize::try_from(state.registry.max_upload_bytes())
-        .unwrap_or(usize::MAX)
-        .saturating_add(1 << 20);
-    let jobs_path = "/org/{org}/ws/{ws}/training/jobs";
-    let api = Router::new()
-        .route("/health", get(meta::health))
+    let uploads = OpenApiRouter::new()
+        .routes(routes!(registry::push_dataset, registry::list_datasets))
+        .routes(routes!(
+            registry::push_capability,
+            registry::list_capabilities
+        ))
+        .layer(DefaultBodyLimit::max(upload_limit.saturating_add(1 << 20)));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(meta::health))
+        .routes(routes!(meta::ready))
+        .routes(routes!(meta::catalog))
+        .routes(routes!(meta::whoami))
+        .routes(routes!(meta::workspaces))
+        .routes(routes!(jobs::create_job, jobs::list_jobs))
+        .routes(routes!(jobs::get_job))
+        .routes(routes!(jobs::cancel_job))
+        .routes(routes!(jobs::retry_job))
+        .routes(routes!(jobs::job_logs))
+        .routes(routes!(stream::stream_logs))
+        .routes(routes!(jobs::job_artifacts))
+        .routes(routes!(checkpoints::checkpoint_files))
+        .routes(routes!(checkpoints::checkpoint_file))
+        .routes(routes!(registry::get_dataset))
+        .routes(routes!(preview::preview_dataset))
+        .routes(routes!(registry::dataset_file))
+        .routes(routes!(registry::get_capability))
+        .routes(routes!(registry::capability_file))
+        .merge(uploads)
         .route("/health/live", get(meta::health))
-        .route("/health/ready", get(meta::ready))
         .route("/metrics", get(meta::metrics))
         .route("/openapi.json", get(meta::openapi_json))
-        .route("/training/catalog", get(meta::catalog))
-        .route("/whoami", get(meta::whoami))
-        .route("/org/{org}/workspaces", get(meta::workspaces))
-        .route(jobs_path, post(jobs::create_job).get(jobs::list_jobs))
-        .route(&format!("{jobs_path}/{{id}}"), get(jobs::get_job))
-        .route(
-            &format!("{jobs_path}/{{id}}/cancel"),
-            post(jobs::cancel_job),
-        )
-        .route(&format!("{jobs_path}/{{id}}/retry"), post(jobs::retry_job))
-        .route(&format!("{jobs_path}/{{id}}/logs"), get(jobs::job_logs))
-        .route(
-            &format!("{jobs_path}/{{id}}/logs/stream"),
-            get(stream::stream_logs),
-        )
-        .route(
-            &format!("{jobs_path}/{{id}}/artifacts"),
-            get(jobs::job_artifacts),
-        )
-        .route(
-            &format!("{jobs_path}/{{id}}/checkpoints/{{name}}"),
-            get(checkpoints::checkpoint_files),
-        )
-        .route(
-            &format!("{jobs_path}/{{id}}/checkpoints/{{name}}/files/{{path}}"),
-            get(checkpoints::checkpoint_file),
-        )
-        .route(
-            "/org/{org}/datasets",
-            post(registry::push_dataset)
-                .layer(DefaultBodyLimit::max(upload_limit))
-                .get(registry::list_datasets),
-        )
-        .route(
-            "/org/{org}/datasets/{name}/{version}",
-            get(registry::get_dataset),
-        )
-        .route(
-            "/org/{org}/datasets/{name}/{version}/preview",
-            post(preview::preview_dataset),
-        )
-        .route(
-            "/org/{org}/datasets/{name}/{version}/files/{*path}",
-            get(registry::dataset_file),
-        )
-        .route(
-            "/org/{org}/capabilities",
-            post(registry::push_capability)
-                .layer(DefaultBodyLimit::max(upload_limit))
-                .get(registry::list_capabilities),
-        )
-        .route(
-            "/org/{org}/capabilities/{name}/{version}",
-            get(registry::get_capability),
-        )
-        .route(
-            "/org/{org}/capabilities/{name}/{version}/files/{*path}",
-            get(registry::capability_file),
-        )
+}
+
+/// The OpenAPI document of [`api_routes`], its paths as the reference SDK calls them (under `/api/v1`)
+/// and in OpenAPI's syntax (`{rest}` for axum's `{*rest}`).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    static DOCUMENT: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
+    DOCUMENT
+        .get_or_init(|| {
+            let (_, mut doc) = api_routes(0).split_for_parts();
+            let paths = std::mem::take(&mut doc.paths.paths);
+            doc.paths.paths = paths
+                .into_iter()
+                .map(|(path, item)| (format!("/api/v1{}", path.replace("{*", "{")), item))
+                .collect();
+            doc
+        })
+        .clone()
+}
+
+/// The routes, served under `/api/v1` (where the reference SDK looks) and at the root, and the console.
+pub fn router(state: AppState) -> Router {
+    let upload_limit = usize::try_from(state.registry.max_upload_bytes()).unwrap_or(usize::MAX);
+    let (api, _) = api_routes(upload_limit).split_for_parts();
+    let api = api
         .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state);
     Router::new()
-        .route("/", get(console::index))
-        .route("/console/{file}", get(console::file))
+        .route("/", get(routes::console::index))
+        .route("/console/{file}", get(routes::console::file))
         .nest("/api/v1", api.clone())
         .merge(api)
 }

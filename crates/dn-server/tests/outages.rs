@@ -145,7 +145,8 @@ async fn a_create_retried_with_its_idempotency_key_makes_one_job() {
 /// earlier attempts committed.
 #[tokio::test]
 async fn a_failed_job_keeps_its_committed_checkpoints_in_its_artifacts() {
-    use dn_store::{JobOutcome, JobStore};
+    use dn_store::JobOutcome;
+    use dn_store::prelude::*;
     let server = common::start().await;
     common::push_fixtures(&server.client(&server.key_a), "acme").await;
     let (_, job) = server.create_docs_job().await;

@@ -8,17 +8,34 @@ use crate::error::{Error, Result};
 use crate::queue::insert_event;
 use crate::rows::{EVENT_COLUMNS, JOB_COLUMNS, event_from_row, job_from_row, now_micros, to_json};
 use crate::sql::SqlStore;
-use crate::{JobFilter, NewJob, StoredLogEntry};
+use crate::{JobFilter, Jobs, NewJob, StoredLogEntry};
+use async_trait::async_trait;
 
-impl SqlStore {
-    pub(crate) async fn insert_job(&self, job: NewJob) -> Result<TrainingJob> {
+#[async_trait]
+impl Jobs for SqlStore {
+    async fn create_job(&self, job: NewJob) -> Result<TrainingJob> {
         let mut tx = self.begin_write().await?;
         let id = insert_job_row(&mut tx, &job).await?;
         tx.commit().await?;
-        self.fetch_job(&id).await
+        let job = self.get_job_by_id(&id).await?;
+        self.job_queued().await;
+        Ok(job)
     }
 
-    pub(crate) async fn fetch_job(&self, id: &str) -> Result<TrainingJob> {
+    async fn create_job_once(
+        &self,
+        job: NewJob,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<(TrainingJob, bool)> {
+        let (job, created) = crate::idempotency::create_once(self, job, key, fingerprint).await?;
+        if created {
+            self.job_queued().await;
+        }
+        Ok((job, created))
+    }
+
+    async fn get_job_by_id(&self, id: &str) -> Result<TrainingJob> {
         let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
@@ -27,12 +44,7 @@ impl SqlStore {
         job_from_row(&row)
     }
 
-    pub(crate) async fn fetch_scoped_job(
-        &self,
-        org: &str,
-        ws: &str,
-        id: &str,
-    ) -> Result<TrainingJob> {
+    async fn get_job(&self, org: &str, ws: &str, id: &str) -> Result<TrainingJob> {
         let row = sqlx::query(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1 AND organization_id = $2 AND workspace_id = $3"
         ))
@@ -45,7 +57,7 @@ impl SqlStore {
         job_from_row(&row)
     }
 
-    pub(crate) async fn workspaces(&self, org: &str) -> Result<Vec<String>> {
+    async fn list_workspaces(&self, org: &str) -> Result<Vec<String>> {
         let sql = format!(
             "SELECT DISTINCT workspace_id FROM jobs WHERE organization_id = $1 \
              ORDER BY workspace_id LIMIT {}",
@@ -61,7 +73,7 @@ impl SqlStore {
             .collect::<std::result::Result<Vec<String>, _>>()?)
     }
 
-    pub(crate) async fn query_jobs(&self, filter: &JobFilter) -> Result<(Vec<TrainingJob>, i64)> {
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<(Vec<TrainingJob>, i64)> {
         let mut conditions = vec!["organization_id = $1", "workspace_id = $2"];
         let mut values: Vec<String> =
             vec![filter.organization_id.clone(), filter.workspace_id.clone()];
@@ -103,7 +115,7 @@ impl SqlStore {
         Ok((jobs, total))
     }
 
-    pub(crate) async fn cancel(&self, org: &str, ws: &str, id: &str) -> Result<TrainingJob> {
+    async fn cancel_job(&self, org: &str, ws: &str, id: &str) -> Result<TrainingJob> {
         let now = now_micros();
         let scope = "id = $2 AND organization_id = $3 AND workspace_id = $4";
         let mut tx = self.begin_write().await?;
@@ -147,7 +159,7 @@ impl SqlStore {
             }
         }
         tx.rollback().await?;
-        let job = self.fetch_scoped_job(org, ws, id).await?;
+        let job = self.get_job(org, ws, id).await?;
         match job.status {
             JobStatus::Cancelled => Ok(job),
             status => Err(Error::Conflict(format!(
@@ -156,7 +168,7 @@ impl SqlStore {
         }
     }
 
-    pub(crate) async fn retry(&self, org: &str, ws: &str, id: &str) -> Result<TrainingJob> {
+    async fn retry_job(&self, org: &str, ws: &str, id: &str) -> Result<TrainingJob> {
         let now = now_micros();
         let mut tx = self.begin_write().await?;
         let previous = sqlx::query(
@@ -199,10 +211,11 @@ impl SqlStore {
             format!("retry requested: attempt {attempt} had ended {status}; job queued again");
         insert_event(&mut tx, id, attempt, LogLevel::Info, &message, &data).await?;
         tx.commit().await?;
+        self.job_queued().await;
         Ok(job)
     }
 
-    pub(crate) async fn logs(
+    async fn list_logs(
         &self,
         org: &str,
         ws: &str,
@@ -210,7 +223,7 @@ impl SqlStore {
         after_seq: i64,
     ) -> Result<Vec<StoredLogEntry>> {
         // Scope check first so another organization's job id reads as not found.
-        self.fetch_scoped_job(org, ws, id).await?;
+        self.get_job(org, ws, id).await?;
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM job_events WHERE job_id = $1 AND seq > $2 ORDER BY seq"
         ))

@@ -9,9 +9,11 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
+use crate::ApiKeys;
 use crate::error::Result;
 use crate::rows::{now_micros, to_time};
 use crate::sql::SqlStore;
+use async_trait::async_trait;
 
 /// Characters of a key's id (a prefix of its hash).
 const ID_LEN: usize = 16;
@@ -51,8 +53,9 @@ fn info(row: &sqlx::any::AnyRow) -> Result<ApiKeyInfo> {
     })
 }
 
-impl SqlStore {
-    pub(crate) async fn new_key(
+#[async_trait]
+impl ApiKeys for SqlStore {
+    async fn create_expiring_api_key(
         &self,
         org: &str,
         expires_at: Option<DateTime<Utc>>,
@@ -78,7 +81,7 @@ impl SqlStore {
     }
 
     /// The organization of a key that exists, is not revoked and has not expired.
-    pub(crate) async fn key_org(&self, key: &str) -> Result<Option<String>> {
+    async fn organization_for_key(&self, key: &str) -> Result<Option<String>> {
         let hash = hash_key(key);
         let row = sqlx::query(
             "SELECT organization_id, expires_at, revoked_at, last_used_at FROM api_keys \
@@ -109,7 +112,7 @@ impl SqlStore {
         Ok(Some(row.try_get("organization_id")?))
     }
 
-    pub(crate) async fn key_count(&self) -> Result<i64> {
+    async fn count_api_keys(&self) -> Result<i64> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM api_keys")
             .fetch_one(&self.pool)
             .await?;
@@ -117,7 +120,7 @@ impl SqlStore {
     }
 
     /// The keys of `org`, oldest first.
-    pub(crate) async fn keys_of(&self, org: &str) -> Result<Vec<ApiKeyInfo>> {
+    async fn list_api_keys(&self, org: &str) -> Result<Vec<ApiKeyInfo>> {
         let rows = sqlx::query(
             "SELECT key_hash, organization_id, prefix, created_at, last_used_at, expires_at, revoked_at \
              FROM api_keys WHERE organization_id = $1 ORDER BY created_at, key_hash",
@@ -129,7 +132,7 @@ impl SqlStore {
     }
 
     /// Revokes the key with this id (from then on it gets 401); `None` if there is no such key.
-    pub(crate) async fn revoke_key(&self, id: &str) -> Result<Option<ApiKeyInfo>> {
+    async fn revoke_api_key(&self, id: &str) -> Result<Option<ApiKeyInfo>> {
         if id.len() != ID_LEN || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(None);
         }

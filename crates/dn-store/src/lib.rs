@@ -139,7 +139,7 @@ pub struct Heartbeat {
     pub cancel_requested: bool,
 }
 
-/// Jobs whose lease expired, handled by [`JobStore::requeue_expired`].
+/// Jobs whose lease expired, handled by [`Queue::requeue_expired`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Requeued {
     /// Back in `queued` for another attempt.
@@ -150,8 +150,21 @@ pub struct Requeued {
     pub failed: Vec<String>,
 }
 
+/// The store's traits, for calling their methods on a concrete [`SqlStore`] (`use dn_store::prelude::*`).
+pub mod prelude {
+    pub use crate::{ApiKeys, JobStore, Jobs, Monitor, Queue};
+}
+
+/// Everything the server and the workers need from the database: one trait per concern, each implemented
+/// for [`SqlStore`] in that concern's module (`jobs`, `queue`, `keys`, `stats`). Anything that implements
+/// the four is a `JobStore`; callers hold an `Arc<dyn JobStore>`.
+pub trait JobStore: Jobs + Queue + ApiKeys + Monitor {}
+
+impl<T: Jobs + Queue + ApiKeys + Monitor + ?Sized> JobStore for T {}
+
+/// The API side of jobs: create, read, list, cancel, retry, logs.
 #[async_trait]
-pub trait JobStore: Send + Sync + 'static {
+pub trait Jobs: Send + Sync + 'static {
     async fn create_job(&self, job: NewJob) -> Result<TrainingJob>;
     /// Creates the job unless `org` created one with `key` in the last 24 hours: then that job, and
     /// `false`. The same key with another request (`fingerprint` differs) is a `Conflict`.
@@ -167,10 +180,26 @@ pub trait JobStore: Send + Sync + 'static {
     async fn get_job_by_id(&self, id: &str) -> Result<TrainingJob>;
     /// The page of jobs (newest first) and the total that match.
     async fn list_jobs(&self, filter: &JobFilter) -> Result<(Vec<TrainingJob>, i64)>;
-
     /// The workspaces of `org` that hold jobs, by name, at most [`MAX_WORKSPACES_LISTED`].
     async fn list_workspaces(&self, org: &str) -> Result<Vec<String>>;
+    /// Queued: `cancelled` at once. Running: `cancel_requested_at` set. Cancelled: unchanged.
+    /// Completed or failed: `Conflict`.
+    async fn cancel_job(&self, org: &str, workspace: &str, id: &str) -> Result<TrainingJob>;
+    /// Failed or cancelled: back to `queued` for a new attempt (history kept). Otherwise `Conflict`.
+    async fn retry_job(&self, org: &str, workspace: &str, id: &str) -> Result<TrainingJob>;
+    /// Log entries of a job after position `after_seq` (0 for all), oldest first.
+    async fn list_logs(
+        &self,
+        org: &str,
+        workspace: &str,
+        id: &str,
+        after_seq: i64,
+    ) -> Result<Vec<StoredLogEntry>>;
+}
 
+/// The worker side: claim, heartbeat, progress and finish (each fenced by the lease), and the reaper.
+#[async_trait]
+pub trait Queue: Send + Sync + 'static {
     /// Claims the oldest queued job: status `running`, attempt + 1, leased to `worker_id` for `lease`.
     async fn claim_job(&self, worker_id: &str, lease: Duration) -> Result<Option<ClaimedJob>>;
     /// Extends the lease; `LeaseLost` when this attempt no longer owns the job.
@@ -209,34 +238,16 @@ pub trait JobStore: Send + Sync + 'static {
     /// the infrastructure it needs is unreachable: not the job's fault), claimable again after `after`;
     /// `reason` goes into the job's log. Fenced by the lease.
     async fn release_job(&self, lease: &Lease, reason: &str, after: Duration) -> Result<()>;
+}
 
-    /// Queued: `cancelled` at once. Running: `cancel_requested_at` set. Cancelled: unchanged.
-    /// Completed or failed: `Conflict`.
-    async fn cancel_job(&self, org: &str, workspace: &str, id: &str) -> Result<TrainingJob>;
-    /// Failed or cancelled: back to `queued` for a new attempt (history kept). Otherwise `Conflict`.
-    async fn retry_job(&self, org: &str, workspace: &str, id: &str) -> Result<TrainingJob>;
-    /// Log entries of a job after position `after_seq` (0 for all), oldest first.
-    async fn list_logs(
-        &self,
-        org: &str,
-        workspace: &str,
-        id: &str,
-        after_seq: i64,
-    ) -> Result<Vec<StoredLogEntry>>;
-
-    /// Aggregates for monitoring (no per-job or per-organization detail).
-    async fn stats(&self) -> Result<StoreStats>;
-
-    /// Whether the database answers (readiness checks, a worker deciding whether an outage is over).
-    async fn ping(&self) -> Result<()> {
-        self.count_api_keys().await.map(|_| ())
-    }
-
+/// API keys: created per organization, stored hashed, with expiry and revocation.
+#[async_trait]
+pub trait ApiKeys: Send + Sync + 'static {
     /// Creates an API key for `org` and returns it in clear (stored hashed).
     async fn create_api_key(&self, org: &str) -> Result<String> {
         self.create_expiring_api_key(org, None).await
     }
-    /// [`JobStore::create_api_key`], refused (401) from `expires_at` on.
+    /// [`ApiKeys::create_api_key`], refused (401) from `expires_at` on.
     async fn create_expiring_api_key(
         &self,
         org: &str,
@@ -249,4 +260,13 @@ pub trait JobStore: Send + Sync + 'static {
     async fn list_api_keys(&self, org: &str) -> Result<Vec<ApiKeyInfo>>;
     /// Revokes a key by its id; `None` if no key has that id.
     async fn revoke_api_key(&self, id: &str) -> Result<Option<ApiKeyInfo>>;
+}
+
+/// Monitoring: aggregates and a liveness probe.
+#[async_trait]
+pub trait Monitor: Send + Sync + 'static {
+    /// Aggregates for monitoring (no per-job or per-organization detail).
+    async fn stats(&self) -> Result<StoreStats>;
+    /// Whether the database answers (readiness checks, a worker deciding whether an outage is over).
+    async fn ping(&self) -> Result<()>;
 }

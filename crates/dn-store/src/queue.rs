@@ -11,7 +11,8 @@ use sqlx::{AnyConnection, Row};
 use crate::error::{Error, Result};
 use crate::rows::{JOB_COLUMNS, job_from_row, now_micros, to_json};
 use crate::sql::{Dialect, SqlStore};
-use crate::{ClaimedJob, Heartbeat, JobOutcome, Lease, NewLogEntry, Requeued};
+use crate::{ClaimedJob, Heartbeat, JobOutcome, Lease, NewLogEntry, Queue, Requeued};
+use async_trait::async_trait;
 
 pub(crate) async fn insert_event(
     tx: &mut AnyConnection,
@@ -47,12 +48,9 @@ fn lease_lost(lease: &Lease) -> Error {
     }
 }
 
-impl SqlStore {
-    pub(crate) async fn claim(
-        &self,
-        worker_id: &str,
-        lease: Duration,
-    ) -> Result<Option<ClaimedJob>> {
+#[async_trait]
+impl Queue for SqlStore {
+    async fn claim_job(&self, worker_id: &str, lease: Duration) -> Result<Option<ClaimedJob>> {
         let lock = match self.dialect {
             Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
             Dialect::Sqlite => "",
@@ -113,7 +111,7 @@ impl SqlStore {
         }))
     }
 
-    pub(crate) async fn beat(&self, lease: &Lease, duration: Duration) -> Result<Heartbeat> {
+    async fn heartbeat(&self, lease: &Lease, duration: Duration) -> Result<Heartbeat> {
         let now = now_micros();
         let row = sqlx::query(
             "UPDATE jobs SET lease_expires_at = $1, updated_at = $2, lease_renewals = lease_renewals + 1 \
@@ -132,7 +130,7 @@ impl SqlStore {
         })
     }
 
-    pub(crate) async fn cancel_flag(&self, lease: &Lease) -> Result<bool> {
+    async fn cancel_requested(&self, lease: &Lease) -> Result<bool> {
         let row = sqlx::query(
             "SELECT cancel_requested_at FROM jobs WHERE id = $1 AND attempt = $2 AND status = 'running'",
         )
@@ -145,7 +143,7 @@ impl SqlStore {
         Ok(cancel.is_some())
     }
 
-    pub(crate) async fn progress(
+    async fn append_progress(
         &self,
         lease: &Lease,
         entries: &[NewLogEntry],
@@ -190,7 +188,7 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(crate) async fn finish(
+    async fn finish_job(
         &self,
         lease: &Lease,
         outcome: JobOutcome,
@@ -240,6 +238,76 @@ impl SqlStore {
         Ok(job)
     }
 
+    async fn release_job(&self, lease: &Lease, reason: &str, after: Duration) -> Result<()> {
+        let now = now_micros();
+        let mut tx = self.begin_write().await?;
+        let released = sqlx::query(
+            "UPDATE jobs SET status = 'queued', updated_at = $1, lease_owner = NULL, \
+             lease_expires_at = NULL, not_before = $4 WHERE id = $2 AND attempt = $3 AND status = 'running'",
+        )
+        .bind(now)
+        .bind(&lease.job_id)
+        .bind(lease.attempt)
+        .bind(now.saturating_add(micros(after)))
+        .execute(&mut *tx)
+        .await?;
+        if released.rows_affected() != 1 {
+            tx.rollback().await?;
+            return Err(lease_lost(lease));
+        }
+        close_attempt(&mut tx, &lease.job_id, lease.attempt, "released", None, now).await?;
+        let mut data = Map::new();
+        data.insert("status".into(), "queued".into());
+        data.insert("worker_id".into(), lease.worker_id.clone().into());
+        let message = format!(
+            "released to the queue by worker {}: {reason}",
+            lease.worker_id
+        );
+        insert_event(
+            &mut tx,
+            &lease.job_id,
+            lease.attempt,
+            LogLevel::Warning,
+            &message,
+            &data,
+        )
+        .await?;
+        tx.commit().await?;
+        self.job_queued().await;
+        Ok(())
+    }
+
+    fn queue_signal(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.subscribe_queue())
+    }
+
+    /// Running jobs whose lease expired: their worker stopped renewing it.
+    async fn requeue_expired(&self, max_retries: u32) -> Result<Requeued> {
+        let lost = LostJobs {
+            condition: "status = 'running' AND lease_expires_at < $1",
+            owner: None,
+            cause: "lease expired (worker lost)",
+        };
+        self.requeue_lost(&lost, max_retries).await
+    }
+
+    /// Running jobs of a worker known to be gone (its supervisor saw the process end): `cause` says how.
+    async fn requeue_lost_worker(
+        &self,
+        worker_id: &str,
+        cause: &str,
+        max_retries: u32,
+    ) -> Result<Requeued> {
+        let lost = LostJobs {
+            condition: "status = 'running' AND lease_owner = {owner}",
+            owner: Some(worker_id),
+            cause,
+        };
+        self.requeue_lost(&lost, max_retries).await
+    }
+}
+
+impl SqlStore {
     /// A failed attempt that gets another try: queued again after `after`, one retry spent.
     async fn retry_later(
         &self,
@@ -290,70 +358,8 @@ impl SqlStore {
         Ok(job)
     }
 
-    pub(crate) async fn release(&self, lease: &Lease, reason: &str, after: Duration) -> Result<()> {
-        let now = now_micros();
-        let mut tx = self.begin_write().await?;
-        let released = sqlx::query(
-            "UPDATE jobs SET status = 'queued', updated_at = $1, lease_owner = NULL, \
-             lease_expires_at = NULL, not_before = $4 WHERE id = $2 AND attempt = $3 AND status = 'running'",
-        )
-        .bind(now)
-        .bind(&lease.job_id)
-        .bind(lease.attempt)
-        .bind(now.saturating_add(micros(after)))
-        .execute(&mut *tx)
-        .await?;
-        if released.rows_affected() != 1 {
-            tx.rollback().await?;
-            return Err(lease_lost(lease));
-        }
-        close_attempt(&mut tx, &lease.job_id, lease.attempt, "released", None, now).await?;
-        let mut data = Map::new();
-        data.insert("status".into(), "queued".into());
-        data.insert("worker_id".into(), lease.worker_id.clone().into());
-        let message = format!(
-            "released to the queue by worker {}: {reason}",
-            lease.worker_id
-        );
-        insert_event(
-            &mut tx,
-            &lease.job_id,
-            lease.attempt,
-            LogLevel::Warning,
-            &message,
-            &data,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Running jobs whose lease expired: their worker stopped renewing it.
-    pub(crate) async fn reap(&self, max_retries: u32) -> Result<Requeued> {
-        let lost = LostJobs {
-            condition: "status = 'running' AND lease_expires_at < $1",
-            owner: None,
-            cause: "lease expired (worker lost)",
-        };
-        self.reap_lost(&lost, max_retries).await
-    }
-
-    /// Running jobs of a worker known to be gone (its supervisor saw the process end): `cause` says how.
-    pub(crate) async fn reap_worker(
-        &self,
-        worker_id: &str,
-        cause: &str,
-        max_retries: u32,
-    ) -> Result<Requeued> {
-        let lost = LostJobs {
-            condition: "status = 'running' AND lease_owner = {owner}",
-            owner: Some(worker_id),
-            cause,
-        };
-        self.reap_lost(&lost, max_retries).await
-    }
-
-    async fn reap_lost(&self, lost: &LostJobs<'_>, max_retries: u32) -> Result<Requeued> {
+    /// Requeues, cancels or fails the jobs `lost` finds, and wakes idle workers for the requeued ones.
+    async fn requeue_lost(&self, lost: &LostJobs<'_>, max_retries: u32) -> Result<Requeued> {
         let now = now_micros();
         let mut tx = self.begin_write().await?;
         // The owner, when there is one, is the statement's last placeholder.
@@ -430,6 +436,9 @@ impl SqlStore {
             }
         }
         tx.commit().await?;
+        if !outcome.requeued.is_empty() {
+            self.job_queued().await;
+        }
         Ok(outcome)
     }
 }

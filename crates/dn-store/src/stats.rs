@@ -5,8 +5,10 @@
 use serde_json::Value;
 use sqlx::Row;
 
+use crate::Monitor;
 use crate::error::Result;
 use crate::sql::SqlStore;
+use async_trait::async_trait;
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StoreStats {
@@ -22,8 +24,14 @@ pub struct StoreStats {
     pub lease_renewals: i64,
 }
 
-impl SqlStore {
-    pub(crate) async fn stats(&self) -> Result<StoreStats> {
+#[async_trait]
+impl Monitor for SqlStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn stats(&self) -> Result<StoreStats> {
         let mut stats = StoreStats::default();
         let renewals =
             sqlx::query("SELECT CAST(COALESCE(SUM(lease_renewals), 0) AS BIGINT) AS n FROM jobs")

@@ -57,7 +57,7 @@ impl WakeUps {
 impl SqlStore {
     /// A receiver that changes when a job may have become claimable (see the module docs). On PostgreSQL
     /// the first call starts the listener, so call it before the first claim and keep it.
-    pub fn queue_signal(&self) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe_queue(&self) -> watch::Receiver<u64> {
         let listener = self.wake.listener.lock().expect("not poisoned").take();
         if let Some((url, stopped)) = listener {
             tokio::spawn(listen(url, Arc::downgrade(&self.wake), stopped));

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Backend, LEASE, new_job};
-use dn_store::JobStore;
+use dn_store::prelude::*;
 
 fn sqlite(backend: &Backend) -> bool {
     backend.url.starts_with("sqlite")

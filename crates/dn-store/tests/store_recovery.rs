@@ -6,7 +6,8 @@ mod common;
 use std::time::Duration;
 
 use common::{Backend, LEASE, new_job};
-use dn_store::{Error, JobOutcome, JobStore};
+use dn_store::prelude::*;
+use dn_store::{Error, JobOutcome};
 use dn_types::JobStatus;
 use serde_json::Map;
 

@@ -5,7 +5,8 @@ mod common;
 use std::collections::HashSet;
 
 use common::{Backend, LEASE, filter, new_job};
-use dn_store::{Error, JobFilter, JobOutcome, JobStore, NewLogEntry, SqlStore};
+use dn_store::prelude::*;
+use dn_store::{Error, JobFilter, JobOutcome, NewLogEntry, SqlStore};
 use dn_types::{JobStatus, LogLevel};
 use serde_json::{Map, json};
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use dn_store::{ClaimedJob, JobOutcome, JobStore, Lease};
+use dn_store::prelude::*;
+use dn_store::{ClaimedJob, JobOutcome, Lease};
 use tracing::{Instrument, info, warn};
 
 use crate::progress::{LeaseClock, Progress};

@@ -14,6 +14,8 @@ use dn_render::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::runner::{Fault, RunError};
+
 /// One dataset file: its name in errors (`name@version/path`), its format, where its bytes are.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DataFile {
@@ -88,9 +90,33 @@ impl Observer for Unobserved {
     fn rendering(&self, _: usize, _: &str, _: usize, _: bool) {}
 }
 
+/// Why preparation failed, and whose fault that is (see [`Fault`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct PrepareFailure {
+    pub message: String,
+    pub fault: Fault,
+}
+
+impl PrepareFailure {
+    fn input(message: impl Into<String>) -> Self {
+        PrepareFailure {
+            message: message.into(),
+            fault: Fault::Input,
+        }
+    }
+}
+
+impl From<PrepareFailure> for RunError {
+    fn from(failure: PrepareFailure) -> Self {
+        RunError::of(failure.message, failure.fault)
+    }
+}
+
 /// The model's tokenizer and template, as preparation uses them.
-pub fn load_model(request: &PrepareRequest) -> Result<ModelArtifacts, String> {
-    let mut model = ModelArtifacts::load(&request.model_path).map_err(|e| e.to_string())?;
+pub fn load_model(request: &PrepareRequest) -> Result<ModelArtifacts, PrepareFailure> {
+    let mut model = ModelArtifacts::load(&request.model_path)
+        .map_err(|e| PrepareFailure::input(e.to_string()))?;
     model.template.set_now(request.now);
     Ok(model)
 }
@@ -112,9 +138,11 @@ fn eval_prompts(
 
 /// A downloaded file's bytes, mapped rather than read: rows are decoded as they are asked for, so a
 /// preview that stops after a few rows loads only the pages it touched.
-fn map_file(file: &DataFile) -> Result<FileBytes, String> {
-    let cannot =
-        |e: std::io::Error| format!("{}: cannot read the downloaded copy: {e}", file.label);
+fn map_file(file: &DataFile) -> Result<FileBytes, PrepareFailure> {
+    let cannot = |e: std::io::Error| PrepareFailure {
+        message: format!("{}: cannot read the downloaded copy: {e}", file.label),
+        fault: Fault::of_io(&e),
+    };
     let handle = std::fs::File::open(&file.path).map_err(cannot)?;
     if handle.metadata().map_err(cannot)?.len() == 0 {
         return Ok(FileBytes::Empty);
@@ -147,7 +175,7 @@ pub fn prepare_groups(
     model: &ModelArtifacts,
     stop: &AtomicBool,
     observer: &dyn Observer,
-) -> Result<Vec<PreparedGroup>, String> {
+) -> Result<Vec<PreparedGroup>, PrepareFailure> {
     let options = PrepareOptions {
         max_sequence_length: request.max_sequence_length,
         system_prompt: request.system_prompt.clone(),
@@ -170,7 +198,7 @@ pub fn prepare_groups(
                 &file.label,
                 limit - conversations.len(),
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| PrepareFailure::input(e.to_string()))?;
             drop(bytes);
             conversations.extend(loaded.conversations);
             sources.extend(loaded.rows.into_iter().map(|row| (file_index, row)));

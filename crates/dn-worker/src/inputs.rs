@@ -195,8 +195,7 @@ pub async fn prepare_inputs(
             prepare_groups(&request, &model, &stop, &Unobserved)
         })
         .await
-        .map_err(|e| failed(format!("preparing the data: {e}")))?
-        .map_err(failed)?,
+        .map_err(|e| failed(format!("preparing the data: {e}")))??,
     };
     drop(scratch);
     if let Some(limit) = prepared.iter().find_map(|g| g.template_limit.as_ref()) {

@@ -41,10 +41,10 @@ mod sft;
 mod training;
 mod worker;
 
-pub use dataprep::{DataFile, PrepareRequest, PreparedGroup, prepare_groups};
+pub use dataprep::{DataFile, PrepareFailure, PrepareRequest, PreparedGroup, prepare_groups};
 pub use inputs::{Preparation, PreparedInputs, prepare_inputs};
 pub use preview::{PreviewRequest, prepare_group, preview_dataset};
-pub use runner::{JobRunner, Progress, RunContext, RunError, RunOutput, UnavailableTrainer};
+pub use runner::{Fault, JobRunner, Progress, RunContext, RunError, RunOutput, UnavailableTrainer};
 pub use sandbox::{Sandbox, default_memory_limit, describe_exit, run_child};
 pub use sft::SftRunner;
 pub use training::{check_device, lora_config, train_options};

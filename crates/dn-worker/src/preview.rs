@@ -42,7 +42,8 @@ pub async fn prepare_group(
             prepare_groups(&prepare, &model, &AtomicBool::new(false), &Unobserved)
         })
         .await
-        .map_err(|e| e.to_string())??,
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?,
     };
     groups
         .into_iter()

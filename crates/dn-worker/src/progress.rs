@@ -4,7 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dn_store::{JobStore, Lease, NewLogEntry};
+use dn_store::prelude::*;
+use dn_store::{Lease, NewLogEntry};
 use dn_types::LogLevel;
 use serde_json::{Map, Value};
 use tracing::warn;

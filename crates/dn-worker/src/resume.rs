@@ -51,9 +51,9 @@ pub async fn find_resume_point(
         .await
         .map_err(storage)?;
     let file = dir.join(STATE_FILE);
-    let text = tokio::fs::read_to_string(&file).await.map_err(|e| {
-        RunError::failed(format!("checkpoint {name}: cannot read {STATE_FILE}: {e}"))
-    })?;
+    let text = tokio::fs::read_to_string(&file)
+        .await
+        .map_err(|e| RunError::io(format!("checkpoint {name}: cannot read {STATE_FILE}"), &e))?;
     let state: TrainerState = serde_json::from_str(&text)
         .map_err(|e| RunError::failed(format!("checkpoint {name}: {STATE_FILE}: {e}")))?;
     let checkpoints = names

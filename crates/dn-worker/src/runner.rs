@@ -47,16 +47,23 @@ pub enum RunError {
 }
 
 impl RunError {
-    /// A failure another attempt would repeat.
-    /// A failure of the job's input; one that says the node ran out of a resource (file descriptors,
-    /// memory, disk) is the node's, not the input's, and gets another attempt.
+    /// A failure of the job's input: another attempt would repeat it.
     pub fn failed(message: impl Into<String>) -> Self {
-        let message = message.into();
+        RunError::of(message, Fault::Input)
+    }
+
+    /// A failure whose fault its source established ([`Fault`]): the node's gets another attempt.
+    pub fn of(message: impl Into<String>, fault: Fault) -> Self {
         RunError::Failed {
-            retryable: is_resource_exhaustion(&message),
-            message,
+            message: message.into(),
             partial: Box::default(),
+            retryable: fault == Fault::Node,
         }
+    }
+
+    /// An I/O failure: the node's when it ran out of a resource ([`Fault::of_io`]), else the input's.
+    pub fn io(message: impl std::fmt::Display, error: &std::io::Error) -> Self {
+        RunError::of(format!("{message}: {error}"), Fault::of_io(error))
     }
 
     /// A failure of storage: `Unavailable` when storage could not be reached or take the operation
@@ -79,17 +86,27 @@ impl RunError {
     }
 }
 
-/// An OS error of a node short of a resource, as `std::io::Error` prints it: too many open files (EMFILE,
-/// ENFILE), out of memory (ENOMEM), no space left (ENOSPC).
-fn is_resource_exhaustion(message: &str) -> bool {
-    [
-        "(os error 24)",
-        "(os error 23)",
-        "(os error 12)",
-        "(os error 28)",
-    ]
-    .iter()
-    .any(|code| message.contains(code))
+/// Whose fault a failure is, decided where the error arose (from the error's type, never its text) and
+/// carried with it, across the preparation child's result file too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Fault {
+    /// The job's input or options: another attempt would fail the same way.
+    Input,
+    /// The node ran out of a resource (file descriptors, memory, disk): another attempt may not.
+    Node,
+}
+
+impl Fault {
+    /// The node's for an OS error of a node short of a resource: too many open files (EMFILE, ENFILE), out
+    /// of memory (ENOMEM), no space left (ENOSPC), no process to spare (EAGAIN); else the input's.
+    pub fn of_io(error: &std::io::Error) -> Fault {
+        match error.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOSPC | libc::EAGAIN) => {
+                Fault::Node
+            }
+            _ => Fault::Input,
+        }
+    }
 }
 
 /// Runs one claimed job. Implementations do CPU/GPU work on their own threads, never on the async runtime,
@@ -153,26 +170,29 @@ mod tests {
 
     #[test]
     fn a_node_short_of_file_descriptors_or_memory_is_no_bad_input() {
-        let emfile = std::io::Error::from_raw_os_error(24);
-        for message in [
-            format!("tokenizer.json: {emfile}"),
-            format!("{}", std::io::Error::from_raw_os_error(12)),
-        ] {
+        for code in [libc::EMFILE, libc::ENOMEM, libc::ENOSPC] {
+            let error = std::io::Error::from_raw_os_error(code);
             assert!(matches!(
-                RunError::failed(message),
+                RunError::io("tokenizer.json", &error),
                 RunError::Failed {
                     retryable: true,
                     ..
                 }
             ));
         }
-        let bad = RunError::failed("dataset d@1.0.0: row 3: no messages");
-        assert!(matches!(
-            bad,
-            RunError::Failed {
-                retryable: false,
-                ..
-            }
-        ));
+        let missing = std::io::Error::from_raw_os_error(libc::ENOENT);
+        // The text of an input error that merely mentions an OS error is still the input's.
+        for bad in [
+            RunError::io("train.jsonl", &missing),
+            RunError::failed("dataset d@1.0.0: row 3: says (os error 24)"),
+        ] {
+            assert!(matches!(
+                bad,
+                RunError::Failed {
+                    retryable: false,
+                    ..
+                }
+            ));
+        }
     }
 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 
 use crate::dataprep::{
-    DataFile, Observer, PrepareRequest, PreparedGroup, load_model, prepare_groups,
+    DataFile, Observer, PrepareFailure, PrepareRequest, PreparedGroup, load_model, prepare_groups,
 };
 use crate::runner::RunError;
 
@@ -70,7 +70,7 @@ pub fn describe_exit(status: ExitStatus) -> String {
 
 #[derive(Serialize, Deserialize)]
 struct Header {
-    result: Result<Vec<PreparedGroup>, String>,
+    result: Result<Vec<PreparedGroup>, PrepareFailure>,
 }
 
 /// What the child is doing, from its stdout.
@@ -164,10 +164,10 @@ pub async fn prepare_in_child(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| {
-            RunError::failed(format!(
-                "cannot start data preparation ({}): {e}",
-                sandbox.exe.display()
-            ))
+            RunError::io(
+                format!("cannot start data preparation ({})", sandbox.exe.display()),
+                &e,
+            )
         })?;
     let whereabouts = Arc::new(Mutex::new(Whereabouts::default()));
     let stdout = child.stdout.take().expect("piped");
@@ -217,7 +217,7 @@ pub async fn prepare_in_child(
         .await
         .map_err(|e| RunError::failed(format!("data preparation: {e}")))?
         .map_err(|e| RunError::failed(format!("data preparation: reading its result: {e}")))?
-        .map_err(RunError::failed)
+        .map_err(RunError::from)
 }
 
 /// Reports to the parent over stdout, one line per event.
@@ -274,7 +274,10 @@ pub fn run_child(request_path: &Path, output_path: &Path, memory_limit: u64) -> 
     write_result(output_path, result).map_err(|e| format!("{}: {e}", output_path.display()))
 }
 
-fn write_result(path: &Path, result: Result<Vec<PreparedGroup>, String>) -> std::io::Result<()> {
+fn write_result(
+    path: &Path,
+    result: Result<Vec<PreparedGroup>, PrepareFailure>,
+) -> std::io::Result<()> {
     let partial = path.with_extension("partial");
     let mut out = BufWriter::new(std::fs::File::create(&partial)?);
     let mut header = Header { result };
@@ -318,7 +321,7 @@ fn invalid(message: &str) -> std::io::Error {
 fn read_result(
     path: &Path,
     max_length: usize,
-) -> std::io::Result<Result<Vec<PreparedGroup>, String>> {
+) -> std::io::Result<Result<Vec<PreparedGroup>, PrepareFailure>> {
     let mut input = BufReader::new(std::fs::File::open(path)?);
     if &read_exact::<8>(&mut input)? != MAGIC {
         return Err(invalid("not a result file"));
@@ -394,8 +397,13 @@ mod tests {
         assert_eq!(read[0].errors, vec!["conversation 2: no".to_owned()]);
         assert_eq!(read[1].rows_read, 3);
         assert!(read_result(&path, 4).is_err(), "lengths are bounded");
-        write_result(&path, Err("bad file".into())).unwrap();
-        assert_eq!(read_result(&path, 8).unwrap().unwrap_err(), "bad file");
+        // A failure keeps whose fault it is across the file.
+        let failure = PrepareFailure {
+            message: "train.jsonl: cannot read the downloaded copy".into(),
+            fault: crate::runner::Fault::Node,
+        };
+        write_result(&path, Err(failure.clone())).unwrap();
+        assert_eq!(read_result(&path, 8).unwrap().unwrap_err(), failure);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dn_store::JobStore;
+use dn_store::prelude::*;
 use tokio::sync::watch;
 use tracing::{info, warn};
 

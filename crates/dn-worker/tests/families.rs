@@ -7,7 +7,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::sft::{create_job_with, events, setup, worker};
-use dn_store::JobStore;
+use dn_store::prelude::*;
 use dn_types::JobStatus;
 
 fn model_dir(family: &str) -> String {

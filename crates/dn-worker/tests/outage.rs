@@ -13,7 +13,8 @@ mod common;
 
 use async_trait::async_trait;
 use common::flaky::Flaky;
-use dn_store::{JobStore, SqlStore};
+use dn_store::SqlStore;
+use dn_store::prelude::*;
 use dn_types::{JobStatus, LogLevel, TrainingJob};
 use dn_worker::{JobRunner, RunContext, RunError, RunOutput, Worker, WorkerConfig};
 use serde_json::Map;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::sft::*;
-use dn_store::JobStore;
+use dn_store::prelude::*;
 use dn_types::JobStatus;
 use dn_worker::{SftRunner, Worker, WorkerConfig};
 use serde_json::json;

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 mod common;
 
 use async_trait::async_trait;
-use dn_store::{JobStore, SqlStore};
+use dn_store::SqlStore;
+use dn_store::prelude::*;
 use dn_types::TrainingJob;
 use dn_worker::{JobRunner, RunContext, RunError, RunOutput, Worker, WorkerConfig};
 use tokio::sync::{mpsc, watch};

@@ -6,7 +6,8 @@ use std::time::Duration;
 mod common;
 
 use async_trait::async_trait;
-use dn_store::{JobStore, SqlStore};
+use dn_store::SqlStore;
+use dn_store::prelude::*;
 use dn_types::{JobStatus, LogLevel, TrainingJob};
 use dn_worker::{
     JobRunner, RunContext, RunError, RunOutput, UnavailableTrainer, Worker, WorkerConfig,

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use dn_server::{AppState, Catalog};
-use dn_store::JobStore;
+use dn_store::prelude::*;
 use dn_types::SftDefaults;
 use dn_worker::{SftRunner, Worker};
 use tokio::sync::watch;

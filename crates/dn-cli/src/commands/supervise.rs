@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dn_store::JobStore;
+use dn_store::prelude::*;
 use dn_worker::{describe_exit, job_queued};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};

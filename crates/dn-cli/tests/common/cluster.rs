@@ -4,7 +4,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dn_store::{JobStore, SqlStore};
+use dn_store::SqlStore;
+use dn_store::prelude::*;
 use dn_types::TrainingJob;
 use serde_json::{Map, Value};
 

@@ -13,7 +13,7 @@ use crate::extract::Caller;
 use crate::routes::jobs::scope;
 
 #[utoipa::path(
-    get, path = "/api/v1/org/{org}/ws/{ws}/training/jobs/{id}/checkpoints/{name}", tag = "training",
+    get, path = "/org/{org}/ws/{ws}/training/jobs/{id}/checkpoints/{name}", tag = "training",
     params(("org" = String, Path), ("ws" = String, Path), ("id" = String, Path),
         ("name" = String, Path, description = "step-NNNNNN or final, as the job's artifacts list them")),
     responses((status = 200, body = CheckpointFileList), (status = 404, body = dn_types::ErrorBody))
@@ -34,7 +34,7 @@ pub async fn checkpoint_files(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/org/{org}/ws/{ws}/training/jobs/{id}/checkpoints/{name}/files/{path}",
+    get, path = "/org/{org}/ws/{ws}/training/jobs/{id}/checkpoints/{name}/files/{path}",
     tag = "training",
     params(("org" = String, Path), ("ws" = String, Path), ("id" = String, Path), ("name" = String, Path),
         ("path" = String, Path, description = "a file name from the checkpoint's listing")),

@@ -38,7 +38,7 @@ fn ref_org<'a>(
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/org/{org}/ws/{ws}/training/jobs", tag = "training",
+    post, path = "/org/{org}/ws/{ws}/training/jobs", tag = "training",
     params(("org" = String, Path), ("ws" = String, Path)),
     params(("Idempotency-Key" = Option<String>, Header,
              description = "A retried create with the same key (24 hours) returns the job the first one made, with Idempotent-Replayed: true")),
@@ -152,7 +152,7 @@ pub struct ListParams {
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/org/{org}/ws/{ws}/training/jobs", tag = "training",
+    get, path = "/org/{org}/ws/{ws}/training/jobs", tag = "training",
     params(("org" = String, Path), ("ws" = String, Path), ListParams),
     responses((status = 200, body = TrainingJobList))
 )]
@@ -201,7 +201,7 @@ pub async fn list_jobs(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/org/{org}/ws/{ws}/training/jobs/{id}", tag = "training",
+    get, path = "/org/{org}/ws/{ws}/training/jobs/{id}", tag = "training",
     params(("org" = String, Path), ("ws" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = TrainingJob), (status = 404, body = dn_types::ErrorBody))
 )]
@@ -215,7 +215,7 @@ pub async fn get_job(
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/org/{org}/ws/{ws}/training/jobs/{id}/cancel", tag = "training",
+    post, path = "/org/{org}/ws/{ws}/training/jobs/{id}/cancel", tag = "training",
     params(("org" = String, Path), ("ws" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = TrainingJob), (status = 404, body = dn_types::ErrorBody),
               (status = 409, body = dn_types::ErrorBody))
@@ -230,7 +230,7 @@ pub async fn cancel_job(
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/org/{org}/ws/{ws}/training/jobs/{id}/retry", tag = "training",
+    post, path = "/org/{org}/ws/{ws}/training/jobs/{id}/retry", tag = "training",
     params(("org" = String, Path), ("ws" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = TrainingJob), (status = 404, body = dn_types::ErrorBody),
               (status = 409, body = dn_types::ErrorBody))
@@ -252,7 +252,7 @@ pub struct LogParams {
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/org/{org}/ws/{ws}/training/jobs/{id}/logs", tag = "training",
+    get, path = "/org/{org}/ws/{ws}/training/jobs/{id}/logs", tag = "training",
     params(("org" = String, Path), ("ws" = String, Path), ("id" = String, Path), LogParams),
     responses((status = 200, body = TrainingJobLogList), (status = 404, body = dn_types::ErrorBody))
 )]
@@ -280,7 +280,7 @@ pub async fn job_logs(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/org/{org}/ws/{ws}/training/jobs/{id}/artifacts", tag = "training",
+    get, path = "/org/{org}/ws/{ws}/training/jobs/{id}/artifacts", tag = "training",
     params(("org" = String, Path), ("ws" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = TrainingJobArtifacts), (status = 404, body = dn_types::ErrorBody))
 )]

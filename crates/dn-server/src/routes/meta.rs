@@ -12,7 +12,7 @@ use crate::extract::{ApiQuery, Caller};
 
 /// Liveness: the process answers (also `/health/live`). Says nothing of the database or storage: a load
 /// balancer routes by `/health/ready`.
-#[utoipa::path(get, path = "/api/v1/health", tag = "meta", responses((status = 200, body = HealthResponse)))]
+#[utoipa::path(get, path = "/health", tag = "meta", responses((status = 200, body = HealthResponse)))]
 pub async fn health() -> Json<HealthResponse> {
     Json(HealthResponse {
         status: "ok".into(),
@@ -26,7 +26,7 @@ const READINESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2)
 /// Readiness: 200 when the job store and storage both answer within 2 s, else 503 (with Retry-After)
 /// naming what failed. For load balancers and orchestrators; `/health` is liveness.
 #[utoipa::path(
-    get, path = "/api/v1/health/ready", tag = "meta",
+    get, path = "/health/ready", tag = "meta",
     responses((status = 200, body = ReadinessResponse), (status = 503, body = ReadinessResponse))
 )]
 pub async fn ready(State(state): State<AppState>) -> axum::response::Response {
@@ -77,7 +77,7 @@ pub struct ReadinessChecks {
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/whoami", tag = "meta",
+    get, path = "/whoami", tag = "meta",
     responses((status = 200, body = WhoAmI), (status = 401, body = dn_types::ErrorBody))
 )]
 /// The organization of the caller's key (the console's sign-in).
@@ -88,7 +88,7 @@ pub async fn whoami(caller: Caller) -> Json<WhoAmI> {
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/org/{org}/workspaces", tag = "meta", params(("org" = String, Path)),
+    get, path = "/org/{org}/workspaces", tag = "meta", params(("org" = String, Path)),
     responses((status = 200, body = WorkspaceList), (status = 404, body = dn_types::ErrorBody))
 )]
 /// The workspaces that hold the organization's jobs (the console's workspace picker).
@@ -117,7 +117,7 @@ pub struct CatalogParams {
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/training/catalog", tag = "training", params(CatalogParams),
+    get, path = "/training/catalog", tag = "training", params(CatalogParams),
     responses((status = 200, body = TrainingCatalogResponse))
 )]
 pub async fn catalog(
@@ -169,18 +169,6 @@ pub async fn catalog(
 #[openapi(
     info(title = "dn", description = "Self-hosted supervised fine-tuning (LoRA) control plane. Every route \
         is also served without the /api/v1 prefix."),
-    paths(
-        health, ready, whoami, workspaces, catalog,
-        crate::routes::jobs::create_job, crate::routes::jobs::list_jobs, crate::routes::jobs::get_job,
-        crate::routes::jobs::cancel_job, crate::routes::jobs::retry_job, crate::routes::jobs::job_logs,
-        crate::routes::jobs::job_artifacts, crate::routes::checkpoints::checkpoint_files,
-        crate::routes::checkpoints::checkpoint_file,
-        crate::routes::registry::push_dataset, crate::routes::registry::list_datasets,
-        crate::routes::registry::get_dataset, crate::routes::registry::dataset_file,
-        crate::routes::preview::preview_dataset,
-        crate::routes::registry::push_capability, crate::routes::registry::list_capabilities,
-        crate::routes::registry::get_capability, crate::routes::registry::capability_file,
-    ),
     modifiers(&ApiKeyScheme),
     security(("api_key" = []), ("bearer" = []))
 )]
@@ -206,7 +194,7 @@ impl utoipa::Modify for ApiKeyScheme {
 }
 
 pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    Json(crate::openapi())
 }
 
 /// Prometheus text format: jobs by status, ended attempts by outcome (incl. reaped leases as

@@ -36,7 +36,7 @@ pub trait DatasetPreviewer: Send + Sync {
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/org/{org}/datasets/{name}/{version}/preview", tag = "datasets",
+    post, path = "/org/{org}/datasets/{name}/{version}/preview", tag = "datasets",
     params(("org" = String, Path), ("name" = String, Path), ("version" = String, Path)),
     request_body = DatasetPreviewRequest,
     responses((status = 200, body = DatasetPreview), (status = 404, body = dn_types::ErrorBody),

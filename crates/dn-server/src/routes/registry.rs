@@ -99,7 +99,7 @@ fn pushed<T: serde::Serialize>(created: bool, body: T) -> impl IntoResponse {
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/org/{org}/datasets", tag = "datasets",
+    post, path = "/org/{org}/datasets", tag = "datasets",
     params(("org" = String, Path)),
     request_body(content_type = "multipart/form-data", description = "one part per file; file name = relative path; dataset.yaml required"),
     responses((status = 201, body = DatasetPushResult), (status = 200, body = DatasetPushResult, description = "identical content already pushed"),
@@ -118,7 +118,7 @@ pub async fn push_dataset(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/org/{org}/datasets", tag = "datasets",
+    get, path = "/org/{org}/datasets", tag = "datasets",
     params(("org" = String, Path)), responses((status = 200, body = DatasetList))
 )]
 pub async fn list_datasets(
@@ -133,7 +133,7 @@ pub async fn list_datasets(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/org/{org}/datasets/{name}/{version}", tag = "datasets",
+    get, path = "/org/{org}/datasets/{name}/{version}", tag = "datasets",
     params(("org" = String, Path), ("name" = String, Path), ("version" = String, Path)),
     responses((status = 200, body = DatasetManifest), (status = 404, body = dn_types::ErrorBody))
 )]
@@ -148,7 +148,7 @@ pub async fn get_dataset(
 }
 
 #[utoipa::path(
-    post, path = "/api/v1/org/{org}/capabilities", tag = "capabilities",
+    post, path = "/org/{org}/capabilities", tag = "capabilities",
     params(("org" = String, Path)),
     request_body(content_type = "multipart/form-data", description = "one part per file; file name = relative path; capability.yaml and agents/*.md"),
     responses((status = 201, body = CapabilityPushResult), (status = 200, body = CapabilityPushResult, description = "identical content already pushed"),
@@ -167,7 +167,7 @@ pub async fn push_capability(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/org/{org}/capabilities", tag = "capabilities",
+    get, path = "/org/{org}/capabilities", tag = "capabilities",
     params(("org" = String, Path)), responses((status = 200, body = CapabilityList))
 )]
 pub async fn list_capabilities(
@@ -182,7 +182,7 @@ pub async fn list_capabilities(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/org/{org}/capabilities/{name}/{version}", tag = "capabilities",
+    get, path = "/org/{org}/capabilities/{name}/{version}", tag = "capabilities",
     params(("org" = String, Path), ("name" = String, Path), ("version" = String, Path)),
     responses((status = 200, body = CapabilityManifest), (status = 404, body = dn_types::ErrorBody))
 )]
@@ -213,7 +213,7 @@ async fn file(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/org/{org}/datasets/{name}/{version}/files/{path}", tag = "datasets",
+    get, path = "/org/{org}/datasets/{name}/{version}/files/{*path}", tag = "datasets",
     params(("org" = String, Path), ("name" = String, Path), ("version" = String, Path), ("path" = String, Path)),
     responses((status = 200, description = "the file's bytes"), (status = 404, body = dn_types::ErrorBody))
 )]
@@ -226,7 +226,7 @@ pub async fn dataset_file(
 }
 
 #[utoipa::path(
-    get, path = "/api/v1/org/{org}/capabilities/{name}/{version}/files/{path}", tag = "capabilities",
+    get, path = "/org/{org}/capabilities/{name}/{version}/files/{*path}", tag = "capabilities",
     params(("org" = String, Path), ("name" = String, Path), ("version" = String, Path), ("path" = String, Path)),
     responses((status = 200, description = "the file's bytes"), (status = 404, body = dn_types::ErrorBody))
 )]

@@ -82,6 +82,16 @@ fn last_event_id(headers: &HeaderMap) -> Option<i64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+#[utoipa::path(
+    get, path = "/org/{org}/ws/{ws}/training/jobs/{id}/logs/stream", tag = "training",
+    params(("org" = String, Path), ("ws" = String, Path), ("id" = String, Path), LogParams,
+        ("Last-Event-ID" = Option<i64>, Header, description = "resume after this log position")),
+    responses(
+        (status = 200, description = "the job's log entries as server-sent events, then its end",
+            content_type = "text/event-stream"),
+        (status = 404, body = dn_types::ErrorBody)
+    )
+)]
 pub async fn stream_logs(
     State(app): State<AppState>,
     caller: Caller,

@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use dn_store::{ApiKeys, Jobs, Monitor, Queue};
 use dn_store::{
-    ClaimedJob, Heartbeat, JobFilter, JobOutcome, JobStore, Lease, NewJob, NewLogEntry, Requeued,
-    Result, SqlStore, StoreStats, StoredLogEntry,
+    ClaimedJob, Heartbeat, JobFilter, JobOutcome, Lease, NewJob, NewLogEntry, Requeued, Result,
+    SqlStore, StoreStats, StoredLogEntry,
 };
 use dn_types::TrainingJob;
 use serde_json::{Map, Value};
@@ -29,7 +30,7 @@ impl Flaky {
 }
 
 #[async_trait]
-impl JobStore for Flaky {
+impl Jobs for Flaky {
     async fn create_job(&self, job: NewJob) -> Result<TrainingJob> {
         self.inner.create_job(job).await
     }
@@ -53,6 +54,25 @@ impl JobStore for Flaky {
     async fn list_workspaces(&self, org: &str) -> Result<Vec<String>> {
         self.inner.list_workspaces(org).await
     }
+    async fn cancel_job(&self, org: &str, ws: &str, id: &str) -> Result<TrainingJob> {
+        self.inner.cancel_job(org, ws, id).await
+    }
+    async fn retry_job(&self, org: &str, ws: &str, id: &str) -> Result<TrainingJob> {
+        self.inner.retry_job(org, ws, id).await
+    }
+    async fn list_logs(
+        &self,
+        org: &str,
+        ws: &str,
+        id: &str,
+        after: i64,
+    ) -> Result<Vec<StoredLogEntry>> {
+        self.inner.list_logs(org, ws, id, after).await
+    }
+}
+
+#[async_trait]
+impl Queue for Flaky {
     async fn claim_job(&self, worker: &str, lease: Duration) -> Result<Option<ClaimedJob>> {
         self.check()?;
         self.inner.claim_job(worker, lease).await
@@ -97,28 +117,10 @@ impl JobStore for Flaky {
         self.check()?;
         self.inner.release_job(lease, reason, after).await
     }
-    async fn cancel_job(&self, org: &str, ws: &str, id: &str) -> Result<TrainingJob> {
-        self.inner.cancel_job(org, ws, id).await
-    }
-    async fn retry_job(&self, org: &str, ws: &str, id: &str) -> Result<TrainingJob> {
-        self.inner.retry_job(org, ws, id).await
-    }
-    async fn list_logs(
-        &self,
-        org: &str,
-        ws: &str,
-        id: &str,
-        after: i64,
-    ) -> Result<Vec<StoredLogEntry>> {
-        self.inner.list_logs(org, ws, id, after).await
-    }
-    async fn stats(&self) -> Result<StoreStats> {
-        self.inner.stats().await
-    }
-    async fn ping(&self) -> Result<()> {
-        self.check()?;
-        self.inner.ping().await
-    }
+}
+
+#[async_trait]
+impl ApiKeys for Flaky {
     async fn create_expiring_api_key(
         &self,
         org: &str,
@@ -137,5 +139,16 @@ impl JobStore for Flaky {
     }
     async fn count_api_keys(&self) -> Result<i64> {
         self.inner.count_api_keys().await
+    }
+}
+
+#[async_trait]
+impl Monitor for Flaky {
+    async fn stats(&self) -> Result<StoreStats> {
+        self.inner.stats().await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.check()?;
+        self.inner.ping().await
     }
 }

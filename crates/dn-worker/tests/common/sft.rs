@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use dn_registry::{Registry, StorageConfig, Upload, UploadFile};
 use dn_spec::{LoraTargets, LrSchedule};
-use dn_store::{JobStore, NewJob, SqlStore};
+use dn_store::prelude::*;
+use dn_store::{NewJob, SqlStore};
 use dn_types::{ArtifactRef, CapabilitySnapshot, SftConfig, TrainingExtras, TrainingJob};
 use dn_worker::{SftRunner, Worker, WorkerConfig};
 
