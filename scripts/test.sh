@@ -5,7 +5,7 @@
 #  - a throwaway S3-compatible server (moto from PyPI, bucket dn-test) for the storage and multi-node tests;
 #  - the Rust tests of every crate;
 #  - the architecture invariants (tests/architecture.sh);
-#  - the reference Python SDK against a real `dn serve` (scripts/reference/run_sdk_check.sh);
+#  - the reference Python SDK against a real `dn serve` (scripts/reference/run.sh sdk-check);
 #  - the web console in headless Chromium against a real `dn serve` training the test model
 #    (scripts/browser/console_check.sh; installs Debian's chromium and chromium-driver if missing).
 set -euo pipefail
@@ -26,5 +26,5 @@ export DN_REQUIRE_POSTGRES=1 DN_REQUIRE_S3=1
 cargo build --workspace --all-targets
 cargo test --workspace
 bash tests/architecture.sh
-bash scripts/reference/run_sdk_check.sh "$root/target/debug/dn"
+bash scripts/reference/run.sh sdk-check "$root/target/debug/dn"
 bash scripts/browser/console_check.sh "$root/target/debug/dn"

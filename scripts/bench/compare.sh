@@ -3,12 +3,12 @@
 # Two workloads: realistic chat (a generated corpus, see corpus.py for its turn-length distribution, rendered
 # and masked by dn: assistant-only loss) and the peer's best case (random ids, all supervised, no padding).
 # Env: BATCH (8), STEPS (4 per run), ROUNDS (2), LR (1e-4). Needs nothing installed by hand: the peer's
-# virtualenv is created by scripts/reference/venv-torch.sh.
+# virtualenv is created by `scripts/reference/run.sh python torch`.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 batch=${BATCH:-8}; steps=${STEPS:-4}; rounds=${ROUNDS:-2}; lr=${LR:-1e-4}
-python=$(scripts/reference/venv-torch.sh)
+python=$(scripts/reference/run.sh python torch)
 gguf=$(scripts/fetch-test-model.sh)
 cargo build -q --release -p dn-cli
 cargo bench -q -p dn-train --bench train_step --no-run

@@ -19,12 +19,7 @@ ensure_venv "$cache/venv-browser" "$root/scripts/browser/requirements.txt"
 
 # shellcheck source=scripts/lib/dn_serve.sh
 source "$root/scripts/lib/dn_serve.sh"
-work=$(mktemp -d)
-cleanup() {
-  dn_serve_stop
-  rm -rf "$work"
-}
-trap cleanup EXIT
+dn_serve_workdir
 
 export HOME=$work
 dn_serve_start "$dn" "$work" --workers 1 --model "$model"

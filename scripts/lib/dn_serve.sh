@@ -24,3 +24,9 @@ dn_serve_stop() {
   fi
   return 0
 }
+
+# Sets $work to a new temporary directory, removed (after the server is stopped) when the script exits.
+dn_serve_workdir() {
+  work=$(mktemp -d)
+  trap 'dn_serve_stop; rm -rf "$work"' EXIT
+}

@@ -1,7 +1,7 @@
 """Reference token ids and loss masks for SmolLM2-135M-Instruct's chat template, from transformers.
 
 Writes crates/dn-render/tests/fixtures/smollm2_chat_parity.json, read by dn-render's parity test.
-Run: scripts/reference/chat_parity.sh (creates the virtualenv, fetches the model).
+Run: scripts/reference/run.sh chat-parity (creates the virtualenv, fetches the model).
 
 For each case: `messages` (chat messages as dn normalizes rows into them), an optional capability
 `system_prompt` applied as reference.md says (prepended as a system message, or merged as

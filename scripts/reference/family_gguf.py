@@ -3,7 +3,7 @@ out (qwen2/qwen3 metadata keys, llama.cpp tensor names, q/k rows as they are, th
 with its `qwen2` pre-tokenizer, the chat template), and transformers' tokenization of sample texts from the
 GGUF (the tokenizer transformers builds from a GGUF is the reference for dn's).
 
-Writes tests/fixtures/families/<family>/model.gguf and gguf_tokens.json. Run: scripts/reference/families.sh"""
+Writes tests/fixtures/families/<family>/model.gguf and gguf_tokens.json. Run: scripts/reference/run.sh families"""
 
 import json
 import pathlib

@@ -4,7 +4,7 @@ tokenizer_config.json carrying the chat template itself (no chat_template.jinja)
 
 Writes tests/fixtures/families/<family>/legacy/{config.json,tokenizer_config.json}; dn's tests put them
 beside the model's weights and tokenizer and expect the very same model. Runs in the transformers 4.57
-virtualenv (scripts/reference/venv.sh): scripts/reference/families.sh."""
+virtualenv (scripts/reference/venv.sh): scripts/reference/run.sh families."""
 
 import json
 import pathlib

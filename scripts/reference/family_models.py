@@ -5,7 +5,7 @@ closed-form A and B, three AdamW steps on fixed examples; step losses, the step-
 after the last step.
 
 Writes, per family, tests/fixtures/families/<family>/model/ (the model directory) and reference.json +
-grads.safetensors beside it. Run: scripts/reference/families.sh (creates the virtualenv)."""
+grads.safetensors beside it. Run: scripts/reference/run.sh families (creates the virtualenv)."""
 
 import json
 import math

@@ -7,7 +7,7 @@ end-of-sequence stop, 32 new tokens from given prompt ids).
   o (r4, alpha 8, closed-form values) saved as PEFT saves it: tests/fixtures/generate/smollm2-adapter/ and
   tests/fixtures/generate/smollm2.json.
 
-Run: scripts/reference/generate_parity.sh (creates the virtualenv, fetches the test model)."""
+Run: scripts/reference/run.sh generate-parity (creates the virtualenv, fetches the test model)."""
 
 import json
 import pathlib

@@ -3,7 +3,7 @@
   (f32: exactly, after undoing llama.cpp's q/k row permutation; q8_0: within half a quantization step);
 - llama.cpp (llama-cpp-python) loads it and greedily generates the tokens transformers + PEFT generate
   (tests/fixtures/generate/smollm2.json) from the same prompt ids.
-Writes tests/fixtures/generate/gguf_check.json. Run: scripts/reference/gguf_check.sh."""
+Writes tests/fixtures/generate/gguf_check.json. Run: scripts/reference/run.sh gguf-check."""
 
 import json
 import pathlib

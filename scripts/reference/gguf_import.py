@@ -1,6 +1,6 @@
 """Reference for `dn model import`: the GGUF's tensors dequantized by gguf-py and un-permuted by
 transformers' own LlamaTensorProcessor, summarized per transformers tensor name (shape, sums, sample values).
-Writes crates/dn-render/tests/fixtures/smollm2_import_reference.json. Run: scripts/reference/gguf_import.sh"""
+Writes crates/dn-render/tests/fixtures/smollm2_import_reference.json. Run: scripts/reference/run.sh gguf-import"""
 
 import json
 import pathlib

@@ -1,7 +1,7 @@
 """Checks `dn model merge` against PEFT: the merged directory dn wrote (SmolLM2 from the test model's GGUF
 with tests/fixtures/generate/smollm2-adapter) loads in transformers, and its logits on a prompt equal the
 base with the PEFT adapter (PeftModel) within 1e-4 relative. Writes tests/fixtures/generate/merge_check.json.
-Run: scripts/reference/merge_check.sh (builds nothing: it runs target/debug/dn)."""
+Run: scripts/reference/run.sh merge-check (builds nothing: it runs target/debug/dn)."""
 
 import json
 import pathlib

@@ -1,5 +1,5 @@
 """Writes crates/dn-data/tests/fixtures/rows.parquet with pyarrow: one chat row (messages as a list of
-structs), one prompt/completion row, one row that fits no shape. Run: scripts/reference/parquet_fixture.sh"""
+structs), one prompt/completion row, one row that fits no shape. Run: scripts/reference/run.sh parquet-fixture"""
 
 import pathlib
 import sys

@@ -1,7 +1,7 @@
 """Checks a dn job's final adapter with PEFT: loads SmolLM2-135M-Instruct in transformers (dequantized GGUF,
 float32), applies the adapter with PeftModel.from_pretrained, computes the mean NLL over supervised tokens of
 the eval examples (token ids and loss masks as dn prepared them, from `dn data preview --json`), and compares
-it with the job's eval/loss. Run: scripts/reference/peft_eval.sh"""
+it with the job's eval/loss. Run: scripts/reference/run.sh peft-eval"""
 
 import json
 import pathlib

@@ -1,7 +1,7 @@
 """Checks a dn job's final adapter on a family's tiny model with PEFT: transformers 5 loads the model
 directory (float32, eager attention), PeftModel.from_pretrained applies the adapter, and the mean NLL over
 the supervised tokens of the eval examples (token ids and masks as dn prepared them, from
-`dn data preview --json`) is compared with the job's eval/loss. Run: scripts/reference/peft_eval_families.sh"""
+`dn data preview --json`) is compared with the job's eval/loss. Run: scripts/reference/run.sh peft-eval-families"""
 
 import json
 import pathlib

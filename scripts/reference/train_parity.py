@@ -3,7 +3,7 @@ LoRA by PEFT (r=8, alpha=16, all seven projections, dropout 0) with lora_A set b
 compute and lora_B = 0 (PEFT's init), trained 3 AdamW steps (lr 1e-3, betas 0.9/0.95, eps 1e-8, no weight decay,
 global-norm clip 1.0) on a fixed batch of ChatML conversations, loss = summed NLL of supervised tokens / their
 count. Writes the batch (ids + masks), the loss of each step (before its update) and sampled logits after the
-last step. Run: scripts/reference/train_parity.sh"""
+last step. Run: scripts/reference/run.sh train-parity"""
 
 import json
 import math

@@ -17,7 +17,7 @@ async fn cli_round_trips() {
                 "--org",
                 "acme",
                 "--data-dir",
-                &env.data_dir(),
+                &env.data_dir_arg(),
             ],
             &[],
         )
@@ -306,7 +306,7 @@ async fn connection_comes_from_flags_env_then_profile() {
                 "--org",
                 "acme",
                 "--data-dir",
-                &env.data_dir(),
+                &env.data_dir_arg(),
             ],
             &[],
         )

@@ -52,7 +52,7 @@ async fn pushes_take_only_regular_files_inside_the_directory() {
 async fn keys_are_listed_revoked_and_expire() {
     use std::os::unix::fs::PermissionsExt;
     let env = start(false).await;
-    let data_dir = env.data_dir();
+    let data_dir = env.data_dir_arg();
     let mode = |p: &str| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&data_dir), 0o700);
     assert_eq!(mode(&format!("{data_dir}/dn.db")), 0o600);

@@ -134,7 +134,7 @@ async fn a_cancelled_running_job_stops_within_a_step_and_keeps_its_checkpoints()
     assert!(took.as_secs_f64() < longest_step + 5.0, "{took:?}");
     let names = checkpoint_names(&job);
     assert!(names.contains(&"step-000003"), "{names:?}");
-    let marker = std::path::Path::new(&c.env.data_dir()).join(format!(
+    let marker = std::path::Path::new(&c.env.data_dir_arg()).join(format!(
         "storage/jobs/acme/{id}/checkpoints/step-000003/_COMMITTED"
     ));
     assert!(marker.is_file(), "the checkpoint stays in storage");

@@ -7,7 +7,6 @@
 //!
 //! Run: `cargo bench -p dn-render --bench throughput` (needs scripts/fetch-test-model.sh first).
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use dn_data::{ChatMessage, Conversation, Role};
@@ -80,19 +79,9 @@ fn corpus(n: usize) -> Vec<Conversation> {
 }
 
 fn main() {
-    let path = std::env::var("DN_TEST_MODEL_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../.cache/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    if !path.is_file() {
-        eprintln!(
-            "{} not found: run scripts/fetch-test-model.sh",
-            path.display()
-        );
+    let Some(path) = dn_testkit::test_model() else {
         return;
-    }
+    };
     let artifacts = ModelArtifacts::load(&path).expect("test model loads");
     let conversations = corpus(10_000);
     let options = PrepareOptions {

@@ -32,8 +32,8 @@ async fn readiness_names_the_storage_that_fails_and_registry_calls_answer_503() 
     assert_eq!(body["checks"]["database"], "ok");
     assert_eq!(body["checks"]["storage"], "ok");
     // The storage directory replaced by a file: every read of it fails.
-    let root = server.dir.path().join("storage");
-    std::fs::rename(&root, server.dir.path().join("storage.away")).unwrap();
+    let root = server.storage_dir();
+    std::fs::rename(&root, server.data_dir().join("storage.away")).unwrap();
     std::fs::write(&root, b"not a directory").unwrap();
     let ready = get(&format!("{}/api/v1/health/ready", server.url), None).await;
     assert_eq!(ready.status(), 503);
@@ -48,7 +48,7 @@ async fn readiness_names_the_storage_that_fails_and_registry_calls_answer_503() 
     assert_eq!(retry_after(&refused), Some("5"));
     // Back again.
     std::fs::remove_file(&root).unwrap();
-    std::fs::rename(server.dir.path().join("storage.away"), &root).unwrap();
+    std::fs::rename(server.data_dir().join("storage.away"), &root).unwrap();
     let (status, _) = server.call(Method::GET, "/health/ready", None, None).await;
     assert_eq!(status, 200);
     assert_eq!(get(&file, Some(&server.key_a)).await.status(), 200);
@@ -153,7 +153,7 @@ async fn a_failed_job_keeps_its_committed_checkpoints_in_its_artifacts() {
     let id = job["id"].as_str().unwrap().to_owned();
     let registry = dn_registry::Registry::new(
         &dn_registry::StorageConfig::Local {
-            root: server.dir.path().join("storage"),
+            root: server.storage_dir(),
         },
         1 << 20,
     )

@@ -2,9 +2,13 @@
 //! (scripts/fetch-test-model.sh), and the PostgreSQL and S3 servers scripts/test.sh starts on loopback.
 //! Each is `None` where it is absent, so that `cargo test` alone skips what needs it, unless the test
 //! script requires it (`DN_REQUIRE_TEST_MODEL`, `DN_REQUIRE_POSTGRES`, `DN_REQUIRE_S3` = 1), which turns
-//! its absence into a failure: CI never passes by skipping.
+//! its absence into a failure: CI never passes by skipping. With the `server` feature, `server` starts
+//! the API in-process as the server's and the CLI's tests use it.
 
 use std::path::PathBuf;
+
+#[cfg(feature = "server")]
+pub mod server;
 
 /// The SmolLM2-135M-Instruct Q4_1 GGUF: `DN_TEST_MODEL_GGUF`, else the workspace's `.cache`.
 pub fn test_model() -> Option<PathBuf> {

@@ -16,13 +16,9 @@ use dn_train::{
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// The test model; a benchmark without it has nothing to measure.
 fn model_path() -> PathBuf {
-    std::env::var("DN_TEST_MODEL_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../../.cache/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
-        })
+    dn_testkit::test_model().expect("the test model: run scripts/fetch-test-model.sh")
 }
 
 fn peak_rss_mib() -> f64 {

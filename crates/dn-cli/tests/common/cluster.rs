@@ -121,7 +121,7 @@ impl Cluster {
             .args([
                 "worker",
                 "--data-dir",
-                &self.env.data_dir(),
+                &self.env.data_dir_arg(),
                 "--worker-id",
                 id,
             ])
@@ -143,7 +143,7 @@ impl Cluster {
                 "--listen",
                 listen,
                 "--data-dir",
-                &self.env.data_dir(),
+                &self.env.data_dir_arg(),
             ])
             .args(["--workers", &workers.to_string()])
             .args(FAST_LEASES)

@@ -10,18 +10,19 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dn_registry::{Registry, StorageConfig};
-use dn_server::{AppState, Catalog};
-use dn_store::SqlStore;
-use dn_types::SftDefaults;
+use dn_testkit::server::{ApiOptions, ApiServer};
 use dn_worker::{UnavailableTrainer, Worker, WorkerConfig};
-use tokio::sync::watch;
 
+/// The in-process API, with a worker beside it when asked for.
 pub struct Env {
-    pub url: String,
-    pub dir: tempfile::TempDir,
-    pub model: String,
-    _stop: watch::Sender<bool>,
+    pub api: ApiServer,
+}
+
+impl std::ops::Deref for Env {
+    type Target = ApiServer;
+    fn deref(&self) -> &ApiServer {
+        &self.api
+    }
 }
 
 pub async fn start(with_worker: bool) -> Env {
@@ -39,64 +40,26 @@ pub async fn start_with_catalog(
     catalog_only: bool,
     with_worker: bool,
 ) -> Env {
-    let dir = tempfile::tempdir().unwrap();
-    let model = match model {
-        Some(model) => model,
-        None => {
-            let model_dir = dir.path().join("tiny");
-            std::fs::create_dir_all(&model_dir).unwrap();
-            std::fs::write(
-                model_dir.join("config.json"),
-                r#"{"model_type":"llama","hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,
-            "num_attention_heads":4,"vocab_size":256,"max_position_embeddings":512}"#,
-            )
-            .unwrap();
-            model_dir.to_string_lossy().into_owned()
-        }
-    };
-    let data = dir.path().join("data");
-    let store = Arc::new(SqlStore::open_data_dir(&data).await.unwrap());
-    let registry = Registry::new(
-        &StorageConfig::Local {
-            root: data.join("storage"),
-        },
-        1 << 20,
-    )
-    .unwrap();
-    let state = AppState {
-        store: store.clone(),
-        registry,
-        catalog: Arc::new(
-            Catalog::load(std::slice::from_ref(&model))
-                .unwrap()
-                .catalog_only(catalog_only),
-        ),
-        defaults: SftDefaults::default(),
-        previewer: None,
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = watch::channel(false);
-    let mut server_stop = stopped.clone();
-    tokio::spawn(dn_server::serve(listener, state, async move {
-        let _ = server_stop.changed().await;
-    }));
+    let api = ApiServer::start(ApiOptions {
+        model,
+        catalog_only,
+        max_upload_bytes: 1 << 20,
+        ..ApiOptions::default()
+    })
+    .await;
     if with_worker {
         let mut config = WorkerConfig::new("test-worker");
         config.poll_interval = Duration::from_millis(50);
-        tokio::spawn(Worker::new(store, Arc::new(UnavailableTrainer), config).run(stopped));
+        let worker = Worker::new(api.store.clone(), Arc::new(UnavailableTrainer), config);
+        tokio::spawn(worker.run(api.stopped()));
     }
-    Env {
-        url,
-        dir,
-        model,
-        _stop: stop,
-    }
+    Env { api }
 }
 
 impl Env {
-    pub fn data_dir(&self) -> String {
-        self.dir.path().join("data").to_string_lossy().into_owned()
+    /// [`ApiServer::data_dir`] as a command-line argument.
+    pub fn data_dir_arg(&self) -> String {
+        self.data_dir().to_string_lossy().into_owned()
     }
 
     /// Runs `dn ARGS` with a clean environment plus `envs`.
@@ -121,7 +84,7 @@ impl Env {
                     "--org",
                     org,
                     "--data-dir",
-                    &self.data_dir(),
+                    &self.data_dir_arg(),
                 ],
                 &[],
             )

@@ -4,39 +4,27 @@
 #![allow(dead_code)]
 
 use std::path::Path;
-use std::sync::Arc;
 
 use dn_client::{PushContent, PushFile};
-use dn_registry::{Registry, StorageConfig};
-use dn_server::{AppState, Catalog, ServerLimits};
-use dn_store::SqlStore;
+use dn_server::ServerLimits;
 use dn_store::prelude::*;
-use dn_types::SftDefaults;
+use dn_testkit::server::{ApiOptions, ApiServer};
 use reqwest::Method;
 use serde_json::Value;
-use tokio::sync::oneshot;
 
+/// The in-process API with keys of two organizations.
 pub struct TestServer {
-    pub url: String,
-    pub store: Arc<SqlStore>,
+    pub api: ApiServer,
     pub key_a: String,
     pub key_b: String,
-    pub model: String,
-    pub dir: tempfile::TempDir,
-    stop: Option<oneshot::Sender<()>>,
 }
 
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+impl std::ops::Deref for TestServer {
+    type Target = ApiServer;
+    fn deref(&self) -> &ApiServer {
+        &self.api
     }
 }
-
-pub const TINY_CONFIG: &str = r#"{"model_type":"llama","hidden_size":64,"intermediate_size":128,
- "num_hidden_layers":2,"num_attention_heads":4,"num_key_value_heads":2,"vocab_size":256,
- "max_position_embeddings":512,"tie_word_embeddings":true}"#;
 
 pub async fn start_with_limit(max_upload_bytes: u64) -> TestServer {
     start_with_limits(max_upload_bytes, ServerLimits::default()).await
@@ -44,49 +32,15 @@ pub async fn start_with_limit(max_upload_bytes: u64) -> TestServer {
 
 /// A server with these connection and request limits.
 pub async fn start_with_limits(max_upload_bytes: u64, limits: ServerLimits) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let model_dir = dir.path().join("tiny-llama");
-    std::fs::create_dir_all(&model_dir).unwrap();
-    std::fs::write(model_dir.join("config.json"), TINY_CONFIG).unwrap();
-    let model = model_dir.to_string_lossy().into_owned();
-
-    let store = Arc::new(SqlStore::open_data_dir(dir.path()).await.unwrap());
-    let key_a = store.create_api_key("acme").await.unwrap();
-    let key_b = store.create_api_key("rival").await.unwrap();
-    let registry = Registry::new(
-        &StorageConfig::Local {
-            root: dir.path().join("storage"),
-        },
+    let api = ApiServer::start(ApiOptions {
         max_upload_bytes,
-    )
-    .unwrap();
-    let state = AppState {
-        previewer: None,
-        store: store.clone(),
-        registry,
-        catalog: Arc::new(Catalog::load(std::slice::from_ref(&model)).unwrap()),
-        defaults: SftDefaults::default(),
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(dn_server::serve_with_limits(
-        listener,
-        state,
         limits,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    TestServer {
-        url,
-        store,
-        key_a,
-        key_b,
-        model,
-        dir,
-        stop: Some(stop),
-    }
+        ..ApiOptions::default()
+    })
+    .await;
+    let key_a = api.store.create_api_key("acme").await.unwrap();
+    let key_b = api.store.create_api_key("rival").await.unwrap();
+    TestServer { api, key_a, key_b }
 }
 
 pub async fn start() -> TestServer {

@@ -1,7 +1,0 @@
-#!/usr/bin/env bash
-# Regenerates crates/dn-render/tests/fixtures/smollm2_chat_parity.json with transformers.
-set -euo pipefail
-root=$(cd "$(dirname "$0")/../.." && pwd)
-python=$("$root/scripts/reference/venv.sh")
-gguf=$("$root/scripts/fetch-test-model.sh")
-"$python" "$root/scripts/reference/chat_parity.py" "$gguf" "$root/crates/dn-render/tests/fixtures/smollm2_chat_parity.json"

@@ -1,0 +1,202 @@
+#!/usr/bin/env bash
+# The one entry point of the reference scripts. Each writes what the Rust tests read (a JSON fixture, a
+# small model) or checks dn against the reference implementation, with transformers, PEFT or the reference
+# SDK in a virtualenv of its own under $DN_CACHE_DIR (default .cache). CI runs only `sdk-check`.
+#
+#   scripts/reference/run.sh NAME [ARGS]
+#
+#   chat-parity          crates/dn-render/tests/fixtures/smollm2_chat_parity.json (transformers)
+#   gguf-import          crates/dn-render/tests/fixtures/smollm2_import_reference.json (gguf-py + transformers)
+#   parquet-fixture      crates/dn-data/tests/fixtures/rows.parquet (pyarrow)
+#   train-parity         crates/dn-train/tests/fixtures/smollm2_train_parity.json (transformers + PEFT)
+#   families [FAMILY..]  tests/fixtures/families/: each family's tiny random model saved by transformers 5 and
+#                        PEFT's training reference (family_models.py), the older config layout as
+#                        transformers 4.57 wrote it (family_legacy.py), chat-template parity cases
+#                        (family_chat.py), GGUF files of the qwen2 and qwen3 models (family_gguf.py)
+#   generate-parity      greedy generation references: each family's generate.json and
+#                        tests/fixtures/generate/ (SmolLM2 with a PEFT adapter)
+#   merge-check          `dn model merge` of the SmolLM2 fixture adapter, loaded in transformers and held to
+#                        base + PEFT (tests/fixtures/generate/merge_check.json); needs target/debug/dn
+#   gguf-check           dn's GGUF export read by the `gguf` package and run by llama.cpp (llama-cpp-python
+#                        built from source: minutes the first time; tests/fixtures/generate/gguf_check.json);
+#                        needs target/debug/dn
+#   peft-eval            a `dn train sft --local` job's final adapter evaluated by PEFT: its eval loss must
+#                        equal the job's within 1e-3 relative (scripts/reference/peft_eval.out)
+#   peft-eval-families [FAMILY..]
+#                        the same on each family's tiny model, gemma3/multimodal included
+#                        (scripts/reference/peft_eval_families.out)
+#   sdk-check [DN]       the reference SDK (PyPI dreadnode==2.0.52) against a real `dn serve` on loopback
+#   python ref|torch|families
+#                        prints the python of that virtualenv (for scripts/bench)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+here=$root/scripts/reference
+cache=${DN_CACHE_DIR:-$root/.cache}
+# shellcheck source=scripts/lib/venv.sh
+source "$root/scripts/lib/venv.sh"
+
+# The python of a reference virtualenv, created (or refreshed) from its requirements file.
+python_of() {
+  local name=$1 req
+  case $name in
+    ref) req=$here/requirements.txt ;;
+    torch) req=$here/requirements-torch.txt ;;
+    families) req=$here/requirements-families.txt ;;
+    *) echo "no virtualenv $name (ref, torch or families)" >&2; return 2 ;;
+  esac
+  ensure_venv "$cache/venv-$name" "$req"
+  echo "$cache/venv-$name/bin/python"
+}
+
+test_model() { "$root/scripts/fetch-test-model.sh"; }
+
+# The capability's system prompt as dn applies it: the agent file's body, front matter removed, trimmed.
+system_prompt() {
+  "$1" - "$root/examples/capabilities/support-agent/agents/support.md" <<'PY'
+import sys
+text = open(sys.argv[1]).read()
+if text.startswith("---"):
+    text = text.split("\n---", 2)[1].split("\n", 1)[1] if "\n---" in text[3:] else text
+print(text.strip(), end="")
+PY
+}
+
+# A job on the example data, then its eval set rendered as dn renders it:
+# `train_and_render MODEL WORK NAME LEARNING_RATE [MAX_SEQUENCE_LENGTH]` writes WORK/job-NAME.json and
+# WORK/eval-NAME.jsonl (WORK/prompt.txt holds the system prompt).
+train_and_render() {
+  local dn=$root/target/debug/dn model=$1 work=$2 name=$3 rate=$4 length=()
+  [ -z "${5:-}" ] || length=(--max-sequence-length "$5")
+  "$dn" --json train sft --local --data-dir "$work/data-$name" --model "$model" \
+    --capability examples/capabilities/support-agent --dataset examples/datasets/support-demos \
+    --eval-dataset examples/datasets/support-eval --steps 4 --batch-size 4 --learning-rate "$rate" \
+    --lora-rank 8 "${length[@]}" --poll-interval-sec 1 >"$work/job-$name.json"
+  "$dn" --json data preview --model "$model" --file examples/datasets/support-eval/eval.jsonl \
+    --system-prompt-file "$work/prompt.txt" "${length[@]}" --limit 1000 >"$work/eval-$name.jsonl"
+}
+
+# The reference SDK (PyPI dreadnode==2.0.52, in its own virtualenv) against a real `dn serve` on loopback.
+sdk_check() {
+  local dn=${1:-$root/target/debug/dn}
+  mkdir -p "$cache"
+  venv=$cache/venv-sdk
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import dreadnode.app.api.client" 2>/dev/null; then
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    # A full install fails on dependency conflicts; the API client needs only these.
+    { "$venv/bin/pip" install -q --no-deps dreadnode==2.0.52 \
+        && "$venv/bin/pip" install -q httpx pydantic loguru "logfire<5" truststore; } >"$cache/pip-sdk.log" 2>&1 \
+      || { cat "$cache/pip-sdk.log" >&2; exit 1; }
+  fi
+
+  # shellcheck source=scripts/lib/dn_serve.sh
+  source "$root/scripts/lib/dn_serve.sh"
+  dn_serve_workdir
+
+  mkdir -p "$work/model" "$work/cap/agents" "$work/eval"
+  cat >"$work/model/config.json" <<'JSON'
+{"model_type":"llama","hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,"num_attention_heads":4,
+ "vocab_size":256,"max_position_embeddings":512}
+JSON
+  printf 'schema: 1\nname: support-agent\nversion: 1.0.0\ndescription: Answers tickets\n' >"$work/cap/capability.yaml"
+  printf -- '---\nname: support\n---\nYou are a support agent.\n' >"$work/cap/agents/support.md"
+  echo '{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"hello"}]}' >"$work/demos.jsonl"
+  printf 'name: support-eval\nversion: 0.1.0\nformat: jsonl\n' >"$work/eval/dataset.yaml"
+  cp "$work/demos.jsonl" "$work/eval/eval.jsonl"
+
+  dn_serve_start "$dn" "$work" --workers 0 --model "$work/model"
+  port=$DN_SERVE_PORT key=$DN_SERVE_KEY
+  other=$("$dn" keys create --org rival --data-dir "$work/data")
+
+  export DN_SERVER="http://127.0.0.1:$port" DN_API_KEY="$key" DN_WORKSPACE=main
+  "$dn" capability push "$work/cap" >/dev/null
+  "$dn" dataset push "$work/demos.jsonl" --name support-demos --version 0.1.0 >/dev/null
+  "$dn" dataset push "$work/eval" >/dev/null
+  "$venv/bin/python" "$root/scripts/reference/sdk_roundtrip.py" "http://127.0.0.1:$port" "$key" "$other" "$work/model"
+}
+
+name=${1:-}
+[ -n "$name" ] || { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+shift
+case $name in
+  python) python_of "${1:-}" ;;
+  chat-parity)
+    "$(python_of ref)" "$here/chat_parity.py" "$(test_model)" \
+      "$root/crates/dn-render/tests/fixtures/smollm2_chat_parity.json" ;;
+  gguf-import)
+    "$(python_of ref)" "$here/gguf_import.py" "$(test_model)" \
+      "$root/crates/dn-render/tests/fixtures/smollm2_import_reference.json" ;;
+  parquet-fixture)
+    mkdir -p "$root/crates/dn-data/tests/fixtures"
+    "$(python_of ref)" "$here/parquet_fixture.py" "$root/crates/dn-data/tests/fixtures/rows.parquet" ;;
+  train-parity)
+    mkdir -p "$root/crates/dn-train/tests/fixtures"
+    "$(python_of torch)" "$here/train_parity.py" "$(test_model)" \
+      "$root/crates/dn-train/tests/fixtures/smollm2_train_parity.json" ;;
+  families)
+    python=$(python_of families) legacy=$(python_of ref)
+    "$python" "$here/family_models.py" "$@"
+    "$legacy" "$here/family_legacy.py" "$@"
+    "$python" "$here/family_chat.py" "$@"
+    "$python" "$here/family_gguf.py" "$@" ;;
+  generate-parity)
+    mkdir -p "$root/tests/fixtures/generate"
+    "$(python_of families)" "$here/generate_parity.py" "$(test_model)"
+    # PEFT's model card is not part of the adapter.
+    rm -f "$root/tests/fixtures/generate/smollm2-adapter/README.md"
+    chmod 644 "$root/tests/fixtures/generate/smollm2-adapter/"* ;;
+  merge-check)
+    python=$(python_of families) gguf=$(test_model) work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    adapter=$root/tests/fixtures/generate/smollm2-adapter
+    "$root/target/debug/dn" model merge --base "$gguf" --adapter "$adapter" --out "$work/merged" --dtype f32
+    "$python" "$here/merge_check.py" "$gguf" "$work/merged" "$adapter" \
+      "$root/tests/fixtures/generate/merge_check.json" ;;
+  gguf-check)
+    venv=$cache/venv-llamacpp
+    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import llama_cpp, gguf' 2>/dev/null; then
+      python3 -m venv "$venv"
+      "$venv/bin/pip" install -q llama-cpp-python==0.3.36 gguf==0.19.0 numpy safetensors
+    fi
+    gguf=$(test_model) work=$(mktemp -d) dn=$root/target/debug/dn
+    trap 'rm -rf "$work"' EXIT
+    adapter=$root/tests/fixtures/generate/smollm2-adapter
+    "$dn" model merge --base "$gguf" --adapter "$adapter" --out "$work/merged" --dtype f32
+    "$dn" model merge --base "$gguf" --adapter "$adapter" --out "$work/f32.gguf" --format gguf --dtype f32
+    "$dn" model merge --base "$gguf" --adapter "$adapter" --out "$work/q8_0.gguf" --format gguf --quant q8_0
+    "$venv/bin/python" "$here/gguf_check.py" "$work/f32.gguf" "$work/q8_0.gguf" "$work/merged" \
+      "$root/tests/fixtures/generate/smollm2.json" "$root/tests/fixtures/generate/gguf_check.json" ;;
+  peft-eval)
+    cd "$root"
+    python=$(python_of torch) gguf=$(test_model) work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    cargo build -q -p dn-cli
+    system_prompt "$python" >"$work/prompt.txt"
+    train_and_render "$gguf" "$work" smollm2 1e-3
+    "$python" "$here/peft_eval.py" "$gguf" "$work/job-smollm2.json" "$work/eval-smollm2.jsonl" \
+      "$work/data-smollm2/storage" 2>/dev/null | tee "$here/peft_eval.out" ;;
+  peft-eval-families)
+    cd "$root"
+    python=$(python_of families) work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    cargo build -q -p dn-cli
+    system_prompt "$python" >"$work/prompt.txt"
+    families=("$@")
+    [ ${#families[@]} -gt 0 ] || families=(llama mistral qwen2 qwen3 gemma2 gemma3 gemma3/multimodal phi3)
+    status=0
+    : >"$work/out"
+    for family in "${families[@]}"; do
+      case $family in
+        */*) model=tests/fixtures/families/$family ;;
+        *) model=tests/fixtures/families/$family/model ;;
+      esac
+      family=${family//\//-}
+      train_and_render "$model" "$work" "$family" 1e-2 512
+      "$python" "$here/peft_eval_families.py" "$family" "$model" "$work/job-$family.json" \
+        "$work/eval-$family.jsonl" "$work/data-$family/storage" 2>/dev/null | tee -a "$work/out" || status=1
+    done
+    cp "$work/out" "$here/peft_eval_families.out"
+    exit $status ;;
+  sdk-check) sdk_check "$@" ;;
+  *) echo "no reference script $name (run scripts/reference/run.sh for the list)" >&2; exit 2 ;;
+esac
