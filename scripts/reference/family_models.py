@@ -5,7 +5,8 @@ closed-form A and B, three AdamW steps on fixed examples; step losses, the step-
 after the last step.
 
 Writes, per family, tests/fixtures/families/<family>/model/ (the model directory) and reference.json +
-grads.safetensors beside it. Run: scripts/reference/run.sh families (creates the virtualenv)."""
+grads.safetensors beside it; for a mixture-of-experts family also fused.safetensors, its weights with the
+experts fused as transformers 5 holds them in memory (the model directory holds them one by one). Run: scripts/reference/run.sh families (creates the virtualenv)."""
 
 import json
 import math
@@ -81,7 +82,22 @@ def examples(vocab_size):
     return out
 
 
+# PEFT's target_parameters on the fused experts (transformers 5's `mlp.experts.gate_up_proj [E, 2I, H]` and
+# `down_proj [E, H, I]`): a rank-r LoRA per expert, after the block's projections in dn's order.
+EXPERT_PARAMETERS = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]
+
+
+def is_moe(family):
+    return any(k in FAMILIES[family]["values"] for k in ("num_experts", "num_local_experts"))
+
+
 def projection_order(family):
+    """target_modules. On a mixture-of-experts model, the attention projections only: PEFT (0.21, under
+    transformers 5) turns MLP names in target_modules into the experts' target_parameters (gate_proj and up_proj
+    into gate_up_proj at twice the rank and alpha), so a dense layer's MLP (Qwen's mlp_only_layers) cannot be
+    adapted; the experts are adapted through target_parameters."""
+    if is_moe(family):
+        return ["q_proj", "k_proj", "v_proj", "o_proj"]
     return ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"] if family == "phi3" else [
         "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -97,16 +113,18 @@ def closed_form(rows, cols, ordinal, a):
 
 
 def lora_modules(peft_model, family):
-    """(ordinal, short name, module) of every LoRA layer: ordinal = layer * projections + index."""
-    order = projection_order(family)
+    """(ordinal, name, module) of every LoRA layer, the ordinal counting them in dn's order: by layer, then
+    projection order, then the experts' gate_up_proj and down_proj (a ParamWrapper per expert parameter)."""
+    order = projection_order(family) + ["experts." + p.rsplit(".", 1)[1] for p in EXPERT_PARAMETERS]
     found = []
     for name, module in peft_model.named_modules():
         if hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {}):
             parts = name.split(".")
             layer = int(parts[parts.index("layers") + 1])
-            short = parts[-1]
-            found.append((layer * len(order) + order.index(short), name, module))
-    return sorted(found)
+            parameter = getattr(module, "parameter_name", None)
+            short = f"experts.{parameter}" if parameter else parts[-1]
+            found.append(((layer, order.index(short)), name, module))
+    return [(ordinal, name, module) for ordinal, (_, name, module) in enumerate(sorted(found, key=lambda f: f[0]))]
 
 
 def build(family, spec, tokenizer):
@@ -130,6 +148,11 @@ def build(family, spec, tokenizer):
     dtype = getattr(torch, spec["dtype"])
     kwargs = {"max_shard_size": spec["shard"]} if spec["shard"] else {}
     model.to(dtype).save_pretrained(directory, **kwargs)
+    if is_moe(family):
+        # save_pretrained writes the experts one by one (transformers 4's layout, as hub repos hold them); the
+        # model's own state dict holds them fused (`mlp.experts.gate_up_proj [E, 2I, H]`, `down_proj [E, H, I]`).
+        fused = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        save_file(fused, str(directory.parent / "fused.safetensors"))
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, bos_token=spec["bos"], eos_token=spec["eos"], pad_token="<pad>",
     )
@@ -145,9 +168,13 @@ def reference(family, directory, vocab_size):
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, attn_implementation="eager")
     model.eval()
     targets = projection_order(family)
+    parameters = EXPERT_PARAMETERS if is_moe(family) else None
     peft_model = get_peft_model(model, LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=0.0,
-                                                  target_modules=targets))
+                                                  target_modules=targets, target_parameters=parameters))
     modules = lora_modules(peft_model, family)
+    if parameters:
+        print(f"{family}: LoRA layers", [(o, n, tuple(m.lora_A["default"].weight.shape),
+                                          tuple(m.lora_B["default"].weight.shape)) for o, n, m in modules])
     with torch.no_grad():
         for ordinal, _, module in modules:
             a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
@@ -194,7 +221,7 @@ def reference(family, directory, vocab_size):
         "source": "scripts/reference/family_models.py (transformers %s, peft %s, torch %s)" % (
             transformers.__version__, __import__("peft").__version__, torch.__version__),
         "family": family, "rank": LORA_RANK, "alpha": LORA_ALPHA, "learning_rate": LEARNING_RATE,
-        "targets": targets,
+        "targets": targets, "target_parameters": parameters,
         "examples": [{"input_ids": ids, "loss_mask": mask} for ids, mask in batch],
         "normaliser": normaliser, "losses": losses, "logit_rows": rows, "logits": logits,
     }, indent=1) + "\n")

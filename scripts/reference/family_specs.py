@@ -80,6 +80,24 @@ FAMILIES = {
         dtype="float32", shard=None, template="phi3",
         bos=None, eos="<|endoftext|>", generation_eos=["<|end|>", "<|endoftext|>"],
     ),
+    # Mixture-of-experts: top-k routing over few experts, so that every expert gets tokens and some tokens
+    # reach each pair of experts; Qwen3-MoE without top-k renormalisation and with a dense layer between
+    # sparse ones (mlp_only_layers), Mixtral always renormalised and windowed.
+    "qwen3_moe": dict(
+        config="Qwen3MoeConfig",
+        values=dict(head_dim=16, num_experts=6, num_experts_per_tok=2, moe_intermediate_size=24,
+                    norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[1], tie_word_embeddings=False,
+                    rope_parameters=dict(rope_type="default", rope_theta=1000000.0)),
+        dtype="bfloat16", shard=None, template="qwen3",
+        bos=None, eos="<|im_end|>", generation_eos=["<|im_end|>", "<|endoftext|>"],
+    ),
+    "mixtral": dict(
+        config="MixtralConfig",
+        values=dict(head_dim=8, num_local_experts=4, num_experts_per_tok=2, intermediate_size=20, sliding_window=5,
+                    tie_word_embeddings=False, rope_parameters=dict(rope_type="default", rope_theta=1000000.0)),
+        dtype="float32", shard="80KB", template="mistral",
+        bos="<s>", eos="</s>", generation_eos=["</s>"],
+    ),
 }
 
 # Every special token any family's template uses (one tokenizer serves all the tiny models).

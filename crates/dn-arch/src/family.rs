@@ -4,6 +4,7 @@
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+use crate::experts::{experts, sparse_layers};
 use crate::json::Fields;
 use crate::rope::{RopeDefaults, read_rope};
 use crate::{Activation, Biases, Layer, ModelConfig, Rope};
@@ -21,10 +22,14 @@ pub enum Family {
     Gemma3,
     /// Phi-3, Phi-3.5 and Phi-4-mini.
     Phi3,
+    /// Qwen3's mixture of experts (Qwen3-30B-A3B, 235B-A22B, Coder-30B-A3B).
+    Qwen3Moe,
+    /// Mixtral 8x7B and 8x22B.
+    Mixtral,
 }
 
 /// The `model_type` values dn trains.
-pub const SUPPORTED_MODEL_TYPES: [&str; 8] = [
+pub const SUPPORTED_MODEL_TYPES: [&str; 10] = [
     "llama",
     "mistral",
     "qwen2",
@@ -33,6 +38,8 @@ pub const SUPPORTED_MODEL_TYPES: [&str; 8] = [
     "gemma3_text",
     "gemma3",
     "phi3",
+    "qwen3_moe",
+    "mixtral",
 ];
 
 impl Family {
@@ -45,6 +52,8 @@ impl Family {
             "gemma2" => Family::Gemma2,
             "gemma3" | "gemma3_text" => Family::Gemma3,
             "phi3" => Family::Phi3,
+            "qwen3_moe" => Family::Qwen3Moe,
+            "mixtral" => Family::Mixtral,
             _ => return None,
         })
     }
@@ -59,11 +68,18 @@ impl Family {
             Family::Gemma2 => "gemma2",
             Family::Gemma3 => "gemma3",
             Family::Phi3 => "phi3",
+            Family::Qwen3Moe => "qwen3_moe",
+            Family::Mixtral => "mixtral",
         }
     }
 
     fn is_gemma(&self) -> bool {
         matches!(self, Family::Gemma2 | Family::Gemma3)
+    }
+
+    /// Whether its MLPs are (or may be) a mixture of experts.
+    fn is_moe(&self) -> bool {
+        matches!(self, Family::Qwen3Moe | Family::Mixtral)
     }
 }
 
@@ -76,9 +92,21 @@ impl std::fmt::Display for Family {
 /// Why a known but untrainable `model_type` is refused.
 fn refusal(model_type: &str) -> Option<&'static str> {
     Some(match model_type {
-        "mixtral" | "qwen2_moe" | "qwen3_moe" | "phimoe" | "deepseek_v2" | "deepseek_v3"
-        | "olmoe" | "granitemoe" | "llama4" | "gpt_oss" => {
-            "mixture-of-experts models cannot be trained yet"
+        "qwen2_moe" => {
+            "mixture-of-experts models with a shared expert cannot be trained yet (qwen3_moe and mixtral can)"
+        }
+        "gpt_oss" => {
+            "gpt-oss cannot be trained yet: its attention sinks, clamped experts with biases and MXFP4 weights are not implemented (qwen3_moe and mixtral can be trained)"
+        }
+        "deepseek_v2" | "deepseek_v3" | "kimi_k2" => {
+            "mixture-of-experts models with multi-head latent attention cannot be trained (qwen3_moe and mixtral can)"
+        }
+        "qwen3_next" | "qwen3_5_moe" => {
+            "models with linear attention layers cannot be trained (qwen3_moe and mixtral can)"
+        }
+        "phimoe" | "olmoe" | "granitemoe" | "llama4" | "llama4_text" | "glm4_moe" | "dots1"
+        | "ernie4_5_moe" | "hunyuan_v1_moe" => {
+            "this mixture-of-experts design cannot be trained (qwen3_moe and mixtral can)"
         }
         "llava" | "mistral3" | "qwen2_vl" | "qwen2_5_vl" | "qwen3_vl" | "gemma3n"
         | "phi4_multimodal" | "mllama" | "idefics3" | "paligemma" => {
@@ -88,12 +116,12 @@ fn refusal(model_type: &str) -> Option<&'static str> {
     })
 }
 
-/// Keys whose presence means a feature dn does not implement.
-fn unsupported_keys(f: &Fields<'_>) -> Result<Option<String>> {
+/// Keys whose presence means a feature dn does not implement (experts, in a family without them).
+fn unsupported_keys(f: &Fields<'_>, family: Family) -> Result<Option<String>> {
     for key in ["num_local_experts", "num_experts", "n_routed_experts"] {
-        if f.usize(key).ok().flatten().is_some_and(|n| n > 0) {
+        if !family.is_moe() && f.usize(key).ok().flatten().is_some_and(|n| n > 0) {
             return Ok(Some(format!(
-                "{key}: mixture-of-experts models cannot be trained yet"
+                "{key}: a mixture of experts in a {family} model cannot be trained (qwen3_moe and mixtral can)"
             )));
         }
     }
@@ -153,14 +181,14 @@ pub(crate) fn read(value: &Value, file: &str) -> Result<ModelConfig> {
             .ok_or_else(|| Error::new(file, "model_type \"gemma3\" without text_config"))?;
         (text, "text_config", "model.language_model.")
     } else {
-        if let Some(why) = unsupported_keys(&outer)? {
+        if let Some(why) = unsupported_keys(&outer, family)? {
             return Err(Error::new(file, why));
         }
         (top, "", "model.")
     };
     let f = Fields::new(map, path, file);
     if path == "text_config"
-        && let Some(why) = unsupported_keys(&f)?
+        && let Some(why) = unsupported_keys(&f, family)?
     {
         return Err(Error::new(file, why));
     }
@@ -177,7 +205,7 @@ fn common(
     let hidden_size = f.dim("hidden_size")?;
     let heads = f.dim("num_attention_heads")?;
     let kv_default = match family {
-        Family::Mistral => 8,
+        Family::Mistral | Family::Mixtral => 8,
         Family::Gemma2 | Family::Gemma3 => 4,
         _ => heads,
     };
@@ -208,8 +236,8 @@ fn common(
     let num_layers = f.dim("num_hidden_layers")?;
     let max_position_embeddings = f.usize("max_position_embeddings")?.unwrap_or(match family {
         Family::Llama => 2048,
-        Family::Mistral => 131072,
-        Family::Qwen2 | Family::Qwen3 => 32768,
+        Family::Mistral | Family::Mixtral => 131072,
+        Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe => 32768,
         Family::Gemma2 => 8192,
         Family::Gemma3 => 131072,
         Family::Phi3 => 4096,
@@ -246,10 +274,9 @@ fn common(
         num_key_value_heads: kv_heads,
         head_dim,
         vocab_size: f.dim("vocab_size")?,
-        rms_norm_eps: f.f64("rms_norm_eps")?.unwrap_or(if family == Family::Phi3 {
-            1e-5
-        } else {
-            1e-6
+        rms_norm_eps: f.f64("rms_norm_eps")?.unwrap_or(match family {
+            Family::Phi3 | Family::Mixtral => 1e-5,
+            _ => 1e-6,
         }),
         tie_word_embeddings: f.bool("tie_word_embeddings")?.unwrap_or(gemma),
         max_position_embeddings,
@@ -263,6 +290,7 @@ fn common(
         sandwich_norms: false,
         fused_projections: false,
         biases: Biases::default(),
+        experts: None,
         ropes: Vec::new(),
         layers: Vec::new(),
         prefix: prefix.to_owned(),
@@ -280,13 +308,16 @@ fn common(
     config.ropes = ropes(f, &config, file)?;
     let window = sliding_window(f, family)?;
     let per_type = config.ropes.len() == 2;
+    let sparse = sparse_layers(f, &config, file)?;
     config.layers = layer_types
         .iter()
-        .map(|t| {
+        .zip(sparse)
+        .map(|(t, sparse)| {
             let sliding = t == "sliding_attention";
             Layer {
                 window: if sliding { window } else { None },
                 rope: usize::from(per_type && sliding),
+                sparse,
             }
         })
         .collect();
@@ -311,8 +342,23 @@ fn features(f: &Fields<'_>, c: &mut ModelConfig, file: &str) -> Result<Vec<Strin
             };
             all("full_attention")
         }
-        // Mistral and Phi-3 apply `sliding_window` (when set) to every layer.
+        // Mistral, Mixtral and Phi-3 apply `sliding_window` (when set) to every layer.
         Family::Mistral => all("sliding_attention"),
+        Family::Mixtral => {
+            c.experts = Some(experts(f, c, "intermediate_size", 8, 2, Some(true))?);
+            all("sliding_attention")
+        }
+        // Qwen3-MoE applies its window (when `use_sliding_window`) to every layer.
+        Family::Qwen3Moe => {
+            c.qk_norm = true;
+            c.biases = Biases {
+                qkv: attention_bias,
+                o: attention_bias,
+                mlp: false,
+            };
+            c.experts = Some(experts(f, c, "moe_intermediate_size", 128, 8, None)?);
+            all("sliding_attention")
+        }
         Family::Phi3 => {
             c.fused_projections = true;
             all("sliding_attention")
@@ -437,6 +483,7 @@ fn sliding_window(f: &Fields<'_>, family: Family) -> Result<Option<usize>> {
     let given = f.usize("sliding_window")?;
     let window = match family {
         Family::Llama => None,
+        Family::Mixtral => given,
         // transformers' defaults when the key is absent (null disables it).
         Family::Mistral | Family::Gemma2 | Family::Gemma3 => {
             if f.has_key("sliding_window") {
@@ -445,7 +492,7 @@ fn sliding_window(f: &Fields<'_>, family: Family) -> Result<Option<usize>> {
                 Some(4096)
             }
         }
-        Family::Qwen2 | Family::Qwen3 => {
+        Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe => {
             if f.bool("use_sliding_window")?.unwrap_or(false) {
                 if f.has_key("sliding_window") {
                     given

@@ -11,10 +11,12 @@
 //! holds transformers' defaults for what the file leaves out and the weight names in transformers' layout
 //! (`names`: the block's projections in execution order, its norms). `rope` computes the inverse frequencies
 //! and cos/sin factor of each rope type in f32 as transformers does. Anything it cannot describe is refused
-//! by name (other `model_type`s, mixture-of-experts, quantized checkpoints, other rope types).
+//! by name (other `model_type`s and mixture-of-experts designs, quantized checkpoints, other rope types).
+//! A mixture of experts is a feature ([`Experts`], and [`Layer::sparse`] per layer), not a family fork.
 //! `lora_target_modules` validation reads it too.
 
 mod error;
+mod experts;
 mod family;
 mod json;
 mod names;
@@ -22,7 +24,7 @@ mod rope;
 
 pub use error::{Error, Result};
 pub use family::{Family, SUPPORTED_MODEL_TYPES};
-pub use names::{ALL_PROJECTION_NAMES, BlockNames, Projection, Role};
+pub use names::{ALL_PROJECTION_NAMES, BlockNames, EXPERT_TARGETS, ExpertNames, Projection, Role};
 pub use rope::{Frequencies, ROPE_TYPES, Rope, RopeKind};
 
 /// The MLP's activation, applied to the gate: `act(gate) * up`.
@@ -44,13 +46,29 @@ pub struct Biases {
     pub mlp: bool,
 }
 
-/// One decoder layer's attention pattern.
+/// One decoder layer's attention pattern and MLP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layer {
     /// Sliding window: a token sees itself and the `window - 1` tokens before it. `None`: all before it.
     pub window: Option<usize>,
     /// Index into [`ModelConfig::ropes`] (0, or 1 for sliding layers of a model with a rope per layer type).
     pub rope: usize,
+    /// The MLP is the model's mixture of experts ([`ModelConfig::experts`]); else the dense gated MLP.
+    pub sparse: bool,
+}
+
+/// A mixture-of-experts MLP as transformers 5 computes it: a router `[experts, hidden]` (no bias), the
+/// softmax of its logits in f32 over all experts, the `top_k` largest kept (renormalised to sum to 1 when
+/// `normalize_top_k`), and each token's output the weighted sum of its experts' gated MLPs, held fused as
+/// `gate_up_proj [experts, 2 * intermediate, hidden]` (gate rows first) and `down_proj [experts, hidden,
+/// intermediate]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Experts {
+    pub count: usize,
+    pub top_k: usize,
+    /// Each expert's MLP width (`moe_intermediate_size`, or Mixtral's `intermediate_size`).
+    pub intermediate_size: usize,
+    pub normalize_top_k: bool,
 }
 
 /// A decoder-only model's architecture, as transformers computes it.
@@ -88,6 +106,8 @@ pub struct ModelConfig {
     /// `qkv_proj` and `gate_up_proj` instead of q/k/v and gate/up (Phi-3).
     pub fused_projections: bool,
     pub biases: Biases,
+    /// The mixture of experts of the layers whose [`Layer::sparse`] is set.
+    pub experts: Option<Experts>,
     /// Distinct rope settings; each layer points at one.
     pub ropes: Vec<Rope>,
     pub layers: Vec<Layer>,
@@ -123,15 +143,33 @@ impl ModelConfig {
         let b = &self.biases;
         let attention =
             d * (q + 2 * kv) + q * d + u64::from(b.qkv) * (q + 2 * kv) + u64::from(b.o) * d;
-        let mlp = 3 * d * f + u64::from(b.mlp) * (2 * f + d);
+        let dense_mlp = 3 * d * f + u64::from(b.mlp) * (2 * f + d);
+        let sparse_mlp = self.experts.map_or(0, |e| {
+            e.count as u64 * 3 * d * e.intermediate_size as u64 + e.count as u64 * d
+        });
         let norms = d * if self.sandwich_norms { 4 } else { 2 }
             + if self.qk_norm {
                 2 * self.head_dim as u64
             } else {
                 0
             };
-        let per_layer = attention + mlp + norms;
+        let layers: u64 = self
+            .layers
+            .iter()
+            .map(|l| attention + norms + if l.sparse { sparse_mlp } else { dense_mlp })
+            .sum();
         let head = if self.tie_word_embeddings { 0 } else { v * d };
-        v * d + head + d + per_layer * self.num_hidden_layers as u64
+        v * d + head + d + layers
+    }
+
+    /// Parameters one token computes with: [`Self::parameter_count`] less the experts it is not routed to.
+    pub fn active_parameter_count(&self) -> u64 {
+        let Some(e) = self.experts else {
+            return self.parameter_count();
+        };
+        let idle =
+            (e.count - e.top_k) as u64 * 3 * self.hidden_size as u64 * e.intermediate_size as u64;
+        let sparse_layers = self.layers.iter().filter(|l| l.sparse).count() as u64;
+        self.parameter_count() - idle * sparse_layers
     }
 }

@@ -50,6 +50,9 @@ const FUSED: [Projection; 4] = [
     projection("down_proj", "mlp", Role::Down),
 ];
 
+/// The names the experts' fused tensors take as LoRA targets, in execution order.
+pub const EXPERT_TARGETS: [&str; 2] = ["gate_up_proj", "down_proj"];
+
 /// Every projection name any family has (what `lora_target_modules` may name).
 pub const ALL_PROJECTION_NAMES: [&str; 9] = [
     "q_proj",
@@ -62,6 +65,19 @@ pub const ALL_PROJECTION_NAMES: [&str; 9] = [
     "qkv_proj",
     "gate_up_proj",
 ];
+
+/// The tensors of a sparse block's mixture of experts, by full name (transformers 5's fused layout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpertNames {
+    /// The router `[experts, hidden]`.
+    pub router: String,
+    /// `[experts, 2 * intermediate, hidden]`, gate rows first.
+    pub gate_up: String,
+    /// `[experts, hidden, intermediate]`.
+    pub down: String,
+    /// The module holding both (`model.layers.{i}.mlp.experts`), where PEFT puts their LoRA pairs.
+    pub module: String,
+}
 
 /// The norm weights of block `i`, by full name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +100,34 @@ impl ModelConfig {
             &FUSED
         } else {
             &SEPARATE
+        }
+    }
+
+    /// The projections of block `i` in execution order: [`Self::projections`], less the MLP's where the
+    /// block's MLP is the mixture of experts.
+    pub fn layer_projections(&self, i: usize) -> &'static [Projection] {
+        if self.layers[i].sparse {
+            &SEPARATE[..4]
+        } else {
+            self.projections()
+        }
+    }
+
+    /// Whether projection `p` can carry a LoRA pair. In a mixture-of-experts model a dense layer's MLP
+    /// (Qwen's `mlp_only_layers`) cannot: PEFT (0.21, under transformers 5) reads MLP names in
+    /// `target_modules` as the experts' fused parameters, so an adapter holding such a pair would not load.
+    pub fn adaptable(&self, p: &Projection) -> bool {
+        self.experts.is_none() || p.parent != "mlp"
+    }
+
+    /// The expert tensors of sparse block `i`.
+    pub fn expert_names(&self, i: usize) -> ExpertNames {
+        let module = format!("{}.mlp.experts", self.layer_path(i));
+        ExpertNames {
+            router: format!("{}.mlp.gate.weight", self.layer_path(i)),
+            gate_up: format!("{module}.gate_up_proj"),
+            down: format!("{module}.down_proj"),
+            module,
         }
     }
 
@@ -162,8 +206,17 @@ impl ModelConfig {
         }
     }
 
-    /// The projection names `lora_target_modules` may name for this model.
+    /// The projection names `lora_target_modules` may name for this model. In a mixture-of-experts model:
+    /// the attention projections and the experts' `gate_up_proj` and `down_proj` (a pair per expert, as
+    /// PEFT's `target_parameters` puts them).
     pub fn target_names(&self) -> Vec<&'static str> {
+        if self.experts.is_some() {
+            return SEPARATE[..4]
+                .iter()
+                .map(|p| p.name)
+                .chain(EXPERT_TARGETS)
+                .collect();
+        }
         self.projections().iter().map(|p| p.name).collect()
     }
 }

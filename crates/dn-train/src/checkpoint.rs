@@ -72,6 +72,7 @@ pub fn adapter_config(model: &LoraModel, base_model: &str) -> serde_json::Value 
         "lora_alpha": lora.alpha,
         "lora_dropout": 0.0,
         "target_modules": lora.peft_target_modules(&model.config),
+        "target_parameters": lora.peft_target_parameters(&model.config),
         "bias": "none",
         "fan_in_fan_out": false,
         "inference_mode": true,

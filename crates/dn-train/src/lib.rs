@@ -55,6 +55,7 @@ mod loss;
 mod model;
 mod norm;
 mod optim;
+mod routing;
 mod schedule;
 mod trainer;
 mod weights;

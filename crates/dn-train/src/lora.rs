@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::frozen::Frozen;
-use dn_arch::ModelConfig;
+use dn_arch::{EXPERT_TARGETS, ModelConfig};
 
 pub use dn_spec::{ALL_LINEAR, LoraTargets};
 
@@ -93,31 +93,57 @@ impl LoraConfig {
         self.target_modules.as_names().contains(&module)
     }
 
-    /// `target_modules` as PEFT should read it for `config`: the names, or, for the text model inside a
-    /// multimodal checkpoint, a pattern that matches its blocks only (not the vision tower's).
+    /// `target_modules` as PEFT should read it for `config`: the names (the experts' tensors left to
+    /// [`Self::peft_target_parameters`]), or, for the text model inside a multimodal checkpoint, a pattern
+    /// that matches its blocks only (not the vision tower's).
     pub fn peft_target_modules(&self, config: &ModelConfig) -> serde_json::Value {
+        let names: Vec<&str> = self
+            .target_modules
+            .as_names()
+            .into_iter()
+            .filter(|n| config.experts.is_none() || !EXPERT_TARGETS.contains(n))
+            .collect();
         if config.prefix == "model." {
-            return serde_json::json!(self.target_modules.as_names());
+            return serde_json::json!(names);
         }
         let prefix = config.prefix.replace('.', r"\.");
         serde_json::json!(format!(
             r"{prefix}layers\.\d+\.(self_attn|mlp)\.({})",
-            self.target_modules.as_names().join("|")
+            names.join("|")
         ))
+    }
+
+    /// PEFT's `target_parameters`: the experts' fused tensors that get a pair per expert (`null` in a
+    /// model without experts).
+    pub fn peft_target_parameters(&self, config: &ModelConfig) -> serde_json::Value {
+        if config.experts.is_none() {
+            return serde_json::Value::Null;
+        }
+        let names: Vec<String> = EXPERT_TARGETS
+            .iter()
+            .filter(|n| self.targets(n))
+            .map(|n| format!("mlp.experts.{n}"))
+            .collect();
+        serde_json::json!(names)
     }
 }
 
-/// One LoRA pair on a frozen projection: `y = x W^T + scale * (x A^T) B^T`.
+/// One LoRA pair on a frozen projection: `y = x W^T + scale * (x A^T) B^T`; or, on a mixture of experts'
+/// fused tensor, one pair per expert held as PEFT's `target_parameters` holds them: `A [rank * experts, in]`
+/// (expert `e`'s rows `e * rank..`), `B [out, rank * experts]` (expert `e`'s columns `k * experts + e`).
 pub struct LoraPair {
-    /// PEFT module path, e.g. `model.layers.0.self_attn.q_proj`.
+    /// PEFT module path, e.g. `model.layers.0.self_attn.q_proj` (`model.layers.0.mlp.experts` for experts).
     pub module: String,
     pub a: Var,
     pub b: Var,
     pub scale: f64,
+    /// 1 on a projection; the number of experts on a fused expert tensor.
+    pub experts: usize,
 }
 
 impl LoraPair {
-    /// PEFT's default init: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming-uniform with a = sqrt(5)), B = 0.
+    /// PEFT's default init on a projection: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming-uniform with
+    /// a = sqrt(5)), B = 0.
     pub fn init(
         module: String,
         base: &Frozen,
@@ -126,19 +152,39 @@ impl LoraPair {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let (fan_in, fan_out) = (base.in_features(), base.out_features());
+        let shape = (base.in_features(), base.out_features(), 1);
+        Self::init_shaped(module, shape, config, rng, dtype, device)
+    }
+
+    /// PEFT's init of the pairs of `experts` experts of `in_features -> out_features` each: the same
+    /// bound over the whole `A [rank * experts, in]`, B = 0.
+    pub fn init_shaped(
+        module: String,
+        (fan_in, fan_out, experts): (usize, usize, usize),
+        config: &LoraConfig,
+        rng: &mut ChaCha8Rng,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let rows = config.rank * experts;
         let bound = 1.0 / (fan_in as f64).sqrt();
-        let values: Vec<f64> = (0..config.rank * fan_in)
+        let values: Vec<f64> = (0..rows * fan_in)
             .map(|_| rng.random_range(-bound..bound))
             .collect();
-        let a = Tensor::from_vec(values, (config.rank, fan_in), device)?.to_dtype(dtype)?;
-        let b = Tensor::zeros((fan_out, config.rank), dtype, device)?;
+        let a = Tensor::from_vec(values, (rows, fan_in), device)?.to_dtype(dtype)?;
+        let b = Tensor::zeros((fan_out, rows), dtype, device)?;
         Ok(LoraPair {
             module,
             a: Var::from_tensor(&a)?,
             b: Var::from_tensor(&b)?,
             scale: config.scale(),
+            experts,
         })
+    }
+
+    /// The rank of each pair.
+    pub fn rank(&self) -> usize {
+        self.a.as_tensor().dims()[0] / self.experts
     }
 
     /// The dtype of A and B (f32 under a half-precision base, as PEFT keeps them).

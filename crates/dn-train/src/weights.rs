@@ -85,6 +85,7 @@ impl BaseModel {
                 tensors.insert(name, tensor);
             }
         }
+        fuse_experts(&config, &mut tensors).map_err(|e| model_err(dir, e))?;
         Ok(BaseModel {
             config,
             tensors,
@@ -131,8 +132,12 @@ fn gguf_config(meta: &GgufMetadata, path: &Path) -> Result<ModelConfig> {
 }
 
 /// A tensor's name in transformers' current layout: checkpoints saved before transformers 4.52 keep
-/// Gemma 3's text model under `language_model.model.` and its head under `language_model.lm_head.`.
+/// Gemma 3's text model under `language_model.model.` and its head under `language_model.lm_head.`;
+/// Mixtral's keep its experts and router under `block_sparse_moe.` (now `mlp.`).
 fn current_name(stored: &str) -> String {
+    if stored.contains(".block_sparse_moe.") {
+        return stored.replace(".block_sparse_moe.", ".mlp.");
+    }
     if let Some(rest) = stored.strip_prefix("language_model.model.") {
         format!("model.language_model.{rest}")
     } else if let Some(rest) = stored.strip_prefix("language_model.") {
@@ -158,4 +163,56 @@ fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
         dir,
         "no model.safetensors or model.safetensors.index.json (the weights are needed to train)",
     ))
+}
+
+/// Each expert's gate, up and down projection names in the per-expert layout: transformers 4's Qwen MoE
+/// modules, then Mixtral's `w1` (gate), `w3` (up), `w2` (down).
+const PER_EXPERT_NAMES: [[&str; 3]; 2] =
+    [["gate_proj", "up_proj", "down_proj"], ["w1", "w3", "w2"]];
+
+/// Brings a mixture of experts stored one expert at a time (`mlp.experts.{e}.gate_proj.weight`, ..., as
+/// transformers 4 and transformers 5's `save_pretrained` write them) into the fused layout the executors
+/// read (`mlp.experts.gate_up_proj [E, 2I, H]`, gate rows first, and `down_proj [E, H, I]`), as
+/// transformers 5 does at load. Fused checkpoints are left as they are.
+fn fuse_experts(
+    config: &ModelConfig,
+    tensors: &mut HashMap<String, Tensor>,
+) -> std::result::Result<(), String> {
+    let Some(experts) = config.experts else {
+        return Ok(());
+    };
+    for (i, layer) in config.layers.iter().enumerate() {
+        let names = config.expert_names(i);
+        if !layer.sparse || tensors.contains_key(&names.gate_up) {
+            continue;
+        }
+        let per_expert = |e: usize, name: &str| format!("{}.{e}.{name}.weight", names.module);
+        let Some(scheme) = PER_EXPERT_NAMES
+            .iter()
+            .find(|scheme| tensors.contains_key(&per_expert(0, scheme[0])))
+        else {
+            return Err(format!(
+                "{} is missing, and so are the per-expert weights ({})",
+                names.gate_up,
+                per_expert(0, "gate_proj")
+            ));
+        };
+        let (mut gate_up, mut down) = (Vec::new(), Vec::new());
+        for e in 0..experts.count {
+            let mut take = |name: &str| {
+                let key = per_expert(e, name);
+                tensors
+                    .remove(&key)
+                    .ok_or_else(|| format!("weight {key} is missing from the model"))
+            };
+            let (gate, up, d) = (take(scheme[0])?, take(scheme[1])?, take(scheme[2])?);
+            let both = Tensor::cat(&[&gate, &up], 0).map_err(|e| e.to_string())?;
+            gate_up.push(both);
+            down.push(d);
+        }
+        let stack = |parts: &[Tensor]| Tensor::stack(parts, 0).map_err(|e| e.to_string());
+        tensors.insert(names.gate_up, stack(&gate_up)?);
+        tensors.insert(names.down, stack(&down)?);
+    }
+    Ok(())
 }

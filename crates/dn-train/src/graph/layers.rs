@@ -69,7 +69,7 @@ fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 }
 
 /// GELU with the tanh approximation, from primitives (candle's fused gelu rounds its constants).
-fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
+pub(crate) fn gelu_tanh(x: &Tensor) -> Result<Tensor> {
     let inner = ((x + (x.sqr()? * x)?.affine(0.044715, 0.0)?)? * 0.797_884_560_802_865_4)?;
     Ok(((x * 0.5)? * (inner.tanh()? + 1.0)?)?)
 }
@@ -210,6 +210,10 @@ impl LoraModel {
         }
         let x = (x + o)?;
         let h = rms_norm(&x, &b.mlp_norm, eps)?;
+        if let Some(experts) = &b.experts {
+            let (m, _) = super::experts::forward(experts, &h, self.config.activation, track)?;
+            return Ok((x + m)?);
+        }
         let h = ProjectionInput::new(&h);
         let (gate, up) = if self.config.fused_projections {
             let both = b.linear(Role::GateUp).forward(&h, track)?;

@@ -30,6 +30,7 @@ use head::chunk_nll;
 pub(crate) use head::{evaluate, logits_at};
 
 mod blocked_attention;
+mod experts;
 mod head;
 mod layers;
 

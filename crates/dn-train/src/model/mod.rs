@@ -6,6 +6,8 @@
 //! several examples packed end to end, positions restart per example, and attention never crosses an
 //! example boundary.
 
+mod experts;
+
 use std::cell::OnceCell;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -17,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::frozen::Frozen;
 use crate::lora::{LoraConfig, LoraPair, seeded_rng};
 use crate::weights::BaseModel;
+pub use experts::ExpertMlp;
 
 /// A frozen projection with an optional frozen bias and an optional LoRA pair.
 pub struct Linear {
@@ -74,8 +77,10 @@ pub(crate) struct Block {
     pub(crate) post_attention_norm: Option<Tensor>,
     pub(crate) mlp_norm: Tensor,
     pub(crate) post_mlp_norm: Option<Tensor>,
-    /// In [`ModelConfig::projections`] order.
+    /// In [`ModelConfig::layer_projections`] order (no MLP projection in a sparse block).
     pub(crate) linears: Vec<Linear>,
+    /// The mixture of experts that is a sparse block's MLP.
+    pub(crate) experts: Option<ExpertMlp>,
     pub(crate) layer: Layer,
 }
 
@@ -89,6 +94,15 @@ impl Block {
             Some(&self.mlp_norm),
             self.post_mlp_norm.as_ref(),
         ]
+    }
+
+    /// The block's LoRA pairs in [`LoraModel::lora_pairs`] order.
+    pub(crate) fn lora_pairs(&self) -> impl Iterator<Item = &LoraPair> {
+        let experts = self.experts.iter().flat_map(ExpertMlp::pairs);
+        self.linears
+            .iter()
+            .filter_map(|l| l.lora.as_ref())
+            .chain(experts)
     }
 
     pub(crate) fn linear(&self, role: Role) -> &Linear {
@@ -156,7 +170,12 @@ pub(crate) fn compute_dtype(dtype: DType) -> DType {
 }
 
 /// `tensor` must have `dims` (what the config makes it); a checkpoint that disagrees is refused by name.
-fn check_shape(base: &BaseModel, name: &str, tensor: &Tensor, dims: &[usize]) -> Result<()> {
+pub(crate) fn check_shape(
+    base: &BaseModel,
+    name: &str,
+    tensor: &Tensor,
+    dims: &[usize],
+) -> Result<()> {
     if tensor.dims() != dims {
         return Err(Error::model(
             base.source.display().to_string(),
@@ -226,9 +245,13 @@ impl LoraModel {
                     .transpose()
             };
             let mut linears = Vec::new();
-            for p in config.projections() {
+            for p in config.layer_projections(i) {
                 linears.push(linear(base, &config, i, p, &lora, &mut rng, lora_dtype)?);
             }
+            let experts = layer
+                .sparse
+                .then(|| ExpertMlp::load(base, &config, i, &lora, &mut rng, lora_dtype))
+                .transpose()?;
             blocks.push(Block {
                 input_norm: norm_weight(base, &names.input_norm, d, offset)?,
                 q_norm: optional(&names.q_norm, hd)?,
@@ -237,6 +260,7 @@ impl LoraModel {
                 mlp_norm: norm_weight(base, &names.mlp_norm, d, offset)?,
                 post_mlp_norm: optional(&names.post_mlp_norm, d)?,
                 linears,
+                experts,
                 layer: *layer,
             });
         }
@@ -309,13 +333,10 @@ impl LoraModel {
         &self.lm_head
     }
 
-    /// Every LoRA pair, in layer order, then in [`ModelConfig::projections`] order.
+    /// Every LoRA pair, in layer order, then in [`ModelConfig::layer_projections`] order, then the
+    /// experts' (gate_up, down).
     pub fn lora_pairs(&self) -> Vec<&LoraPair> {
-        self.blocks
-            .iter()
-            .flat_map(|b| &b.linears)
-            .filter_map(|l| l.lora.as_ref())
-            .collect()
+        self.blocks.iter().flat_map(Block::lora_pairs).collect()
     }
 
     /// The trainable tensors (A then B of every pair, in [`Self::lora_pairs`] order).
@@ -391,7 +412,7 @@ fn linear(
     } else {
         None
     };
-    let pair = if lora.targets(p.name) {
+    let pair = if lora.targets(p.name) && config.adaptable(p) {
         Some(LoraPair::init(
             path,
             &frozen,

@@ -5,12 +5,20 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
-use dn_train::{BaseModel, Executor, LoraConfig, LoraModel, TrainExample};
+use dn_train::{
+    BaseModel, Control, Executor, LoraConfig, LoraModel, TrainExample, TrainOptions, Trainer,
+    count_targets, forward_backward, logits_at,
+};
+
+use super::sequences;
 use serde_json::Value;
 
 pub const FAMILIES: [&str; 7] = [
     "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3",
 ];
+
+/// The mixture-of-experts families (their fixtures: no GGUF, chat or generation references yet).
+pub const MOE_FAMILIES: [&str; 2] = ["qwen3_moe", "mixtral"];
 
 pub fn family_dir(family: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -126,4 +134,97 @@ pub fn legacy_dir(family: &str) -> tempfile::TempDir {
         .unwrap();
     }
     dir
+}
+
+/// The step-1 loss and every LoRA gradient of `family`'s model on `executor` within 1e-4 of PEFT's.
+pub fn step_one(family: &str, executor: Executor) {
+    let r = reference(family);
+    let model = model_on(family, DType::F32, executor);
+    let seqs = sequences(&r.examples);
+    let normaliser = count_targets(&seqs);
+    assert_eq!(normaliser as u64, r.json["normaliser"].as_u64().unwrap());
+    let (loss, grads) = forward_backward(&model, &seqs, normaliser).unwrap();
+    let grads = grads.unwrap();
+    let loss = loss.nll_sum().unwrap() / normaliser as f64;
+    let want = r.json["losses"][0].as_f64().unwrap();
+    let rel = (loss - want).abs() / want;
+    let engine = format!("{executor:?}");
+    assert!(
+        rel < 1e-4,
+        "{family} ({engine}): loss {loss} vs PEFT {want}"
+    );
+    let mut worst = 0.0f64;
+    for (pair, g) in model.lora_pairs().into_iter().zip(grads.chunks(2)) {
+        for (name, grad) in [(pair.peft_a_name(), &g[0]), (pair.peft_b_name(), &g[1])] {
+            let want = r
+                .grads
+                .get(&name)
+                .unwrap_or_else(|| panic!("{family}: PEFT has no {name}"));
+            let rel = relative_error(grad, want);
+            worst = worst.max(rel);
+            assert!(
+                rel < 1e-4,
+                "{family} ({engine}): {name} relative error {rel:e}"
+            );
+        }
+    }
+    assert_eq!(grads.len(), r.grads.len(), "{family}: LoRA tensor count");
+    println!("{family} ({engine}): step-1 loss rel {rel:.1e}, worst LoRA gradient rel {worst:.1e}");
+}
+
+/// Three AdamW steps on `family`'s model: the step losses and the final logits match PEFT's.
+pub fn three_steps(family: &str) {
+    let r = reference(family);
+    let model = model(family, DType::F32);
+    let dir = tempfile::tempdir().unwrap();
+    let trainer = Trainer {
+        model: &model,
+        options: TrainOptions {
+            learning_rate: r.json["learning_rate"].as_f64().unwrap(),
+            batch_size: r.examples.len(),
+            steps: Some(3),
+            checkpoint_interval: 0,
+            ..Default::default()
+        },
+        checkpoint_dir: dir.path().to_path_buf(),
+        base_model_name: family.into(),
+    };
+    let summary = trainer
+        .run(&r.examples, &[], None, &mut |_| Control::Continue)
+        .unwrap();
+    let losses: Vec<f64> = serde_json::from_value(r.json["losses"].clone()).unwrap();
+    for (record, want) in summary.history.iter().zip(&losses) {
+        let rel = (record.loss - want).abs() / want;
+        assert!(
+            rel < 1e-4,
+            "{family}: step {} loss {} vs {want}",
+            record.step,
+            record.loss
+        );
+    }
+    let rows: Vec<u32> = serde_json::from_value(r.json["logit_rows"].clone()).unwrap();
+    let want: Vec<Vec<f64>> = serde_json::from_value(r.json["logits"].clone()).unwrap();
+    let got: Vec<Vec<f32>> = logits_at(&model, &sequences(&r.examples), &rows)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    let (mut max_diff, mut max_abs) = (0.0f64, 0.0f64);
+    for (row, want_row) in got.iter().zip(&want) {
+        assert_eq!(row.len(), want_row.len());
+        for (a, b) in row.iter().zip(want_row) {
+            max_diff = max_diff.max((*a as f64 - b).abs());
+            max_abs = max_abs.max(b.abs());
+        }
+    }
+    let rel = max_diff / max_abs;
+    println!(
+        "{family}: 3 steps, last loss {:.6}, logits max |diff| {max_diff:.1e} (rel {rel:.1e})",
+        summary.history[2].loss
+    );
+    assert!(
+        rel < 1e-3,
+        "{family}: logits after 3 steps, relative {rel:e}"
+    );
 }
