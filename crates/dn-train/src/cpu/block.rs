@@ -11,6 +11,7 @@ use dn_arch::{Activation, Role};
 use rayon::prelude::*;
 
 use super::attention::{self, Heads};
+use super::experts::{self, ExpertWeights};
 use super::glu;
 use super::proj::{LoraGrad, Proj, join_columns, split_columns};
 use crate::kernels::Real;
@@ -28,6 +29,8 @@ pub struct BlockWeights<'a, T> {
     pub projections: Vec<Proj<'a, T>>,
     /// The role of each projection.
     pub roles: Vec<Role>,
+    /// A sparse block's mixture of experts (its MLP; no MLP projection then).
+    pub experts: Option<ExpertWeights<'a, T>>,
     /// Sliding window of this layer.
     pub window: Option<usize>,
     /// Which of the context's rope tables this layer uses.
@@ -121,6 +124,8 @@ pub struct Saved<T> {
     up: Vec<T>,
     /// down's output before the post-MLP norm (Gemma).
     m: Option<Normed<T>>,
+    /// A sparse block's experts.
+    moe: Option<experts::Saved<T>>,
     /// `x a^T` of each projection.
     u: Vec<Vec<T>>,
 }
@@ -290,6 +295,7 @@ pub struct Tail<T> {
     gate: Vec<T>,
     up: Vec<T>,
     m: Option<Normed<T>>,
+    moe: Option<experts::Saved<T>>,
 }
 
 /// The block's output from its input `x` and its attention output `attn`.
@@ -316,6 +322,20 @@ pub fn tail<T: Real>(
     inv_rms_rows(&x2, d, c.eps, &mut inv2);
     let h = sized(&mut scratch.h, n * d);
     apply_rows(&x2, w.mlp_norm, &inv2, h);
+    if let Some(e) = &w.experts {
+        let mut out = x2.clone();
+        let moe = Some(experts::forward(e, c.activation, h, n, &mut out));
+        return Tail {
+            out,
+            o_out,
+            x2,
+            inv2,
+            gate: Vec::new(),
+            up: Vec::new(),
+            m: None,
+            moe,
+        };
+    }
     let di = w.at(Role::Down);
     let down = &w.projections[di];
     let f = down.inp;
@@ -340,6 +360,7 @@ pub fn tail<T: Real>(
         gate,
         up,
         m,
+        moe: None,
     }
 }
 
@@ -372,6 +393,7 @@ pub fn forward<T: Real>(
         gate,
         up,
         m,
+        moe,
     } = tail(w, c, &x, &attn, scratch, &mut u);
     let saved = Saved {
         x,
@@ -389,6 +411,7 @@ pub fn forward<T: Real>(
         gate,
         up,
         m,
+        moe,
         u,
     };
     (out, saved)
@@ -413,7 +436,7 @@ fn through_norm<'b, T: Real>(
 }
 
 /// Turns `dx`, the gradient of the block's output, into the gradient of its input, adding the LoRA
-/// gradients to `grads` (one slot per projection).
+/// gradients to `grads` (one slot per projection, then a sparse block's two fused expert slots).
 pub fn backward<T: Real>(
     w: &BlockWeights<'_, T>,
     c: &Context<'_, T>,
@@ -424,9 +447,7 @@ pub fn backward<T: Real>(
 ) {
     let (n, d) = (c.n, c.hidden);
     let (qw, kvw) = (c.heads * c.hd, c.kv * c.hd);
-    let (oi, di) = (w.at(Role::O), w.at(Role::Down));
-    let down = &w.projections[di];
-    let f = down.inp;
+    let oi = w.at(Role::O);
     let Scratch {
         h,
         wide,
@@ -440,26 +461,58 @@ pub fn backward<T: Real>(
         t,
     } = scratch;
     // MLP: dx is also the gradient of x2 through the residual.
-    let a = sized(wide, n * f);
-    glu::forward(c.activation, &s.gate, &s.up, a);
-    let da = sized(d_wide, n * f);
-    {
-        let dy = through_norm(&s.m, w.post_mlp_norm, dx, d_norm);
-        down.backward(a, dy, &s.u[di], n, da, false, grads[di].as_mut(), t);
-    }
-    glu::backward(c.activation, &mut s.gate, &mut s.up, da);
     let h2 = sized(h, n * d);
     apply_rows(&s.x2, w.mlp_norm, &s.inv2, h2);
     let dh2 = sized(dh, n * d);
-    if w.fused_gate_up() {
-        let joined = sized(wide, n * 2 * f);
-        join_columns(&[&s.gate, &s.up], n, joined);
-        let i = w.at(Role::GateUp);
-        w.projections[i].backward(h2, joined, &s.u[i], n, dh2, false, grads[i].as_mut(), t);
-    } else {
-        let (gi, ui) = (w.at(Role::Gate), w.at(Role::Up));
-        w.projections[gi].backward(h2, &s.gate, &s.u[gi], n, dh2, false, grads[gi].as_mut(), t);
-        w.projections[ui].backward(h2, &s.up, &s.u[ui], n, dh2, true, grads[ui].as_mut(), t);
+    match (&w.experts, s.moe.take()) {
+        (Some(e), Some(saved)) => {
+            dh2.fill(T::ZERO);
+            let fused: &mut [Option<LoraGrad<T>>; 2] = (&mut grads[w.projections.len()..])
+                .try_into()
+                .expect("two expert gradient slots after the projections'");
+            experts::backward(e, c.activation, saved, h2, n, dx, dh2, fused);
+        }
+        _ => {
+            let di = w.at(Role::Down);
+            let down = &w.projections[di];
+            let f = down.inp;
+            let a = sized(wide, n * f);
+            glu::forward(c.activation, &s.gate, &s.up, a);
+            let da = sized(d_wide, n * f);
+            {
+                let dy = through_norm(&s.m, w.post_mlp_norm, dx, d_norm);
+                down.backward(a, dy, &s.u[di], n, da, false, grads[di].as_mut(), t);
+            }
+            glu::backward(c.activation, &mut s.gate, &mut s.up, da);
+            if w.fused_gate_up() {
+                let joined = sized(wide, n * 2 * f);
+                join_columns(&[&s.gate, &s.up], n, joined);
+                let i = w.at(Role::GateUp);
+                w.projections[i].backward(h2, joined, &s.u[i], n, dh2, false, grads[i].as_mut(), t);
+            } else {
+                let (gi, ui) = (w.at(Role::Gate), w.at(Role::Up));
+                w.projections[gi].backward(
+                    h2,
+                    &s.gate,
+                    &s.u[gi],
+                    n,
+                    dh2,
+                    false,
+                    grads[gi].as_mut(),
+                    t,
+                );
+                w.projections[ui].backward(
+                    h2,
+                    &s.up,
+                    &s.u[ui],
+                    n,
+                    dh2,
+                    true,
+                    grads[ui].as_mut(),
+                    t,
+                );
+            }
+        }
     }
     backward_rows(&s.x2, w.mlp_norm, &s.inv2, dh2, dx, true);
     // Attention.

@@ -20,6 +20,7 @@
 mod attention;
 mod block;
 pub mod decode;
+mod experts;
 mod glu;
 mod head;
 mod matmul;
@@ -33,8 +34,9 @@ use candle_core::{Storage, Tensor};
 use crate::batch::{Packed, Targets};
 use crate::error::Result;
 use crate::kernels::Real;
-use crate::model::{Linear, LoraModel};
+use crate::model::{ExpertMlp, Linear, LoraModel};
 use block::{BlockWeights, Context, RopeTable, Scratch};
+use experts::{ExpertWeights, FusedLora};
 use head::Head;
 use proj::{LoraGrad, Proj};
 
@@ -82,8 +84,44 @@ fn tensors(model: &LoraModel) -> Vec<&Tensor> {
                 out.push(pair.b.as_tensor());
             }
         }
+        if let Some(e) = &b.experts {
+            out.extend([e.router.weight(), &e.gate_up, &e.down]);
+            for pair in e.pairs() {
+                out.push(pair.a.as_tensor());
+                out.push(pair.b.as_tensor());
+            }
+        }
     }
     out
+}
+
+/// A sparse block's experts as slices, in [`tensors`]' order.
+fn expert_views<'a, T: Real>(
+    e: &ExpertMlp,
+    hidden: usize,
+    slices: &mut impl Iterator<Item = &'a [T]>,
+) -> ExpertWeights<'a, T> {
+    let mut next = || slices.next().expect("expert slice");
+    let (router, gate_up, down) = (next(), next(), next());
+    let mut fused = |pair: &Option<crate::lora::LoraPair>| {
+        pair.as_ref().map(|p| FusedLora {
+            a: slices.next().expect("expert lora a"),
+            b: slices.next().expect("expert lora b"),
+            rank: p.rank(),
+            scale: T::from_f64(p.scale),
+        })
+    };
+    let gate_up_lora = fused(&e.gate_up_lora);
+    let down_lora = fused(&e.down_lora);
+    ExpertWeights {
+        spec: e.spec,
+        hidden,
+        router,
+        gate_up,
+        down,
+        gate_up_lora,
+        down_lora,
+    }
 }
 
 struct Weights<'a, T> {
@@ -130,6 +168,10 @@ fn views<'a, T: Real>(model: &LoraModel, slices: &[&'a [T]]) -> Weights<'a, T> {
                 b.norms().map(|n| n.map(|_| it.next().expect("norm")));
             let projections = b.linears.iter().map(|l| proj(l, &mut it)).collect();
             let roles = b.linears.iter().map(|l| l.role).collect();
+            let experts = b
+                .experts
+                .as_ref()
+                .map(|e| expert_views(e, model.config.hidden_size, &mut it));
             BlockWeights {
                 input_norm,
                 q_norm,
@@ -139,6 +181,7 @@ fn views<'a, T: Real>(model: &LoraModel, slices: &[&'a [T]]) -> Weights<'a, T> {
                 post_mlp_norm,
                 projections,
                 roles,
+                experts,
                 window: b.layer.window,
                 rope: b.layer.rope,
             }
@@ -268,7 +311,14 @@ fn run_on<T: Real>(
     let mut grads: Vec<Vec<Option<LoraGrad<T>>>> = w
         .blocks
         .iter()
-        .map(|b| b.projections.iter().map(|p| p.grad()).collect())
+        .map(|b| {
+            let experts = b.experts.iter().flat_map(|e| e.grads());
+            b.projections
+                .iter()
+                .map(|p| p.grad())
+                .chain(experts)
+                .collect()
+        })
         .collect();
     for (b, g) in w.blocks.iter().zip(&mut grads).rev() {
         let s = match inputs.pop() {
@@ -278,13 +328,10 @@ fn run_on<T: Real>(
         block::backward(b, &ctx, s, &mut dx, g, &mut scratch);
     }
     let mut out = Vec::new();
-    for (g, b) in grads
-        .into_iter()
-        .flatten()
-        .zip(model.blocks.iter().flat_map(|b| &b.linears))
-    {
-        if let (Some(g), Some(pair)) = (g, &b.lora) {
-            let device = model.device();
+    let device = model.device();
+    for (g, b) in grads.into_iter().zip(&model.blocks) {
+        // The slots that hold a gradient are the block's pairs, in the same order.
+        for (g, pair) in g.into_iter().flatten().zip(b.lora_pairs()) {
             out.push(Tensor::from_vec(g.a, pair.a.as_tensor().dims(), device)?);
             out.push(Tensor::from_vec(g.b, pair.b.as_tensor().dims(), device)?);
         }

@@ -1,0 +1,336 @@
+//! A sparse block's mixture of experts on the CPU engine, forward and backward: the router's logits, the
+//! routing (`crate::routing`), then per expert its tokens gathered into one contiguous block and run through
+//! its gate_up and down projections (LoRA included) as matrix products over the block, the weighted results
+//! added back to their tokens. The backward runs the same segments in reverse and carries the gradient
+//! through the routing weights and the router's softmax to the block's input. Kept per expert segment:
+//! gate and up, the expert's output before weighting, and the LoRA `x A^T`.
+
+use dn_arch::{Activation, Experts};
+
+use super::glu;
+use super::matmul::{Mat, MatMut, Threads, matmul, rows_times_wt};
+use super::proj::{Lora, LoraGrad, Proj, join_columns, split_columns};
+use crate::kernels::Real;
+use crate::routing::{Routing, softmax_rows};
+
+/// The pairs of every expert on one fused tensor (PEFT's `target_parameters` layout: `a [rank * experts,
+/// in]` expert-major rows, `b [out, rank * experts]` rank-major columns).
+pub struct FusedLora<'a, T> {
+    pub a: &'a [T],
+    pub b: &'a [T],
+    pub rank: usize,
+    pub scale: T,
+}
+
+/// A sparse block's router and experts.
+pub struct ExpertWeights<'a, T> {
+    pub spec: Experts,
+    pub hidden: usize,
+    /// `[experts, hidden]`.
+    pub router: &'a [T],
+    /// `[experts, 2 * intermediate, hidden]`.
+    pub gate_up: &'a [T],
+    /// `[experts, hidden, intermediate]`.
+    pub down: &'a [T],
+    pub gate_up_lora: Option<FusedLora<'a, T>>,
+    pub down_lora: Option<FusedLora<'a, T>>,
+}
+
+/// Expert `e`'s columns of a fused `b [out, rank * experts]`, as a contiguous `[out, rank]`.
+fn expert_b<T: Real>(l: &FusedLora<'_, T>, out: usize, experts: usize, e: usize) -> Vec<T> {
+    let mut b = Vec::with_capacity(out * l.rank);
+    for row in l.b.chunks(l.rank * experts).take(out) {
+        b.extend((0..l.rank).map(|k| row[k * experts + e]));
+    }
+    b
+}
+
+/// Expert `e`'s slice of a fused `[experts, out, inp]` tensor as a projection, with its pair (`b_e` from
+/// [`expert_b`]).
+fn expert_proj<'a, T: Real>(
+    fused: &'a [T],
+    lora: Option<&FusedLora<'a, T>>,
+    b_e: &'a [T],
+    (out, inp): (usize, usize),
+    e: usize,
+) -> Proj<'a, T> {
+    Proj {
+        w: &fused[e * out * inp..(e + 1) * out * inp],
+        bias: None,
+        out,
+        inp,
+        lora: lora.map(|l| Lora {
+            a: &l.a[e * l.rank * inp..(e + 1) * l.rank * inp],
+            b: b_e,
+            rank: l.rank,
+            scale: l.scale,
+        }),
+    }
+}
+
+impl<T: Real> ExpertWeights<'_, T> {
+    fn shapes(&self) -> [(usize, usize); 2] {
+        let (d, f) = (self.hidden, self.spec.intermediate_size);
+        [(2 * f, d), (d, f)]
+    }
+
+    /// Each expert's `b` columns of both pairs (empty where a tensor has none).
+    fn expert_bs(&self) -> Vec<[Vec<T>; 2]> {
+        let [gu, dn] = self.shapes();
+        let count = self.spec.count;
+        (0..count)
+            .map(|e| {
+                [
+                    self.gate_up_lora
+                        .as_ref()
+                        .map_or_else(Vec::new, |l| expert_b(l, gu.0, count, e)),
+                    self.down_lora
+                        .as_ref()
+                        .map_or_else(Vec::new, |l| expert_b(l, dn.0, count, e)),
+                ]
+            })
+            .collect()
+    }
+
+    /// Zeroed gradients of the two fused pairs (gate_up's, down's), in their fused layouts.
+    pub fn grads(&self) -> [Option<LoraGrad<T>>; 2] {
+        let count = self.spec.count;
+        let grad = |l: &Option<FusedLora<'_, T>>, (out, inp): (usize, usize)| {
+            l.as_ref().map(|l| LoraGrad {
+                a: vec![T::ZERO; l.rank * count * inp],
+                b: vec![T::ZERO; out * l.rank * count],
+            })
+        };
+        let [gu, dn] = self.shapes();
+        [grad(&self.gate_up_lora, gu), grad(&self.down_lora, dn)]
+    }
+}
+
+/// What the backward reads, per slot in expert order (`routing.order`).
+pub struct Saved<T> {
+    routing: Routing,
+    /// Router probabilities `[n, experts]`.
+    probs: Vec<f64>,
+    gate: Vec<T>,
+    up: Vec<T>,
+    /// Each slot's expert output before its weight.
+    y: Vec<T>,
+    /// `x A^T` of gate_up's and down's pairs.
+    u_gate_up: Vec<T>,
+    u_down: Vec<T>,
+}
+
+/// Rows `tokens` of `h [.., d]` into a contiguous block.
+fn gather<T: Real>(h: &[T], d: usize, tokens: impl Iterator<Item = usize>) -> Vec<T> {
+    let mut x = Vec::new();
+    for t in tokens {
+        x.extend_from_slice(&h[t * d..(t + 1) * d]);
+    }
+    x
+}
+
+/// Adds the mixture's output for the normed input `h [n, d]` to `out [n, d]`.
+pub fn forward<T: Real>(
+    w: &ExpertWeights<'_, T>,
+    activation: Activation,
+    h: &[T],
+    n: usize,
+    out: &mut [T],
+) -> Saved<T> {
+    let (d, f, count) = (w.hidden, w.spec.intermediate_size, w.spec.count);
+    let mut logits = vec![T::ZERO; n * count];
+    rows_times_wt(&mut logits, h, n, w.router, count, d, T::ONE, false);
+    let logits: Vec<f64> = logits.iter().map(|v| v.to_f64()).collect();
+    let probs = softmax_rows(&logits, count);
+    let routing = Routing::new(&probs, &w.spec);
+    let k = routing.top_k;
+    let slots = n * k;
+    let rank = |l: &Option<FusedLora<'_, T>>| l.as_ref().map_or(0, |l| l.rank);
+    let (r_gu, r_dn) = (rank(&w.gate_up_lora), rank(&w.down_lora));
+    let mut s = Saved {
+        gate: vec![T::ZERO; slots * f],
+        up: vec![T::ZERO; slots * f],
+        y: vec![T::ZERO; slots * d],
+        u_gate_up: vec![T::ZERO; slots * r_gu],
+        u_down: vec![T::ZERO; slots * r_dn],
+        probs,
+        routing,
+    };
+    let bs = w.expert_bs();
+    let [gu_shape, dn_shape] = w.shapes();
+    let (mut u, mut gate_up, mut a) = (Vec::new(), Vec::new(), Vec::new());
+    for (e, [b_gu, b_dn]) in bs.iter().enumerate() {
+        let (start, end) = (s.routing.offsets[e], s.routing.offsets[e + 1]);
+        let m = end - start;
+        if m == 0 {
+            continue;
+        }
+        let x = gather(h, d, s.routing.slots(e).iter().map(|slot| slot / k));
+        let p = expert_proj(w.gate_up, w.gate_up_lora.as_ref(), b_gu, gu_shape, e);
+        gate_up.resize(m * 2 * f, T::ZERO);
+        p.forward(&x, m, &mut gate_up, false, &mut u);
+        s.u_gate_up[start * r_gu..end * r_gu].copy_from_slice(&u[..m * r_gu]);
+        let (gate, up) = (
+            &mut s.gate[start * f..end * f],
+            &mut s.up[start * f..end * f],
+        );
+        split_columns(&gate_up, m, &mut [gate, up]);
+        a.resize(m * f, T::ZERO);
+        glu::forward(activation, gate, up, &mut a);
+        let p = expert_proj(w.down, w.down_lora.as_ref(), b_dn, dn_shape, e);
+        let y = &mut s.y[start * d..end * d];
+        p.forward(&a, m, y, false, &mut u);
+        s.u_down[start * r_dn..end * r_dn].copy_from_slice(&u[..m * r_dn]);
+        for (row, slot) in y.chunks(d).zip(s.routing.slots(e)) {
+            let weight = T::from_f64(s.routing.weights[*slot]);
+            let t = slot / k;
+            for (o, v) in out[t * d..(t + 1) * d].iter_mut().zip(row) {
+                *o += weight * *v;
+            }
+        }
+    }
+    s
+}
+
+/// Expert `e`'s gradient of a fused pair, added into the fused gradient: `a`'s rows, `b`'s columns.
+fn add_expert_grad<T: Real>(
+    fused: &mut LoraGrad<T>,
+    g: &LoraGrad<T>,
+    (rank, count, e): (usize, usize, usize),
+) {
+    let inp = g.a.len() / rank;
+    for (dst, src) in fused.a[e * rank * inp..(e + 1) * rank * inp]
+        .iter_mut()
+        .zip(&g.a)
+    {
+        *dst += *src;
+    }
+    for (row, src) in fused.b.chunks_mut(rank * count).zip(g.b.chunks(rank)) {
+        for k in 0..rank {
+            row[k * count + e] += src[k];
+        }
+    }
+}
+
+/// Adds the gradient of the mixture's input `h` to `dh` given `dout`, the gradient of its output, and the
+/// experts' LoRA gradients to `grads` (gate_up's, down's, fused).
+#[allow(clippy::too_many_arguments)]
+pub fn backward<T: Real>(
+    w: &ExpertWeights<'_, T>,
+    activation: Activation,
+    mut s: Saved<T>,
+    h: &[T],
+    n: usize,
+    dout: &[T],
+    dh: &mut [T],
+    grads: &mut [Option<LoraGrad<T>>; 2],
+) {
+    let (d, f, count) = (w.hidden, w.spec.intermediate_size, w.spec.count);
+    let k = s.routing.top_k;
+    let rank = |l: &Option<FusedLora<'_, T>>| l.as_ref().map_or(0, |l| l.rank);
+    let (r_gu, r_dn) = (rank(&w.gate_up_lora), rank(&w.down_lora));
+    // The gradient of each slot's weight: its output row against the token's output gradient.
+    let mut d_weight = vec![0.0f64; n * k];
+    for e in 0..count {
+        let (start, end) = (s.routing.offsets[e], s.routing.offsets[e + 1]);
+        for (row, slot) in s.y[start * d..end * d].chunks(d).zip(s.routing.slots(e)) {
+            let t = slot / k;
+            let dot: f64 = row
+                .iter()
+                .zip(&dout[t * d..(t + 1) * d])
+                .map(|(a, b)| a.to_f64() * b.to_f64())
+                .sum();
+            d_weight[*slot] = dot;
+        }
+    }
+    let bs = w.expert_bs();
+    let [gu_shape, dn_shape] = w.shapes();
+    let (mut dy, mut a, mut da, mut dgu, mut dx, mut t) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for (e, [b_gu, b_dn]) in bs.iter().enumerate() {
+        let (start, end) = (s.routing.offsets[e], s.routing.offsets[e + 1]);
+        let m = end - start;
+        if m == 0 {
+            continue;
+        }
+        let slots = s.routing.slots(e);
+        dy.clear();
+        for slot in slots {
+            let (weight, tok) = (T::from_f64(s.routing.weights[*slot]), slot / k);
+            dy.extend(dout[tok * d..(tok + 1) * d].iter().map(|v| weight * *v));
+        }
+        let (gate, up) = (
+            &mut s.gate[start * f..end * f],
+            &mut s.up[start * f..end * f],
+        );
+        a.resize(m * f, T::ZERO);
+        glu::forward(activation, gate, up, &mut a);
+        da.resize(m * f, T::ZERO);
+        let p = expert_proj(w.down, w.down_lora.as_ref(), b_dn, dn_shape, e);
+        let mut g = p.grad();
+        let u = &s.u_down[start * r_dn..end * r_dn];
+        p.backward(&a, &dy, u, m, &mut da, false, g.as_mut(), &mut t);
+        if let (Some(g), Some(fused)) = (g, grads[1].as_mut()) {
+            add_expert_grad(fused, &g, (r_dn, count, e));
+        }
+        glu::backward(activation, gate, up, &da);
+        dgu.resize(m * 2 * f, T::ZERO);
+        join_columns(&[gate, up], m, &mut dgu);
+        let x = gather(h, d, slots.iter().map(|slot| slot / k));
+        dx.resize(m * d, T::ZERO);
+        let p = expert_proj(w.gate_up, w.gate_up_lora.as_ref(), b_gu, gu_shape, e);
+        let mut g = p.grad();
+        let u = &s.u_gate_up[start * r_gu..end * r_gu];
+        p.backward(&x, &dgu, u, m, &mut dx, false, g.as_mut(), &mut t);
+        if let (Some(g), Some(fused)) = (g, grads[0].as_mut()) {
+            add_expert_grad(fused, &g, (r_gu, count, e));
+        }
+        for (row, slot) in dx.chunks(d).zip(slots) {
+            let tok = slot / k;
+            for (o, v) in dh[tok * d..(tok + 1) * d].iter_mut().zip(row) {
+                *o += *v;
+            }
+        }
+    }
+    // Through the top-k weights (and their renormalisation) and the router's softmax to its logits.
+    let mut d_logits = vec![T::ZERO; n * count];
+    for tok in 0..n {
+        let p = &s.probs[tok * count..(tok + 1) * count];
+        let chosen = &s.routing.experts[tok * k..(tok + 1) * k];
+        let dw = &d_weight[tok * k..(tok + 1) * k];
+        let mut dp = vec![0.0f64; count];
+        if w.spec.normalize_top_k {
+            let sum: f64 = chosen.iter().map(|e| p[*e]).sum();
+            let weights = &s.routing.weights[tok * k..(tok + 1) * k];
+            let mean: f64 = dw.iter().zip(weights).map(|(g, w)| g * w).sum();
+            for (j, e) in chosen.iter().enumerate() {
+                dp[*e] = (dw[j] - mean) / sum;
+            }
+        } else {
+            for (j, e) in chosen.iter().enumerate() {
+                dp[*e] = dw[j];
+            }
+        }
+        let dot: f64 = dp.iter().zip(p).map(|(g, p)| g * p).sum();
+        for (e, out) in d_logits[tok * count..(tok + 1) * count]
+            .iter_mut()
+            .enumerate()
+        {
+            *out = T::from_f64(p[e] * (dp[e] - dot));
+        }
+    }
+    matmul(
+        MatMut::new(dh, n, d),
+        Mat::new(&d_logits, n, count),
+        Mat::new(w.router, count, d),
+        T::ONE,
+        true,
+        Threads::All,
+    );
+}
