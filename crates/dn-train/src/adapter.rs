@@ -18,9 +18,46 @@ fn adapter_error(path: &Path, message: impl Into<String>) -> Error {
     Error::checkpoint(path, message.into())
 }
 
-/// Rank and alpha of a PEFT LoRA adapter; anything that changes what the pairs compute and that dn
-/// does not apply is refused by name.
-fn read_config(dir: &Path) -> Result<(usize, f64)> {
+/// A PEFT LoRA adapter's settings that dn applies.
+struct AdapterSettings {
+    rank: usize,
+    alpha: f64,
+    /// The experts' fused tensors with a pair per expert (`target_parameters`), as dn's target names
+    /// (`gate_up_proj`, `down_proj`).
+    expert_targets: Vec<String>,
+}
+
+/// `target_parameters` as dn's expert target names; any other parameter is refused by name.
+fn expert_targets(value: Option<&Value>, path: &Path) -> Result<Vec<String>> {
+    let Some(list) = value else {
+        return Ok(Vec::new());
+    };
+    let items = list
+        .as_array()
+        .ok_or_else(|| adapter_error(path, "target_parameters must be a list"))?;
+    items
+        .iter()
+        .map(|item| {
+            let name = item.as_str().unwrap_or_default();
+            dn_arch::EXPERT_TARGETS
+                .iter()
+                .find(|t| name == format!("mlp.experts.{t}") || name == format!("experts.{t}"))
+                .map(|t| t.to_string())
+                .ok_or_else(|| {
+                    adapter_error(
+                        path,
+                        format!(
+                            "target_parameters: {item} is not supported (mlp.experts.gate_up_proj and mlp.experts.down_proj are)"
+                        ),
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Rank, alpha and expert targets of a PEFT LoRA adapter; anything that changes what the pairs compute
+/// and that dn does not apply is refused by name.
+fn read_config(dir: &Path) -> Result<AdapterSettings> {
     let path = dir.join(ADAPTER_CONFIG_FILE);
     let config = dn_model::model_files::read_json(&path).map_err(|e| adapter_error(dir, e))?;
     let field = |name: &str| config.get(name).filter(|v| !v.is_null());
@@ -92,7 +129,11 @@ fn read_config(dir: &Path) -> Result<(usize, f64)> {
             .filter(|a| *a > 0.0)
             .ok_or_else(|| adapter_error(&path, "lora_alpha must be a positive number"))?,
     };
-    Ok((rank as usize, alpha))
+    Ok(AdapterSettings {
+        rank: rank as usize,
+        alpha,
+        expert_targets: expert_targets(field("target_parameters"), &path)?,
+    })
 }
 
 /// `base_model.model.{module}.lora_{A,B}.weight` -> `module`.
@@ -107,7 +148,11 @@ impl LoraModel {
     /// `base` with the LoRA adapter in `dir` (its pairs' values, not fresh ones). Every pair of the
     /// file must belong to a projection of this model, and every targeted projection must have its pair.
     pub fn with_adapter(base: &BaseModel, dir: &Path) -> Result<Self> {
-        let (rank, alpha) = read_config(dir)?;
+        let AdapterSettings {
+            rank,
+            alpha,
+            expert_targets,
+        } = read_config(dir)?;
         let file = dir.join(ADAPTER_FILE);
         let tensors: HashMap<String, Tensor> =
             candle_core::safetensors::load(&file, &candle_core::Device::Cpu)
@@ -117,9 +162,14 @@ impl LoraModel {
             let module = pair_module(name).ok_or_else(|| {
                 adapter_error(&file, format!("{name} is not a PEFT LoRA tensor name"))
             })?;
+            // The experts' pairs (`mlp.experts`, `mlp.experts.base_layer`) come from target_parameters.
+            if module.ends_with(".mlp.experts") || module.ends_with(".mlp.experts.base_layer") {
+                continue;
+            }
             let short = module.rsplit('.').next().unwrap_or(module);
             targets.insert(short.to_owned());
         }
+        targets.extend(expert_targets);
         if targets.is_empty() {
             return Err(adapter_error(&file, "holds no LoRA tensor"));
         }

@@ -13,8 +13,9 @@ use safetensors::{Dtype, View};
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
+use crate::lora::LoraPair;
 use crate::model::LoraModel;
-use crate::weights::BaseModel;
+use crate::weights::{BaseModel, StoredExperts};
 
 /// Files of the base's directory copied as they are.
 const COPIED: [&str; 5] = [
@@ -73,22 +74,98 @@ fn dtype_name(dtype: DType) -> Result<&'static str> {
     }
 }
 
-/// One output tensor: a base weight, with its LoRA pair folded in when it has one.
+/// A LoRA pair to fold in: `scale * B A`, or one per expert of a fused `[experts, out, in]` tensor.
+#[derive(Clone)]
+struct Delta {
+    a: Tensor,
+    b: Tensor,
+    scale: f64,
+    experts: usize,
+}
+
+impl Delta {
+    fn of(pair: &LoraPair) -> Self {
+        Delta {
+            a: pair.a.as_tensor().clone(),
+            b: pair.b.as_tensor().clone(),
+            scale: pair.scale,
+            experts: pair.experts,
+        }
+    }
+
+    /// Expert `e`'s `scale * B_e A_e` in f32 (`e` 0 of a plain pair: `scale * B A`).
+    fn of_expert(&self, e: usize) -> candle_core::Result<Tensor> {
+        let r = self.a.dim(0)? / self.experts;
+        let out = self.b.dim(0)?;
+        let a = self.a.narrow(0, e * r, r)?.to_dtype(DType::F32)?;
+        let b = self.b.reshape((out, r, self.experts))?.narrow(2, e, 1)?;
+        let b = b.squeeze(2)?.to_dtype(DType::F32)?;
+        b.matmul(&a)? * self.scale
+    }
+}
+
+/// Rows `rows` of expert `expert` of a fused `[experts, out, in]` tensor: one expert's weight in the
+/// per-expert layout (gate and up are the two halves of gate_up).
+#[derive(Clone)]
+struct Part {
+    expert: usize,
+    rows: std::ops::Range<usize>,
+}
+
+/// One output tensor: a base weight (or a part of a fused expert tensor), with its LoRA pair folded in
+/// when it has one.
+#[derive(Clone)]
 pub(crate) struct Merged {
     pub(crate) base: Tensor,
-    pair: Option<(Tensor, Tensor, f64)>,
+    delta: Option<Delta>,
+    part: Option<Part>,
+    shape: Vec<usize>,
     dtype: DType,
 }
 
 impl Merged {
-    pub(crate) fn value(&self) -> candle_core::Result<Tensor> {
-        match &self.pair {
-            None => self.base.to_dtype(self.dtype),
-            Some((a, b, scale)) => {
-                let delta = (b.to_dtype(DType::F32)?.matmul(&a.to_dtype(DType::F32)?)? * *scale)?;
-                (self.base.to_dtype(DType::F32)? + delta)?.to_dtype(self.dtype)
-            }
+    fn new(base: Tensor, delta: Option<Delta>, dtype: DType) -> Self {
+        Merged {
+            shape: base.dims().to_vec(),
+            base,
+            delta,
+            part: None,
+            dtype,
         }
+    }
+
+    /// Expert `expert`'s rows `rows` of this fused tensor.
+    fn part(&self, expert: usize, rows: std::ops::Range<usize>) -> Self {
+        let shape = vec![rows.len(), self.shape[2]];
+        Merged {
+            part: Some(Part { expert, rows }),
+            shape,
+            ..self.clone()
+        }
+    }
+
+    pub(crate) fn value(&self) -> candle_core::Result<Tensor> {
+        let plus = |w: Tensor, e: usize| -> candle_core::Result<Tensor> {
+            match &self.delta {
+                None => Ok(w),
+                Some(d) => w.to_dtype(DType::F32)? + d.of_expert(e)?,
+            }
+        };
+        let merged = match (&self.part, &self.delta) {
+            (Some(part), _) => {
+                let w = plus(self.base.get(part.expert)?, part.expert)?;
+                w.narrow(0, part.rows.start, part.rows.len())?
+            }
+            (None, None) => self.base.clone(),
+            (None, Some(d)) if d.experts > 1 => {
+                let experts = (0..d.experts)
+                    .map(|e| plus(self.base.get(e)?, e))
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                Tensor::stack(&experts, 0)?
+            }
+            (None, Some(_)) => plus(self.base.clone(), 0)?,
+        };
+        merged.to_dtype(self.dtype)
     }
 }
 
@@ -102,7 +179,7 @@ impl View for &Merged {
     }
 
     fn shape(&self) -> &[usize] {
-        self.base.dims()
+        &self.shape
     }
 
     fn data(&self) -> Cow<'_, [u8]> {
@@ -121,7 +198,7 @@ impl View for &Merged {
     }
 
     fn data_len(&self) -> usize {
-        self.base.elem_count() * self.dtype.size_in_bytes()
+        self.shape.iter().product::<usize>() * self.dtype.size_in_bytes()
     }
 }
 
@@ -250,29 +327,32 @@ pub(crate) fn merged_tensors(
     dtype: DType,
 ) -> Result<(Vec<(String, Merged)>, usize)> {
     let model = LoraModel::with_adapter(base, adapter)?;
-    let mut pairs: HashMap<String, (Tensor, Tensor, f64)> = HashMap::new();
-    for pair in model.lora_pairs() {
-        pairs.insert(
-            format!("{}.weight", pair.module),
-            (
-                pair.a.as_tensor().clone(),
-                pair.b.as_tensor().clone(),
-                pair.scale,
-            ),
-        );
+    let mut pairs: HashMap<String, Delta> = HashMap::new();
+    for (i, block) in model.blocks.iter().enumerate() {
+        for pair in block.linears.iter().filter_map(|l| l.lora.as_ref()) {
+            pairs.insert(format!("{}.weight", pair.module), Delta::of(pair));
+        }
+        if let Some(experts) = &block.experts {
+            let names = model.config.expert_names(i);
+            for (name, pair) in [
+                (names.gate_up, &experts.gate_up_lora),
+                (names.down, &experts.down_lora),
+            ] {
+                if let Some(pair) = pair {
+                    pairs.insert(name, Delta::of(pair));
+                }
+            }
+        }
     }
     let merged = pairs.len();
-    let mut names: Vec<&String> = base.tensors.keys().collect();
-    names.sort();
-    let tensors: Vec<(String, Merged)> = names
-        .into_iter()
-        .map(|name| {
-            let merged = Merged {
-                base: base.tensors[name].clone(),
-                pair: pairs.remove(name),
-                dtype,
-            };
-            (name.clone(), merged)
+    let mut tensors: Vec<(String, Merged)> = base
+        .tensors
+        .iter()
+        .map(|(name, t)| {
+            (
+                name.clone(),
+                Merged::new(t.clone(), pairs.remove(name), dtype),
+            )
         })
         .collect();
     if let Some(stray) = pairs.keys().next() {
@@ -281,7 +361,45 @@ pub(crate) fn merged_tensors(
             format!("no base weight {stray} to merge into"),
         ));
     }
+    if let Some(stored) = base.stored_experts {
+        tensors = per_expert(&base.config, stored, tensors);
+    }
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
     Ok((tensors, merged))
+}
+
+/// The fused experts split back into the layout the checkpoint stored them in (one tensor per expert
+/// and projection, the router under the same parent).
+fn per_expert(
+    config: &dn_arch::ModelConfig,
+    stored: StoredExperts,
+    tensors: Vec<(String, Merged)>,
+) -> Vec<(String, Merged)> {
+    let mut by_name: HashMap<String, Merged> = tensors.into_iter().collect();
+    let f = config.experts.map_or(0, |e| e.intermediate_size);
+    for (i, layer) in config.layers.iter().enumerate() {
+        if !layer.sparse {
+            continue;
+        }
+        let names = config.expert_names(i);
+        let parent = format!("{}.{}", config.layer_path(i), stored.parent);
+        let (Some(gate_up), Some(down), Some(router)) = (
+            by_name.remove(&names.gate_up),
+            by_name.remove(&names.down),
+            by_name.remove(&names.router),
+        ) else {
+            continue;
+        };
+        let [gate, up, down_name] = stored.names;
+        for e in 0..gate_up.shape[0] {
+            let name = |n: &str| format!("{parent}.experts.{e}.{n}.weight");
+            by_name.insert(name(gate), gate_up.part(e, 0..f));
+            by_name.insert(name(up), gate_up.part(e, f..2 * f));
+            by_name.insert(name(down_name), down.part(e, 0..down.shape[1]));
+        }
+        by_name.insert(format!("{parent}.gate.weight"), router);
+    }
+    by_name.into_iter().collect()
 }
 
 fn write_json(path: &Path, value: &Value) -> Result<()> {

@@ -19,6 +19,17 @@ pub struct BaseModel {
     pub tensors: HashMap<String, Tensor>,
     /// Where it came from (the GGUF file or the model directory), for adapter configs and errors.
     pub source: PathBuf,
+    /// How the checkpoint stored its experts when not fused (merged export writes them back so).
+    pub stored_experts: Option<StoredExperts>,
+}
+
+/// A checkpoint's experts stored one by one: `{parent}.experts.{e}.{names[i]}.weight` for gate, up and
+/// down, the router at `{parent}.gate.weight`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredExperts {
+    /// `mlp`, or `block_sparse_moe` (Mixtral's checkpoints).
+    pub parent: &'static str,
+    pub names: [&'static str; 3],
 }
 
 fn model_err(path: &Path, message: impl Into<String>) -> Error {
@@ -61,6 +72,7 @@ impl BaseModel {
             config,
             tensors,
             source: path.to_path_buf(),
+            stored_experts: None,
         })
     }
 
@@ -68,12 +80,14 @@ impl BaseModel {
         let config = read_dir_config(dir)?;
         let files = safetensors_files(dir)?;
         let mut tensors = HashMap::new();
+        let mut block_sparse_moe = false;
         for file in &files {
             // SAFETY: the file is memory-mapped read-only; a model file changing under a running job
             // is outside what any loader can guard against (transformers mmaps the same way).
             let loaded = unsafe { candle_core::safetensors::MmapedSafetensors::new(file) }
                 .map_err(|e| model_err(file, e.to_string()))?;
             for (stored, _) in loaded.tensors() {
+                block_sparse_moe |= stored.contains(".block_sparse_moe.");
                 let name = current_name(&stored);
                 if !name.starts_with(&config.prefix) && name != config.lm_head_name() {
                     continue;
@@ -85,11 +99,21 @@ impl BaseModel {
                 tensors.insert(name, tensor);
             }
         }
-        fuse_experts(&config, &mut tensors).map_err(|e| model_err(dir, e))?;
+        let stored_experts = fuse_experts(&config, &mut tensors)
+            .map_err(|e| model_err(dir, e))?
+            .map(|names| StoredExperts {
+                parent: if block_sparse_moe {
+                    "block_sparse_moe"
+                } else {
+                    "mlp"
+                },
+                names,
+            });
         Ok(BaseModel {
             config,
             tensors,
             source: dir.to_path_buf(),
+            stored_experts,
         })
     }
 
@@ -173,21 +197,23 @@ const PER_EXPERT_NAMES: [[&str; 3]; 2] =
 /// Brings a mixture of experts stored one expert at a time (`mlp.experts.{e}.gate_proj.weight`, ..., as
 /// transformers 4 and transformers 5's `save_pretrained` write them) into the fused layout the executors
 /// read (`mlp.experts.gate_up_proj [E, 2I, H]`, gate rows first, and `down_proj [E, H, I]`), as
-/// transformers 5 does at load. Fused checkpoints are left as they are.
+/// transformers 5 does at load. Fused checkpoints are left as they are. Returns the per-expert names
+/// found, if any.
 fn fuse_experts(
     config: &ModelConfig,
     tensors: &mut HashMap<String, Tensor>,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<Option<[&'static str; 3]>, String> {
     let Some(experts) = config.experts else {
-        return Ok(());
+        return Ok(None);
     };
+    let mut found = None;
     for (i, layer) in config.layers.iter().enumerate() {
         let names = config.expert_names(i);
         if !layer.sparse || tensors.contains_key(&names.gate_up) {
             continue;
         }
         let per_expert = |e: usize, name: &str| format!("{}.{e}.{name}.weight", names.module);
-        let Some(scheme) = PER_EXPERT_NAMES
+        let Some(&scheme) = PER_EXPERT_NAMES
             .iter()
             .find(|scheme| tensors.contains_key(&per_expert(0, scheme[0])))
         else {
@@ -213,6 +239,7 @@ fn fuse_experts(
         let stack = |parts: &[Tensor]| Tensor::stack(parts, 0).map_err(|e| e.to_string());
         tensors.insert(names.gate_up, stack(&gate_up)?);
         tensors.insert(names.down, stack(&down)?);
+        found = Some(scheme);
     }
-    Ok(())
+    Ok(found)
 }

@@ -1,4 +1,5 @@
-//! Merged export: a base model with a LoRA adapter folded into its weights, written as a model directory
+//! Merged export: a base model with a LoRA adapter folded into its weights (the experts' too, written back
+//! in the layout the base stored them in), written as a model directory
 //! or a GGUF file, computes what the base with the adapter computes (the families' tiny models: logits
 //! within 1e-5 relative in f32, sharded; SmolLM2 from its GGUF with a PEFT adapter: the same 32 greedy
 //! tokens as transformers + PEFT, its tokenizer read back from the GGUF tokenizing alike, q8_0 within its
@@ -10,7 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::Tensor;
-use common::families::{FAMILIES, model, model_dir, reference};
+use common::families::{FAMILIES, MOE_FAMILIES, model, model_dir, reference};
 use common::generation::{self, fixtures, greedy, imported_smollm2};
 use common::sequences;
 use dn_train::{
@@ -35,6 +36,20 @@ fn save_adapter(model: &LoraModel, dir: &Path) {
     .unwrap();
 }
 
+/// The tensor names a model directory stores (every shard's).
+fn stored_names(dir: &Path) -> Vec<String> {
+    let files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    // SAFETY: test fixtures, not modified while mapped.
+    let loaded = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }.unwrap();
+    let mut names: Vec<String> = loaded.tensors().into_iter().map(|(n, _)| n).collect();
+    names.sort();
+    names
+}
+
 /// The merged model alone (its LoRA pairs add nothing: B = 0).
 fn plain(dir: &Path) -> LoraModel {
     let base = BaseModel::load(dir, DType::F32, &Device::Cpu).unwrap();
@@ -50,7 +65,7 @@ fn max_relative(a: &Tensor, b: &Tensor) -> f64 {
 #[test]
 fn every_family_merged_computes_the_base_with_its_adapter() {
     let dir = tempfile::tempdir().unwrap();
-    for family in FAMILIES {
+    for family in FAMILIES.into_iter().chain(MOE_FAMILIES) {
         let with_adapter = model(family, DType::F32);
         let adapter = dir.path().join(format!("{family}-adapter"));
         save_adapter(&with_adapter, &adapter);
@@ -64,6 +79,12 @@ fn every_family_merged_computes_the_base_with_its_adapter() {
         for file in ["tokenizer.json", "tokenizer_config.json", "config.json"] {
             assert!(out.join(file).is_file(), "{family}: {file}");
         }
+        // In the base's own layout (the experts one by one, Mixtral's under block_sparse_moe).
+        assert_eq!(
+            stored_names(&out),
+            stored_names(&model_dir(family)),
+            "{family}"
+        );
         let r = reference(family);
         let seqs = sequences(&r.examples);
         let rows: Vec<u32> =

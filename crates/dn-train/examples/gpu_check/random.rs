@@ -104,6 +104,7 @@ impl Shape {
             config,
             tensors,
             source: PathBuf::from(self.name),
+            stored_experts: None,
         })
     }
 
@@ -118,6 +119,7 @@ impl Shape {
             config: base.config.clone(),
             tensors,
             source: base.source.clone(),
+            stored_experts: None,
         })
     }
 }

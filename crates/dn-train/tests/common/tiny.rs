@@ -73,6 +73,7 @@ pub fn tiny_model(dtype: DType, tied: bool, seed: u64) -> BaseModel {
         config,
         tensors,
         source: PathBuf::from("tiny"),
+        stored_experts: None,
     }
 }
 
