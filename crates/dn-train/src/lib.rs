@@ -84,7 +84,7 @@ pub use lora::{ALL_LINEAR, LoraConfig, LoraPair, LoraTargets, seeded_rng};
 pub use loss::{
     BatchLoss, Sequence, count_targets, evaluate, forward_backward, logits_at, targets,
 };
-pub use model::{Executor, LoraModel};
+pub use model::{Executor, LoraModel, RouterLoad};
 pub use optim::{AdamW, AdamWConfig, Schedule, clip_grad_norm, scheduled_rate};
 pub use schedule::{
     epoch_order, passes, step_examples, step_position, steps_per_epoch, total_steps,

@@ -12,7 +12,7 @@ use crate::checkpoint::{self, Checkpoint, StepRecord, TrainerState};
 use crate::error::{Error, Result};
 use crate::generate::{SamplingOptions, generate};
 use crate::loss::{Sequence, count_targets, evaluate, forward_backward};
-use crate::model::LoraModel;
+use crate::model::{LoraModel, RouterLoad};
 use crate::optim::{AdamW, AdamWConfig, Schedule, clip_grad_norm, scheduled_rate};
 use crate::schedule::{passes, step_examples, step_position, total_steps};
 
@@ -100,6 +100,8 @@ pub enum Event {
         examples: usize,
         eval_examples: usize,
         trainable_parameters: usize,
+        /// The same per module group (`attention`, `mlp`, `experts`).
+        trainable_by_group: Vec<(&'static str, usize)>,
         /// `cpu` or `cuda:N`.
         device: String,
         tokens_per_pass: usize,
@@ -121,6 +123,8 @@ pub enum Event {
         loss: f64,
         examples: usize,
         tokens: usize,
+        /// How each sparse layer's router spread the eval tokens (empty for a dense model).
+        router_load: Vec<RouterLoad>,
     },
     /// A token of the eval samples was generated (progress: lets the caller stop generation).
     Sampling {
@@ -271,6 +275,7 @@ impl Trainer<'_> {
             examples: train.len(),
             eval_examples: eval.len(),
             trainable_parameters,
+            trainable_by_group: self.model.trainable_by_group(),
             device: crate::device::device_label(self.model.device()),
             tokens_per_pass: o.tokens_per_pass,
         }) != Control::Continue
@@ -280,14 +285,7 @@ impl Trainer<'_> {
 
         if state.step == 0 && !eval.is_empty() {
             // The base model's eval loss, so the curve shows what training changed.
-            let (loss, examples, tokens) = self.evaluate(eval)?;
-            state.eval_history.push((0, loss));
-            let event = Event::EvalComplete {
-                step: 0,
-                loss,
-                examples,
-                tokens,
-            };
+            let event = self.eval_event(0, eval, &mut state)?;
             if observe(&event) != Control::Continue {
                 return Err(Error::Stopped { step: 0 });
             }
@@ -332,14 +330,7 @@ impl Trainer<'_> {
                 && !last
                 && !eval.is_empty()
             {
-                let (loss, examples, tokens) = self.evaluate(eval)?;
-                state.eval_history.push((state.step, loss));
-                let e = Event::EvalComplete {
-                    step: state.step,
-                    loss,
-                    examples,
-                    tokens,
-                };
+                let e = self.eval_event(state.step, eval, &mut state)?;
                 control = control.max(observe(&e));
                 if control == Control::Continue {
                     control = self.sample(state.step, observe)?;
@@ -365,14 +356,11 @@ impl Trainer<'_> {
         let final_eval = if eval.is_empty() {
             None
         } else {
-            let (loss, examples, tokens) = self.evaluate(eval)?;
-            state.eval_history.push((state.step, loss));
-            observe(&Event::EvalComplete {
-                step: state.step,
-                loss,
-                examples,
-                tokens,
-            });
+            let event = self.eval_event(state.step, eval, &mut state)?;
+            observe(&event);
+            let Event::EvalComplete { loss, examples, .. } = event else {
+                unreachable!("eval_event makes an EvalComplete")
+            };
             Some((loss, examples))
         };
         let path = self.save("final", &optimizer, &state)?;
@@ -492,6 +480,26 @@ impl Trainer<'_> {
         })?;
         control = control.max(observe(&Event::EvalSamples { step, completions }));
         Ok(control)
+    }
+
+    /// Evaluates after `step`: the loss joins the state's eval history, the event carries the routers'
+    /// load over the eval tokens alone.
+    fn eval_event(
+        &self,
+        step: u64,
+        eval: &[TrainExample],
+        state: &mut TrainerState,
+    ) -> Result<Event> {
+        self.model.take_router_load();
+        let (loss, examples, tokens) = self.evaluate(eval)?;
+        state.eval_history.push((step, loss));
+        Ok(Event::EvalComplete {
+            step,
+            loss,
+            examples,
+            tokens,
+            router_load: self.model.take_router_load(),
+        })
     }
 
     pub fn evaluate(&self, eval: &[TrainExample]) -> Result<(f64, usize, usize)> {

@@ -77,3 +77,53 @@ fn fused_and_per_expert_layouts_are_the_same_model() {
         assert_eq!(loss(&fused), loss(&per_expert), "{family}");
     }
 }
+
+/// The job log's figures: trainable parameters per group (the experts' pairs reported apart, no dense
+/// MLP pair in a MoE model, routers frozen), and each eval's router load over the eval tokens alone.
+#[test]
+fn trainable_groups_and_router_load_per_eval() {
+    use dn_train::{Control, Event, TrainOptions, Trainer};
+    let model = common::families::model("qwen3_moe", DType::F32);
+    let groups = model.trainable_by_group();
+    let names: Vec<&str> = groups.iter().map(|(g, _)| *g).collect();
+    assert_eq!(names, ["attention", "experts"]);
+    // Layers 0 and 2: 6 experts x rank 4 x (32 + 48) for gate_up, x (24 + 32) for down.
+    assert_eq!(groups[1].1, 2 * 6 * 4 * (32 + 48 + 24 + 32));
+    let r = reference("qwen3_moe");
+    let dir = tempfile::tempdir().unwrap();
+    let trainer = Trainer {
+        model: &model,
+        options: TrainOptions {
+            learning_rate: 1e-3,
+            batch_size: 3,
+            steps: Some(2),
+            eval_interval: 1,
+            checkpoint_interval: 0,
+            ..Default::default()
+        },
+        checkpoint_dir: dir.path().to_path_buf(),
+        base_model_name: "qwen3_moe".into(),
+    };
+    let eval = r.examples[..2].to_vec();
+    let eval_tokens: usize = eval.iter().map(|e| e.input_ids.len()).sum();
+    let mut loads = Vec::new();
+    trainer
+        .run(&r.examples, &eval, None, &mut |event| {
+            if let Event::EvalComplete { router_load, .. } = event {
+                loads.push(router_load.clone());
+            }
+            Control::Continue
+        })
+        .unwrap();
+    assert_eq!(loads.len(), 3, "before training, after step 1, final");
+    for load in loads {
+        let layers: Vec<usize> = load.iter().map(|l| l.layer).collect();
+        assert_eq!(layers, [0, 2], "the sparse layers");
+        for l in &load {
+            assert_eq!(l.tokens.len(), 6);
+            assert_eq!(l.tokens.iter().sum::<u64>() as usize, eval_tokens * 2);
+            let (min, max) = l.min_max_share();
+            assert!(min <= max && max <= 1.0);
+        }
+    }
+}

@@ -37,17 +37,27 @@ pub fn event_entry(event: &Event, total_steps: u64) -> Option<NewLogEntry> {
             examples,
             eval_examples,
             trainable_parameters,
+            trainable_by_group,
             device,
             tokens_per_pass,
-        } => entry(
-            format!(
-                "training started on {device}: {total_steps} step(s) over {examples} example(s), {trainable_parameters} trainable parameters, up to {tokens_per_pass} tokens per pass"
-            ),
-            json!({"event": "training_start", "total_steps": total_steps, "start_step": start_step,
-                   "num_examples": examples, "num_eval_examples": eval_examples,
-                   "trainable_parameters": trainable_parameters, "device": device,
-                   "tokens_per_pass": tokens_per_pass}),
-        ),
+        } => {
+            let groups: Vec<String> = trainable_by_group
+                .iter()
+                .map(|(group, n)| format!("{group} {n}"))
+                .collect();
+            entry(
+                format!(
+                    "training started on {device}: {total_steps} step(s) over {examples} example(s), {trainable_parameters} trainable parameters ({}), up to {tokens_per_pass} tokens per pass",
+                    groups.join(", ")
+                ),
+                json!({"event": "training_start", "total_steps": total_steps, "start_step": start_step,
+                       "num_examples": examples, "num_eval_examples": eval_examples,
+                       "trainable_parameters": trainable_parameters,
+                       "trainable_parameters_by_group": trainable_by_group.iter()
+                           .map(|(g, n)| (g.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
+                       "device": device, "tokens_per_pass": tokens_per_pass}),
+            )
+        }
         Event::PassShrunk {
             step,
             tokens_per_pass,
@@ -76,16 +86,53 @@ pub fn event_entry(event: &Event, total_steps: u64) -> Option<NewLogEntry> {
             loss,
             examples,
             tokens,
+            router_load,
         } => entry(
-            format!("eval after step {step}: loss {loss:.4} over {examples} example(s)"),
+            format!(
+                "eval after step {step}: loss {loss:.4} over {examples} example(s){}",
+                router_summary(router_load)
+            ),
             json!({"event": "eval_complete", "step": step, "eval/loss": loss,
-                   "eval/num_examples": examples, "eval/num_tokens": tokens}),
+                   "eval/num_examples": examples, "eval/num_tokens": tokens,
+                   "router_load": router_load.iter().map(|l| {
+                       let (min, max) = l.min_max_share();
+                       json!({"layer": l.layer, "tokens_per_expert": l.tokens,
+                              "min_share": min, "max_share": max})
+                   }).collect::<Vec<_>>()}),
         ),
         // Checkpoints are logged once stored; samples once decoded (by the training thread).
         Event::CheckpointSaved { .. } | Event::Sampling { .. } | Event::EvalSamples { .. } => {
             return None;
         }
     })
+}
+
+/// `; router load ...`: the least and most loaded experts' shares over the sparse layers (each layer's
+/// tokens per expert are in the entry's data); empty for a dense model.
+fn router_summary(load: &[dn_train::RouterLoad]) -> String {
+    let shares: Vec<(usize, f64, f64)> = load
+        .iter()
+        .map(|l| {
+            let (min, max) = l.min_max_share();
+            (l.layer, min, max)
+        })
+        .collect();
+    let (Some(low), Some(high)) = (
+        shares.iter().min_by(|a, b| a.1.total_cmp(&b.1)),
+        shares.iter().max_by(|a, b| a.2.total_cmp(&b.2)),
+    ) else {
+        return String::new();
+    };
+    let experts = load[0].tokens.len();
+    format!(
+        "; router load over {} sparse layer(s) of {experts} experts: least-used expert {:.1}% (layer {}), most-used {:.1}% (layer {}); even would be {:.1}%",
+        load.len(),
+        low.1 * 100.0,
+        low.0,
+        high.2 * 100.0,
+        high.0,
+        100.0 / experts as f64
+    )
 }
 
 /// The metrics series and scalars (the reference's names) of the steps so far.

@@ -11,6 +11,7 @@ use super::glu;
 use super::matmul::{Mat, MatMut, Threads, matmul, rows_times_wt};
 use super::proj::{Lora, LoraGrad, Proj, join_columns, split_columns};
 use crate::kernels::Real;
+use crate::model::ExpertMlp;
 use crate::routing::{Routing, softmax_rows};
 
 /// The pairs of every expert on one fused tensor (PEFT's `target_parameters` layout: `a [rank * experts,
@@ -34,6 +35,8 @@ pub struct ExpertWeights<'a, T> {
     pub down: &'a [T],
     pub gate_up_lora: Option<FusedLora<'a, T>>,
     pub down_lora: Option<FusedLora<'a, T>>,
+    /// Where the routing is counted.
+    pub mlp: &'a ExpertMlp,
 }
 
 /// Expert `e`'s columns of a fused `b [out, rank * experts]`, as a contiguous `[out, rank]`.
@@ -143,6 +146,7 @@ pub fn forward<T: Real>(
     let logits: Vec<f64> = logits.iter().map(|v| v.to_f64()).collect();
     let probs = softmax_rows(&logits, count);
     let routing = Routing::new(&probs, &w.spec);
+    w.mlp.record_load(&routing.load());
     let k = routing.top_k;
     let slots = n * k;
     let rank = |l: &Option<FusedLora<'_, T>>| l.as_ref().map_or(0, |l| l.rank);

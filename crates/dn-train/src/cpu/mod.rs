@@ -97,7 +97,7 @@ fn tensors(model: &LoraModel) -> Vec<&Tensor> {
 
 /// A sparse block's experts as slices, in [`tensors`]' order.
 fn expert_views<'a, T: Real>(
-    e: &ExpertMlp,
+    e: &'a ExpertMlp,
     hidden: usize,
     slices: &mut impl Iterator<Item = &'a [T]>,
 ) -> ExpertWeights<'a, T> {
@@ -121,6 +121,7 @@ fn expert_views<'a, T: Real>(
         down,
         gate_up_lora,
         down_lora,
+        mlp: e,
     }
 }
 
@@ -148,7 +149,7 @@ fn proj<'a, T: Real>(linear: &Linear, slices: &mut impl Iterator<Item = &'a [T]>
     }
 }
 
-fn views<'a, T: Real>(model: &LoraModel, slices: &[&'a [T]]) -> Weights<'a, T> {
+fn views<'a, T: Real>(model: &'a LoraModel, slices: &[&'a [T]]) -> Weights<'a, T> {
     let mut it = slices.iter().copied();
     let embed = it.next().expect("embed");
     let norm = it.next().expect("norm");

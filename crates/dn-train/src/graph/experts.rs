@@ -73,6 +73,7 @@ pub(crate) fn forward(
     let probs = router_probs(m, h)?;
     let host: Vec<f64> = probs.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
     let routing = Routing::new(&host, &m.spec);
+    m.record_load(&routing.load());
     let device: &Device = h.device();
     let k = routing.top_k;
     let chosen: Vec<u32> = routing.experts.iter().map(|e| *e as u32).collect();

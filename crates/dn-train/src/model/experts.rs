@@ -3,6 +3,8 @@
 //! `target_parameters` holds them. Routing itself (softmax, top-k, grouping by expert) is in
 //! `crate::routing`, shared by both executors.
 
+use std::sync::Mutex;
+
 use candle_core::{DType, Tensor};
 use dn_arch::{Experts, ModelConfig};
 
@@ -24,6 +26,26 @@ pub struct ExpertMlp {
     pub gate_up_lora: Option<LoraPair>,
     /// `A [rank * experts, intermediate]`, `B [hidden, rank * experts]`.
     pub down_lora: Option<LoraPair>,
+    /// Tokens routed to each expert since [`crate::LoraModel::take_router_load`] last read them.
+    pub(crate) load: Mutex<Vec<u64>>,
+}
+
+/// How one sparse layer's router spread the tokens: tokens per expert (each token counts once per expert
+/// it is routed to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouterLoad {
+    pub layer: usize,
+    pub tokens: Vec<u64>,
+}
+
+impl RouterLoad {
+    /// The least and most loaded experts' shares of the routed tokens.
+    pub fn min_max_share(&self) -> (f64, f64) {
+        let total = self.tokens.iter().sum::<u64>().max(1) as f64;
+        let min = self.tokens.iter().min().copied().unwrap_or(0) as f64;
+        let max = self.tokens.iter().max().copied().unwrap_or(0) as f64;
+        (min / total, max / total)
+    }
 }
 
 impl ExpertMlp {
@@ -71,7 +93,30 @@ impl ExpertMlp {
             down,
             gate_up_lora,
             down_lora,
+            load: Mutex::new(vec![0; e]),
         })
+    }
+
+    /// Counts a batch's routing (tokens per expert).
+    pub(crate) fn record_load(&self, tokens: &[usize]) {
+        let mut load = self
+            .load
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (total, n) in load.iter_mut().zip(tokens) {
+            *total += *n as u64;
+        }
+    }
+
+    /// The counts so far, reset.
+    pub(crate) fn take_load(&self) -> Vec<u64> {
+        let mut load = self
+            .load
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let taken = load.clone();
+        load.iter_mut().for_each(|n| *n = 0);
+        taken
     }
 
     /// The pairs, gate_up's first.

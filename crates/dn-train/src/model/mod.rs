@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::frozen::Frozen;
 use crate::lora::{LoraConfig, LoraPair, seeded_rng};
 use crate::weights::BaseModel;
-pub use experts::ExpertMlp;
+pub use experts::{ExpertMlp, RouterLoad};
 
 /// A frozen projection with an optional frozen bias and an optional LoRA pair.
 pub struct Linear {
@@ -337,6 +337,42 @@ impl LoraModel {
     /// experts' (gate_up, down).
     pub fn lora_pairs(&self) -> Vec<&LoraPair> {
         self.blocks.iter().flat_map(Block::lora_pairs).collect()
+    }
+
+    /// Each sparse layer's router load since the last call (tokens per expert over every forward pass,
+    /// training's and evaluation's), reset; empty for a dense model.
+    pub fn take_router_load(&self) -> Vec<RouterLoad> {
+        self.blocks
+            .iter()
+            .enumerate()
+            .filter_map(|(layer, b)| {
+                b.experts.as_ref().map(|e| RouterLoad {
+                    layer,
+                    tokens: e.take_load(),
+                })
+            })
+            .collect()
+    }
+
+    /// Trainable parameters per module group: `attention`, `mlp` (dense MLPs), `experts` (a pair per
+    /// expert), each present only when it has some; the routers are frozen.
+    pub fn trainable_by_group(&self) -> Vec<(&'static str, usize)> {
+        let mut groups: Vec<(&'static str, usize)> = Vec::new();
+        for pair in self.lora_pairs() {
+            let group = if pair.experts > 1 || pair.module.contains(".mlp.experts") {
+                "experts"
+            } else if pair.module.contains(".self_attn.") {
+                "attention"
+            } else {
+                "mlp"
+            };
+            let count = pair.a.as_tensor().elem_count() + pair.b.as_tensor().elem_count();
+            match groups.iter_mut().find(|(g, _)| *g == group) {
+                Some((_, n)) => *n += count,
+                None => groups.push((group, count)),
+            }
+        }
+        groups
     }
 
     /// The trainable tensors (A then B of every pair, in [`Self::lora_pairs`] order).
