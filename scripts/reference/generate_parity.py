@@ -19,7 +19,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from family_models import closed_form, lora_modules, projection_order  # noqa: E402
+from family_models import EXPERT_PARAMETERS, closed_form, is_moe, lora_modules, projection_order  # noqa: E402
 from family_specs import FAMILIES, LORA_ALPHA, LORA_RANK  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -59,10 +59,16 @@ def family(name):
     model.eval()
     model.generation_config.eos_token_id = None
     order = projection_order(name)
+    parameters = EXPERT_PARAMETERS if is_moe(name) else None
     peft_model = get_peft_model(model, LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=0.0,
-                                                  target_modules=order))
-    assert lora_modules(peft_model, name)
-    set_closed_form(peft_model, order)
+                                                  target_modules=order, target_parameters=parameters))
+    modules = lora_modules(peft_model, name)
+    assert modules
+    with torch.no_grad():
+        for ordinal, _, module in modules:
+            a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+            a.copy_(closed_form(a.shape[0], a.shape[1], ordinal, True))
+            b.copy_(closed_form(b.shape[0], b.shape[1], ordinal, False))
     examples = json.loads((directory / "reference.json").read_text())["examples"]
     prompts = [examples[0]["input_ids"][:5], examples[1]["input_ids"]]
     tokens = [greedy(peft_model, p) for p in prompts]

@@ -199,8 +199,13 @@ fn unsupported_models_are_refused_by_name() {
         e.contains("/m/config.json") && e.contains("gpt2") && e.contains("qwen3"),
         "{e}"
     );
-    let e = refused(dims("mixtral"));
-    assert!(e.contains("mixture-of-experts"), "{e}");
+    let e = refused(dims("deepseek_v3"));
+    assert!(
+        e.contains("mixture-of-experts") && e.contains("latent"),
+        "{e}"
+    );
+    let e = refused(dims("qwen2_moe"));
+    assert!(e.contains("shared expert"), "{e}");
     let e = refused(with(dims("qwen2"), json!({"num_experts": 8})));
     assert!(e.contains("num_experts"), "{e}");
     let e = refused(with(

@@ -187,7 +187,7 @@ async fn hub_models_are_pulled_listed_and_trained_by_id() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unsupported_architectures_are_refused_before_any_weights_are_requested() {
     let mixtral =
-        br#"{"model_type":"mixtral","hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,
+        br#"{"model_type":"deepseek_v3","hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,
         "num_attention_heads":2,"vocab_size":10,"num_local_experts":4}"#;
     // Llama-3.1-70B's shape: 280 GB of f32 weights, more than any test machine has.
     let llama_70b = br#"{"model_type":"llama","hidden_size":8192,"intermediate_size":28672,
@@ -213,7 +213,7 @@ async fn unsupported_architectures_are_refused_before_any_weights_are_requested(
     assert!(!out.status.success());
     assert!(
         stderr.contains("acme/tiny-moe")
-            && stderr.contains("mixtral")
+            && stderr.contains("deepseek_v3")
             && stderr.contains("mixture-of-experts"),
         "{stderr}"
     );

@@ -375,13 +375,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("config.json"),
-            r#"{"model_type":"mixtral","hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,
+            r#"{"model_type":"deepseek_v3","hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,
                "num_attention_heads":2,"vocab_size":10,"num_local_experts":4}"#,
         )
         .unwrap();
         let moe = describe_model("moe", dir.path(), ModelSource::Local);
         assert!(!moe.trainable);
-        assert!(moe.reason.unwrap().contains("mixtral"));
+        assert!(moe.reason.unwrap().contains("deepseek_v3"));
         std::fs::copy(
             fixture("llama").join("model/config.json"),
             dir.path().join("config.json"),

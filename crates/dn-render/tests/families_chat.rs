@@ -13,8 +13,16 @@ use dn_data::{Conversation, apply_system_prompt, normalize_row};
 use dn_render::{ModelArtifacts, SystemFit, TrainOn, encode_conversation};
 use serde_json::{Value, json};
 
-const FAMILIES: [&str; 7] = [
-    "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3",
+const FAMILIES: [&str; 9] = [
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma2",
+    "gemma3",
+    "phi3",
+    "qwen3_moe",
+    "mixtral",
 ];
 
 fn family_dir(family: &str) -> PathBuf {

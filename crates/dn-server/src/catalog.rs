@@ -219,13 +219,13 @@ mod tests {
         let moe = tempfile::tempdir().unwrap();
         std::fs::write(
             moe.path().join("config.json"),
-            r#"{"model_type":"mixtral","hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,
+            r#"{"model_type":"deepseek_v3","hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,
                "num_attention_heads":2,"vocab_size":10,"num_local_experts":4}"#,
         )
         .unwrap();
         let e = Catalog::load(&[moe.path().to_string_lossy().into_owned()]).unwrap_err();
         assert!(
-            e.contains("mixtral") && e.contains("mixture-of-experts"),
+            e.contains("deepseek_v3") && e.contains("mixture-of-experts"),
             "{e}"
         );
     }
@@ -234,7 +234,15 @@ mod tests {
     fn reads_every_family_of_the_test_fixtures() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/families");
         for family in [
-            "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3",
+            "llama",
+            "mistral",
+            "qwen2",
+            "qwen3",
+            "gemma2",
+            "gemma3",
+            "phi3",
+            "qwen3_moe",
+            "mixtral",
         ] {
             let entry = root
                 .join(family)

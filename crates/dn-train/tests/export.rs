@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::Tensor;
-use common::families::{FAMILIES, MOE_FAMILIES, model, model_dir, reference};
+use common::families::{FAMILIES, model, model_dir, reference};
 use common::generation::{self, fixtures, greedy, imported_smollm2};
 use common::sequences;
 use dn_train::{
@@ -65,7 +65,7 @@ fn max_relative(a: &Tensor, b: &Tensor) -> f64 {
 #[test]
 fn every_family_merged_computes_the_base_with_its_adapter() {
     let dir = tempfile::tempdir().unwrap();
-    for family in FAMILIES.into_iter().chain(MOE_FAMILIES) {
+    for family in FAMILIES {
         let with_adapter = model(family, DType::F32);
         let adapter = dir.path().join(format!("{family}-adapter"));
         save_adapter(&with_adapter, &adapter);

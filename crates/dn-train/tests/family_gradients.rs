@@ -7,7 +7,7 @@ mod common;
 use common::sequences;
 
 use candle_core::{Device, Tensor};
-use common::families::{FAMILIES, MOE_FAMILIES, model, model_on, reference, relative_error};
+use common::families::{FAMILIES, model, model_on, reference, relative_error};
 use dn_train::{DType, Executor, LoraModel, Sequence, count_targets, evaluate, forward_backward};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -20,7 +20,7 @@ fn loss_and_grads(model: &LoraModel, seqs: &[Sequence<'_>]) -> (f64, Vec<Tensor>
 
 #[test]
 fn engine_graph_and_recompute_agree_in_f64() {
-    for family in FAMILIES.into_iter().chain(MOE_FAMILIES) {
+    for family in FAMILIES {
         let r = reference(family);
         let seqs = sequences(&r.examples);
         let model = model(family, DType::F64);
@@ -52,7 +52,7 @@ fn engine_graph_and_recompute_agree_in_f64() {
 
 #[test]
 fn gradients_are_the_derivatives_of_the_loss() {
-    for family in FAMILIES.into_iter().chain(MOE_FAMILIES) {
+    for family in FAMILIES {
         let r = reference(family);
         let seqs = sequences(&r.examples);
         let model = model(family, DType::F64);

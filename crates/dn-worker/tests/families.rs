@@ -22,14 +22,24 @@ fn model_dir(family: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_trains_every_family() {
     let setup = setup().await;
-    for (family, targets, system_note) in [
-        ("llama", 7, None),
-        ("mistral", 7, Some("leaves the system message out")),
-        ("qwen2", 7, None),
-        ("qwen3", 7, None),
-        ("gemma2", 7, Some("has no system role")),
-        ("gemma3", 7, None),
-        ("phi3", 4, None),
+    // (family, target_modules, LoRA pairs over its 3 layers, what it says of the system prompt)
+    for (family, targets, pairs, system_note) in [
+        ("llama", 7, 21, None),
+        ("mistral", 7, 21, Some("leaves the system message out")),
+        ("qwen2", 7, 21, None),
+        ("qwen3", 7, 21, None),
+        ("gemma2", 7, 21, Some("has no system role")),
+        ("gemma3", 7, 21, None),
+        ("phi3", 4, 12, None),
+        // Attention on every layer, and gate_up and down on the experts of each sparse layer (qwen3_moe's
+        // middle layer is dense: its MLP is not adapted, as PEFT cannot load such a pair).
+        ("qwen3_moe", 4, 12 + 2 * 2, None),
+        (
+            "mixtral",
+            4,
+            12 + 3 * 2,
+            Some("leaves the system message out"),
+        ),
     ] {
         let job = create_job_with(&setup, &model_dir(family), "demos", &[], 2, |c| {
             c.extras.lora_target_modules = dn_spec::LoraTargets::AllLinear;
@@ -91,11 +101,26 @@ async fn a_job_trains_every_family() {
             .unwrap()
             .names()
             .len();
-        assert_eq!(
-            names,
-            3 * targets * 2,
-            "{family}: 3 layers x targets x (A, B)"
-        );
+        assert_eq!(names, pairs * 2, "{family}: pairs x (A, B)");
+        let start = &events(&logs, "training_start")[0];
+        let groups = &start["trainable_parameters_by_group"];
+        if family.ends_with("moe") || family == "mixtral" {
+            assert_eq!(
+                config["target_parameters"],
+                serde_json::json!(["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]),
+                "{family}"
+            );
+            assert!(
+                groups["experts"].as_u64().unwrap() > 0,
+                "{family}: {groups}"
+            );
+            assert!(groups.get("mlp").is_none(), "{family}: {groups}");
+            let load = &events(&logs, "eval_complete")[0]["router_load"];
+            assert!(!load.as_array().unwrap().is_empty(), "{family}: {load}");
+        } else {
+            assert!(config["target_parameters"].is_null(), "{family}");
+            assert!(groups["mlp"].as_u64().unwrap() > 0, "{family}: {groups}");
+        }
     }
 }
 

@@ -13,11 +13,19 @@ use dn_train::{
 use super::sequences;
 use serde_json::Value;
 
-pub const FAMILIES: [&str; 7] = [
-    "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3",
+pub const FAMILIES: [&str; 9] = [
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "gemma2",
+    "gemma3",
+    "phi3",
+    "qwen3_moe",
+    "mixtral",
 ];
 
-/// The mixture-of-experts families (their fixtures: no GGUF, chat or generation references yet).
+/// The mixture-of-experts families among them.
 pub const MOE_FAMILIES: [&str; 2] = ["qwen3_moe", "mixtral"];
 
 pub fn family_dir(family: &str) -> PathBuf {
