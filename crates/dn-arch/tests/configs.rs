@@ -241,3 +241,68 @@ fn parameter_count_matches_the_tensors() {
     );
     assert_eq!(c.parameter_count(), 134_515_008);
 }
+
+/// The MoE configs as their hub repos write them: Qwen3-30B-A3B (30.5B parameters, 3.3B active) and
+/// Mixtral-8x7B (46.7B, 12.9B active), as their model cards give them.
+#[test]
+fn mixture_of_experts_configs_and_their_parameter_counts() {
+    let qwen = read(json!({
+        "model_type": "qwen3_moe", "hidden_size": 2048, "intermediate_size": 6144,
+        "moe_intermediate_size": 768, "num_hidden_layers": 48, "num_attention_heads": 32,
+        "num_key_value_heads": 4, "head_dim": 128, "num_experts": 128, "num_experts_per_tok": 8,
+        "norm_topk_prob": true, "decoder_sparse_step": 1, "mlp_only_layers": [], "vocab_size": 151936,
+        "tie_word_embeddings": false, "rope_theta": 1000000.0, "max_position_embeddings": 40960,
+        "use_sliding_window": false, "sliding_window": null
+    }));
+    assert_eq!(qwen.family, Family::Qwen3Moe);
+    let e = qwen.experts.unwrap();
+    assert_eq!((e.count, e.top_k, e.intermediate_size), (128, 8, 768));
+    assert!(e.normalize_top_k && qwen.qk_norm);
+    assert!(qwen.layers.iter().all(|l| l.sparse && l.window.is_none()));
+    let billions = |n: u64| (n as f64 / 1e8).round() / 10.0;
+    assert_eq!(billions(qwen.parameter_count()), 30.5);
+    // 3.35B counting the embedding and head (the card's "3.3B activated").
+    let active = qwen.active_parameter_count() as f64 / 1e9;
+    assert!((3.3..3.4).contains(&active), "{active}");
+    assert_eq!(
+        qwen.target_names(),
+        [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_up_proj",
+            "down_proj"
+        ]
+    );
+
+    let mixtral = read(json!({
+        "model_type": "mixtral", "hidden_size": 4096, "intermediate_size": 14336,
+        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "num_local_experts": 8, "num_experts_per_tok": 2, "vocab_size": 32000,
+        "rope_theta": 1000000.0, "sliding_window": null, "router_aux_loss_coef": 0.02
+    }));
+    let e = mixtral.experts.unwrap();
+    assert_eq!((e.count, e.top_k, e.intermediate_size), (8, 2, 14336));
+    assert!(e.normalize_top_k);
+    assert_eq!(mixtral.rms_norm_eps, 1e-5);
+    assert_eq!(billions(mixtral.parameter_count()), 46.7);
+    assert_eq!(billions(mixtral.active_parameter_count()), 12.9);
+
+    // Qwen's dense layers between sparse ones.
+    let mixed = read(with(
+        dims("qwen3_moe"),
+        json!({"num_experts": 4, "num_experts_per_tok": 2, "num_hidden_layers": 4,
+               "decoder_sparse_step": 2, "mlp_only_layers": [3]}),
+    ));
+    let sparse: Vec<bool> = mixed.layers.iter().map(|l| l.sparse).collect();
+    assert_eq!(sparse, [false, true, false, false]);
+    // What the router cannot do is refused by name.
+    let e = refused(with(dims("mixtral"), json!({"router_jitter_noise": 0.1})));
+    assert!(e.contains("router_jitter_noise"), "{e}");
+    let e = refused(with(
+        dims("qwen3_moe"),
+        json!({"num_experts": 4, "num_experts_per_tok": 5}),
+    ));
+    assert!(e.contains("num_experts_per_tok"), "{e}");
+}

@@ -37,6 +37,10 @@ pub struct ModelInfo {
     pub display_name: String,
     pub family: Option<String>,
     pub parameters: Option<u64>,
+    /// A mixture of experts' parameters one token computes with (the experts it is not routed to left
+    /// out); `None` for a dense model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_parameters: Option<u64>,
     pub context_length: Option<u64>,
     /// The weights' dtype (config.json's `dtype`/`torch_dtype`, else the first tensor's; a GGUF's most
     /// common tensor type).
@@ -54,9 +58,17 @@ pub struct ModelInfo {
 impl ModelInfo {
     /// Billions of parameters, to three decimals (the catalog's `size_b`).
     pub fn size_b(&self) -> f64 {
-        self.parameters
-            .map_or(0.0, |p| (p as f64 / 1e9 * 1000.0).round() / 1000.0)
+        self.parameters.map_or(0.0, billions)
     }
+
+    /// Billions of active parameters of a mixture of experts, to three decimals.
+    pub fn active_size_b(&self) -> Option<f64> {
+        self.active_parameters.map(billions)
+    }
+}
+
+fn billions(n: u64) -> f64 {
+    (n as f64 / 1e9 * 1000.0).round() / 1000.0
 }
 
 /// Describes `path` (a model directory or `.gguf` file) listed as `id`.
@@ -75,6 +87,7 @@ pub fn describe_model(id: &str, path: &Path, source: ModelSource) -> ModelInfo {
         display_name,
         family: None,
         parameters: None,
+        active_parameters: None,
         context_length: None,
         dtype: None,
         size_bytes: 0,
@@ -108,6 +121,10 @@ fn describe_dir(info: &mut ModelInfo, dir: &Path) {
         Ok(config) => {
             info.family = Some(config.family.name().to_owned());
             info.parameters = Some(config.parameter_count());
+            info.active_parameters = config
+                .experts
+                .is_some()
+                .then(|| config.active_parameter_count());
             info.context_length = Some(config.max_position_embeddings as u64);
             info.supported = true;
         }
@@ -318,6 +335,7 @@ pub fn describe_configured(entry: &str, cache: Option<&Path>) -> Result<ModelInf
         display_name: id.repo.rsplit('/').next().unwrap_or(entry).to_owned(),
         family: None,
         parameters: None,
+        active_parameters: None,
         context_length: None,
         dtype: None,
         size_bytes: 0,

@@ -157,8 +157,14 @@ fn training_model(info: &ModelInfo) -> TrainingModel {
         tinker_id: info.id.clone(),
         display_name: info.display_name.clone(),
         family: info.family.clone().unwrap_or_default(),
-        model_type: "dense".into(),
+        model_type: if info.active_parameters.is_some() {
+            "moe"
+        } else {
+            "dense"
+        }
+        .into(),
         size_b: info.size_b(),
+        active_size_b: info.active_size_b(),
         context_length: info.context_length.map_or(0, |c| c as i64),
         extended_context: false,
         supported_algorithms: vec!["sft".into()],
@@ -250,7 +256,11 @@ mod tests {
                 .to_string_lossy()
                 .into_owned();
             let catalog = Catalog::load(&[entry]).unwrap();
-            assert_eq!(catalog.models()[0].family, family);
+            let model = &catalog.models()[0];
+            assert_eq!(model.family, family);
+            let moe = family == "qwen3_moe" || family == "mixtral";
+            assert_eq!(model.model_type, if moe { "moe" } else { "dense" });
+            assert_eq!(model.active_size_b.is_some(), moe, "{family}");
         }
         let gguf = root.join("qwen3/model.gguf").to_string_lossy().into_owned();
         assert_eq!(Catalog::load(&[gguf]).unwrap().models()[0].family, "qwen3");

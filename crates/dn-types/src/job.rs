@@ -358,6 +358,9 @@ pub struct TrainingModel {
     #[serde(rename = "type")]
     pub model_type: String,
     pub size_b: f64,
+    /// A mixture of experts' active parameters per token, in billions (absent for a dense model).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_size_b: Option<f64>,
     pub context_length: i64,
     #[serde(default)]
     pub extended_context: bool,

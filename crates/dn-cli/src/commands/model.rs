@@ -171,7 +171,12 @@ fn row(m: &ModelInfo) -> [String; 7] {
     [
         m.id.clone(),
         m.family.clone().unwrap_or_else(|| "-".into()),
-        m.parameters.map_or("-".into(), human_count),
+        match (m.parameters, m.active_parameters) {
+            (Some(total), Some(active)) => {
+                format!("{} ({} active)", human_count(total), human_count(active))
+            }
+            (total, _) => total.map_or("-".into(), human_count),
+        },
         m.context_length.map_or("-".into(), |c| c.to_string()),
         m.dtype.clone().unwrap_or_else(|| "-".into()),
         HumanBytes(m.size_bytes).to_string(),
