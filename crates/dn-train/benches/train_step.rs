@@ -4,8 +4,9 @@
 //! Run: cargo bench -p dn-train --bench train_step [-- STEPS]
 //! Memory against tokens, recompute off and on: `cargo bench -p dn-train --bench train_step -- --memory`
 //! Every family on its tiny model (tests/fixtures/families, same shapes): `... -- --families`
-//! Harness mode (scripts/bench/compare.sh): `train_step --examples FILE.jsonl --batch B --lr LR --out OUT.json`
-//! trains one epoch on pre-tokenized examples (`{input_ids, loss_mask}` per line) and writes the figures.
+//! Harness mode (scripts/bench/compare.sh, moe_compare.sh): `train_step [--model DIR] --examples FILE.jsonl
+//! --batch B --lr LR --out OUT.json` trains one epoch on pre-tokenized examples (`{input_ids, loss_mask}` per
+//! line) with LoRA r16 on every projection (and expert), and writes the figures.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -212,7 +213,15 @@ fn families_table(steps: u64) {
         "tiny family models (tests/fixtures/families), LoRA r4 all projections, f32 CPU, 16x128 random ids"
     );
     for family in [
-        "llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3", "phi3",
+        "llama",
+        "mistral",
+        "qwen2",
+        "qwen3",
+        "gemma2",
+        "gemma3",
+        "phi3",
+        "qwen3_moe",
+        "mixtral",
     ] {
         let base =
             BaseModel::load(&root.join(family).join("model"), DType::F32, &Device::Cpu).unwrap();
@@ -244,7 +253,8 @@ fn main() {
         return memory_point(&model, tokens.parse().unwrap(), recompute);
     }
     if args.iter().any(|a| a == "--examples") {
-        let base = BaseModel::load(&model_path(), DType::F32, &Device::Cpu).unwrap();
+        let path = flag(&args, "--model").map_or_else(model_path, PathBuf::from);
+        let base = BaseModel::load(&path, DType::F32, &Device::Cpu).unwrap();
         let model = LoraModel::new(&base, &LoraConfig::new(16, 32.0), 0).unwrap();
         drop(base);
         return harness(&model, &args);

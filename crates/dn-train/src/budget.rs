@@ -2,7 +2,8 @@
 //! loaded or downloaded, against what the node has: a job that cannot fit is refused with the fields to
 //! change instead of being killed for memory halfway through.
 //!
-//! The estimate counts the frozen weights in the dtype they are trained in (f32 on the CPU, bf16 on CUDA),
+//! The estimate counts the frozen weights in the dtype they are trained in (f32 on the CPU, bf16 on CUDA;
+//! every expert of a mixture resident),
 //! the LoRA pairs with their gradients and AdamW moments (f32), and the activations one forward/backward
 //! pass keeps for its tokens (what the CPU engine stores per block, or with layer-by-layer recompute the
 //! block inputs plus one block), plus a 512-row chunk of logits and its gradient.
@@ -39,13 +40,27 @@ pub fn estimate_memory(
     recompute: bool,
 ) -> MemoryEstimate {
     let weight_bytes = if device.is_cuda() { 2 } else { 4 };
-    let layers = config.num_hidden_layers as u64;
     let rank = lora.rank as u64;
-    let lora_per_layer: u64 = config
-        .projections()
-        .iter()
-        .filter(|p| lora.targets(p.name))
-        .map(|p| rank * (config.in_features(p.role) + config.out_features(p.role)) as u64)
+    // Per layer: its projections' pairs, and a sparse layer's pair per expert on gate_up and down.
+    let lora_params: u64 = (0..config.num_hidden_layers)
+        .map(|i| {
+            let projections: u64 = config
+                .layer_projections(i)
+                .iter()
+                .filter(|p| lora.targets(p.name) && config.adaptable(p))
+                .map(|p| rank * (config.in_features(p.role) + config.out_features(p.role)) as u64)
+                .sum();
+            let experts = match (config.layers[i].sparse, config.experts) {
+                (true, Some(e)) => {
+                    let (d, f) = (config.hidden_size as u64, e.intermediate_size as u64);
+                    let gate_up = u64::from(lora.targets("gate_up_proj")) * (d + 2 * f);
+                    let down = u64::from(lora.targets("down_proj")) * (f + d);
+                    e.count as u64 * rank * (gate_up + down)
+                }
+                _ => 0,
+            };
+            projections + experts
+        })
         .sum();
     let (d, q, kv, f) = (
         config.hidden_size as u64,
@@ -54,9 +69,15 @@ pub fn estimate_memory(
         config.intermediate_size as u64,
     );
     // Per token and block: input, residual, attention output, q/k before and after their norm and rope,
-    // v, gate and up, the sandwich norms' outputs, the LoRA `x A^T`; then the transient gradients.
-    let kept = 3 * d + 3 * q + 3 * kv + 2 * f + 2 * d + rank * 7;
-    let transient = 2 * (d + q + 2 * kv + 2 * f);
+    // v, gate and up, the sandwich norms' outputs, the LoRA `x A^T`; then the transient gradients. A
+    // sparse block keeps, per expert a token is routed to, gate, up and the expert's output.
+    let mlp_kept = match config.experts {
+        Some(e) => (e.top_k as u64 * (2 * e.intermediate_size as u64 + d + 2 * rank)).max(2 * f),
+        None => 2 * f,
+    };
+    let kept = 3 * d + 3 * q + 3 * kv + mlp_kept + 2 * d + rank * 7;
+    let transient = 2 * (d + q + 2 * kv) + 2 * mlp_kept;
+    let layers = config.num_hidden_layers as u64;
     let tokens = tokens as u64;
     let per_token = if recompute {
         layers * d + kept + transient
@@ -66,7 +87,7 @@ pub fn estimate_memory(
     let logits = LOGIT_ROWS.min(tokens.max(1)) * config.vocab_size as u64 * 2;
     MemoryEstimate {
         weights: config.parameter_count() * weight_bytes,
-        lora: layers * lora_per_layer * 4 * 4,
+        lora: lora_params * 4 * 4,
         activations: (tokens * per_token + logits) * 4,
     }
 }
