@@ -91,6 +91,17 @@ FAMILIES = {
         dtype="bfloat16", shard=None, template="qwen3",
         bos=None, eos="<|im_end|>", generation_eos=["<|im_end|>", "<|endoftext|>"],
     ),
+    # Qwen2-MoE: q/k/v biases, a shared expert behind its sigmoid gate, the window on layer 0 only (odd-numbered
+    # layers below max_window_layers).
+    "qwen2_moe": dict(
+        config="Qwen2MoeConfig",
+        values=dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
+                    shared_expert_intermediate_size=40, use_sliding_window=True, sliding_window=6,
+                    max_window_layers=2, tie_word_embeddings=False,
+                    rope_parameters=dict(rope_type="default", rope_theta=1000000.0)),
+        dtype="float32", shard=None, template="qwen2",
+        bos=None, eos="<|im_end|>", generation_eos=["<|im_end|>", "<|endoftext|>"],
+    ),
     "mixtral": dict(
         config="MixtralConfig",
         values=dict(head_dim=8, num_local_experts=4, num_experts_per_tok=2, intermediate_size=20, sliding_window=5,

@@ -182,7 +182,7 @@ case $name in
     cargo build -q -p dn-cli
     system_prompt "$python" >"$work/prompt.txt"
     families=("$@")
-    [ ${#families[@]} -gt 0 ] || families=(llama mistral qwen2 qwen3 gemma2 gemma3 gemma3/multimodal phi3 qwen3_moe mixtral)
+    [ ${#families[@]} -gt 0 ] || families=(llama mistral qwen2 qwen3 gemma2 gemma3 gemma3/multimodal phi3 qwen3_moe qwen2_moe mixtral)
     status=0
     : >"$work/out"
     for family in "${families[@]}"; do

@@ -63,6 +63,7 @@ pub(crate) fn experts(
             Some(fixed) => fixed,
             None => f.bool("norm_topk_prob")?.unwrap_or(false),
         },
+        shared_expert: None,
     })
 }
 

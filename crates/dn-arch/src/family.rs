@@ -26,10 +26,12 @@ pub enum Family {
     Qwen3Moe,
     /// Mixtral 8x7B and 8x22B.
     Mixtral,
+    /// Qwen1.5-MoE and Qwen2-57B-A14B: Qwen2's attention, experts and a gated shared expert.
+    Qwen2Moe,
 }
 
 /// The `model_type` values dn trains.
-pub const SUPPORTED_MODEL_TYPES: [&str; 10] = [
+pub const SUPPORTED_MODEL_TYPES: [&str; 11] = [
     "llama",
     "mistral",
     "qwen2",
@@ -40,6 +42,7 @@ pub const SUPPORTED_MODEL_TYPES: [&str; 10] = [
     "phi3",
     "qwen3_moe",
     "mixtral",
+    "qwen2_moe",
 ];
 
 impl Family {
@@ -54,6 +57,7 @@ impl Family {
             "phi3" => Family::Phi3,
             "qwen3_moe" => Family::Qwen3Moe,
             "mixtral" => Family::Mixtral,
+            "qwen2_moe" => Family::Qwen2Moe,
             _ => return None,
         })
     }
@@ -70,6 +74,7 @@ impl Family {
             Family::Phi3 => "phi3",
             Family::Qwen3Moe => "qwen3_moe",
             Family::Mixtral => "mixtral",
+            Family::Qwen2Moe => "qwen2_moe",
         }
     }
 
@@ -79,7 +84,7 @@ impl Family {
 
     /// Whether its MLPs are (or may be) a mixture of experts.
     fn is_moe(&self) -> bool {
-        matches!(self, Family::Qwen3Moe | Family::Mixtral)
+        matches!(self, Family::Qwen3Moe | Family::Mixtral | Family::Qwen2Moe)
     }
 }
 
@@ -92,21 +97,18 @@ impl std::fmt::Display for Family {
 /// Why a known but untrainable `model_type` is refused.
 fn refusal(model_type: &str) -> Option<&'static str> {
     Some(match model_type {
-        "qwen2_moe" => {
-            "mixture-of-experts models with a shared expert cannot be trained yet (qwen3_moe and mixtral can)"
-        }
         "gpt_oss" => {
-            "gpt-oss cannot be trained yet: its attention sinks, clamped experts with biases and MXFP4 weights are not implemented (qwen3_moe and mixtral can be trained)"
+            "gpt-oss cannot be trained yet: its attention sinks, clamped experts with biases and MXFP4 weights are not implemented (qwen3_moe, qwen2_moe and mixtral can be trained)"
         }
         "deepseek_v2" | "deepseek_v3" | "kimi_k2" => {
-            "mixture-of-experts models with multi-head latent attention cannot be trained (qwen3_moe and mixtral can)"
+            "mixture-of-experts models with multi-head latent attention cannot be trained (qwen3_moe, qwen2_moe and mixtral can)"
         }
         "qwen3_next" | "qwen3_5_moe" => {
-            "models with linear attention layers cannot be trained (qwen3_moe and mixtral can)"
+            "models with linear attention layers cannot be trained (qwen3_moe, qwen2_moe and mixtral can)"
         }
         "phimoe" | "olmoe" | "granitemoe" | "llama4" | "llama4_text" | "glm4_moe" | "dots1"
         | "ernie4_5_moe" | "hunyuan_v1_moe" => {
-            "this mixture-of-experts design cannot be trained (qwen3_moe and mixtral can)"
+            "this mixture-of-experts design cannot be trained (qwen3_moe, qwen2_moe and mixtral can)"
         }
         "llava" | "mistral3" | "qwen2_vl" | "qwen2_5_vl" | "qwen3_vl" | "gemma3n"
         | "phi4_multimodal" | "mllama" | "idefics3" | "paligemma" => {
@@ -121,7 +123,7 @@ fn unsupported_keys(f: &Fields<'_>, family: Family) -> Result<Option<String>> {
     for key in ["num_local_experts", "num_experts", "n_routed_experts"] {
         if !family.is_moe() && f.usize(key).ok().flatten().is_some_and(|n| n > 0) {
             return Ok(Some(format!(
-                "{key}: a mixture of experts in a {family} model cannot be trained (qwen3_moe and mixtral can)"
+                "{key}: a mixture of experts in a {family} model cannot be trained (qwen3_moe, qwen2_moe and mixtral can)"
             )));
         }
     }
@@ -237,7 +239,7 @@ fn common(
     let max_position_embeddings = f.usize("max_position_embeddings")?.unwrap_or(match family {
         Family::Llama => 2048,
         Family::Mistral | Family::Mixtral => 131072,
-        Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe => 32768,
+        Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe | Family::Qwen2Moe => 32768,
         Family::Gemma2 => 8192,
         Family::Gemma3 => 131072,
         Family::Phi3 => 4096,
@@ -347,6 +349,32 @@ fn features(f: &Fields<'_>, c: &mut ModelConfig, file: &str) -> Result<Vec<Strin
         Family::Mixtral => {
             c.experts = Some(experts(f, c, "intermediate_size", 8, 2, Some(true))?);
             all("sliding_attention")
+        }
+        // Qwen2-MoE: Qwen2's q/k/v biases (`qkv_bias`), a shared expert; its window (when
+        // `use_sliding_window`) on the odd-numbered layers (1, 3, ...) below `max_window_layers`.
+        Family::Qwen2Moe => {
+            let bias = f.bool("qkv_bias")?.unwrap_or(true);
+            c.biases.qkv = bias;
+            let mut experts = experts(f, c, "moe_intermediate_size", 60, 4, None)?;
+            let shared = f.usize("shared_expert_intermediate_size")?.unwrap_or(5632);
+            experts.shared_expert = (shared > 0).then_some(shared);
+            c.experts = Some(experts);
+            match given_types(f)? {
+                Some(types) => types,
+                None => {
+                    let below = f.usize("max_window_layers")?.unwrap_or(28);
+                    let on = f.bool("use_sliding_window")?.unwrap_or(false);
+                    (0..n)
+                        .map(|i| {
+                            if (i + 1) % 2 == 1 && i < below && on {
+                                "sliding_attention".to_owned()
+                            } else {
+                                "full_attention".to_owned()
+                            }
+                        })
+                        .collect()
+                }
+            }
         }
         // Qwen3-MoE applies its window (when `use_sliding_window`) to every layer.
         Family::Qwen3Moe => {
@@ -492,7 +520,7 @@ fn sliding_window(f: &Fields<'_>, family: Family) -> Result<Option<usize>> {
                 Some(4096)
             }
         }
-        Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe => {
+        Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe | Family::Qwen2Moe => {
             if f.bool("use_sliding_window")?.unwrap_or(false) {
                 if f.has_key("sliding_window") {
                     given

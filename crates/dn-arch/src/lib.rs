@@ -61,7 +61,8 @@ pub struct Layer {
 /// softmax of its logits in f32 over all experts, the `top_k` largest kept (renormalised to sum to 1 when
 /// `normalize_top_k`), and each token's output the weighted sum of its experts' gated MLPs, held fused as
 /// `gate_up_proj [experts, 2 * intermediate, hidden]` (gate rows first) and `down_proj [experts, hidden,
-/// intermediate]`.
+/// intermediate]`. Qwen2-MoE adds a shared expert every token goes through, its output scaled by
+/// `sigmoid(x g^T)` (`shared_expert_gate [1, hidden]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Experts {
     pub count: usize,
@@ -69,6 +70,8 @@ pub struct Experts {
     /// Each expert's MLP width (`moe_intermediate_size`, or Mixtral's `intermediate_size`).
     pub intermediate_size: usize,
     pub normalize_top_k: bool,
+    /// The shared expert's MLP width (`shared_expert_intermediate_size`), where there is one.
+    pub shared_expert: Option<usize>,
 }
 
 /// A decoder-only model's architecture, as transformers computes it.
@@ -145,7 +148,8 @@ impl ModelConfig {
             d * (q + 2 * kv) + q * d + u64::from(b.qkv) * (q + 2 * kv) + u64::from(b.o) * d;
         let dense_mlp = 3 * d * f + u64::from(b.mlp) * (2 * f + d);
         let sparse_mlp = self.experts.map_or(0, |e| {
-            e.count as u64 * 3 * d * e.intermediate_size as u64 + e.count as u64 * d
+            let shared = e.shared_expert.map_or(0, |s| 3 * d * s as u64 + d);
+            e.count as u64 * 3 * d * e.intermediate_size as u64 + e.count as u64 * d + shared
         });
         let norms = d * if self.sandwich_norms { 4 } else { 2 }
             + if self.qk_norm {

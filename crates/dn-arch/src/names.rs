@@ -77,6 +77,8 @@ pub struct ExpertNames {
     pub down: String,
     /// The module holding both (`model.layers.{i}.mlp.experts`), where PEFT puts their LoRA pairs.
     pub module: String,
+    /// The shared expert's gate, up and down projections and its gate `[1, hidden]` (Qwen2-MoE).
+    pub shared: Option<[String; 4]>,
 }
 
 /// The norm weights of block `i`, by full name.
@@ -128,6 +130,15 @@ impl ModelConfig {
             gate_up: format!("{module}.gate_up_proj"),
             down: format!("{module}.down_proj"),
             module,
+            shared: self.experts.and_then(|e| e.shared_expert).map(|_| {
+                let mlp = format!("{}.mlp", self.layer_path(i));
+                [
+                    format!("{mlp}.shared_expert.gate_proj.weight"),
+                    format!("{mlp}.shared_expert.up_proj.weight"),
+                    format!("{mlp}.shared_expert.down_proj.weight"),
+                    format!("{mlp}.shared_expert_gate.weight"),
+                ]
+            }),
         }
     }
 

@@ -204,8 +204,8 @@ fn unsupported_models_are_refused_by_name() {
         e.contains("mixture-of-experts") && e.contains("latent"),
         "{e}"
     );
-    let e = refused(dims("qwen2_moe"));
-    assert!(e.contains("shared expert"), "{e}");
+    let e = refused(dims("gpt_oss"));
+    assert!(e.contains("sinks") && e.contains("MXFP4"), "{e}");
     let e = refused(with(dims("qwen2"), json!({"num_experts": 8})));
     assert!(e.contains("num_experts"), "{e}");
     let e = refused(with(

@@ -13,7 +13,7 @@ use dn_data::{Conversation, apply_system_prompt, normalize_row};
 use dn_render::{ModelArtifacts, SystemFit, TrainOn, encode_conversation};
 use serde_json::{Value, json};
 
-const FAMILIES: [&str; 9] = [
+const FAMILIES: [&str; 10] = [
     "llama",
     "mistral",
     "qwen2",
@@ -22,6 +22,7 @@ const FAMILIES: [&str; 9] = [
     "gemma3",
     "phi3",
     "qwen3_moe",
+    "qwen2_moe",
     "mixtral",
 ];
 

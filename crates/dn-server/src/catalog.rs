@@ -248,6 +248,7 @@ mod tests {
             "gemma3",
             "phi3",
             "qwen3_moe",
+            "qwen2_moe",
             "mixtral",
         ] {
             let entry = root
@@ -258,7 +259,7 @@ mod tests {
             let catalog = Catalog::load(&[entry]).unwrap();
             let model = &catalog.models()[0];
             assert_eq!(model.family, family);
-            let moe = family == "qwen3_moe" || family == "mixtral";
+            let moe = family.ends_with("_moe") || family == "mixtral";
             assert_eq!(model.model_type, if moe { "moe" } else { "dense" });
             assert_eq!(model.active_size_b.is_some(), moe, "{family}");
         }

@@ -221,6 +221,7 @@ fn families_table(steps: u64) {
         "gemma3",
         "phi3",
         "qwen3_moe",
+        "qwen2_moe",
         "mixtral",
     ] {
         let base =

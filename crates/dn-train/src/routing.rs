@@ -99,6 +99,7 @@ mod tests {
             top_k: 2,
             intermediate_size: 1,
             normalize_top_k: true,
+            shared_expert: None,
         };
         let probs = [0.5, 0.3, 0.2, 0.1, 0.2, 0.7];
         let r = Routing::new(&probs, &spec);

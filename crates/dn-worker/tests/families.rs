@@ -34,6 +34,7 @@ async fn a_job_trains_every_family() {
         // Attention on every layer, and gate_up and down on the experts of each sparse layer (qwen3_moe's
         // middle layer is dense: its MLP is not adapted, as PEFT cannot load such a pair).
         ("qwen3_moe", 4, 12 + 2 * 2, None),
+        ("qwen2_moe", 4, 12 + 3 * 2, None),
         (
             "mixtral",
             4,
@@ -159,8 +160,8 @@ async fn a_model_dn_cannot_train_fails_at_once_naming_it() {
     }
     std::fs::write(
         dir.path().join("config.json"),
-        r#"{"model_type": "qwen2_moe", "hidden_size": 32, "intermediate_size": 48,
-            "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 306, "num_experts": 4}"#,
+        r#"{"model_type": "deepseek_v3", "hidden_size": 32, "intermediate_size": 48,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 306, "n_routed_experts": 4}"#,
     )
     .unwrap();
     let model = dir.path().to_string_lossy().into_owned();
@@ -170,7 +171,7 @@ async fn a_model_dn_cannot_train_fails_at_once_naming_it() {
     assert_eq!(job.status, JobStatus::Failed);
     let error = job.error.unwrap_or_default();
     assert!(
-        error.contains("qwen2_moe") && error.contains("mixture-of-experts"),
+        error.contains("deepseek_v3") && error.contains("mixture-of-experts"),
         "{error}"
     );
     let logs = setup

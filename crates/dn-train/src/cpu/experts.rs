@@ -35,8 +35,123 @@ pub struct ExpertWeights<'a, T> {
     pub down: &'a [T],
     pub gate_up_lora: Option<FusedLora<'a, T>>,
     pub down_lora: Option<FusedLora<'a, T>>,
+    /// Qwen2-MoE's shared expert (frozen).
+    pub shared: Option<SharedWeights<'a, T>>,
     /// Where the routing is counted.
     pub mlp: &'a ExpertMlp,
+}
+
+/// A shared expert: `sigmoid(x scale^T) * down(act(gate(x)) * up(x))`, all frozen.
+pub struct SharedWeights<'a, T> {
+    /// `[width, hidden]`.
+    pub gate: &'a [T],
+    pub up: &'a [T],
+    /// `[hidden, width]`.
+    pub down: &'a [T],
+    /// `[hidden]`.
+    pub scale: &'a [T],
+    pub width: usize,
+}
+
+impl<'a, T: Real> SharedWeights<'a, T> {
+    fn proj(w: &'a [T], out: usize, inp: usize) -> Proj<'a, T> {
+        Proj {
+            w,
+            bias: None,
+            out,
+            inp,
+            lora: None,
+        }
+    }
+}
+
+/// What the shared expert's backward reads.
+struct SharedSaved<T> {
+    gate: Vec<T>,
+    up: Vec<T>,
+    /// Its output before the gate's scale.
+    y: Vec<T>,
+    sigmoid: Vec<T>,
+}
+
+/// Adds the shared expert's output for `h [n, d]` to `out`.
+fn shared_forward<T: Real>(
+    sh: &SharedWeights<'_, T>,
+    activation: Activation,
+    h: &[T],
+    n: usize,
+    d: usize,
+    out: &mut [T],
+) -> SharedSaved<T> {
+    let fs = sh.width;
+    let mut u = Vec::new();
+    let (mut gate, mut up) = (vec![T::ZERO; n * fs], vec![T::ZERO; n * fs]);
+    SharedWeights::proj(sh.gate, fs, d).forward(h, n, &mut gate, false, &mut u);
+    SharedWeights::proj(sh.up, fs, d).forward(h, n, &mut up, false, &mut u);
+    let mut a = vec![T::ZERO; n * fs];
+    glu::forward(activation, &gate, &up, &mut a);
+    let mut y = vec![T::ZERO; n * d];
+    SharedWeights::proj(sh.down, d, fs).forward(&a, n, &mut y, false, &mut u);
+    let mut logit = vec![T::ZERO; n];
+    rows_times_wt(&mut logit, h, n, sh.scale, 1, d, T::ONE, false);
+    let sigmoid: Vec<T> = logit
+        .iter()
+        .map(|l| T::ONE / (T::ONE + (T::ZERO - *l).exp()))
+        .collect();
+    for ((o, y), s) in out.chunks_mut(d).zip(y.chunks(d)).zip(&sigmoid) {
+        for (o, y) in o.iter_mut().zip(y) {
+            *o += *s * *y;
+        }
+    }
+    SharedSaved {
+        gate,
+        up,
+        y,
+        sigmoid,
+    }
+}
+
+/// Adds the shared expert's input gradient to `dh` given the gradient `dout` of the mixture's output.
+#[allow(clippy::too_many_arguments)]
+fn shared_backward<T: Real>(
+    sh: &SharedWeights<'_, T>,
+    activation: Activation,
+    mut s: SharedSaved<T>,
+    h: &[T],
+    n: usize,
+    d: usize,
+    dout: &[T],
+    dh: &mut [T],
+) {
+    let fs = sh.width;
+    let mut t = Vec::new();
+    let mut dy = vec![T::ZERO; n * d];
+    let mut d_logit = vec![T::ZERO; n];
+    for tok in 0..n {
+        let (row, g) = (
+            &dout[tok * d..(tok + 1) * d],
+            &mut dy[tok * d..(tok + 1) * d],
+        );
+        let sig = s.sigmoid[tok];
+        let mut dot = T::ZERO;
+        for ((g, o), y) in g.iter_mut().zip(row).zip(&s.y[tok * d..(tok + 1) * d]) {
+            *g = sig * *o;
+            dot += *o * *y;
+        }
+        d_logit[tok] = dot * sig * (T::ONE - sig);
+    }
+    let mut a = vec![T::ZERO; n * fs];
+    glu::forward(activation, &s.gate, &s.up, &mut a);
+    let mut da = vec![T::ZERO; n * fs];
+    SharedWeights::proj(sh.down, d, fs).backward(&a, &dy, &[], n, &mut da, false, None, &mut t);
+    glu::backward(activation, &mut s.gate, &mut s.up, &da);
+    SharedWeights::proj(sh.gate, fs, d).backward(h, &s.gate, &[], n, dh, true, None, &mut t);
+    SharedWeights::proj(sh.up, fs, d).backward(h, &s.up, &[], n, dh, true, None, &mut t);
+    for (row, g) in dh.chunks_mut(d).zip(&d_logit) {
+        for (v, w) in row.iter_mut().zip(sh.scale) {
+            *v += *g * *w;
+        }
+    }
 }
 
 /// Expert `e`'s columns of a fused `b [out, rank * experts]`, as a contiguous `[out, rank]`.
@@ -121,6 +236,7 @@ pub struct Saved<T> {
     /// `x A^T` of gate_up's and down's pairs.
     u_gate_up: Vec<T>,
     u_down: Vec<T>,
+    shared: Option<SharedSaved<T>>,
 }
 
 /// Rows `tokens` of `h [.., d]` into a contiguous block.
@@ -159,6 +275,7 @@ pub fn forward<T: Real>(
         u_down: vec![T::ZERO; slots * r_dn],
         probs,
         routing,
+        shared: None,
     };
     let bs = w.expert_bs();
     let [gu_shape, dn_shape] = w.shapes();
@@ -193,6 +310,10 @@ pub fn forward<T: Real>(
             }
         }
     }
+    s.shared = w
+        .shared
+        .as_ref()
+        .map(|sh| shared_forward(sh, activation, h, n, d, out));
     s
 }
 
@@ -233,6 +354,9 @@ pub fn backward<T: Real>(
     let k = s.routing.top_k;
     let rank = |l: &Option<FusedLora<'_, T>>| l.as_ref().map_or(0, |l| l.rank);
     let (r_gu, r_dn) = (rank(&w.gate_up_lora), rank(&w.down_lora));
+    if let (Some(sh), Some(saved)) = (&w.shared, s.shared.take()) {
+        shared_backward(sh, activation, saved, h, n, d, dout, dh);
+    }
     // The gradient of each slot's weight: its output row against the token's output gradient.
     let mut d_weight = vec![0.0f64; n * k];
     for e in 0..count {

@@ -36,7 +36,7 @@ use crate::error::Result;
 use crate::kernels::Real;
 use crate::model::{ExpertMlp, Linear, LoraModel};
 use block::{BlockWeights, Context, RopeTable, Scratch};
-use experts::{ExpertWeights, FusedLora};
+use experts::{ExpertWeights, FusedLora, SharedWeights};
 use head::Head;
 use proj::{LoraGrad, Proj};
 
@@ -86,6 +86,14 @@ fn tensors(model: &LoraModel) -> Vec<&Tensor> {
         }
         if let Some(e) = &b.experts {
             out.extend([e.router.weight(), &e.gate_up, &e.down]);
+            if let Some(s) = &e.shared {
+                out.extend([
+                    s.gate.weight(),
+                    s.up.weight(),
+                    s.down.weight(),
+                    s.scale.weight(),
+                ]);
+            }
             for pair in e.pairs() {
                 out.push(pair.a.as_tensor());
                 out.push(pair.b.as_tensor());
@@ -103,6 +111,13 @@ fn expert_views<'a, T: Real>(
 ) -> ExpertWeights<'a, T> {
     let mut next = || slices.next().expect("expert slice");
     let (router, gate_up, down) = (next(), next(), next());
+    let shared = e.shared.as_ref().map(|s| SharedWeights {
+        gate: next(),
+        up: next(),
+        down: next(),
+        scale: next(),
+        width: s.gate.out_features(),
+    });
     let mut fused = |pair: &Option<crate::lora::LoraPair>| {
         pair.as_ref().map(|p| FusedLora {
             a: slices.next().expect("expert lora a"),
@@ -121,6 +136,7 @@ fn expert_views<'a, T: Real>(
         down,
         gate_up_lora,
         down_lora,
+        shared,
         mlp: e,
     }
 }

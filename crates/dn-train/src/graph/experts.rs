@@ -105,5 +105,14 @@ pub(crate) fn forward(
         let w = weights.index_select(&slots, 0)?.unsqueeze(1)?;
         out = out.index_add(&tokens, &y.broadcast_mul(&w)?, 0)?;
     }
+    if let Some(s) = &m.shared {
+        let act = match activation {
+            Activation::Silu => s.gate.forward(h)?.silu()?,
+            Activation::GeluTanh => gelu_tanh(&s.gate.forward(h)?)?,
+        };
+        let y = s.down.forward(&(act * s.up.forward(h)?)?)?;
+        let sigmoid = (s.scale.forward(h)?.neg()?.exp()? + 1.0)?.recip()?;
+        out = (out + y.broadcast_mul(&sigmoid)?)?;
+    }
     Ok((out, routing))
 }

@@ -26,8 +26,19 @@ pub struct ExpertMlp {
     pub gate_up_lora: Option<LoraPair>,
     /// `A [rank * experts, intermediate]`, `B [hidden, rank * experts]`.
     pub down_lora: Option<LoraPair>,
+    /// Qwen2-MoE's shared expert (frozen: PEFT cannot adapt it either).
+    pub(crate) shared: Option<SharedExpert>,
     /// Tokens routed to each expert since [`crate::LoraModel::take_router_load`] last read them.
     pub(crate) load: Mutex<Vec<u64>>,
+}
+
+/// A shared expert every token goes through: `sigmoid(x g^T) * down(act(gate(x)) * up(x))`.
+pub(crate) struct SharedExpert {
+    pub(crate) gate: Frozen,
+    pub(crate) up: Frozen,
+    pub(crate) down: Frozen,
+    /// `shared_expert_gate [1, hidden]`.
+    pub(crate) scale: Frozen,
 }
 
 /// How one sparse layer's router spread the tokens: tokens per expert (each token counts once per expert
@@ -86,6 +97,15 @@ impl ExpertMlp {
         let down_lora = on_down
             .then(|| pair(names.module.clone(), (f, d, e)))
             .transpose()?;
+        let shared = match (&names.shared, spec.shared_expert) {
+            (Some([gate, up, down, scale]), Some(width)) => Some(SharedExpert {
+                gate: Frozen::new(&get(gate, &[width, d])?)?,
+                up: Frozen::new(&get(up, &[width, d])?)?,
+                down: Frozen::new(&get(down, &[d, width])?)?,
+                scale: Frozen::new(&get(scale, &[1, d])?)?,
+            }),
+            _ => None,
+        };
         Ok(ExpertMlp {
             spec,
             router,
@@ -93,6 +113,7 @@ impl ExpertMlp {
             down,
             gate_up_lora,
             down_lora,
+            shared,
             load: Mutex::new(vec![0; e]),
         })
     }

@@ -13,7 +13,7 @@ use dn_train::{
 use super::sequences;
 use serde_json::Value;
 
-pub const FAMILIES: [&str; 9] = [
+pub const FAMILIES: [&str; 10] = [
     "llama",
     "mistral",
     "qwen2",
@@ -22,11 +22,12 @@ pub const FAMILIES: [&str; 9] = [
     "gemma3",
     "phi3",
     "qwen3_moe",
+    "qwen2_moe",
     "mixtral",
 ];
 
 /// The mixture-of-experts families among them.
-pub const MOE_FAMILIES: [&str; 2] = ["qwen3_moe", "mixtral"];
+pub const MOE_FAMILIES: [&str; 3] = ["qwen3_moe", "qwen2_moe", "mixtral"];
 
 pub fn family_dir(family: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
