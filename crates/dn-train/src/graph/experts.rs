@@ -16,7 +16,7 @@ use crate::routing::Routing;
 /// The frozen `[out, in]` slice of expert `e` of a fused `[experts, out, in]` tensor, applied as `x W^T`.
 fn expert_product(x: &Tensor, fused: &Tensor, e: usize) -> Result<Tensor> {
     let w = fused.get(e)?.detach();
-    Ok(crate::frozen::Frozen::new(&w)?.forward(x)?)
+    crate::frozen::Frozen::new(&w)?.forward(x)
 }
 
 /// `scale * (x A_e^T) B_e^T` of expert `e`'s pair (rows `e * r..` of A; columns `k * experts + e` of B).
