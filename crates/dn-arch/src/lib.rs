@@ -15,6 +15,7 @@
 //! A mixture of experts is a feature ([`Experts`], and [`Layer::sparse`] per layer), not a family fork.
 //! `lora_target_modules` validation reads it too.
 
+mod attention;
 mod error;
 mod experts;
 mod family;
