@@ -53,6 +53,7 @@ CASES = [
     ("capability", [u("My deploy failed with error E42."), a("E42 means the image is over 2 GB.")], PROMPT),
     ("capability_multi_turn", [s("Answer briefly."), u("Rotate a key?"), a("Settings, then Rotate."), u("And the old key?"), a("It works for 24 hours.")], PROMPT),
     ("reasoning", [u("Is 17 prime?"), a("<think>17 has no divisors but 1 and 17.</think>\nYes, 17 is prime.")], PROMPT),
+    ("reasoning_field", [u("Is 17 prime?"), a("Yes, 17 is prime.", reasoning_content="17 has no divisors but 1 and 17."), u("And 21?"), a("No: 21 = 3 x 7.", reasoning_content="21 is 3 times 7.")], PROMPT),
     ("whitespace", [u("  hi there  "), a("  hello \n")], None),
     ("tool_call", [u("Weather in Paris?"), a("", tool_calls=[call("call_1", "get_weather", {"city": "Paris"})]), {"role": "tool", "tool_call_id": "call_1", "content": "18C"}, a("It is 18 degrees in Paris.")], PROMPT),
 ]

@@ -54,6 +54,10 @@ pub struct ChatMessage {
     /// OpenAI's per-message training weight on assistant messages: 0 leaves the message out of the loss.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u8>,
+    /// An assistant message's reasoning, given apart from its content (`reasoning_content`, or `thinking`
+    /// as gpt-oss's data names it); the template receives it under both names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
 }
 
 impl ChatMessage {
@@ -65,6 +69,7 @@ impl ChatMessage {
             tool_call_id: None,
             name: None,
             weight: None,
+            reasoning_content: None,
         }
     }
 }

@@ -131,6 +131,11 @@ fn message(value: &Value) -> Result<ChatMessage, String> {
     if weight.is_some() && role != Role::Assistant {
         return Err("weight: only assistant messages carry a training weight".into());
     }
+    let reasoning_content = reasoning(text_field("reasoning_content")?, text_field("thinking")?)?
+        .filter(|r| !r.trim().is_empty());
+    if reasoning_content.is_some() && role != Role::Assistant {
+        return Err("reasoning_content: only assistant messages carry reasoning".into());
+    }
     Ok(ChatMessage {
         role,
         content,
@@ -138,7 +143,19 @@ fn message(value: &Value) -> Result<ChatMessage, String> {
         tool_call_id: text_field("tool_call_id")?,
         name: text_field("name")?,
         weight,
+        reasoning_content,
     })
+}
+
+/// The reasoning of a message given as `reasoning_content` or `thinking` (both: they must agree).
+fn reasoning(content: Option<String>, thinking: Option<String>) -> Result<Option<String>, String> {
+    match (content, thinking) {
+        (Some(a), Some(b)) if a != b => Err(
+            "thinking: differs from reasoning_content (give the reasoning once, under either name)"
+                .into(),
+        ),
+        (a, b) => Ok(a.or(b)),
+    }
 }
 
 /// A string, null (empty), or a list of text parts (`"text"` or `{"type": "text", "text": ...}`),

@@ -18,6 +18,39 @@ fn openai_per_message_weights() {
     assert_eq!(weights, [None, Some(0), None, Some(1)]);
 }
 
+/// An assistant's reasoning given apart from its content, as Qwen3's data (`reasoning_content`) or
+/// gpt-oss's (`thinking`) names it; the template receives it under both names.
+#[test]
+fn assistant_reasoning_under_either_name() {
+    let row = json!({"messages": [
+        {"role": "user", "content": "Is 17 prime?"},
+        {"role": "assistant", "content": "Yes.", "reasoning_content": "No divisors."},
+        {"role": "user", "content": "21?"},
+        {"role": "assistant", "content": "No.", "thinking": "3 x 7"},
+        {"role": "user", "content": "1?"},
+        {"role": "assistant", "content": "No.", "reasoning_content": "  "}]});
+    let c = normalize_row(&row).unwrap();
+    let reasoning: Vec<_> = c
+        .messages
+        .iter()
+        .map(|m| m.reasoning_content.as_deref())
+        .collect();
+    assert_eq!(
+        reasoning,
+        [None, Some("No divisors."), None, Some("3 x 7"), None, None]
+    );
+    let both = json!({"messages": [{"role": "user", "content": "q"},
+        {"role": "assistant", "content": "a", "reasoning_content": "x", "thinking": "y"}]});
+    let e = normalize_row(&both).unwrap_err().to_string();
+    assert!(e.contains("messages[1].thinking"), "{e}");
+    let user = json!({"messages": [{"role": "user", "content": "q", "reasoning_content": "x"}]});
+    let e = normalize_row(&user).unwrap_err().to_string();
+    assert!(
+        e.contains("reasoning_content") && e.contains("assistant"),
+        "{e}"
+    );
+}
+
 #[test]
 fn chat_messages_with_text_parts() {
     let c = normalize_row(&json!({"messages": [

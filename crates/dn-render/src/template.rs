@@ -50,6 +50,22 @@ impl std::fmt::Debug for ChatTemplate {
     }
 }
 
+/// The messages as templates read them: each as serialized, its reasoning under both names templates
+/// use (`reasoning_content`: Qwen3, DeepSeek-R1; `thinking`: gpt-oss).
+fn template_messages(messages: &[ChatMessage]) -> JinjaValue {
+    let values: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| {
+            let mut value = serde_json::to_value(m).unwrap_or_default();
+            if let (Some(reasoning), Some(object)) = (&m.reasoning_content, value.as_object_mut()) {
+                object.insert("thinking".into(), reasoning.clone().into());
+            }
+            value
+        })
+        .collect();
+    JinjaValue::from_serialize(values)
+}
+
 impl ChatTemplate {
     pub fn new(source: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
         let mut env = Environment::new();
@@ -176,7 +192,7 @@ impl ChatTemplate {
             JinjaValue::from_serialize(tools)
         };
         let base = minijinja::context! {
-            messages => JinjaValue::from_serialize(messages),
+            messages => template_messages(messages),
             tools => tools,
             add_generation_prompt => add_generation_prompt,
             bos_token => &self.bos_token,
