@@ -13,6 +13,8 @@
 #                        PEFT's training reference (family_models.py), the older config layout as
 #                        transformers 4.57 wrote it (family_legacy.py), chat-template parity cases
 #                        (family_chat.py), GGUF files of the qwen2 and qwen3 models (family_gguf.py)
+#   mxfp4-fixture        crates/dn-model/tests/fixtures/mxfp4.safetensors: an MXFP4 tensor packed per the OCP MX
+#                        spec and transformers' decoding of it (transformers)
 #   generate-parity      greedy generation references: each family's generate.json and
 #                        tests/fixtures/generate/ (SmolLM2 with a PEFT adapter)
 #   merge-check          `dn model merge` of the SmolLM2 fixture adapter, loaded in transformers and held to
@@ -139,6 +141,8 @@ case $name in
     "$legacy" "$here/family_legacy.py" "$@"
     "$python" "$here/family_chat.py" "$@"
     "$python" "$here/family_gguf.py" "$@" ;;
+  mxfp4-fixture)
+    "$(python_of families)" "$here/mxfp4_fixture.py" ;;
   generate-parity)
     mkdir -p "$root/tests/fixtures/generate"
     "$(python_of families)" "$here/generate_parity.py" "$(test_model)"

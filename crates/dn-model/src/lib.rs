@@ -24,6 +24,7 @@ pub mod hub;
 mod import;
 pub mod inventory;
 pub mod model_files;
+pub mod mxfp4;
 mod resolve;
 pub mod weights;
 
