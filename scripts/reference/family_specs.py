@@ -102,6 +102,19 @@ FAMILIES = {
         dtype="float32", shard=None, template="qwen2",
         bos=None, eos="<|im_end|>", generation_eos=["<|im_end|>", "<|endoftext|>"],
     ),
+    # gpt-oss: sinks, q/k/v/o biases, sliding and full layers alternating, yarn (not truncated), a router
+    # with a bias, experts with biases and gate/up interleaved, the SwiGLU clamped at a limit small enough
+    # to cut. Its harmony chat template is not written yet: Qwen2's stands in.
+    "gpt_oss": dict(
+        config="GptOssConfig",
+        values=dict(head_dim=8, num_local_experts=4, num_experts_per_tok=2, intermediate_size=16, sliding_window=4,
+                    swiglu_limit=0.8, tie_word_embeddings=False,
+                    rope_parameters=dict(rope_type="yarn", rope_theta=150000.0, factor=4.0,
+                                         original_max_position_embeddings=8, beta_fast=32.0, beta_slow=1.0,
+                                         truncate=False)),
+        dtype="bfloat16", shard=None, template="qwen2",
+        bos=None, eos="<|im_end|>", generation_eos=["<|im_end|>", "<|endoftext|>"],
+    ),
     "mixtral": dict(
         config="MixtralConfig",
         values=dict(head_dim=8, num_local_experts=4, num_experts_per_tok=2, intermediate_size=20, sliding_window=5,

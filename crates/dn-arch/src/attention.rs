@@ -14,6 +14,13 @@ pub(crate) fn sliding_window(f: &Fields<'_>, family: Family) -> Result<Option<us
     let window = match family {
         Family::Llama => None,
         Family::Mixtral => given,
+        Family::GptOss => {
+            if f.has_key("sliding_window") {
+                given
+            } else {
+                Some(128)
+            }
+        }
         // transformers' defaults when the key is absent (null disables it).
         Family::Mistral | Family::Gemma2 | Family::Gemma3 => {
             if f.has_key("sliding_window") {
@@ -99,6 +106,15 @@ pub(crate) fn ropes(f: &Fields<'_>, c: &ModelConfig, file: &str) -> Result<Vec<R
     let d = defaults(base_theta.unwrap_or(10_000.0), original_override);
     let rope = match params {
         Some((key, dict)) => read_rope(dict, &d, key, file)?,
+        // gpt-oss's config defaults to its yarn scaling.
+        None if c.family == Family::GptOss => {
+            let yarn = serde_json::json!({"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0,
+                "beta_slow": 1.0, "truncate": false, "original_max_position_embeddings": 4096});
+            let Value::Object(dict) = yarn else {
+                unreachable!("a JSON object")
+            };
+            read_rope(&dict, &d, "rope_parameters", file)?
+        }
         None => read_rope(&empty, &d, "rope_parameters", file)?,
     };
     Ok(vec![rope])

@@ -64,6 +64,10 @@ pub(crate) fn experts(
             None => f.bool("norm_topk_prob")?.unwrap_or(false),
         },
         shared_expert: None,
+        router_bias: false,
+        biases: false,
+        clamped_swiglu: None,
+        interleaved: false,
     })
 }
 

@@ -7,7 +7,7 @@ use crate::attention::{ropes, sliding_window};
 use crate::error::{Error, Result};
 use crate::experts::{experts, sparse_layers};
 use crate::json::Fields;
-use crate::{Activation, Biases, Layer, ModelConfig};
+use crate::{Activation, Biases, ClampedSwiglu, Layer, ModelConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Family {
@@ -28,10 +28,12 @@ pub enum Family {
     Mixtral,
     /// Qwen1.5-MoE and Qwen2-57B-A14B: Qwen2's attention, experts and a gated shared expert.
     Qwen2Moe,
+    /// gpt-oss-20b and 120b: attention sinks and biases, clamped experts with biases.
+    GptOss,
 }
 
 /// The `model_type` values dn trains.
-pub const SUPPORTED_MODEL_TYPES: [&str; 11] = [
+pub const SUPPORTED_MODEL_TYPES: [&str; 12] = [
     "llama",
     "mistral",
     "qwen2",
@@ -43,6 +45,7 @@ pub const SUPPORTED_MODEL_TYPES: [&str; 11] = [
     "qwen3_moe",
     "mixtral",
     "qwen2_moe",
+    "gpt_oss",
 ];
 
 impl Family {
@@ -58,6 +61,7 @@ impl Family {
             "qwen3_moe" => Family::Qwen3Moe,
             "mixtral" => Family::Mixtral,
             "qwen2_moe" => Family::Qwen2Moe,
+            "gpt_oss" => Family::GptOss,
             _ => return None,
         })
     }
@@ -75,6 +79,7 @@ impl Family {
             Family::Qwen3Moe => "qwen3_moe",
             Family::Mixtral => "mixtral",
             Family::Qwen2Moe => "qwen2_moe",
+            Family::GptOss => "gpt_oss",
         }
     }
 
@@ -84,7 +89,10 @@ impl Family {
 
     /// Whether its MLPs are (or may be) a mixture of experts.
     fn is_moe(&self) -> bool {
-        matches!(self, Family::Qwen3Moe | Family::Mixtral | Family::Qwen2Moe)
+        matches!(
+            self,
+            Family::Qwen3Moe | Family::Mixtral | Family::Qwen2Moe | Family::GptOss
+        )
     }
 }
 
@@ -97,9 +105,6 @@ impl std::fmt::Display for Family {
 /// Why a known but untrainable `model_type` is refused.
 fn refusal(model_type: &str) -> Option<&'static str> {
     Some(match model_type {
-        "gpt_oss" => {
-            "gpt-oss cannot be trained yet: its attention sinks, clamped experts with biases and MXFP4 weights are not implemented (qwen3_moe, qwen2_moe and mixtral can be trained)"
-        }
         "deepseek_v2" | "deepseek_v3" | "kimi_k2" => {
             "mixture-of-experts models with multi-head latent attention cannot be trained (qwen3_moe, qwen2_moe and mixtral can)"
         }
@@ -132,6 +137,10 @@ fn unsupported_keys(f: &Fields<'_>, family: Family) -> Result<Option<String>> {
             .get("quant_method")
             .and_then(Value::as_str)
             .unwrap_or("unknown");
+        // gpt-oss's MXFP4 experts are decoded at load, as transformers does on a device without its kernels.
+        if method == "mxfp4" && family == Family::GptOss {
+            return Ok(None);
+        }
         return Ok(Some(format!(
             "quantization_config: a quantized checkpoint ({method}) cannot be trained; use the unquantized weights"
         )));
@@ -224,6 +233,7 @@ fn common(
         (Some(n), _) if n > 0 => n,
         (Some(_), _) => return Err(Error::new(file, "head_dim must be at least 1")),
         (None, Family::Qwen3) => 128,
+        (None, Family::GptOss) => 64,
         (None, Family::Gemma2 | Family::Gemma3) => 256,
         (None, _) => {
             if hidden_size % heads != 0 {
@@ -238,7 +248,7 @@ fn common(
     let num_layers = f.dim("num_hidden_layers")?;
     let max_position_embeddings = f.usize("max_position_embeddings")?.unwrap_or(match family {
         Family::Llama => 2048,
-        Family::Mistral | Family::Mixtral => 131072,
+        Family::Mistral | Family::Mixtral | Family::GptOss => 131072,
         Family::Qwen2 | Family::Qwen3 | Family::Qwen3Moe | Family::Qwen2Moe => 32768,
         Family::Gemma2 => 8192,
         Family::Gemma3 => 131072,
@@ -277,7 +287,7 @@ fn common(
         head_dim,
         vocab_size: f.dim("vocab_size")?,
         rms_norm_eps: f.f64("rms_norm_eps")?.unwrap_or(match family {
-            Family::Phi3 | Family::Mixtral => 1e-5,
+            Family::Phi3 | Family::Mixtral | Family::GptOss => 1e-5,
             _ => 1e-6,
         }),
         tie_word_embeddings: f.bool("tie_word_embeddings")?.unwrap_or(gemma),
@@ -293,6 +303,7 @@ fn common(
         fused_projections: false,
         biases: Biases::default(),
         experts: None,
+        attention_sinks: false,
         ropes: Vec::new(),
         layers: Vec::new(),
         prefix: prefix.to_owned(),
@@ -374,6 +385,45 @@ fn features(f: &Fields<'_>, c: &mut ModelConfig, file: &str) -> Result<Vec<Strin
                         })
                         .collect()
                 }
+            }
+        }
+        // gpt-oss: biases on q/k/v/o (`attention_bias`), sinks, sliding and full layers alternating (or per
+        // `layer_types`); a router with a bias whose top-k logits are softmaxed; experts with biases and the
+        // clamped SwiGLU.
+        Family::GptOss => {
+            let bias = f.bool("attention_bias")?.unwrap_or(true);
+            c.biases = Biases {
+                qkv: bias,
+                o: bias,
+                mlp: false,
+            };
+            c.attention_sinks = true;
+            // The softmax of the top-k logits: the renormalised top-k of the full softmax.
+            let mut experts = experts(f, c, "intermediate_size", 128, 4, Some(true))?;
+            experts.router_bias = true;
+            experts.biases = true;
+            let alpha = f.f64("swiglu_alpha")?.unwrap_or(1.702);
+            let limit = f.f64("swiglu_limit")?.unwrap_or(7.0);
+            if !(alpha.is_finite() && limit.is_finite() && limit > 0.0) {
+                return Err(Error::new(
+                    file,
+                    "swiglu_alpha and swiglu_limit must be finite, the limit positive",
+                ));
+            }
+            experts.clamped_swiglu = Some(ClampedSwiglu { alpha, limit });
+            experts.interleaved = true;
+            c.experts = Some(experts);
+            match given_types(f)? {
+                Some(types) => types,
+                None => (0..n)
+                    .map(|i| {
+                        if (i + 1) % 2 == 1 {
+                            "sliding_attention".to_owned()
+                        } else {
+                            "full_attention".to_owned()
+                        }
+                    })
+                    .collect(),
             }
         }
         // Qwen3-MoE applies its window (when `use_sliding_window`) to every layer.

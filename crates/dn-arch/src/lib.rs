@@ -28,6 +28,9 @@ pub use family::{Family, SUPPORTED_MODEL_TYPES};
 pub use names::{ALL_PROJECTION_NAMES, BlockNames, EXPERT_TARGETS, ExpertNames, Projection, Role};
 pub use rope::{Frequencies, ROPE_TYPES, Rope, RopeKind};
 
+
+
+
 /// The MLP's activation, applied to the gate: `act(gate) * up`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
@@ -63,8 +66,10 @@ pub struct Layer {
 /// `normalize_top_k`), and each token's output the weighted sum of its experts' gated MLPs, held fused as
 /// `gate_up_proj [experts, 2 * intermediate, hidden]` (gate rows first) and `down_proj [experts, hidden,
 /// intermediate]`. Qwen2-MoE adds a shared expert every token goes through, its output scaled by
-/// `sigmoid(x g^T)` (`shared_expert_gate [1, hidden]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `sigmoid(x g^T)` (`shared_expert_gate [1, hidden]`). gpt-oss's router has a bias and softmaxes its
+/// top-k logits (which is the renormalised top-k of the full softmax), its experts have biases, gate and
+/// up interleaved, and a clamped SwiGLU.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Experts {
     pub count: usize,
     pub top_k: usize,
@@ -73,6 +78,25 @@ pub struct Experts {
     pub normalize_top_k: bool,
     /// The shared expert's MLP width (`shared_expert_intermediate_size`), where there is one.
     pub shared_expert: Option<usize>,
+    /// The router adds a bias `[experts]` to its logits (gpt-oss).
+    pub router_bias: bool,
+    /// gate_up and down carry biases `[experts, out]` (gpt-oss).
+    pub biases: bool,
+    /// The experts' activation when it is not the model's gated one.
+    pub clamped_swiglu: Option<ClampedSwiglu>,
+    /// gpt-oss: gate and up are interleaved in gate_up's rows (and bias): gate the even ones, up the odd.
+    /// Its checkpoints hold the experts transposed (`gate_up_proj [experts, hidden, 2 * intermediate]`,
+    /// `down_proj [experts, intermediate, hidden]`) or as MXFP4 `*_blocks`/`*_scales` of the untransposed
+    /// rows; the loader brings them to the layout above, rows left interleaved (as PEFT's pairs see them).
+    pub interleaved: bool,
+}
+
+/// gpt-oss's expert activation: `gate' = min(gate, limit)`, `up' = clamp(up, -limit, limit)`,
+/// `(up' + 1) * gate' * sigmoid(alpha * gate')`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClampedSwiglu {
+    pub alpha: f64,
+    pub limit: f64,
 }
 
 /// A decoder-only model's architecture, as transformers computes it.
@@ -107,6 +131,9 @@ pub struct ModelConfig {
     pub qk_norm: bool,
     /// Norms after attention and after the MLP too, before each residual add (Gemma 2/3).
     pub sandwich_norms: bool,
+    /// Each head has a learned sink logit `self_attn.sinks [heads]`: an extra column in the softmax's
+    /// denominator that attends to nothing (gpt-oss).
+    pub attention_sinks: bool,
     /// `qkv_proj` and `gate_up_proj` instead of q/k/v and gate/up (Phi-3).
     pub fused_projections: bool,
     pub biases: Biases,
@@ -150,9 +177,17 @@ impl ModelConfig {
         let dense_mlp = 3 * d * f + u64::from(b.mlp) * (2 * f + d);
         let sparse_mlp = self.experts.map_or(0, |e| {
             let shared = e.shared_expert.map_or(0, |s| 3 * d * s as u64 + d);
-            e.count as u64 * 3 * d * e.intermediate_size as u64 + e.count as u64 * d + shared
+            let (count, width) = (e.count as u64, e.intermediate_size as u64);
+            let biases = if e.biases { count * (2 * width + d) } else { 0 };
+            count * 3 * d * width + count * d + u64::from(e.router_bias) * count + biases + shared
         });
-        let norms = d * if self.sandwich_norms { 4 } else { 2 }
+        let sinks = if self.attention_sinks {
+            self.num_attention_heads as u64
+        } else {
+            0
+        };
+        let norms = sinks
+            + d * if self.sandwich_norms { 4 } else { 2 }
             + if self.qk_norm {
                 2 * self.head_dim as u64
             } else {

@@ -79,6 +79,9 @@ pub struct ExpertNames {
     pub module: String,
     /// The shared expert's gate, up and down projections and its gate `[1, hidden]` (Qwen2-MoE).
     pub shared: Option<[String; 4]>,
+    /// The router's bias `[experts]`, gate_up's `[experts, 2 * intermediate]` and down's `[experts,
+    /// hidden]` (gpt-oss).
+    pub biases: Option<[String; 3]>,
 }
 
 /// The norm weights of block `i`, by full name.
@@ -93,6 +96,8 @@ pub struct BlockNames {
     pub post_mlp_norm: Option<String>,
     pub q_norm: Option<String>,
     pub k_norm: Option<String>,
+    /// The attention sinks `[heads]` (gpt-oss).
+    pub sinks: Option<String>,
 }
 
 impl ModelConfig {
@@ -125,8 +130,21 @@ impl ModelConfig {
     /// The expert tensors of sparse block `i`.
     pub fn expert_names(&self, i: usize) -> ExpertNames {
         let module = format!("{}.mlp.experts", self.layer_path(i));
+        // gpt-oss calls its router `router` (with a bias), the others `gate`.
+        let router = if self.experts.is_some_and(|e| e.router_bias) {
+            format!("{}.mlp.router", self.layer_path(i))
+        } else {
+            format!("{}.mlp.gate", self.layer_path(i))
+        };
         ExpertNames {
-            router: format!("{}.mlp.gate.weight", self.layer_path(i)),
+            biases: self.experts.is_some_and(|e| e.biases).then(|| {
+                [
+                    format!("{router}.bias"),
+                    format!("{module}.gate_up_proj_bias"),
+                    format!("{module}.down_proj_bias"),
+                ]
+            }),
+            router: format!("{router}.weight"),
             gate_up: format!("{module}.gate_up_proj"),
             down: format!("{module}.down_proj"),
             module,
@@ -192,6 +210,7 @@ impl ModelConfig {
                 .then(|| norm("post_feedforward_layernorm")),
             q_norm: self.qk_norm.then(|| norm("self_attn.q_norm")),
             k_norm: self.qk_norm.then(|| norm("self_attn.k_norm")),
+            sinks: self.attention_sinks.then(|| format!("{l}.self_attn.sinks")),
         }
     }
 

@@ -49,6 +49,7 @@ mod export_gguf;
 mod frozen;
 mod generate;
 mod graph;
+mod interleaved;
 mod kernels;
 mod lora;
 mod loss;

@@ -80,6 +80,8 @@ impl BaseModel {
         let config = read_dir_config(dir)?;
         let files = safetensors_files(dir)?;
         let mut tensors = HashMap::new();
+        // MXFP4 `*_blocks` and `*_scales` stay bytes until decoded.
+        let mut packed = HashMap::new();
         let mut block_sparse_moe = false;
         for file in &files {
             // SAFETY: the file is memory-mapped read-only; a model file changing under a running job
@@ -92,13 +94,19 @@ impl BaseModel {
                 if !name.starts_with(&config.prefix) && name != config.lm_head_name() {
                     continue;
                 }
+                let mxfp4 = name.ends_with("_blocks") || name.ends_with("_scales");
                 let tensor = loaded
-                    .load(&stored, device)
-                    .map_err(|e| model_err(file, format!("tensor {stored}: {e}")))?
-                    .to_dtype(dtype)?;
-                tensors.insert(name, tensor);
+                    .load(&stored, if mxfp4 { &Device::Cpu } else { device })
+                    .map_err(|e| model_err(file, format!("tensor {stored}: {e}")))?;
+                if mxfp4 {
+                    packed.insert(name, tensor);
+                    continue;
+                }
+                tensors.insert(name, tensor.to_dtype(dtype)?);
             }
         }
+        crate::interleaved::load(&config, &mut tensors, &packed, dtype, device)
+            .map_err(|e| model_err(dir, e))?;
         let stored_experts = fuse_experts(&config, &mut tensors)
             .map_err(|e| model_err(dir, e))?
             .map(|names| StoredExperts {

@@ -38,7 +38,7 @@ pub(crate) struct AttentionSpec {
 /// `max_len + a - window < c <= max_len + a`.
 #[derive(Clone)]
 pub(crate) struct MaskBand {
-    band: Tensor,
+    pub(crate) band: Tensor,
     shift: usize,
 }
 
@@ -139,13 +139,16 @@ fn block_scores(
     Ok((masked, slope))
 }
 
-/// `softmax(scores) v` per query block, and the log-sum-exp of each row `[kv, groups, len, 1]`.
+/// `softmax(scores) v` per query block, and the log-sum-exp of each row `[kv, groups, len, 1]`; with
+/// `sinks [kv, groups, 1, 1]` (in the compute dtype) each row's softmax also counts its head's sink logit,
+/// which attends to nothing. The backward reads only the log-sum-exp, so it is the same with sinks.
 fn forward(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     spec: &AttentionSpec,
     mask: &MaskBand,
+    sinks: Option<&Tensor>,
 ) -> Result<(Tensor, Tensor)> {
     let (kv, groups, len, hd) = q.dims4()?;
     let mut outputs = Vec::new();
@@ -153,9 +156,15 @@ fn forward(
     for blk in QueryBlock::all(len, spec) {
         let (qb, kb, vb) = block_inputs(blk, q, k, v)?;
         let (scores, _) = block_scores(spec, blk, &qb, &kb, mask, groups)?;
-        let max = scores.max_keepdim(D::Minus1)?;
+        let mut max = scores.max_keepdim(D::Minus1)?;
+        if let Some(sinks) = sinks {
+            max = max.broadcast_maximum(sinks)?;
+        }
         let e = scores.broadcast_sub(&max)?.exp()?;
-        let sum = e.sum_keepdim(D::Minus1)?;
+        let mut sum = e.sum_keepdim(D::Minus1)?;
+        if let Some(sinks) = sinks {
+            sum = (sum + sinks.broadcast_sub(&max)?.exp()?)?;
+        }
         let probs = e.broadcast_div(&sum)?.to_dtype(q.dtype())?.reshape((
             kv,
             groups * blk.rows,
@@ -306,9 +315,10 @@ pub(crate) fn blocked_attention(
     v: &Tensor,
     spec: &AttentionSpec,
     mask: &MaskBand,
+    sinks: Option<&Tensor>,
     track: bool,
 ) -> Result<Tensor> {
-    let (out, lse) = forward(&q.detach(), &k.detach(), &v.detach(), spec, mask)?;
+    let (out, lse) = forward(&q.detach(), &k.detach(), &v.detach(), spec, mask, sinks)?;
     if !track || !(q.track_op() || k.track_op() || v.track_op()) {
         return Ok(out);
     }

@@ -5,7 +5,7 @@
 //! LoRA pairs, and one `index_add` of the weighted result: ops with CUDA kernels, no per-token loop.
 
 use candle_core::{D, DType, Device, Tensor};
-use dn_arch::Activation;
+use dn_arch::{Activation, ClampedSwiglu};
 
 use super::layers::gelu_tanh;
 use crate::error::Result;
@@ -54,7 +54,10 @@ fn project(
 
 /// Router probabilities `[n, experts]` in f32 (f64 in f64): softmax from primitives.
 fn router_probs(m: &ExpertMlp, h: &Tensor) -> Result<Tensor> {
-    let logits = m.router.forward(h)?;
+    let mut logits = m.router.forward(h)?;
+    if let Some([bias, _, _]) = &m.biases {
+        logits = logits.broadcast_add(bias)?;
+    }
     let logits = logits.to_dtype(compute_dtype(logits.dtype()))?;
     let max = logits.max_keepdim(D::Minus1)?.detach();
     let exp = logits.broadcast_sub(&max)?.exp()?;
@@ -94,14 +97,35 @@ pub(crate) fn forward(
         let slots: Vec<u32> = slots.iter().map(|s| *s as u32).collect();
         let slots = Tensor::new(slots.as_slice(), device)?;
         let x = h.index_select(&tokens, 0)?;
-        let gate_up = project(&x, &m.gate_up, m.gate_up_lora.as_ref(), e, track)?;
-        let (gate, up) = (gate_up.narrow(1, 0, f)?, gate_up.narrow(1, f, f)?);
-        let act = match activation {
-            Activation::Silu => gate.silu()?,
-            Activation::GeluTanh => gelu_tanh(&gate)?,
+        let mut gate_up = project(&x, &m.gate_up, m.gate_up_lora.as_ref(), e, track)?;
+        if let Some([_, bias, _]) = &m.biases {
+            gate_up = gate_up.broadcast_add(&bias.get(e)?)?;
+        }
+        let (gate, up) = if m.spec.interleaved {
+            let pairs = gate_up.reshape((slots.dim(0)?, f, 2))?;
+            (pairs.narrow(2, 0, 1)?.squeeze(2)?, pairs.narrow(2, 1, 1)?.squeeze(2)?)
+        } else {
+            (gate_up.narrow(1, 0, f)?, gate_up.narrow(1, f, f)?)
         };
-        let inner = (act * up)?;
-        let y = project(&inner, &m.down, m.down_lora.as_ref(), e, track)?;
+        let inner = match m.spec.clamped_swiglu {
+            Some(ClampedSwiglu { alpha, limit }) => {
+                let gate = gate.minimum(limit)?;
+                let up = up.clamp(-limit, limit)?;
+                let sigmoid = ((&gate * alpha)?.neg()?.exp()? + 1.0)?.recip()?;
+                ((up + 1.0)? * (gate * sigmoid)?)?
+            }
+            None => {
+                let act = match activation {
+                    Activation::Silu => gate.silu()?,
+                    Activation::GeluTanh => gelu_tanh(&gate)?,
+                };
+                (act * up)?
+            }
+        };
+        let mut y = project(&inner, &m.down, m.down_lora.as_ref(), e, track)?;
+        if let Some([_, _, bias]) = &m.biases {
+            y = y.broadcast_add(&bias.get(e)?)?;
+        }
         let w = weights.index_select(&slots, 0)?.unsqueeze(1)?;
         out = out.index_add(&tokens, &y.broadcast_mul(&w)?, 0)?;
     }

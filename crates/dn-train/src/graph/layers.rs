@@ -285,6 +285,13 @@ impl LoraModel {
             block: ctx.block,
         };
         let mask = &ctx.masks[&b.layer.window];
+        let sinks = match &b.sinks {
+            Some(s) => Some(
+                s.to_dtype(mask.band.dtype())?
+                    .reshape((kv, groups, 1, 1))?,
+            ),
+            None => None,
+        };
         let mut outputs = Vec::with_capacity(batch.segments.len());
         for &(start, len) in &batch.segments {
             // Query heads that share a key/value head sit next to each other (transformers' repeat_kv),
@@ -296,7 +303,7 @@ impl LoraModel {
                 .reshape((kv, groups, len, hd))?;
             let ks = k.narrow(0, start, len)?.transpose(0, 1)?.contiguous()?;
             let vs = v.narrow(0, start, len)?.transpose(0, 1)?.contiguous()?;
-            let out = blocked_attention(&qs, &ks, &vs, &spec, mask, track)?
+            let out = blocked_attention(&qs, &ks, &vs, &spec, mask, sinks.as_ref(), track)?
                 .reshape((heads, len, hd))?
                 .transpose(0, 1)?
                 .reshape((len, heads * hd))?;

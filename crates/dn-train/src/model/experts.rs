@@ -28,6 +28,9 @@ pub struct ExpertMlp {
     pub down_lora: Option<LoraPair>,
     /// Qwen2-MoE's shared expert (frozen: PEFT cannot adapt it either).
     pub(crate) shared: Option<SharedExpert>,
+    /// gpt-oss's frozen biases: the router's `[experts]`, gate_up's `[experts, 2 * intermediate]` and
+    /// down's `[experts, hidden]`.
+    pub(crate) biases: Option<[Tensor; 3]>,
     /// Tokens routed to each expert since [`crate::LoraModel::take_router_load`] last read them.
     pub(crate) load: Mutex<Vec<u64>>,
 }
@@ -97,6 +100,14 @@ impl ExpertMlp {
         let down_lora = on_down
             .then(|| pair(names.module.clone(), (f, d, e)))
             .transpose()?;
+        let biases = match &names.biases {
+            Some([router, gate_up, down]) => Some([
+                get(router, &[e])?,
+                get(gate_up, &[e, 2 * f])?,
+                get(down, &[e, d])?,
+            ]),
+            None => None,
+        };
         let shared = match (&names.shared, spec.shared_expert) {
             (Some([gate, up, down, scale]), Some(width)) => Some(SharedExpert {
                 gate: Frozen::new(&get(gate, &[width, d])?)?,
@@ -114,6 +125,7 @@ impl ExpertMlp {
             gate_up_lora,
             down_lora,
             shared,
+            biases,
             load: Mutex::new(vec![0; e]),
         })
     }

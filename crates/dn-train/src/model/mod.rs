@@ -81,6 +81,8 @@ pub(crate) struct Block {
     pub(crate) linears: Vec<Linear>,
     /// The mixture of experts that is a sparse block's MLP.
     pub(crate) experts: Option<ExpertMlp>,
+    /// Each head's sink logit `[heads]` (gpt-oss), frozen.
+    pub(crate) sinks: Option<Tensor>,
     pub(crate) layer: Layer,
 }
 
@@ -261,6 +263,15 @@ impl LoraModel {
                 post_mlp_norm: optional(&names.post_mlp_norm, d)?,
                 linears,
                 experts,
+                sinks: names
+                    .sinks
+                    .as_deref()
+                    .map(|n| -> Result<Tensor> {
+                        let t = base.get(n)?.detach();
+                        check_shape(base, n, &t, &[config.num_attention_heads])?;
+                        Ok(t)
+                    })
+                    .transpose()?,
                 layer: *layer,
             });
         }
