@@ -13,7 +13,7 @@ use dn_data::{Conversation, apply_system_prompt, normalize_row};
 use dn_render::{ModelArtifacts, SystemFit, TrainOn, encode_conversation};
 use serde_json::{Value, json};
 
-const FAMILIES: [&str; 10] = [
+const FAMILIES: [&str; 11] = [
     "llama",
     "mistral",
     "qwen2",
@@ -23,6 +23,7 @@ const FAMILIES: [&str; 10] = [
     "phi3",
     "qwen3_moe",
     "qwen2_moe",
+    "gpt_oss",
     "mixtral",
 ];
 

@@ -100,6 +100,10 @@ mod tests {
             intermediate_size: 1,
             normalize_top_k: true,
             shared_expert: None,
+            router_bias: false,
+            biases: false,
+            clamped_swiglu: None,
+            interleaved: false,
         };
         let probs = [0.5, 0.3, 0.2, 0.1, 0.2, 0.7];
         let r = Routing::new(&probs, &spec);

@@ -105,8 +105,3 @@ fn trainable_groups_and_router_load_per_eval() {
         }
     }
 }
-
-#[test]
-fn gpt_oss_graph_wip() {
-    common::families::step_one("gpt_oss", dn_train::Executor::Graph);
-}

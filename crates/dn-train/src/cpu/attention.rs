@@ -13,7 +13,7 @@ use crate::kernels::Real;
 
 /// Head layout of the packed `q [n, heads * hd]`, `k`/`v [n, kv * hd]` rows, and the layer's scoring.
 #[derive(Clone, Copy)]
-pub struct Heads {
+pub struct Heads<'a> {
     pub heads: usize,
     pub kv: usize,
     pub hd: usize,
@@ -24,9 +24,16 @@ pub struct Heads {
     pub softcap: Option<f64>,
     /// A query sees itself and the `window - 1` keys before it.
     pub window: Option<usize>,
+    /// Each head's sink logit (gpt-oss): one more term in the softmax's denominator, attending to nothing.
+    pub sinks: Option<&'a [f64]>,
 }
 
-impl Heads {
+impl Heads<'_> {
+    /// Head `h`'s sink logit, if any.
+    pub(super) fn sink<T: Real>(&self, h: usize) -> Option<T> {
+        self.sinks.map(|s| T::from_f64(s[h]))
+    }
+
     pub(super) fn q_width(&self) -> usize {
         self.heads * self.hd
     }
@@ -65,17 +72,22 @@ fn cap_scores<T: Real>(row: &mut [T], softcap: Option<f64>) {
 }
 
 /// Soft-caps and normalises the scores `row[lo..hi]` into probabilities, the rest of the row set to 0;
-/// returns their log-sum-exp.
+/// returns their log-sum-exp. A sink logit counts in the denominator (and the log-sum-exp, from which the
+/// backward recomputes the probabilities) without a column of its own.
 pub(super) fn softmax_visible<T: Real>(
     row: &mut [T],
     lo: usize,
     hi: usize,
     softcap: Option<f64>,
+    sink: Option<T>,
 ) -> T {
     let visible = &mut row[lo..hi];
     cap_scores(visible, softcap);
-    let max = visible.iter().copied().fold(T::NEG_INFINITY, T::maximum);
-    let mut sum = T::ZERO;
+    let mut max = visible.iter().copied().fold(T::NEG_INFINITY, T::maximum);
+    if let Some(sink) = sink {
+        max = max.maximum(sink);
+    }
+    let mut sum = sink.map_or(T::ZERO, |s| (s - max).exp());
     for p in visible.iter_mut() {
         *p = (*p - max).exp();
         sum += *p;
@@ -104,7 +116,7 @@ fn scores<T: Real>(
     start: usize,
     r0: usize,
     rows: usize,
-    l: Heads,
+    l: Heads<'_>,
 ) {
     let g = h / l.groups();
     let k0 = l.first_key(r0);
@@ -148,7 +160,7 @@ fn unit_forward<T: Real>(
     start: usize,
     len: usize,
     h: usize,
-    l: Heads,
+    l: Heads<'_>,
 ) -> (Vec<T>, Vec<T>) {
     let mut o = vec![T::ZERO; len * l.hd];
     let mut row_lse = vec![T::ZERO; len];
@@ -161,7 +173,8 @@ fn unit_forward<T: Real>(
         scores(s, q, k, h, start, r0, rows, l);
         for (i, row) in s.chunks_mut(keys).enumerate() {
             let seen = l.visible(r0 + i);
-            row_lse[r0 + i] = softmax_visible(row, seen.start - k0, seen.end - k0, l.softcap);
+            row_lse[r0 + i] =
+                softmax_visible(row, seen.start - k0, seen.end - k0, l.softcap, l.sink(h));
         }
         let vg = Mat::strided(
             v,
@@ -189,7 +202,7 @@ pub fn forward<T: Real>(
     k: &[T],
     v: &[T],
     segments: &[(usize, usize)],
-    l: Heads,
+    l: Heads<'_>,
     out: &mut [T],
     lse: &mut [T],
 ) {
@@ -224,7 +237,7 @@ pub fn backward<T: Real>(
     saved: &Saved<'_, T>,
     d_out: &[T],
     segments: &[(usize, usize)],
-    l: Heads,
+    l: Heads<'_>,
     dq: &mut [T],
     dk: &mut [T],
     dv: &mut [T],
@@ -262,7 +275,7 @@ fn unit_backward<T: Real>(
     start: usize,
     len: usize,
     g: usize,
-    l: Heads,
+    l: Heads<'_>,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let groups = l.groups();
     let (qw, kw) = (l.q_width(), l.kv_width());
@@ -377,6 +390,7 @@ mod tests {
         let segments = [(0, 7), (7, 12), (19, 1)];
         let n = 20;
         let layout = |query_block| Heads {
+            sinks: None,
             heads: 4,
             kv: 2,
             hd: 4,
@@ -392,7 +406,7 @@ mod tests {
             random(n * 8, &mut rng),
         );
         let d_out = random(n * 16, &mut rng);
-        let run = |l: Heads| {
+        let run = |l: Heads<'_>| {
             let (mut out, mut lse) = (vec![0.0; n * 16], vec![0.0; n * 4]);
             forward(&q, &k, &v, &segments, l, &mut out, &mut lse);
             let (mut dq, mut dk, mut dv) = (vec![0.0; n * 16], vec![0.0; n * 8], vec![0.0; n * 8]);

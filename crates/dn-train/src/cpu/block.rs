@@ -35,6 +35,8 @@ pub struct BlockWeights<'a, T> {
     pub window: Option<usize>,
     /// Which of the context's rope tables this layer uses.
     pub rope: usize,
+    /// Each head's attention sink logit (gpt-oss).
+    pub sinks: Option<Vec<f64>>,
 }
 
 impl<'a, T> BlockWeights<'a, T> {
@@ -85,8 +87,9 @@ pub struct Context<'a, T> {
 }
 
 impl<T> Context<'_, T> {
-    pub fn layout(&self, window: Option<usize>) -> Heads {
+    pub fn layout<'s>(&self, window: Option<usize>, sinks: Option<&'s [f64]>) -> Heads<'s> {
         Heads {
+            sinks,
             heads: self.heads,
             kv: self.kv,
             hd: self.hd,
@@ -383,7 +386,7 @@ pub fn forward<T: Real>(
     let qw = c.heads * c.hd;
     let mut attn = vec![T::ZERO; c.n * qw];
     let mut lse = vec![T::ZERO; c.n * c.heads];
-    let layout = c.layout(w.window);
+    let layout = c.layout(w.window, w.sinks.as_deref());
     attention::forward(&q, &k, &v, c.segments, layout, &mut attn, &mut lse);
     let Tail {
         out,
@@ -539,7 +542,7 @@ pub fn backward<T: Real>(
         out: &s.attn,
         lse: &s.lse,
     };
-    attention::backward(&saved, d_attn, c.segments, c.layout(w.window), dq, dk, dv);
+    attention::backward(&saved, d_attn, c.segments, c.layout(w.window, w.sinks.as_deref()), dq, dk, dv);
     let table = &c.ropes[w.rope];
     rope(dq, c.heads, c.hd, table, true);
     rope(dk, c.kv, c.hd, table, true);

@@ -72,7 +72,7 @@ pub fn extend<T: Real>(
                 cv.extend_from_slice(&v[start * kvw..(start + len) * kvw]);
             }
             let mut attn = vec![T::ZERO; n * qw];
-            let layout = ctx.layout(b.window);
+            let layout = ctx.layout(b.window, b.sinks.as_deref());
             attend(&q, caches, layer, &segments, layout, &mut attn);
             x = block::tail(b, &ctx, &x, &attn, &mut scratch, &mut u).out;
         }
@@ -98,7 +98,7 @@ fn attend<T: Real>(
     caches: &[&mut KvCache<T>],
     layer: usize,
     segments: &[(usize, usize)],
-    l: Heads,
+    l: Heads<'_>,
     out: &mut [T],
 ) {
     let units: Vec<(usize, usize)> = (0..segments.len())
@@ -133,7 +133,7 @@ fn few_rows_attention<T: Real>(
     (k0, keys): (usize, usize),
     h: usize,
     p0: usize,
-    l: Heads,
+    l: Heads<'_>,
 ) {
     let g = h / l.groups();
     let scale = T::from_f64(l.scale);
@@ -145,7 +145,7 @@ fn few_rows_attention<T: Real>(
             *score = dot(qi, kj) * scale;
         }
         let seen = l.visible(p0 + i);
-        softmax_visible(row, seen.start - k0, seen.end - k0, l.softcap);
+        softmax_visible(row, seen.start - k0, seen.end - k0, l.softcap, l.sink(h));
         let out = &mut o[i * l.hd..(i + 1) * l.hd];
         out.fill(T::ZERO);
         for (j, &p) in row.iter().enumerate() {
@@ -168,7 +168,7 @@ fn unit<T: Real>(
     v: &[T],
     (start, len): (usize, usize),
     h: usize,
-    l: Heads,
+    l: Heads<'_>,
 ) -> Vec<T> {
     let total = k.len() / l.kv_width();
     let old = total - len;
@@ -215,7 +215,7 @@ fn unit<T: Real>(
         );
         for (i, row) in s.chunks_mut(keys).enumerate() {
             let seen = l.visible(old + r0 + i);
-            softmax_visible(row, seen.start - k0, seen.end - k0, l.softcap);
+            softmax_visible(row, seen.start - k0, seen.end - k0, l.softcap, l.sink(h));
         }
         let vg = Mat::strided(v, k0 * l.kv_width() + g * l.hd, keys, l.hd, l.kv_width());
         let dst = MatMut::strided(&mut o, r0 * l.hd, rows, l.hd, l.hd);

@@ -37,6 +37,9 @@ pub struct ExpertWeights<'a, T> {
     pub down_lora: Option<FusedLora<'a, T>>,
     /// Qwen2-MoE's shared expert (frozen).
     pub shared: Option<SharedWeights<'a, T>>,
+    /// gpt-oss's frozen biases: the router's `[experts]`, gate_up's `[experts, 2 * intermediate]`, down's
+    /// `[experts, hidden]`.
+    pub biases: Option<[&'a [T]; 3]>,
     /// Where the routing is counted.
     pub mlp: &'a ExpertMlp,
 }
@@ -239,6 +242,65 @@ pub struct Saved<T> {
     shared: Option<SharedSaved<T>>,
 }
 
+/// `rows` (each `[width]`) plus `bias`.
+fn add_bias<T: Real>(rows: &mut [T], bias: &[T]) {
+    for row in rows.chunks_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v += *b;
+        }
+    }
+}
+
+/// gate and up of each row of `gate_up [m, 2f]`: its halves, or its even and odd columns (interleaved).
+fn split_gate_up<T: Real>(gate_up: &[T], m: usize, interleaved: bool, gate: &mut [T], up: &mut [T]) {
+    if !interleaved {
+        return split_columns(gate_up, m, &mut [gate, up]);
+    }
+    let f = gate.len() / m.max(1);
+    for ((row, g), u) in gate_up.chunks(2 * f).zip(gate.chunks_mut(f)).zip(up.chunks_mut(f)) {
+        for j in 0..f {
+            g[j] = row[2 * j];
+            u[j] = row[2 * j + 1];
+        }
+    }
+}
+
+/// The inverse of [`split_gate_up`].
+fn join_gate_up<T: Real>(gate: &[T], up: &[T], m: usize, interleaved: bool, gate_up: &mut [T]) {
+    if !interleaved {
+        return join_columns(&[gate, up], m, gate_up);
+    }
+    let f = gate.len() / m.max(1);
+    for ((row, g), u) in gate_up.chunks_mut(2 * f).zip(gate.chunks(f)).zip(up.chunks(f)) {
+        for j in 0..f {
+            row[2 * j] = g[j];
+            row[2 * j + 1] = u[j];
+        }
+    }
+}
+
+/// The experts' activation `a` of gate and up: the model's gated one, or gpt-oss's clamped SwiGLU.
+fn activate<T: Real>(spec: &Experts, activation: Activation, gate: &[T], up: &[T], a: &mut [T]) {
+    match spec.clamped_swiglu {
+        Some(c) => glu::clamped_forward(c.alpha, c.limit, gate, up, a),
+        None => glu::forward(activation, gate, up, a),
+    }
+}
+
+/// [`activate`]'s backward: gate and up replaced by their gradients.
+fn activate_backward<T: Real>(
+    spec: &Experts,
+    activation: Activation,
+    gate: &mut [T],
+    up: &mut [T],
+    da: &[T],
+) {
+    match spec.clamped_swiglu {
+        Some(c) => glu::clamped_backward(c.alpha, c.limit, gate, up, da),
+        None => glu::backward(activation, gate, up, da),
+    }
+}
+
 /// Rows `tokens` of `h [.., d]` into a contiguous block.
 fn gather<T: Real>(h: &[T], d: usize, tokens: impl Iterator<Item = usize>) -> Vec<T> {
     let mut x = Vec::new();
@@ -259,6 +321,9 @@ pub fn forward<T: Real>(
     let (d, f, count) = (w.hidden, w.spec.intermediate_size, w.spec.count);
     let mut logits = vec![T::ZERO; n * count];
     rows_times_wt(&mut logits, h, n, w.router, count, d, T::ONE, false);
+    if let Some([bias, _, _]) = w.biases {
+        add_bias(&mut logits, bias);
+    }
     let logits: Vec<f64> = logits.iter().map(|v| v.to_f64()).collect();
     let probs = softmax_rows(&logits, count);
     let routing = Routing::new(&probs, &w.spec);
@@ -291,16 +356,22 @@ pub fn forward<T: Real>(
         gate_up.resize(m * 2 * f, T::ZERO);
         p.forward(&x, m, &mut gate_up, false, &mut u);
         s.u_gate_up[start * r_gu..end * r_gu].copy_from_slice(&u[..m * r_gu]);
+        if let Some([_, bias, _]) = w.biases {
+            add_bias(&mut gate_up, &bias[e * 2 * f..(e + 1) * 2 * f]);
+        }
         let (gate, up) = (
             &mut s.gate[start * f..end * f],
             &mut s.up[start * f..end * f],
         );
-        split_columns(&gate_up, m, &mut [gate, up]);
+        split_gate_up(&gate_up, m, w.spec.interleaved, gate, up);
         a.resize(m * f, T::ZERO);
-        glu::forward(activation, gate, up, &mut a);
+        activate(&w.spec, activation, gate, up, &mut a);
         let p = expert_proj(w.down, w.down_lora.as_ref(), b_dn, dn_shape, e);
         let y = &mut s.y[start * d..end * d];
         p.forward(&a, m, y, false, &mut u);
+        if let Some([_, _, bias]) = w.biases {
+            add_bias(y, &bias[e * d..(e + 1) * d]);
+        }
         s.u_down[start * r_dn..end * r_dn].copy_from_slice(&u[..m * r_dn]);
         for (row, slot) in y.chunks(d).zip(s.routing.slots(e)) {
             let weight = T::from_f64(s.routing.weights[*slot]);
@@ -398,7 +469,7 @@ pub fn backward<T: Real>(
             &mut s.up[start * f..end * f],
         );
         a.resize(m * f, T::ZERO);
-        glu::forward(activation, gate, up, &mut a);
+        activate(&w.spec, activation, gate, up, &mut a);
         da.resize(m * f, T::ZERO);
         let p = expert_proj(w.down, w.down_lora.as_ref(), b_dn, dn_shape, e);
         let mut g = p.grad();
@@ -407,9 +478,9 @@ pub fn backward<T: Real>(
         if let (Some(g), Some(fused)) = (g, grads[1].as_mut()) {
             add_expert_grad(fused, &g, (r_dn, count, e));
         }
-        glu::backward(activation, gate, up, &da);
+        activate_backward(&w.spec, activation, gate, up, &da);
         dgu.resize(m * 2 * f, T::ZERO);
-        join_columns(&[gate, up], m, &mut dgu);
+        join_gate_up(gate, up, m, w.spec.interleaved, &mut dgu);
         let x = gather(h, d, slots.iter().map(|slot| slot / k));
         dx.resize(m * d, T::ZERO);
         let p = expert_proj(w.gate_up, w.gate_up_lora.as_ref(), b_gu, gu_shape, e);

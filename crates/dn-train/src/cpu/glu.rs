@@ -91,9 +91,79 @@ pub fn backward<T: Real>(activation: Activation, gate: &mut [T], up: &mut [T], d
     }
 }
 
+/// gpt-oss's clamped SwiGLU: `gate' = min(gate, limit)`, `up' = clamp(up, -limit, limit)`,
+/// `a = (up' + 1) * gate' * sigmoid(alpha * gate')`.
+pub fn clamped_forward<T: Real>(alpha: f64, limit: f64, gate: &[T], up: &[T], a: &mut [T]) {
+    let (alpha, limit) = (T::from_f64(alpha), T::from_f64(limit));
+    a.par_chunks_mut(CHUNK)
+        .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
+        .for_each(|(a, (g, u))| {
+            for ((a, g), u) in a.iter_mut().zip(g).zip(u) {
+                let g = if *g > limit { limit } else { *g };
+                let u = clamp(*u, limit);
+                *a = (u + T::ONE) * g * sigmoid(alpha * g);
+            }
+        });
+}
+
+fn clamp<T: Real>(x: T, limit: T) -> T {
+    if x > limit {
+        limit
+    } else if x < T::ZERO - limit {
+        T::ZERO - limit
+    } else {
+        x
+    }
+}
+
+/// Replaces `gate` and `up` by their gradients given `da` (none through a clamped side).
+pub fn clamped_backward<T: Real>(alpha: f64, limit: f64, gate: &mut [T], up: &mut [T], da: &[T]) {
+    let (alpha, limit) = (T::from_f64(alpha), T::from_f64(limit));
+    gate.par_chunks_mut(CHUNK)
+        .zip(up.par_chunks_mut(CHUNK).zip(da.par_chunks(CHUNK)))
+        .for_each(|(g, (u, da))| {
+            for ((g, u), da) in g.iter_mut().zip(u.iter_mut()).zip(da) {
+                let (g_in, u_in) = (*g, *u);
+                let gc = if g_in > limit { limit } else { g_in };
+                let uc = clamp(u_in, limit);
+                let s = sigmoid(alpha * gc);
+                let glu = gc * s;
+                *u = if u_in > limit || u_in < T::ZERO - limit {
+                    T::ZERO
+                } else {
+                    *da * glu
+                };
+                *g = if g_in > limit {
+                    T::ZERO
+                } else {
+                    *da * (uc + T::ONE) * (s + gc * alpha * s * (T::ONE - s))
+                };
+            }
+        });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clamped_swiglu_derivatives_match_finite_differences() {
+        let (alpha, limit) = (1.702, 0.8);
+        for (g, u) in [(-2.0f64, 0.3), (0.5, -0.6), (0.7, 1.2), (1.3, 0.1), (-0.2, -1.5)] {
+            let f = |g: f64, u: f64| {
+                let mut a = [0.0];
+                clamped_forward(alpha, limit, &[g], &[u], &mut a);
+                a[0]
+            };
+            let h = 1e-6;
+            let (mut dg, mut du) = ([g], [u]);
+            clamped_backward(alpha, limit, &mut dg, &mut du, &[1.0]);
+            let numeric_g = (f(g + h, u) - f(g - h, u)) / (2.0 * h);
+            let numeric_u = (f(g, u + h) - f(g, u - h)) / (2.0 * h);
+            assert!((numeric_g - dg[0]).abs() < 1e-8, "gate at {g}, {u}");
+            assert!((numeric_u - du[0]).abs() < 1e-8, "up at {g}, {u}");
+        }
+    }
 
     #[test]
     fn derivatives_match_finite_differences() {

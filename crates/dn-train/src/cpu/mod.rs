@@ -94,6 +94,7 @@ fn tensors(model: &LoraModel) -> Vec<&Tensor> {
                     s.scale.weight(),
                 ]);
             }
+            out.extend(e.biases.iter().flatten());
             for pair in e.pairs() {
                 out.push(pair.a.as_tensor());
                 out.push(pair.b.as_tensor());
@@ -118,6 +119,7 @@ fn expert_views<'a, T: Real>(
         scale: next(),
         width: s.gate.out_features(),
     });
+    let biases = e.biases.as_ref().map(|_| [next(), next(), next()]);
     let mut fused = |pair: &Option<crate::lora::LoraPair>| {
         pair.as_ref().map(|p| FusedLora {
             a: slices.next().expect("expert lora a"),
@@ -137,6 +139,7 @@ fn expert_views<'a, T: Real>(
         gate_up_lora,
         down_lora,
         shared,
+        biases,
         mlp: e,
     }
 }
@@ -199,6 +202,11 @@ fn views<'a, T: Real>(model: &'a LoraModel, slices: &[&'a [T]]) -> Weights<'a, T
                 projections,
                 roles,
                 experts,
+                sinks: b.sinks.as_ref().map(|t| {
+                    t.to_dtype(candle_core::DType::F64)
+                        .and_then(|t| t.to_vec1::<f64>())
+                        .expect("a sinks vector on the cpu")
+                }),
                 window: b.layer.window,
                 rope: b.layer.rope,
             }

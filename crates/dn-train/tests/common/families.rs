@@ -13,7 +13,7 @@ use dn_train::{
 use super::sequences;
 use serde_json::Value;
 
-pub const FAMILIES: [&str; 10] = [
+pub const FAMILIES: [&str; 11] = [
     "llama",
     "mistral",
     "qwen2",
@@ -23,11 +23,12 @@ pub const FAMILIES: [&str; 10] = [
     "phi3",
     "qwen3_moe",
     "qwen2_moe",
+    "gpt_oss",
     "mixtral",
 ];
 
 /// The mixture-of-experts families among them.
-pub const MOE_FAMILIES: [&str; 3] = ["qwen3_moe", "qwen2_moe", "mixtral"];
+pub const MOE_FAMILIES: [&str; 4] = ["qwen3_moe", "qwen2_moe", "gpt_oss", "mixtral"];
 
 pub fn family_dir(family: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
