@@ -107,7 +107,7 @@ FAMILIES = {
     # to cut. Its harmony chat template is not written yet: Qwen2's stands in.
     "gpt_oss": dict(
         config="GptOssConfig",
-        values=dict(head_dim=8, num_local_experts=4, num_experts_per_tok=2, intermediate_size=16, sliding_window=4,
+        values=dict(head_dim=8, num_local_experts=4, num_experts_per_tok=2, intermediate_size=32, sliding_window=4,
                     swiglu_limit=0.8, tie_word_embeddings=False,
                     rope_parameters=dict(rope_type="yarn", rope_theta=150000.0, factor=4.0,
                                          original_max_position_embeddings=8, beta_fast=32.0, beta_slow=1.0,

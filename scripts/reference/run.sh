@@ -15,6 +15,8 @@
 #                        (family_chat.py), GGUF files of the qwen2 and qwen3 models (family_gguf.py)
 #   mxfp4-fixture        crates/dn-model/tests/fixtures/mxfp4.safetensors: an MXFP4 tensor packed per the OCP MX
 #                        spec and transformers' decoding of it (transformers)
+#   gpt-oss-mxfp4        tests/fixtures/families/gpt_oss/mxfp4/: the tiny gpt-oss model with MXFP4 experts, and
+#                        transformers' logits for it (after `families gpt_oss`)
 #   generate-parity      greedy generation references: each family's generate.json and
 #                        tests/fixtures/generate/ (SmolLM2 with a PEFT adapter)
 #   merge-check          `dn model merge` of the SmolLM2 fixture adapter, loaded in transformers and held to
@@ -143,6 +145,8 @@ case $name in
     "$python" "$here/family_gguf.py" "$@" ;;
   mxfp4-fixture)
     "$(python_of families)" "$here/mxfp4_fixture.py" ;;
+  gpt-oss-mxfp4)
+    "$(python_of families)" "$here/gpt_oss_mxfp4.py" ;;
   generate-parity)
     mkdir -p "$root/tests/fixtures/generate"
     "$(python_of families)" "$here/generate_parity.py" "$(test_model)"
@@ -186,7 +190,7 @@ case $name in
     cargo build -q -p dn-cli
     system_prompt "$python" >"$work/prompt.txt"
     families=("$@")
-    [ ${#families[@]} -gt 0 ] || families=(llama mistral qwen2 qwen3 gemma2 gemma3 gemma3/multimodal phi3 qwen3_moe qwen2_moe mixtral)
+    [ ${#families[@]} -gt 0 ] || families=(llama mistral qwen2 qwen3 gemma2 gemma3 gemma3/multimodal phi3 qwen3_moe qwen2_moe gpt_oss mixtral)
     status=0
     : >"$work/out"
     for family in "${families[@]}"; do

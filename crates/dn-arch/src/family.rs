@@ -106,14 +106,14 @@ impl std::fmt::Display for Family {
 fn refusal(model_type: &str) -> Option<&'static str> {
     Some(match model_type {
         "deepseek_v2" | "deepseek_v3" | "kimi_k2" => {
-            "mixture-of-experts models with multi-head latent attention cannot be trained (qwen3_moe, qwen2_moe and mixtral can)"
+            "mixture-of-experts models with multi-head latent attention cannot be trained (qwen3_moe, qwen2_moe, gpt_oss and mixtral can)"
         }
         "qwen3_next" | "qwen3_5_moe" => {
-            "models with linear attention layers cannot be trained (qwen3_moe, qwen2_moe and mixtral can)"
+            "models with linear attention layers cannot be trained (qwen3_moe, qwen2_moe, gpt_oss and mixtral can)"
         }
         "phimoe" | "olmoe" | "granitemoe" | "llama4" | "llama4_text" | "glm4_moe" | "dots1"
         | "ernie4_5_moe" | "hunyuan_v1_moe" => {
-            "this mixture-of-experts design cannot be trained (qwen3_moe, qwen2_moe and mixtral can)"
+            "this mixture-of-experts design cannot be trained (qwen3_moe, qwen2_moe, gpt_oss and mixtral can)"
         }
         "llava" | "mistral3" | "qwen2_vl" | "qwen2_5_vl" | "qwen3_vl" | "gemma3n"
         | "phi4_multimodal" | "mllama" | "idefics3" | "paligemma" => {
@@ -128,7 +128,7 @@ fn unsupported_keys(f: &Fields<'_>, family: Family) -> Result<Option<String>> {
     for key in ["num_local_experts", "num_experts", "n_routed_experts"] {
         if !family.is_moe() && f.usize(key).ok().flatten().is_some_and(|n| n > 0) {
             return Ok(Some(format!(
-                "{key}: a mixture of experts in a {family} model cannot be trained (qwen3_moe, qwen2_moe and mixtral can)"
+                "{key}: a mixture of experts in a {family} model cannot be trained (qwen3_moe, qwen2_moe, gpt_oss and mixtral can)"
             )));
         }
     }

@@ -28,9 +28,6 @@ pub use family::{Family, SUPPORTED_MODEL_TYPES};
 pub use names::{ALL_PROJECTION_NAMES, BlockNames, EXPERT_TARGETS, ExpertNames, Projection, Role};
 pub use rope::{Frequencies, ROPE_TYPES, Rope, RopeKind};
 
-
-
-
 /// The MLP's activation, applied to the gate: `act(gate) * up`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {

@@ -204,8 +204,13 @@ fn unsupported_models_are_refused_by_name() {
         e.contains("mixture-of-experts") && e.contains("latent"),
         "{e}"
     );
-    let e = refused(dims("gpt_oss"));
-    assert!(e.contains("sinks") && e.contains("MXFP4"), "{e}");
+    let e = refused(dims("llama4"));
+    assert!(e.contains("mixture-of-experts design"), "{e}");
+    let e = refused(with(
+        dims("qwen3_moe"),
+        json!({"num_experts": 4, "quantization_config": {"quant_method": "mxfp4"}}),
+    ));
+    assert!(e.contains("mxfp4"), "{e}");
     let e = refused(with(dims("qwen2"), json!({"num_experts": 8})));
     assert!(e.contains("num_experts"), "{e}");
     let e = refused(with(
@@ -305,4 +310,38 @@ fn mixture_of_experts_configs_and_their_parameter_counts() {
         json!({"num_experts": 4, "num_experts_per_tok": 5}),
     ));
     assert!(e.contains("num_experts_per_tok"), "{e}");
+}
+
+/// gpt-oss-20b's config as its hub repo writes it (MXFP4 experts, yarn in the older layout).
+#[test]
+fn gpt_oss_config() {
+    let types: Vec<&str> = ["sliding_attention", "full_attention"].repeat(12);
+    let c = read(json!({
+        "model_type": "gpt_oss", "hidden_size": 2880, "intermediate_size": 2880, "num_hidden_layers": 24,
+        "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64, "num_local_experts": 32,
+        "num_experts_per_tok": 4, "vocab_size": 201088, "sliding_window": 128, "swiglu_limit": 7.0,
+        "rope_theta": 150000, "rope_scaling": {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0,
+        "beta_slow": 1.0, "truncate": false, "original_max_position_embeddings": 4096},
+        "layer_types": types,
+        "quantization_config": {"quant_method": "mxfp4"}, "tie_word_embeddings": false
+    }));
+    assert_eq!(c.family, Family::GptOss);
+    assert!(c.attention_sinks && c.biases.qkv && c.biases.o);
+    let e = c.experts.unwrap();
+    assert!(e.router_bias && e.biases && e.interleaved && e.normalize_top_k);
+    assert_eq!(e.clamped_swiglu.unwrap().limit, 7.0);
+    assert_eq!(c.layers[0].window, Some(128));
+    assert_eq!(c.layers[1].window, None);
+    assert!(matches!(
+        c.ropes[0].kind,
+        RopeKind::Yarn {
+            truncate: false,
+            ..
+        }
+    ));
+    let billions = c.parameter_count() as f64 / 1e9;
+    assert!((20.8..21.0).contains(&billions), "{billions}");
+    // OpenAI's 3.6B active leaves the input embedding (0.58B) out; dn counts it, as Qwen does.
+    let active = c.active_parameter_count() as f64 / 1e9;
+    assert!((4.1..4.3).contains(&active), "{active}");
 }

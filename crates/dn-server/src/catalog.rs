@@ -249,6 +249,7 @@ mod tests {
             "phi3",
             "qwen3_moe",
             "qwen2_moe",
+            "gpt_oss",
             "mixtral",
         ] {
             let entry = root
@@ -259,7 +260,7 @@ mod tests {
             let catalog = Catalog::load(&[entry]).unwrap();
             let model = &catalog.models()[0];
             assert_eq!(model.family, family);
-            let moe = family.ends_with("_moe") || family == "mixtral";
+            let moe = family.ends_with("_moe") || family == "mixtral" || family == "gpt_oss";
             assert_eq!(model.model_type, if moe { "moe" } else { "dense" });
             assert_eq!(model.active_size_b.is_some(), moe, "{family}");
         }

@@ -222,6 +222,7 @@ fn families_table(steps: u64) {
         "phi3",
         "qwen3_moe",
         "qwen2_moe",
+        "gpt_oss",
         "mixtral",
     ] {
         let base =

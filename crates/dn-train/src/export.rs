@@ -119,6 +119,8 @@ pub(crate) struct Merged {
     pub(crate) base: Tensor,
     delta: Option<Delta>,
     part: Option<Part>,
+    /// Written as `[experts, in, out]` (gpt-oss's layout) rather than held `[experts, out, in]`.
+    transposed: bool,
     shape: Vec<usize>,
     dtype: DType,
 }
@@ -130,7 +132,18 @@ impl Merged {
             base,
             delta,
             part: None,
+            transposed: false,
             dtype,
+        }
+    }
+
+    /// This fused `[experts, out, in]` tensor written as `[experts, in, out]`.
+    fn transposed(self) -> Self {
+        let shape = vec![self.shape[0], self.shape[2], self.shape[1]];
+        Merged {
+            transposed: true,
+            shape,
+            ..self
         }
     }
 
@@ -164,6 +177,11 @@ impl Merged {
                 Tensor::stack(&experts, 0)?
             }
             (None, Some(_)) => plus(self.base.clone(), 0)?,
+        };
+        let merged = if self.transposed {
+            merged.transpose(1, 2)?.contiguous()?
+        } else {
+            merged
         };
         merged.to_dtype(self.dtype)
     }
@@ -302,6 +320,10 @@ pub fn merge_adapter(
     } {
         config[key] = Value::from(dtype_label);
     }
+    // MXFP4 experts were decoded when loaded: the merged ones are written in `dtype`.
+    if let Some(object) = config.as_object_mut() {
+        object.remove("quantization_config");
+    }
     write_json(&partial.join("config.json"), &config)?;
     for name in COPIED {
         let from = base_dir.join(name);
@@ -363,6 +385,26 @@ pub(crate) fn merged_tensors(
     }
     if let Some(stored) = base.stored_experts {
         tensors = per_expert(&base.config, stored, tensors);
+    }
+    if base.config.experts.is_some_and(|e| e.interleaved) {
+        let fused: Vec<String> = (0..base.config.num_hidden_layers)
+            .filter(|i| base.config.layers[*i].sparse)
+            .flat_map(|i| {
+                let names = base.config.expert_names(i);
+                [names.gate_up, names.down]
+            })
+            .collect();
+        tensors = tensors
+            .into_iter()
+            .map(|(name, t)| {
+                let t = if fused.contains(&name) {
+                    t.transposed()
+                } else {
+                    t
+                };
+                (name, t)
+            })
+            .collect();
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     Ok((tensors, merged))

@@ -44,7 +44,10 @@ fn rows_of(
     name: &str,
 ) -> Result<Tensor> {
     if let Some(stored) = tensors.remove(name) {
-        return stored.transpose(1, 2).and_then(|t| t.contiguous()).map_err(err);
+        return stored
+            .transpose(1, 2)
+            .and_then(|t| t.contiguous())
+            .map_err(err);
     }
     match (
         packed.get(&format!("{name}_blocks")),
@@ -73,7 +76,11 @@ pub(crate) fn load(
             continue;
         }
         let names = config.expert_names(i);
-        let place = |t: Tensor| t.to_dtype(dtype).and_then(|t| t.to_device(device)).map_err(err);
+        let place = |t: Tensor| {
+            t.to_dtype(dtype)
+                .and_then(|t| t.to_device(device))
+                .map_err(err)
+        };
         let gate_up = rows_of(tensors, packed, &names.gate_up)?;
         let down = rows_of(tensors, packed, &names.down)?;
         tensors.insert(names.gate_up.clone(), place(gate_up)?);

@@ -105,3 +105,46 @@ fn trainable_groups_and_router_load_per_eval() {
         }
     }
 }
+
+/// gpt-oss's experts as its checkpoints hold them, MXFP4 blocks and scales under a `quant_method: mxfp4`
+/// config (scripts/reference/gpt_oss_mxfp4.py packs the tiny model's experts so): decoded at load, the
+/// model computes the logits transformers computes loading the same directory.
+#[test]
+fn gpt_oss_mxfp4_experts_decode_to_transformers_model() {
+    use dn_train::{Sequence, logits_at};
+    let dir = family_dir("gpt_oss");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("mxfp4_reference.json")).unwrap())
+            .unwrap();
+    let ids: Vec<u32> = serde_json::from_value(json["input_ids"].clone()).unwrap();
+    let want: Vec<Vec<f64>> = serde_json::from_value(json["logits"].clone()).unwrap();
+    let base = BaseModel::load(&dir.join("mxfp4"), DType::F32, &Device::Cpu).unwrap();
+    let model = LoraModel::new(&base, &LoraConfig::new(4, 8.0), 0).unwrap();
+    let mask = vec![1u8; ids.len()];
+    let seqs = [Sequence {
+        input_ids: &ids,
+        loss_mask: &mask,
+    }];
+    let rows: Vec<u32> = (0..ids.len() as u32).collect();
+    let got: Vec<Vec<f32>> = logits_at(&model, &seqs, &rows).unwrap().to_vec2().unwrap();
+    let (mut diff, mut scale) = (0.0f64, 0.0f64);
+    for (g, w) in got.iter().zip(&want) {
+        for (a, b) in g.iter().zip(w) {
+            diff = diff.max((*a as f64 - b).abs());
+            scale = scale.max(b.abs());
+        }
+    }
+    assert!(diff / scale < 1e-5, "logits differ: {diff} of {scale}");
+    // The plain checkpoint's experts are not the quantized ones: the decoding is what made them equal.
+    let plain = BaseModel::load(&model_dir("gpt_oss"), DType::F32, &Device::Cpu).unwrap();
+    let name = "model.layers.0.mlp.experts.gate_up_proj";
+    let gap = (&plain.tensors[name] - &base.tensors[name])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(gap > 1e-3, "{gap}");
+}

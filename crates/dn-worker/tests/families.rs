@@ -35,6 +35,7 @@ async fn a_job_trains_every_family() {
         // middle layer is dense: its MLP is not adapted, as PEFT cannot load such a pair).
         ("qwen3_moe", 4, 12 + 2 * 2, None),
         ("qwen2_moe", 4, 12 + 3 * 2, None),
+        ("gpt_oss", 4, 12 + 3 * 2, None),
         (
             "mixtral",
             4,
@@ -105,7 +106,7 @@ async fn a_job_trains_every_family() {
         assert_eq!(names, pairs * 2, "{family}: pairs x (A, B)");
         let start = &events(&logs, "training_start")[0];
         let groups = &start["trainable_parameters_by_group"];
-        if family.ends_with("moe") || family == "mixtral" {
+        if family.ends_with("moe") || family == "mixtral" || family == "gpt_oss" {
             assert_eq!(
                 config["target_parameters"],
                 serde_json::json!(["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]),

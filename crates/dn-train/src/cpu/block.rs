@@ -542,7 +542,15 @@ pub fn backward<T: Real>(
         out: &s.attn,
         lse: &s.lse,
     };
-    attention::backward(&saved, d_attn, c.segments, c.layout(w.window, w.sinks.as_deref()), dq, dk, dv);
+    attention::backward(
+        &saved,
+        d_attn,
+        c.segments,
+        c.layout(w.window, w.sinks.as_deref()),
+        dq,
+        dk,
+        dv,
+    );
     let table = &c.ropes[w.rope];
     rope(dq, c.heads, c.hd, table, true);
     rope(dk, c.kv, c.hd, table, true);

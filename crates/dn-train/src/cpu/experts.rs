@@ -252,12 +252,22 @@ fn add_bias<T: Real>(rows: &mut [T], bias: &[T]) {
 }
 
 /// gate and up of each row of `gate_up [m, 2f]`: its halves, or its even and odd columns (interleaved).
-fn split_gate_up<T: Real>(gate_up: &[T], m: usize, interleaved: bool, gate: &mut [T], up: &mut [T]) {
+fn split_gate_up<T: Real>(
+    gate_up: &[T],
+    m: usize,
+    interleaved: bool,
+    gate: &mut [T],
+    up: &mut [T],
+) {
     if !interleaved {
         return split_columns(gate_up, m, &mut [gate, up]);
     }
     let f = gate.len() / m.max(1);
-    for ((row, g), u) in gate_up.chunks(2 * f).zip(gate.chunks_mut(f)).zip(up.chunks_mut(f)) {
+    for ((row, g), u) in gate_up
+        .chunks(2 * f)
+        .zip(gate.chunks_mut(f))
+        .zip(up.chunks_mut(f))
+    {
         for j in 0..f {
             g[j] = row[2 * j];
             u[j] = row[2 * j + 1];
@@ -271,7 +281,11 @@ fn join_gate_up<T: Real>(gate: &[T], up: &[T], m: usize, interleaved: bool, gate
         return join_columns(&[gate, up], m, gate_up);
     }
     let f = gate.len() / m.max(1);
-    for ((row, g), u) in gate_up.chunks_mut(2 * f).zip(gate.chunks(f)).zip(up.chunks(f)) {
+    for ((row, g), u) in gate_up
+        .chunks_mut(2 * f)
+        .zip(gate.chunks(f))
+        .zip(up.chunks(f))
+    {
         for j in 0..f {
             row[2 * j] = g[j];
             row[2 * j + 1] = u[j];

@@ -149,7 +149,13 @@ mod tests {
     #[test]
     fn clamped_swiglu_derivatives_match_finite_differences() {
         let (alpha, limit) = (1.702, 0.8);
-        for (g, u) in [(-2.0f64, 0.3), (0.5, -0.6), (0.7, 1.2), (1.3, 0.1), (-0.2, -1.5)] {
+        for (g, u) in [
+            (-2.0f64, 0.3),
+            (0.5, -0.6),
+            (0.7, 1.2),
+            (1.3, 0.1),
+            (-0.2, -1.5),
+        ] {
             let f = |g: f64, u: f64| {
                 let mut a = [0.0];
                 clamped_forward(alpha, limit, &[g], &[u], &mut a);

@@ -103,7 +103,10 @@ pub(crate) fn forward(
         }
         let (gate, up) = if m.spec.interleaved {
             let pairs = gate_up.reshape((slots.dim(0)?, f, 2))?;
-            (pairs.narrow(2, 0, 1)?.squeeze(2)?, pairs.narrow(2, 1, 1)?.squeeze(2)?)
+            (
+                pairs.narrow(2, 0, 1)?.squeeze(2)?,
+                pairs.narrow(2, 1, 1)?.squeeze(2)?,
+            )
         } else {
             (gate_up.narrow(1, 0, f)?, gate_up.narrow(1, f, f)?)
         };

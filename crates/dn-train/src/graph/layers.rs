@@ -286,10 +286,7 @@ impl LoraModel {
         };
         let mask = &ctx.masks[&b.layer.window];
         let sinks = match &b.sinks {
-            Some(s) => Some(
-                s.to_dtype(mask.band.dtype())?
-                    .reshape((kv, groups, 1, 1))?,
-            ),
+            Some(s) => Some(s.to_dtype(mask.band.dtype())?.reshape((kv, groups, 1, 1))?),
             None => None,
         };
         let mut outputs = Vec::with_capacity(batch.segments.len());
