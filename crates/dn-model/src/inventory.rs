@@ -374,6 +374,25 @@ mod tests {
             .join(family)
     }
 
+    /// A mixture of experts lists its active parameters beside the total; a dense model none.
+    #[test]
+    fn mixtures_of_experts_list_their_active_parameters() {
+        for family in ["qwen3_moe", "qwen2_moe", "gpt_oss", "mixtral"] {
+            let info = describe_model(family, &fixture(family).join("model"), ModelSource::Local);
+            assert!(info.trainable, "{family}: {:?}", info.reason);
+            let (total, active) = (info.parameters.unwrap(), info.active_parameters.unwrap());
+            assert!(active < total, "{family}: {active} of {total}");
+        }
+        let dense = describe_model("llama", &fixture("llama").join("model"), ModelSource::Local);
+        assert_eq!(dense.active_parameters, None);
+        assert!(
+            serde_json::to_value(&dense)
+                .unwrap()
+                .get("active_parameters")
+                .is_none()
+        );
+    }
+
     #[test]
     fn describes_model_directories_and_gguf_files() {
         let info = describe_model("m", &fixture("qwen3").join("model"), ModelSource::Local);
