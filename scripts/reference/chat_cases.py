@@ -29,3 +29,13 @@ def scaffold(messages, prompt):
     else:
         messages.insert(0, s(prompt))
     return messages
+
+
+def as_template_reads(messages):
+    """Each message as dn hands it to a template: an assistant's reasoning (a row's `reasoning_content`
+    or `thinking`) under both names, `reasoning_content` (Qwen3) and `thinking` (gpt-oss)."""
+    out = []
+    for m in messages:
+        reasoning = m.get("reasoning_content", m.get("thinking"))
+        out.append(dict(m, reasoning_content=reasoning, thinking=reasoning) if reasoning is not None else m)
+    return out

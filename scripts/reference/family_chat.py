@@ -11,7 +11,8 @@ rules, implemented here independently of dn:
   - an assistant message is supervised from the end of the prompt for it (the render of the messages
     before it with the generation prompt) through the first end-of-turn token (the tokenizer's eos token
     or an eos id of generation_config.json) after its content; with the content copied verbatim right
-    after the generation prompt, read off one render (first end-of-turn after the content); otherwise from
+    after the generation prompt, read off one render (first end-of-turn after the content; a template that
+    raises on the marked contents goes to the next rule); otherwise from
     prefix renders, which must be prefixes of the full render (else one example per assistant turn);
   - a token is supervised when it starts inside a supervised span.
 
@@ -28,7 +29,7 @@ import transformers.utils.chat_template_utils as chat_utils
 from transformers import AutoTokenizer, GenerationConfig
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from chat_cases import a, call, s, scaffold, u  # noqa: E402
+from chat_cases import a, as_template_reads, call, s, scaffold, u  # noqa: E402
 from family_specs import FAMILIES, TEMPLATE_DATE  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -54,6 +55,8 @@ CASES = [
     ("capability_multi_turn", [s("Answer briefly."), u("Rotate a key?"), a("Settings, then Rotate."), u("And the old key?"), a("It works for 24 hours.")], PROMPT),
     ("reasoning", [u("Is 17 prime?"), a("<think>17 has no divisors but 1 and 17.</think>\nYes, 17 is prime.")], PROMPT),
     ("reasoning_field", [u("Is 17 prime?"), a("Yes, 17 is prime.", reasoning_content="17 has no divisors but 1 and 17."), u("And 21?"), a("No: 21 = 3 x 7.", reasoning_content="21 is 3 times 7.")], PROMPT),
+    ("thinking_field", [u("Is 21 prime?"), a("No: 21 = 3 x 7.", thinking="21 is 3 times 7.")], PROMPT),
+    ("tool_call_reasoning", [u("Weather in Paris?"), a("", thinking="I should look it up.", tool_calls=[call("call_1", "get_weather", {"city": "Paris"})])], PROMPT),
     ("whitespace", [u("  hi there  "), a("  hello \n")], None),
     ("tool_call", [u("Weather in Paris?"), a("", tool_calls=[call("call_1", "get_weather", {"city": "Paris"})]), {"role": "tool", "tool_call_id": "call_1", "content": "18C"}, a("It is 18 degrees in Paris.")], PROMPT),
 ]
@@ -140,7 +143,10 @@ class Family:
         if any(open_ in m["content"] or close in m["content"] for m in messages):
             return None
         marked = [dict(m, content=open_ + m["content"] + close) if m["role"] == "assistant" else m for m in messages]
-        text = self.render(marked)
+        try:
+            text = self.render(marked)
+        except jinja2.TemplateError:
+            return None  # the markers made the template raise: the prefix rule, on the contents as they are
         plain, contents, start = [], [], None
         for ch in text:
             if ch == open_ and start is None:
@@ -221,7 +227,7 @@ def main():
         cases = []
         for name, messages, prompt in CASES:
             scaffolded = scaffold(messages, prompt)
-            fitted, fit = f.fit_system(scaffolded)
+            fitted, fit = f.fit_system(as_template_reads(scaffolded))
             case = {"name": name, "messages": messages, "system_prompt": prompt, "system_fit": fit}
             try:
                 case["examples"] = [f.example(*r) for r in f.renders(fitted)]

@@ -127,7 +127,18 @@ def lora_modules(peft_model, family):
     return [(ordinal, name, module) for ordinal, (_, name, module) in enumerate(sorted(found, key=lambda f: f[0]))]
 
 
+def family_tokenizer(spec, tokenizer):
+    """The shared tokenizer, with the family's own special tokens (gpt-oss's harmony ones) added after it."""
+    extra = spec.get("extra_special", [])
+    if not extra:
+        return tokenizer
+    own = Tokenizer.from_str(tokenizer.to_str())
+    own.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in extra])
+    return own
+
+
 def build(family, spec, tokenizer):
+    tokenizer = family_tokenizer(spec, tokenizer)
     directory = OUT / family / "model"
     directory.mkdir(parents=True, exist_ok=True)
     for old in directory.iterdir():
@@ -135,7 +146,7 @@ def build(family, spec, tokenizer):
     config_class = getattr(transformers, spec["config"])
     vocab_size = tokenizer.get_vocab_size()
     config = config_class(**{**COMMON, **spec["values"], "vocab_size": vocab_size})
-    ids = {t: tokenizer.token_to_id(t) for t in SPECIAL_TOKENS}
+    ids = {t: tokenizer.token_to_id(t) for t in SPECIAL_TOKENS + spec.get("extra_special", [])}
     config.bos_token_id = ids.get(spec["bos"]) if spec["bos"] else None
     config.eos_token_id = [ids[t] for t in spec["generation_eos"]]
     config.pad_token_id = ids["<pad>"]
@@ -259,7 +270,7 @@ def main():
         if only and family not in only:
             continue
         directory = build(family, spec, tokenizer)
-        reference(family, directory, tokenizer.get_vocab_size())
+        reference(family, directory, family_tokenizer(spec, tokenizer).get_vocab_size())
         if family == "gemma3":
             gemma3_multimodal()
 

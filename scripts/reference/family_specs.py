@@ -18,6 +18,10 @@ COMMON = dict(
 # Each family: its config class, config values beyond COMMON (in transformers 5's terms: rope in
 # `rope_parameters`), the dtype its weights are saved in, how they are sharded, its chat template, and its
 # special tokens.
+# gpt-oss's harmony tokens that no other family's template uses (`<|end|>` and `<|endoftext|>` are shared).
+HARMONY_TOKENS = ["<|startoftext|>", "<|start|>", "<|message|>", "<|channel|>", "<|return|>", "<|call|>",
+                  "<|constrain|>"]
+
 FAMILIES = {
     "llama": dict(
         config="LlamaConfig",
@@ -104,7 +108,8 @@ FAMILIES = {
     ),
     # gpt-oss: sinks, q/k/v/o biases, sliding and full layers alternating, yarn (not truncated), a router
     # with a bias, experts with biases and gate/up interleaved, the SwiGLU clamped at a limit small enough
-    # to cut. Its harmony chat template is not written yet: Qwen2's stands in.
+    # to cut. Its harmony chat template (templates/gpt_oss.jinja) needs harmony's special tokens: its
+    # tokenizer is the shared one with HARMONY_TOKENS added after it.
     "gpt_oss": dict(
         config="GptOssConfig",
         values=dict(head_dim=8, num_local_experts=4, num_experts_per_tok=2, intermediate_size=32, sliding_window=4,
@@ -112,8 +117,8 @@ FAMILIES = {
                     rope_parameters=dict(rope_type="yarn", rope_theta=150000.0, factor=4.0,
                                          original_max_position_embeddings=8, beta_fast=32.0, beta_slow=1.0,
                                          truncate=False)),
-        dtype="bfloat16", shard=None, template="qwen2",
-        bos=None, eos="<|im_end|>", generation_eos=["<|im_end|>", "<|endoftext|>"],
+        dtype="bfloat16", shard=None, template="gpt_oss", extra_special=HARMONY_TOKENS,
+        bos="<|startoftext|>", eos="<|return|>", generation_eos=["<|return|>", "<|endoftext|>", "<|call|>"],
     ),
     "mixtral": dict(
         config="MixtralConfig",

@@ -169,9 +169,16 @@ fn marked_spans(
             m
         })
         .collect();
-    let text = artifacts
+    // The markers change the contents: a template that raises on them (gpt-oss's on an empty content
+    // beside reasoning) is left to the prefix renders, which use the contents as they are.
+    let text = match artifacts
         .template
-        .render(&marked, &conversation.tools, false)?;
+        .render(&marked, &conversation.tools, false)
+    {
+        Ok(text) => text,
+        Err(Error::Template(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let mut plain = String::with_capacity(full.len());
     let mut contents = Vec::new();
     let mut open_at = None;

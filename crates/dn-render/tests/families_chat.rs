@@ -1,7 +1,9 @@
 //! Token and loss-mask parity with transformers on each family's chat template (templates written for
 //! dn's tests after the real ones' quirks: Llama 3.1's dated system header and trimmed contents, Mistral's
 //! system-in-the-last-user-turn and missing generation prompt, Qwen2.5's default system prompt, Qwen3's
-//! think blocks, Gemma 2's refused system role and Gemma 3's folded one, Phi-3's closing eos), single and
+//! think blocks, Gemma 2's refused system role and Gemma 3's folded one, Phi-3's closing eos, gpt-oss's
+//! harmony: dated system block, developer instructions, `<|return|>` on the last turn only, reasoning in
+//! the analysis channel of the last turn, tool calls to the commentary channel), single and
 //! multi-turn, with a capability system prompt; fixtures from scripts/reference/family_chat.py. Also: the
 //! older layout (template inside tokenizer_config.json) renders the same, and `train_on` and per-message
 //! weights select what the fixtures' masks supervise.
