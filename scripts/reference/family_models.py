@@ -12,6 +12,7 @@ import json
 import math
 import pathlib
 import sys
+import zlib
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -59,7 +60,8 @@ def train_tokenizer():
 def randomize(model, family):
     """Weights large enough that windows, soft-caps and rope scaling change the result (transformers'
     init is too small for that); norm weights near 1 (near 0 where the family applies 1 + w)."""
-    gen = torch.Generator().manual_seed(sorted(FAMILIES).index(family) + 1)
+    # Seeded by the family's name alone, so a family added later changes no other family's weights.
+    gen = torch.Generator().manual_seed(zlib.crc32(family.encode()))
     offset_norms = family.startswith("gemma")
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -112,17 +114,24 @@ def closed_form(rows, cols, ordinal, a):
     return values.reshape(rows, cols).float()
 
 
+def router_name(family):
+    """The router's module name (and dn's target name for it): gpt-oss's `router`, the others' `gate`."""
+    return "router" if family == "gpt_oss" else "gate"
+
+
 def lora_modules(peft_model, family):
     """(ordinal, name, module) of every LoRA layer, the ordinal counting them in dn's order: by layer, then
-    projection order, then the experts' gate_up_proj and down_proj (a ParamWrapper per expert parameter)."""
-    order = projection_order(family) + ["experts." + p.rsplit(".", 1)[1] for p in EXPERT_PARAMETERS]
+    projection order, the router, then the experts' gate_up_proj and down_proj (a ParamWrapper per expert
+    parameter)."""
+    order = projection_order(family) + [router_name(family)] + [
+        "experts." + p.rsplit(".", 1)[1] for p in EXPERT_PARAMETERS]
     found = []
     for name, module in peft_model.named_modules():
         if hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {}):
             parts = name.split(".")
             layer = int(parts[parts.index("layers") + 1])
             parameter = getattr(module, "parameter_name", None)
-            short = f"experts.{parameter}" if parameter else parts[-1]
+            short = f"experts.{parameter}" if parameter and parameter != "weight" else parts[-1]
             found.append(((layer, order.index(short)), name, module))
     return [(ordinal, name, module) for ordinal, (_, name, module) in enumerate(sorted(found, key=lambda f: f[0]))]
 
@@ -175,11 +184,17 @@ def build(family, spec, tokenizer):
     return directory
 
 
-def reference(family, directory, vocab_size):
+def reference(family, directory, vocab_size, router=False):
+    """PEFT's step-1 gradients, three AdamW steps and the logits after them (reference.json,
+    grads.safetensors); with `router`, the router's weight targeted too (router_reference.json,
+    router_grads.safetensors)."""
     model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32, attn_implementation="eager")
     model.eval()
     targets = projection_order(family)
     parameters = EXPERT_PARAMETERS if is_moe(family) else None
+    if router:
+        parameters = [f"mlp.{router_name(family)}.weight"] + parameters
+    stem = "router_" if router else ""
     peft_model = get_peft_model(model, LoraConfig(r=LORA_RANK, lora_alpha=LORA_ALPHA, lora_dropout=0.0,
                                                   target_modules=targets, target_parameters=parameters))
     modules = lora_modules(peft_model, family)
@@ -227,8 +242,8 @@ def reference(family, directory, vocab_size):
                 rows.append(offset + r)
                 logits.append([round(float(x), 6) for x in out[r]])
             offset += len(ids)
-    save_file(grads, str(directory.parent / "grads.safetensors"))
-    (directory.parent / "reference.json").write_text(json.dumps({
+    save_file(grads, str(directory.parent / f"{stem}grads.safetensors"))
+    (directory.parent / f"{stem}reference.json").write_text(json.dumps({
         "source": "scripts/reference/family_models.py (transformers %s, peft %s, torch %s)" % (
             transformers.__version__, __import__("peft").__version__, torch.__version__),
         "family": family, "rank": LORA_RANK, "alpha": LORA_ALPHA, "learning_rate": LEARNING_RATE,
@@ -236,7 +251,7 @@ def reference(family, directory, vocab_size):
         "examples": [{"input_ids": ids, "loss_mask": mask} for ids, mask in batch],
         "normaliser": normaliser, "losses": losses, "logit_rows": rows, "logits": logits,
     }, indent=1) + "\n")
-    print(f"{family}: losses {', '.join(f'{x:.6f}' for x in losses)}")
+    print(f"{family}{' (router targeted)' if router else ''}: losses {', '.join(f'{x:.6f}' for x in losses)}")
 
 
 def gemma3_multimodal():
@@ -270,7 +285,10 @@ def main():
         if only and family not in only:
             continue
         directory = build(family, spec, tokenizer)
-        reference(family, directory, family_tokenizer(spec, tokenizer).get_vocab_size())
+        vocab_size = family_tokenizer(spec, tokenizer).get_vocab_size()
+        reference(family, directory, vocab_size)
+        if is_moe(family):
+            reference(family, directory, vocab_size, router=True)
         if family == "gemma3":
             gemma3_multimodal()
 

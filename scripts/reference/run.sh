@@ -27,7 +27,8 @@
 #   peft-eval            a `dn train sft --local` job's final adapter evaluated by PEFT: its eval loss must
 #                        equal the job's within 1e-3 relative (scripts/reference/peft_eval.out)
 #   peft-eval-families [FAMILY..]
-#                        the same on each family's tiny model, gemma3/multimodal included
+#                        the same on each family's tiny model, gemma3/multimodal included, and
+#                        FAMILY:router (qwen3_moe:router, gpt_oss:router: the router adapted too)
 #                        (scripts/reference/peft_eval_families.out)
 #   sdk-check [DN]       the reference SDK (PyPI dreadnode==2.0.52) against a real `dn serve` on loopback
 #   python ref|torch|families
@@ -66,15 +67,16 @@ PY
 }
 
 # A job on the example data, then its eval set rendered as dn renders it:
-# `train_and_render MODEL WORK NAME LEARNING_RATE [MAX_SEQUENCE_LENGTH]` writes WORK/job-NAME.json and
-# WORK/eval-NAME.jsonl (WORK/prompt.txt holds the system prompt).
+# `train_and_render MODEL WORK NAME LEARNING_RATE [MAX_SEQUENCE_LENGTH [TARGET_MODULES]]` writes
+# WORK/job-NAME.json and WORK/eval-NAME.jsonl (WORK/prompt.txt holds the system prompt).
 train_and_render() {
-  local dn=$root/target/debug/dn model=$1 work=$2 name=$3 rate=$4 length=()
+  local dn=$root/target/debug/dn model=$1 work=$2 name=$3 rate=$4 length=() targets=()
   [ -z "${5:-}" ] || length=(--max-sequence-length "$5")
+  [ -z "${6:-}" ] || targets=(--lora-target-modules "$6")
   "$dn" --json train sft --local --data-dir "$work/data-$name" --model "$model" \
     --capability examples/capabilities/support-agent --dataset examples/datasets/support-demos \
     --eval-dataset examples/datasets/support-eval --steps 4 --batch-size 4 --learning-rate "$rate" \
-    --lora-rank 8 "${length[@]}" --poll-interval-sec 1 >"$work/job-$name.json"
+    --lora-rank 8 "${length[@]}" "${targets[@]}" --poll-interval-sec 1 >"$work/job-$name.json"
   "$dn" --json data preview --model "$model" --file examples/datasets/support-eval/eval.jsonl \
     --system-prompt-file "$work/prompt.txt" "${length[@]}" --limit 1000 >"$work/eval-$name.jsonl"
 }
@@ -190,16 +192,23 @@ case $name in
     cargo build -q -p dn-cli
     system_prompt "$python" >"$work/prompt.txt"
     families=("$@")
-    [ ${#families[@]} -gt 0 ] || families=(llama mistral qwen2 qwen3 gemma2 gemma3 gemma3/multimodal phi3 qwen3_moe qwen2_moe gpt_oss mixtral)
+    [ ${#families[@]} -gt 0 ] || families=(llama mistral qwen2 qwen3 gemma2 gemma3 gemma3/multimodal phi3 qwen3_moe qwen2_moe gpt_oss mixtral qwen3_moe:router gpt_oss:router)
     status=0
     : >"$work/out"
     for family in "${families[@]}"; do
+      # FAMILY:router: the router adapted too (`gate`, gpt-oss's `router`), with attention and experts.
+      targets=
+      if [[ $family == *:router ]]; then
+        family=${family%:router} router=gate
+        [ "$family" != gpt_oss ] || router=router
+        targets=q_proj,k_proj,v_proj,o_proj,$router,gate_up_proj,down_proj
+      fi
       case $family in
         */*) model=tests/fixtures/families/$family ;;
         *) model=tests/fixtures/families/$family/model ;;
       esac
-      family=${family//\//-}
-      train_and_render "$model" "$work" "$family" 1e-2 512
+      family=${family//\//-}${targets:+-router}
+      train_and_render "$model" "$work" "$family" 1e-2 512 "$targets"
       "$python" "$here/peft_eval_families.py" "$family" "$model" "$work/job-$family.json" \
         "$work/eval-$family.jsonl" "$work/data-$family/storage" 2>/dev/null | tee -a "$work/out" || status=1
     done

@@ -25,7 +25,9 @@ mod rope;
 
 pub use error::{Error, Result};
 pub use family::{Family, SUPPORTED_MODEL_TYPES};
-pub use names::{ALL_PROJECTION_NAMES, BlockNames, EXPERT_TARGETS, ExpertNames, Projection, Role};
+pub use names::{
+    ALL_PROJECTION_NAMES, BlockNames, EXPERT_TARGETS, ExpertNames, Projection, ROUTER_TARGETS, Role,
+};
 pub use rope::{Frequencies, ROPE_TYPES, Rope, RopeKind};
 
 /// The MLP's activation, applied to the gate: `act(gate) * up`.

@@ -53,8 +53,12 @@ const FUSED: [Projection; 4] = [
 /// The names the experts' fused tensors take as LoRA targets, in execution order.
 pub const EXPERT_TARGETS: [&str; 2] = ["gate_up_proj", "down_proj"];
 
+/// The names a mixture of experts' router takes as a LoRA target: `gate` (Qwen-MoE, Mixtral), `router`
+/// (gpt-oss). Never part of `all-linear` (the router is not a linear module to PEFT either).
+pub const ROUTER_TARGETS: [&str; 2] = ["gate", "router"];
+
 /// Every projection name any family has (what `lora_target_modules` may name).
-pub const ALL_PROJECTION_NAMES: [&str; 9] = [
+pub const ALL_PROJECTION_NAMES: [&str; 11] = [
     "q_proj",
     "k_proj",
     "v_proj",
@@ -64,6 +68,8 @@ pub const ALL_PROJECTION_NAMES: [&str; 9] = [
     "down_proj",
     "qkv_proj",
     "gate_up_proj",
+    "gate",
+    "router",
 ];
 
 /// The tensors of a sparse block's mixture of experts, by full name (transformers 5's fused layout).
@@ -71,6 +77,8 @@ pub const ALL_PROJECTION_NAMES: [&str; 9] = [
 pub struct ExpertNames {
     /// The router `[experts, hidden]`.
     pub router: String,
+    /// The router's module (`model.layers.{i}.mlp.gate`), where PEFT puts its LoRA pair.
+    pub router_module: String,
     /// `[experts, 2 * intermediate, hidden]`, gate rows first.
     pub gate_up: String,
     /// `[experts, hidden, intermediate]`.
@@ -127,15 +135,22 @@ impl ModelConfig {
         self.experts.is_none() || p.parent != "mlp"
     }
 
+    /// The router's name as a LoRA target (`router` in gpt-oss, whose router has a bias; `gate` in the
+    /// others); `None` without experts.
+    pub fn router_target(&self) -> Option<&'static str> {
+        let experts = self.experts?;
+        Some(ROUTER_TARGETS[usize::from(experts.router_bias)])
+    }
+
     /// The expert tensors of sparse block `i`.
     pub fn expert_names(&self, i: usize) -> ExpertNames {
         let module = format!("{}.mlp.experts", self.layer_path(i));
-        // gpt-oss calls its router `router` (with a bias), the others `gate`.
-        let router = if self.experts.is_some_and(|e| e.router_bias) {
-            format!("{}.mlp.router", self.layer_path(i))
-        } else {
-            format!("{}.mlp.gate", self.layer_path(i))
-        };
+        let router_module = format!(
+            "{}.mlp.{}",
+            self.layer_path(i),
+            self.router_target().unwrap_or("gate")
+        );
+        let router = &router_module;
         ExpertNames {
             biases: self.experts.is_some_and(|e| e.biases).then(|| {
                 [
@@ -145,6 +160,7 @@ impl ModelConfig {
                 ]
             }),
             router: format!("{router}.weight"),
+            router_module: router_module.clone(),
             gate_up: format!("{module}.gate_up_proj"),
             down: format!("{module}.down_proj"),
             module,
@@ -236,17 +252,27 @@ impl ModelConfig {
         }
     }
 
-    /// The projection names `lora_target_modules` may name for this model. In a mixture-of-experts model:
-    /// the attention projections and the experts' `gate_up_proj` and `down_proj` (a pair per expert, as
-    /// PEFT's `target_parameters` puts them).
+    /// The projection names `lora_target_modules` may name for this model, in execution order. In a
+    /// mixture-of-experts model: the attention projections, the router (see [`Self::router_target`]) and
+    /// the experts' `gate_up_proj` and `down_proj` (a pair per expert, as PEFT's `target_parameters` puts
+    /// them).
     pub fn target_names(&self) -> Vec<&'static str> {
-        if self.experts.is_some() {
+        if let Some(router) = self.router_target() {
             return SEPARATE[..4]
                 .iter()
                 .map(|p| p.name)
+                .chain([router])
                 .chain(EXPERT_TARGETS)
                 .collect();
         }
         self.projections().iter().map(|p| p.name).collect()
+    }
+
+    /// What `all-linear` targets: [`Self::target_names`] less the router.
+    pub fn all_linear_names(&self) -> Vec<&'static str> {
+        self.target_names()
+            .into_iter()
+            .filter(|n| Some(*n) != self.router_target())
+            .collect()
     }
 }

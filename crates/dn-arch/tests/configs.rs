@@ -276,10 +276,24 @@ fn mixture_of_experts_configs_and_their_parameter_counts() {
             "k_proj",
             "v_proj",
             "o_proj",
+            "gate",
             "gate_up_proj",
             "down_proj"
         ]
     );
+    // `all-linear` leaves the router out (it is not a linear module to PEFT either).
+    assert_eq!(
+        qwen.all_linear_names(),
+        [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_up_proj",
+            "down_proj"
+        ]
+    );
+    assert_eq!(qwen.router_target(), Some("gate"));
 
     let mixtral = read(json!({
         "model_type": "mixtral", "hidden_size": 4096, "intermediate_size": 14336,
@@ -329,6 +343,7 @@ fn gpt_oss_config() {
     assert!(c.attention_sinks && c.biases.qkv && c.biases.o);
     let e = c.experts.unwrap();
     assert!(e.router_bias && e.biases && e.interleaved && e.normalize_top_k);
+    assert_eq!(c.router_target(), Some("router"));
     assert_eq!(e.clamped_swiglu.unwrap().limit, 7.0);
     assert_eq!(c.layers[0].window, Some(128));
     assert_eq!(c.layers[1].window, None);

@@ -202,8 +202,10 @@ pub struct SftArgs {
     /// Evaluate every N steps (dn extension; default: before and after training only).
     #[arg(long)]
     pub eval_interval: Option<i64>,
-    /// Comma-separated PEFT module names, e.g. q_proj,v_proj (qkv_proj,gate_up_proj on Phi-3), or
-    /// all-linear (dn extension; the default: every projection of the model's family).
+    /// Comma-separated PEFT module names, e.g. q_proj,v_proj (qkv_proj,gate_up_proj on Phi-3; on a
+    /// mixture of experts the experts' gate_up_proj,down_proj and the router, gate or gpt-oss's router,
+    /// which all-linear leaves out), or all-linear (dn extension; the default: every projection of the
+    /// model's family).
     #[arg(long, value_delimiter = ',')]
     pub lora_target_modules: Option<Vec<String>>,
     /// Global gradient-norm clip, 0 for none (dn extension; default 1.0).

@@ -48,6 +48,18 @@ impl LoraTargets {
             }
         }
         if modules.iter().any(|m| m == ALL_LINEAR) {
+            if let Some(router) = modules
+                .iter()
+                .find(|m| dn_arch::ROUTER_TARGETS.contains(&m.as_str()))
+            {
+                return Err(Error::new(
+                    Self::FIELD,
+                    format!(
+                        "all-linear never includes the router: to adapt {router:?} too, list every module \
+                         (e.g. q_proj, k_proj, v_proj, o_proj, {router}, gate_up_proj, down_proj)"
+                    ),
+                ));
+            }
             Ok(LoraTargets::AllLinear)
         } else {
             Ok(LoraTargets::Modules(modules))
@@ -99,5 +111,15 @@ mod tests {
         let json = serde_json::to_string(&LoraTargets::AllLinear).unwrap();
         assert_eq!(json, r#"["all-linear"]"#);
         assert!(serde_json::from_str::<LoraTargets>(r#"["nope"]"#).is_err());
+        // The router is named with the modules it goes with, never added to all-linear.
+        let err = LoraTargets::parse(&["all-linear", "gate"]).unwrap_err();
+        assert!(
+            err.to_string().contains("never includes the router"),
+            "{err}"
+        );
+        assert_eq!(
+            LoraTargets::parse(&["q_proj", "router"]).unwrap(),
+            LoraTargets::Modules(vec!["q_proj".into(), "router".into()])
+        );
     }
 }

@@ -22,12 +22,12 @@ fn adapter_error(path: &Path, message: impl Into<String>) -> Error {
 struct AdapterSettings {
     rank: usize,
     alpha: f64,
-    /// The experts' fused tensors with a pair per expert (`target_parameters`), as dn's target names
-    /// (`gate_up_proj`, `down_proj`).
+    /// The parameters with pairs (`target_parameters`), as dn's target names: the router (`gate`,
+    /// `router`) and the experts' fused tensors with a pair per expert (`gate_up_proj`, `down_proj`).
     expert_targets: Vec<String>,
 }
 
-/// `target_parameters` as dn's expert target names; any other parameter is refused by name.
+/// `target_parameters` as dn's target names; any other parameter is refused by name.
 fn expert_targets(value: Option<&Value>, path: &Path) -> Result<Vec<String>> {
     let Some(list) = value else {
         return Ok(Vec::new());
@@ -35,19 +35,24 @@ fn expert_targets(value: Option<&Value>, path: &Path) -> Result<Vec<String>> {
     let items = list
         .as_array()
         .ok_or_else(|| adapter_error(path, "target_parameters must be a list"))?;
+    let experts = dn_arch::EXPERT_TARGETS.map(|t| (t, format!("experts.{t}")));
+    let routers = dn_arch::ROUTER_TARGETS.map(|t| (t, format!("{t}.weight")));
     items
         .iter()
         .map(|item| {
             let name = item.as_str().unwrap_or_default();
-            dn_arch::EXPERT_TARGETS
+            let name = name.strip_prefix("mlp.").unwrap_or(name);
+            experts
                 .iter()
-                .find(|t| name == format!("mlp.experts.{t}") || name == format!("experts.{t}"))
-                .map(|t| t.to_string())
+                .chain(&routers)
+                .find(|(_, parameter)| name == parameter)
+                .map(|(t, _)| t.to_string())
                 .ok_or_else(|| {
                     adapter_error(
                         path,
                         format!(
-                            "target_parameters: {item} is not supported (mlp.experts.gate_up_proj and mlp.experts.down_proj are)"
+                            "target_parameters: {item} is not supported (mlp.experts.gate_up_proj, \
+                             mlp.experts.down_proj and the router's mlp.gate.weight or mlp.router.weight are)"
                         ),
                     )
                 })

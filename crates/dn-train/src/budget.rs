@@ -41,7 +41,8 @@ pub fn estimate_memory(
 ) -> MemoryEstimate {
     let weight_bytes = if device.is_cuda() { 2 } else { 4 };
     let rank = lora.rank as u64;
-    // Per layer: its projections' pairs, and a sparse layer's pair per expert on gate_up and down.
+    // Per layer: its projections' pairs, and a sparse layer's router pair and pair per expert on gate_up
+    // and down.
     let lora_params: u64 = (0..config.num_hidden_layers)
         .map(|i| {
             let projections: u64 = config
@@ -55,7 +56,9 @@ pub fn estimate_memory(
                     let (d, f) = (config.hidden_size as u64, e.intermediate_size as u64);
                     let gate_up = u64::from(lora.targets("gate_up_proj")) * (d + 2 * f);
                     let down = u64::from(lora.targets("down_proj")) * (f + d);
-                    e.count as u64 * rank * (gate_up + down)
+                    let router = config.router_target().is_some_and(|r| lora.targets(r));
+                    let router = u64::from(router) * rank * (d + e.count as u64);
+                    e.count as u64 * rank * (gate_up + down) + router
                 }
                 _ => 0,
             };

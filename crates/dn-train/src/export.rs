@@ -357,6 +357,7 @@ pub(crate) fn merged_tensors(
         if let Some(experts) = &block.experts {
             let names = model.config.expert_names(i);
             for (name, pair) in [
+                (names.router, &experts.router_lora),
                 (names.gate_up, &experts.gate_up_lora),
                 (names.down, &experts.down_lora),
             ] {

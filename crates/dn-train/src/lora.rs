@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::frozen::Frozen;
-use dn_arch::{EXPERT_TARGETS, ModelConfig};
+use dn_arch::{EXPERT_TARGETS, ModelConfig, ROUTER_TARGETS};
 
 pub use dn_spec::{ALL_LINEAR, LoraTargets};
 
@@ -59,7 +59,11 @@ impl LoraConfig {
         let names = config.target_names();
         let mut targets: Vec<String> = Vec::new();
         let asked: Vec<String> = match &self.target_modules {
-            LoraTargets::AllLinear => names.iter().map(|n| n.to_string()).collect(),
+            LoraTargets::AllLinear => config
+                .all_linear_names()
+                .iter()
+                .map(|n| n.to_string())
+                .collect(),
             LoraTargets::Modules(modules) => modules.clone(),
         };
         for m in asked {
@@ -93,15 +97,18 @@ impl LoraConfig {
         self.target_modules.as_names().contains(&module)
     }
 
-    /// `target_modules` as PEFT should read it for `config`: the names (the experts' tensors left to
-    /// [`Self::peft_target_parameters`]), or, for the text model inside a multimodal checkpoint, a pattern
-    /// that matches its blocks only (not the vision tower's).
+    /// `target_modules` as PEFT should read it for `config`: the names (the router and the experts'
+    /// tensors left to [`Self::peft_target_parameters`]), or, for the text model inside a multimodal
+    /// checkpoint, a pattern that matches its blocks only (not the vision tower's).
     pub fn peft_target_modules(&self, config: &ModelConfig) -> serde_json::Value {
         let names: Vec<&str> = self
             .target_modules
             .as_names()
             .into_iter()
-            .filter(|n| config.experts.is_none() || !EXPERT_TARGETS.contains(n))
+            .filter(|n| {
+                config.experts.is_none()
+                    || !(EXPERT_TARGETS.contains(n) || ROUTER_TARGETS.contains(n))
+            })
             .collect();
         if config.prefix == "model." {
             return serde_json::json!(names);
@@ -113,16 +120,21 @@ impl LoraConfig {
         ))
     }
 
-    /// PEFT's `target_parameters`: the experts' fused tensors that get a pair per expert (`null` in a
-    /// model without experts).
+    /// PEFT's `target_parameters`: the router's weight when targeted (one pair on `[experts, hidden]`),
+    /// and the experts' fused tensors that get a pair per expert (`null` in a model without experts).
     pub fn peft_target_parameters(&self, config: &ModelConfig) -> serde_json::Value {
-        if config.experts.is_none() {
+        let Some(router) = config.router_target() else {
             return serde_json::Value::Null;
-        }
-        let names: Vec<String> = EXPERT_TARGETS
-            .iter()
-            .filter(|n| self.targets(n))
-            .map(|n| format!("mlp.experts.{n}"))
+        };
+        let router = self.targets(router).then(|| format!("mlp.{router}.weight"));
+        let names: Vec<String> = router
+            .into_iter()
+            .chain(
+                EXPERT_TARGETS
+                    .iter()
+                    .filter(|n| self.targets(n))
+                    .map(|n| format!("mlp.experts.{n}")),
+            )
             .collect();
         serde_json::json!(names)
     }

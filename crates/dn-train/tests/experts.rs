@@ -57,7 +57,7 @@ fn fused_and_per_expert_layouts_are_the_same_model() {
 }
 
 /// The job log's figures: trainable parameters per group (the experts' pairs reported apart, no dense
-/// MLP pair in a MoE model, routers frozen), and each eval's router load over the eval tokens alone.
+/// MLP pair in a MoE model, routers frozen unless named), and each eval's router load over the eval tokens alone.
 #[test]
 fn trainable_groups_and_router_load_per_eval() {
     use dn_train::{Control, Event, TrainOptions, Trainer};
@@ -104,6 +104,33 @@ fn trainable_groups_and_router_load_per_eval() {
             assert!(min <= max && max <= 1.0);
         }
     }
+}
+
+/// The router adapted when `lora_target_modules` names it (`gate`, gpt-oss's `router`): one pair on its
+/// `[experts, hidden]` weight, as PEFT's `target_parameters` puts it. Step-1 loss and gradients (the
+/// router's pair's included, through the top-k, the renormalisation and the softmax) on both executors,
+/// and the logits after three AdamW steps, against PEFT (scripts/reference/family_models.py); the job
+/// log's groups report the router apart.
+#[test]
+fn a_router_named_in_the_targets_trains_as_peft_trains_it() {
+    use common::families::{Targets, model_with, step_one_with, three_steps_with};
+    use dn_train::Executor;
+    for family in MOE_FAMILIES {
+        step_one_with(family, Executor::CpuEngine, Targets::WithRouter);
+        step_one_with(family, Executor::Graph, Targets::WithRouter);
+        three_steps_with(family, Targets::WithRouter);
+    }
+    let model = model_with(
+        "qwen3_moe",
+        DType::F32,
+        Executor::CpuEngine,
+        Targets::WithRouter,
+    );
+    let groups = model.trainable_by_group();
+    let names: Vec<&str> = groups.iter().map(|(g, _)| *g).collect();
+    assert_eq!(names, ["attention", "router", "experts"]);
+    // Layers 0 and 2: rank 4 x (hidden 32 + 6 experts).
+    assert_eq!(groups[1].1, 2 * 4 * (32 + 6));
 }
 
 /// gpt-oss's experts as its checkpoints hold them, MXFP4 blocks and scales under a `quant_method: mxfp4`

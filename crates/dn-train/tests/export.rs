@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::Tensor;
-use common::families::{FAMILIES, model, model_dir, reference};
+use common::families::{cases, model, model_dir, model_with, reference};
 use common::generation::{self, fixtures, greedy, imported_smollm2};
 use common::sequences;
 use dn_train::{
@@ -65,11 +65,14 @@ fn max_relative(a: &Tensor, b: &Tensor) -> f64 {
 #[test]
 fn every_family_merged_computes_the_base_with_its_adapter() {
     let dir = tempfile::tempdir().unwrap();
-    for family in FAMILIES {
-        let with_adapter = model(family, DType::F32);
-        let adapter = dir.path().join(format!("{family}-adapter"));
+    // The mixtures of experts also with their routers adapted (the adapter read back names them in
+    // target_parameters).
+    for (family, targets) in cases() {
+        let executor = dn_train::Executor::default_for(&Device::Cpu, DType::F32);
+        let with_adapter = model_with(family, DType::F32, executor, targets);
+        let adapter = dir.path().join(format!("{family}-{targets:?}-adapter"));
         save_adapter(&with_adapter, &adapter);
-        let out = dir.path().join(format!("{family}-merged"));
+        let out = dir.path().join(format!("{family}-{targets:?}-merged"));
         // Small shards, so that the index is written too.
         let summary =
             merge_adapter(&model_dir(family), &adapter, &out, DType::F32, 20_000).unwrap();

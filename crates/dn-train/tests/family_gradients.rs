@@ -1,4 +1,4 @@
-//! Every family (the mixtures of experts included) in f64: the CPU engine, the candle graph (its attention in blocks of query rows of any
+//! Every family (the mixtures of experts included, with and without their routers adapted) in f64: the CPU engine, the candle graph (its attention in blocks of query rows of any
 //! size) and layer-by-layer recompute compute the same loss and gradients, and those gradients are the loss's derivatives (central finite differences along a
 //! random direction per LoRA tensor).
 
@@ -7,7 +7,7 @@ mod common;
 use common::sequences;
 
 use candle_core::{Device, Tensor};
-use common::families::{FAMILIES, model, model_on, reference, relative_error};
+use common::families::{cases, model_with, reference_for, relative_error};
 use dn_train::{DType, Executor, LoraModel, Sequence, count_targets, evaluate, forward_backward};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -20,10 +20,10 @@ fn loss_and_grads(model: &LoraModel, seqs: &[Sequence<'_>]) -> (f64, Vec<Tensor>
 
 #[test]
 fn engine_graph_and_recompute_agree_in_f64() {
-    for family in FAMILIES {
-        let r = reference(family);
+    for (family, targets) in cases() {
+        let r = reference_for(family, targets);
         let seqs = sequences(&r.examples);
-        let model = model(family, DType::F64);
+        let model = model_with(family, DType::F64, Executor::CpuEngine, targets);
         let engine = loss_and_grads(&model, &seqs);
         // Attention blocks of 3 and 5 query rows: the examples (13, 9, 6 tokens) span several blocks,
         // and the windows (4 to 7) cut into earlier ones.
@@ -34,12 +34,13 @@ fn engine_graph_and_recompute_agree_in_f64() {
             (Executor::Graph, false, 3),
             (Executor::Graph, true, 5),
         ] {
-            let model = model_on(family, DType::F64, executor);
+            let model = model_with(family, DType::F64, executor, targets);
             model.set_recompute(recompute);
             model.set_attention_block_rows(block);
             let other = loss_and_grads(&model, &seqs);
-            let label =
-                format!("{family} ({executor:?}, recompute {recompute}, attention block {block})");
+            let label = format!(
+                "{family} ({targets:?}, {executor:?}, recompute {recompute}, attention block {block})"
+            );
             let rel = (other.0 - engine.0).abs() / engine.0;
             assert!(rel < 1e-12, "{label}: loss differs by {rel:e}");
             for (a, b) in other.1.iter().zip(&engine.1) {
@@ -52,10 +53,10 @@ fn engine_graph_and_recompute_agree_in_f64() {
 
 #[test]
 fn gradients_are_the_derivatives_of_the_loss() {
-    for family in FAMILIES {
-        let r = reference(family);
+    for (family, targets) in cases() {
+        let r = reference_for(family, targets);
         let seqs = sequences(&r.examples);
-        let model = model(family, DType::F64);
+        let model = model_with(family, DType::F64, Executor::CpuEngine, targets);
         let n = count_targets(&seqs) as f64;
         let (_, grads) = loss_and_grads(&model, &seqs);
         let mut rng = ChaCha8Rng::seed_from_u64(17);
@@ -82,7 +83,7 @@ fn gradients_are_the_derivatives_of_the_loss() {
             let rel = (numeric - analytic).abs() / numeric.abs().max(1e-12);
             assert!(
                 rel < 1e-5,
-                "{family}: directional derivative {analytic} vs finite difference {numeric}"
+                "{family} ({targets:?}): directional derivative {analytic} vs finite difference {numeric}"
             );
         }
     }

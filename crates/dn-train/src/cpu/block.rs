@@ -470,9 +470,9 @@ pub fn backward<T: Real>(
     match (&w.experts, s.moe.take()) {
         (Some(e), Some(saved)) => {
             dh2.fill(T::ZERO);
-            let fused: &mut [Option<LoraGrad<T>>; 2] = (&mut grads[w.projections.len()..])
+            let fused: &mut [Option<LoraGrad<T>>; 3] = (&mut grads[w.projections.len()..])
                 .try_into()
-                .expect("two expert gradient slots after the projections'");
+                .expect("three expert gradient slots after the projections'");
             experts::backward(e, c.activation, saved, h2, n, dx, dh2, fused);
         }
         _ => {

@@ -8,7 +8,7 @@
 use dn_arch::{Activation, Experts};
 
 use super::glu;
-use super::matmul::{Mat, MatMut, Threads, matmul, rows_times_wt};
+use super::matmul::rows_times_wt;
 use super::proj::{Lora, LoraGrad, Proj, join_columns, split_columns};
 use crate::kernels::Real;
 use crate::model::ExpertMlp;
@@ -29,6 +29,8 @@ pub struct ExpertWeights<'a, T> {
     pub hidden: usize,
     /// `[experts, hidden]`.
     pub router: &'a [T],
+    /// The router's pair (`a [rank, hidden]`, `b [experts, rank]`) when targeted.
+    pub router_lora: Option<Lora<'a, T>>,
     /// `[experts, 2 * intermediate, hidden]`.
     pub gate_up: &'a [T],
     /// `[experts, hidden, intermediate]`.
@@ -189,7 +191,18 @@ fn expert_proj<'a, T: Real>(
     }
 }
 
-impl<T: Real> ExpertWeights<'_, T> {
+impl<'a, T: Real> ExpertWeights<'a, T> {
+    /// The router as a projection: its weight, gpt-oss's bias, its pair.
+    fn router(&self) -> Proj<'a, T> {
+        Proj {
+            w: self.router,
+            bias: self.biases.map(|[bias, _, _]| bias),
+            out: self.spec.count,
+            inp: self.hidden,
+            lora: self.router_lora.as_ref().map(|l| Lora { ..*l }),
+        }
+    }
+
     fn shapes(&self) -> [(usize, usize); 2] {
         let (d, f) = (self.hidden, self.spec.intermediate_size);
         [(2 * f, d), (d, f)]
@@ -213,8 +226,9 @@ impl<T: Real> ExpertWeights<'_, T> {
             .collect()
     }
 
-    /// Zeroed gradients of the two fused pairs (gate_up's, down's), in their fused layouts.
-    pub fn grads(&self) -> [Option<LoraGrad<T>>; 2] {
+    /// Zeroed gradients of the router's pair and of the two fused pairs (gate_up's, down's), in their
+    /// fused layouts.
+    pub fn grads(&self) -> [Option<LoraGrad<T>>; 3] {
         let count = self.spec.count;
         let grad = |l: &Option<FusedLora<'_, T>>, (out, inp): (usize, usize)| {
             l.as_ref().map(|l| LoraGrad {
@@ -223,7 +237,11 @@ impl<T: Real> ExpertWeights<'_, T> {
             })
         };
         let [gu, dn] = self.shapes();
-        [grad(&self.gate_up_lora, gu), grad(&self.down_lora, dn)]
+        [
+            self.router().grad(),
+            grad(&self.gate_up_lora, gu),
+            grad(&self.down_lora, dn),
+        ]
     }
 }
 
@@ -236,7 +254,8 @@ pub struct Saved<T> {
     up: Vec<T>,
     /// Each slot's expert output before its weight.
     y: Vec<T>,
-    /// `x A^T` of gate_up's and down's pairs.
+    /// `x A^T` of the router's, gate_up's and down's pairs.
+    u_router: Vec<T>,
     u_gate_up: Vec<T>,
     u_down: Vec<T>,
     shared: Option<SharedSaved<T>>,
@@ -334,10 +353,8 @@ pub fn forward<T: Real>(
 ) -> Saved<T> {
     let (d, f, count) = (w.hidden, w.spec.intermediate_size, w.spec.count);
     let mut logits = vec![T::ZERO; n * count];
-    rows_times_wt(&mut logits, h, n, w.router, count, d, T::ONE, false);
-    if let Some([bias, _, _]) = w.biases {
-        add_bias(&mut logits, bias);
-    }
+    let mut u_router = Vec::new();
+    w.router().forward(h, n, &mut logits, false, &mut u_router);
     let logits: Vec<f64> = logits.iter().map(|v| v.to_f64()).collect();
     let probs = softmax_rows(&logits, count);
     let routing = Routing::new(&probs, &w.spec);
@@ -350,6 +367,7 @@ pub fn forward<T: Real>(
         gate: vec![T::ZERO; slots * f],
         up: vec![T::ZERO; slots * f],
         y: vec![T::ZERO; slots * d],
+        u_router,
         u_gate_up: vec![T::ZERO; slots * r_gu],
         u_down: vec![T::ZERO; slots * r_dn],
         probs,
@@ -423,7 +441,7 @@ fn add_expert_grad<T: Real>(
 }
 
 /// Adds the gradient of the mixture's input `h` to `dh` given `dout`, the gradient of its output, and the
-/// experts' LoRA gradients to `grads` (gate_up's, down's, fused).
+/// LoRA gradients to `grads` (the router's; gate_up's and down's, fused).
 #[allow(clippy::too_many_arguments)]
 pub fn backward<T: Real>(
     w: &ExpertWeights<'_, T>,
@@ -433,7 +451,7 @@ pub fn backward<T: Real>(
     n: usize,
     dout: &[T],
     dh: &mut [T],
-    grads: &mut [Option<LoraGrad<T>>; 2],
+    grads: &mut [Option<LoraGrad<T>>; 3],
 ) {
     let (d, f, count) = (w.hidden, w.spec.intermediate_size, w.spec.count);
     let k = s.routing.top_k;
@@ -489,7 +507,7 @@ pub fn backward<T: Real>(
         let mut g = p.grad();
         let u = &s.u_down[start * r_dn..end * r_dn];
         p.backward(&a, &dy, u, m, &mut da, false, g.as_mut(), &mut t);
-        if let (Some(g), Some(fused)) = (g, grads[1].as_mut()) {
+        if let (Some(g), Some(fused)) = (g, grads[2].as_mut()) {
             add_expert_grad(fused, &g, (r_dn, count, e));
         }
         activate_backward(&w.spec, activation, gate, up, &da);
@@ -501,7 +519,7 @@ pub fn backward<T: Real>(
         let mut g = p.grad();
         let u = &s.u_gate_up[start * r_gu..end * r_gu];
         p.backward(&x, &dgu, u, m, &mut dx, false, g.as_mut(), &mut t);
-        if let (Some(g), Some(fused)) = (g, grads[0].as_mut()) {
+        if let (Some(g), Some(fused)) = (g, grads[1].as_mut()) {
             add_expert_grad(fused, &g, (r_gu, count, e));
         }
         for (row, slot) in dx.chunks(d).zip(slots) {
@@ -538,12 +556,15 @@ pub fn backward<T: Real>(
             *out = T::from_f64(p[e] * (dp[e] - dot));
         }
     }
-    matmul(
-        MatMut::new(dh, n, d),
-        Mat::new(&d_logits, n, count),
-        Mat::new(w.router, count, d),
-        T::ONE,
+    let mut t = Vec::new();
+    w.router().backward(
+        h,
+        &d_logits,
+        &s.u_router,
+        n,
+        dh,
         true,
-        Threads::All,
+        grads[0].as_mut(),
+        &mut t,
     );
 }

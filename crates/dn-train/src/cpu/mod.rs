@@ -38,7 +38,7 @@ use crate::model::{ExpertMlp, Linear, LoraModel};
 use block::{BlockWeights, Context, RopeTable, Scratch};
 use experts::{ExpertWeights, FusedLora, SharedWeights};
 use head::Head;
-use proj::{LoraGrad, Proj};
+use proj::{Lora, LoraGrad, Proj};
 
 /// A read lock on a tensor's storage and the range of its elements.
 struct Borrowed<'t> {
@@ -120,6 +120,12 @@ fn expert_views<'a, T: Real>(
         width: s.gate.out_features(),
     });
     let biases = e.biases.as_ref().map(|_| [next(), next(), next()]);
+    let router_lora = e.router_lora.as_ref().map(|p| Lora {
+        a: slices.next().expect("router lora a"),
+        b: slices.next().expect("router lora b"),
+        rank: p.rank(),
+        scale: T::from_f64(p.scale),
+    });
     let mut fused = |pair: &Option<crate::lora::LoraPair>| {
         pair.as_ref().map(|p| FusedLora {
             a: slices.next().expect("expert lora a"),
@@ -134,6 +140,7 @@ fn expert_views<'a, T: Real>(
         spec: e.spec,
         hidden,
         router,
+        router_lora,
         gate_up,
         down,
         gate_up_lora,

@@ -53,8 +53,8 @@ fn project(
 }
 
 /// Router probabilities `[n, experts]` in f32 (f64 in f64): softmax from primitives.
-fn router_probs(m: &ExpertMlp, h: &Tensor) -> Result<Tensor> {
-    let mut logits = m.router.forward(h)?;
+fn router_probs(m: &ExpertMlp, h: &Tensor, track: bool) -> Result<Tensor> {
+    let mut logits = m.router_logits(h, track)?;
     if let Some([bias, _, _]) = &m.biases {
         logits = logits.broadcast_add(bias)?;
     }
@@ -73,7 +73,7 @@ pub(crate) fn forward(
 ) -> Result<(Tensor, Routing)> {
     let (n, d) = h.dims2()?;
     let f = m.spec.intermediate_size;
-    let probs = router_probs(m, h)?;
+    let probs = router_probs(m, h, track)?;
     let host: Vec<f64> = probs.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
     let routing = Routing::new(&host, &m.spec);
     m.record_load(&routing.load());

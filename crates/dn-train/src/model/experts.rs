@@ -18,6 +18,8 @@ pub struct ExpertMlp {
     pub(crate) spec: Experts,
     /// `[experts, hidden]`.
     pub(crate) router: Frozen,
+    /// The router's pair when `lora_target_modules` names it: `A [rank, hidden]`, `B [experts, rank]`.
+    pub router_lora: Option<LoraPair>,
     /// `[experts, 2 * intermediate, hidden]`, gate rows first.
     pub(crate) gate_up: Tensor,
     /// `[experts, hidden, intermediate]`.
@@ -63,7 +65,8 @@ impl RouterLoad {
 }
 
 impl ExpertMlp {
-    /// Block `i`'s experts and, where `lora` targets them, fresh pairs (gate_up's drawn first).
+    /// Block `i`'s experts and, where `lora` targets them, fresh pairs (the router's drawn first, then
+    /// gate_up's, down's).
     pub(crate) fn load(
         base: &BaseModel,
         config: &ModelConfig,
@@ -94,6 +97,10 @@ impl ExpertMlp {
         let mut pair = |module: String, shape| {
             LoraPair::init_shaped(module, shape, lora, rng, lora_dtype, gate_up.device())
         };
+        let on_router = config.router_target().is_some_and(|r| lora.targets(r));
+        let router_lora = on_router
+            .then(|| pair(names.router_module.clone(), (d, e, 1)))
+            .transpose()?;
         let gate_up_lora = on_gate_up
             .then(|| pair(gate_up_module, (d, 2 * f, e)))
             .transpose()?;
@@ -120,6 +127,7 @@ impl ExpertMlp {
         Ok(ExpertMlp {
             spec,
             router,
+            router_lora,
             gate_up,
             down,
             gate_up_lora,
@@ -152,8 +160,20 @@ impl ExpertMlp {
         taken
     }
 
-    /// The pairs, gate_up's first.
+    /// The pairs: the router's, gate_up's, down's.
     pub(crate) fn pairs(&self) -> impl Iterator<Item = &LoraPair> {
-        self.gate_up_lora.iter().chain(&self.down_lora)
+        self.router_lora
+            .iter()
+            .chain(&self.gate_up_lora)
+            .chain(&self.down_lora)
+    }
+
+    /// The router's logits `[n, experts]` for `h [n, hidden]` (its LoRA delta included), before any bias.
+    pub(crate) fn router_logits(&self, h: &Tensor, track: bool) -> Result<Tensor> {
+        let logits = self.router.forward(h)?;
+        match &self.router_lora {
+            Some(pair) => Ok((&logits + pair.delta(h, track)?.to_dtype(logits.dtype())?)?),
+            None => Ok(logits),
+        }
     }
 }

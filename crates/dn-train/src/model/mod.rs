@@ -365,12 +365,18 @@ impl LoraModel {
             .collect()
     }
 
-    /// Trainable parameters per module group: `attention`, `mlp` (dense MLPs), `experts` (a pair per
-    /// expert), each present only when it has some; the routers are frozen.
+    /// Trainable parameters per module group: `attention`, `mlp` (dense MLPs), `router`, `experts` (a
+    /// pair per expert), each present only when it has some (the routers only when targeted).
     pub fn trainable_by_group(&self) -> Vec<(&'static str, usize)> {
         let mut groups: Vec<(&'static str, usize)> = Vec::new();
+        let routers: Vec<String> = (0..self.config.num_hidden_layers)
+            .filter(|i| self.config.layers[*i].sparse)
+            .map(|i| self.config.expert_names(i).router_module)
+            .collect();
         for pair in self.lora_pairs() {
-            let group = if pair.experts > 1 || pair.module.contains(".mlp.experts") {
+            let group = if routers.contains(&pair.module) {
+                "router"
+            } else if pair.experts > 1 || pair.module.contains(".mlp.experts") {
                 "experts"
             } else if pair.module.contains(".self_attn.") {
                 "attention"

@@ -47,11 +47,59 @@ pub struct Reference {
     pub grads: HashMap<String, Tensor>,
 }
 
+/// What the reference's LoRA targets: every projection (`all-linear`), or, in a mixture of experts,
+/// the router too (`router_reference.json`, `router_grads.safetensors`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Targets {
+    AllLinear,
+    WithRouter,
+}
+
+impl Targets {
+    fn stem(self) -> &'static str {
+        match self {
+            Targets::AllLinear => "",
+            Targets::WithRouter => "router_",
+        }
+    }
+
+    /// Rank 4, alpha 8, on these targets of `base`'s model.
+    pub fn lora(self, base: &BaseModel) -> LoraConfig {
+        let mut lora = LoraConfig::new(4, 8.0);
+        if self == Targets::WithRouter {
+            let router = base.config.router_target().expect("a mixture of experts");
+            let names = [
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                router,
+                "gate_up_proj",
+                "down_proj",
+            ];
+            lora.target_modules = dn_train::LoraTargets::Modules(names.map(String::from).to_vec());
+        }
+        lora
+    }
+}
+
+/// Every family with its default targets, and the mixtures of experts with their routers too.
+pub fn cases() -> impl Iterator<Item = (&'static str, Targets)> {
+    FAMILIES
+        .into_iter()
+        .map(|f| (f, Targets::AllLinear))
+        .chain(MOE_FAMILIES.into_iter().map(|f| (f, Targets::WithRouter)))
+}
+
 pub fn reference(family: &str) -> Reference {
+    reference_for(family, Targets::AllLinear)
+}
+
+/// The reference of `family` with `targets`.
+pub fn reference_for(family: &str, targets: Targets) -> Reference {
     let dir = family_dir(family);
-    let json: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
-            .unwrap();
+    let file = dir.join(format!("{}reference.json", targets.stem()));
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
     let examples = json["examples"]
         .as_array()
         .unwrap()
@@ -61,8 +109,11 @@ pub fn reference(family: &str) -> Reference {
             loss_mask: serde_json::from_value(e["loss_mask"].clone()).unwrap(),
         })
         .collect();
-    let grads =
-        candle_core::safetensors::load(dir.join("grads.safetensors"), &Device::Cpu).unwrap();
+    let grads = candle_core::safetensors::load(
+        dir.join(format!("{}grads.safetensors", targets.stem())),
+        &Device::Cpu,
+    )
+    .unwrap();
     Reference {
         json,
         examples,
@@ -79,8 +130,13 @@ pub fn model(family: &str, dtype: DType) -> LoraModel {
 
 /// [`model`] computed by `executor`.
 pub fn model_on(family: &str, dtype: DType, executor: Executor) -> LoraModel {
+    model_with(family, dtype, executor, Targets::AllLinear)
+}
+
+/// [`model_on`] with `targets`.
+pub fn model_with(family: &str, dtype: DType, executor: Executor, targets: Targets) -> LoraModel {
     let base = BaseModel::load(&model_dir(family), dtype, &Device::Cpu).unwrap();
-    let model = LoraModel::with_executor(&base, &LoraConfig::new(4, 8.0), 0, executor).unwrap();
+    let model = LoraModel::with_executor(&base, &targets.lora(&base), 0, executor).unwrap();
     for (ordinal, pair) in model.lora_pairs().into_iter().enumerate() {
         let o = ordinal as f64;
         for (var, is_a) in [(&pair.a, true), (&pair.b, false)] {
@@ -148,8 +204,13 @@ pub fn legacy_dir(family: &str) -> tempfile::TempDir {
 
 /// The step-1 loss and every LoRA gradient of `family`'s model on `executor` within 1e-4 of PEFT's.
 pub fn step_one(family: &str, executor: Executor) {
-    let r = reference(family);
-    let model = model_on(family, DType::F32, executor);
+    step_one_with(family, executor, Targets::AllLinear)
+}
+
+/// [`step_one`] with `targets`.
+pub fn step_one_with(family: &str, executor: Executor, targets: Targets) {
+    let r = reference_for(family, targets);
+    let model = model_with(family, DType::F32, executor, targets);
     let seqs = sequences(&r.examples);
     let normaliser = count_targets(&seqs);
     assert_eq!(normaliser as u64, r.json["normaliser"].as_u64().unwrap());
@@ -158,7 +219,7 @@ pub fn step_one(family: &str, executor: Executor) {
     let loss = loss.nll_sum().unwrap() / normaliser as f64;
     let want = r.json["losses"][0].as_f64().unwrap();
     let rel = (loss - want).abs() / want;
-    let engine = format!("{executor:?}");
+    let engine = format!("{executor:?}, {targets:?}");
     assert!(
         rel < 1e-4,
         "{family} ({engine}): loss {loss} vs PEFT {want}"
@@ -184,8 +245,14 @@ pub fn step_one(family: &str, executor: Executor) {
 
 /// Three AdamW steps on `family`'s model: the step losses and the final logits match PEFT's.
 pub fn three_steps(family: &str) {
-    let r = reference(family);
-    let model = model(family, DType::F32);
+    three_steps_with(family, Targets::AllLinear)
+}
+
+/// [`three_steps`] with `targets`.
+pub fn three_steps_with(family: &str, targets: Targets) {
+    let r = reference_for(family, targets);
+    let executor = Executor::default_for(&Device::Cpu, DType::F32);
+    let model = model_with(family, DType::F32, executor, targets);
     let dir = tempfile::tempdir().unwrap();
     let trainer = Trainer {
         model: &model,
@@ -230,7 +297,7 @@ pub fn three_steps(family: &str) {
     }
     let rel = max_diff / max_abs;
     println!(
-        "{family}: 3 steps, last loss {:.6}, logits max |diff| {max_diff:.1e} (rel {rel:.1e})",
+        "{family} ({targets:?}): 3 steps, last loss {:.6}, logits max |diff| {max_diff:.1e} (rel {rel:.1e})",
         summary.history[2].loss
     );
     assert!(
