@@ -24,6 +24,9 @@
 #   gguf-check           dn's GGUF export read by the `gguf` package and run by llama.cpp (llama-cpp-python
 #                        built from source: minutes the first time; tests/fixtures/generate/gguf_check.json);
 #                        needs target/debug/dn
+#   gguf-check-moe       dn's GGUF export of a qwen3_moe job (the router adapted too) read by transformers'
+#                        GGUF loader and llama.cpp, logits against the merged directory
+#                        (tests/fixtures/generate/gguf_moe_check.json); llama.cpp after `gguf-check`
 #   peft-eval            a `dn train sft --local` job's final adapter evaluated by PEFT: its eval loss must
 #                        equal the job's within 1e-3 relative (scripts/reference/peft_eval.out)
 #   peft-eval-families [FAMILY..]
@@ -176,6 +179,29 @@ case $name in
     "$dn" model merge --base "$gguf" --adapter "$adapter" --out "$work/q8_0.gguf" --format gguf --quant q8_0
     "$venv/bin/python" "$here/gguf_check.py" "$work/f32.gguf" "$work/q8_0.gguf" "$work/merged" \
       "$root/tests/fixtures/generate/smollm2.json" "$root/tests/fixtures/generate/gguf_check.json" ;;
+  gguf-check-moe)
+    # A job on the all-sparse qwen3_moe model (router adapted too), merged, exported to GGUF, read back by
+    # transformers' GGUF loader and (when the gguf-check virtualenv is there) llama.cpp.
+    cd "$root"
+    python=$(python_of families) work=$(mktemp -d) dn=$root/target/debug/dn
+    trap 'rm -rf "$work"' EXIT
+    cargo build -q -p dn-cli
+    fixture=$root/tests/fixtures/families/qwen3_moe
+    "$python" "$here/gguf_moe_check.py" base "$fixture/fused.safetensors" "$fixture/model" "$work/base"
+    system_prompt "$python" >"$work/prompt.txt"
+    train_and_render "$work/base" "$work" moe 1e-2 512 q_proj,k_proj,v_proj,o_proj,gate,gate_up_proj,down_proj
+    adapter=$work/data-moe/storage/$("$python" -c 'import json,sys; print(json.load(open(sys.argv[1]))["artifacts"]["adapter"])' "$work/job-moe.json")
+    "$dn" model merge --base "$work/base" --adapter "$adapter" --out "$work/merged" --dtype f32
+    "$dn" model merge --base "$work/base" --adapter "$adapter" --out "$work/model.gguf" --format gguf --dtype f32
+    out=$root/tests/fixtures/generate/gguf_moe_check.json
+    "$python" "$here/gguf_moe_check.py" check "$work/model.gguf" "$work/merged" "$out"
+    # llama.cpp, from the gguf-check virtualenv (llama-cpp-python built from source there).
+    if "$cache/venv-llamacpp/bin/python" -c 'import llama_cpp' 2>/dev/null; then
+      "$cache/venv-llamacpp/bin/python" "$here/gguf_moe_check.py" llama "$work/model.gguf" "$out"
+    else
+      rm -f "${out%.json}.npz"
+      echo "no $cache/venv-llamacpp: run gguf-check once to build llama.cpp, then this again" >&2
+    fi ;;
   peft-eval)
     cd "$root"
     python=$(python_of torch) gguf=$(test_model) work=$(mktemp -d)

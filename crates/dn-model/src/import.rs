@@ -75,14 +75,15 @@ pub fn hf_config(meta: &GgufMetadata, file: &str) -> Result<Value> {
             });
         }
     };
-    let class = match arch {
-        "qwen2" => "Qwen2ForCausalLM",
-        "qwen3" => "Qwen3ForCausalLM",
-        _ => "LlamaForCausalLM",
+    let (class, model_type) = match arch {
+        "qwen2" => ("Qwen2ForCausalLM", "qwen2"),
+        "qwen3" => ("Qwen3ForCausalLM", "qwen3"),
+        "qwen3moe" => ("Qwen3MoeForCausalLM", "qwen3_moe"),
+        _ => ("LlamaForCausalLM", "llama"),
     };
-    Ok(json!({
+    let mut config = json!({
         "architectures": [class],
-        "model_type": arch,
+        "model_type": model_type,
         "hidden_size": hidden,
         "intermediate_size": int("feed_forward_length"),
         "num_hidden_layers": int("block_count"),
@@ -100,7 +101,22 @@ pub fn hf_config(meta: &GgufMetadata, file: &str) -> Result<Value> {
         "eos_token_id": meta.u64("tokenizer.ggml.eos_token_id"),
         "pad_token_id": meta.u64("tokenizer.ggml.padding_token_id"),
         "torch_dtype": "float32",
-    }))
+    });
+    if arch == "qwen3moe" {
+        // llama.cpp's qwen3moe: every layer sparse, the top-k weights renormalised.
+        let experts = json!({
+            "num_experts": int("expert_count"),
+            "num_experts_per_tok": int("expert_used_count"),
+            "moe_intermediate_size": int("expert_feed_forward_length"),
+            "norm_topk_prob": true,
+            "decoder_sparse_step": 1,
+            "mlp_only_layers": [],
+        });
+        if let (Some(config), Some(experts)) = (config.as_object_mut(), experts.as_object()) {
+            config.extend(experts.clone());
+        }
+    }
+    Ok(config)
 }
 
 pub fn import_gguf(gguf: &Path, out: &Path) -> Result<ImportSummary> {

@@ -103,10 +103,10 @@ pub fn dequantize(info: &TensorInfo, bytes: &[u8]) -> Result<Vec<f32>> {
 }
 
 /// The GGUF architectures whose tensors map to transformers names here.
-pub const GGUF_ARCHITECTURES: [&str; 3] = ["llama", "qwen2", "qwen3"];
+pub const GGUF_ARCHITECTURES: [&str; 4] = ["llama", "qwen2", "qwen3", "qwen3moe"];
 
 /// llama.cpp's names of a block's tensors and transformers' (after `model.layers.N.`).
-const BLOCK_NAMES: [(&str, &str); 14] = [
+const BLOCK_NAMES: [(&str, &str); 16] = [
     ("attn_q.weight", "self_attn.q_proj.weight"),
     ("attn_k.weight", "self_attn.k_proj.weight"),
     ("attn_v.weight", "self_attn.v_proj.weight"),
@@ -121,6 +121,9 @@ const BLOCK_NAMES: [(&str, &str); 14] = [
     ("ffn_down.weight", "mlp.down_proj.weight"),
     ("attn_norm.weight", "input_layernorm.weight"),
     ("ffn_norm.weight", "post_attention_layernorm.weight"),
+    // qwen3moe's router and experts' down_proj (gate_up is split in two: dn_train's GGUF export).
+    ("ffn_gate_inp.weight", "mlp.gate.weight"),
+    ("ffn_down_exps.weight", "mlp.experts.down_proj"),
 ];
 
 /// llama.cpp's names of the tensors outside the blocks and transformers'.
@@ -142,8 +145,8 @@ pub fn hf_name(gguf_name: &str) -> Option<String> {
     Some(format!("model.layers.{layer}.{module}"))
 }
 
-/// The llama.cpp name of a transformers tensor of a llama, qwen2 or qwen3 model (the inverse of
-/// [`hf_name`]).
+/// The llama.cpp name of a transformers tensor of a llama, qwen2, qwen3 or qwen3_moe model (the inverse
+/// of [`hf_name`]; the experts' fused gate_up is two GGUF tensors: see [`hf_tensors`]).
 pub fn gguf_name(hf_name: &str) -> Option<String> {
     if let Some((gguf, _)) = FIXED_NAMES.iter().find(|(_, h)| *h == hf_name) {
         return Some((*gguf).to_owned());
@@ -212,6 +215,44 @@ pub fn gguf_architecture<'m>(meta: &'m GgufMetadata, file: &str) -> Result<&'m s
     Ok(arch)
 }
 
+/// llama.cpp keeps a mixture's gate and up projections apart (`blk.N.ffn_gate_exps`, `ffn_up_exps`, each
+/// `[experts, intermediate, hidden]`); transformers 5 holds them fused, gate rows first per expert.
+fn split_expert_half(gguf_name: &str) -> Option<(usize, bool)> {
+    let rest = gguf_name.strip_prefix("blk.")?;
+    let (layer, part) = rest.split_once('.')?;
+    let up = match part {
+        "ffn_gate_exps.weight" => false,
+        "ffn_up_exps.weight" => true,
+        _ => return None,
+    };
+    Some((layer.parse().ok()?, up))
+}
+
+/// `model.layers.{layer}.mlp.experts.gate_up_proj` from its gate and up halves.
+fn fuse_gate_up(layer: usize, gate: HfTensor, up: HfTensor, file: &str) -> Result<HfTensor> {
+    if gate.shape != up.shape || gate.shape.len() != 3 {
+        return Err(unsupported(
+            file,
+            format!(
+                "blk.{layer}: ffn_gate_exps {:?} and ffn_up_exps {:?} are not two [experts, intermediate, hidden] halves",
+                gate.shape, up.shape
+            ),
+        ));
+    }
+    let (experts, rows, cols) = (gate.shape[0], gate.shape[1], gate.shape[2]);
+    let block = rows * cols;
+    let mut values = Vec::with_capacity(2 * experts * block);
+    for e in 0..experts {
+        values.extend_from_slice(&gate.values[e * block..(e + 1) * block]);
+        values.extend_from_slice(&up.values[e * block..(e + 1) * block]);
+    }
+    Ok(HfTensor {
+        name: format!("model.layers.{layer}.mlp.experts.gate_up_proj"),
+        shape: vec![experts, 2 * rows, cols],
+        values,
+    })
+}
+
 /// Every tensor of a GGUF file (read from `data`, the whole file) in HF layout.
 pub fn hf_tensors(meta: &GgufMetadata, data: &[u8], file: &str) -> Result<Vec<HfTensor>> {
     let permuted = gguf_architecture(meta, file)? == "llama";
@@ -220,6 +261,7 @@ pub fn hf_tensors(meta: &GgufMetadata, data: &[u8], file: &str) -> Result<Vec<Hf
         .arch_u64("attention.head_count_kv")
         .map_or(heads, |v| v as usize);
     let mut tensors = Vec::new();
+    let mut halves: std::collections::BTreeMap<usize, [Option<HfTensor>; 2]> = Default::default();
     for info in &meta.tensors {
         if info.name == "rope_freqs.weight" {
             return Err(unsupported(
@@ -228,7 +270,8 @@ pub fn hf_tensors(meta: &GgufMetadata, data: &[u8], file: &str) -> Result<Vec<Hf
                     .into(),
             ));
         }
-        let Some(name) = hf_name(&info.name) else {
+        let half = split_expert_half(&info.name);
+        let Some(name) = hf_name(&info.name).or(half.map(|_| String::new())) else {
             return Err(unsupported(
                 file,
                 format!("tensor {} has no transformers name", info.name),
@@ -251,11 +294,24 @@ pub fn hf_tensors(meta: &GgufMetadata, data: &[u8], file: &str) -> Result<Vec<Hf
                 values = unpermute_rows(&values, shape[0], shape[1], kv_heads);
             }
         }
-        tensors.push(HfTensor {
+        let tensor = HfTensor {
             name,
             shape,
             values,
-        });
+        };
+        match half {
+            Some((layer, up)) => halves.entry(layer).or_default()[usize::from(up)] = Some(tensor),
+            None => tensors.push(tensor),
+        }
+    }
+    for (layer, [gate, up]) in halves {
+        let (Some(gate), Some(up)) = (gate, up) else {
+            return Err(unsupported(
+                file,
+                format!("blk.{layer} has one of ffn_gate_exps and ffn_up_exps without the other"),
+            ));
+        };
+        tensors.push(fuse_gate_up(layer, gate, up, file)?);
     }
     Ok(tensors)
 }

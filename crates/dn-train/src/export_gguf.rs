@@ -1,7 +1,10 @@
 //! A base model with a LoRA adapter merged in, written as a llama.cpp GGUF file: the architecture's
 //! metadata keys, the tokenizer and chat template (dn_model::gguf_vocab), the tensors in llama.cpp's
 //! names and layout (q/k rows permuted for llama) in f32, f16, bf16 or q8_0 (norms stay f32). Written for
-//! llama, qwen2 and qwen3 models with plain rope and full attention; anything else is refused by name.
+//! llama, qwen2 and qwen3 models with plain rope and full attention, and qwen3_moe ones as llama.cpp's
+//! `qwen3moe` computes them (every layer sparse, top-k renormalised: the router as `ffn_gate_inp`, the
+//! experts' gate_up split into `ffn_gate_exps` and `ffn_up_exps`, `ffn_down_exps`); anything else is
+//! refused by name.
 
 use std::path::Path;
 
@@ -20,6 +23,61 @@ pub struct GgufSummary {
     pub tensors: usize,
     pub merged: usize,
     pub bytes: u64,
+}
+
+/// One GGUF tensor: its name, the merged tensor it is written from, and the rows of that tensor's second
+/// dimension it takes (the experts' gate_up `[experts, 2 * intermediate, hidden]` is two GGUF tensors).
+struct Source {
+    gguf: String,
+    index: usize,
+    rows: Option<(usize, usize)>,
+}
+
+/// The GGUF tensors of transformers tensor `name` (`None`: it has no llama.cpp name).
+fn sources(name: &str, index: usize, shape: &[usize]) -> Option<Vec<Source>> {
+    if let Some(block) = name.strip_suffix(".mlp.experts.gate_up_proj") {
+        let layer = block.strip_prefix("model.layers.")?;
+        let half = shape[1] / 2;
+        let part = |kind: &str, start| Source {
+            gguf: format!("blk.{layer}.ffn_{kind}_exps.weight"),
+            index,
+            rows: Some((start, half)),
+        };
+        return Some(vec![part("gate", 0), part("up", half)]);
+    }
+    Some(vec![Source {
+        gguf: gguf_name(name)?,
+        index,
+        rows: None,
+    }])
+}
+
+/// What llama.cpp's `qwen3moe` needs of a mixture of experts, or why this one is not that model.
+fn check_qwen3moe(c: &dn_arch::ModelConfig) -> std::result::Result<Vec<(String, KvValue)>, String> {
+    let e = c.experts.ok_or("no experts")?;
+    if c.layers.iter().any(|l| !l.sparse) {
+        return Err(
+            "it has dense layers between its sparse ones (mlp_only_layers or \
+                    decoder_sparse_step); llama.cpp's qwen3moe has every layer sparse"
+                .into(),
+        );
+    }
+    if !e.normalize_top_k {
+        return Err(
+            "its router's top-k weights are not renormalised (norm_topk_prob false); \
+                    llama.cpp's qwen3moe always renormalises them, a different model"
+                .into(),
+        );
+    }
+    let key = |k: &str| format!("qwen3moe.{k}");
+    Ok(vec![
+        (key("expert_count"), KvValue::U32(e.count as u32)),
+        (key("expert_used_count"), KvValue::U32(e.top_k as u32)),
+        (
+            key("expert_feed_forward_length"),
+            KvValue::U32(e.intermediate_size as u32),
+        ),
+    ])
 }
 
 /// Block order: the embedding, each block's tensors, then the final norm and head.
@@ -49,14 +107,18 @@ pub fn export_gguf(
     let base = BaseModel::load(base_dir, stored_dtype(base_dir)?, &Device::Cpu)?;
     let c = base.config.clone();
     let refuse = |what: String| export_error(base_dir, format!("GGUF export: {what}"));
-    let arch = match c.family {
-        Family::Llama => "llama",
-        Family::Qwen2 => "qwen2",
-        Family::Qwen3 => "qwen3",
+    let (arch, expert_kv) = match c.family {
+        Family::Llama => ("llama", Vec::new()),
+        Family::Qwen2 => ("qwen2", Vec::new()),
+        Family::Qwen3 => ("qwen3", Vec::new()),
+        Family::Qwen3Moe => (
+            "qwen3moe",
+            check_qwen3moe(&c).map_err(|why| refuse(format!("this qwen3_moe model: {why}")))?,
+        ),
         other => {
             return Err(refuse(format!(
-                "{other} models are not written yet (llama, qwen2 and qwen3 are; use the merged model \
-                 directory with llama.cpp's convert_hf_to_gguf.py)"
+                "{other} models are not written yet (llama, qwen2, qwen3 and qwen3_moe are; use the \
+                 merged model directory with llama.cpp's convert_hf_to_gguf.py)"
             )));
         }
     };
@@ -77,24 +139,28 @@ pub fn export_gguf(
         ));
     }
     let (tensors, merged) = merged_tensors(&base, adapter, DType::F32)?;
-    let mut named: Vec<(String, usize)> = Vec::with_capacity(tensors.len());
-    for (i, (name, _)) in tensors.iter().enumerate() {
-        let gguf = gguf_name(name)
+    let mut named: Vec<Source> = Vec::with_capacity(tensors.len());
+    for (i, (name, merged)) in tensors.iter().enumerate() {
+        let found = sources(name, i, merged.base.dims())
             .ok_or_else(|| refuse(format!("tensor {name} has no llama.cpp name")))?;
-        named.push((gguf, i));
+        named.extend(found);
     }
-    named.sort_by_key(|(name, _)| order(name));
+    named.sort_by_key(|s| order(&s.gguf));
     let specs: Vec<TensorSpec> = named
         .iter()
-        .map(|(name, i)| {
-            let shape = tensors[*i].1.base.dims().to_vec();
+        .map(|source| {
+            let mut shape = tensors[source.index].1.base.dims().to_vec();
+            if let Some((_, rows)) = source.rows {
+                shape[1] = rows;
+            }
             let matrix_kind = match kind {
                 TensorType::Q8_0 if shape.last().is_some_and(|c| c % 32 != 0) => TensorType::F16,
                 other => other,
             };
             TensorSpec {
-                name: name.clone(),
-                kind: if shape.len() == 2 {
+                name: source.gguf.clone(),
+                // Matrices and the experts' stacked matrices; norms stay f32.
+                kind: if shape.len() >= 2 {
                     matrix_kind
                 } else {
                     TensorType::F32
@@ -146,16 +212,21 @@ pub fn export_gguf(
         ),
         (key("vocab_size"), KvValue::U32(c.vocab_size as u32)),
     ];
+    kv.extend(expert_kv);
     kv.extend(
         dn_model::gguf_vocab::tokenizer_kv(base_dir, c.vocab_size)
             .map_err(|e| refuse(e.to_string()))?,
     );
     let permuted = arch == "llama";
     let bytes = write_gguf(out, &kv, &specs, &mut |k| {
-        let (gguf, i) = &named[k];
-        let value = tensors[*i]
+        let Source { gguf, index, rows } = &named[k];
+        let value = tensors[*index]
             .1
             .value()
+            .and_then(|t| match rows {
+                Some((start, len)) => t.narrow(1, *start, *len),
+                None => Ok(t),
+            })
             .and_then(|t| t.flatten_all()?.to_vec1::<f32>())
             .map_err(|e| dn_model::Error::Model {
                 path: gguf.clone(),

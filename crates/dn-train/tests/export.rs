@@ -214,3 +214,103 @@ fn qwen3_exported_to_gguf_computes_the_merged_model_and_other_models_are_refused
         assert!(e.contains(says), "{family}: {e}");
     }
 }
+
+/// The tiny qwen3_moe model as llama.cpp's `qwen3moe` computes it: its two sparse layers (the dense
+/// middle one dropped) and the top-k renormalised.
+fn qwen3moe_all_sparse(dir: &Path) {
+    let fixture = model_dir("qwen3_moe");
+    for name in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        std::fs::copy(fixture.join(name), dir.join(name)).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture.join("config.json")).unwrap())
+            .unwrap();
+    config["num_hidden_layers"] = 2.into();
+    config["mlp_only_layers"] = serde_json::json!([]);
+    config["norm_topk_prob"] = true.into();
+    config["dtype"] = "float32".into();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let fused = candle_core::safetensors::load(
+        common::families::family_dir("qwen3_moe").join("fused.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let kept: HashMap<String, Tensor> = fused
+        .into_iter()
+        .filter(|(name, _)| !name.starts_with("model.layers.1."))
+        .map(|(name, t)| (name.replace("model.layers.2.", "model.layers.1."), t))
+        .collect();
+    candle_core::safetensors::save(&kept, dir.join("model.safetensors")).unwrap();
+}
+
+/// A qwen3_moe model merged and written as llama.cpp's `qwen3moe` (router as ffn_gate_inp, the experts'
+/// gate_up split into ffn_gate_exps and ffn_up_exps) reads back as the merged model, through dn's GGUF
+/// reader (which fuses the halves again): logits within 1e-5. A model llama.cpp's qwen3moe would
+/// compute differently (a dense layer, no renormalisation) is refused, saying why.
+#[test]
+fn qwen3_moe_exported_to_gguf_reads_back_as_the_merged_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let base_dir = dir.path().join("qwen3moe");
+    std::fs::create_dir_all(&base_dir).unwrap();
+    qwen3moe_all_sparse(&base_dir);
+    let base = BaseModel::load(&base_dir, DType::F32, &Device::Cpu).unwrap();
+    let mut lora = LoraConfig::new(4, 8.0);
+    lora.target_modules = dn_train::LoraTargets::Modules(
+        ["q_proj", "v_proj", "gate", "gate_up_proj", "down_proj"]
+            .map(String::from)
+            .to_vec(),
+    );
+    let with_adapter = LoraModel::new(&base, &lora, 5).unwrap();
+    // B away from zero, so that every pair changes the model.
+    for (i, pair) in with_adapter.lora_pairs().into_iter().enumerate() {
+        let b = pair.b.as_tensor();
+        let values = Tensor::randn(0.0f32, 0.2, b.dims(), &Device::Cpu).unwrap();
+        pair.b.set(&(values + 0.01 * i as f64).unwrap()).unwrap();
+    }
+    let adapter = dir.path().join("adapter");
+    save_adapter(&with_adapter, &adapter);
+    let out = dir.path().join("qwen3moe.gguf");
+    let summary = export_gguf(&base_dir, &adapter, &out, TensorType::F32).unwrap();
+    assert_eq!(summary.merged, with_adapter.lora_pairs().len());
+    let meta = dn_model::gguf::GgufMetadata::read(&out).unwrap();
+    assert_eq!(meta.str("general.architecture"), Some("qwen3moe"));
+    assert_eq!(meta.u64("qwen3moe.expert_count"), Some(6));
+    assert_eq!(meta.u64("qwen3moe.expert_used_count"), Some(2));
+    assert_eq!(meta.u64("qwen3moe.expert_feed_forward_length"), Some(24));
+    let dims = |name: &str| {
+        let info = meta.tensors.iter().find(|t| t.name == name).unwrap();
+        info.dims.clone()
+    };
+    // llama.cpp's shapes (innermost first): {hidden, intermediate, experts}, {intermediate, hidden,
+    // experts}, {hidden, experts}.
+    assert_eq!(dims("blk.1.ffn_gate_exps.weight"), [32, 24, 6]);
+    assert_eq!(dims("blk.1.ffn_up_exps.weight"), [32, 24, 6]);
+    assert_eq!(dims("blk.1.ffn_down_exps.weight"), [24, 32, 6]);
+    assert_eq!(dims("blk.0.ffn_gate_inp.weight"), [32, 6]);
+    let r = reference("qwen3_moe");
+    let seqs = sequences(&r.examples);
+    let rows: Vec<u32> =
+        (0..seqs.iter().map(|s| s.input_ids.len()).sum::<usize>() as u32).collect();
+    let rel = max_relative(
+        &logits_at(&plain(&out), &seqs, &rows).unwrap(),
+        &logits_at(&with_adapter, &seqs, &rows).unwrap(),
+    );
+    assert!(rel < 1e-5, "qwen3moe GGUF logits relative error {rel:e}");
+
+    let m = model("qwen3_moe", DType::F32);
+    let adapter = dir.path().join("dense-layer-adapter");
+    save_adapter(&m, &adapter);
+    let e = export_gguf(
+        &model_dir("qwen3_moe"),
+        &adapter,
+        &dir.path().join("refused.gguf"),
+        TensorType::F32,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("dense layers"), "{e}");
+}
