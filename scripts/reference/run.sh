@@ -13,6 +13,9 @@
 #                        PEFT's training reference (family_models.py), the older config layout as
 #                        transformers 4.57 wrote it (family_legacy.py), chat-template parity cases
 #                        (family_chat.py), GGUF files of the qwen2 and qwen3 models (family_gguf.py)
+#   bnb-models [VARIANT..]
+#                        tests/fixtures/bnb/: a tiny Llama quantized by bitsandbytes 0.50 (CPU) through
+#                        transformers' load_in_4bit as nf4-dq, nf4, fp4-dq, and bitsandbytes' decoding of it
 #   mxfp4-fixture        crates/dn-model/tests/fixtures/mxfp4.safetensors: an MXFP4 tensor packed per the OCP MX
 #                        spec and transformers' decoding of it (transformers)
 #   gpt-oss-mxfp4        tests/fixtures/families/gpt_oss/mxfp4/: the tiny gpt-oss model with MXFP4 experts, and
@@ -31,7 +34,8 @@
 #                        equal the job's within 1e-3 relative (scripts/reference/peft_eval.out)
 #   peft-eval-families [FAMILY..]
 #                        the same on each family's tiny model, gemma3/multimodal included, and
-#                        FAMILY:router (qwen3_moe:router, gpt_oss:router: the router adapted too)
+#                        FAMILY:router (qwen3_moe:router, gpt_oss:router: the router adapted too), and the
+#                        bitsandbytes 4-bit bases bnb/nf4-dq, bnb/nf4, bnb/fp4-dq (PEFT over bitsandbytes)
 #                        (scripts/reference/peft_eval_families.out)
 #   sdk-check [DN]       the reference SDK (PyPI dreadnode==2.0.52) against a real `dn serve` on loopback
 #   python ref|torch|families
@@ -150,6 +154,9 @@ case $name in
     "$python" "$here/family_gguf.py" "$@" ;;
   mxfp4-fixture)
     "$(python_of families)" "$here/mxfp4_fixture.py" ;;
+  bnb-models)
+    "$(python_of families)" "$here/bnb_models.py" "$@"
+    chmod 644 "$root"/tests/fixtures/bnb/*/* ;;
   gpt-oss-mxfp4)
     "$(python_of families)" "$here/gpt_oss_mxfp4.py" ;;
   generate-parity)
@@ -218,7 +225,7 @@ case $name in
     cargo build -q -p dn-cli
     system_prompt "$python" >"$work/prompt.txt"
     families=("$@")
-    [ ${#families[@]} -gt 0 ] || families=(llama mistral qwen2 qwen3 gemma2 gemma3 gemma3/multimodal phi3 qwen3_moe qwen2_moe gpt_oss mixtral qwen3_moe:router gpt_oss:router)
+    [ ${#families[@]} -gt 0 ] || families=(llama mistral qwen2 qwen3 gemma2 gemma3 gemma3/multimodal phi3 qwen3_moe qwen2_moe gpt_oss mixtral qwen3_moe:router gpt_oss:router bnb/nf4-dq bnb/nf4 bnb/fp4-dq)
     status=0
     : >"$work/out"
     for family in "${families[@]}"; do
@@ -230,6 +237,7 @@ case $name in
         targets=q_proj,k_proj,v_proj,o_proj,$router,gate_up_proj,down_proj
       fi
       case $family in
+        bnb/*) model=tests/fixtures/$family ;;
         */*) model=tests/fixtures/families/$family ;;
         *) model=tests/fixtures/families/$family/model ;;
       esac

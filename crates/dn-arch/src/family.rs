@@ -132,18 +132,10 @@ fn unsupported_keys(f: &Fields<'_>, family: Family) -> Result<Option<String>> {
             )));
         }
     }
-    if let Some(q) = f.object("quantization_config")? {
-        let method = q
-            .get("quant_method")
-            .and_then(Value::as_str)
-            .unwrap_or("unknown");
-        // gpt-oss's MXFP4 experts are decoded at load, as transformers does on a device without its kernels.
-        if method == "mxfp4" && family == Family::GptOss {
-            return Ok(None);
-        }
-        return Ok(Some(format!(
-            "quantization_config: a quantized checkpoint ({method}) cannot be trained; use the unquantized weights"
-        )));
+    if let Some(q) = f.object("quantization_config")?
+        && let Err(why) = crate::quant::read(q, family)
+    {
+        return Ok(Some(why));
     }
     if f.has("vision_config") || f.has("audio_config") {
         return Ok(Some(
@@ -203,7 +195,11 @@ pub(crate) fn read(value: &Value, file: &str) -> Result<ModelConfig> {
     {
         return Err(Error::new(file, why));
     }
-    common(&f, family, model_type, prefix, file)
+    let mut config = common(&f, family, model_type, prefix, file)?;
+    config.quantization = outer
+        .object("quantization_config")?
+        .and_then(|q| crate::quant::read(q, family).ok());
+    Ok(config)
 }
 
 fn common(
@@ -304,6 +300,7 @@ fn common(
         biases: Biases::default(),
         experts: None,
         attention_sinks: false,
+        quantization: None,
         ropes: Vec::new(),
         layers: Vec::new(),
         prefix: prefix.to_owned(),

@@ -21,6 +21,7 @@ mod experts;
 mod family;
 mod json;
 mod names;
+mod quant;
 mod rope;
 
 pub use error::{Error, Result};
@@ -28,6 +29,7 @@ pub use family::{Family, SUPPORTED_MODEL_TYPES};
 pub use names::{
     ALL_PROJECTION_NAMES, BlockNames, EXPERT_TARGETS, ExpertNames, Projection, ROUTER_TARGETS, Role,
 };
+pub use quant::{Bnb4Type, StoredQuantization};
 pub use rope::{Frequencies, ROPE_TYPES, Rope, RopeKind};
 
 /// The MLP's activation, applied to the gate: `act(gate) * up`.
@@ -138,6 +140,8 @@ pub struct ModelConfig {
     pub biases: Biases,
     /// The mixture of experts of the layers whose [`Layer::sparse`] is set.
     pub experts: Option<Experts>,
+    /// How the checkpoint stores its weights when quantized (`quantization_config`).
+    pub quantization: Option<StoredQuantization>,
     /// Distinct rope settings; each layer points at one.
     pub ropes: Vec<Rope>,
     pub layers: Vec<Layer>,

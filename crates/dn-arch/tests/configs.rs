@@ -217,7 +217,35 @@ fn unsupported_models_are_refused_by_name() {
         dims("llama"),
         json!({"quantization_config": {"quant_method": "gptq"}}),
     ));
-    assert!(e.contains("gptq"), "{e}");
+    assert!(e.contains("gptq") && e.contains("GPTQ"), "{e}");
+    let e = refused(with(
+        dims("llama"),
+        json!({"quantization_config": {"quant_method": "bitsandbytes", "load_in_8bit": true}}),
+    ));
+    assert!(e.contains("8-bit") && e.contains("load_in_8bit"), "{e}");
+    let e = refused(with(
+        dims("qwen2"),
+        json!({"quantization_config": {"quant_method": "awq", "bits": 4}}),
+    ));
+    assert!(e.contains("\"awq\"") && e.contains("AWQ"), "{e}");
+    // Read as what they store: bitsandbytes 4-bit (transformers' default type is fp4).
+    let c = read(with(
+        dims("llama"),
+        json!({"quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": true,
+               "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": true}}),
+    ));
+    assert_eq!(
+        c.quantization,
+        Some(dn_arch::StoredQuantization::Bnb4 {
+            quant_type: dn_arch::Bnb4Type::Nf4,
+            double_quant: true
+        })
+    );
+    let c = read(with(
+        dims("llama"),
+        json!({"quantization_config": {"quant_method": "bitsandbytes", "load_in_4bit": true}}),
+    ));
+    assert_eq!(c.quantization.unwrap().to_string(), "bitsandbytes fp4");
     let e = refused(with(
         dims("llama"),
         json!({"rope_scaling": {"rope_type": "dynamic", "factor": 2.0}}),

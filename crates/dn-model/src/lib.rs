@@ -15,6 +15,7 @@
 //! `gguf_vocab` write llama.cpp files (metadata, tensor infos, aligned data in f32/f16/bf16/q8_0, each tensor
 //! asked for in turn; a byte-level BPE tokenizer.json as `tokenizer.ggml.*`).
 
+pub mod bnb4;
 mod error;
 pub mod gguf;
 pub mod gguf_tokenizer;

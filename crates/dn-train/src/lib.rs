@@ -39,6 +39,7 @@
 
 mod adapter;
 mod batch;
+mod bnb;
 mod budget;
 mod checkpoint;
 mod cpu;

@@ -1,6 +1,6 @@
 //! Frozen base weights in transformers names: from a GGUF file (dequantized to f32, q/k rows restored to
 //! transformers' layout) or from an HF model directory's safetensors (memory-mapped, one file or shards,
-//! any float dtype cast to the training dtype). Only the text model's tensors are loaded: a multimodal
+//! any float dtype cast to the training dtype; bitsandbytes 4-bit weights decoded, `crate::bnb`). Only the text model's tensors are loaded: a multimodal
 //! checkpoint's vision tower stays on disk.
 
 use std::collections::HashMap;
@@ -83,15 +83,29 @@ impl BaseModel {
         // MXFP4 `*_blocks` and `*_scales` stay bytes until decoded.
         let mut packed = HashMap::new();
         let mut block_sparse_moe = false;
-        for file in &files {
-            // SAFETY: the file is memory-mapped read-only; a model file changing under a running job
-            // is outside what any loader can guard against (transformers mmaps the same way).
-            let loaded = unsafe { candle_core::safetensors::MmapedSafetensors::new(file) }
-                .map_err(|e| model_err(file, e.to_string()))?;
-            for (stored, _) in loaded.tensors() {
+        let mapped = files
+            .iter()
+            .map(|file| {
+                // SAFETY: the file is memory-mapped read-only; a model file changing under a running job
+                // is outside what any loader can guard against (transformers mmaps the same way).
+                unsafe { candle_core::safetensors::MmapedSafetensors::new(file) }
+                    .map_err(|e| model_err(file, e.to_string()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // bitsandbytes' 4-bit weights and their parts stay bytes until decoded.
+        let stored_names: Vec<String> = mapped
+            .iter()
+            .flat_map(|m| m.tensors().into_iter().map(|(n, _)| current_name(&n)))
+            .collect();
+        let mut bnb = crate::bnb::Bnb4Weights::find(stored_names.iter().map(String::as_str));
+        for (file, loaded) in files.iter().zip(&mapped) {
+            for (stored, view) in loaded.tensors() {
                 block_sparse_moe |= stored.contains(".block_sparse_moe.");
                 let name = current_name(&stored);
                 if !name.starts_with(&config.prefix) && name != config.lm_head_name() {
+                    continue;
+                }
+                if bnb.take(&name, view.data()) {
                     continue;
                 }
                 let mxfp4 = name.ends_with("_blocks") || name.ends_with("_scales");
@@ -104,6 +118,10 @@ impl BaseModel {
                 }
                 tensors.insert(name, tensor.to_dtype(dtype)?);
             }
+        }
+        if !bnb.is_empty() {
+            bnb.decode_into(&mut tensors, dtype, device)
+                .map_err(|e| model_err(dir, e))?;
         }
         crate::interleaved::load(&config, &mut tensors, &packed, dtype, device)
             .map_err(|e| model_err(dir, e))?;
