@@ -16,6 +16,8 @@
 #   bnb-models [VARIANT..]
 #                        tests/fixtures/bnb/: a tiny Llama quantized by bitsandbytes 0.50 (CPU) through
 #                        transformers' load_in_4bit as nf4-dq, nf4, fp4-dq, and bitsandbytes' decoding of it
+#   ggml-fixture         crates/dn-model/tests/fixtures/ggml_types.safetensors: blocks of every ggml type dn
+#                        reads (Q4_0 .. Q6_K) and gguf-py's dequantization of them
 #   mxfp4-fixture        crates/dn-model/tests/fixtures/mxfp4.safetensors: an MXFP4 tensor packed per the OCP MX
 #                        spec and transformers' decoding of it (transformers)
 #   gpt-oss-mxfp4        tests/fixtures/families/gpt_oss/mxfp4/: the tiny gpt-oss model with MXFP4 experts, and
@@ -154,6 +156,8 @@ case $name in
     "$python" "$here/family_gguf.py" "$@" ;;
   mxfp4-fixture)
     "$(python_of families)" "$here/mxfp4_fixture.py" ;;
+  ggml-fixture)
+    "$(python_of families)" "$here/ggml_fixture.py" ;;
   bnb-models)
     "$(python_of families)" "$here/bnb_models.py" "$@"
     chmod 644 "$root"/tests/fixtures/bnb/*/* ;;

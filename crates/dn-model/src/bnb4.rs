@@ -293,7 +293,11 @@ pub fn dequantize_range(
     for (i, v) in out.iter_mut().enumerate() {
         let k = start + i;
         let byte = packed[k / 2];
-        let nibble = if k.is_multiple_of(2) { byte >> 4 } else { byte & 0x0f };
+        let nibble = if k.is_multiple_of(2) {
+            byte >> 4
+        } else {
+            byte & 0x0f
+        };
         *v = state
             .rounding
             .round(table[usize::from(nibble)] * absmax[k / state.blocksize]);

@@ -192,8 +192,10 @@ fn describe_gguf(info: &mut ModelInfo, path: &Path) {
             .find(|t| crate::weights::tensor_bytes(t).is_err())
         {
             return Err(format!(
-                "tensor {} has ggml type {}, which dn cannot dequantize (F32, F16, Q4_0, Q4_1, Q8_0)",
-                t.name, t.kind
+                "tensor {} has ggml type {}, which dn cannot dequantize ({})",
+                t.name,
+                t.kind,
+                crate::ggml::GgmlType::names()
             ));
         }
         Ok(())

@@ -10,13 +10,15 @@
 //! describes a model directory, GGUF file or hub cache from its files (family, parameters, context, dtype,
 //! size, trainable or why not): what `dn model list` prints and the catalog serves. `gguf_tokenizer` builds a
 //! GGUF's tokenizer the way transformers does (split by the regex of its `tokenizer.ggml.pre`). `weights`
-//! dequantizes GGUF tensors (F32, F16, Q4_0, Q4_1, Q8_0) of llama, qwen2 and qwen3 into transformers' names
+//! dequantizes GGUF tensors (`ggml`: F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) of llama,
+//! qwen2, qwen3 and qwen3moe into transformers' names
 //! and layout; `import` writes a GGUF as an HF model directory (`dn model import`); `gguf_write` and
 //! `gguf_vocab` write llama.cpp files (metadata, tensor infos, aligned data in f32/f16/bf16/q8_0, each tensor
 //! asked for in turn; a byte-level BPE tokenizer.json as `tokenizer.ggml.*`).
 
 pub mod bnb4;
 mod error;
+pub mod ggml;
 pub mod gguf;
 pub mod gguf_tokenizer;
 pub mod gguf_vocab;

@@ -1,14 +1,12 @@
-//! GGUF tensors -> f32 in Hugging Face layout: dequantization (F32, F16, Q4_0, Q4_1, Q8_0), the llama.cpp
+//! GGUF tensors -> f32 in Hugging Face layout: dequantization (`crate::ggml`: F32, F16, BF16, Q4_0, Q4_1,
+//! Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K), the llama.cpp
 //! tensor names of the architectures dn trains from GGUF (llama, qwen2, qwen3) mapped to transformers'
 //! names, and, for llama, q/k rows un-permuted back from llama.cpp's rope layout (as transformers'
 //! `reverse_permute_weights` does; llama.cpp keeps Qwen's rows as they are).
 
-use half::f16;
-
 use crate::error::{Error, Result};
+use crate::ggml::GgmlType;
 use crate::gguf::{GgufMetadata, TensorInfo};
-
-const BLOCK: usize = 32;
 
 fn unsupported(name: &str, message: String) -> Error {
     Error::Model {
@@ -17,36 +15,33 @@ fn unsupported(name: &str, message: String) -> Error {
     }
 }
 
-/// Bytes of one tensor's data for its ggml type.
-pub fn tensor_bytes(info: &TensorInfo) -> Result<usize> {
-    let n = info.elements() as usize;
-    let per_block = |bytes: usize| {
-        if !n.is_multiple_of(BLOCK) {
-            Err(unsupported(
-                &info.name,
-                format!("{n} elements is not a multiple of {BLOCK}"),
-            ))
-        } else {
-            Ok(n / BLOCK * bytes)
-        }
-    };
-    match info.kind {
-        0 => Ok(n * 4),
-        1 | 30 => Ok(n * 2),
-        2 => per_block(18),
-        3 => per_block(20),
-        8 => per_block(34),
-        other => Err(unsupported(
+/// A tensor's ggml type, if dn reads it.
+fn ggml_type(info: &TensorInfo) -> Result<GgmlType> {
+    GgmlType::of(info.kind).ok_or_else(|| {
+        unsupported(
             &info.name,
             format!(
-                "ggml type {other} cannot be imported yet (F32, F16, BF16, Q4_0, Q4_1 and Q8_0 can)"
+                "ggml type {} cannot be read yet ({} can)",
+                info.kind,
+                GgmlType::names()
             ),
-        )),
-    }
+        )
+    })
 }
 
-fn half_at(bytes: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+/// Bytes of one tensor's data for its ggml type.
+pub fn tensor_bytes(info: &TensorInfo) -> Result<usize> {
+    let kind = ggml_type(info)?;
+    let n = info.elements() as usize;
+    kind.size_of(n).ok_or_else(|| {
+        unsupported(
+            &info.name,
+            format!(
+                "{n} elements is not a whole number of {} blocks of {}",
+                kind.name, kind.block
+            ),
+        )
+    })
 }
 
 /// Dequantizes one tensor's bytes (exactly [`tensor_bytes`] long) to f32.
@@ -58,47 +53,8 @@ pub fn dequantize(info: &TensorInfo, bytes: &[u8]) -> Result<Vec<f32>> {
             format!("{} bytes of data, expected {expected}", bytes.len()),
         ));
     }
-    let mut out = Vec::with_capacity(info.elements() as usize);
-    match info.kind {
-        0 => out.extend(
-            bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        ),
-        1 => out.extend(
-            bytes
-                .chunks_exact(2)
-                .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()),
-        ),
-        30 => out.extend(
-            bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-        ),
-        2 => {
-            for block in bytes.chunks_exact(18) {
-                let d = half_at(block, 0);
-                let qs = &block[2..];
-                out.extend(qs.iter().map(|q| (f32::from(q & 0xF) - 8.0) * d));
-                out.extend(qs.iter().map(|q| (f32::from(q >> 4) - 8.0) * d));
-            }
-        }
-        3 => {
-            for block in bytes.chunks_exact(20) {
-                let (d, m) = (half_at(block, 0), half_at(block, 2));
-                let qs = &block[4..];
-                out.extend(qs.iter().map(|q| f32::from(q & 0xF) * d + m));
-                out.extend(qs.iter().map(|q| f32::from(q >> 4) * d + m));
-            }
-        }
-        8 => {
-            for block in bytes.chunks_exact(34) {
-                let d = half_at(block, 0);
-                out.extend(block[2..].iter().map(|q| f32::from(*q as i8) * d));
-            }
-        }
-        _ => unreachable!("tensor_bytes refused other types"),
-    }
+    let mut out = vec![0.0; info.elements() as usize];
+    ggml_type(info)?.dequantize(bytes, &mut out);
     Ok(out)
 }
 
