@@ -120,17 +120,29 @@ pub fn permute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> V
     move_rows(values, rows, cols, heads, true)
 }
 
-/// Undoes llama.cpp's q/k row permutation: row `h*hd + d*2 + a` goes back to `h*hd + a*(hd/2) + d`.
-pub fn unpermute_rows(values: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+/// Undoes llama.cpp's q/k row permutation: row `h*hd + d*2 + a` goes back to `h*hd + a*(hd/2) + d`
+/// (rows of `cols` values of any kind: f32s, or a quantized row's bytes).
+pub fn unpermute_rows<T: Copy + Default>(
+    values: &[T],
+    rows: usize,
+    cols: usize,
+    heads: usize,
+) -> Vec<T> {
     move_rows(values, rows, cols, heads, false)
 }
 
 /// Moves each head's rows between transformers' halves layout (`a*(hd/2) + d`) and llama.cpp's
 /// interleaved one (`d*2 + a`): towards llama.cpp when `interleave`, back otherwise.
-fn move_rows(values: &[f32], rows: usize, cols: usize, heads: usize, interleave: bool) -> Vec<f32> {
+fn move_rows<T: Copy + Default>(
+    values: &[T],
+    rows: usize,
+    cols: usize,
+    heads: usize,
+    interleave: bool,
+) -> Vec<T> {
     let head_dim = rows / heads;
     let half = head_dim / 2;
-    let mut out = vec![0.0; values.len()];
+    let mut out = vec![T::default(); values.len()];
     for h in 0..heads {
         for d in 0..half {
             for a in 0..2 {
@@ -154,6 +166,16 @@ pub struct HfTensor {
     pub name: String,
     pub shape: Vec<usize>,
     pub values: Vec<f32>,
+}
+
+/// One matrix kept in its ggml block type: name, `[rows, cols]`, each row `cols / block` blocks (q/k
+/// rows of a llama file already back in transformers' order).
+pub struct RawTensor {
+    pub name: String,
+    pub kind: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub bytes: Vec<u8>,
 }
 
 /// The file's architecture, if its tensors map to transformers names here.
@@ -211,6 +233,18 @@ fn fuse_gate_up(layer: usize, gate: HfTensor, up: HfTensor, file: &str) -> Resul
 
 /// Every tensor of a GGUF file (read from `data`, the whole file) in HF layout.
 pub fn hf_tensors(meta: &GgufMetadata, data: &[u8], file: &str) -> Result<Vec<HfTensor>> {
+    Ok(hf_tensors_keeping(meta, data, file, &|_| false)?.0)
+}
+
+/// [`hf_tensors`], except that the block-quantized matrices whose transformers name `keep` accepts stay in
+/// their ggml type ([`RawTensor`]).
+pub fn hf_tensors_keeping(
+    meta: &GgufMetadata,
+    data: &[u8],
+    file: &str,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<(Vec<HfTensor>, Vec<RawTensor>)> {
+    let mut raw = Vec::new();
     let permuted = gguf_architecture(meta, file)? == "llama";
     let heads = meta.arch_u64("attention.head_count").unwrap_or(1) as usize;
     let kv_heads = meta
@@ -241,8 +275,34 @@ pub fn hf_tensors(meta: &GgufMetadata, data: &[u8], file: &str) -> Result<Vec<Hf
                 format!("tensor {} lies past the end of the file", info.name),
             )
         })?;
-        let mut values = dequantize(info, bytes)?;
         let shape: Vec<usize> = info.dims.iter().rev().map(|d| *d as usize).collect();
+        let kind = ggml_type(info)?;
+        if kind.block > 1 && shape.len() == 2 && half.is_none() && keep(&name) {
+            let (rows, cols) = (shape[0], shape[1]);
+            let row_bytes = bytes.len() / rows.max(1);
+            let heads = if !permuted {
+                None
+            } else if info.name.ends_with("attn_q.weight") {
+                Some(heads)
+            } else if info.name.ends_with("attn_k.weight") {
+                Some(kv_heads)
+            } else {
+                None
+            };
+            let bytes = match heads {
+                Some(heads) => unpermute_rows(bytes, rows, row_bytes, heads),
+                None => bytes.to_vec(),
+            };
+            raw.push(RawTensor {
+                name,
+                kind,
+                rows,
+                cols,
+                bytes,
+            });
+            continue;
+        }
+        let mut values = dequantize(info, bytes)?;
         if permuted && shape.len() == 2 {
             if info.name.ends_with("attn_q.weight") {
                 values = unpermute_rows(&values, shape[0], shape[1], heads);
@@ -269,7 +329,7 @@ pub fn hf_tensors(meta: &GgufMetadata, data: &[u8], file: &str) -> Result<Vec<Hf
         };
         tensors.push(fuse_gate_up(layer, gate, up, file)?);
     }
-    Ok(tensors)
+    Ok((tensors, raw))
 }
 
 #[cfg(test)]

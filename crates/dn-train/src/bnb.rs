@@ -1,12 +1,16 @@
 //! bitsandbytes 4-bit checkpoints (`load_in_4bit`): which weights of a model directory are quantized (those
 //! with a `weight.quant_state.bitsandbytes__*` beside them, whatever the config's skip list says), their
-//! parts collected as raw bytes while loading, and each decoded (`dn_model::bnb4`, exactly as bitsandbytes
-//! decodes it) into the weight it stands for.
+//! parts collected as raw bytes while loading; a projection's kept 4-bit ([`QuantMatrix`], decoded exactly
+//! as bitsandbytes decodes it when used), any other decoded at load.
 
 use std::collections::{HashMap, HashSet};
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Tensor};
 use dn_model::bnb4::{self, QuantState};
+
+use crate::quant::QuantMatrix;
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -43,10 +47,6 @@ impl Bnb4Weights {
         }
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.weights.is_empty()
-    }
-
     /// Keeps `bytes` when `name` is a quantized weight or one of its parts; false otherwise.
     pub(crate) fn take(&mut self, name: &str, bytes: &[u8]) -> bool {
         let (weight, part) = if self.weights.contains(name) {
@@ -68,25 +68,41 @@ impl Bnb4Weights {
         true
     }
 
-    /// Every quantized weight decoded into `tensors` (in `dtype` on `device`).
-    pub(crate) fn decode_into(
+    /// The quantized weights: the projections' kept as they are (`QuantMatrix`), the others (a head or
+    /// embedding a skip list left quantized) decoded into `tensors` (in `dtype` on `device`).
+    pub(crate) fn decode(
         self,
+        projections: &HashSet<String>,
         tensors: &mut HashMap<String, Tensor>,
         dtype: DType,
         device: &Device,
-    ) -> Result<()> {
+    ) -> Result<HashMap<String, Arc<QuantMatrix>>> {
+        let mut kept = HashMap::new();
         for weight in &self.weights {
             let parts = self.parts.get(weight);
             let part = |p: &str| parts.and_then(|m| m.get(p)).map(Vec::as_slice);
-            let (state, values) = decode(weight, &part)?;
+            let (state, absmax) = decode_state(weight, &part)?;
+            let packed = part("weight").ok_or_else(|| missing(weight, "weight"))?;
+            if projections.contains(weight) {
+                let matrix = QuantMatrix::bnb4(state, packed.to_vec(), absmax)
+                    .map_err(|e| format!("{weight}: {e}"))?;
+                kept.insert(weight.clone(), Arc::new(matrix));
+                continue;
+            }
+            let values =
+                bnb4::dequantize(&state, packed, &absmax).map_err(|e| format!("{weight}: {e}"))?;
             let tensor = Tensor::from_vec(values, state.shape.as_slice(), &Device::Cpu)
                 .and_then(|t| t.to_dtype(dtype))
                 .and_then(|t| t.to_device(device))
                 .map_err(|e| format!("{weight}: {e}"))?;
             tensors.insert(weight.clone(), tensor);
         }
-        Ok(())
+        Ok(kept)
     }
+}
+
+fn missing(weight: &str, part: &str) -> String {
+    format!("{weight}: bitsandbytes part {part} is missing")
 }
 
 /// Little-endian f32s.
@@ -97,26 +113,23 @@ fn floats(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-/// One weight's state and values from its parts.
-fn decode<'a>(
+/// One weight's quant state and decoded block scales from its parts.
+fn decode_state<'a>(
     weight: &str,
     part: &dyn Fn(&str) -> Option<&'a [u8]>,
 ) -> Result<(QuantState, Vec<f32>)> {
-    let missing = |p: &str| format!("{weight}: bitsandbytes part {p} is missing");
     let state_bytes = part(PARTS[4])
         .or_else(|| part(PARTS[5]))
-        .ok_or_else(|| missing("quant_state"))?;
+        .ok_or_else(|| missing(weight, "quant_state"))?;
     let state = QuantState::parse(state_bytes).map_err(|e| format!("{weight}: {e}"))?;
     let nested_absmax = part("nested_absmax").map(floats);
     let nested_code = part("nested_quant_map").map(floats);
     let absmax = bnb4::absmax(
         &state,
-        part("absmax").ok_or_else(|| missing("absmax"))?,
+        part("absmax").ok_or_else(|| missing(weight, "absmax"))?,
         nested_absmax.as_deref(),
         nested_code.as_deref(),
     )
     .map_err(|e| format!("{weight}: {e}"))?;
-    let packed = part("weight").ok_or_else(|| missing("weight"))?;
-    let values = bnb4::dequantize(&state, packed, &absmax).map_err(|e| format!("{weight}: {e}"))?;
-    Ok((state, values))
+    Ok((state, absmax))
 }

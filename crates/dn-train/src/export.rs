@@ -320,7 +320,7 @@ pub fn merge_adapter(
     } {
         config[key] = Value::from(dtype_label);
     }
-    // MXFP4 experts were decoded when loaded: the merged ones are written in `dtype`.
+    // MXFP4 experts and bitsandbytes weights are written decoded, in `dtype`.
     if let Some(object) = config.as_object_mut() {
         object.remove("quantization_config");
     }
@@ -378,6 +378,14 @@ pub(crate) fn merged_tensors(
             )
         })
         .collect();
+    // Weights kept quantized are written decoded, in `dtype` (the merged model is not quantized).
+    for name in base.quantized.keys() {
+        let decoded = base.dense(name, dtype)?;
+        tensors.push((
+            name.clone(),
+            Merged::new(decoded, pairs.remove(name), dtype),
+        ));
+    }
     if let Some(stray) = pairs.keys().next() {
         return Err(export_error(
             adapter,

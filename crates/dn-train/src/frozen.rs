@@ -15,7 +15,7 @@ struct FrozenLinear {
 
 /// `x @ W^T` straight on the input's storage: one matrix product (the one candle's matmul would run on
 /// the same layouts), no copy of the input or of the result.
-fn matmul_storage<S: BackendStorage>(
+pub(crate) fn matmul_storage<S: BackendStorage>(
     x: &S,
     layout: &Layout,
     weight_t: &S,
@@ -134,5 +134,52 @@ impl Frozen {
 
     pub fn in_features(&self) -> usize {
         self.weight.dims()[1]
+    }
+}
+
+/// A projection's frozen base weight: dense, or kept in its stored quantization.
+#[derive(Clone)]
+pub enum FrozenBase {
+    Dense(Frozen),
+    Quantized(crate::quant::QuantLinear),
+}
+
+impl FrozenBase {
+    /// `x [.., in] -> [.., out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            FrozenBase::Dense(f) => f.forward(x),
+            FrozenBase::Quantized(q) => q.forward(x),
+        }
+    }
+
+    pub fn out_features(&self) -> usize {
+        match self {
+            FrozenBase::Dense(f) => f.out_features(),
+            FrozenBase::Quantized(q) => q.out_features(),
+        }
+    }
+
+    pub fn in_features(&self) -> usize {
+        match self {
+            FrozenBase::Dense(f) => f.in_features(),
+            FrozenBase::Quantized(q) => q.in_features(),
+        }
+    }
+
+    /// The dense `[out, in]` weight (`None` when kept quantized).
+    pub fn dense(&self) -> Option<&Tensor> {
+        match self {
+            FrozenBase::Dense(f) => Some(f.weight()),
+            FrozenBase::Quantized(_) => None,
+        }
+    }
+
+    /// The quantized weight (`None` when dense).
+    pub fn quantized(&self) -> Option<&crate::quant::QuantMatrix> {
+        match self {
+            FrozenBase::Dense(_) => None,
+            FrozenBase::Quantized(q) => Some(&q.matrix),
+        }
     }
 }

@@ -57,6 +57,7 @@ mod loss;
 mod model;
 mod norm;
 mod optim;
+mod quant;
 mod routing;
 mod schedule;
 mod trainer;

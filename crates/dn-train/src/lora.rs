@@ -8,7 +8,6 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::frozen::Frozen;
 use dn_arch::{EXPERT_TARGETS, ModelConfig, ROUTER_TARGETS};
 
 pub use dn_spec::{ALL_LINEAR, LoraTargets};
@@ -154,22 +153,9 @@ pub struct LoraPair {
 }
 
 impl LoraPair {
-    /// PEFT's default init on a projection: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming-uniform with
-    /// a = sqrt(5)), B = 0.
-    pub fn init(
-        module: String,
-        base: &Frozen,
-        config: &LoraConfig,
-        rng: &mut ChaCha8Rng,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Self> {
-        let shape = (base.in_features(), base.out_features(), 1);
-        Self::init_shaped(module, shape, config, rng, dtype, device)
-    }
-
-    /// PEFT's init of the pairs of `experts` experts of `in_features -> out_features` each: the same
-    /// bound over the whole `A [rank * experts, in]`, B = 0.
+    /// PEFT's default init (A ~ U(-1/sqrt(in), 1/sqrt(in)), kaiming-uniform with a = sqrt(5); B = 0) of
+    /// the pairs of `experts` projections of `in_features -> out_features` each (1 on a plain
+    /// projection): the same bound over the whole `A [rank * experts, in]`.
     pub fn init_shaped(
         module: String,
         (fan_in, fan_out, experts): (usize, usize, usize),

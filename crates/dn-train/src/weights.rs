@@ -6,11 +6,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use candle_core::{DType, Device, Tensor};
 use dn_model::gguf::GgufMetadata;
-use dn_model::weights::hf_tensors;
+use dn_model::weights::hf_tensors_keeping;
 
 use crate::error::{Error, Result};
+use crate::quant::QuantMatrix;
 use dn_arch::ModelConfig;
 
 /// A model's architecture and frozen weights, by transformers name.
@@ -21,6 +24,9 @@ pub struct BaseModel {
     pub source: PathBuf,
     /// How the checkpoint stored its experts when not fused (merged export writes them back so).
     pub stored_experts: Option<StoredExperts>,
+    /// Projection weights kept in their stored quantization (GGUF block types, bitsandbytes 4-bit), by
+    /// name; not in `tensors`.
+    pub quantized: HashMap<String, Arc<QuantMatrix>>,
 }
 
 /// A checkpoint's experts stored one by one: `{parent}.experts.{e}.{names[i]}.weight` for gate, up and
@@ -61,18 +67,28 @@ impl BaseModel {
         let meta = GgufMetadata::read(path).map_err(|e| model_err(path, e.to_string()))?;
         let config = gguf_config(&meta, path)?;
         let data = std::fs::read(path).map_err(|e| model_err(path, format!("cannot read: {e}")))?;
-        let raw = hf_tensors(&meta, &data, &name).map_err(|e| model_err(path, e.to_string()))?;
+        let projections = projection_weights(&config);
+        let keep = |name: &str| projections.contains(name);
+        let (decoded, raw) = hf_tensors_keeping(&meta, &data, &name, &keep)
+            .map_err(|e| model_err(path, e.to_string()))?;
         drop(data);
         let mut tensors = HashMap::new();
-        for t in raw {
+        for t in decoded {
             let tensor = Tensor::from_vec(t.values, t.shape, device)?.to_dtype(dtype)?;
             tensors.insert(t.name, tensor);
+        }
+        let mut quantized = HashMap::new();
+        for t in raw {
+            let matrix = QuantMatrix::ggml(t.kind, t.rows, t.cols, t.bytes)
+                .map_err(|e| model_err(path, format!("{}: {e}", t.name)))?;
+            quantized.insert(t.name, Arc::new(matrix));
         }
         Ok(BaseModel {
             config,
             tensors,
             source: path.to_path_buf(),
             stored_experts: None,
+            quantized,
         })
     }
 
@@ -119,10 +135,9 @@ impl BaseModel {
                 tensors.insert(name, tensor.to_dtype(dtype)?);
             }
         }
-        if !bnb.is_empty() {
-            bnb.decode_into(&mut tensors, dtype, device)
-                .map_err(|e| model_err(dir, e))?;
-        }
+        let quantized = bnb
+            .decode(&projection_weights(&config), &mut tensors, dtype, device)
+            .map_err(|e| model_err(dir, e))?;
         crate::interleaved::load(&config, &mut tensors, &packed, dtype, device)
             .map_err(|e| model_err(dir, e))?;
         let stored_experts = fuse_experts(&config, &mut tensors)
@@ -140,16 +155,48 @@ impl BaseModel {
             tensors,
             source: dir.to_path_buf(),
             stored_experts,
+            quantized,
         })
+    }
+
+    /// The device the weights are on.
+    pub fn device(&self) -> Device {
+        self.tensors
+            .values()
+            .next()
+            .map_or(Device::Cpu, |t| t.device().clone())
+    }
+
+    /// A weight decoded into a tensor in `dtype`: a dense one as it is, a quantized one decoded.
+    pub fn dense(&self, name: &str, dtype: DType) -> Result<Tensor> {
+        match self.quantized.get(name) {
+            Some(q) => Ok(q.to_tensor(dtype, &self.device())?),
+            None => Ok(self.get(name)?.to_dtype(dtype)?),
+        }
+    }
+
+    /// The quantized weights' stored format (`Q4_1`, `nf4`, ...) and bytes, if any.
+    pub fn quantized_summary(&self) -> Option<(String, u64)> {
+        let mut formats: Vec<&str> = self.quantized.values().map(|q| q.format()).collect();
+        formats.sort_unstable();
+        formats.dedup();
+        let bytes = self
+            .quantized
+            .values()
+            .map(|q| q.stored_bytes() as u64)
+            .sum();
+        (!formats.is_empty()).then(|| (formats.join("+"), bytes))
     }
 
     /// A weight by transformers name; a missing one is an error naming it.
     pub fn get(&self, name: &str) -> Result<&Tensor> {
         self.tensors.get(name).ok_or_else(|| {
-            model_err(
-                &self.source,
-                format!("weight {name} is missing from the model"),
-            )
+            let why = if self.quantized.contains_key(name) {
+                "is kept quantized (decode it with BaseModel::dense)"
+            } else {
+                "is missing from the model"
+            };
+            model_err(&self.source, format!("weight {name} {why}"))
         })
     }
 
@@ -165,6 +212,19 @@ impl BaseModel {
             )
         })
     }
+}
+
+/// The weight names of every block's projections (what may stay quantized; the experts, embedding, head
+/// and norms are decoded at load).
+fn projection_weights(config: &ModelConfig) -> std::collections::HashSet<String> {
+    (0..config.num_hidden_layers)
+        .flat_map(|i| {
+            config
+                .layer_projections(i)
+                .iter()
+                .map(move |p| format!("{}.weight", config.projection_path(i, p)))
+        })
+        .collect()
 }
 
 /// A model directory's `config.json`, read as dn-arch describes it.

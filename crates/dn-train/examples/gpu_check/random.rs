@@ -105,6 +105,7 @@ impl Shape {
             tensors,
             source: PathBuf::from(self.name),
             stored_experts: None,
+            quantized: Default::default(),
         })
     }
 
@@ -120,6 +121,7 @@ impl Shape {
             tensors,
             source: base.source.clone(),
             stored_experts: None,
+            quantized: Default::default(),
         })
     }
 }

@@ -9,7 +9,7 @@ use dn_arch::{Activation, Experts};
 
 use super::glu;
 use super::matmul::rows_times_wt;
-use super::proj::{Lora, LoraGrad, Proj, join_columns, split_columns};
+use super::proj::{Lora, LoraGrad, Proj, Weight, join_columns, split_columns};
 use crate::kernels::Real;
 use crate::model::ExpertMlp;
 use crate::routing::{Routing, softmax_rows};
@@ -61,7 +61,7 @@ pub struct SharedWeights<'a, T> {
 impl<'a, T: Real> SharedWeights<'a, T> {
     fn proj(w: &'a [T], out: usize, inp: usize) -> Proj<'a, T> {
         Proj {
-            w,
+            w: Weight::Dense(w),
             bias: None,
             out,
             inp,
@@ -178,7 +178,7 @@ fn expert_proj<'a, T: Real>(
     e: usize,
 ) -> Proj<'a, T> {
     Proj {
-        w: &fused[e * out * inp..(e + 1) * out * inp],
+        w: Weight::Dense(&fused[e * out * inp..(e + 1) * out * inp]),
         bias: None,
         out,
         inp,
@@ -195,7 +195,7 @@ impl<'a, T: Real> ExpertWeights<'a, T> {
     /// The router as a projection: its weight, gpt-oss's bias, its pair.
     fn router(&self) -> Proj<'a, T> {
         Proj {
-            w: self.router,
+            w: Weight::Dense(self.router),
             bias: self.biases.map(|[bias, _, _]| bias),
             out: self.spec.count,
             inp: self.hidden,

@@ -77,7 +77,8 @@ fn tensors(model: &LoraModel) -> Vec<&Tensor> {
         out.push(&b.input_norm);
         out.extend(b.norms().into_iter().flatten());
         for linear in &b.linears {
-            out.push(linear.base.weight());
+            // A quantized weight is read through its matrix, not a slice.
+            out.extend(linear.base.dense());
             out.extend(&linear.bias);
             if let Some(pair) = &linear.lora {
                 out.push(pair.a.as_tensor());
@@ -157,8 +158,14 @@ struct Weights<'a, T> {
     blocks: Vec<BlockWeights<'a, T>>,
 }
 
-fn proj<'a, T: Real>(linear: &Linear, slices: &mut impl Iterator<Item = &'a [T]>) -> Proj<'a, T> {
-    let w = slices.next().expect("weight slice");
+fn proj<'a, T: Real>(
+    linear: &'a Linear,
+    slices: &mut impl Iterator<Item = &'a [T]>,
+) -> Proj<'a, T> {
+    let w = match linear.base.quantized() {
+        Some(q) => proj::Weight::Quantized(q),
+        None => proj::Weight::Dense(slices.next().expect("weight slice")),
+    };
     let bias = linear.bias.as_ref().map(|_| slices.next().expect("bias"));
     let lora = linear.lora.as_ref().map(|pair| proj::Lora {
         a: slices.next().expect("lora a"),

@@ -2,10 +2,13 @@
 //! backward on borrowed slices; and the column splits of fused projections (Phi-3's `qkv_proj` and
 //! `gate_up_proj`).
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 use super::matmul::{Mat, MatMut, Threads, matmul, rows_times_wt};
 use crate::kernels::Real;
+use crate::quant::QuantMatrix;
 
 /// A LoRA pair's tensors: `a [rank, in]`, `b [out, rank]`, applied as `scale * (x a^T) b^T`.
 pub struct Lora<'a, T> {
@@ -15,9 +18,35 @@ pub struct Lora<'a, T> {
     pub scale: T,
 }
 
+/// A frozen `[out, in]` weight: dense, or kept quantized and decoded for each product (into a buffer
+/// freed after it: at most one projection decoded at a time).
+#[derive(Clone, Copy)]
+pub enum Weight<'a, T> {
+    Dense(&'a [T]),
+    Quantized(&'a QuantMatrix),
+}
+
+impl<'a, T: Real> Weight<'a, T> {
+    fn values(self) -> Cow<'a, [T]> {
+        match self {
+            Weight::Dense(w) => Cow::Borrowed(w),
+            Weight::Quantized(q) => {
+                let mut decoded = vec![0.0f32; q.rows * q.cols];
+                q.dequantize_into(&mut decoded);
+                Cow::Owned(
+                    decoded
+                        .into_par_iter()
+                        .map(|v| T::from_f64(f64::from(v)))
+                        .collect(),
+                )
+            }
+        }
+    }
+}
+
 /// A frozen projection `w [out, in]`, its optional bias `[out]` and LoRA pair.
 pub struct Proj<'a, T> {
-    pub w: &'a [T],
+    pub w: Weight<'a, T>,
     pub bias: Option<&'a [T]>,
     pub out: usize,
     pub inp: usize,
@@ -40,7 +69,16 @@ impl<T: Real> Proj<'_, T> {
 
     /// `y (+)= x w^T + bias + scale * (x a^T) b^T` for `x [n, in]`; `x a^T` goes to `u`.
     pub fn forward(&self, x: &[T], n: usize, y: &mut [T], accumulate: bool, u: &mut Vec<T>) {
-        rows_times_wt(y, x, n, self.w, self.out, self.inp, T::ONE, accumulate);
+        rows_times_wt(
+            y,
+            x,
+            n,
+            &self.w.values(),
+            self.out,
+            self.inp,
+            T::ONE,
+            accumulate,
+        );
         if let Some(bias) = self.bias {
             y.par_chunks_mut(self.out).for_each(|row| {
                 for (y, b) in row.iter_mut().zip(bias) {
@@ -71,7 +109,8 @@ impl<T: Real> Proj<'_, T> {
         t: &mut Vec<T>,
     ) {
         let dy_m = Mat::new(dy, n, self.out);
-        let w = Mat::new(self.w, self.out, self.inp);
+        let w = self.w.values();
+        let w = Mat::new(&w, self.out, self.inp);
         matmul(
             MatMut::new(dx, n, self.inp),
             dy_m,

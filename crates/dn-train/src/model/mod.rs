@@ -16,14 +16,14 @@ use candle_core::{DType, Device, Tensor, Var};
 use dn_arch::{Layer, ModelConfig, Projection, Role};
 
 use crate::error::{Error, Result};
-use crate::frozen::Frozen;
+use crate::frozen::{Frozen, FrozenBase};
 use crate::lora::{LoraConfig, LoraPair, seeded_rng};
 use crate::weights::BaseModel;
 pub use experts::{ExpertMlp, RouterLoad};
 
 /// A frozen projection with an optional frozen bias and an optional LoRA pair.
 pub struct Linear {
-    pub(crate) base: Frozen,
+    pub(crate) base: FrozenBase,
     pub(crate) bias: Option<Tensor>,
     pub lora: Option<LoraPair>,
     pub(crate) role: Role,
@@ -248,7 +248,15 @@ impl LoraModel {
             };
             let mut linears = Vec::new();
             for p in config.layer_projections(i) {
-                linears.push(linear(base, &config, i, p, &lora, &mut rng, lora_dtype)?);
+                linears.push(linear(
+                    base,
+                    &config,
+                    i,
+                    p,
+                    &lora,
+                    &mut rng,
+                    (dtype, lora_dtype),
+                )?);
             }
             let experts = layer
                 .sparse
@@ -450,29 +458,50 @@ fn linear(
     p: &Projection,
     lora: &LoraConfig,
     rng: &mut rand_chacha::ChaCha8Rng,
-    lora_dtype: DType,
+    (dtype, lora_dtype): (DType, DType),
 ) -> Result<Linear> {
     let path = config.projection_path(i, p);
-    let weight = base.get(&format!("{path}.weight"))?;
+    let name = format!("{path}.weight");
     let (out, inp) = (config.out_features(p.role), config.in_features(p.role));
-    check_shape(base, &format!("{path}.weight"), weight, &[out, inp])?;
-    let frozen = Frozen::new(weight)?;
+    let frozen = match base.quantized.get(&name) {
+        Some(q) => {
+            if (q.rows, q.cols) != (out, inp) {
+                return Err(Error::model(
+                    base.source.display().to_string(),
+                    format!(
+                        "weight {name} has shape [{}, {}]; the config makes it [{out}, {inp}]",
+                        q.rows, q.cols
+                    ),
+                ));
+            }
+            FrozenBase::Quantized(crate::quant::QuantLinear {
+                matrix: q.clone(),
+                dtype,
+            })
+        }
+        None => {
+            let weight = base.get(&name)?;
+            check_shape(base, &name, weight, &[out, inp])?;
+            FrozenBase::Dense(Frozen::new(weight)?)
+        }
+    };
+    let device = base.device();
     let bias = if config.has_bias(p.role) {
         let name = format!("{path}.bias");
         let b = base.get(&name)?.detach();
         check_shape(base, &name, &b, &[out])?;
-        Some(b.to_dtype(weight.dtype())?)
+        Some(b.to_dtype(dtype)?)
     } else {
         None
     };
     let pair = if lora.targets(p.name) && config.adaptable(p) {
-        Some(LoraPair::init(
+        Some(LoraPair::init_shaped(
             path,
-            &frozen,
+            (inp, out, 1),
             lora,
             rng,
             lora_dtype,
-            weight.device(),
+            &device,
         )?)
     } else {
         None

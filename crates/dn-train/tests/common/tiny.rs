@@ -74,6 +74,7 @@ pub fn tiny_model(dtype: DType, tied: bool, seed: u64) -> BaseModel {
         tensors,
         source: PathBuf::from("tiny"),
         stored_experts: None,
+        quantized: Default::default(),
     }
 }
 

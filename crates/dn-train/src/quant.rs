@@ -1,0 +1,216 @@
+//! Frozen projection weights kept in the quantization their checkpoint stores (a GGUF file's ggml block
+//! types, bitsandbytes' NF4/FP4): a fraction of the memory of the decoded weight. Each use decodes the
+//! matrix into a buffer that lives only as long as that product (its rows in parallel), so at most one
+//! projection is ever held decoded; the decoded values are exactly what loading it decoded would hold.
+//!
+//! [`QuantLinear`] is the candle op (`x W^T`, input gradient `g W`) the graph executor applies; the CPU
+//! engine decodes through [`QuantMatrix::dequantize_into`] itself.
+
+use std::sync::Arc;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Storage, Tensor};
+use dn_model::bnb4::{self, QuantState};
+use dn_model::ggml::GgmlType;
+use rayon::prelude::*;
+
+/// How a [`QuantMatrix`] stores its values.
+enum QuantData {
+    /// Each row `cols / block` ggml blocks.
+    Ggml { kind: GgmlType, bytes: Vec<u8> },
+    /// bitsandbytes 4-bit: two codes a byte over the flattened matrix, a scale per block.
+    Bnb4 {
+        state: QuantState,
+        packed: Vec<u8>,
+        absmax: Vec<f32>,
+    },
+}
+
+/// A frozen `[rows, cols]` weight in its stored quantization.
+pub struct QuantMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    data: QuantData,
+}
+
+/// Rows decoded per parallel task.
+const ROWS_PER_TASK: usize = 16;
+
+impl QuantMatrix {
+    /// `rows` rows of ggml blocks of `kind`.
+    pub fn ggml(kind: GgmlType, rows: usize, cols: usize, bytes: Vec<u8>) -> Result<Self, String> {
+        let expected = kind
+            .size_of(cols)
+            .map(|row| row * rows)
+            .ok_or_else(|| format!("{cols} columns are not whole {} blocks", kind.name))?;
+        if bytes.len() != expected {
+            return Err(format!(
+                "{} bytes for [{rows}, {cols}] in {} (expected {expected})",
+                bytes.len(),
+                kind.name
+            ));
+        }
+        Ok(QuantMatrix {
+            rows,
+            cols,
+            data: QuantData::Ggml { kind, bytes },
+        })
+    }
+
+    /// A bitsandbytes 4-bit weight of a 2-D `state.shape`, its absmax already decoded.
+    pub fn bnb4(state: QuantState, packed: Vec<u8>, absmax: Vec<f32>) -> Result<Self, String> {
+        let [rows, cols] = state.shape[..] else {
+            return Err(format!(
+                "a 4-bit weight of shape {:?} is not a matrix",
+                state.shape
+            ));
+        };
+        if packed.len() != state.numel().div_ceil(2) || absmax.len() != state.blocks() {
+            return Err(format!(
+                "{} bytes and {} block scales for a [{rows}, {cols}] 4-bit weight",
+                packed.len(),
+                absmax.len()
+            ));
+        }
+        Ok(QuantMatrix {
+            rows,
+            cols,
+            data: QuantData::Bnb4 {
+                state,
+                packed,
+                absmax,
+            },
+        })
+    }
+
+    /// The stored format: a ggml type's name, `nf4` or `fp4`.
+    pub fn format(&self) -> &'static str {
+        match &self.data {
+            QuantData::Ggml { kind, .. } => kind.name,
+            QuantData::Bnb4 { state, .. } => state.code.name(),
+        }
+    }
+
+    /// Bytes held in memory.
+    pub fn stored_bytes(&self) -> usize {
+        match &self.data {
+            QuantData::Ggml { bytes, .. } => bytes.len(),
+            QuantData::Bnb4 { packed, absmax, .. } => packed.len() + 4 * absmax.len(),
+        }
+    }
+
+    /// The decoded matrix, row-major, into `out` (`rows * cols` values).
+    pub fn dequantize_into(&self, out: &mut [f32]) {
+        let cols = self.cols;
+        out.par_chunks_mut(ROWS_PER_TASK * cols)
+            .enumerate()
+            .for_each(|(task, chunk)| {
+                let first_row = task * ROWS_PER_TASK;
+                match &self.data {
+                    QuantData::Ggml { kind, bytes } => {
+                        let row_bytes = bytes.len() / self.rows.max(1);
+                        let rows = chunk.len() / cols.max(1);
+                        let start = first_row * row_bytes;
+                        kind.dequantize(&bytes[start..start + rows * row_bytes], chunk);
+                    }
+                    QuantData::Bnb4 {
+                        state,
+                        packed,
+                        absmax,
+                    } => bnb4::dequantize_range(state, packed, absmax, first_row * cols, chunk),
+                }
+            });
+    }
+
+    /// The decoded matrix as a `[rows, cols]` tensor in `dtype` on `device`.
+    pub fn to_tensor(&self, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
+        let mut values = vec![0.0f32; self.rows * self.cols];
+        self.dequantize_into(&mut values);
+        Tensor::from_vec(values, (self.rows, self.cols), &Device::Cpu)?
+            .to_dtype(dtype)?
+            .to_device(device)
+    }
+}
+
+/// `x W^T` for a quantized frozen `W`, decoded for the product and again for the input gradient `g W`.
+#[derive(Clone)]
+pub struct QuantLinear {
+    pub(crate) matrix: Arc<QuantMatrix>,
+    /// The dtype the decoded weight is computed in (the model's).
+    pub(crate) dtype: DType,
+}
+
+impl QuantLinear {
+    pub fn out_features(&self) -> usize {
+        self.matrix.rows
+    }
+
+    pub fn in_features(&self) -> usize {
+        self.matrix.cols
+    }
+
+    /// `x [.., in] -> [.., out]`.
+    pub fn forward(&self, x: &Tensor) -> crate::error::Result<Tensor> {
+        let x = x.contiguous()?;
+        if !x.track_op() {
+            let w = self.matrix.to_tensor(self.dtype, x.device())?;
+            return Ok(x.broadcast_matmul(&w.t()?)?);
+        }
+        Ok(x.apply_op1(self.clone())?)
+    }
+
+    fn product<S: BackendStorage>(
+        &self,
+        storage: &S,
+        layout: &Layout,
+        device: &Device,
+        pick: impl Fn(&Storage) -> Option<&S>,
+    ) -> candle_core::Result<(S, Shape)> {
+        let w_t = self.matrix.to_tensor(self.dtype, device)?.t()?;
+        let (weight, weight_layout) = w_t.storage_and_layout();
+        let weight = pick(&weight).ok_or_else(|| {
+            candle_core::Error::Msg("quantized linear: the weight is on another device".into())
+        })?;
+        crate::frozen::matmul_storage(storage, layout, weight, weight_layout)
+    }
+}
+
+impl CustomOp1 for QuantLinear {
+    fn name(&self) -> &'static str {
+        "quantized-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.product(storage, layout, &Device::Cpu, |s| match s {
+            Storage::Cpu(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        storage: &candle_core::CudaStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let device = Device::Cuda(storage.device().clone());
+        self.product(storage, layout, &device, |s| match s {
+            Storage::Cuda(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    fn bwd(
+        &self,
+        _arg: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let w = self.matrix.to_tensor(self.dtype, grad.device())?;
+        Ok(Some(grad.broadcast_matmul(&w)?))
+    }
+}

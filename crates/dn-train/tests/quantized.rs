@@ -1,0 +1,175 @@
+//! Bases kept in their stored quantization (bitsandbytes 4-bit projections, a GGUF's block types) compute
+//! what the same bases decoded at load compute: each product decodes its weight (the CPU engine into a
+//! buffer freed after it, the graph through its own op), so loss and LoRA gradients are those of the
+//! decoded model, on both executors, and merged export writes the decoded weights.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use common::families::relative_error;
+use common::sequences;
+use dn_train::{
+    BaseModel, Executor, LoraConfig, LoraModel, TrainExample, count_targets, forward_backward,
+};
+
+fn bnb(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/bnb")
+        .join(name)
+}
+
+/// `base` with every quantized weight decoded into a tensor, as loading it decoded would hold it.
+fn decoded(base: &BaseModel, dtype: DType) -> BaseModel {
+    let mut tensors: HashMap<String, Tensor> = base.tensors.clone();
+    for name in base.quantized.keys() {
+        tensors.insert(name.clone(), base.dense(name, dtype).unwrap());
+    }
+    BaseModel {
+        config: base.config.clone(),
+        tensors,
+        source: base.source.clone(),
+        stored_experts: base.stored_experts,
+        quantized: HashMap::new(),
+    }
+}
+
+fn examples(vocab: usize) -> Vec<TrainExample> {
+    [(13usize, 5usize), (9, 3), (6, 2)]
+        .iter()
+        .enumerate()
+        .map(|(i, (len, prompt))| TrainExample {
+            input_ids: (0..*len)
+                .map(|t| ((t * 37 + i * 11 + 3) % vocab) as u32)
+                .collect(),
+            loss_mask: (0..*len).map(|t| u8::from(t >= *prompt)).collect(),
+        })
+        .collect()
+}
+
+/// Loss and LoRA gradients of `base` with a seeded rank-4 LoRA on every projection (B away from zero).
+fn loss_and_grads(base: &BaseModel, executor: Executor, ex: &[TrainExample]) -> (f64, Vec<Tensor>) {
+    let model = LoraModel::with_executor(base, &LoraConfig::new(4, 8.0), 7, executor).unwrap();
+    for pair in model.lora_pairs() {
+        let b = pair.b.as_tensor();
+        let n = b.elem_count();
+        let values: Vec<f32> = (0..n).map(|k| 0.05 * ((k as f32) * 0.37).sin()).collect();
+        let t = Tensor::from_vec(values, b.dims(), &Device::Cpu).unwrap();
+        pair.b.set(&t.to_dtype(b.dtype()).unwrap()).unwrap();
+    }
+    let seqs = sequences(ex);
+    let n = count_targets(&seqs);
+    let (loss, grads) = forward_backward(&model, &seqs, n).unwrap();
+    (loss.nll_sum().unwrap() / n as f64, grads.unwrap())
+}
+
+fn assert_same_model(
+    label: &str,
+    base: &BaseModel,
+    executor: Executor,
+    ex: &[TrainExample],
+) -> f64 {
+    let dense = decoded(base, DType::F32);
+    let (loss_q, grads_q) = loss_and_grads(base, executor, ex);
+    let (loss_d, grads_d) = loss_and_grads(&dense, executor, ex);
+    let rel = (loss_q - loss_d).abs() / loss_d;
+    assert!(
+        rel < 1e-6,
+        "{label} ({executor:?}): loss {loss_q} vs decoded {loss_d}"
+    );
+    let mut worst: f64 = 0.0;
+    for (a, b) in grads_q.iter().zip(&grads_d) {
+        worst = worst.max(relative_error(a, b));
+    }
+    assert!(
+        worst < 1e-6,
+        "{label} ({executor:?}): gradients differ by {worst:e}"
+    );
+    println!("{label} ({executor:?}): loss {loss_q:.6} (rel {rel:.1e}), gradients rel {worst:.1e}");
+    loss_q
+}
+
+#[test]
+fn bitsandbytes_bases_kept_4_bit_compute_the_decoded_model() {
+    for variant in ["nf4-dq", "nf4", "fp4-dq"] {
+        let base = BaseModel::load(&bnb(variant), DType::F32, &Device::Cpu).unwrap();
+        assert_eq!(
+            base.quantized.len(),
+            14,
+            "{variant}: every projection kept 4-bit"
+        );
+        let (format, bytes) = base.quantized_summary().unwrap();
+        assert_eq!(format, &variant[..3]);
+        // 4 bits a weight and an f32 scale per 64: 0.5625 bytes, against 4 decoded.
+        let weights: usize = base.quantized.values().map(|q| q.rows * q.cols).sum();
+        assert_eq!(bytes as usize, weights / 2 + weights / 64 * 4);
+        let ex = examples(base.config.vocab_size);
+        for executor in [Executor::CpuEngine, Executor::Graph] {
+            assert_same_model(variant, &base, executor, &ex);
+        }
+    }
+}
+
+/// A quantized base's merged export holds the decoded weights (plus the pairs), and no
+/// quantization_config: it loads as a plain model computing the same logits.
+#[test]
+fn merged_export_of_a_4_bit_base_is_the_decoded_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = BaseModel::load(&bnb("nf4-dq"), DType::F32, &Device::Cpu).unwrap();
+    let model = LoraModel::new(&base, &LoraConfig::new(4, 8.0), 3).unwrap();
+    let adapter = dir.path().join("adapter");
+    std::fs::create_dir_all(&adapter).unwrap();
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for pair in model.lora_pairs() {
+        tensors.insert(pair.peft_a_name(), pair.a.as_tensor().clone());
+        let b = (pair.b.as_tensor().ones_like().unwrap() * 0.01).unwrap();
+        pair.b.set(&b).unwrap();
+        tensors.insert(pair.peft_b_name(), b);
+    }
+    candle_core::safetensors::save(&tensors, adapter.join(dn_train::ADAPTER_FILE)).unwrap();
+    let config = dn_train::adapter_config(&model, "base");
+    std::fs::write(
+        adapter.join(dn_train::ADAPTER_CONFIG_FILE),
+        serde_json::to_string(&config).unwrap(),
+    )
+    .unwrap();
+    let out = dir.path().join("merged");
+    dn_train::merge_adapter(&bnb("nf4-dq"), &adapter, &out, DType::F32, 1 << 30).unwrap();
+    let config = std::fs::read_to_string(out.join("config.json")).unwrap();
+    assert!(!config.contains("quantization_config"), "{config}");
+    let merged = BaseModel::load(&out, DType::F32, &Device::Cpu).unwrap();
+    assert!(merged.quantized.is_empty());
+    let plain = LoraModel::new(&merged, &LoraConfig::new(1, 1.0), 0).unwrap();
+    let ex = examples(base.config.vocab_size);
+    let seqs = sequences(&ex);
+    let rows: Vec<u32> = (0..28).collect();
+    let want = dn_train::logits_at(&model, &seqs, &rows).unwrap();
+    let got = dn_train::logits_at(&plain, &seqs, &rows).unwrap();
+    assert!(relative_error(&got, &want) < 1e-5);
+}
+
+/// SmolLM2's Q4_1 GGUF kept in Q4_1: the same loss and gradients as its decoded weights, in a seventh of
+/// their memory.
+#[test]
+fn a_q4_1_gguf_kept_quantized_computes_the_decoded_model() {
+    let Some(gguf) = common::test_model() else {
+        return;
+    };
+    let base = BaseModel::load(Path::new(&gguf), DType::F32, &Device::Cpu).unwrap();
+    let (format, bytes) = base.quantized_summary().unwrap();
+    let weights: usize = base.quantized.values().map(|q| q.rows * q.cols).sum();
+    assert_eq!(
+        base.quantized.len(),
+        30 * 7,
+        "every projection of the 30 layers"
+    );
+    assert!(format.contains("Q4_1"), "{format}");
+    assert!(
+        (bytes as f64) < weights as f64 * 4.0 / 6.0,
+        "{bytes} bytes for {weights} weights"
+    );
+    let ex = examples(base.config.vocab_size);
+    assert_same_model("smollm2 Q4_1", &base, Executor::CpuEngine, &ex);
+}
