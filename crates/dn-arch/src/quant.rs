@@ -33,6 +33,26 @@ pub enum StoredQuantization {
     },
     /// gpt-oss's experts in MXFP4.
     Mxfp4,
+    /// A GGUF file's projections in a ggml block type (the most used one): `block` values in `bytes`.
+    Ggml {
+        name: &'static str,
+        block: u16,
+        bytes: u16,
+    },
+}
+
+impl StoredQuantization {
+    /// Bytes per weight of the projections this quantization holds (`None`: not the projections').
+    pub fn projection_bytes_per_weight(&self) -> Option<f64> {
+        match self {
+            // 4 bits, and an f32 scale per block of 64 once decoded at load.
+            StoredQuantization::Bnb4 { .. } => Some(0.5 + 4.0 / 64.0),
+            StoredQuantization::Ggml { block, bytes, .. } => {
+                Some(f64::from(*bytes) / f64::from(*block))
+            }
+            StoredQuantization::Mxfp4 => None,
+        }
+    }
 }
 
 impl std::fmt::Display for StoredQuantization {
@@ -48,6 +68,7 @@ impl std::fmt::Display for StoredQuantization {
                 if *double_quant { " (double quant)" } else { "" }
             ),
             StoredQuantization::Mxfp4 => f.write_str("mxfp4 experts"),
+            StoredQuantization::Ggml { name, .. } => f.write_str(name),
         }
     }
 }

@@ -218,6 +218,10 @@ pub struct SftArgs {
     /// extension; default: on for CUDA workers, off on the CPU).
     #[arg(long)]
     pub gradient_checkpointing: Option<bool>,
+    /// How the frozen base is held (dn extension): as_stored (the default: a GGUF's or bitsandbytes'
+    /// quantization kept), none (decoded at load), nf4 or q8_0 (projections quantized at load: QLoRA).
+    #[arg(long, value_parser = dn_spec::BaseQuantization::parse)]
+    pub base_quantization: Option<dn_spec::BaseQuantization>,
     /// Keep only the newest N step checkpoints in storage; the final adapter is always kept (dn
     /// extension; default: all).
     #[arg(long)]

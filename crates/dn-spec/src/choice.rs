@@ -88,6 +88,22 @@ choice! {
 }
 
 choice! {
+    /// How the frozen base is held in memory (`base_quantization`).
+    BaseQuantization, field: "base_quantization", default: AsStored, {
+        /// As the checkpoint stores it: a GGUF's block types and bitsandbytes' 4-bit weights stay
+        /// quantized, anything else dense.
+        AsStored = "as_stored",
+        /// Every weight decoded at load (the memory of the unquantized model).
+        None = "none",
+        /// The projections quantized at load to NF4 as bitsandbytes' `quantize_4bit` would store them
+        /// (blocks of 64, an f32 scale each): QLoRA from a bf16/f32 checkpoint.
+        Nf4 = "nf4",
+        /// The projections quantized at load to ggml's Q8_0 (blocks of 32, an f16 scale each).
+        Q8_0 = "q8_0",
+    }
+}
+
+choice! {
     /// How the learning rate moves over the run (`lr_scheduler`), after any warmup.
     LrSchedule, field: "lr_scheduler", default: Constant, {
         /// The reference's: the same rate at every step.

@@ -3,7 +3,7 @@
 //! change instead of being killed for memory halfway through.
 //!
 //! The estimate counts the frozen weights in the dtype they are trained in (f32 on the CPU, bf16 on CUDA;
-//! every expert of a mixture resident),
+//! every expert of a mixture resident; projections kept quantized in their stored bytes),
 //! the LoRA pairs with their gradients and AdamW moments (f32), and the activations one forward/backward
 //! pass keeps for its tokens (what the CPU engine stores per block, or with layer-by-layer recompute the
 //! block inputs plus one block), plus a 512-row chunk of logits and its gradient.
@@ -13,6 +13,7 @@ use dn_arch::ModelConfig;
 
 use crate::error::{Error, Result};
 use crate::lora::LoraConfig;
+use dn_spec::BaseQuantization;
 
 /// Rows of logits the loss computes at a time.
 const LOGIT_ROWS: u64 = 512;
@@ -31,7 +32,8 @@ impl MemoryEstimate {
     }
 }
 
-/// What training `config` with `lora` (resolved) on `device` needs for passes of `tokens` tokens.
+/// What training `config` with `lora` (resolved) on `device` needs for passes of `tokens` tokens, the
+/// base held as stored.
 pub fn estimate_memory(
     config: &ModelConfig,
     lora: &LoraConfig,
@@ -39,7 +41,50 @@ pub fn estimate_memory(
     tokens: usize,
     recompute: bool,
 ) -> MemoryEstimate {
+    estimate_memory_as(
+        config,
+        lora,
+        device,
+        tokens,
+        recompute,
+        BaseQuantization::AsStored,
+    )
+}
+
+/// Bytes per projection weight of the base held as `quantization` says (`None`: the training dtype's).
+fn projection_bytes(config: &ModelConfig, quantization: BaseQuantization) -> Option<f64> {
+    match quantization {
+        BaseQuantization::AsStored => config
+            .quantization
+            .and_then(|q| q.projection_bytes_per_weight()),
+        BaseQuantization::None => None,
+        BaseQuantization::Nf4 => Some(0.5 + 4.0 / 64.0),
+        BaseQuantization::Q8_0 => Some(34.0 / 32.0),
+    }
+}
+
+/// [`estimate_memory`] with the base held as `quantization` says: its projections counted in their
+/// stored bytes when kept quantized.
+pub fn estimate_memory_as(
+    config: &ModelConfig,
+    lora: &LoraConfig,
+    device: &Device,
+    tokens: usize,
+    recompute: bool,
+    quantization: BaseQuantization,
+) -> MemoryEstimate {
     let weight_bytes = if device.is_cuda() { 2 } else { 4 };
+    let projection_params: u64 = (0..config.num_hidden_layers)
+        .flat_map(|i| config.layer_projections(i).iter())
+        .map(|p| (config.in_features(p.role) * config.out_features(p.role)) as u64)
+        .sum();
+    let weights = match projection_bytes(config, quantization) {
+        Some(bytes) => {
+            (config.parameter_count() - projection_params) * weight_bytes
+                + (projection_params as f64 * bytes) as u64
+        }
+        None => config.parameter_count() * weight_bytes,
+    };
     let rank = lora.rank as u64;
     // Per layer: its projections' pairs, and a sparse layer's router pair and pair per expert on gate_up
     // and down.
@@ -89,7 +134,7 @@ pub fn estimate_memory(
     };
     let logits = LOGIT_ROWS.min(tokens.max(1)) * config.vocab_size as u64 * 2;
     MemoryEstimate {
-        weights: config.parameter_count() * weight_bytes,
+        weights,
         lora: lora_params * 4 * 4,
         activations: (tokens * per_token + logits) * 4,
     }

@@ -66,7 +66,7 @@ mod weights;
 pub use batch::Packed;
 pub use budget::{
     MAX_DERIVED_TOKENS_PER_PASS, MemoryEstimate, available_memory, check_fits, estimate_memory,
-    tokens_per_pass_for_memory,
+    estimate_memory_as, tokens_per_pass_for_memory,
 };
 pub use checkpoint::{
     ADAPTER_CONFIG_FILE, ADAPTER_FILE, Checkpoint, OPTIMIZER_FILE, STATE_FILE, StepRecord,
@@ -78,6 +78,7 @@ pub use device::{
 };
 pub use dn_arch::{Family, ModelConfig};
 pub use dn_model::gguf_write::TensorType;
+pub use dn_spec::BaseQuantization;
 pub use error::{Error, Result};
 pub use export::{MAX_SHARD_BYTES, MergeSummary, merge_adapter, stored_dtype};
 pub use export_gguf::{GgufSummary, export_gguf};
@@ -87,7 +88,7 @@ pub use lora::{ALL_LINEAR, LoraConfig, LoraPair, LoraTargets, seeded_rng};
 pub use loss::{
     BatchLoss, Sequence, count_targets, evaluate, forward_backward, logits_at, targets,
 };
-pub use model::{Executor, LoraModel, RouterLoad};
+pub use model::{BaseMemory, Executor, LoraModel, RouterLoad};
 pub use optim::{AdamW, AdamWConfig, Schedule, clip_grad_norm, scheduled_rate};
 pub use schedule::{
     epoch_order, passes, step_examples, step_position, steps_per_epoch, total_steps,

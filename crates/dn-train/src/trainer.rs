@@ -12,7 +12,7 @@ use crate::checkpoint::{self, Checkpoint, StepRecord, TrainerState};
 use crate::error::{Error, Result};
 use crate::generate::{SamplingOptions, generate};
 use crate::loss::{Sequence, count_targets, evaluate, forward_backward};
-use crate::model::{LoraModel, RouterLoad};
+use crate::model::{BaseMemory, LoraModel, RouterLoad};
 use crate::optim::{AdamW, AdamWConfig, Schedule, clip_grad_norm, scheduled_rate};
 use crate::schedule::{passes, step_examples, step_position, total_steps};
 
@@ -105,6 +105,8 @@ pub enum Event {
         /// `cpu` or `cuda:N`.
         device: String,
         tokens_per_pass: usize,
+        /// What the frozen base occupies (its quantized projections and dense weights).
+        base_memory: BaseMemory,
     },
     /// A step ran out of device memory and is redone with passes of at most `tokens_per_pass` tokens.
     PassShrunk {
@@ -278,6 +280,7 @@ impl Trainer<'_> {
             trainable_by_group: self.model.trainable_by_group(),
             device: crate::device::device_label(self.model.device()),
             tokens_per_pass: o.tokens_per_pass,
+            base_memory: self.model.base_memory(),
         }) != Control::Continue
         {
             return Err(Error::Stopped { step: state.step });

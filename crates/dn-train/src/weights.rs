@@ -15,6 +15,7 @@ use dn_model::weights::hf_tensors_keeping;
 use crate::error::{Error, Result};
 use crate::quant::QuantMatrix;
 use dn_arch::ModelConfig;
+use dn_spec::BaseQuantization;
 
 /// A model's architecture and frozen weights, by transformers name.
 pub struct BaseModel {
@@ -45,11 +46,53 @@ fn model_err(path: &Path, message: impl Into<String>) -> Error {
 impl BaseModel {
     /// Loads a GGUF file or an HF model directory.
     pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
-        if path.is_dir() {
-            Self::from_hf_dir(path, dtype, device)
+        Self::load_with(path, dtype, device, BaseQuantization::AsStored)
+    }
+
+    /// [`Self::load`], the base held as `quantization` says: as stored, decoded, or its projections
+    /// quantized at load (a model directory's one tensor at a time, so the decoded model is never whole
+    /// in memory).
+    pub fn load_with(
+        path: &Path,
+        dtype: DType,
+        device: &Device,
+        quantization: BaseQuantization,
+    ) -> Result<Self> {
+        let mut base = if path.is_dir() {
+            Self::from_hf_dir(path, dtype, device, quantization)?
         } else {
-            Self::from_gguf(path, dtype, device)
+            Self::from_gguf(path, dtype, device)?
+        };
+        match quantization {
+            BaseQuantization::AsStored => {}
+            BaseQuantization::None => {
+                for (name, matrix) in std::mem::take(&mut base.quantized) {
+                    let tensor = matrix.to_tensor(dtype, device)?;
+                    base.tensors.insert(name, tensor);
+                }
+            }
+            BaseQuantization::Nf4 | BaseQuantization::Q8_0 => {
+                if let Some((format, _)) = base.quantized_summary()
+                    && path.is_file()
+                {
+                    return Err(model_err(
+                        path,
+                        format!(
+                            "base_quantization {quantization}: the base is stored in {format}, which it keeps \
+                             (as_stored) or decodes (none); {quantization} quantizes unquantized weights"
+                        ),
+                    ));
+                }
+                for name in projection_weights(&base.config) {
+                    if let Some(tensor) = base.tensors.remove(&name) {
+                        let matrix = quantize(&tensor, tensor.dtype(), quantization)
+                            .map_err(|e| model_err(path, format!("{name}: {e}")))?;
+                        base.quantized.insert(name, Arc::new(matrix));
+                    }
+                }
+            }
         }
+        Ok(base)
     }
 
     /// The architecture of a GGUF file or model directory, read without its weights: what a job checks
@@ -62,7 +105,7 @@ impl BaseModel {
         gguf_config(&meta, path)
     }
 
-    pub fn from_gguf(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
+    fn from_gguf(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let name = path.display().to_string();
         let meta = GgufMetadata::read(path).map_err(|e| model_err(path, e.to_string()))?;
         let config = gguf_config(&meta, path)?;
@@ -92,8 +135,16 @@ impl BaseModel {
         })
     }
 
-    pub fn from_hf_dir(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+    fn from_hf_dir(
+        dir: &Path,
+        dtype: DType,
+        device: &Device,
+        quantization: BaseQuantization,
+    ) -> Result<Self> {
         let config = read_dir_config(dir)?;
+        let projections = projection_weights(&config);
+        let mut quantized = HashMap::new();
+        let quantize_now = matches!(quantization, BaseQuantization::Nf4 | BaseQuantization::Q8_0);
         let files = safetensors_files(dir)?;
         let mut tensors = HashMap::new();
         // MXFP4 `*_blocks` and `*_scales` stay bytes until decoded.
@@ -132,12 +183,28 @@ impl BaseModel {
                     packed.insert(name, tensor);
                     continue;
                 }
+                if quantize_now && projections.contains(&name) {
+                    let matrix = quantize(&tensor, tensor.dtype(), quantization)
+                        .map_err(|e| model_err(file, format!("{name}: {e}")))?;
+                    quantized.insert(name, Arc::new(matrix));
+                    continue;
+                }
                 tensors.insert(name, tensor.to_dtype(dtype)?);
             }
         }
-        let quantized = bnb
-            .decode(&projection_weights(&config), &mut tensors, dtype, device)
+        let stored = bnb
+            .decode(&projections, &mut tensors, dtype, device)
             .map_err(|e| model_err(dir, e))?;
+        if quantize_now && !stored.is_empty() {
+            return Err(model_err(
+                dir,
+                format!(
+                    "base_quantization {quantization}: the base is stored in bitsandbytes 4-bit, which it keeps \
+                     (as_stored) or decodes (none); {quantization} quantizes unquantized weights"
+                ),
+            ));
+        }
+        quantized.extend(stored);
         crate::interleaved::load(&config, &mut tensors, &packed, dtype, device)
             .map_err(|e| model_err(dir, e))?;
         let stored_experts = fuse_experts(&config, &mut tensors)
@@ -214,6 +281,51 @@ impl BaseModel {
     }
 }
 
+/// A dense `[out, in]` weight stored in `stored` quantized as `quantization` says (nf4 or q8_0).
+fn quantize(
+    tensor: &Tensor,
+    stored: DType,
+    quantization: BaseQuantization,
+) -> std::result::Result<QuantMatrix, String> {
+    let err = |e: candle_core::Error| e.to_string();
+    let (rows, cols) = tensor.dims2().map_err(err)?;
+    let values: Vec<f32> = tensor
+        .to_dtype(DType::F32)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1())
+        .map_err(err)?;
+    match quantization {
+        BaseQuantization::Q8_0 => {
+            if !cols.is_multiple_of(32) {
+                return Err(format!(
+                    "q8_0 needs rows of a multiple of 32 values ({cols})"
+                ));
+            }
+            let bytes =
+                dn_model::gguf_write::encode(&values, dn_model::gguf_write::TensorType::Q8_0);
+            let kind = dn_model::ggml::GgmlType::of(8).ok_or("no Q8_0 type")?;
+            QuantMatrix::ggml(kind, rows, cols, bytes)
+        }
+        _ => {
+            use dn_model::bnb4::{Code, QuantState, Rounding};
+            let (packed, absmax) = dn_model::bnb4::quantize(&values, Code::Nf4, 64);
+            let rounding = match stored {
+                DType::BF16 => Rounding::Bf16,
+                DType::F16 => Rounding::F16,
+                _ => Rounding::F32,
+            };
+            let state = QuantState {
+                code: Code::Nf4,
+                blocksize: 64,
+                rounding,
+                shape: vec![rows, cols],
+                nested: None,
+            };
+            QuantMatrix::bnb4(state, packed, absmax)
+        }
+    }
+}
+
 /// The weight names of every block's projections (what may stay quantized; the experts, embedding, head
 /// and norms are decoded at load).
 fn projection_weights(config: &ModelConfig) -> std::collections::HashSet<String> {
@@ -234,11 +346,31 @@ fn read_dir_config(dir: &Path) -> Result<ModelConfig> {
     Ok(config)
 }
 
-/// A GGUF's architecture from its metadata (through dn-render's one reading of it).
+/// A GGUF's architecture from its metadata (through dn-render's one reading of it), and the ggml block
+/// type most of its projection weights are stored in.
 fn gguf_config(meta: &GgufMetadata, path: &Path) -> Result<ModelConfig> {
     let name = path.display().to_string();
     let hf = dn_model::hf_config(meta, &name).map_err(|e| model_err(path, e.to_string()))?;
-    Ok(ModelConfig::from_json(&hf, &name)?)
+    let mut config = ModelConfig::from_json(&hf, &name)?;
+    let mut elements: HashMap<u32, u64> = HashMap::new();
+    for t in meta
+        .tensors
+        .iter()
+        .filter(|t| t.name.starts_with("blk.") && t.dims.len() == 2 && !t.name.contains("_exps"))
+    {
+        *elements.entry(t.kind).or_default() += t.elements();
+    }
+    let dominant = elements.into_iter().max_by_key(|(_, n)| *n).map(|(k, _)| k);
+    if let Some(kind) = dominant.and_then(dn_model::ggml::GgmlType::of)
+        && kind.block > 1
+    {
+        config.quantization = Some(dn_arch::StoredQuantization::Ggml {
+            name: kind.name,
+            block: kind.block as u16,
+            bytes: kind.bytes as u16,
+        });
+    }
+    Ok(config)
 }
 
 /// A tensor's name in transformers' current layout: checkpoints saved before transformers 4.52 keep

@@ -110,3 +110,69 @@ fn quantizing_the_base_gives_the_bytes_bitsandbytes_stored() {
     }
     assert_eq!(compared, 14);
 }
+
+/// `base_quantization`: `nf4` quantizes an unquantized base's projections at load as bitsandbytes would
+/// (the values bitsandbytes' NF4 gives, rounded to the dtype the weights are stored in, bf16 here);
+/// `none` decodes a stored quantization; a stored quantization is not quantized again.
+#[test]
+fn base_quantization_quantizes_at_load_decodes_or_refuses() {
+    use dn_train::BaseQuantization;
+    let base = fixture("base");
+    let nf4 = BaseModel::load_with(&base, DType::F32, &Device::Cpu, BaseQuantization::Nf4).unwrap();
+    assert_eq!(nf4.quantized.len(), 14);
+    let want: HashMap<String, Tensor> = candle_core::safetensors::load(
+        fixture("nf4").join("dequantized.safetensors"),
+        &Device::Cpu,
+    )
+    .unwrap();
+    for (name, expected) in &want {
+        let got = values(&nf4.dense(name, DType::F32).unwrap());
+        let expected: Vec<f32> = values(expected)
+            .into_iter()
+            .map(|v| half::bf16::from_f32(v).to_f32())
+            .collect();
+        assert_eq!(got, expected, "{name}");
+    }
+    let q8 = BaseModel::load_with(&base, DType::F32, &Device::Cpu, BaseQuantization::Q8_0).unwrap();
+    assert_eq!(q8.quantized_summary().unwrap().0, "Q8_0");
+
+    let decoded = BaseModel::load_with(
+        &fixture("nf4-dq"),
+        DType::F32,
+        &Device::Cpu,
+        BaseQuantization::None,
+    )
+    .unwrap();
+    assert!(decoded.quantized.is_empty());
+    let stored = BaseModel::load(&fixture("nf4-dq"), DType::F32, &Device::Cpu).unwrap();
+    for name in stored.quantized.keys() {
+        assert_eq!(
+            values(decoded.get(name).unwrap()),
+            values(&stored.dense(name, DType::F32).unwrap())
+        );
+    }
+    let Err(e) = BaseModel::load_with(
+        &fixture("nf4-dq"),
+        DType::F32,
+        &Device::Cpu,
+        BaseQuantization::Nf4,
+    ) else {
+        panic!("a 4-bit base quantized again");
+    };
+    assert!(e.to_string().contains("stored in bitsandbytes"), "{e}");
+}
+
+/// The memory check counts a quantized base's projections in their stored bytes.
+#[test]
+fn the_memory_estimate_counts_stored_bytes() {
+    use dn_train::{BaseQuantization, LoraConfig, estimate_memory_as};
+    let config = BaseModel::read_config(&fixture("nf4-dq")).unwrap();
+    let lora = LoraConfig::new(4, 8.0).resolve(&config).unwrap();
+    let at = |q| estimate_memory_as(&config, &lora, &Device::Cpu, 64, false, q).weights;
+    let (stored, dense) = (at(BaseQuantization::AsStored), at(BaseQuantization::None));
+    // 14 projections of 2 x (3 x 64 x 64 + 2 x 32 x 64 + 3 x 64 x 128) weights: 4 bytes dense, 0.5625
+    // kept 4-bit.
+    let projections = 2 * (2 * 64 * 64 + 2 * 32 * 64 + 3 * 64 * 128) as u64;
+    assert_eq!(dense - stored, projections * 4 - projections * 9 / 16);
+    assert_eq!(at(BaseQuantization::Nf4), stored);
+}

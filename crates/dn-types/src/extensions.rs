@@ -4,7 +4,7 @@
 //! reference worker does. Typed here (dn-spec's vocabulary): nothing below parses them again.
 
 use dn_spec::defaults;
-use dn_spec::{LoraTargets, LrSchedule, TrainOn};
+use dn_spec::{BaseQuantization, LoraTargets, LrSchedule, TrainOn};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -54,6 +54,9 @@ pub struct TrainingExtras {
     /// Most tokens in one forward/backward pass; absent: the worker derives it from the device's memory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_per_pass: Option<u32>,
+    /// How the frozen base is held in memory.
+    #[serde(default)]
+    pub base_quantization: BaseQuantization,
 }
 
 impl Default for TrainingExtras {
@@ -71,6 +74,7 @@ impl Default for TrainingExtras {
             train_on: TrainOn::default(),
             eval_samples: defaults::EVAL_SAMPLES,
             tokens_per_pass: None,
+            base_quantization: BaseQuantization::default(),
         }
     }
 }
@@ -167,6 +171,11 @@ pub fn validate_extras(c: &TinkerSftJobConfig) -> Result<TrainingExtras> {
         )?
         .unwrap_or(0.0),
         gradient_checkpointing: c.gradient_checkpointing,
+        base_quantization: parsed(
+            c.base_quantization.as_deref(),
+            BaseQuantization::parse,
+            "config.",
+        )?,
         save_total_limit: in_range(
             c.save_total_limit,
             "config.save_total_limit",

@@ -86,6 +86,10 @@ pub struct TinkerSftJobConfig {
     /// CPU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gradient_checkpointing: Option<bool>,
+    /// How the frozen base is held: `as_stored` (the default: a GGUF's or bitsandbytes' quantization
+    /// kept), `none` (decoded at load), `nf4` or `q8_0` (projections quantized at load: QLoRA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_quantization: Option<String>,
     /// Keep only the newest N step checkpoints in storage (older ones are deleted once a newer one is
     /// committed); the final adapter is always kept. Default: keep all.
     #[serde(default, skip_serializing_if = "Option::is_none")]

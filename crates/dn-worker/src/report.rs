@@ -40,14 +40,29 @@ pub fn event_entry(event: &Event, total_steps: u64) -> Option<NewLogEntry> {
             trainable_by_group,
             device,
             tokens_per_pass,
+            base_memory,
         } => {
             let groups: Vec<String> = trainable_by_group
                 .iter()
                 .map(|(group, n)| format!("{group} {n}"))
                 .collect();
+            let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+            let base = match &base_memory.quantization {
+                Some(format) => format!(
+                    "; base in memory {:.1} MiB: {} projections kept {format} ({:.1} MiB) + {:.1} MiB dense",
+                    mib(base_memory.quantized_bytes + base_memory.dense_bytes),
+                    base_memory.quantized_projections,
+                    mib(base_memory.quantized_bytes),
+                    mib(base_memory.dense_bytes)
+                ),
+                None => format!(
+                    "; base in memory {:.1} MiB, dense",
+                    mib(base_memory.dense_bytes)
+                ),
+            };
             entry(
                 format!(
-                    "training started on {device}: {total_steps} step(s) over {examples} example(s), {trainable_parameters} trainable parameters ({}), up to {tokens_per_pass} tokens per pass",
+                    "training started on {device}: {total_steps} step(s) over {examples} example(s), {trainable_parameters} trainable parameters ({}), up to {tokens_per_pass} tokens per pass{base}",
                     groups.join(", ")
                 ),
                 json!({"event": "training_start", "total_steps": total_steps, "start_step": start_step,
@@ -55,7 +70,10 @@ pub fn event_entry(event: &Event, total_steps: u64) -> Option<NewLogEntry> {
                        "trainable_parameters": trainable_parameters,
                        "trainable_parameters_by_group": trainable_by_group.iter()
                            .map(|(g, n)| (g.to_string(), json!(n))).collect::<serde_json::Map<_, _>>(),
-                       "device": device, "tokens_per_pass": tokens_per_pass}),
+                       "device": device, "tokens_per_pass": tokens_per_pass,
+                       "base_quantization": base_memory.quantization,
+                       "base_quantized_bytes": base_memory.quantized_bytes,
+                       "base_dense_bytes": base_memory.dense_bytes}),
             )
         }
         Event::PassShrunk {

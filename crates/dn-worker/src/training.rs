@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use dn_train::{
     AdamWConfig, BaseModel, Control, DeviceSpec, Event, LoraConfig, LoraModel, ModelConfig,
     SamplingOptions, TrainExample, TrainOptions, TrainSummary, Trainer, available_memory,
-    base_dtype, check_fits, device_label, estimate_memory, select_device,
+    base_dtype, check_fits, device_label, estimate_memory_as, select_device,
     tokens_per_pass_for_memory,
 };
 use dn_types::SftConfig;
@@ -79,7 +79,14 @@ pub fn check_memory(
         .extras
         .gradient_checkpointing
         .unwrap_or(device.is_cuda());
-    let estimate = estimate_memory(model, &lora, &device, tokens, recompute);
+    let estimate = estimate_memory_as(
+        model,
+        &lora,
+        &device,
+        tokens,
+        recompute,
+        config.extras.base_quantization,
+    );
     let Some(available) = available_memory(&device) else {
         return Ok(());
     };
@@ -159,7 +166,12 @@ fn train(
 ) -> dn_train::Result<TrainSummary> {
     let config = request.inputs.config.clone();
     let device = select_device(request.device)?;
-    let base = BaseModel::load(&request.model_path, base_dtype(&device), &device)?;
+    let base = BaseModel::load_with(
+        &request.model_path,
+        base_dtype(&device),
+        &device,
+        config.extras.base_quantization,
+    )?;
     let lora = lora_config(&config);
     let mut options = train_options(&config);
     let samples = request.inputs.eval_samples;

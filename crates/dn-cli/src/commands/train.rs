@@ -78,6 +78,7 @@ pub fn sft_request(args: &SftArgs, project: Option<&str>) -> Result<CreateTinker
             max_grad_norm: args.max_grad_norm,
             weight_decay: args.weight_decay,
             gradient_checkpointing: args.gradient_checkpointing,
+            base_quantization: args.base_quantization.map(|q| q.to_string()),
             save_total_limit: args.save_total_limit,
             train_on: args.train_on.map(|t| t.to_string()),
             eval_samples: args.eval_samples,

@@ -7,6 +7,7 @@
 //! example boundary.
 
 mod experts;
+mod footprint;
 
 use std::cell::OnceCell;
 use std::sync::Mutex;
@@ -20,6 +21,7 @@ use crate::frozen::{Frozen, FrozenBase};
 use crate::lora::{LoraConfig, LoraPair, seeded_rng};
 use crate::weights::BaseModel;
 pub use experts::{ExpertMlp, RouterLoad};
+pub use footprint::BaseMemory;
 
 /// A frozen projection with an optional frozen bias and an optional LoRA pair.
 pub struct Linear {
