@@ -1,7 +1,8 @@
 //! Generation throughput on the test model (SmolLM2-135M-Instruct, f32 on the CPU) with a LoRA adapter
 //! (r16 on all seven projections, unmerged): greedy, no stop, `NEW` new tokens after a 32-token prompt, at
 //! batch 1 and batch 8. Prints new tokens/s (all sequences together) and the time to the first token.
-//! Run: cargo bench -p dn-train --bench generate [-- NEW] (default 256). The peer, transformers + PEFT
+//! Run: cargo bench -p dn-train --bench generate [-- NEW] (default 256); `DN_BASE_QUANTIZATION=none` decodes
+//! the GGUF's Q4_1 at load (the default keeps it). The peer, transformers + PEFT
 //! `generate` on the same shapes: scripts/bench/generate_peer.py.
 
 use std::path::PathBuf;
@@ -19,7 +20,11 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(256);
-    let base = BaseModel::load(&model_path(), DType::F32, &Device::Cpu).expect("test model");
+    // DN_BASE_QUANTIZATION: as_stored (the default: the GGUF's Q4_1 kept) or none (decoded at load).
+    let quantization = std::env::var("DN_BASE_QUANTIZATION")
+        .map_or(dn_train::BaseQuantization::AsStored, |q| q.parse().unwrap());
+    let base = BaseModel::load_with(&model_path(), DType::F32, &Device::Cpu, quantization)
+        .expect("test model");
     let model = LoraModel::new(&base, &LoraConfig::new(16, 32.0), 0).unwrap();
     println!(
         "threads: {}, {new} new tokens per sequence, 32-token prompts",

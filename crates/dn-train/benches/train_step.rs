@@ -190,7 +190,7 @@ fn harness(model: &LoraModel, args: &[String]) {
         .unwrap();
     let h = &summary.history;
     let result = serde_json::json!({
-        "system": "dn (CPU engine, f32)",
+        "system": format!("dn (CPU engine, f32; base {})", flag(args, "--base-quantization").unwrap_or("as_stored".into())),
         "steps": h.len(),
         "examples": examples.len(),
         "tokens": h.iter().map(|r| r.num_tokens).sum::<usize>(),
@@ -256,7 +256,9 @@ fn main() {
     }
     if args.iter().any(|a| a == "--examples") {
         let path = flag(&args, "--model").map_or_else(model_path, PathBuf::from);
-        let base = BaseModel::load(&path, DType::F32, &Device::Cpu).unwrap();
+        let quantization = flag(&args, "--base-quantization")
+            .map_or(dn_train::BaseQuantization::AsStored, |q| q.parse().unwrap());
+        let base = BaseModel::load_with(&path, DType::F32, &Device::Cpu, quantization).unwrap();
         let model = LoraModel::new(&base, &LoraConfig::new(16, 32.0), 0).unwrap();
         drop(base);
         return harness(&model, &args);

@@ -99,27 +99,28 @@ impl QuantMatrix {
         }
     }
 
+    /// Rows `first_row..` decoded into `out` (whole rows: `out.len()` a multiple of `cols`).
+    pub(crate) fn dequantize_rows(&self, first_row: usize, out: &mut [f32]) {
+        match &self.data {
+            QuantData::Ggml { kind, bytes } => {
+                let row_bytes = bytes.len() / self.rows.max(1);
+                let rows = out.len() / self.cols.max(1);
+                let start = first_row * row_bytes;
+                kind.dequantize(&bytes[start..start + rows * row_bytes], out);
+            }
+            QuantData::Bnb4 {
+                state,
+                packed,
+                absmax,
+            } => bnb4::dequantize_range(state, packed, absmax, first_row * self.cols, out),
+        }
+    }
+
     /// The decoded matrix, row-major, into `out` (`rows * cols` values).
     pub fn dequantize_into(&self, out: &mut [f32]) {
-        let cols = self.cols;
-        out.par_chunks_mut(ROWS_PER_TASK * cols)
+        out.par_chunks_mut(ROWS_PER_TASK * self.cols)
             .enumerate()
-            .for_each(|(task, chunk)| {
-                let first_row = task * ROWS_PER_TASK;
-                match &self.data {
-                    QuantData::Ggml { kind, bytes } => {
-                        let row_bytes = bytes.len() / self.rows.max(1);
-                        let rows = chunk.len() / cols.max(1);
-                        let start = first_row * row_bytes;
-                        kind.dequantize(&bytes[start..start + rows * row_bytes], chunk);
-                    }
-                    QuantData::Bnb4 {
-                        state,
-                        packed,
-                        absmax,
-                    } => bnb4::dequantize_range(state, packed, absmax, first_row * cols, chunk),
-                }
-            });
+            .for_each(|(task, chunk)| self.dequantize_rows(task * ROWS_PER_TASK, chunk));
     }
 
     /// The decoded matrix as a `[rows, cols]` tensor in `dtype` on `device`.
@@ -212,5 +213,29 @@ impl CustomOp1 for QuantLinear {
     ) -> candle_core::Result<Option<Tensor>> {
         let w = self.matrix.to_tensor(self.dtype, grad.device())?;
         Ok(Some(grad.broadcast_matmul(&w)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows decoded alone are the rows of the whole decoded matrix.
+    #[test]
+    fn rows_decode_as_the_whole_matrix() {
+        let (rows, cols) = (40, 64);
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|k| ((k as f32) * 0.71).sin())
+            .collect();
+        let bytes = dn_model::gguf_write::encode(&values, dn_model::gguf_write::TensorType::Q8_0);
+        let q = QuantMatrix::ggml(GgmlType::of(8).unwrap(), rows, cols, bytes).unwrap();
+        let mut w = vec![0.0f32; rows * cols];
+        q.dequantize_into(&mut w);
+        let mut part = vec![0.0f32; 3 * cols];
+        q.dequantize_rows(17, &mut part);
+        assert_eq!(part, w[17 * cols..20 * cols]);
+        assert!(w.iter().zip(&values).all(|(a, b)| (a - b).abs() < 0.01));
+        assert_eq!(q.format(), "Q8_0");
+        assert_eq!(q.stored_bytes(), rows * cols / 32 * 34);
     }
 }

@@ -208,6 +208,40 @@ pub fn rows_times_wt<T: Real>(
     );
 }
 
+/// `y (+)= x w^T` for a few rows `x [n, inp]` and a quantized `w [out, inp]`: [`few_rows_wt`] on blocks
+/// of `w`'s rows, each decoded just before its dot products (never the whole matrix).
+pub fn few_rows_quantized_wt<T: Real>(
+    y: &mut [T],
+    x: &[T],
+    n: usize,
+    w: &crate::quant::QuantMatrix,
+    accumulate: bool,
+) {
+    let (out, inp) = (w.rows, w.cols);
+    let block = (out / (rayon::current_num_threads() * 4)).clamp(16, 512);
+    let starts: Vec<usize> = (0..out).step_by(block).collect();
+    let parts: Vec<Vec<T>> = starts
+        .par_iter()
+        .map(|&first| {
+            let count = block.min(out - first);
+            let mut decoded = vec![0.0f32; count * inp];
+            w.dequantize_rows(first, &mut decoded);
+            let rows: Vec<T> = decoded.iter().map(|v| T::from_f64(f64::from(*v))).collect();
+            let mut part = vec![T::ZERO; count * n];
+            block_dots(&mut part, &rows, x, n, inp);
+            part
+        })
+        .collect();
+    for (first, part) in starts.iter().zip(&parts) {
+        for (r, values) in part.chunks(n).enumerate() {
+            for (i, v) in values.iter().enumerate() {
+                let dst = &mut y[i * out + first + r];
+                *dst = if accumulate { *dst + *v } else { *v };
+            }
+        }
+    }
+}
+
 /// `y (+)= beta * x w^T` for a few rows `x [n, inp]` and a row-major `w [out, inp]`: every output is the
 /// dot product of two contiguous rows and `w` is read once, in parallel blocks of its rows. Decoding
 /// is bound by reading the weights; gemm would pack all of `w` again for each call.

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 
 use rayon::prelude::*;
 
-use super::matmul::{Mat, MatMut, Threads, matmul, rows_times_wt};
+use super::matmul::{FEW_ROWS, Mat, MatMut, Threads, few_rows_quantized_wt, matmul, rows_times_wt};
 use crate::kernels::Real;
 use crate::quant::QuantMatrix;
 
@@ -69,16 +69,11 @@ impl<T: Real> Proj<'_, T> {
 
     /// `y (+)= x w^T + bias + scale * (x a^T) b^T` for `x [n, in]`; `x a^T` goes to `u`.
     pub fn forward(&self, x: &[T], n: usize, y: &mut [T], accumulate: bool, u: &mut Vec<T>) {
-        rows_times_wt(
-            y,
-            x,
-            n,
-            &self.w.values(),
-            self.out,
-            self.inp,
-            T::ONE,
-            accumulate,
-        );
+        match self.w {
+            // A few rows (decoding): each weight row decoded and used at once.
+            Weight::Quantized(q) if n <= FEW_ROWS => few_rows_quantized_wt(y, x, n, q, accumulate),
+            w => rows_times_wt(y, x, n, &w.values(), self.out, self.inp, T::ONE, accumulate),
+        }
         if let Some(bias) = self.bias {
             y.par_chunks_mut(self.out).for_each(|row| {
                 for (y, b) in row.iter_mut().zip(bias) {
