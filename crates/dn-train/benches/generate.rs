@@ -1,5 +1,5 @@
-//! Generation throughput on the test model (SmolLM2-135M-Instruct, f32 on the CPU) with a LoRA adapter
-//! (r16 on all seven projections, unmerged): greedy, no stop, `NEW` new tokens after a 32-token prompt, at
+//! Generation throughput on the test model (SmolLM2-135M-Instruct, its Q4_1 GGUF kept quantized, f32
+//! compute on the CPU) with a LoRA adapter (r16 on all seven projections, unmerged): greedy, no stop, `NEW` new tokens after a 32-token prompt, at
 //! batch 1 and batch 8. Prints new tokens/s (all sequences together) and the time to the first token.
 //! Run: cargo bench -p dn-train --bench generate [-- NEW] (default 256); `DN_BASE_QUANTIZATION=none` decodes
 //! the GGUF's Q4_1 at load (the default keeps it). The peer, transformers + PEFT

@@ -1,5 +1,5 @@
-//! Training-step throughput on the test model (SmolLM2-135M-Instruct, f32 on the CPU), LoRA r16 on all
-//! seven projections: the peer's best case (random ids, every token supervised, 4 x 256) and a packed
+//! Training-step throughput on the test model (SmolLM2-135M-Instruct: its Q4_1 GGUF kept quantized, f32
+//! compute on the CPU), LoRA r16 on all seven projections: the peer's best case (random ids, every token supervised, 4 x 256) and a packed
 //! chat-like batch with assistant-only loss. Prints tokens/s, step times and peak RSS.
 //! Run: cargo bench -p dn-train --bench train_step [-- STEPS]
 //! Memory against tokens, recompute off and on: `cargo bench -p dn-train --bench train_step -- --memory`
