@@ -42,7 +42,8 @@ pub struct ModelInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub active_parameters: Option<u64>,
     pub context_length: Option<u64>,
-    /// The weights' dtype (config.json's `dtype`/`torch_dtype`, else the first tensor's; a GGUF's most
+    /// The weights' dtype (config.json's `dtype`/`torch_dtype`, else the first tensor's; a bitsandbytes
+    /// checkpoint's 4-bit format; a GGUF's most
     /// common tensor type).
     pub dtype: Option<String>,
     pub size_bytes: u64,
@@ -127,6 +128,10 @@ fn describe_dir(info: &mut ModelInfo, dir: &Path) {
                 .then(|| config.active_parameter_count());
             info.context_length = Some(config.max_position_embeddings as u64);
             info.supported = true;
+            // A bitsandbytes checkpoint's linears are 4-bit whatever the dtype the rest is in.
+            if let Some(q @ dn_arch::StoredQuantization::Bnb4 { .. }) = config.quantization {
+                info.dtype = Some(q.to_string());
+            }
         }
         Err(e) => {
             info.family = json["model_type"].as_str().map(str::to_owned);
@@ -409,6 +414,11 @@ mod tests {
         );
         assert_eq!(gguf.family.as_deref(), Some("qwen2"));
         assert!(gguf.trainable, "{:?}", gguf.reason);
+        // A bitsandbytes checkpoint says its 4-bit format.
+        let bnb = fixture("llama").join("../../bnb/nf4-dq");
+        let bnb = describe_model("b", &bnb, ModelSource::Local);
+        assert!(bnb.trainable, "{:?}", bnb.reason);
+        assert_eq!(bnb.dtype.as_deref(), Some("bitsandbytes nf4 (double quant)"));
 
         // Unsupported architectures and missing files say why.
         let dir = tempfile::tempdir().unwrap();
