@@ -418,7 +418,10 @@ mod tests {
         let bnb = fixture("llama").join("../../bnb/nf4-dq");
         let bnb = describe_model("b", &bnb, ModelSource::Local);
         assert!(bnb.trainable, "{:?}", bnb.reason);
-        assert_eq!(bnb.dtype.as_deref(), Some("bitsandbytes nf4 (double quant)"));
+        assert_eq!(
+            bnb.dtype.as_deref(),
+            Some("bitsandbytes nf4 (double quant)")
+        );
 
         // Unsupported architectures and missing files say why.
         let dir = tempfile::tempdir().unwrap();
