@@ -9,7 +9,9 @@ then quantized three ways:
   fp4-dq   FP4, double quantization, from f16
 Writes tests/fixtures/bnb/base/ (the unquantized model), tests/fixtures/bnb/<variant>/ (the checkpoint as
 save_pretrained writes it) and tests/fixtures/bnb/<variant>/dequantized.safetensors (bitsandbytes'
-dequantize_4bit of each quantized weight, in the dtype it was quantized from, saved as f32)."""
+dequantize_4bit of each quantized weight, in the dtype it was quantized from, saved as f32).
+`bnb_models.py model SRC_DIR OUT_DIR [VARIANT]` quantizes a real model directory the same way (run.sh
+peft-eval-bnb-smollm2)."""
 
 import json
 import pathlib
@@ -53,9 +55,9 @@ def base():
     return directory
 
 
-def quantized(base_dir, variant):
+def quantized(base_dir, variant, directory=None):
     quant_type, double, dtype = VARIANTS[variant]
-    directory = OUT / variant
+    directory = directory or OUT / variant
     if directory.exists():
         shutil.rmtree(directory)
     config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant_type,
@@ -64,7 +66,8 @@ def quantized(base_dir, variant):
                                                  device_map={"": "cpu"})
     model.save_pretrained(directory)
     for name in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"]:
-        shutil.copy(base_dir / name, directory / name)
+        if (base_dir / name).exists():
+            shutil.copy(base_dir / name, directory / name)
     decoded = {}
     for name, module in model.named_modules():
         if isinstance(module, bnb.nn.Linear4bit):
@@ -76,6 +79,10 @@ def quantized(base_dir, variant):
 
 
 def main():
+    if sys.argv[1:2] == ["model"]:
+        # A real model quantized the same way (not a fixture): bnb_models.py model SRC_DIR OUT_DIR [VARIANT]
+        source, out = pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
+        return quantized(source, sys.argv[4] if len(sys.argv) > 4 else "nf4-dq", out)
     only = sys.argv[1:]
     base_dir = base()
     for variant in VARIANTS:

@@ -39,6 +39,9 @@
 #                        FAMILY:router (qwen3_moe:router, gpt_oss:router: the router adapted too), and the
 #                        bitsandbytes 4-bit bases bnb/nf4-dq, bnb/nf4, bnb/fp4-dq (PEFT over bitsandbytes)
 #                        (scripts/reference/peft_eval_families.out)
+#   peft-eval-bnb-smollm2
+#                        SmolLM2 quantized by bitsandbytes (nf4, double quant), a job on it kept 4-bit, PEFT +
+#                        bitsandbytes reproducing its eval loss (scripts/reference/peft_eval_bnb_smollm2.out)
 #   sdk-check [DN]       the reference SDK (PyPI dreadnode==2.0.52) against a real `dn serve` on loopback
 #   python ref|torch|families
 #                        prints the python of that virtualenv (for scripts/bench)
@@ -252,6 +255,20 @@ case $name in
     done
     cp "$work/out" "$here/peft_eval_families.out"
     exit $status ;;
+  peft-eval-bnb-smollm2)
+    # SmolLM2 (imported from its GGUF) quantized by bitsandbytes as nf4 with double quantization, a job on
+    # it with its projections kept 4-bit, and PEFT + bitsandbytes reproducing the job's eval loss.
+    cd "$root"
+    python=$(python_of families) gguf=$(test_model) work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+    cargo build -q -p dn-cli
+    "$root/target/debug/dn" model import "$gguf" --out "$work/f32" >/dev/null
+    "$python" "$here/bnb_models.py" model "$work/f32" "$work/nf4-dq" 2>/dev/null
+    system_prompt "$python" >"$work/prompt.txt"
+    train_and_render "$work/nf4-dq" "$work" smollm2-nf4-dq 1e-3
+    "$python" "$here/peft_eval_families.py" smollm2-nf4-dq "$work/nf4-dq" "$work/job-smollm2-nf4-dq.json" \
+      "$work/eval-smollm2-nf4-dq.jsonl" "$work/data-smollm2-nf4-dq/storage" 2>/dev/null \
+      | tee "$here/peft_eval_bnb_smollm2.out" ;;
   sdk-check) sdk_check "$@" ;;
   *) echo "no reference script $name (run scripts/reference/run.sh for the list)" >&2; exit 2 ;;
 esac
