@@ -48,6 +48,11 @@ impl Bnb4Weights {
     }
 
     /// Keeps `bytes` when `name` is a quantized weight or one of its parts; false otherwise.
+    /// Whether the checkpoint holds no 4-bit weight.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.weights.is_empty()
+    }
+
     pub(crate) fn take(&mut self, name: &str, bytes: &[u8]) -> bool {
         let (weight, part) = if self.weights.contains(name) {
             (name, "weight")

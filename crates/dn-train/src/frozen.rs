@@ -167,6 +167,25 @@ impl FrozenBase {
         }
     }
 
+    /// Rows `ids` of the `[out, in]` weight (an embedding lookup) as `[ids, in]`; a quantized weight decodes
+    /// those rows only.
+    pub fn rows(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            FrozenBase::Dense(f) => Ok(f.weight().index_select(ids, 0)?),
+            FrozenBase::Quantized(q) => {
+                let device = ids.device();
+                let ids = ids.to_vec1::<u32>()?;
+                let cols = q.matrix.cols;
+                let mut values = vec![0.0f32; ids.len() * cols];
+                q.matrix
+                    .decode_picked_rows(&ids, &mut values)
+                    .map_err(candle_core::Error::Msg)?;
+                let rows = Tensor::from_vec(values, (ids.len(), cols), &candle_core::Device::Cpu)?;
+                Ok(rows.to_dtype(q.dtype)?.to_device(device)?)
+            }
+        }
+    }
+
     /// The dense `[out, in]` weight (`None` when kept quantized).
     pub fn dense(&self) -> Option<&Tensor> {
         match self {

@@ -1,5 +1,6 @@
-//! Frozen projection weights kept in the quantization their checkpoint stores (a GGUF file's ggml block
-//! types, bitsandbytes' NF4/FP4): a fraction of the memory of the decoded weight. Each use decodes the
+//! Frozen weights kept in the quantization their checkpoint stores (a GGUF file's ggml block types,
+//! bitsandbytes' NF4/FP4; under a quantized base, an embedding or head stored in bf16/f16): a fraction of
+//! the memory of the decoded weight. Each use decodes the
 //! matrix into a buffer that lives only as long as that product (its rows in parallel), so at most one
 //! projection is ever held decoded; the decoded values are exactly what loading it decoded would hold.
 //!
@@ -14,16 +15,25 @@ use dn_model::bnb4::{self, QuantState};
 use dn_model::ggml::GgmlType;
 use rayon::prelude::*;
 
+use crate::kernels::Real;
+
 /// How a [`QuantMatrix`] stores its values.
 enum QuantData {
     /// Each row `cols / block` ggml blocks.
-    Ggml { kind: GgmlType, bytes: Vec<u8> },
+    Ggml {
+        kind: GgmlType,
+        bytes: Vec<u8>,
+    },
     /// bitsandbytes 4-bit: two codes a byte over the flattened matrix, a scale per block.
     Bnb4 {
         state: QuantState,
         packed: Vec<u8>,
         absmax: Vec<f32>,
     },
+    /// A 16-bit float weight (an embedding or head that QLoRA leaves unquantized) computed in f32: every
+    /// value exact in it.
+    Bf16(Vec<half::bf16>),
+    F16(Vec<half::f16>),
 }
 
 /// A frozen `[rows, cols]` weight in its stored quantization.
@@ -83,11 +93,27 @@ impl QuantMatrix {
         })
     }
 
-    /// The stored format: a ggml type's name, `nf4` or `fp4`.
+    /// A `[rows, cols]` weight stored in bf16 or f16, kept so (`None` for another dtype or shape).
+    pub fn half(weight: &Tensor) -> candle_core::Result<Option<Self>> {
+        let Ok((rows, cols)) = weight.dims2() else {
+            return Ok(None);
+        };
+        let flat = weight.flatten_all()?;
+        let data = match weight.dtype() {
+            DType::BF16 => QuantData::Bf16(flat.to_vec1()?),
+            DType::F16 => QuantData::F16(flat.to_vec1()?),
+            _ => return Ok(None),
+        };
+        Ok(Some(QuantMatrix { rows, cols, data }))
+    }
+
+    /// The stored format: a ggml type's name, `nf4`, `fp4`, `bf16` or `f16`.
     pub fn format(&self) -> &'static str {
         match &self.data {
             QuantData::Ggml { kind, .. } => kind.name,
             QuantData::Bnb4 { state, .. } => state.code.name(),
+            QuantData::Bf16(_) => "bf16",
+            QuantData::F16(_) => "f16",
         }
     }
 
@@ -96,6 +122,8 @@ impl QuantMatrix {
         match &self.data {
             QuantData::Ggml { bytes, .. } => bytes.len(),
             QuantData::Bnb4 { packed, absmax, .. } => packed.len() + 4 * absmax.len(),
+            QuantData::Bf16(v) => 2 * v.len(),
+            QuantData::F16(v) => 2 * v.len(),
         }
     }
 
@@ -113,6 +141,18 @@ impl QuantMatrix {
                 packed,
                 absmax,
             } => bnb4::dequantize_range(state, packed, absmax, first_row * self.cols, out),
+            QuantData::Bf16(v) => {
+                let (start, len) = (first_row * self.cols, out.len());
+                for (o, x) in out.iter_mut().zip(&v[start..start + len]) {
+                    *o = x.to_f32();
+                }
+            }
+            QuantData::F16(v) => {
+                let (start, len) = (first_row * self.cols, out.len());
+                for (o, x) in out.iter_mut().zip(&v[start..start + len]) {
+                    *o = x.to_f32();
+                }
+            }
         }
     }
 
@@ -121,6 +161,33 @@ impl QuantMatrix {
         out.par_chunks_mut(ROWS_PER_TASK * self.cols)
             .enumerate()
             .for_each(|(task, chunk)| self.dequantize_rows(task * ROWS_PER_TASK, chunk));
+    }
+
+    /// Rows `first_row..` decoded into `out` as `T` (whole rows), a block of rows per parallel task.
+    pub(crate) fn decode_rows_as<T: Real>(&self, first_row: usize, out: &mut [T]) {
+        out.par_chunks_mut(ROWS_PER_TASK * self.cols)
+            .enumerate()
+            .for_each(|(task, chunk)| {
+                let mut decoded = vec![0.0f32; chunk.len()];
+                self.dequantize_rows(first_row + task * ROWS_PER_TASK, &mut decoded);
+                for (dst, v) in chunk.iter_mut().zip(decoded) {
+                    *dst = T::from_f64(f64::from(v));
+                }
+            });
+    }
+
+    /// The rows `ids` (an embedding lookup) decoded into `out`, one row of `cols` values each.
+    pub(crate) fn decode_picked_rows(&self, ids: &[u32], out: &mut [f32]) -> Result<(), String> {
+        if let Some(id) = ids.iter().find(|&&id| id as usize >= self.rows) {
+            return Err(format!(
+                "token id {id} is outside the {}-row embedding",
+                self.rows
+            ));
+        }
+        out.par_chunks_mut(self.cols)
+            .zip(ids)
+            .for_each(|(row, &id)| self.dequantize_rows(id as usize, row));
+        Ok(())
     }
 
     /// The decoded matrix as a `[rows, cols]` tensor in `dtype` on `device`.

@@ -110,8 +110,10 @@ impl BaseModel {
         let meta = GgufMetadata::read(path).map_err(|e| model_err(path, e.to_string()))?;
         let config = gguf_config(&meta, path)?;
         let data = std::fs::read(path).map_err(|e| model_err(path, format!("cannot read: {e}")))?;
-        let projections = projection_weights(&config);
-        let keep = |name: &str| projections.contains(name);
+        // The projections, the embedding and an untied head stay in their block types.
+        let mut kept = projection_weights(&config);
+        kept.extend([config.embed_name(), config.lm_head_name().to_string()]);
+        let keep = |name: &str| kept.contains(name);
         let (decoded, raw) = hf_tensors_keeping(&meta, &data, &name, &keep)
             .map_err(|e| model_err(path, e.to_string()))?;
         drop(data);
@@ -165,6 +167,16 @@ impl BaseModel {
             .flat_map(|m| m.tensors().into_iter().map(|(n, _)| current_name(&n)))
             .collect();
         let mut bnb = crate::bnb::Bnb4Weights::find(stored_names.iter().map(String::as_str));
+        // Under a quantized base (QLoRA), the embedding and head bitsandbytes leaves unquantized stay in
+        // their stored 16-bit dtype when computed in a wider one (exact: each value is decoded as stored).
+        let narrow = [config.embed_name(), config.lm_head_name().to_string()];
+        let quantized_base = quantize_now || !bnb.is_empty();
+        let keep_narrow = |name: &str, stored: DType| {
+            quantized_base
+                && matches!(stored, DType::BF16 | DType::F16)
+                && dtype.size_in_bytes() > 2
+                && narrow.iter().any(|n| n == name)
+        };
         for (file, loaded) in files.iter().zip(&mapped) {
             for (stored, view) in loaded.tensors() {
                 block_sparse_moe |= stored.contains(".block_sparse_moe.");
@@ -181,6 +193,12 @@ impl BaseModel {
                     .map_err(|e| model_err(file, format!("tensor {stored}: {e}")))?;
                 if mxfp4 {
                     packed.insert(name, tensor);
+                    continue;
+                }
+                if keep_narrow(&name, tensor.dtype())
+                    && let Some(matrix) = QuantMatrix::half(&tensor)?
+                {
+                    quantized.insert(name, Arc::new(matrix));
                     continue;
                 }
                 if quantize_now && projections.contains(&name) {
@@ -267,17 +285,25 @@ impl BaseModel {
         })
     }
 
-    /// The output projection: the embedding when tied, else `lm_head.weight`.
-    pub fn lm_head(&self) -> Result<&Tensor> {
-        if self.config.tie_word_embeddings {
-            return self.get(&self.config.embed_name());
+    /// The output projection's weight name: the embedding's when tied, else `lm_head.weight`.
+    pub fn lm_head_name(&self) -> Result<String> {
+        let name = if self.config.tie_word_embeddings {
+            self.config.embed_name()
+        } else {
+            self.config.lm_head_name().to_string()
+        };
+        if self.tensors.contains_key(&name) || self.quantized.contains_key(&name) {
+            return Ok(name);
         }
-        self.tensors.get(self.config.lm_head_name()).ok_or_else(|| {
-            model_err(
-                &self.source,
-                "lm_head.weight is missing and the config does not tie it to the embedding (tie_word_embeddings)",
-            )
-        })
+        Err(model_err(
+            &self.source,
+            if self.config.tie_word_embeddings {
+                format!("{name} (the embedding, tied to the output head) is missing")
+            } else {
+                "lm_head.weight is missing and the config does not tie it to the embedding (tie_word_embeddings)"
+                    .to_string()
+            },
+        ))
     }
 }
 

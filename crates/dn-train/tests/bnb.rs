@@ -57,8 +57,8 @@ fn quantized_weights_decode_to_bitsandbytes_values_exactly() {
                 "{variant}: {name} differs from bitsandbytes' decoding"
             );
         }
-        // Embeddings, norms and the head are stored as they were (bf16 here, as in the base); the
-        // projections are kept 4-bit.
+        // Embeddings, norms and the head are stored as they were (bf16 here, as in the base; the
+        // embedding and head kept so in memory); the projections are kept 4-bit.
         assert_eq!(
             model.tensors.len() + model.quantized.len(),
             base.tensors.len(),
@@ -70,7 +70,7 @@ fn quantized_weights_decode_to_bitsandbytes_values_exactly() {
             "model.norm.weight",
         ] {
             assert_eq!(
-                values(model.get(name).unwrap()),
+                values(&model.dense(name, DType::F32).unwrap()),
                 values(base.get(name).unwrap())
             );
         }
@@ -119,7 +119,11 @@ fn base_quantization_quantizes_at_load_decodes_or_refuses() {
     use dn_train::BaseQuantization;
     let base = fixture("base");
     let nf4 = BaseModel::load_with(&base, DType::F32, &Device::Cpu, BaseQuantization::Nf4).unwrap();
-    assert_eq!(nf4.quantized.len(), 14);
+    // The 14 projections in NF4; the embedding and the (untied) head in their stored bf16.
+    assert_eq!(nf4.quantized.len(), 16);
+    for name in ["model.embed_tokens.weight", "lm_head.weight"] {
+        assert_eq!(nf4.quantized[name].format(), "bf16");
+    }
     let want: HashMap<String, Tensor> = candle_core::safetensors::load(
         fixture("nf4").join("dequantized.safetensors"),
         &Device::Cpu,
@@ -134,7 +138,7 @@ fn base_quantization_quantizes_at_load_decodes_or_refuses() {
         assert_eq!(got, expected, "{name}");
     }
     let q8 = BaseModel::load_with(&base, DType::F32, &Device::Cpu, BaseQuantization::Q8_0).unwrap();
-    assert_eq!(q8.quantized_summary().unwrap().0, "Q8_0");
+    assert_eq!(q8.quantized_summary().unwrap().0, "Q8_0+bf16");
 
     let decoded = BaseModel::load_with(
         &fixture("nf4-dq"),

@@ -83,8 +83,11 @@ fn assert_same_model(
     for (a, b) in grads_q.iter().zip(&grads_d) {
         worst = worst.max(relative_error(a, b));
     }
+    // A head kept quantized is decoded a tile of vocabulary rows at a time: its gradient sums the
+    // vocabulary tile by tile, in another order than one product over the whole (f32 rounding).
+    let tiled_head = base.quantized.contains_key(&base.config.embed_name());
     assert!(
-        worst < 1e-6,
+        worst < if tiled_head { 2e-5 } else { 1e-6 },
         "{label} ({executor:?}): gradients differ by {worst:e}"
     );
     println!("{label} ({executor:?}): loss {loss_q:.6} (rel {rel:.1e}), gradients rel {worst:.1e}");
@@ -95,16 +98,28 @@ fn assert_same_model(
 fn bitsandbytes_bases_kept_4_bit_compute_the_decoded_model() {
     for variant in ["nf4-dq", "nf4", "fp4-dq"] {
         let base = BaseModel::load(&bnb(variant), DType::F32, &Device::Cpu).unwrap();
-        assert_eq!(
-            base.quantized.len(),
-            14,
-            "{variant}: every projection kept 4-bit"
-        );
-        let (format, bytes) = base.quantized_summary().unwrap();
-        assert_eq!(format, &variant[..3]);
+        let four_bit: Vec<_> = base
+            .quantized
+            .values()
+            .filter(|q| q.format() == &variant[..3])
+            .collect();
+        assert_eq!(four_bit.len(), 14, "{variant}: every projection kept 4-bit");
         // 4 bits a weight and an f32 scale per 64: 0.5625 bytes, against 4 decoded.
-        let weights: usize = base.quantized.values().map(|q| q.rows * q.cols).sum();
-        assert_eq!(bytes as usize, weights / 2 + weights / 64 * 4);
+        let weights: usize = four_bit.iter().map(|q| q.rows * q.cols).sum();
+        let bytes: usize = four_bit.iter().map(|q| q.stored_bytes()).sum();
+        assert_eq!(bytes, weights / 2 + weights / 64 * 4);
+        // The embedding and head, which bitsandbytes leaves unquantized, stay in their stored 16-bit
+        // dtype (the nf4 variant was quantized from f32: decoded at load as ever).
+        let stored = match variant {
+            "nf4-dq" => Some("bf16"),
+            "fp4-dq" => Some("f16"),
+            _ => None,
+        };
+        for name in [base.config.embed_name().as_str(), "lm_head.weight"] {
+            let kept = base.quantized.get(name).map(|q| q.format());
+            assert_eq!(kept, stored, "{variant}: {name}");
+        }
+        assert_eq!(base.quantized.len(), 14 + 2 * usize::from(stored.is_some()));
         let ex = examples(base.config.vocab_size);
         for executor in [Executor::CpuEngine, Executor::Graph] {
             assert_same_model(variant, &base, executor, &ex);
@@ -150,8 +165,9 @@ fn merged_export_of_a_4_bit_base_is_the_decoded_model() {
     assert!(relative_error(&got, &want) < 1e-5);
 }
 
-/// SmolLM2's Q4_1 GGUF kept in Q4_1: the same loss and gradients as its decoded weights, in a seventh of
-/// their memory.
+/// SmolLM2's Q4_1 GGUF kept as stored (projections Q4_1, the tied embedding Q8_0): the same loss and
+/// gradients as its decoded weights, in a fifth of their memory; generation's logits (the head's few-row
+/// product) too.
 #[test]
 fn a_q4_1_gguf_kept_quantized_computes_the_decoded_model() {
     let Some(gguf) = common::test_model() else {
@@ -162,14 +178,31 @@ fn a_q4_1_gguf_kept_quantized_computes_the_decoded_model() {
     let weights: usize = base.quantized.values().map(|q| q.rows * q.cols).sum();
     assert_eq!(
         base.quantized.len(),
-        30 * 7,
-        "every projection of the 30 layers"
+        30 * 7 + 1,
+        "every projection of the 30 layers and the embedding"
     );
-    assert!(format.contains("Q4_1"), "{format}");
+    assert_eq!(format, "Q4_1+Q8_0");
+    let embed = &base.quantized[&base.config.embed_name()];
+    assert_eq!((embed.format(), embed.rows), ("Q8_0", 49152));
     assert!(
-        (bytes as f64) < weights as f64 * 4.0 / 6.0,
+        (bytes as f64) < weights as f64 * 4.0 / 5.0,
         "{bytes} bytes for {weights} weights"
     );
     let ex = examples(base.config.vocab_size);
-    assert_same_model("smollm2 Q4_1", &base, Executor::CpuEngine, &ex);
+    for executor in [Executor::CpuEngine, Executor::Graph] {
+        assert_same_model("smollm2 Q4_1", &base, executor, &ex);
+    }
+    let dense = decoded(&base, DType::F32);
+    // Generation: the prompt's rows, then a row per token through the head's few-row product.
+    let prompts = vec![ex[0].input_ids.clone(), ex[1].input_ids.clone()];
+    let greedy = dn_train::SamplingOptions::greedy(12, Vec::new());
+    let complete = |b: &BaseModel| {
+        let model = LoraModel::new(b, &LoraConfig::new(4, 8.0), 7).unwrap();
+        dn_train::generate(&model, &prompts, &greedy, &mut |_, _| true).unwrap()
+    };
+    let (kept, plain) = (complete(&base), complete(&dense));
+    for (k, p) in kept.iter().zip(&plain) {
+        assert_eq!(k.tokens, p.tokens);
+        assert_eq!(k.tokens.len(), 12);
+    }
 }

@@ -49,9 +49,9 @@ pub fn event_entry(event: &Event, total_steps: u64) -> Option<NewLogEntry> {
             let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
             let base = match &base_memory.quantization {
                 Some(format) => format!(
-                    "; base in memory {:.1} MiB: {} projections kept {format} ({:.1} MiB) + {:.1} MiB dense",
+                    "; base in memory {:.1} MiB: {} weights kept {format} ({:.1} MiB) + {:.1} MiB dense",
                     mib(base_memory.quantized_bytes + base_memory.dense_bytes),
-                    base_memory.quantized_projections,
+                    base_memory.quantized_weights,
                     mib(base_memory.quantized_bytes),
                     mib(base_memory.dense_bytes)
                 ),

@@ -1,5 +1,5 @@
 //! Jobs on quantized bases: a bitsandbytes 4-bit checkpoint trains with its projections kept 4-bit and the
-//! job log says so (format, bytes); `base_quantization: nf4` quantizes an unquantized base at load and
+//! job log says so (format, bytes; the embedding and head kept in their stored bf16); `base_quantization: nf4` quantizes an unquantized base at load and
 //! `none` decodes a stored one; a stored quantization asked to be quantized again fails the job by name.
 
 mod common;
@@ -24,10 +24,10 @@ async fn jobs_hold_the_base_as_asked() {
     let setup = setup().await;
     // (model, base_quantization, what training_start says of the base)
     for (model, quantization, format) in [
-        ("nf4-dq", BaseQuantization::AsStored, Some("nf4")),
+        ("nf4-dq", BaseQuantization::AsStored, Some("bf16+nf4")),
         ("nf4-dq", BaseQuantization::None, None),
-        ("base", BaseQuantization::Nf4, Some("nf4")),
-        ("base", BaseQuantization::Q8_0, Some("Q8_0")),
+        ("base", BaseQuantization::Nf4, Some("bf16+nf4")),
+        ("base", BaseQuantization::Q8_0, Some("Q8_0+bf16")),
     ] {
         let job = create_job_with(&setup, &bnb(model), "demos", &[], 2, |c| {
             c.extras.base_quantization = quantization;
@@ -46,10 +46,12 @@ async fn jobs_hold_the_base_as_asked() {
         let start = &events(&logs, "training_start")[0];
         assert_eq!(start["base_quantization"].as_str(), format, "{label}");
         let quantized = start["base_quantized_bytes"].as_u64().unwrap();
+        // 14 projections of 73728 weights in total over 2 layers: 0.5625 bytes each (nf4), 34/32 (q8_0);
+        // the embedding and head, [306, 64] each, 2 bytes a weight.
+        let vocab = 2 * 306 * 64 * 2;
         match format {
-            // 14 projections of 36864 weights in total over 2 layers: 0.5625 bytes each (nf4), 34/32 (q8_0).
-            Some("nf4") => assert_eq!(quantized, 73728 * 9 / 16, "{label}"),
-            Some(_) => assert_eq!(quantized, 73728 * 34 / 32, "{label}"),
+            Some("bf16+nf4") => assert_eq!(quantized, 73728 * 9 / 16 + vocab, "{label}"),
+            Some(_) => assert_eq!(quantized, 73728 * 34 / 32 + vocab, "{label}"),
             None => assert_eq!(quantized, 0, "{label}"),
         }
         let message = &logs

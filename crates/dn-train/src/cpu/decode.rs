@@ -62,7 +62,7 @@ pub fn extend<T: Real>(
             .collect();
         let ropes: Vec<RopeTable<T>> = rope_tables(model, &spans);
         let ctx = context(model, n, &segments, &ropes);
-        let mut x = embed_rows(w.embed, &ids, d, c.embedding_scale);
+        let mut x = embed_rows(w.embed, &ids, d, c.embedding_scale)?;
         let mut scratch = Scratch::default();
         for (layer, b) in w.blocks.iter().enumerate() {
             let Qkv { q, k, v, mut u, .. } = block::qkv(b, &ctx, &x, &ropes[b.rope], &mut scratch);

@@ -33,6 +33,7 @@ use candle_core::{Storage, Tensor};
 
 use crate::batch::{Packed, Targets};
 use crate::error::Result;
+use crate::frozen::FrozenBase;
 use crate::kernels::Real;
 use crate::model::{ExpertMlp, Linear, LoraModel};
 use block::{BlockWeights, Context, RopeTable, Scratch};
@@ -72,7 +73,10 @@ impl<'t> Borrowed<'t> {
 
 /// Every tensor the engine reads, in the order [`views`] consumes them.
 fn tensors(model: &LoraModel) -> Vec<&Tensor> {
-    let mut out = vec![&model.embed, &model.norm, model.lm_head.weight()];
+    // The embedding and head are read through their matrices when kept quantized.
+    let mut out: Vec<&Tensor> = model.embed.dense().into_iter().collect();
+    out.push(&model.norm);
+    out.extend(model.lm_head.dense());
     for b in &model.blocks {
         out.push(&b.input_norm);
         out.extend(b.norms().into_iter().flatten());
@@ -153,19 +157,27 @@ fn expert_views<'a, T: Real>(
 }
 
 struct Weights<'a, T> {
-    embed: &'a [T],
+    embed: proj::Weight<'a, T>,
     head: Head<'a, T>,
     blocks: Vec<BlockWeights<'a, T>>,
+}
+
+/// A frozen weight: its matrix when kept quantized, else the next slice.
+fn frozen<'a, T: Real>(
+    base: &'a FrozenBase,
+    slices: &mut impl Iterator<Item = &'a [T]>,
+) -> proj::Weight<'a, T> {
+    match base.quantized() {
+        Some(q) => proj::Weight::Quantized(q),
+        None => proj::Weight::Dense(slices.next().expect("weight slice")),
+    }
 }
 
 fn proj<'a, T: Real>(
     linear: &'a Linear,
     slices: &mut impl Iterator<Item = &'a [T]>,
 ) -> Proj<'a, T> {
-    let w = match linear.base.quantized() {
-        Some(q) => proj::Weight::Quantized(q),
-        None => proj::Weight::Dense(slices.next().expect("weight slice")),
-    };
+    let w = frozen(&linear.base, slices);
     let bias = linear.bias.as_ref().map(|_| slices.next().expect("bias"));
     let lora = linear.lora.as_ref().map(|pair| proj::Lora {
         a: slices.next().expect("lora a"),
@@ -184,11 +196,11 @@ fn proj<'a, T: Real>(
 
 fn views<'a, T: Real>(model: &'a LoraModel, slices: &[&'a [T]]) -> Weights<'a, T> {
     let mut it = slices.iter().copied();
-    let embed = it.next().expect("embed");
+    let embed = frozen(&model.embed, &mut it);
     let norm = it.next().expect("norm");
     let head = Head {
         norm,
-        w: it.next().expect("lm head"),
+        w: frozen(&model.lm_head, &mut it),
         vocab: model.lm_head.out_features(),
         eps: model.config.rms_norm_eps,
         softcap: model.config.final_logit_softcap,
@@ -289,17 +301,34 @@ fn context<'a, T>(
     }
 }
 
-/// The embeddings `[ids, d]` of `ids`, scaled where the family does.
-fn embed_rows<T: Real>(embed: &[T], ids: &[u32], d: usize, scale: Option<f64>) -> Vec<T> {
-    let scale = scale.map(T::from_f64);
+/// The embeddings `[ids, d]` of `ids`, scaled where the family does (a quantized embedding decodes
+/// those rows only).
+fn embed_rows<T: Real>(
+    embed: proj::Weight<'_, T>,
+    ids: &[u32],
+    d: usize,
+    scale: Option<f64>,
+) -> Result<Vec<T>> {
     let mut x = vec![T::ZERO; ids.len() * d];
-    for (row, &id) in x.chunks_mut(d).zip(ids) {
-        row.copy_from_slice(&embed[id as usize * d..(id as usize + 1) * d]);
-        if let Some(scale) = scale {
-            row.iter_mut().for_each(|v| *v *= scale);
+    match embed {
+        proj::Weight::Dense(embed) => {
+            for (row, &id) in x.chunks_mut(d).zip(ids) {
+                row.copy_from_slice(&embed[id as usize * d..(id as usize + 1) * d]);
+            }
+        }
+        proj::Weight::Quantized(q) => {
+            let mut decoded = vec![0.0f32; ids.len() * d];
+            q.decode_picked_rows(ids, &mut decoded)
+                .map_err(|e| candle_core::Error::Msg(format!("cpu engine: {e}")))?;
+            for (dst, v) in x.iter_mut().zip(decoded) {
+                *dst = T::from_f64(f64::from(v));
+            }
         }
     }
-    x
+    if let Some(scale) = scale.map(T::from_f64) {
+        x.iter_mut().for_each(|v| *v *= scale);
+    }
+    Ok(x)
 }
 
 /// Runs the engine over a packed batch: the NLL sum of `targets` and, with `scale`, the LoRA gradients of
@@ -326,7 +355,7 @@ fn run_on<T: Real>(
     let (d, n) = (c.hidden_size, batch.len());
     let ropes: Vec<RopeTable<T>> = rope_tables(model, &batch.spans());
     let ctx = context(model, n, &batch.segments, &ropes);
-    let mut x = embed_rows(w.embed, ids, d, c.embedding_scale);
+    let mut x = embed_rows(w.embed, ids, d, c.embedding_scale)?;
     let mut scratch = Scratch::default();
     let training = scale.is_some();
     let recompute = training && model.recomputes();

@@ -31,14 +31,9 @@ impl<'a, T: Real> Weight<'a, T> {
         match self {
             Weight::Dense(w) => Cow::Borrowed(w),
             Weight::Quantized(q) => {
-                let mut decoded = vec![0.0f32; q.rows * q.cols];
-                q.dequantize_into(&mut decoded);
-                Cow::Owned(
-                    decoded
-                        .into_par_iter()
-                        .map(|v| T::from_f64(f64::from(v)))
-                        .collect(),
-                )
+                let mut decoded = vec![T::ZERO; q.rows * q.cols];
+                q.decode_rows_as(0, &mut decoded);
+                Cow::Owned(decoded)
             }
         }
     }

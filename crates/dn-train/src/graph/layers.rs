@@ -131,7 +131,7 @@ impl LoraModel {
     /// The token embeddings of a packed batch, scaled where the family does (no graph: the embedding is
     /// frozen).
     pub(crate) fn embed(&self, batch: &Packed) -> Result<Tensor> {
-        let x = self.embed.index_select(&batch.ids, 0)?;
+        let x = self.embed.rows(&batch.ids)?;
         match self.config.embedding_scale {
             // As transformers: the scale rounded to the weights' dtype, then multiplied.
             Some(scale) => {

@@ -1,4 +1,4 @@
-//! What the frozen base occupies in memory: the projections kept quantized (their formats and stored
+//! What the frozen base occupies in memory: the weights kept quantized (their formats and stored
 //! bytes) and everything held dense, for the job log and the memory check.
 
 use candle_core::Tensor;
@@ -9,10 +9,10 @@ use crate::frozen::FrozenBase;
 /// The base's memory, as held.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BaseMemory {
-    /// The quantized projections' formats (`Q4_1`, `nf4`, ...), joined with `+`; `None` when all dense.
+    /// The quantized weights' formats (`Q4_1`, `nf4`, ...), joined with `+`; `None` when all dense.
     pub quantization: Option<String>,
-    /// Projections kept quantized, and their bytes.
-    pub quantized_projections: usize,
+    /// Weights kept quantized (projections, the embedding, an untied head), and their bytes.
+    pub quantized_weights: usize,
     pub quantized_bytes: u64,
     /// Every dense weight's bytes (embedding, head, norms, dense projections, experts).
     pub dense_bytes: u64,
@@ -27,9 +27,10 @@ impl LoraModel {
     pub fn base_memory(&self) -> BaseMemory {
         let mut m = BaseMemory::default();
         let mut formats: Vec<&str> = Vec::new();
-        let mut dense = vec![&self.embed, &self.norm];
+        let mut dense = vec![&self.norm];
+        let mut frozen: Vec<&FrozenBase> = vec![&self.embed];
         if !self.config.tie_word_embeddings {
-            dense.push(self.lm_head.weight());
+            frozen.push(&self.lm_head);
         }
         for b in &self.blocks {
             dense.push(&b.input_norm);
@@ -37,14 +38,7 @@ impl LoraModel {
             dense.extend(b.sinks.iter());
             for l in &b.linears {
                 dense.extend(l.bias.iter());
-                match &l.base {
-                    FrozenBase::Dense(f) => dense.push(f.weight()),
-                    FrozenBase::Quantized(q) => {
-                        m.quantized_projections += 1;
-                        m.quantized_bytes += q.matrix.stored_bytes() as u64;
-                        formats.push(q.matrix.format());
-                    }
-                }
+                frozen.push(&l.base);
             }
             if let Some(e) = &b.experts {
                 dense.extend([e.router.weight(), &e.gate_up, &e.down]);
@@ -56,6 +50,16 @@ impl LoraModel {
                         s.down.weight(),
                         s.scale.weight(),
                     ]);
+                }
+            }
+        }
+        for weight in frozen {
+            match weight {
+                FrozenBase::Dense(f) => dense.push(f.weight()),
+                FrozenBase::Quantized(q) => {
+                    m.quantized_weights += 1;
+                    m.quantized_bytes += q.matrix.stored_bytes() as u64;
+                    formats.push(q.matrix.format());
                 }
             }
         }

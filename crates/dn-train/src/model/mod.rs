@@ -145,10 +145,11 @@ pub struct LoraModel {
     pub config: ModelConfig,
     /// The LoRA settings with the target modules resolved for this family (`all-linear` expanded).
     pub lora: LoraConfig,
-    pub(crate) embed: Tensor,
+    /// `[vocab, hidden]`, frozen: dense, or kept in its stored quantization.
+    pub(crate) embed: FrozenBase,
     pub(crate) blocks: Vec<Block>,
     pub(crate) norm: Tensor,
-    pub(crate) lm_head: Frozen,
+    pub(crate) lm_head: FrozenBase,
     /// Of the base weights and activations (f32 on CPU, bf16 on CUDA, f64 in gradient tests).
     pub(crate) dtype: DType,
     /// Of the LoRA tensors and optimizer state: f32 under a half-precision base, else the base's.
@@ -231,13 +232,12 @@ impl LoraModel {
         let config = base.config.clone();
         let lora = lora.resolve(&config)?;
         let (d, hd) = (config.hidden_size, config.head_dim);
-        let embed = base.get(&config.embed_name())?.detach();
-        check_shape(base, &config.embed_name(), &embed, &[config.vocab_size, d])?;
-        let head = base.lm_head()?;
-        check_shape(base, "the output head", head, &[config.vocab_size, d])?;
-        let dtype = embed.dtype();
+        // The final norm is always held dense: its dtype is the base's.
+        let dtype = base.get(&config.final_norm_name())?.dtype();
+        let embed = frozen_weight(base, &config.embed_name(), [config.vocab_size, d], dtype)?;
+        let lm_head = frozen_weight(base, &base.lm_head_name()?, [config.vocab_size, d], dtype)?;
         let lora_dtype = compute_dtype(dtype);
-        let device = embed.device().clone();
+        let device = base.device();
         let mut rng = seeded_rng(seed);
         let offset = config.norm_offset;
         let mut blocks = Vec::with_capacity(config.num_hidden_layers);
@@ -296,7 +296,7 @@ impl LoraModel {
         }
         Ok(LoraModel {
             norm: norm_weight(base, &config.final_norm_name(), d, offset)?,
-            lm_head: Frozen::new(head)?,
+            lm_head,
             embed,
             blocks,
             rope_cache: Mutex::new(vec![None; config.ropes.len()]),
@@ -350,7 +350,7 @@ impl LoraModel {
         &self.device
     }
 
-    pub fn lm_head(&self) -> &Frozen {
+    pub fn lm_head(&self) -> &FrozenBase {
         &self.lm_head
     }
 
@@ -452,20 +452,15 @@ impl LoraModel {
     }
 }
 
-/// One projection of block `i`, its bias and, when targeted, a fresh LoRA pair.
-fn linear(
+/// The frozen `[out, inp]` weight `name`: kept in its stored quantization when the base keeps it so, else
+/// dense.
+fn frozen_weight(
     base: &BaseModel,
-    config: &ModelConfig,
-    i: usize,
-    p: &Projection,
-    lora: &LoraConfig,
-    rng: &mut rand_chacha::ChaCha8Rng,
-    (dtype, lora_dtype): (DType, DType),
-) -> Result<Linear> {
-    let path = config.projection_path(i, p);
-    let name = format!("{path}.weight");
-    let (out, inp) = (config.out_features(p.role), config.in_features(p.role));
-    let frozen = match base.quantized.get(&name) {
+    name: &str,
+    [out, inp]: [usize; 2],
+    dtype: DType,
+) -> Result<FrozenBase> {
+    Ok(match base.quantized.get(name) {
         Some(q) => {
             if (q.rows, q.cols) != (out, inp) {
                 return Err(Error::model(
@@ -482,11 +477,27 @@ fn linear(
             })
         }
         None => {
-            let weight = base.get(&name)?;
-            check_shape(base, &name, weight, &[out, inp])?;
+            let weight = base.get(name)?;
+            check_shape(base, name, weight, &[out, inp])?;
             FrozenBase::Dense(Frozen::new(weight)?)
         }
-    };
+    })
+}
+
+/// One projection of block `i`, its bias and, when targeted, a fresh LoRA pair.
+fn linear(
+    base: &BaseModel,
+    config: &ModelConfig,
+    i: usize,
+    p: &Projection,
+    lora: &LoraConfig,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    (dtype, lora_dtype): (DType, DType),
+) -> Result<Linear> {
+    let path = config.projection_path(i, p);
+    let name = format!("{path}.weight");
+    let (out, inp) = (config.out_features(p.role), config.in_features(p.role));
+    let frozen = frozen_weight(base, &name, [out, inp], dtype)?;
     let device = base.device();
     let bias = if config.has_bias(p.role) {
         let name = format!("{path}.bias");
