@@ -24,15 +24,24 @@ pub fn dequantize(blocks: &[u8], scales: &[u8]) -> Result<Vec<f32>, String> {
             scales.len() * GROUP_BYTES
         ));
     }
-    let mut out = Vec::with_capacity(scales.len() * 2 * GROUP_BYTES);
-    for (group, &scale) in blocks.chunks(GROUP_BYTES).zip(scales) {
+    let mut out = vec![0.0f32; scales.len() * 2 * GROUP_BYTES];
+    dequantize_into(blocks, scales, &mut out);
+    Ok(out)
+}
+
+/// [`dequantize`] into `out` (`scales.len() * 32` values; `blocks` 16 bytes a scale).
+pub fn dequantize_into(blocks: &[u8], scales: &[u8], out: &mut [f32]) {
+    for ((group, &scale), values) in blocks
+        .chunks(GROUP_BYTES)
+        .zip(scales)
+        .zip(out.chunks_mut(2 * GROUP_BYTES))
+    {
         let factor = power_of_two(i32::from(scale) - 127);
-        for &byte in group {
-            out.push(FP4_VALUES[usize::from(byte & 0x0f)] * factor);
-            out.push(FP4_VALUES[usize::from(byte >> 4)] * factor);
+        for (&byte, pair) in group.iter().zip(values.chunks_mut(2)) {
+            pair[0] = FP4_VALUES[usize::from(byte & 0x0f)] * factor;
+            pair[1] = FP4_VALUES[usize::from(byte >> 4)] * factor;
         }
     }
-    Ok(out)
 }
 
 /// `2^exponent` in f32 for -127..=128 (subnormal below -126, infinite at 128, as `ldexp` gives).

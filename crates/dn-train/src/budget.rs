@@ -78,13 +78,26 @@ pub fn estimate_memory_as(
         .flat_map(|i| config.layer_projections(i).iter())
         .map(|p| (config.in_features(p.role) * config.out_features(p.role)) as u64)
         .sum();
-    let weights = match projection_bytes(config, quantization) {
-        Some(bytes) => {
-            (config.parameter_count() - projection_params) * weight_bytes
-                + (projection_params as f64 * bytes) as u64
+    // gpt-oss's MXFP4 experts stay so unless decoded: 17 bytes per 32 weights.
+    let mxfp4_experts = config.quantization == Some(dn_arch::StoredQuantization::Mxfp4)
+        && quantization != BaseQuantization::None;
+    let expert_params: u64 = match config.experts {
+        Some(e) if mxfp4_experts => {
+            let per_layer = e.count as u64 * 3 * (config.hidden_size * e.intermediate_size) as u64;
+            config.layers.iter().filter(|l| l.sparse).count() as u64 * per_layer
         }
-        None => config.parameter_count() * weight_bytes,
+        _ => 0,
     };
+    let dense_params = config.parameter_count() - expert_params;
+    let experts = (expert_params as f64 * 17.0 / 32.0) as u64;
+    let weights = experts
+        + match projection_bytes(config, quantization) {
+            Some(bytes) => {
+                (dense_params - projection_params) * weight_bytes
+                    + (projection_params as f64 * bytes) as u64
+            }
+            None => dense_params * weight_bytes,
+        };
     let rank = lora.rank as u64;
     // Per layer: its projections' pairs, and a sparse layer's router pair and pair per expert on gate_up
     // and down.

@@ -2,12 +2,15 @@
 //! [E, H, 2I]` becomes `[E, 2I, H]` (its rows still gate and up interleaved, as the executors and PEFT's
 //! pairs take them); `down_proj [E, I, H]` becomes `[E, H, I]`. MXFP4 checkpoints
 //! (`*_blocks [E, rows, G, 16]`, `*_scales [E, rows, G]`) hold the untransposed rows and are decoded exactly
-//! as transformers decodes them (`dn_model::mxfp4`).
+//! as transformers decodes them (`dn_model::mxfp4`), or kept so (`QuantMatrix::mxfp4`, the same rows).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use dn_arch::ModelConfig;
+
+use crate::quant::QuantMatrix;
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -15,9 +18,9 @@ fn err(e: candle_core::Error) -> String {
     e.to_string()
 }
 
-/// A `[E, rows, G, 16]` / `[E, rows, G]` MXFP4 pair decoded to `[E, rows, G * 32]`.
-fn decode(blocks: &Tensor, scales: &Tensor, name: &str) -> Result<Tensor> {
-    let dims = scales.dims().to_vec();
+/// A `[E, rows, G, 16]` / `[E, rows, G]` MXFP4 pair's bytes, checked.
+fn mxfp4_bytes(blocks: &Tensor, scales: &Tensor, name: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+    let dims = scales.dims();
     if blocks.dims().len() != 4 || dims.len() != 3 || blocks.dims()[..3] != dims[..] {
         return Err(format!(
             "{name}_blocks {:?} and {name}_scales {:?} are not an MXFP4 pair",
@@ -31,7 +34,21 @@ fn decode(blocks: &Tensor, scales: &Tensor, name: &str) -> Result<Tensor> {
             .and_then(|t| t.to_vec1::<u8>())
             .map_err(err)
     };
-    let values = dn_model::mxfp4::dequantize(&bytes(blocks)?, &bytes(scales)?)
+    Ok((bytes(blocks)?, bytes(scales)?))
+}
+
+/// A `[E, rows, G, 16]` / `[E, rows, G]` MXFP4 pair kept as stored, read as `[E, rows, G * 32]`.
+fn keep(blocks: &Tensor, scales: &Tensor, name: &str) -> Result<QuantMatrix> {
+    let (blocks_bytes, scales_bytes) = mxfp4_bytes(blocks, scales, name)?;
+    QuantMatrix::mxfp4(scales.dims(), blocks_bytes, scales_bytes)
+        .map_err(|e| format!("{name}: {e}"))
+}
+
+/// A `[E, rows, G, 16]` / `[E, rows, G]` MXFP4 pair decoded to `[E, rows, G * 32]`.
+fn decode(blocks: &Tensor, scales: &Tensor, name: &str) -> Result<Tensor> {
+    let (blocks_bytes, scales_bytes) = mxfp4_bytes(blocks, scales, name)?;
+    let dims = scales.dims();
+    let values = dn_model::mxfp4::dequantize(&blocks_bytes, &scales_bytes)
         .map_err(|e| format!("{name}: {e}"))?;
     Tensor::from_vec(values, (dims[0], dims[1], dims[2] * 32), &Device::Cpu).map_err(err)
 }
@@ -60,13 +77,14 @@ fn rows_of(
     }
 }
 
-/// Brings every sparse layer's interleaved experts into the executors' layout (in `dtype` on `device`).
+/// Brings every sparse layer's interleaved experts into the executors' layout (in `dtype` on `device`);
+/// MXFP4 experts go to `kept` as stored when given, else are decoded.
 pub(crate) fn load(
     config: &ModelConfig,
     tensors: &mut HashMap<String, Tensor>,
     packed: &HashMap<String, Tensor>,
-    dtype: DType,
-    device: &Device,
+    (dtype, device): (DType, &Device),
+    mut kept: Option<&mut HashMap<String, Arc<QuantMatrix>>>,
 ) -> Result<()> {
     if !config.experts.is_some_and(|e| e.interleaved) {
         return Ok(());
@@ -81,10 +99,18 @@ pub(crate) fn load(
                 .and_then(|t| t.to_device(device))
                 .map_err(err)
         };
-        let gate_up = rows_of(tensors, packed, &names.gate_up)?;
-        let down = rows_of(tensors, packed, &names.down)?;
-        tensors.insert(names.gate_up.clone(), place(gate_up)?);
-        tensors.insert(names.down.clone(), place(down)?);
+        for name in [&names.gate_up, &names.down] {
+            let pair = (
+                packed.get(&format!("{name}_blocks")),
+                packed.get(&format!("{name}_scales")),
+            );
+            if let (Some(kept), (Some(blocks), Some(scales))) = (kept.as_deref_mut(), pair) {
+                kept.insert(name.clone(), Arc::new(keep(blocks, scales, name)?));
+                continue;
+            }
+            let rows = rows_of(tensors, packed, name)?;
+            tensors.insert(name.clone(), place(rows)?);
+        }
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Storage, Tensor};
 use dn_model::bnb4::{self, QuantState};
 use dn_model::ggml::GgmlType;
+use dn_model::mxfp4;
 use rayon::prelude::*;
 
 use crate::kernels::Real;
@@ -34,13 +35,52 @@ enum QuantData {
     /// value exact in it.
     Bf16(Vec<half::bf16>),
     F16(Vec<half::f16>),
+    /// gpt-oss's MXFP4 experts: per row `cols / 32` groups of 16 bytes (`blocks`) and a scale byte each.
+    Mxfp4 {
+        blocks: Vec<u8>,
+        scales: Vec<u8>,
+    },
 }
 
-/// A frozen `[rows, cols]` weight in its stored quantization.
+/// A frozen `[rows, cols]` weight in its stored quantization (`dims`, its shape as the model reads it:
+/// `[rows, cols]`, or `[experts, rows / experts, cols]` for a mixture's fused experts).
 pub struct QuantMatrix {
     pub rows: usize,
     pub cols: usize,
+    pub dims: Vec<usize>,
     data: QuantData,
+}
+
+/// Rows `first..first + rows` of a [`QuantMatrix`] (one expert's of fused experts), or all of them.
+#[derive(Clone, Copy)]
+pub struct QuantRows<'a> {
+    pub matrix: &'a QuantMatrix,
+    pub first: usize,
+    pub rows: usize,
+}
+
+impl<'a> QuantRows<'a> {
+    pub fn whole(matrix: &'a QuantMatrix) -> Self {
+        QuantRows {
+            matrix,
+            first: 0,
+            rows: matrix.rows,
+        }
+    }
+
+    pub fn cols(&self) -> usize {
+        self.matrix.cols
+    }
+
+    /// Rows `first..` of this view decoded into `out` (whole rows).
+    pub(crate) fn dequantize_rows(&self, first: usize, out: &mut [f32]) {
+        self.matrix.dequantize_rows(self.first + first, out);
+    }
+
+    /// Rows `first..` of this view decoded into `out` as `T`, in parallel.
+    pub(crate) fn decode_rows_as<T: Real>(&self, first: usize, out: &mut [T]) {
+        self.matrix.decode_rows_as(self.first + first, out);
+    }
 }
 
 /// Rows decoded per parallel task.
@@ -63,6 +103,7 @@ impl QuantMatrix {
         Ok(QuantMatrix {
             rows,
             cols,
+            dims: vec![rows, cols],
             data: QuantData::Ggml { kind, bytes },
         })
     }
@@ -85,6 +126,7 @@ impl QuantMatrix {
         Ok(QuantMatrix {
             rows,
             cols,
+            dims: vec![rows, cols],
             data: QuantData::Bnb4 {
                 state,
                 packed,
@@ -104,7 +146,36 @@ impl QuantMatrix {
             DType::F16 => QuantData::F16(flat.to_vec1()?),
             _ => return Ok(None),
         };
-        Ok(Some(QuantMatrix { rows, cols, data }))
+        Ok(Some(QuantMatrix {
+            rows,
+            cols,
+            dims: vec![rows, cols],
+            data,
+        }))
+    }
+
+    /// MXFP4 `blocks [.., rows, groups, 16]` and `scales [.., rows, groups]` (`dims` the scales' shape)
+    /// as a matrix of `groups * 32` columns, read as `[.., rows, groups * 32]`.
+    pub fn mxfp4(dims: &[usize], blocks: Vec<u8>, scales: Vec<u8>) -> Result<Self, String> {
+        let Some((&groups, outer)) = dims.split_last().filter(|(_, o)| !o.is_empty()) else {
+            return Err(format!("MXFP4 scales of shape {dims:?}"));
+        };
+        let rows: usize = outer.iter().product();
+        if scales.len() != rows * groups || blocks.len() != scales.len() * mxfp4::GROUP_BYTES {
+            return Err(format!(
+                "MXFP4: {} block bytes and {} scales for rows {rows} of {groups} groups",
+                blocks.len(),
+                scales.len()
+            ));
+        }
+        let mut logical = outer.to_vec();
+        logical.push(groups * 32);
+        Ok(QuantMatrix {
+            rows,
+            cols: groups * 32,
+            dims: logical,
+            data: QuantData::Mxfp4 { blocks, scales },
+        })
     }
 
     /// The stored format: a ggml type's name, `nf4`, `fp4`, `bf16` or `f16`.
@@ -114,6 +185,7 @@ impl QuantMatrix {
             QuantData::Bnb4 { state, .. } => state.code.name(),
             QuantData::Bf16(_) => "bf16",
             QuantData::F16(_) => "f16",
+            QuantData::Mxfp4 { .. } => "MXFP4",
         }
     }
 
@@ -124,6 +196,7 @@ impl QuantMatrix {
             QuantData::Bnb4 { packed, absmax, .. } => packed.len() + 4 * absmax.len(),
             QuantData::Bf16(v) => 2 * v.len(),
             QuantData::F16(v) => 2 * v.len(),
+            QuantData::Mxfp4 { blocks, scales } => blocks.len() + scales.len(),
         }
     }
 
@@ -152,6 +225,16 @@ impl QuantMatrix {
                 for (o, x) in out.iter_mut().zip(&v[start..start + len]) {
                     *o = x.to_f32();
                 }
+            }
+            QuantData::Mxfp4 { blocks, scales } => {
+                let groups = self.cols / 32;
+                let (first, count) = (first_row * groups, out.len() / 32);
+                let bytes = mxfp4::GROUP_BYTES;
+                mxfp4::dequantize_into(
+                    &blocks[first * bytes..(first + count) * bytes],
+                    &scales[first..first + count],
+                    out,
+                );
             }
         }
     }
@@ -190,38 +273,80 @@ impl QuantMatrix {
         Ok(())
     }
 
-    /// The decoded matrix as a `[rows, cols]` tensor in `dtype` on `device`.
+    /// The decoded matrix as a tensor of its `dims` in `dtype` on `device`.
     pub fn to_tensor(&self, dtype: DType, device: &Device) -> candle_core::Result<Tensor> {
-        let mut values = vec![0.0f32; self.rows * self.cols];
-        self.dequantize_into(&mut values);
-        Tensor::from_vec(values, (self.rows, self.cols), &Device::Cpu)?
+        self.rows_tensor(0, self.rows, dtype, device)?
+            .reshape(self.dims.as_slice())
+    }
+
+    /// Rows `first..first + rows` decoded as a `[rows, cols]` tensor in `dtype` on `device`.
+    pub fn rows_tensor(
+        &self,
+        first: usize,
+        rows: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        let mut values = vec![0.0f32; rows * self.cols];
+        self.decode_rows_as(first, &mut values);
+        Tensor::from_vec(values, (rows, self.cols), &Device::Cpu)?
             .to_dtype(dtype)?
             .to_device(device)
     }
 }
 
-/// `x W^T` for a quantized frozen `W`, decoded for the product and again for the input gradient `g W`.
+/// `x W^T` for a quantized frozen `W` (rows `first..first + rows` of a matrix: one expert's), decoded for
+/// the product and again for the input gradient `g W`.
 #[derive(Clone)]
 pub struct QuantLinear {
     pub(crate) matrix: Arc<QuantMatrix>,
     /// The dtype the decoded weight is computed in (the model's).
     pub(crate) dtype: DType,
+    first: usize,
+    rows: usize,
 }
 
 impl QuantLinear {
+    /// The whole matrix.
+    pub fn new(matrix: Arc<QuantMatrix>, dtype: DType) -> Self {
+        let rows = matrix.rows;
+        QuantLinear {
+            matrix,
+            dtype,
+            first: 0,
+            rows,
+        }
+    }
+
+    /// Rows `first..first + rows` of `matrix`.
+    pub fn rows(matrix: Arc<QuantMatrix>, dtype: DType, first: usize, rows: usize) -> Self {
+        QuantLinear {
+            matrix,
+            dtype,
+            first,
+            rows,
+        }
+    }
+
     pub fn out_features(&self) -> usize {
-        self.matrix.rows
+        self.rows
     }
 
     pub fn in_features(&self) -> usize {
         self.matrix.cols
     }
 
+    /// The decoded `[out, in]` weight.
+    fn weight(&self, device: &Device) -> candle_core::Result<Tensor> {
+        self.matrix
+            .rows_tensor(self.first, self.rows, self.dtype, device)
+    }
+
     /// `x [.., in] -> [.., out]`.
     pub fn forward(&self, x: &Tensor) -> crate::error::Result<Tensor> {
         let x = x.contiguous()?;
         if !x.track_op() {
-            let w = self.matrix.to_tensor(self.dtype, x.device())?;
+            let w = self.weight(x.device())?;
             return Ok(x.broadcast_matmul(&w.t()?)?);
         }
         Ok(x.apply_op1(self.clone())?)
@@ -234,7 +359,7 @@ impl QuantLinear {
         device: &Device,
         pick: impl Fn(&Storage) -> Option<&S>,
     ) -> candle_core::Result<(S, Shape)> {
-        let w_t = self.matrix.to_tensor(self.dtype, device)?.t()?;
+        let w_t = self.weight(device)?.t()?;
         let (weight, weight_layout) = w_t.storage_and_layout();
         let weight = pick(&weight).ok_or_else(|| {
             candle_core::Error::Msg("quantized linear: the weight is on another device".into())
@@ -278,7 +403,7 @@ impl CustomOp1 for QuantLinear {
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<Option<Tensor>> {
-        let w = self.matrix.to_tensor(self.dtype, grad.device())?;
+        let w = self.weight(grad.device())?;
         Ok(Some(grad.broadcast_matmul(&w)?))
     }
 }

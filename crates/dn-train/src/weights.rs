@@ -223,9 +223,17 @@ impl BaseModel {
             ));
         }
         quantized.extend(stored);
-        crate::interleaved::load(&config, &mut tensors, &packed, dtype, device)
-            .map_err(|e| model_err(dir, e))?;
-        let stored_experts = fuse_experts(&config, &mut tensors)
+        // MXFP4 experts stay so unless the base is decoded (`none`).
+        let keep_mxfp4 = !matches!(quantization, BaseQuantization::None);
+        crate::interleaved::load(
+            &config,
+            &mut tensors,
+            &packed,
+            (dtype, device),
+            keep_mxfp4.then_some(&mut quantized),
+        )
+        .map_err(|e| model_err(dir, e))?;
+        let stored_experts = fuse_experts(&config, &mut tensors, &quantized)
             .map_err(|e| model_err(dir, e))?
             .map(|names| StoredExperts {
                 parent: if block_sparse_moe {
@@ -446,6 +454,7 @@ const PER_EXPERT_NAMES: [[&str; 3]; 2] =
 fn fuse_experts(
     config: &ModelConfig,
     tensors: &mut HashMap<String, Tensor>,
+    kept: &HashMap<String, Arc<QuantMatrix>>,
 ) -> std::result::Result<Option<[&'static str; 3]>, String> {
     let Some(experts) = config.experts else {
         return Ok(None);
@@ -453,7 +462,10 @@ fn fuse_experts(
     let mut found = None;
     for (i, layer) in config.layers.iter().enumerate() {
         let names = config.expert_names(i);
-        if !layer.sparse || tensors.contains_key(&names.gate_up) {
+        if !layer.sparse
+            || tensors.contains_key(&names.gate_up)
+            || kept.contains_key(&names.gate_up)
+        {
             continue;
         }
         let per_expert = |e: usize, name: &str| format!("{}.{e}.{name}.weight", names.module);

@@ -134,8 +134,8 @@ fn a_router_named_in_the_targets_trains_as_peft_trains_it() {
 }
 
 /// gpt-oss's experts as its checkpoints hold them, MXFP4 blocks and scales under a `quant_method: mxfp4`
-/// config (scripts/reference/gpt_oss_mxfp4.py packs the tiny model's experts so): decoded at load, the
-/// model computes the logits transformers computes loading the same directory.
+/// config (scripts/reference/gpt_oss_mxfp4.py packs the tiny model's experts so): kept in MXFP4 and decoded
+/// an expert at a time, the model computes the logits transformers computes loading the same directory.
 #[test]
 fn gpt_oss_mxfp4_experts_decode_to_transformers_model() {
     use dn_train::{Sequence, logits_at};
@@ -165,7 +165,8 @@ fn gpt_oss_mxfp4_experts_decode_to_transformers_model() {
     // The plain checkpoint's experts are not the quantized ones: the decoding is what made them equal.
     let plain = BaseModel::load(&model_dir("gpt_oss"), DType::F32, &Device::Cpu).unwrap();
     let name = "model.layers.0.mlp.experts.gate_up_proj";
-    let gap = (&plain.tensors[name] - &base.tensors[name])
+    assert_eq!(base.quantized[name].format(), "MXFP4", "kept as stored");
+    let gap = (&plain.tensors[name] - &base.dense(name, DType::F32).unwrap())
         .unwrap()
         .abs()
         .unwrap()

@@ -127,6 +127,45 @@ fn bitsandbytes_bases_kept_4_bit_compute_the_decoded_model() {
     }
 }
 
+/// gpt-oss's MXFP4 experts kept as stored, one expert's rows decoded per product: the model the decoded
+/// experts make, on both executors (the tiny gpt_oss model's experts packed by
+/// scripts/reference/gpt_oss_mxfp4.py); `none` decodes them at load.
+#[test]
+fn mxfp4_experts_kept_as_stored_compute_the_decoded_model() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/families/gpt_oss/mxfp4");
+    let base = BaseModel::load(&dir, DType::F32, &Device::Cpu).unwrap();
+    let experts: Vec<_> = base
+        .quantized
+        .iter()
+        .filter(|(name, q)| name.contains(".mlp.experts.") && q.format() == "MXFP4")
+        .collect();
+    assert_eq!(experts.len(), 2 * base.config.num_hidden_layers);
+    for (_, q) in &experts {
+        // 4 bits a weight and a scale byte per 32: 17 bytes per 32 weights.
+        assert_eq!(q.stored_bytes() * 32, q.rows * q.cols * 17);
+    }
+    let ex = examples(base.config.vocab_size);
+    for executor in [Executor::CpuEngine, Executor::Graph] {
+        assert_same_model("gpt_oss mxfp4", &base, executor, &ex);
+    }
+    let decoded = BaseModel::load_with(
+        &dir,
+        DType::F32,
+        &Device::Cpu,
+        dn_train::BaseQuantization::None,
+    )
+    .unwrap();
+    assert!(decoded.quantized.is_empty());
+    // The memory check counts the kept experts in their stored bytes.
+    use dn_train::BaseQuantization::{AsStored, None as Decoded};
+    let lora = LoraConfig::new(4, 8.0).resolve(&base.config).unwrap();
+    let at = |q| dn_train::estimate_memory_as(&base.config, &lora, &Device::Cpu, 64, false, q);
+    let weights: usize = experts.iter().map(|(_, q)| q.rows * q.cols).sum();
+    let saved = at(Decoded).weights - at(AsStored).weights;
+    assert_eq!(saved as usize, 4 * weights - weights * 17 / 32);
+}
+
 /// A quantized base's merged export holds the decoded weights (plus the pairs), and no
 /// quantization_config: it loads as a plain model computing the same logits.
 #[test]

@@ -31,10 +31,10 @@ pub struct ExpertWeights<'a, T> {
     pub router: &'a [T],
     /// The router's pair (`a [rank, hidden]`, `b [experts, rank]`) when targeted.
     pub router_lora: Option<Lora<'a, T>>,
-    /// `[experts, 2 * intermediate, hidden]`.
-    pub gate_up: &'a [T],
+    /// `[experts, 2 * intermediate, hidden]`, dense or kept quantized.
+    pub gate_up: Weight<'a, T>,
     /// `[experts, hidden, intermediate]`.
-    pub down: &'a [T],
+    pub down: Weight<'a, T>,
     pub gate_up_lora: Option<FusedLora<'a, T>>,
     pub down_lora: Option<FusedLora<'a, T>>,
     /// Qwen2-MoE's shared expert (frozen).
@@ -171,14 +171,22 @@ fn expert_b<T: Real>(l: &FusedLora<'_, T>, out: usize, experts: usize, e: usize)
 /// Expert `e`'s slice of a fused `[experts, out, inp]` tensor as a projection, with its pair (`b_e` from
 /// [`expert_b`]).
 fn expert_proj<'a, T: Real>(
-    fused: &'a [T],
+    fused: Weight<'a, T>,
     lora: Option<&FusedLora<'a, T>>,
     b_e: &'a [T],
     (out, inp): (usize, usize),
     e: usize,
 ) -> Proj<'a, T> {
+    let w = match fused {
+        Weight::Dense(w) => Weight::Dense(&w[e * out * inp..(e + 1) * out * inp]),
+        Weight::Quantized(q) => Weight::Quantized(crate::quant::QuantRows {
+            first: q.first + e * out,
+            rows: out,
+            ..q
+        }),
+    };
     Proj {
-        w: Weight::Dense(&fused[e * out * inp..(e + 1) * out * inp]),
+        w,
         bias: None,
         out,
         inp,

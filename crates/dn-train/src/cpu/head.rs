@@ -118,7 +118,7 @@ fn tiles(vocab: usize, d: usize) -> impl Iterator<Item = (usize, usize)> {
 
 /// Rows `first..first + rows` of `q` decoded into `tile`, as a `[rows, d]` matrix.
 fn decode_tile<'t, T: Real>(
-    q: &crate::quant::QuantMatrix,
+    q: crate::quant::QuantRows<'_>,
     first: usize,
     rows: usize,
     d: usize,

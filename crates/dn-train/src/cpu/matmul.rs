@@ -214,10 +214,10 @@ pub fn few_rows_quantized_wt<T: Real>(
     y: &mut [T],
     x: &[T],
     n: usize,
-    w: &crate::quant::QuantMatrix,
+    w: crate::quant::QuantRows<'_>,
     accumulate: bool,
 ) {
-    let (out, inp) = (w.rows, w.cols);
+    let (out, inp) = (w.rows, w.cols());
     let block = (out / (rayon::current_num_threads() * 4)).clamp(16, 512);
     let starts: Vec<usize> = (0..out).step_by(block).collect();
     let parts: Vec<Vec<T>> = starts

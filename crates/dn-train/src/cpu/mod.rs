@@ -35,7 +35,7 @@ use crate::batch::{Packed, Targets};
 use crate::error::Result;
 use crate::frozen::FrozenBase;
 use crate::kernels::Real;
-use crate::model::{ExpertMlp, Linear, LoraModel};
+use crate::model::{ExpertMlp, FrozenExperts, Linear, LoraModel};
 use block::{BlockWeights, Context, RopeTable, Scratch};
 use experts::{ExpertWeights, FusedLora, SharedWeights};
 use head::Head;
@@ -90,7 +90,9 @@ fn tensors(model: &LoraModel) -> Vec<&Tensor> {
             }
         }
         if let Some(e) = &b.experts {
-            out.extend([e.router.weight(), &e.gate_up, &e.down]);
+            out.push(e.router.weight());
+            out.extend(e.gate_up.dense());
+            out.extend(e.down.dense());
             if let Some(s) = &e.shared {
                 out.extend([
                     s.gate.weight(),
@@ -116,7 +118,13 @@ fn expert_views<'a, T: Real>(
     slices: &mut impl Iterator<Item = &'a [T]>,
 ) -> ExpertWeights<'a, T> {
     let mut next = || slices.next().expect("expert slice");
-    let (router, gate_up, down) = (next(), next(), next());
+    let router = next();
+    let mut fused = |f: &'a FrozenExperts| match f.quantized() {
+        Some(q) => proj::Weight::Quantized(crate::quant::QuantRows::whole(q)),
+        None => proj::Weight::Dense(slices.next().expect("expert slice")),
+    };
+    let (gate_up, down) = (fused(&e.gate_up), fused(&e.down));
+    let mut next = || slices.next().expect("expert slice");
     let shared = e.shared.as_ref().map(|s| SharedWeights {
         gate: next(),
         up: next(),
@@ -168,7 +176,7 @@ fn frozen<'a, T: Real>(
     slices: &mut impl Iterator<Item = &'a [T]>,
 ) -> proj::Weight<'a, T> {
     match base.quantized() {
-        Some(q) => proj::Weight::Quantized(q),
+        Some(q) => proj::Weight::Quantized(crate::quant::QuantRows::whole(q)),
         None => proj::Weight::Dense(slices.next().expect("weight slice")),
     }
 }
@@ -318,7 +326,8 @@ fn embed_rows<T: Real>(
         }
         proj::Weight::Quantized(q) => {
             let mut decoded = vec![0.0f32; ids.len() * d];
-            q.decode_picked_rows(ids, &mut decoded)
+            q.matrix
+                .decode_picked_rows(ids, &mut decoded)
                 .map_err(|e| candle_core::Error::Msg(format!("cpu engine: {e}")))?;
             for (dst, v) in x.iter_mut().zip(decoded) {
                 *dst = T::from_f64(f64::from(v));

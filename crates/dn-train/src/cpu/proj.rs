@@ -8,7 +8,7 @@ use rayon::prelude::*;
 
 use super::matmul::{FEW_ROWS, Mat, MatMut, Threads, few_rows_quantized_wt, matmul, rows_times_wt};
 use crate::kernels::Real;
-use crate::quant::QuantMatrix;
+use crate::quant::QuantRows;
 
 /// A LoRA pair's tensors: `a [rank, in]`, `b [out, rank]`, applied as `scale * (x a^T) b^T`.
 pub struct Lora<'a, T> {
@@ -23,7 +23,7 @@ pub struct Lora<'a, T> {
 #[derive(Clone, Copy)]
 pub enum Weight<'a, T> {
     Dense(&'a [T]),
-    Quantized(&'a QuantMatrix),
+    Quantized(QuantRows<'a>),
 }
 
 impl<'a, T: Real> Weight<'a, T> {
@@ -31,7 +31,7 @@ impl<'a, T: Real> Weight<'a, T> {
         match self {
             Weight::Dense(w) => Cow::Borrowed(w),
             Weight::Quantized(q) => {
-                let mut decoded = vec![T::ZERO; q.rows * q.cols];
+                let mut decoded = vec![T::ZERO; q.rows * q.cols()];
                 q.decode_rows_as(0, &mut decoded);
                 Cow::Owned(decoded)
             }

@@ -10,13 +10,12 @@ use dn_arch::{Activation, ClampedSwiglu};
 use super::layers::gelu_tanh;
 use crate::error::Result;
 use crate::lora::LoraPair;
-use crate::model::{ExpertMlp, compute_dtype};
+use crate::model::{ExpertMlp, FrozenExperts, compute_dtype};
 use crate::routing::Routing;
 
 /// The frozen `[out, in]` slice of expert `e` of a fused `[experts, out, in]` tensor, applied as `x W^T`.
-fn expert_product(x: &Tensor, fused: &Tensor, e: usize) -> Result<Tensor> {
-    let w = fused.get(e)?.detach();
-    crate::frozen::Frozen::new(&w)?.forward(x)
+fn expert_product(x: &Tensor, fused: &FrozenExperts, e: usize) -> Result<Tensor> {
+    fused.expert(e, x.dtype())?.forward(x)
 }
 
 /// `scale * (x A_e^T) B_e^T` of expert `e`'s pair (rows `e * r..` of A; columns `k * experts + e` of B).
@@ -40,7 +39,7 @@ fn expert_delta(pair: &LoraPair, e: usize, x: &Tensor, track: bool) -> Result<Te
 /// `x W_e^T` plus expert `e`'s LoRA delta, in `x`'s dtype.
 fn project(
     x: &Tensor,
-    fused: &Tensor,
+    fused: &FrozenExperts,
     pair: Option<&LoraPair>,
     e: usize,
     track: bool,

@@ -3,15 +3,16 @@
 //! `target_parameters` holds them. Routing itself (softmax, top-k, grouping by expert) is in
 //! `crate::routing`, shared by both executors.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Tensor};
 use dn_arch::{Experts, ModelConfig};
 
 use super::check_shape;
 use crate::error::Result;
-use crate::frozen::Frozen;
+use crate::frozen::{Frozen, FrozenBase};
 use crate::lora::{LoraConfig, LoraPair};
+use crate::quant::{QuantLinear, QuantMatrix};
 use crate::weights::BaseModel;
 
 pub struct ExpertMlp {
@@ -20,10 +21,10 @@ pub struct ExpertMlp {
     pub(crate) router: Frozen,
     /// The router's pair when `lora_target_modules` names it: `A [rank, hidden]`, `B [experts, rank]`.
     pub router_lora: Option<LoraPair>,
-    /// `[experts, 2 * intermediate, hidden]`, gate rows first.
-    pub(crate) gate_up: Tensor,
+    /// `[experts, 2 * intermediate, hidden]`, gate rows first (or interleaved).
+    pub(crate) gate_up: FrozenExperts,
     /// `[experts, hidden, intermediate]`.
-    pub(crate) down: Tensor,
+    pub(crate) down: FrozenExperts,
     /// `A [rank * experts, hidden]`, `B [2 * intermediate, rank * experts]`.
     pub gate_up_lora: Option<LoraPair>,
     /// `A [rank * experts, intermediate]`, `B [hidden, rank * experts]`.
@@ -38,6 +39,58 @@ pub struct ExpertMlp {
 }
 
 /// A shared expert every token goes through: `sigmoid(x g^T) * down(act(gate(x)) * up(x))`.
+/// A mixture's fused frozen expert weights `[experts, out, in]`: dense, or kept in their stored
+/// quantization (gpt-oss's MXFP4), one expert's rows decoded per product.
+pub(crate) enum FrozenExperts {
+    Dense(Tensor),
+    Quantized(Arc<QuantMatrix>),
+}
+
+impl FrozenExperts {
+    fn load(base: &BaseModel, name: &str, dims: [usize; 3]) -> Result<Self> {
+        if let Some(q) = base.quantized.get(name) {
+            if q.dims != dims {
+                return Err(crate::error::Error::model(
+                    base.source.display().to_string(),
+                    format!(
+                        "weight {name} has shape {:?}; the config makes it {dims:?}",
+                        q.dims
+                    ),
+                ));
+            }
+            return Ok(FrozenExperts::Quantized(q.clone()));
+        }
+        let t = base.get(name)?.detach();
+        check_shape(base, name, &t, &dims)?;
+        Ok(FrozenExperts::Dense(t))
+    }
+
+    pub(crate) fn dense(&self) -> Option<&Tensor> {
+        match self {
+            FrozenExperts::Dense(t) => Some(t),
+            FrozenExperts::Quantized(_) => None,
+        }
+    }
+
+    pub(crate) fn quantized(&self) -> Option<&QuantMatrix> {
+        match self {
+            FrozenExperts::Dense(_) => None,
+            FrozenExperts::Quantized(q) => Some(q),
+        }
+    }
+
+    /// Expert `e`'s `[out, in]` weight as a frozen linear.
+    pub(crate) fn expert(&self, e: usize, dtype: DType) -> Result<FrozenBase> {
+        Ok(match self {
+            FrozenExperts::Dense(t) => FrozenBase::Dense(Frozen::new(&t.get(e)?.detach())?),
+            FrozenExperts::Quantized(q) => {
+                let out = q.dims[1];
+                FrozenBase::Quantized(QuantLinear::rows(q.clone(), dtype, e * out, out))
+            }
+        })
+    }
+}
+
 pub(crate) struct SharedExpert {
     pub(crate) gate: Frozen,
     pub(crate) up: Frozen,
@@ -84,8 +137,8 @@ impl ExpertMlp {
             Ok(t)
         };
         let router = Frozen::new(&get(&names.router, &[e, d])?)?;
-        let gate_up = get(&names.gate_up, &[e, 2 * f, d])?;
-        let down = get(&names.down, &[e, d, f])?;
+        let gate_up = FrozenExperts::load(base, &names.gate_up, [e, 2 * f, d])?;
+        let down = FrozenExperts::load(base, &names.down, [e, d, f])?;
         let (on_gate_up, on_down) = (lora.targets("gate_up_proj"), lora.targets("down_proj"));
         // PEFT nests one wrapper per targeted tensor, gate_up_proj innermost: its pairs sit under
         // `experts.base_layer` when down_proj has pairs too.
@@ -95,7 +148,7 @@ impl ExpertMlp {
             names.module.clone()
         };
         let mut pair = |module: String, shape| {
-            LoraPair::init_shaped(module, shape, lora, rng, lora_dtype, gate_up.device())
+            LoraPair::init_shaped(module, shape, lora, rng, lora_dtype, &base.device())
         };
         let on_router = config.router_target().is_some_and(|r| lora.targets(r));
         let router_lora = on_router

@@ -41,7 +41,17 @@ impl LoraModel {
                 frozen.push(&l.base);
             }
             if let Some(e) = &b.experts {
-                dense.extend([e.router.weight(), &e.gate_up, &e.down]);
+                dense.push(e.router.weight());
+                for fused in [&e.gate_up, &e.down] {
+                    match fused.quantized() {
+                        Some(q) => {
+                            m.quantized_weights += 1;
+                            m.quantized_bytes += q.stored_bytes() as u64;
+                            formats.push(q.format());
+                        }
+                        None => dense.extend(fused.dense()),
+                    }
+                }
                 dense.extend(e.biases.iter().flatten());
                 if let Some(s) = &e.shared {
                     dense.extend([

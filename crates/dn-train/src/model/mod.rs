@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::frozen::{Frozen, FrozenBase};
 use crate::lora::{LoraConfig, LoraPair, seeded_rng};
 use crate::weights::BaseModel;
+pub(crate) use experts::FrozenExperts;
 pub use experts::{ExpertMlp, RouterLoad};
 pub use footprint::BaseMemory;
 
@@ -471,10 +472,7 @@ fn frozen_weight(
                     ),
                 ));
             }
-            FrozenBase::Quantized(crate::quant::QuantLinear {
-                matrix: q.clone(),
-                dtype,
-            })
+            FrozenBase::Quantized(crate::quant::QuantLinear::new(q.clone(), dtype))
         }
         None => {
             let weight = base.get(name)?;
