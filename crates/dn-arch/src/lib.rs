@@ -205,6 +205,22 @@ impl ModelConfig {
         v * d + head + d + layers
     }
 
+    /// Model FLOPs of training on one token in a sequence of `context` tokens, as MFU counts them (PaLM,
+    /// appendix B; nanoGPT's `estimate_mfu`): `6 N + 12 L H Q T`, `N` the parameters a token multiplies
+    /// by ([`Self::active_parameter_count`] less an untied input embedding, a lookup), `L` layers, `H Q`
+    /// the query width, `T` the context. A convention, not the work done: a LoRA step computes no
+    /// gradient of the frozen weights.
+    pub fn training_flops_per_token(&self, context: f64) -> f64 {
+        let lookup = if self.tie_word_embeddings {
+            0
+        } else {
+            self.vocab_size as u64 * self.hidden_size as u64
+        };
+        let n = (self.active_parameter_count() - lookup) as f64;
+        let attention = 12.0 * self.num_hidden_layers as f64 * self.q_width() as f64 * context;
+        6.0 * n + attention
+    }
+
     /// Parameters one token computes with: [`Self::parameter_count`] less the experts it is not routed to.
     pub fn active_parameter_count(&self) -> u64 {
         let Some(e) = self.experts else {

@@ -53,6 +53,8 @@ pub struct FileConfig {
     pub worker_id: Option<String>,
     /// auto, cpu, cuda or cuda:N.
     pub device: Option<DeviceSpec>,
+    /// The device's peak dense bf16 TFLOP/s (MFU).
+    pub peak_tflops: Option<f64>,
     #[serde(default)]
     pub storage: FileStorage,
 }
@@ -196,6 +198,16 @@ pub fn device(arg: &Option<DeviceSpec>, file: &FileConfig) -> Result<(DeviceSpec
     let label =
         dn_worker::check_device(spec).map_err(|e| anyhow::anyhow!("--device {spec}: {e}"))?;
     Ok((spec, label))
+}
+
+/// The peak FLOP/s a worker divides by for MFU (flag, then file; `None`: the GPU's known figure).
+pub fn peak_flops(arg: Option<f64>, file: &FileConfig) -> Result<Option<f64>> {
+    match arg.or(file.peak_tflops) {
+        Some(t) if !(t.is_finite() && t > 0.0) => Err(anyhow::anyhow!(
+            "peak_tflops {t}: give the device's dense bf16 TFLOP/s, a positive number"
+        )),
+        other => Ok(other.map(|t| t * 1e12)),
+    }
 }
 
 /// Where workers prepare a job's data: a child process of this executable under a memory limit (flag,

@@ -198,6 +198,10 @@ pub struct NodeArgs {
     /// Where to train: auto (a GPU if this build has CUDA and one is visible), cpu, cuda or cuda:N.
     #[arg(long, env = "DN_DEVICE", value_parser = DeviceSpec::parse)]
     pub device: Option<DeviceSpec>,
+    /// The device's peak dense bf16 TFLOP/s, for the MFU in step logs (default: the GPU's from dn's
+    /// table of known GPUs; none on a CPU).
+    #[arg(long, env = "DN_PEAK_TFLOPS", value_parser = parse_peak_tflops)]
+    pub peak_tflops: Option<f64>,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
@@ -208,11 +212,22 @@ pub struct NodeArgs {
     pub prepare: PrepareArgs,
 }
 
+/// A peak throughput in TFLOP/s: a positive finite number.
+pub fn parse_peak_tflops(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "{text:?} is not a peak throughput: give the device's dense bf16 TFLOP/s, e.g. 989 for an H100"
+        )),
+    }
+}
+
 impl NodeArgs {
     /// These settings as the `DN_*` variables `dn worker` reads them from.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         let device = self.device.map(|d| d.to_string());
-        let mut env = env_of([("DN_DEVICE", device)]).collect::<Vec<_>>();
+        let peak = self.peak_tflops.map(|p| p.to_string());
+        let mut env = env_of([("DN_DEVICE", device), ("DN_PEAK_TFLOPS", peak)]).collect::<Vec<_>>();
         env.extend(self.store.env());
         env.extend(self.storage.env());
         env.extend(self.lease.env());

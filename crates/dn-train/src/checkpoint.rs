@@ -35,6 +35,10 @@ pub struct StepRecord {
     pub num_tokens: usize,
     pub num_supervised_tokens: usize,
     pub step_seconds: f64,
+    /// The step's model FLOPs as MFU counts them: each sequence's tokens times
+    /// [`dn_arch::ModelConfig::training_flops_per_token`] at its length (0 in checkpoints from before).
+    #[serde(default)]
+    pub model_flops: f64,
 }
 
 /// Everything besides tensors needed to continue a run exactly.

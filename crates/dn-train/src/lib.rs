@@ -73,8 +73,9 @@ pub use checkpoint::{
     TrainerState, adapter_config,
 };
 pub use device::{
-    CudaReport, DeviceSpec, GpuInfo, LibraryStatus, base_dtype, cuda_report, device_label,
-    device_warning, release_cached_memory, select_device,
+    CudaReport, DeviceSpec, GpuInfo, KNOWN_GPUS, LibraryStatus, base_dtype, cuda_report,
+    device_label, device_warning, known_peak_flops, peak_flops, release_cached_memory,
+    select_device,
 };
 pub use dn_arch::{Family, ModelConfig};
 pub use dn_model::gguf_write::TensorType;

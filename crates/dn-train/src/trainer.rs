@@ -435,6 +435,13 @@ impl Trainer<'_> {
                 }
             }
         }
+        let model_flops: f64 = sequences
+            .iter()
+            .map(|s| {
+                let len = s.input_ids.len() as f64;
+                len * self.model.config.training_flops_per_token(len)
+            })
+            .sum();
         let lr = scheduled_rate(o.schedule, o.learning_rate, step, total, o.warmup_steps);
         let mut grads: Vec<Tensor> = grads
             .into_iter()
@@ -465,6 +472,7 @@ impl Trainer<'_> {
             num_tokens: tokens,
             num_supervised_tokens: normaliser,
             step_seconds: started.elapsed().as_secs_f64(),
+            model_flops,
         })
     }
 

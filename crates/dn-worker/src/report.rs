@@ -10,9 +10,19 @@ fn entry(message: String, data: Value) -> NewLogEntry {
     crate::progress::log_entry(LogLevel::Info, message, data)
 }
 
-/// One step's metrics as `step_complete` carries them.
-pub fn step_data(r: &StepRecord) -> Value {
-    json!({
+/// A step's model TFLOP/s (as MFU counts FLOPs) and, given the device's peak FLOP/s, its MFU.
+fn throughput(r: &StepRecord, peak_flops: Option<f64>) -> (f64, Option<f64>) {
+    let flops_per_second = r.model_flops / r.step_seconds.max(1e-9);
+    (
+        flops_per_second / 1e12,
+        peak_flops.map(|p| flops_per_second / p),
+    )
+}
+
+/// One step's metrics as `step_complete` carries them (`train/mfu` when the device's peak is known).
+pub fn step_data(r: &StepRecord, peak_flops: Option<f64>) -> Value {
+    let (tflops, mfu) = throughput(r, peak_flops);
+    let mut data = json!({
         "event": "step_complete",
         "step": r.step,
         "epoch": r.epoch,
@@ -24,11 +34,20 @@ pub fn step_data(r: &StepRecord) -> Value {
         "train/num_supervised_tokens": r.num_supervised_tokens,
         "train/step_seconds": r.step_seconds,
         "train/tokens_per_second": r.num_tokens as f64 / r.step_seconds.max(1e-9),
-    })
+        "train/model_tflops_per_second": tflops,
+    });
+    if let Some(mfu) = mfu {
+        data["train/mfu"] = json!(mfu);
+    }
+    data
 }
 
 /// The log entry of a trainer event (checkpoints are logged by the runner once uploaded).
-pub fn event_entry(event: &Event, total_steps: u64) -> Option<NewLogEntry> {
+pub fn event_entry(
+    event: &Event,
+    total_steps: u64,
+    peak_flops: Option<f64>,
+) -> Option<NewLogEntry> {
     Some(match event {
         Event::TrainingStart {
             total_steps,
@@ -90,14 +109,18 @@ pub fn event_entry(event: &Event, total_steps: u64) -> Option<NewLogEntry> {
         ),
         Event::StepComplete(r) => entry(
             format!(
-                "step {}/{total_steps}: loss {:.4}, lr {:.2e}, {} tokens, {:.0} tokens/s",
+                "step {}/{total_steps}: loss {:.4}, lr {:.2e}, {} tokens, {:.0} tokens/s{}",
                 r.step,
                 r.loss,
                 r.learning_rate,
                 r.num_tokens,
-                r.num_tokens as f64 / r.step_seconds.max(1e-9)
+                r.num_tokens as f64 / r.step_seconds.max(1e-9),
+                match throughput(r, peak_flops) {
+                    (_, Some(mfu)) => format!(", MFU {:.1}%", 100.0 * mfu),
+                    (tflops, None) => format!(", {tflops:.2} model TFLOP/s"),
+                }
             ),
-            step_data(r),
+            step_data(r, peak_flops),
         ),
         Event::EvalComplete {
             step,

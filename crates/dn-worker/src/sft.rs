@@ -28,6 +28,8 @@ pub struct SftRunner {
     device: DeviceSpec,
     /// Data preparation in a memory-limited child process (`None`: in this process).
     sandbox: Option<Sandbox>,
+    /// The device's peak FLOP/s for MFU (`None`: the GPU's known figure, if any).
+    peak_flops: Option<f64>,
 }
 
 impl SftRunner {
@@ -37,6 +39,7 @@ impl SftRunner {
             work_dir,
             device: DeviceSpec::Auto,
             sandbox: None,
+            peak_flops: None,
         }
     }
 
@@ -49,6 +52,12 @@ impl SftRunner {
     /// Trains on `device` instead of the default `auto`.
     pub fn with_device(mut self, device: DeviceSpec) -> Self {
         self.device = device;
+        self
+    }
+
+    /// Divides model FLOP/s by `peak` for the MFU of each step (instead of the GPU's known figure).
+    pub fn with_peak_flops(mut self, peak: f64) -> Self {
+        self.peak_flops = Some(peak);
         self
     }
 }
@@ -116,6 +125,8 @@ struct RunState {
     steps_per_epoch: u64,
     save_total_limit: Option<u32>,
     device: String,
+    /// Peak FLOP/s of the device for MFU (`None`: unknown, MFU not reported).
+    peak_flops: Option<f64>,
     history: Vec<StepRecord>,
     checkpoints: Vec<Value>,
     eval: Option<(f64, usize)>,
@@ -375,6 +386,7 @@ impl SftRunner {
                 state.total_steps = *total_steps;
                 state.steps_per_epoch = *steps_per_epoch;
                 state.device = device.clone();
+                state.peak_flops = self.peak_flops.or_else(|| dn_train::peak_flops(device));
             }
             Event::StepComplete(record) => state.history.push(record.clone()),
             Event::Sampling { .. } | Event::EvalSamples { .. } | Event::PassShrunk { .. } => {}
@@ -416,7 +428,7 @@ impl SftRunner {
                     .await;
             }
         }
-        let Some(entry) = event_entry(event, state.total_steps) else {
+        let Some(entry) = event_entry(event, state.total_steps, state.peak_flops) else {
             return Ok(());
         };
         let metrics = matches!(event, Event::StepComplete(_)).then(|| state.metrics(examples));

@@ -156,6 +156,9 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         "dn worker ready: training on {label}"
     );
     let mut runner = SftRunner::new(registry, work_dir).with_device(device);
+    if let Some(peak) = config::peak_flops(args.node.peak_tflops, &file)? {
+        runner = runner.with_peak_flops(peak);
+    }
     if let Some(sandbox) = config::sandbox(&args.node.prepare, &file)? {
         runner = runner.with_sandbox(sandbox);
     }

@@ -161,6 +161,12 @@ pub async fn sft_local(mut args: SftArgs, json: bool) -> Result<i32> {
         dn_worker::check_device(device).map_err(|e| anyhow::anyhow!("DN_DEVICE={device}: {e}"))?;
         runner = runner.with_device(device);
     }
+    // `DN_PEAK_TFLOPS` as for `dn worker` (default: the GPU's known figure).
+    if let Ok(text) = std::env::var("DN_PEAK_TFLOPS") {
+        let tflops = crate::daemon_args::parse_peak_tflops(&text)
+            .map_err(|e| anyhow::anyhow!("DN_PEAK_TFLOPS: {e}"))?;
+        runner = runner.with_peak_flops(tflops * 1e12);
+    }
     if let Some(sandbox) = config::sandbox(&prepare, &config::FileConfig::default())? {
         runner = runner.with_sandbox(sandbox);
     }

@@ -4,6 +4,7 @@
 
 #[cfg(feature = "cuda")]
 mod cuda;
+mod peak;
 // The library lists and their lookup are used by the CUDA probe only (and tested everywhere).
 #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
 mod probe;
@@ -13,6 +14,7 @@ use std::sync::{Mutex, OnceLock};
 use candle_core::{DType, Device};
 pub use dn_spec::DeviceSpec;
 
+pub use peak::{KNOWN_GPUS, known_peak_flops, peak_flops};
 pub use probe::{CudaReport, GpuInfo, LibraryStatus};
 
 use crate::error::{Error, Result};

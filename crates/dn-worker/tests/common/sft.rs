@@ -197,16 +197,15 @@ async fn insert_job(
 }
 
 pub fn worker(setup: &Setup) -> Worker {
+    worker_with(setup, |runner| runner)
+}
+
+/// [`worker`] with its runner adjusted by `adjust`.
+pub fn worker_with(setup: &Setup, adjust: impl FnOnce(SftRunner) -> SftRunner) -> Worker {
     let mut config = WorkerConfig::new("w");
     config.heartbeat = Duration::from_millis(200);
-    Worker::new(
-        setup.store.clone(),
-        Arc::new(SftRunner::new(
-            setup.registry.clone(),
-            setup._dir.path().join("work"),
-        )),
-        config,
-    )
+    let runner = SftRunner::new(setup.registry.clone(), setup._dir.path().join("work"));
+    Worker::new(setup.store.clone(), Arc::new(adjust(runner)), config)
 }
 
 pub async fn run_job(
