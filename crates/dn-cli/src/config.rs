@@ -55,6 +55,8 @@ pub struct FileConfig {
     pub device: Option<DeviceSpec>,
     /// The device's peak dense bf16 TFLOP/s (MFU).
     pub peak_tflops: Option<f64>,
+    /// Where `dn worker` serves its training metrics for Prometheus (`/metrics`).
+    pub metrics_listen: Option<std::net::SocketAddr>,
     #[serde(default)]
     pub storage: FileStorage,
 }

@@ -243,6 +243,10 @@ pub struct WorkerArgs {
     pub worker_id: Option<String>,
     #[command(flatten)]
     pub node: NodeArgs,
+    /// Serve the training job's metrics (step, loss, tokens/s, MFU, memory) for Prometheus on
+    /// http://ADDR/metrics, e.g. 127.0.0.1:9464 (default: off).
+    #[arg(long, env = "DN_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Run by `dn serve`: wake on a byte from stdin, shut down when stdin closes (the server is gone).
     #[arg(long, hide = true)]
     pub supervised: bool,

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::inputs::{Preparation, PreparedInputs, prepare_inputs};
+use crate::metrics::TrainingGauges;
 use crate::report::{artifacts, event_entry, final_metrics, metrics};
 use crate::resume::{ResumePoint, find_resume_point};
 use crate::runner::{JobRunner, RunContext, RunError, RunOutput};
@@ -30,6 +31,8 @@ pub struct SftRunner {
     sandbox: Option<Sandbox>,
     /// The device's peak FLOP/s for MFU (`None`: the GPU's known figure, if any).
     peak_flops: Option<f64>,
+    /// What the node's `/metrics` shows of the running job.
+    gauges: Option<Arc<TrainingGauges>>,
 }
 
 impl SftRunner {
@@ -40,6 +43,7 @@ impl SftRunner {
             device: DeviceSpec::Auto,
             sandbox: None,
             peak_flops: None,
+            gauges: None,
         }
     }
 
@@ -58,6 +62,12 @@ impl SftRunner {
     /// Divides model FLOP/s by `peak` for the MFU of each step (instead of the GPU's known figure).
     pub fn with_peak_flops(mut self, peak: f64) -> Self {
         self.peak_flops = Some(peak);
+        self
+    }
+
+    /// Reports the running job's progress to `gauges` (the node's `/metrics`).
+    pub fn with_gauges(mut self, gauges: Arc<TrainingGauges>) -> Self {
+        self.gauges = Some(gauges);
         self
     }
 }
@@ -176,6 +186,16 @@ impl JobRunner for SftRunner {
     }
 
     async fn run(&self, job: &TrainingJob, ctx: &RunContext) -> Result<RunOutput, RunError> {
+        let outcome = self.run_job(job, ctx).await;
+        if let Some(gauges) = &self.gauges {
+            gauges.finished();
+        }
+        outcome
+    }
+}
+
+impl SftRunner {
+    async fn run_job(&self, job: &TrainingJob, ctx: &RunContext) -> Result<RunOutput, RunError> {
         if !std::path::Path::new(&job.model).exists() {
             // A hub id: the first use on this node downloads the model, which can take a while.
             let message = format!(
@@ -379,6 +399,7 @@ impl SftRunner {
         match event {
             Event::TrainingStart {
                 total_steps,
+                start_step,
                 steps_per_epoch,
                 device,
                 ..
@@ -387,12 +408,25 @@ impl SftRunner {
                 state.steps_per_epoch = *steps_per_epoch;
                 state.device = device.clone();
                 state.peak_flops = self.peak_flops.or_else(|| dn_train::peak_flops(device));
+                if let Some(gauges) = &self.gauges {
+                    gauges.started(&job.id, *start_step, *total_steps);
+                }
             }
-            Event::StepComplete(record) => state.history.push(record.clone()),
+            Event::StepComplete(record) => {
+                if let Some(gauges) = &self.gauges {
+                    gauges.step(record, state.peak_flops);
+                }
+                state.history.push(record.clone());
+            }
             Event::Sampling { .. } | Event::EvalSamples { .. } | Event::PassShrunk { .. } => {}
             Event::EvalComplete {
                 loss, examples: n, ..
-            } => state.eval = Some((*loss, *n)),
+            } => {
+                if let Some(gauges) = &self.gauges {
+                    gauges.eval(*loss);
+                }
+                state.eval = Some((*loss, *n));
+            }
             Event::CheckpointSaved { step, name, path } => {
                 let storage = |e: dn_registry::Error| {
                     RunError::storage(format!("cannot store checkpoint {name}"), &e)

@@ -159,6 +159,22 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     if let Some(peak) = config::peak_flops(args.node.peak_tflops, &file)? {
         runner = runner.with_peak_flops(peak);
     }
+    let metrics = match args.metrics_listen.or(file.metrics_listen) {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-listen {addr}: cannot listen"))?;
+            let gauges = dn_worker::TrainingGauges::new(worker_id.clone());
+            runner = runner.with_gauges(gauges.clone());
+            info!(%addr, "dn worker: training metrics on http://{addr}/metrics");
+            Some(tokio::spawn(dn_worker::serve_metrics(
+                listener,
+                gauges,
+                stop.subscribe(),
+            )))
+        }
+        None => None,
+    };
     if let Some(sandbox) = config::sandbox(&args.node.prepare, &file)? {
         runner = runner.with_sandbox(sandbox);
     }
@@ -192,6 +208,11 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
             handle.await
         }
     };
+    // The metrics endpoint ends with the worker.
+    let _ = stop.send(true);
+    if let Some(server) = metrics {
+        let _ = server.await;
+    }
     store.close().await;
     match ended {
         Ok(result) => Ok(result?),
