@@ -42,6 +42,8 @@
 #   peft-eval-bnb-smollm2
 #                        SmolLM2 quantized by bitsandbytes (nf4, double quant), a job on it kept 4-bit, PEFT +
 #                        bitsandbytes reproducing its eval loss (scripts/reference/peft_eval_bnb_smollm2.out)
+#   tensorboard-read     TensorBoard's own reader (PyPI tensorboard) on dn's event-file fixture:
+#                        tests/fixtures/tensorboard/read_by_tensorboard.json
 #   sdk-check [DN]       the reference SDK (PyPI dreadnode==2.0.52) against a real `dn serve` on loopback
 #   python ref|torch|families
 #                        prints the python of that virtualenv (for scripts/bench)
@@ -59,7 +61,8 @@ python_of() {
     ref) req=$here/requirements.txt ;;
     torch) req=$here/requirements-torch.txt ;;
     families) req=$here/requirements-families.txt ;;
-    *) echo "no virtualenv $name (ref, torch or families)" >&2; return 2 ;;
+    tracking) req=$here/requirements-tracking.txt ;;
+    *) echo "no virtualenv $name (ref, torch, families or tracking)" >&2; return 2 ;;
   esac
   ensure_venv "$cache/venv-$name" "$req"
   echo "$cache/venv-$name/bin/python"
@@ -166,6 +169,8 @@ case $name in
     chmod 644 "$root"/tests/fixtures/bnb/*/* ;;
   gpt-oss-mxfp4)
     "$(python_of families)" "$here/gpt_oss_mxfp4.py" ;;
+  tensorboard-read)
+    "$(python_of tracking)" "$here/tensorboard_read.py" "$root/tests/fixtures/tensorboard" ;;
   generate-parity)
     mkdir -p "$root/tests/fixtures/generate"
     "$(python_of families)" "$here/generate_parity.py" "$(test_model)"

@@ -39,6 +39,7 @@ mod resume;
 mod runner;
 mod sandbox;
 mod sft;
+mod tensorboard;
 mod training;
 mod worker;
 
@@ -49,5 +50,6 @@ pub use preview::{PreviewRequest, prepare_group, preview_dataset};
 pub use runner::{Fault, JobRunner, Progress, RunContext, RunError, RunOutput, UnavailableTrainer};
 pub use sandbox::{Sandbox, default_memory_limit, describe_exit, run_child};
 pub use sft::SftRunner;
+pub use tensorboard::EventFile;
 pub use training::{check_device, lora_config, train_options};
 pub use worker::{Worker, WorkerConfig, job_queued};
