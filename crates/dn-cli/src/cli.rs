@@ -222,6 +222,10 @@ pub struct SftArgs {
     /// quantization kept), none (decoded at load), nf4 or q8_0 (projections quantized at load: QLoRA).
     #[arg(long, value_parser = dn_spec::BaseQuantization::parse)]
     pub base_quantization: Option<dn_spec::BaseQuantization>,
+    /// Experiment trackers to report to, comma-separated (dn extension): tensorboard (event files in
+    /// every checkpoint, for `tensorboard --logdir`), or none (the default).
+    #[arg(long, value_delimiter = ',')]
+    pub report_to: Option<Vec<String>>,
     /// Keep only the newest N step checkpoints in storage; the final adapter is always kept (dn
     /// extension; default: all).
     #[arg(long)]

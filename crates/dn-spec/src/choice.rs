@@ -104,6 +104,15 @@ choice! {
 }
 
 choice! {
+    /// An experiment tracker a job reports to (`report_to`, a list; `none` or absent: none).
+    Tracker, field: "report_to", default: TensorBoard, {
+        /// Event files (`events.out.tfevents.*`) in every checkpoint directory: each step's scalars and
+        /// the eval losses, for `tensorboard --logdir` (and what other trackers import).
+        TensorBoard = "tensorboard",
+    }
+}
+
+choice! {
     /// How the learning rate moves over the run (`lr_scheduler`), after any warmup.
     LrSchedule, field: "lr_scheduler", default: Constant, {
         /// The reference's: the same rate at every step.

@@ -16,7 +16,7 @@ mod device;
 mod error;
 mod targets;
 
-pub use choice::{BaseQuantization, DataFormat, LrSchedule, TrainOn};
+pub use choice::{BaseQuantization, DataFormat, LrSchedule, Tracker, TrainOn};
 pub use defaults::Limits;
 pub use device::DeviceSpec;
 pub use error::{Error, Result};

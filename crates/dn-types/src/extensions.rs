@@ -4,7 +4,7 @@
 //! reference worker does. Typed here (dn-spec's vocabulary): nothing below parses them again.
 
 use dn_spec::defaults;
-use dn_spec::{BaseQuantization, LoraTargets, LrSchedule, TrainOn};
+use dn_spec::{BaseQuantization, LoraTargets, LrSchedule, Tracker, TrainOn};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -57,6 +57,9 @@ pub struct TrainingExtras {
     /// How the frozen base is held in memory.
     #[serde(default)]
     pub base_quantization: BaseQuantization,
+    /// Experiment trackers the job reports to (empty: none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub report_to: Vec<Tracker>,
 }
 
 impl Default for TrainingExtras {
@@ -75,8 +78,24 @@ impl Default for TrainingExtras {
             eval_samples: defaults::EVAL_SAMPLES,
             tokens_per_pass: None,
             base_quantization: BaseQuantization::default(),
+            report_to: Vec::new(),
         }
     }
+}
+
+/// `report_to`'s trackers, each once; `none` stands for no tracker.
+fn report_to(values: Option<&[String]>) -> Result<Vec<Tracker>> {
+    let mut trackers = Vec::new();
+    for value in values.unwrap_or_default() {
+        if value == "none" {
+            continue;
+        }
+        let tracker = Tracker::parse(value).map_err(|e| spec_error(e, "config."))?;
+        if !trackers.contains(&tracker) {
+            trackers.push(tracker);
+        }
+    }
+    Ok(trackers)
 }
 
 /// `value` within `min..=max`, as a u32 (an error names `field`).
@@ -176,6 +195,7 @@ pub fn validate_extras(c: &TinkerSftJobConfig) -> Result<TrainingExtras> {
             BaseQuantization::parse,
             "config.",
         )?,
+        report_to: report_to(c.report_to.as_deref())?,
         save_total_limit: in_range(
             c.save_total_limit,
             "config.save_total_limit",
@@ -194,6 +214,30 @@ mod tests {
         let extras = validate_extras(&TinkerSftJobConfig::default()).unwrap();
         assert_eq!(extras, TrainingExtras::default());
         assert_eq!(extras.lora_target_modules, LoraTargets::AllLinear);
+    }
+
+    #[test]
+    fn report_to_takes_known_trackers_once_and_none() {
+        let mut c = TinkerSftJobConfig {
+            report_to: Some(vec![
+                "tensorboard".into(),
+                "none".into(),
+                "tensorboard".into(),
+            ]),
+            ..Default::default()
+        };
+        assert_eq!(
+            validate_extras(&c).unwrap().report_to,
+            [Tracker::TensorBoard]
+        );
+        c.report_to = Some(vec!["none".into()]);
+        assert!(validate_extras(&c).unwrap().report_to.is_empty());
+        c.report_to = Some(vec!["wandb".into()]);
+        let e = validate_extras(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("config.report_to") && e.contains("wandb") && e.contains("tensorboard"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -90,6 +90,10 @@ pub struct TinkerSftJobConfig {
     /// kept), `none` (decoded at load), `nf4` or `q8_0` (projections quantized at load: QLoRA).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_quantization: Option<String>,
+    /// Experiment trackers the job reports to: `tensorboard` (event files in every checkpoint); `none` or
+    /// absent: none (nothing leaves the node unasked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_to: Option<Vec<String>>,
     /// Keep only the newest N step checkpoints in storage (older ones are deleted once a newer one is
     /// committed); the final adapter is always kept. Default: keep all.
     #[serde(default, skip_serializing_if = "Option::is_none")]

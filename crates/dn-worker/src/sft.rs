@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dn_registry::Registry;
+use dn_spec::Tracker;
 use dn_train::{DeviceSpec, Event, StepRecord, TrainSummary};
 use dn_types::{LogLevel, TrainingJob};
 use serde_json::{Value, json};
@@ -20,6 +21,7 @@ use crate::report::{artifacts, event_entry, final_metrics, metrics};
 use crate::resume::{ResumePoint, find_resume_point};
 use crate::runner::{JobRunner, RunContext, RunError, RunOutput};
 use crate::sandbox::Sandbox;
+use crate::tensorboard::{self, EventFile};
 use crate::training::{TrainMessage, TrainRequest, TrainSignals, spawn_training};
 
 pub struct SftRunner {
@@ -137,6 +139,8 @@ struct RunState {
     device: String,
     /// Peak FLOP/s of the device for MFU (`None`: unknown, MFU not reported).
     peak_flops: Option<f64>,
+    /// The job's TensorBoard event file (`report_to: tensorboard`), written into each checkpoint.
+    tensorboard: Option<EventFile>,
     history: Vec<StepRecord>,
     checkpoints: Vec<Value>,
     eval: Option<(f64, usize)>,
@@ -254,6 +258,15 @@ impl SftRunner {
             log_resumed(point, job, ctx).await?;
             state.history = point.state.history.clone();
             state.checkpoints = point.checkpoints.clone();
+        }
+        if config.extras.report_to.contains(&Tracker::TensorBoard) {
+            // A resumed attempt's file holds the steps before it too (stamped with its start).
+            let now = tensorboard::wall_time();
+            let mut file = EventFile::new(now, &tensorboard::host_name());
+            for r in &state.history {
+                file.scalars(now, r.step as i64, &tensorboard::step_scalars(r, None));
+            }
+            state.tensorboard = Some(file);
         }
         if ctx.preempt_requested() {
             return Err(RunError::Preempted);
@@ -416,14 +429,28 @@ impl SftRunner {
                 if let Some(gauges) = &self.gauges {
                     gauges.step(record, state.peak_flops);
                 }
+                if let Some(file) = &mut state.tensorboard {
+                    let values = tensorboard::step_scalars(record, state.peak_flops);
+                    file.scalars(tensorboard::wall_time(), record.step as i64, &values);
+                }
                 state.history.push(record.clone());
             }
             Event::Sampling { .. } | Event::EvalSamples { .. } | Event::PassShrunk { .. } => {}
             Event::EvalComplete {
-                loss, examples: n, ..
+                step,
+                loss,
+                examples: n,
+                ..
             } => {
                 if let Some(gauges) = &self.gauges {
                     gauges.eval(*loss);
+                }
+                if let Some(file) = &mut state.tensorboard {
+                    file.scalars(
+                        tensorboard::wall_time(),
+                        *step as i64,
+                        &[("eval/loss", *loss)],
+                    );
                 }
                 state.eval = Some((*loss, *n));
             }
@@ -432,6 +459,13 @@ impl SftRunner {
                     RunError::storage(format!("cannot store checkpoint {name}"), &e)
                 };
                 let org = &job.organization_id;
+                if let Some(file) = &state.tensorboard {
+                    file.write_into(path).map_err(|e| {
+                        RunError::transient(format!(
+                            "cannot write the TensorBoard event file into checkpoint {name}: {e}"
+                        ))
+                    })?;
+                }
                 self.registry
                     .upload_checkpoint_files(org, &job.id, name, path)
                     .await

@@ -111,6 +111,50 @@ impl EventFile {
     }
 }
 
+/// A step's scalars as the event file holds them (the step log's names; `train/mfu` when the device's
+/// peak is known).
+pub(crate) fn step_scalars(
+    r: &dn_train::StepRecord,
+    peak_flops: Option<f64>,
+) -> Vec<(&'static str, f64)> {
+    let seconds = r.step_seconds.max(1e-9);
+    let mut values = vec![
+        ("train/loss", r.loss),
+        ("train/learning_rate", r.learning_rate),
+        ("train/grad_norm", r.grad_norm),
+        ("train/epoch", r.epoch as f64),
+        ("train/num_tokens", r.num_tokens as f64),
+        ("train/tokens_per_second", r.num_tokens as f64 / seconds),
+        (
+            "train/model_tflops_per_second",
+            r.model_flops / seconds / 1e12,
+        ),
+    ];
+    if let Some(peak) = peak_flops {
+        values.push(("train/mfu", r.model_flops / seconds / peak));
+    }
+    values
+}
+
+/// Seconds since the epoch, as event files stamp their records.
+pub(crate) fn wall_time() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// This node's host name (`localhost` when it cannot be read), for the event file's name.
+pub(crate) fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or fails.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(0);
+    match ok && end > 0 {
+        true => String::from_utf8_lossy(&buf[..end]).into_owned(),
+        false => "localhost".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use dn_worker::EventFile;
 
+mod common;
+
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/tensorboard")
 }
@@ -70,4 +72,52 @@ fn event_files_are_what_tensorboard_reads_back() {
             .collect();
         assert_eq!(&got, points, "{tag}");
     }
+}
+
+/// `report_to: tensorboard`: every checkpoint directory in storage holds the event file with the steps
+/// and evaluations so far; `final` holds the whole run's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_reporting_to_tensorboard_leaves_event_files_in_its_checkpoints() {
+    use common::sft::{create_job_with, events, run_to_completion, setup, worker};
+
+    let setup = setup().await;
+    let model = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/bnb/base");
+    let job = create_job_with(&setup, &model.to_string_lossy(), "demos", &[], 4, |c| {
+        c.extras.report_to = vec![dn_spec::Tracker::TensorBoard];
+        c.checkpoint_interval = 2;
+        c.extras.eval_interval = 2;
+    })
+    .await;
+    let logs = run_to_completion(&setup, worker(&setup), &job).await;
+    let evals = events(&logs, "eval_complete").len();
+    assert!(evals >= 2, "{evals} evaluations");
+    let checkpoints = setup
+        ._dir
+        .path()
+        .join("storage/jobs/acme")
+        .join(&job.id)
+        .join("checkpoints");
+    let event_file = |name: &str| -> Vec<u8> {
+        let dir = checkpoints.join(name);
+        let found: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.to_string_lossy().contains("events.out.tfevents."))
+            .collect();
+        assert_eq!(found.len(), 1, "{}", dir.display());
+        std::fs::read(&found[0]).unwrap()
+    };
+    let count = |bytes: &[u8], tag: &str| {
+        bytes
+            .windows(tag.len())
+            .filter(|w| *w == tag.as_bytes())
+            .count()
+    };
+    let at_step_2 = event_file("step-000002");
+    assert_eq!(count(&at_step_2, "train/loss"), 2);
+    let whole = event_file("final");
+    assert_eq!(count(&whole, "train/loss"), 4);
+    assert_eq!(count(&whole, "train/tokens_per_second"), 4);
+    assert_eq!(count(&whole, "eval/loss"), evals);
+    assert!(whole.starts_with(&at_step_2[..at_step_2.len() / 2]));
 }

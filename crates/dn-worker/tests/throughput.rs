@@ -5,9 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::sft::{create_job_with, events, setup, worker_with};
-use dn_store::prelude::*;
-use dn_types::JobStatus;
+use common::sft::{create_job_with, events, run_to_completion, setup, worker_with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steps_report_model_flops_and_mfu_against_the_peak() {
@@ -16,14 +14,7 @@ async fn steps_report_model_flops_and_mfu_against_the_peak() {
     let job = create_job_with(&setup, &model.to_string_lossy(), "demos", &[], 3, |_| {}).await;
     let peak = 1e9;
     let worker = worker_with(&setup, |runner| runner.with_peak_flops(peak));
-    assert!(worker.reap_and_run_once().await.unwrap());
-    let job = setup.store.get_job_by_id(&job.id).await.unwrap();
-    assert_eq!(job.status, JobStatus::Completed, "{:?}", job.error);
-    let logs = setup
-        .store
-        .list_logs("acme", "main", &job.id, 0)
-        .await
-        .unwrap();
+    let logs = run_to_completion(&setup, worker, &job).await;
     let steps = events(&logs, "step_complete");
     assert_eq!(steps.len(), 3);
     let config = dn_train::BaseModel::read_config(&model).unwrap();

@@ -79,6 +79,7 @@ pub fn sft_request(args: &SftArgs, project: Option<&str>) -> Result<CreateTinker
             weight_decay: args.weight_decay,
             gradient_checkpointing: args.gradient_checkpointing,
             base_quantization: args.base_quantization.map(|q| q.to_string()),
+            report_to: args.report_to.clone(),
             save_total_limit: args.save_total_limit,
             train_on: args.train_on.map(|t| t.to_string()),
             eval_samples: args.eval_samples,

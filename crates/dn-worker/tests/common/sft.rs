@@ -219,6 +219,27 @@ pub async fn run_job(
     setup.store.get_job_by_id(&job.id).await.unwrap()
 }
 
+/// Runs `job` on `worker`, checks that it completed, and returns its log.
+pub async fn run_to_completion(
+    setup: &Setup,
+    worker: Worker,
+    job: &TrainingJob,
+) -> Vec<dn_store::StoredLogEntry> {
+    assert!(worker.reap_and_run_once().await.unwrap());
+    let done = setup.store.get_job_by_id(&job.id).await.unwrap();
+    assert_eq!(
+        done.status,
+        dn_types::JobStatus::Completed,
+        "{:?}",
+        done.error
+    );
+    setup
+        .store
+        .list_logs("acme", "main", &job.id, 0)
+        .await
+        .unwrap()
+}
+
 pub fn events<'a>(
     logs: &'a [dn_store::StoredLogEntry],
     name: &str,
