@@ -109,6 +109,14 @@ pub enum TrainCommand {
         #[arg(long, short)]
         follow: bool,
     },
+    /// A job's metrics, one row per step (its training scalars and eval loss), as CSV (the default) or
+    /// JSON, for a spreadsheet, pandas or another tracker.
+    Metrics {
+        job_id: String,
+        /// csv or json.
+        #[arg(long, default_value = "csv", value_parser = ["csv", "json"])]
+        format: String,
+    },
     /// Show a job's artifacts; with --download, fetch a checkpoint's files (the PEFT adapter and the
     /// trainer state) through the API, wherever the server stores them.
     Artifacts {

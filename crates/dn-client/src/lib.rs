@@ -14,8 +14,10 @@ use dn_types::{
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 
+mod metrics;
 mod push;
 mod sse;
+pub use metrics::MetricsTable;
 pub use push::{PushContent, PushFile};
 use serde::de::DeserializeOwned;
 pub use sse::{LogStream, StreamEvent};

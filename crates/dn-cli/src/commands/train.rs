@@ -173,6 +173,14 @@ pub async fn run(command: TrainCommand, conn: &Connection, json: bool) -> Result
                 }
             }
         }
+        TrainCommand::Metrics { job_id, format } => {
+            let logs = client.job_logs(org, ws, &job_id, 0).await?;
+            let table = dn_client::MetricsTable::from_logs(&logs);
+            match format.as_str() {
+                "json" => print_json(&table.to_json())?,
+                _ => print!("{}", table.to_csv()),
+            }
+        }
         TrainCommand::Artifacts {
             job_id,
             download: None,
