@@ -1,7 +1,9 @@
 """The dn console in headless Chromium (run by console_check.sh against a live `dn serve`): signs in with the
 key, finds both jobs in the list (the queued one named with a script-injection probe, shown as text),
 opens the running job and sees its loss curve gain points as steps complete, reads its logs, cancels the
-queued job through its page (confirming the dialog), lists the datasets (one described with the probe),
+queued job through its page (confirming the dialog), picks the watched job and a third one in the list and
+compares them (both curves drawn, by step and by tokens seen; the config fields that differ listed), lists
+the datasets (one described with the probe),
 opens the dataset viewer on the probe dataset (supervised tokens highlighted, the bad row listed as
 skipped), and checks after every page that nothing the probe carries ran. Screenshots go to --screenshots.
 Every wait is bounded."""
@@ -30,7 +32,7 @@ def chromium():
 
 def main():
     parser = argparse.ArgumentParser()
-    for name in ("url", "key", "watched", "queued", "probe", "screenshots"):
+    for name in ("url", "key", "watched", "queued", "compared", "probe", "screenshots"):
         parser.add_argument(f"--{name}", required=True)
     args = parser.parse_args()
     driver = chromium()
@@ -126,6 +128,39 @@ def main():
         wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#job-header .badge").text in ("cancelled",))
         check(True, "the queued job was cancelled from its page")
         shot("cancelled")
+
+        # The third job runs once the probe job is cancelled; then both trained jobs are compared.
+        driver.get(f"{args.url}/#/job/{args.compared}")
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "#job-header .badge")))
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            badge = text_of("#job-header .badge")
+            if badge in ("completed", "failed", "cancelled"):
+                break
+            time.sleep(1)
+        check(badge == "completed", f"the compared job completed ({badge})")
+        check(bool(driver.find_elements(By.ID, "metrics-csv")), "the job page offers its metrics as CSV")
+        driver.get(f"{args.url}/#/jobs")
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#jobs input.pick")) >= 3)
+        for job_id in (args.watched, args.compared):
+            driver.find_element(By.CSS_SELECTOR, f'#jobs input.pick[value="{job_id}"]').click()
+        driver.find_element(By.ID, "compare").click()
+        wait.until(EC.presence_of_element_located((By.ID, "compare-chart")))
+        lines = driver.find_elements(By.CSS_SELECTOR, "#compare-chart polyline.series")
+        drawn = [line.get_attribute("data-job") for line in lines if line.get_attribute("points")]
+        check(sorted(drawn) == sorted([args.watched, args.compared]), f"both jobs' curves are drawn ({drawn})")
+        differing = [row.find_element(By.TAG_NAME, "th").text for row in driver.find_elements(By.CSS_SELECTOR, "#config-diff .diff-row")]
+        check("lora_rank" in differing and "learning_rate" in differing,
+              f"the config fields that differ are listed ({differing})")
+        check("steps" in differing and "batch_size" not in differing, "fields both jobs share are not listed")
+        for option in driver.find_elements(By.CSS_SELECTOR, "#compare-axis option"):
+            if option.get_attribute("value") == "tokens":
+                option.click()
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, '#compare-chart[aria-label="loss by tokens"]')))
+        by_tokens = driver.find_elements(By.CSS_SELECTOR, "#compare-chart polyline.series")
+        check(len(by_tokens) == 2, f"by tokens seen, both curves again ({len(by_tokens)})")
+        nothing_ran("compare")
+        shot("compare")
 
         driver.get(f"{args.url}/#/datasets")
         rows = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#datasets .datasets-row") or None)

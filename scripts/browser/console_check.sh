@@ -38,8 +38,9 @@ bad = {"colour": "no messages here"}
 open(sys.argv[1], "w").write(json.dumps(row) + "\n" + json.dumps(bad) + "\n")
 PY
 "$dn" dataset push "$work/probe" >/dev/null
-common=(--model "$model" --capability support-agent@1.0.0 --dataset support-demos@0.1.0
-  --batch-size 2 --max-sequence-length 128 --lora-rank 4 --eval-samples 0)
+base=(--model "$model" --capability support-agent@1.0.0 --dataset support-demos@0.1.0
+  --batch-size 2 --max-sequence-length 128 --eval-samples 0)
+common=("${base[@]}" --lora-rank 4)
 # The job to watch: slow enough on the CPU (about 2 s a step) to see steps arrive.
 watched=$("$dn" train sft "${common[@]}" --name "support-agent r4" --steps 8 \
   --eval-dataset support-eval@0.1.0 --eval-interval 3 --json \
@@ -48,8 +49,12 @@ watched=$("$dn" train sft "${common[@]}" --name "support-agent r4" --steps 8 \
 # queue behind the first (one worker).
 queued=$("$dn" train sft "${common[@]}" --name "$probe" --steps 500 --json \
   | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+# A job to compare with the watched one (another rank and rate), run once the probe job is cancelled.
+compared=$("$dn" train sft "${base[@]}" --lora-rank 8 --learning-rate 3e-4 --name "support-agent r8" \
+  --steps 4 --eval-dataset support-eval@0.1.0 --eval-interval 4 --json \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
 
 mkdir -p "$root/target/console-screenshots"
 "$cache/venv-browser/bin/python" "$root/scripts/browser/console_check.py" \
-  --url "http://127.0.0.1:$port" --key "$key" --watched "$watched" --queued "$queued" \
+  --url "http://127.0.0.1:$port" --key "$key" --watched "$watched" --queued "$queued" --compared "$compared" \
   --probe "$probe" --screenshots "$root/target/console-screenshots"

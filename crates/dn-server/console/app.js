@@ -122,7 +122,8 @@ let stopCurrent = () => {};
 async function route() {
   stopCurrent();
   stopCurrent = () => {};
-  const parts = location.hash.replace(/^#\/?/, "").split("/").map(decodeURIComponent);
+  const parts = location.hash.replace(/^#\/?/, "").split("?")[0].split("/").map(decodeURIComponent);
+  const query = new URLSearchParams(location.hash.split("?")[1] || "");
   if (!session.key && parts[0] !== "signin") { location.hash = "#/signin"; return; }
   nav();
   try {
@@ -131,7 +132,8 @@ async function route() {
       case "job": return await jobPage(parts[1]);
       case "datasets": return await registryPage("datasets", parts[1], parts[2]);
       case "capabilities": return await registryPage("capabilities", parts[1], parts[2]);
-      default: return await jobsPage(new URLSearchParams(location.hash.split("?")[1] || ""));
+      case "compare": return await comparePage(query);
+      default: return await jobsPage(query);
     }
   } catch (error) {
     show(errorBox(error));
@@ -189,6 +191,7 @@ async function jobsPage(query) {
     STATUSES.map((s) => el("option", { value: s, selected: s === status }, s || "all statuses")));
   filter.addEventListener("change", () => { location.hash = `#/jobs?status=${filter.value}`; });
   const rows = list.items.map((job) => el("tr", { class: "job-row" },
+    el("td", {}, el("input", { type: "checkbox", class: "pick", value: job.id, "aria-label": `compare ${job.name || job.id}` })),
     el("td", {}, el("a", { href: `#/job/${encodeURIComponent(job.id)}`, class: "job-link" }, job.name || job.id)),
     el("td", {}, badge(job.status)),
     el("td", {}, job.model),
@@ -199,11 +202,15 @@ async function jobsPage(query) {
   ));
   const pages = Math.max(1, Math.ceil(list.total / list.page_size));
   const link = (p, label) => el("a", { href: `#/jobs?status=${status}&page=${p}` }, label);
+  const compare = el("button", { id: "compare", onclick: () => {
+    const ids = [...document.querySelectorAll("#jobs input.pick:checked")].map((box) => box.value);
+    location.hash = `#/compare?ids=${ids.map(encodeURIComponent).join(",")}`;
+  } }, "Compare selected");
   show(
     el("h1", {}, "Training jobs"),
-    el("p", {}, filter, " ", el("span", { class: "muted" }, `${list.total} job(s)`)),
+    el("p", {}, filter, " ", el("span", { class: "muted" }, `${list.total} job(s)`), " ", compare),
     el("table", { id: "jobs" },
-      el("thead", {}, el("tr", {}, ["Job", "Status", "Model", "Steps", "Last loss", "Created", "Updated"].map((h) => el("th", {}, h)))),
+      el("thead", {}, el("tr", {}, ["", "Job", "Status", "Model", "Steps", "Last loss", "Created", "Updated"].map((h) => el("th", {}, h)))),
       el("tbody", {}, rows)),
     el("p", { class: "pager" },
       page > 1 ? link(page - 1, "← newer") : "", ` page ${page} of ${pages} `,
@@ -395,6 +402,12 @@ async function jobPage(id) {
     }
   };
 
+  const saveMetrics = async (format) => {
+    const rows = metricsRows((await getJson(`${base}/logs`)).items);
+    if (format === "csv") saveText(metricsCsv(rows), `${job.id}-metrics.csv`, "text/csv");
+    else saveText(JSON.stringify(rows, null, 1), `${job.id}-metrics.json`, "application/json");
+  };
+
   renderHeader();
   show(header,
     el("section", {}, el("h2", {}, "Loss"), chart.node,
@@ -402,7 +415,10 @@ async function jobPage(id) {
         el("span", { class: "key eval" }, "eval loss"), " ", el("span", { class: "key rate" }, "learning rate"))),
     el("section", {}, el("h2", {}, "Logs"), el("p", {}, "level ", level, " ", el("label", {}, follow, " follow")), logBox),
     el("section", {}, samplesBox),
-    el("section", {}, artifactsBox),
+    el("section", {}, artifactsBox,
+      el("p", {}, "metrics, one row per step: ",
+        el("button", { id: "metrics-csv", class: "link", onclick: () => saveMetrics("csv") }, "CSV"),
+        el("button", { id: "metrics-json", class: "link", onclick: () => saveMetrics("json") }, "JSON"))),
     el("section", {}, el("h2", {}, "Configuration"), configTable(job)));
   level.addEventListener("change", renderLogs);
 

@@ -1,4 +1,4 @@
-//! The web console: a page and its script and style, embedded in the binary (no build step, no Node),
+//! The web console: a page and its scripts and style, embedded in the binary (no build step, no Node),
 //! served at `/` with a Content-Security-Policy that allows only these same-origin files: no inline
 //! script or style, no other origin, no framing. The script talks to the API with the key in a header
 //! (kept in the tab's session storage); the server sets no cookie, so a cross-site request carries no
@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 const INDEX: &str = include_str!("../../console/index.html");
 const SCRIPT: &str = include_str!("../../console/app.js");
+const COMPARE: &str = include_str!("../../console/compare.js");
 const STYLE: &str = include_str!("../../console/app.css");
 
 /// What the page may load: itself, its script and style, the API (fetch), and images it draws.
@@ -41,6 +42,7 @@ pub async fn index() -> Response {
 pub async fn file(Path(name): Path<String>) -> Response {
     match name.as_str() {
         "app.js" => asset(SCRIPT, "text/javascript; charset=utf-8"),
+        "compare.js" => asset(COMPARE, "text/javascript; charset=utf-8"),
         "app.css" => asset(STYLE, "text/css; charset=utf-8"),
         _ => (StatusCode::NOT_FOUND, "no such file").into_response(),
     }
