@@ -45,7 +45,7 @@ mod worker;
 
 pub use dataprep::{DataFile, PrepareFailure, PrepareRequest, PreparedGroup, prepare_groups};
 pub use inputs::{Preparation, PreparedInputs, prepare_inputs};
-pub use metrics::{TrainingGauges, serve_metrics};
+pub use metrics::TrainingGauges;
 pub use preview::{PreviewRequest, prepare_group, preview_dataset};
 pub use runner::{Fault, JobRunner, Progress, RunContext, RunError, RunOutput, UnavailableTrainer};
 pub use sandbox::{Sandbox, default_memory_limit, describe_exit, run_child};

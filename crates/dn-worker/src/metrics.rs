@@ -1,6 +1,7 @@
 //! The node's training metrics for Prometheus: the job a worker is training, its step, loss, eval loss,
-//! tokens/s, model TFLOP/s and MFU, and the process's resident memory, in Prometheus' text format on
-//! `/metrics` at the worker's `metrics_listen` address (one per node; off unless set).
+//! tokens/s, model TFLOP/s and MFU, and the process's resident memory, rendered in Prometheus' text format
+//! (the `dn` binary serves it on `/metrics` at the worker's `metrics_listen` address: this crate serves no
+//! HTTP).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -168,34 +169,6 @@ fn resident_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
-}
-
-/// Serves `GET /metrics` from `gauges` on `listener` until `stop` turns true.
-pub async fn serve_metrics(
-    listener: tokio::net::TcpListener,
-    gauges: Arc<TrainingGauges>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let gauges = gauges.clone();
-            async move {
-                (
-                    [(
-                        axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
-                    )],
-                    gauges.render(),
-                )
-            }
-        }),
-    );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
 }
 
 #[cfg(test)]

@@ -167,7 +167,7 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
             let gauges = dn_worker::TrainingGauges::new(worker_id.clone());
             runner = runner.with_gauges(gauges.clone());
             info!(%addr, "dn worker: training metrics on http://{addr}/metrics");
-            Some(tokio::spawn(dn_worker::serve_metrics(
+            Some(tokio::spawn(super::metrics_server::serve_metrics(
                 listener,
                 gauges,
                 stop.subscribe(),

@@ -4,6 +4,7 @@ pub mod doctor;
 pub mod export;
 pub mod follow;
 pub mod local;
+pub mod metrics_server;
 pub mod model;
 pub mod registry;
 pub mod sample;
