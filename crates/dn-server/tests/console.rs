@@ -25,34 +25,42 @@ async fn the_console_is_served_under_a_strict_policy_and_signs_in_by_header() {
     assert!(headers.get("set-cookie").is_none());
     assert_eq!(headers["x-content-type-options"], "nosniff");
     let html = page.text().await.unwrap();
+    assert!(html.contains(r#"<script src="/console/compare.js" defer></script>"#));
     assert!(html.contains(r#"<script src="/console/app.js" defer></script>"#));
     // No inline script or style: the policy would block them.
-    assert_eq!(html.matches("<script").count(), 1, "{html}");
+    assert_eq!(html.matches("<script").count(), 2, "{html}");
+    assert_eq!(html.matches("<script src=").count(), 2, "{html}");
     assert!(
         !html.contains("<style") && !html.contains(" style="),
         "{html}"
     );
 
-    let script = http
-        .get(format!("{}/console/app.js", server.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(script.status(), 200);
-    assert!(
-        script.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/javascript")
-    );
-    let js = script.text().await.unwrap();
-    // Values reach the page as text: the script never assigns markup.
-    assert!(
-        !js.contains("innerHTML")
-            && !js.contains("outerHTML")
-            && !js.contains("insertAdjacentHTML")
-    );
-    assert!(!js.contains("document.cookie") && !js.contains("localStorage"));
+    for file in ["app.js", "compare.js"] {
+        let script = http
+            .get(format!("{}/console/{file}", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(script.status(), 200, "{file}");
+        assert!(
+            script.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/javascript")
+        );
+        let js = script.text().await.unwrap();
+        // Values reach the page as text: the scripts never assign markup.
+        assert!(
+            !js.contains("innerHTML")
+                && !js.contains("outerHTML")
+                && !js.contains("insertAdjacentHTML"),
+            "{file}"
+        );
+        assert!(
+            !js.contains("document.cookie") && !js.contains("localStorage"),
+            "{file}"
+        );
+    }
     let missing = http
         .get(format!("{}/console/other.js", server.url))
         .send()
