@@ -3,6 +3,7 @@
 #  - the real test model (SmolLM2-135M-Instruct GGUF from PyPI, cached in .cache/);
 #  - a throwaway PostgreSQL 15 cluster (the store suite runs against it and SQLite), removed at the end;
 #  - a throwaway S3-compatible server (moto from PyPI, bucket dn-test) for the storage and multi-node tests;
+#  - a throwaway MLflow tracking server (mlflow from PyPI) for the report_to: mlflow tests;
 #  - the Rust tests of every crate;
 #  - the architecture invariants (tests/architecture.sh);
 #  - the reference Python SDK against a real `dn serve` (scripts/reference/run.sh sdk-check);
@@ -18,10 +19,12 @@ export DN_TEST_MODEL_GGUF DN_REQUIRE_TEST_MODEL=1
 source scripts/lib/postgres.sh
 source scripts/lib/venv.sh
 source scripts/lib/s3.sh
-trap 'pg_stop; s3_stop' EXIT
+source scripts/lib/mlflow.sh
+trap 'pg_stop; s3_stop; mlflow_stop' EXIT
 pg_start "/tmp/dn-test-pg-$$"
 s3_start "/tmp/dn-test-s3-$$"
-export DN_REQUIRE_POSTGRES=1 DN_REQUIRE_S3=1
+mlflow_start "/tmp/dn-test-mlflow-$$"
+export DN_REQUIRE_POSTGRES=1 DN_REQUIRE_S3=1 DN_REQUIRE_MLFLOW=1
 
 cargo build --workspace --all-targets
 cargo test --workspace

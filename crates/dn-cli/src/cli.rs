@@ -231,7 +231,8 @@ pub struct SftArgs {
     #[arg(long, value_parser = dn_spec::BaseQuantization::parse)]
     pub base_quantization: Option<dn_spec::BaseQuantization>,
     /// Experiment trackers to report to, comma-separated (dn extension): tensorboard (event files in
-    /// every checkpoint, for `tensorboard --logdir`), or none (the default).
+    /// every checkpoint, for `tensorboard --logdir`), mlflow (a run on the worker's MLFLOW_TRACKING_URI), or
+    /// none (the default).
     #[arg(long, value_delimiter = ',')]
     pub report_to: Option<Vec<String>>,
     /// Keep only the newest N step checkpoints in storage; the final adapter is always kept (dn

@@ -203,6 +203,12 @@ pub fn device(arg: &Option<DeviceSpec>, file: &FileConfig) -> Result<(DeviceSpec
 }
 
 /// The peak FLOP/s a worker divides by for MFU (flag, then file; `None`: the GPU's known figure).
+/// The MLflow tracking server of jobs with `report_to: mlflow`, from the variables MLflow's clients read
+/// (`MLFLOW_TRACKING_URI`, ...; see [`dn_worker::MlflowSettings`]); `None` without a tracking URI.
+pub fn mlflow() -> Result<Option<dn_worker::MlflowSettings>> {
+    dn_worker::MlflowSettings::from_env(|name| std::env::var(name).ok()).map_err(anyhow::Error::msg)
+}
+
 pub fn peak_flops(arg: Option<f64>, file: &FileConfig) -> Result<Option<f64>> {
     match arg.or(file.peak_tflops) {
         Some(t) if !(t.is_finite() && t > 0.0) => Err(anyhow::anyhow!(

@@ -109,6 +109,9 @@ choice! {
         /// Event files (`events.out.tfevents.*`) in every checkpoint directory: each step's scalars and
         /// the eval losses, for `tensorboard --logdir` (and what other trackers import).
         TensorBoard = "tensorboard",
+        /// A run on the worker's MLflow tracking server (`MLFLOW_TRACKING_URI`), through its REST API:
+        /// the config as params, every step's metrics, the eval loss, the final adapter, the job's status.
+        Mlflow = "mlflow",
     }
 }
 

@@ -1,7 +1,9 @@
 //! What tests need from outside their process, found one way: the real test model
-//! (scripts/fetch-test-model.sh), and the PostgreSQL and S3 servers scripts/test.sh starts on loopback.
+//! (scripts/fetch-test-model.sh), and the PostgreSQL, S3 and MLflow servers scripts/test.sh starts on
+//! loopback.
 //! Each is `None` where it is absent, so that `cargo test` alone skips what needs it, unless the test
-//! script requires it (`DN_REQUIRE_TEST_MODEL`, `DN_REQUIRE_POSTGRES`, `DN_REQUIRE_S3` = 1), which turns
+//! script requires it (`DN_REQUIRE_TEST_MODEL`, `DN_REQUIRE_POSTGRES`, `DN_REQUIRE_S3`, `DN_REQUIRE_MLFLOW`
+//! = 1), which turns
 //! its absence into a failure: CI never passes by skipping. With the `server` feature, `server` starts
 //! the API in-process as the server's and the CLI's tests use it.
 
@@ -56,6 +58,11 @@ pub fn s3_server() -> Option<S3Server> {
     let endpoint = setting("DN_TEST_S3_ENDPOINT", "DN_REQUIRE_S3")?;
     let bucket = std::env::var("DN_TEST_S3_BUCKET").unwrap_or_else(|_| "dn-test".into());
     Some(S3Server { endpoint, bucket })
+}
+
+/// The MLflow tracking server scripts/test.sh started (`DN_TEST_MLFLOW_URI`, serving artifacts).
+pub fn mlflow_uri() -> Option<String> {
+    setting("DN_TEST_MLFLOW_URI", "DN_REQUIRE_MLFLOW")
 }
 
 /// Whether a test may run with `what` (`available`): if not, it is skipped (`false`), unless `require`

@@ -222,20 +222,24 @@ mod tests {
             report_to: Some(vec![
                 "tensorboard".into(),
                 "none".into(),
+                "mlflow".into(),
                 "tensorboard".into(),
             ]),
             ..Default::default()
         };
         assert_eq!(
             validate_extras(&c).unwrap().report_to,
-            [Tracker::TensorBoard]
+            [Tracker::TensorBoard, Tracker::Mlflow]
         );
         c.report_to = Some(vec!["none".into()]);
         assert!(validate_extras(&c).unwrap().report_to.is_empty());
         c.report_to = Some(vec!["wandb".into()]);
         let e = validate_extras(&c).unwrap_err().to_string();
         assert!(
-            e.contains("config.report_to") && e.contains("wandb") && e.contains("tensorboard"),
+            e.contains("config.report_to")
+                && e.contains("wandb")
+                && e.contains("tensorboard")
+                && e.contains("mlflow"),
             "{e}"
         );
     }

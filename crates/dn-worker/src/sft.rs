@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dn_registry::Registry;
-use dn_spec::Tracker;
 use dn_train::{DeviceSpec, Event, StepRecord, TrainSummary};
 use dn_types::{LogLevel, TrainingJob};
 use serde_json::{Value, json};
@@ -17,11 +16,12 @@ use tokio::sync::mpsc;
 
 use crate::inputs::{Preparation, PreparedInputs, prepare_inputs};
 use crate::metrics::TrainingGauges;
+use crate::mlflow::MlflowSettings;
 use crate::report::{artifacts, event_entry, final_metrics, metrics};
 use crate::resume::{ResumePoint, find_resume_point};
 use crate::runner::{JobRunner, RunContext, RunError, RunOutput};
 use crate::sandbox::Sandbox;
-use crate::tensorboard::{self, EventFile};
+use crate::trackers::{AttemptStart, Trackers};
 use crate::training::{TrainMessage, TrainRequest, TrainSignals, spawn_training};
 
 pub struct SftRunner {
@@ -35,6 +35,8 @@ pub struct SftRunner {
     peak_flops: Option<f64>,
     /// What the node's `/metrics` shows of the running job.
     gauges: Option<Arc<TrainingGauges>>,
+    /// The tracking server of jobs with `report_to: mlflow`.
+    mlflow: Option<Arc<MlflowSettings>>,
 }
 
 impl SftRunner {
@@ -46,7 +48,14 @@ impl SftRunner {
             sandbox: None,
             peak_flops: None,
             gauges: None,
+            mlflow: None,
         }
+    }
+
+    /// Jobs with `report_to: mlflow` report to this tracking server.
+    pub fn with_mlflow(mut self, settings: MlflowSettings) -> Self {
+        self.mlflow = Some(Arc::new(settings));
+        self
     }
 
     /// Prepares each job's data in a child process under a memory limit (see [`Sandbox`]).
@@ -139,8 +148,8 @@ struct RunState {
     device: String,
     /// Peak FLOP/s of the device for MFU (`None`: unknown, MFU not reported).
     peak_flops: Option<f64>,
-    /// The job's TensorBoard event file (`report_to: tensorboard`), written into each checkpoint.
-    tensorboard: Option<EventFile>,
+    /// The job's experiment trackers (`report_to`).
+    trackers: Trackers,
     history: Vec<StepRecord>,
     checkpoints: Vec<Value>,
     eval: Option<(f64, usize)>,
@@ -259,15 +268,14 @@ impl SftRunner {
             state.history = point.state.history.clone();
             state.checkpoints = point.checkpoints.clone();
         }
-        if config.extras.report_to.contains(&Tracker::TensorBoard) {
-            // A resumed attempt's file holds the steps before it too (stamped with its start).
-            let now = tensorboard::wall_time();
-            let mut file = EventFile::new(now, &tensorboard::host_name());
-            for r in &state.history {
-                file.scalars(now, r.step as i64, &tensorboard::step_scalars(r, None));
-            }
-            state.tensorboard = Some(file);
-        }
+        let start = AttemptStart {
+            job,
+            config: &config,
+            resuming: resume.is_some(),
+            history: &state.history,
+            staging: job_dir.join("tracker-uploads"),
+        };
+        state.trackers = Trackers::start(start, self.mlflow.as_ref());
         if ctx.preempt_requested() {
             return Err(RunError::Preempted);
         }
@@ -371,6 +379,11 @@ impl SftRunner {
             }
             Err(e) => Err(e),
         };
+        let trackers = std::mem::take(&mut state.trackers);
+        for warning in trackers.finish(&result).await {
+            // After a lost lease nothing more is written.
+            let _ = log_tracker_warning(ctx, warning).await;
+        }
         let _ = tokio::fs::remove_dir_all(&job_dir).await;
         result
     }
@@ -384,6 +397,16 @@ fn steer(ctx: &RunContext, signals: &TrainSignals) {
     if ctx.preempt_requested() {
         signals.suspend.store(true, Ordering::SeqCst);
     }
+}
+
+async fn log_tracker_warning(ctx: &RunContext, warning: String) -> Result<(), RunError> {
+    ctx.progress()
+        .log(
+            LogLevel::Warning,
+            warning,
+            json!({"event": "tracker_warning"}),
+        )
+        .await
 }
 
 async fn log_resumed(
@@ -409,6 +432,9 @@ impl SftRunner {
         state: &mut RunState,
         examples: usize,
     ) -> Result<(), RunError> {
+        for warning in state.trackers.take_warnings() {
+            log_tracker_warning(ctx, warning).await?;
+        }
         match event {
             Event::TrainingStart {
                 total_steps,
@@ -429,10 +455,7 @@ impl SftRunner {
                 if let Some(gauges) = &self.gauges {
                     gauges.step(record, state.peak_flops);
                 }
-                if let Some(file) = &mut state.tensorboard {
-                    let values = tensorboard::step_scalars(record, state.peak_flops);
-                    file.scalars(tensorboard::wall_time(), record.step as i64, &values);
-                }
+                state.trackers.step(record, state.peak_flops);
                 state.history.push(record.clone());
             }
             Event::Sampling { .. } | Event::EvalSamples { .. } | Event::PassShrunk { .. } => {}
@@ -445,13 +468,7 @@ impl SftRunner {
                 if let Some(gauges) = &self.gauges {
                     gauges.eval(*loss);
                 }
-                if let Some(file) = &mut state.tensorboard {
-                    file.scalars(
-                        tensorboard::wall_time(),
-                        *step as i64,
-                        &[("eval/loss", *loss)],
-                    );
-                }
+                state.trackers.eval(*step, *loss);
                 state.eval = Some((*loss, *n));
             }
             Event::CheckpointSaved { step, name, path } => {
@@ -459,13 +476,7 @@ impl SftRunner {
                     RunError::storage(format!("cannot store checkpoint {name}"), &e)
                 };
                 let org = &job.organization_id;
-                if let Some(file) = &state.tensorboard {
-                    file.write_into(path).map_err(|e| {
-                        RunError::transient(format!(
-                            "cannot write the TensorBoard event file into checkpoint {name}: {e}"
-                        ))
-                    })?;
-                }
+                state.trackers.checkpoint(name, path)?;
                 self.registry
                     .upload_checkpoint_files(org, &job.id, name, path)
                     .await

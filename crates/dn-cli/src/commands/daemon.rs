@@ -159,6 +159,10 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
     if let Some(peak) = config::peak_flops(args.node.peak_tflops, &file)? {
         runner = runner.with_peak_flops(peak);
     }
+    if let Some(mlflow) = config::mlflow()? {
+        info!(uri = %mlflow.tracking_uri, "dn worker: jobs with report_to mlflow report to {}", mlflow.tracking_uri);
+        runner = runner.with_mlflow(mlflow);
+    }
     let metrics = match args.metrics_listen.or(file.metrics_listen) {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)

@@ -167,6 +167,9 @@ pub async fn sft_local(mut args: SftArgs, json: bool) -> Result<i32> {
             .map_err(|e| anyhow::anyhow!("DN_PEAK_TFLOPS: {e}"))?;
         runner = runner.with_peak_flops(tflops * 1e12);
     }
+    if let Some(mlflow) = config::mlflow()? {
+        runner = runner.with_mlflow(mlflow);
+    }
     if let Some(sandbox) = config::sandbox(&prepare, &config::FileConfig::default())? {
         runner = runner.with_sandbox(sandbox);
     }

@@ -159,12 +159,13 @@ async fn insert_job(
     config: &SftConfig,
     map: serde_json::Map<String, serde_json::Value>,
 ) -> TrainingJob {
-    let system_prompt_digest = setup
+    // The snapshot as the server takes it when the job is created.
+    let manifest = setup
         .registry
         .capability("acme", "agent", "1.0.0")
         .await
-        .unwrap()
-        .system_prompt_digest;
+        .unwrap();
+    let system_prompt_digest = manifest.system_prompt_digest;
     setup
         .store
         .create_job(NewJob {
@@ -186,7 +187,7 @@ async fn insert_job(
                 version: "1.0.0".into(),
                 runtime_digest: None,
                 organization_id: Some("acme".into()),
-                content_digest: None,
+                content_digest: Some(manifest.digest),
                 system_prompt_digest: Some(system_prompt_digest),
             },
             config: map,
