@@ -39,6 +39,10 @@ pub struct StepRecord {
     /// [`dn_arch::ModelConfig::training_flops_per_token`] at its length (0 in checkpoints from before).
     #[serde(default)]
     pub model_flops: f64,
+    /// The GPU's memory in use after the step, all processes' as its driver counts it (nvidia-smi's
+    /// "used"); `None` on the CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_memory_used: Option<u64>,
 }
 
 /// Everything besides tensors needed to continue a run exactly.

@@ -473,6 +473,7 @@ impl Trainer<'_> {
             num_supervised_tokens: normaliser,
             step_seconds: started.elapsed().as_secs_f64(),
             model_flops,
+            device_memory_used: crate::device::gpu_memory_used(self.model.device()),
         })
     }
 

@@ -18,6 +18,7 @@ struct Current {
     tokens_per_second: Option<f64>,
     model_tflops_per_second: Option<f64>,
     mfu: Option<f64>,
+    device_memory_used: Option<f64>,
 }
 
 /// The gauges a worker's runner updates and its `/metrics` endpoint reads.
@@ -58,6 +59,7 @@ impl TrainingGauges {
                 c.tokens_per_second = Some(r.num_tokens as f64 / seconds);
                 c.model_tflops_per_second = Some(r.model_flops / seconds / 1e12);
                 c.mfu = peak_flops.map(|p| r.model_flops / seconds / p);
+                c.device_memory_used = r.device_memory_used.map(|b| b as f64);
             }
         });
     }
@@ -145,6 +147,11 @@ impl TrainingGauges {
                 "Model FLOPs utilization of the last step (of the device's peak).",
                 c.mfu,
             ),
+            (
+                "dn_worker_device_memory_used_bytes",
+                "The GPU's memory in use after the last step (all processes', as nvidia-smi counts it).",
+                c.device_memory_used,
+            ),
         ];
         for (name, help, value) in optional {
             if let Some(v) = value {
@@ -194,6 +201,7 @@ mod tests {
             num_supervised_tokens: 50,
             step_seconds: 0.5,
             model_flops: 1e12,
+            device_memory_used: Some(3 << 30),
         };
         g.step(&record, Some(4e12));
         g.eval(2.25);
@@ -207,6 +215,7 @@ mod tests {
             format!("dn_worker_training_tokens_per_second{labels} 200"),
             format!("dn_worker_training_model_tflops_per_second{labels} 2"),
             format!("dn_worker_training_mfu{labels} 0.5"),
+            format!("dn_worker_device_memory_used_bytes{labels} 3221225472"),
         ] {
             assert!(text.contains(&line), "{line} in\n{text}");
         }

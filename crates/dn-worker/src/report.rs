@@ -39,6 +39,9 @@ pub fn step_data(r: &StepRecord, peak_flops: Option<f64>) -> Value {
     if let Some(mfu) = mfu {
         data["train/mfu"] = json!(mfu);
     }
+    if let Some(bytes) = r.device_memory_used {
+        data["device_memory_used_bytes"] = json!(bytes);
+    }
     data
 }
 

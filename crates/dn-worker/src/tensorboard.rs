@@ -111,8 +111,8 @@ impl EventFile {
     }
 }
 
-/// A step's scalars as the event file holds them (the step log's names; `train/mfu` when the device's
-/// peak is known).
+/// A step's scalars as the event file and MLflow hold them (the step log's names; `train/mfu` when the
+/// device's peak is known, `system/gpu_memory_used_megabytes` on a GPU).
 pub(crate) fn step_scalars(
     r: &dn_train::StepRecord,
     peak_flops: Option<f64>,
@@ -132,6 +132,9 @@ pub(crate) fn step_scalars(
     ];
     if let Some(peak) = peak_flops {
         values.push(("train/mfu", r.model_flops / seconds / peak));
+    }
+    if let Some(bytes) = r.device_memory_used {
+        values.push(("system/gpu_memory_used_megabytes", bytes as f64 / 1048576.0));
     }
     values
 }

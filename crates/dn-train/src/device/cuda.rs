@@ -234,6 +234,13 @@ pub fn free_memory(device: &Device) -> Option<u64> {
     Some(free as u64 + pool_unused(device).unwrap_or(0))
 }
 
+/// The device's total memory less its free memory (all processes, and what dn's pool holds).
+pub fn memory_used(device: &Device) -> Option<u64> {
+    let cuda = device.as_cuda_device().ok()?;
+    let (free, total) = cuda.cuda_stream().context().mem_get_info().ok()?;
+    Some(total.saturating_sub(free) as u64)
+}
+
 fn pool_attribute(pool: sys::CUmemoryPool, attribute: sys::CUmemPool_attribute) -> Option<u64> {
     let mut value = 0u64;
     // SAFETY: the memory attributes are cuuint64_t.

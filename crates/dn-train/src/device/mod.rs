@@ -129,6 +129,18 @@ pub(crate) fn cuda_free_memory(device: &Device) -> Option<u64> {
     }
 }
 
+/// The GPU's memory in use, all processes' (its total less its free memory, as nvidia-smi shows it);
+/// `None` on the CPU or when it cannot be told.
+pub(crate) fn gpu_memory_used(device: &Device) -> Option<u64> {
+    #[cfg(feature = "cuda")]
+    return cuda::memory_used(device);
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = device;
+        None
+    }
+}
+
 /// Gives the memory dn's pool keeps for reuse back to the GPU's driver: when a job ends, and before a
 /// pass that ran out of memory is redone smaller. Nothing on the CPU.
 pub fn release_cached_memory(device: &Device) {
