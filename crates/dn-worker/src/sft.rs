@@ -268,6 +268,9 @@ impl SftRunner {
             state.history = point.state.history.clone();
             state.checkpoints = point.checkpoints.clone();
         }
+        if ctx.preempt_requested() {
+            return Err(RunError::Preempted);
+        }
         let start = AttemptStart {
             job,
             config: &config,
@@ -276,9 +279,6 @@ impl SftRunner {
             staging: job_dir.join("tracker-uploads"),
         };
         state.trackers = Trackers::start(start, self.mlflow.as_ref());
-        if ctx.preempt_requested() {
-            return Err(RunError::Preempted);
-        }
         let signals = TrainSignals::default();
         let stop = signals.stop.clone();
         let (tx, mut rx) = mpsc::unbounded_channel();

@@ -351,6 +351,101 @@ async fn a_tracker_that_is_down_leaves_the_job_completing_with_warnings() {
     assert!(started.elapsed() < Duration::from_secs(120));
 }
 
+/// A tracking server that accepts connections and never answers: each call times out, the job completes
+/// within its bounds and its log says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracker_that_never_answers_does_not_hold_the_job() {
+    let setup = setup().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let uri = format!("http://{}", listener.local_addr().unwrap());
+    // Holds what it accepts, reading nothing, until the test ends (at most 64 connections).
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while held.len() < 64 {
+            match listener.accept().await {
+                Ok((stream, _)) => held.push(stream),
+                Err(_) => break,
+            }
+        }
+        std::future::pending::<()>().await;
+    });
+    let mut slow = settings(&uri, "silent");
+    slow.request_timeout = Duration::from_secs(1);
+    slow.finish_timeout = Duration::from_secs(3);
+    let job = mlflow_job(&setup, 3, 3).await;
+    let started = Instant::now();
+    let logs = run_to_completion(&setup, worker_with(&setup, |r| r.with_mlflow(slow)), &job).await;
+    silent.abort();
+    let warnings: Vec<&str> = logs
+        .iter()
+        .filter(|l| l.entry.data.get("event") == Some(&json!("tracker_warning")))
+        .map(|l| l.entry.message.as_str())
+        .collect();
+    assert!(
+        warnings.iter().any(|w| w.contains("retrying")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("still not done after 3 s")),
+        "{warnings:?}"
+    );
+    assert_eq!(events(&logs, "step_complete").len(), 3);
+    assert!(started.elapsed() < Duration::from_secs(120));
+}
+
+/// A fresh attempt (no checkpoint to resume) opens a new run and closes the earlier attempt's run that
+/// was left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_attempt_closes_the_run_an_earlier_one_left_running() {
+    let Some(uri) = dn_testkit::mlflow_uri() else {
+        return;
+    };
+    let setup = setup().await;
+    let experiment = experiment_name("fresh");
+    let job = mlflow_job(&setup, 2, 2).await;
+    let mlflow = Mlflow::new(&uri);
+    let created: Value = mlflow
+        .http
+        .post(format!("{}/api/2.0/mlflow/experiments/create", mlflow.uri))
+        .json(&json!({"name": experiment}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let earlier: Value = mlflow
+        .http
+        .post(format!("{}/api/2.0/mlflow/runs/create", mlflow.uri))
+        .json(
+            &json!({"experiment_id": created["experiment_id"], "start_time": 1,
+                      "tags": [{"key": "dn.job_id", "value": job.id}]}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let earlier = earlier["run"]["info"]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let worker = worker_with(&setup, |r| r.with_mlflow(settings(&uri, &experiment)));
+    run_to_completion(&setup, worker, &job).await;
+    let runs = mlflow.runs_of(&experiment, &job.id).await;
+    assert_eq!(runs.len(), 2);
+    for run in &runs {
+        let expected = match run["info"]["run_id"].as_str() == Some(earlier.as_str()) {
+            true => "FAILED",
+            false => "FINISHED",
+        };
+        assert_eq!(run["info"]["status"], expected);
+    }
+}
+
 /// `report_to: mlflow` on a worker without a tracking server: the job trains and its log says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_without_mlflow_says_so_in_the_job_log() {

@@ -160,7 +160,8 @@ pub async fn worker(args: WorkerArgs) -> Result<()> {
         runner = runner.with_peak_flops(peak);
     }
     if let Some(mlflow) = config::mlflow()? {
-        info!(uri = %mlflow.tracking_uri, "dn worker: jobs with report_to mlflow report to {}", mlflow.tracking_uri);
+        let uri = mlflow.display_uri();
+        info!(%uri, "dn worker: jobs with report_to mlflow report to {uri}");
         runner = runner.with_mlflow(mlflow);
     }
     let metrics = match args.metrics_listen.or(file.metrics_listen) {

@@ -3,6 +3,7 @@
 //! slow, overloaded) or refused (it answered no: retrying would not change it).
 
 use std::path::Path;
+use std::time::Duration;
 
 use reqwest::{Method, Url};
 use serde_json::{Value, json};
@@ -31,6 +32,8 @@ impl std::fmt::Display for CallError {
 #[derive(Debug, Clone)]
 pub(crate) struct RunHandle {
     pub id: String,
+    /// `RUNNING`, `FINISHED`, `FAILED`, `KILLED` or `SCHEDULED` when found.
+    pub status: String,
     /// `<experiment>/<run>/artifacts` under the artifact proxy; `Err(uri)` when the run's artifacts live
     /// elsewhere (`s3://`, `file://`), where dn does not upload.
     pub artifact_root: Result<String, String>,
@@ -40,12 +43,17 @@ pub(crate) struct Client {
     http: reqwest::Client,
     base: Url,
     auth: Option<MlflowAuth>,
+    /// One API call's limit; an upload gets more for its size.
+    timeout: Duration,
 }
+
+/// The slowest upload rate an artifact upload is given time for, past the call's own limit.
+const SLOWEST_UPLOAD_BYTES_PER_SECOND: u64 = 1 << 20;
 
 impl Client {
     pub fn new(settings: &MlflowSettings) -> Result<Client, String> {
         let http = reqwest::Client::builder()
-            .timeout(settings.request_timeout)
+            .connect_timeout(settings.request_timeout)
             .danger_accept_invalid_certs(settings.insecure_tls)
             .build()
             .map_err(|e| format!("cannot build an HTTP client: {e}"))?;
@@ -53,6 +61,7 @@ impl Client {
             http,
             base: settings.tracking_uri.clone(),
             auth: settings.auth.clone(),
+            timeout: settings.request_timeout,
         })
     }
 
@@ -69,7 +78,7 @@ impl Client {
     }
 
     fn request(&self, method: Method, url: Url) -> reqwest::RequestBuilder {
-        let request = self.http.request(method, url);
+        let request = self.http.request(method, url).timeout(self.timeout);
         match &self.auth {
             Some(MlflowAuth::Basic { username, password }) => {
                 request.basic_auth(username, Some(password))
@@ -211,16 +220,20 @@ impl Client {
 
     /// Uploads `file` as `<root>/<path>` through the artifact proxy.
     pub async fn upload(&self, root: &str, path: &str, file: &Path) -> Result<(), CallError> {
-        let body = tokio::fs::File::open(file)
-            .await
-            .map_err(|e| CallError::Refused {
-                code: "LOCAL_FILE".into(),
-                message: format!("{}: {e}", file.display()),
-            })?;
+        let local = |e: std::io::Error| CallError::Refused {
+            code: "LOCAL_FILE".into(),
+            message: format!("{}: {e}", file.display()),
+        };
+        let body = tokio::fs::File::open(file).await.map_err(local)?;
+        let size = body.metadata().await.map_err(local)?.len();
         let url = self.url(&["api/2.0/mlflow-artifacts/artifacts", root, path]);
-        self.send(self.request(Method::PUT, url).body(body))
-            .await
-            .map(drop)
+        let time = self.timeout + Duration::from_secs(size / SLOWEST_UPLOAD_BYTES_PER_SECOND);
+        let request = self
+            .request(Method::PUT, url)
+            .timeout(time)
+            .header(reqwest::header::CONTENT_LENGTH, size)
+            .body(body);
+        self.send(request).await.map(drop)
     }
 }
 
@@ -255,6 +268,7 @@ fn run_handle(info: &Value) -> Option<RunHandle> {
     let uri = info["artifact_uri"].as_str().unwrap_or_default();
     Some(RunHandle {
         id,
+        status: info["status"].as_str().unwrap_or_default().to_owned(),
         artifact_root: proxied_path(uri).ok_or_else(|| uri.to_owned()),
     })
 }

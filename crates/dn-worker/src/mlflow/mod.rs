@@ -11,7 +11,7 @@ mod describe;
 mod task;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use dn_train::StepRecord;
@@ -23,8 +23,13 @@ use tokio::task::JoinHandle;
 use client::{Client, Metric};
 use task::{Message, Plan, Warnings};
 
+/// The most reports `DN_MLFLOW_MAX_QUEUED` may keep waiting.
+const MAX_QUEUED_LIMIT: u64 = 1_000_000;
+/// How long the job's end gives the run's status, once the rest was given up.
+const LAST_STATUS_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How a worker reaches its MLflow tracking server, read from the variables MLflow's own clients read.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MlflowSettings {
     /// `MLFLOW_TRACKING_URI`: the tracking server, `http://` or `https://`.
     pub tracking_uri: Url,
@@ -61,7 +66,31 @@ impl std::fmt::Debug for MlflowAuth {
     }
 }
 
+impl std::fmt::Debug for MlflowSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MlflowSettings")
+            .field("tracking_uri", &self.display_uri())
+            .field("experiment_name", &self.experiment_name)
+            .field("auth", &self.auth)
+            .field("insecure_tls", &self.insecure_tls)
+            .field("request_timeout", &self.request_timeout)
+            .field("log_checkpoints", &self.log_checkpoints)
+            .field("max_queued", &self.max_queued)
+            .field("finish_timeout", &self.finish_timeout)
+            .finish()
+    }
+}
+
 impl MlflowSettings {
+    /// The tracking URI without any credentials it carries (`http://user:pass@host` works as Basic auth),
+    /// for logs.
+    pub fn display_uri(&self) -> String {
+        let mut uri = self.tracking_uri.clone();
+        let _ = uri.set_username("");
+        let _ = uri.set_password(None);
+        uri.to_string()
+    }
+
     /// The settings in the variables `var` reads; `None` without `MLFLOW_TRACKING_URI`. An error names
     /// the variable and what it takes.
     pub fn from_env(
@@ -115,7 +144,14 @@ impl MlflowSettings {
             insecure_tls: flag("MLFLOW_TRACKING_INSECURE_TLS")?,
             request_timeout: Duration::from_secs(number("MLFLOW_HTTP_REQUEST_TIMEOUT", 30)?),
             log_checkpoints: flag("DN_MLFLOW_LOG_CHECKPOINTS")?,
-            max_queued: number("DN_MLFLOW_MAX_QUEUED", 10_000)? as usize,
+            max_queued: match number("DN_MLFLOW_MAX_QUEUED", 10_000)? {
+                n if n > MAX_QUEUED_LIMIT => {
+                    return Err(format!(
+                        "DN_MLFLOW_MAX_QUEUED {n}: at most {MAX_QUEUED_LIMIT} reports may wait"
+                    ));
+                }
+                n => n as usize,
+            },
             finish_timeout: Duration::from_secs(number("DN_MLFLOW_FINISH_TIMEOUT_SECONDS", 60)?),
         }))
     }
@@ -123,9 +159,13 @@ impl MlflowSettings {
 
 /// One attempt's reporting, on the runner's side: queues without waiting.
 pub(crate) struct MlflowReporter {
-    queue: mpsc::Sender<Message>,
-    finish: oneshot::Sender<Option<&'static str>>,
-    task: JoinHandle<()>,
+    queue: Option<mpsc::Sender<Message>>,
+    finish: Option<oneshot::Sender<Option<&'static str>>>,
+    /// The reporting task (`None` once finished; aborted if the reporter is dropped before).
+    task: Option<JoinHandle<()>>,
+    client: Arc<Client>,
+    /// The run's id once the task opened it.
+    run_id: Arc<OnceLock<String>>,
     warnings: Arc<Warnings>,
     /// Hard links of checkpoint files waiting for their upload (removed at the end).
     staging: PathBuf,
@@ -144,10 +184,10 @@ impl MlflowReporter {
         restored: &[StepRecord],
         staging: PathBuf,
     ) -> Result<MlflowReporter, String> {
-        let client = Client::new(&settings)?;
+        let client = Arc::new(Client::new(&settings)?);
         let started = describe::now_ms();
         let plan = Plan {
-            uri: settings.tracking_uri.to_string(),
+            uri: settings.display_uri(),
             experiment: settings
                 .experiment_name
                 .clone()
@@ -166,17 +206,21 @@ impl MlflowReporter {
         let (queue, receiver) = mpsc::channel(settings.max_queued.max(1));
         let (finish, finished) = oneshot::channel();
         let warnings = Arc::new(Warnings::default());
+        let run_id = Arc::new(OnceLock::new());
         let task = tokio::spawn(task::report(
-            client,
+            client.clone(),
             plan,
             receiver,
             finished,
             warnings.clone(),
+            run_id.clone(),
         ));
         Ok(MlflowReporter {
-            queue,
-            finish,
-            task,
+            queue: Some(queue),
+            finish: Some(finish),
+            task: Some(task),
+            client,
+            run_id,
             warnings,
             staging,
             uri,
@@ -186,7 +230,10 @@ impl MlflowReporter {
     }
 
     fn send(&mut self, message: Message) -> bool {
-        match self.queue.try_send(message) {
+        let Some(queue) = &self.queue else {
+            return false;
+        };
+        match queue.try_send(message) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 if self.dropped == 0 {
@@ -210,6 +257,10 @@ impl MlflowReporter {
     }
 
     pub fn eval(&mut self, step: u64, loss: f64) {
+        if !loss.is_finite() {
+            // JSON has no NaN: MLflow would refuse the whole batch it went in.
+            return;
+        }
         let metric = Metric {
             key: "eval/loss".into(),
             value: loss,
@@ -251,39 +302,55 @@ impl MlflowReporter {
     }
 
     /// Ends the attempt's reporting: what is queued is posted and the run's status set (`None`: left
-    /// running, for the attempt that continues the job), waiting at most the finish timeout. The
-    /// warnings not taken yet.
-    pub async fn finish(self, status: Option<&'static str>) -> Vec<String> {
-        let MlflowReporter {
-            queue,
-            finish,
-            mut task,
-            warnings,
-            staging,
-            uri,
-            settings,
-            dropped,
-        } = self;
-        drop(queue);
-        let _ = finish.send(status);
-        if tokio::time::timeout(settings.finish_timeout, &mut task)
-            .await
-            .is_err()
+    /// running, for the attempt that continues the job), waiting at most the finish timeout (then the
+    /// rest is given up, but the status still gets a short try). The warnings not taken yet.
+    pub async fn finish(mut self, status: Option<&'static str>) -> Vec<String> {
+        self.queue = None;
+        if let Some(finish) = self.finish.take() {
+            let _ = finish.send(status);
+        }
+        let timeout = self.settings.finish_timeout;
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(timeout, &mut task).await.is_err()
         {
             task.abort();
-            warnings.push(format!(
-                "MLflow {uri}: still not done after {} s at the job's end; the rest of its reports \
-                 (metrics, adapter, status) dropped",
-                settings.finish_timeout.as_secs()
+            self.warnings.push(format!(
+                "MLflow {}: still not done after {} s at the job's end; the rest of its reports \
+                 (metrics, adapter) dropped",
+                self.uri,
+                timeout.as_secs()
+            ));
+            if let (Some(status), Some(run)) = (status, self.run_id.get()) {
+                let set = self.client.set_status(run, status, describe::now_ms());
+                if !matches!(
+                    tokio::time::timeout(LAST_STATUS_TIMEOUT, set).await,
+                    Ok(Ok(()))
+                ) {
+                    self.warnings.push(format!(
+                        "MLflow {}: the run's status ({status}) could not be set",
+                        self.uri
+                    ));
+                }
+            }
+        }
+        if self.dropped > 0 {
+            self.warnings.push(format!(
+                "MLflow {}: {} report(s) dropped while the server was not keeping up",
+                self.uri, self.dropped
             ));
         }
-        if dropped > 0 {
-            warnings.push(format!(
-                "MLflow {uri}: {dropped} report(s) dropped while the server was not keeping up"
-            ));
+        let _ = tokio::fs::remove_dir_all(&self.staging).await;
+        self.warnings.take()
+    }
+}
+
+impl Drop for MlflowReporter {
+    /// An attempt that ends without [`MlflowReporter::finish`] (an early return, a dropped future)
+    /// leaves no task behind; its run stays running for the attempt after it.
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
         }
-        let _ = tokio::fs::remove_dir_all(&staging).await;
-        warnings.take()
     }
 }
 
@@ -298,6 +365,10 @@ fn stage(from: &Path, to: &Path, skip: Option<&str>) -> std::io::Result<()> {
             continue;
         }
         let target = to.join(entry.file_name());
+        // Never copy onto an existing link of the same file (the copy would truncate the source).
+        if target.exists() {
+            std::fs::remove_file(&target)?;
+        }
         if std::fs::hard_link(entry.path(), &target).is_err() {
             std::fs::copy(entry.path(), &target)?;
         }
@@ -331,6 +402,12 @@ mod tests {
         assert!(matches!(s.auth, Some(MlflowAuth::Bearer(_))));
         assert!(s.log_checkpoints);
         assert_eq!(s.finish_timeout, Duration::from_secs(60));
+        // Credentials in the URI never reach a log.
+        let s = settings(&[("MLFLOW_TRACKING_URI", "https://me:secret@mlflow.internal/")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.display_uri(), "https://mlflow.internal/");
+        assert!(!format!("{s:?}").contains("secret"));
         for (name, value, expected) in [
             (
                 "MLFLOW_TRACKING_URI",
@@ -340,6 +417,7 @@ mod tests {
             ("MLFLOW_TRACKING_URI", "databricks", "http://"),
             ("MLFLOW_TRACKING_USERNAME", "u", "MLFLOW_TRACKING_PASSWORD"),
             ("DN_MLFLOW_MAX_QUEUED", "0", "DN_MLFLOW_MAX_QUEUED"),
+            ("DN_MLFLOW_MAX_QUEUED", "99999999999", "at most"),
             ("MLFLOW_TRACKING_INSECURE_TLS", "maybe", "true or false"),
         ] {
             let mut vars = vec![("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")];

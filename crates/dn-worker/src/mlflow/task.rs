@@ -5,7 +5,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
@@ -16,11 +16,16 @@ use super::describe::now_ms;
 /// `log-batch` limits: metrics, params and tags per call.
 const METRICS_PER_BATCH: usize = 1000;
 const PARAMS_PER_BATCH: usize = 100;
+const TAGS_PER_BATCH: usize = 100;
 /// Retry pauses double from the first up to the last.
 const FIRST_PAUSE: Duration = Duration::from_secs(1);
 const LONGEST_PAUSE: Duration = Duration::from_secs(30);
-/// Warnings kept for the job log at most (the rest are counted).
+/// Warnings kept for the job log between two takes at most (the rest are counted).
 const MAX_WARNINGS: usize = 50;
+/// Tries of one artifact file before it is given up (so one file cannot hold the reports behind it).
+const UPLOAD_TRIES: u32 = 5;
+/// Unlimited tries: metrics and the run's bookkeeping wait for the server as long as the attempt lasts.
+const UNTIL_ANSWERED: u32 = u32::MAX;
 
 /// What the runner hands the task.
 pub(crate) enum Message {
@@ -46,30 +51,38 @@ pub(crate) struct Plan {
     pub restored: Vec<Metric>,
 }
 
-/// Warnings for the job log, taken by the runner as it goes.
+/// Warnings for the job log, taken by the runner as it goes: at most [`MAX_WARNINGS`] between two takes,
+/// the rest counted in one line.
 #[derive(Default)]
 pub(crate) struct Warnings(Mutex<(Vec<String>, usize)>);
 
 impl Warnings {
     pub fn push(&self, warning: String) {
         let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if inner.1 < MAX_WARNINGS {
-            inner.0.push(warning);
+        match inner.0.len() < MAX_WARNINGS {
+            true => inner.0.push(warning),
+            false => inner.1 += 1,
         }
-        inner.1 += 1;
     }
 
     pub fn take(&self) -> Vec<String> {
-        std::mem::take(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()).0)
+        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut warnings, suppressed) = (std::mem::take(&mut inner.0), inner.1);
+        if suppressed > 0 {
+            warnings.push(format!("{suppressed} more MLflow warning(s) not shown"));
+            inner.1 = 0;
+        }
+        warnings
     }
 }
 
-/// Retries `call` while MLflow is unreachable, saying once when an outage starts and when it ends;
-/// `Err` with the refusal when MLflow answers no.
+/// Retries `call` while MLflow is unreachable (at most `tries` times), saying once when an outage starts
+/// and when it ends; `Err` with the refusal when MLflow answers no, or with the last failure.
 async fn retrying<T, Fut>(
     plan: &Plan,
     warnings: &Warnings,
     what: &str,
+    tries: u32,
     mut call: impl FnMut() -> Fut,
 ) -> Result<T, String>
 where
@@ -88,6 +101,9 @@ where
                 }
                 return Ok(value);
             }
+            Err(CallError::Retryable(e)) if failures + 1 >= tries => {
+                return Err(format!("{what}: {e} ({tries} tries)"));
+            }
             Err(CallError::Retryable(e)) => {
                 if failures == 0 {
                     warnings.push(format!(
@@ -105,47 +121,82 @@ where
 }
 
 /// The experiment and the run: the job's newest when continuing, else a new one with the job's params
-/// and the steps before this attempt.
+/// and the steps before this attempt (an earlier attempt's run left running is closed as failed).
 async fn open(client: &Client, plan: &Plan, warnings: &Warnings) -> Result<RunHandle, String> {
-    let experiment = retrying(plan, warnings, "finding the experiment", || {
-        client.experiment(&plan.experiment)
-    })
+    let until_answered = UNTIL_ANSWERED;
+    let experiment = retrying(
+        plan,
+        warnings,
+        "finding the experiment",
+        until_answered,
+        || client.experiment(&plan.experiment),
+    )
     .await?;
-    let existing = match plan.continue_run {
-        true => {
-            retrying(plan, warnings, "finding the job's run", || {
-                client.find_run(&experiment, &plan.job_id)
-            })
-            .await?
+    let newest = retrying(
+        plan,
+        warnings,
+        "finding the job's run",
+        until_answered,
+        || client.find_run(&experiment, &plan.job_id),
+    )
+    .await?;
+    match newest {
+        Some(run) if plan.continue_run => {
+            retrying(
+                plan,
+                warnings,
+                "marking the run running",
+                until_answered,
+                || client.set_status(&run.id, "RUNNING", now_ms()),
+            )
+            .await?;
+            for tags in plan.tags.chunks(TAGS_PER_BATCH) {
+                retrying(plan, warnings, "tagging the run", until_answered, || {
+                    client.log_batch(&run.id, &[], &[], tags)
+                })
+                .await?;
+            }
+            return Ok(run);
         }
-        false => None,
-    };
-    if let Some(run) = existing {
-        retrying(plan, warnings, "marking the run running", || {
-            client.set_status(&run.id, "RUNNING", now_ms())
-        })
-        .await?;
-        retrying(plan, warnings, "tagging the run", || {
-            client.log_batch(&run.id, &[], &[], &plan.tags)
-        })
-        .await?;
-        return Ok(run);
+        // This attempt starts over: the run of one that stopped without a status is closed.
+        Some(run) if run.status == "RUNNING" => {
+            retrying(
+                plan,
+                warnings,
+                "closing the earlier attempt's run",
+                until_answered,
+                || client.set_status(&run.id, "FAILED", now_ms()),
+            )
+            .await?;
+        }
+        _ => {}
     }
-    let run = retrying(plan, warnings, "creating the run", || {
+    let run = retrying(plan, warnings, "creating the run", until_answered, || {
         client.create_run(&experiment, &plan.run_name, now_ms(), &plan.tags)
     })
     .await?;
+    // The run exists: a refusal from here on costs what it refused, not the run.
     for params in plan.params.chunks(PARAMS_PER_BATCH) {
-        retrying(plan, warnings, "logging the params", || {
+        let logged = retrying(plan, warnings, "logging the params", until_answered, || {
             client.log_batch(&run.id, &[], params, &[])
         })
-        .await?;
+        .await;
+        if let Err(e) = logged {
+            warnings.push(format!("MLflow {}: {e}; those params not logged", plan.uri));
+        }
     }
     for metrics in plan.restored.chunks(METRICS_PER_BATCH) {
-        retrying(plan, warnings, "logging the restored steps", || {
-            client.log_batch(&run.id, metrics, &[], &[])
-        })
-        .await?;
+        let logged = retrying(
+            plan,
+            warnings,
+            "logging the restored steps",
+            until_answered,
+            || client.log_batch(&run.id, metrics, &[], &[]),
+        )
+        .await;
+        if let Err(e) = logged {
+            warnings.push(format!("MLflow {}: {e}; those steps not logged", plan.uri));
+        }
     }
     Ok(run)
 }
@@ -153,14 +204,18 @@ async fn open(client: &Client, plan: &Plan, warnings: &Warnings) -> Result<RunHa
 /// Reports one attempt: opens the run, posts what arrives on `queue` until `finish` says how the attempt
 /// ended (`Some(status)` sets the run's status; `None` leaves it running for the next attempt).
 pub(crate) async fn report(
-    client: Client,
+    client: Arc<Client>,
     plan: Plan,
     mut queue: mpsc::Receiver<Message>,
     mut finish: oneshot::Receiver<Option<&'static str>>,
     warnings: Arc<Warnings>,
+    run_id: Arc<OnceLock<String>>,
 ) {
     let run = match open(&client, &plan, &warnings).await {
-        Ok(run) => run,
+        Ok(run) => {
+            let _ = run_id.set(run.id.clone());
+            run
+        }
         Err(e) => {
             warnings.push(format!(
                 "MLflow {}: {e}; this attempt reports nothing to MLflow",
@@ -194,7 +249,7 @@ pub(crate) async fn report(
             }
         }
         for batch in metrics.chunks(METRICS_PER_BATCH) {
-            let posted = retrying(&plan, &warnings, "logging metrics", || {
+            let posted = retrying(&plan, &warnings, "logging metrics", UNTIL_ANSWERED, || {
                 client.log_batch(&run.id, batch, &[], &[])
             })
             .await;
@@ -227,9 +282,13 @@ pub(crate) async fn report(
         }
     };
     if let Some(status) = status {
-        let set = retrying(&plan, &warnings, "setting the run's status", || {
-            client.set_status(&run.id, status, now_ms())
-        })
+        let set = retrying(
+            &plan,
+            &warnings,
+            "setting the run's status",
+            UNTIL_ANSWERED,
+            || client.set_status(&run.id, status, now_ms()),
+        )
         .await;
         if let Err(e) = set {
             warnings.push(format!("MLflow {}: {e}", plan.uri));
@@ -249,9 +308,13 @@ async fn upload_dir(
     for file in files_under(dir) {
         let relative = file.strip_prefix(dir).unwrap_or(&file).to_string_lossy();
         let path = format!("{dest}/{relative}");
-        let uploaded = retrying(plan, warnings, &format!("uploading {path}"), || {
-            client.upload(root, &path, &file)
-        })
+        let uploaded = retrying(
+            plan,
+            warnings,
+            &format!("uploading {path}"),
+            UPLOAD_TRIES,
+            || client.upload(root, &path, &file),
+        )
         .await;
         if let Err(e) = uploaded {
             warnings.push(format!("MLflow {}: {e}; not logged", plan.uri));
@@ -278,4 +341,22 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     walk(dir, 0, &mut out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_past_the_cap_are_counted_until_taken() {
+        let warnings = Warnings::default();
+        for i in 0..MAX_WARNINGS + 3 {
+            warnings.push(format!("w{i}"));
+        }
+        let taken = warnings.take();
+        assert_eq!(taken.len(), MAX_WARNINGS + 1);
+        assert_eq!(taken[MAX_WARNINGS], "3 more MLflow warning(s) not shown");
+        warnings.push("later".into());
+        assert_eq!(warnings.take(), ["later"]);
+    }
 }
