@@ -70,6 +70,18 @@ impl Mlflow {
         response.json().await.unwrap()
     }
 
+    async fn post(&self, path: &str, body: Value) -> Value {
+        let response = self
+            .http
+            .post(format!("{}/api/2.0/{path}", self.uri))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{path}: {response:?}");
+        response.json().await.unwrap()
+    }
+
     /// Every run of `job` in `experiment`.
     async fn runs_of(&self, experiment: &str, job: &str) -> Vec<Value> {
         let found = self
@@ -79,16 +91,13 @@ impl Mlflow {
             )
             .await;
         let id = found["experiment"]["experiment_id"].as_str().unwrap();
-        let runs: Value = self
-            .http
-            .post(format!("{}/api/2.0/mlflow/runs/search", self.uri))
-            .json(&json!({"experiment_ids": [id], "filter": format!("tags.`dn.job_id` = '{job}'")}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let filter = format!("tags.`dn.job_id` = '{job}'");
+        let runs = self
+            .post(
+                "mlflow/runs/search",
+                json!({"experiment_ids": [id], "filter": filter}),
+            )
+            .await;
         runs["runs"].as_array().cloned().unwrap_or_default()
     }
 
@@ -124,6 +133,14 @@ fn pairs(run: &Value, kind: &str) -> std::collections::BTreeMap<String, String> 
                 p["value"].as_str().unwrap().to_owned(),
             )
         })
+        .collect()
+}
+
+/// The messages of the job log's `tracker_warning` entries.
+fn tracker_warnings(logs: &[dn_store::StoredLogEntry]) -> Vec<String> {
+    logs.iter()
+        .filter(|l| l.entry.data.get("event") == Some(&json!("tracker_warning")))
+        .map(|l| l.entry.message.clone())
         .collect()
 }
 
@@ -332,11 +349,7 @@ async fn a_tracker_that_is_down_leaves_the_job_completing_with_warnings() {
     let worker = worker_with(&setup, |r| r.with_mlflow(down));
     let started = Instant::now();
     let logs = run_to_completion(&setup, worker, &job).await;
-    let warnings: Vec<String> = logs
-        .iter()
-        .filter(|l| l.entry.data.get("event") == Some(&json!("tracker_warning")))
-        .map(|l| l.entry.message.clone())
-        .collect();
+    let warnings = tracker_warnings(&logs);
     assert!(
         warnings
             .iter()
@@ -376,11 +389,7 @@ async fn a_tracker_that_never_answers_does_not_hold_the_job() {
     let started = Instant::now();
     let logs = run_to_completion(&setup, worker_with(&setup, |r| r.with_mlflow(slow)), &job).await;
     silent.abort();
-    let warnings: Vec<&str> = logs
-        .iter()
-        .filter(|l| l.entry.data.get("event") == Some(&json!("tracker_warning")))
-        .map(|l| l.entry.message.as_str())
-        .collect();
+    let warnings = tracker_warnings(&logs);
     assert!(
         warnings.iter().any(|w| w.contains("retrying")),
         "{warnings:?}"
@@ -406,29 +415,16 @@ async fn a_fresh_attempt_closes_the_run_an_earlier_one_left_running() {
     let experiment = experiment_name("fresh");
     let job = mlflow_job(&setup, 2, 2).await;
     let mlflow = Mlflow::new(&uri);
-    let created: Value = mlflow
-        .http
-        .post(format!("{}/api/2.0/mlflow/experiments/create", mlflow.uri))
-        .json(&json!({"name": experiment}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let earlier: Value = mlflow
-        .http
-        .post(format!("{}/api/2.0/mlflow/runs/create", mlflow.uri))
-        .json(
-            &json!({"experiment_id": created["experiment_id"], "start_time": 1,
-                      "tags": [{"key": "dn.job_id", "value": job.id}]}),
+    let created = mlflow
+        .post("mlflow/experiments/create", json!({"name": experiment}))
+        .await;
+    let tags = json!([{"key": "dn.job_id", "value": job.id}]);
+    let earlier = mlflow
+        .post(
+            "mlflow/runs/create",
+            json!({"experiment_id": created["experiment_id"], "start_time": 1, "tags": tags}),
         )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .await;
     let earlier = earlier["run"]["info"]["run_id"]
         .as_str()
         .unwrap()
