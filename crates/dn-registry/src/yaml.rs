@@ -109,7 +109,8 @@ mod tests {
                 .to_string()
                 .contains("bytes")
         );
-        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        // Milliseconds of work; the parser this guards against took 38 s.
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
         // Real metadata passes, brackets inside quotes and comments included.
         let ok = "name: d\nversion: 0.1.0\nformat: jsonl\nsplits:\n  train: a.jsonl  # [not [flow\n\
                   data_schema:\n  fields: [{name: \"a[\", type: string}]\n";

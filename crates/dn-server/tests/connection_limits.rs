@@ -66,8 +66,9 @@ async fn idle_and_slow_connections_are_closed_while_the_api_keeps_answering() {
         )
         .await;
     assert_eq!(status, 200);
-    // Every one of them is closed within the header timeout (and some slack).
-    let deadline = opened + Duration::from_secs(10);
+    // Every one of them is closed by the header timeout (none closes without it; a loaded machine may take
+    // longer than the timeout itself to get to them all).
+    let deadline = opened + PATIENCE;
     for stream in idle.iter_mut().chain(slow.iter_mut()) {
         assert!(
             closed_by(stream, deadline).await,
@@ -82,7 +83,7 @@ async fn idle_and_slow_connections_are_closed_while_the_api_keeps_answering() {
     let mut first = [0u8; 12];
     kept.read_exact(&mut first).await.unwrap();
     assert_eq!(&first, b"HTTP/1.1 200");
-    assert!(closed_by(&mut kept, Instant::now() + Duration::from_secs(6)).await);
+    assert!(closed_by(&mut kept, Instant::now() + PATIENCE).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -155,18 +155,21 @@ fn retrying(max_retries: u32) -> WorkerConfig {
 async fn retryable_failures_are_retried_after_a_backoff_then_complete() {
     let (store, _dir) = store().await;
     let id = submit(&store).await;
-    let worker = Worker::new(store.clone(), Flaky::new(2), retrying(3));
+    // A backoff of seconds: the check that it is not claimable yet must not race the backoff's end.
+    let mut config = retrying(3);
+    config.retry_backoff = Duration::from_secs(1);
+    let worker = Worker::new(store.clone(), Flaky::new(2), config);
     for retry in 1..=2 {
         assert!(worker.reap_and_run_once().await.unwrap());
         let job = store.get_job_by_id(&id).await.unwrap();
         assert_eq!(job.status, JobStatus::Queued, "retry {retry} is queued");
         assert!(job.error.unwrap().contains("storage unavailable"));
-        // Not claimable before its backoff (at least half the nominal 100 ms x 2^(retry-1)).
+        // Not claimable before its backoff (at least half the nominal 1 s x 2^(retry-1)).
         assert!(
             !worker.reap_and_run_once().await.unwrap(),
             "retry {retry} waits for its backoff"
         );
-        tokio::time::sleep(Duration::from_millis(100 << (retry - 1))).await;
+        tokio::time::sleep(Duration::from_millis(1000 << (retry - 1))).await;
     }
     assert!(worker.reap_and_run_once().await.unwrap());
     let job = store.get_job_by_id(&id).await.unwrap();
